@@ -1,14 +1,43 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! skillgate: a verifying loader for native skill plugins.
+//!
+//! A plugin is a directory holding a signed `plugin.json` manifest, its signature file
+//! and a `lib<name>.so` that exports the VT Code plugin ABI. skillgate moves it through a
+//! pipeline in which every stage produces a value only that stage can build, so there is
+//! no way to reach `dlopen` without passing every check:
+//!
+//! ```text
+//! path ─locate─▶ PluginDir ─verify─▶ Verified<Bundle> ─inspect─▶ Inspected ─load─▶ LoadedPlugin ─execute─▶ PluginResult
+//! ```
+//!
+//! - [`locate`]: the path must lie beneath a trusted root; files are opened by descriptor
+//!   beneath it, never through a symlink, regular files only, sizes capped before reading.
+//! - [`signature`] and [`keys`]: an Ed25519 signature (strict verification, weak keys
+//!   refused) over a domain tag and the exact manifest bytes, checked before the manifest
+//!   is parsed.
+//! - [`manifest`]: the signed manifest, parsed strictly; [`verify`] then checks the SHA-256
+//!   and size of every file in the directory against it.
+//! - [`inspect`]: the verified library bytes are inspected as ELF before any `dlopen`.
+//! - [`load`] and [`executor`]: the verified bytes are copied once into a sealed memfd,
+//!   which is what the dynamic loader maps, on the plugin's own thread, which then runs
+//!   every call one at a time.
+//!
+//! [`Gate`] is the hardened host's entry point; [`compat`] keeps VT Code's names.
+#![deny(unsafe_code)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod compat;
+pub mod error;
+pub mod executor;
+pub mod ffi;
+pub mod gate;
+pub mod inspect;
+pub mod keys;
+pub mod load;
+pub mod locate;
+pub mod manifest;
+pub mod policy;
+pub mod sealed;
+pub mod sign;
+pub mod signature;
+pub mod verify;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::Error;
