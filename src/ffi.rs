@@ -1,1 +1,281 @@
-//! (in progress)
+//! The VT Code plugin ABI (version 1) and the crossing of plugin strings into the host.
+//!
+//! Everything a plugin returns is hostile input: a NULL pointer, bytes that are not UTF-8,
+//! text that is not JSON, or a string so long it exhausts the host. Strings are read with a
+//! bound ([`Limits::output_bytes`](crate::policy::Limits)), copied, released through the
+//! plugin's own `vtcode_plugin_free_string` when it exports one (VT Code's semantics), and
+//! only then decoded by [`decode_result`] / [`decode_metadata`], which are plain functions on
+//! bytes so they can be fuzzed and tested without a plugin.
+
+use std::collections::HashMap;
+use std::ffi::c_char;
+
+use serde::{Deserialize, Serialize};
+
+/// The plugin ABI version this host speaks. A plugin's manifest and its
+/// `vtcode_plugin_version()` must both report it.
+pub const PLUGIN_ABI_VERSION: u32 = 1;
+
+/// Exported symbol: `uint32_t vtcode_plugin_version(void)`.
+pub const SYMBOL_VERSION: &str = "vtcode_plugin_version";
+/// Exported symbol: `const char *vtcode_plugin_metadata(void)`.
+pub const SYMBOL_METADATA: &str = "vtcode_plugin_metadata";
+/// Exported symbol: `const char *vtcode_plugin_execute(const char *)`.
+pub const SYMBOL_EXECUTE: &str = "vtcode_plugin_execute";
+/// Optional exported symbol: `void vtcode_plugin_free_string(const char *)`.
+pub const SYMBOL_FREE_STRING: &str = "vtcode_plugin_free_string";
+/// The exports every plugin must define.
+pub const REQUIRED_EXPORTS: [&str; 3] = [SYMBOL_VERSION, SYMBOL_METADATA, SYMBOL_EXECUTE];
+
+/// Input to one plugin call (VT Code's JSON shape).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginContext {
+    /// Input data for the plugin.
+    pub input: HashMap<String, serde_json::Value>,
+    /// Workspace root path.
+    pub workspace_root: Option<String>,
+    /// Plugin configuration.
+    pub config: HashMap<String, serde_json::Value>,
+}
+
+/// Output of one plugin call (VT Code's JSON shape; unknown fields are refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginResult {
+    /// Whether the plugin succeeded.
+    pub success: bool,
+    /// Output data.
+    pub output: HashMap<String, serde_json::Value>,
+    /// Error message if it failed.
+    pub error: Option<String>,
+    /// Files the plugin created.
+    pub files: Vec<String>,
+}
+
+/// Plugin metadata (VT Code's JSON shape), as the signed manifest and the plugin's
+/// `vtcode_plugin_metadata()` both state it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginMetadata {
+    /// Plugin name (identifier).
+    pub name: String,
+    /// Human-readable description.
+    pub description: String,
+    /// Plugin version (semver).
+    pub version: String,
+    /// Plugin author.
+    pub author: Option<String>,
+    /// Plugin ABI version.
+    pub abi_version: u32,
+    /// When to use this plugin.
+    pub when_to_use: Option<String>,
+    /// When not to use this plugin.
+    pub when_not_to_use: Option<String>,
+    /// Tools the plugin may use.
+    pub allowed_tools: Option<Vec<String>>,
+    /// What the plugin says about its thread safety. Recorded, never trusted: calls to
+    /// one plugin are always serialized.
+    #[serde(default)]
+    pub thread_safe: bool,
+}
+
+/// C-compatible plugin metadata (VT Code's FFI type).
+#[repr(C)]
+#[derive(Debug, Clone)]
+pub struct PluginMetadataFFI {
+    /// Pointer to the JSON metadata string.
+    pub json_ptr: *const c_char,
+}
+
+/// C-compatible plugin result (VT Code's FFI type).
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginResultFFI {
+    /// Pointer to the JSON result string.
+    pub json_ptr: *const c_char,
+}
+
+/// A plugin call went wrong on the plugin's side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FaultError {
+    /// The plugin returned a NULL string.
+    #[error("{function} returned NULL")]
+    NullResult {
+        /// The exported function.
+        function: &'static str,
+    },
+    /// The plugin returned a string longer than the output limit.
+    #[error("{function} returned more than {limit} bytes")]
+    OutputTooLarge {
+        /// The exported function.
+        function: &'static str,
+        /// The policy's output limit.
+        limit: usize,
+    },
+    /// The plugin returned bytes that are not UTF-8.
+    #[error("{function} returned invalid UTF-8 at byte {valid_up_to}")]
+    NotUtf8 {
+        /// The exported function.
+        function: &'static str,
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
+    /// The plugin returned text that is not the expected JSON.
+    #[error("{function} returned malformed JSON: {detail}")]
+    NotJson {
+        /// The exported function.
+        function: &'static str,
+        /// What serde said.
+        detail: String,
+    },
+    /// The call did not finish within the policy's timeout. The plugin's thread may still
+    /// be running it; the plugin handle refuses further calls.
+    #[error("call did not finish within {timeout_ms} ms; the plugin is now unusable")]
+    Timeout {
+        /// The timeout that ran out.
+        timeout_ms: u64,
+    },
+    /// An earlier fault left the plugin unusable.
+    #[error("plugin is unusable after an earlier fault")]
+    Poisoned,
+    /// The plugin's thread ended unexpectedly.
+    #[error("plugin thread ended unexpectedly")]
+    ThreadGone,
+}
+
+/// The plugin disagrees with its signed manifest or with this host's ABI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AbiError {
+    /// `vtcode_plugin_version()` did not return the manifest's ABI version.
+    #[error("plugin reports ABI version {plugin}, its manifest says {manifest}, this host speaks {host}")]
+    VersionMismatch {
+        /// From the signed manifest.
+        manifest: u32,
+        /// From `vtcode_plugin_version()`.
+        plugin: u32,
+        /// [`PLUGIN_ABI_VERSION`].
+        host: u32,
+    },
+    /// A field of the plugin's metadata differs from the signed manifest.
+    #[error("plugin metadata says {field} = {plugin:?}, the signed manifest says {manifest:?}")]
+    MetadataMismatch {
+        /// The field.
+        field: &'static str,
+        /// From the signed manifest.
+        manifest: String,
+        /// From `vtcode_plugin_metadata()`.
+        plugin: String,
+    },
+    /// The plugin's metadata could not be read.
+    #[error("plugin metadata unreadable: {0}")]
+    Metadata(FaultError),
+}
+
+/// Copies a plugin-returned C string into host memory, reading at most `limit + 1` bytes.
+///
+/// # Safety
+///
+/// `ptr` must be NULL or point to memory readable up to its first NUL byte or `limit + 1`
+/// bytes, whichever comes first. This is the plugin ABI's promise; the host cannot check it.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn copy_bounded(
+    ptr: *const c_char,
+    limit: usize,
+    function: &'static str,
+) -> Result<Vec<u8>, FaultError> {
+    if ptr.is_null() {
+        return Err(FaultError::NullResult { function });
+    }
+    let probe = limit.saturating_add(1);
+    // SAFETY: `ptr` is non-null and, by the caller's contract, readable up to its NUL or
+    // `probe` bytes; strnlen reads no further than that.
+    let len = unsafe { libc::strnlen(ptr, probe) };
+    if len > limit {
+        return Err(FaultError::OutputTooLarge { function, limit });
+    }
+    // SAFETY: strnlen found `len` readable bytes before the NUL at `ptr`.
+    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+    Ok(bytes.to_vec())
+}
+
+fn utf8<'a>(bytes: &'a [u8], function: &'static str) -> Result<&'a str, FaultError> {
+    std::str::from_utf8(bytes).map_err(|e| FaultError::NotUtf8 {
+        function,
+        valid_up_to: e.valid_up_to(),
+    })
+}
+
+/// Decodes what `vtcode_plugin_execute` returned (bytes before the NUL).
+pub fn decode_result(bytes: &[u8]) -> Result<PluginResult, FaultError> {
+    let text = utf8(bytes, SYMBOL_EXECUTE)?;
+    serde_json::from_str(text).map_err(|e| FaultError::NotJson {
+        function: SYMBOL_EXECUTE,
+        detail: e.to_string(),
+    })
+}
+
+/// Decodes what `vtcode_plugin_metadata` returned (bytes before the NUL).
+pub fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError> {
+    let text = utf8(bytes, SYMBOL_METADATA)?;
+    serde_json::from_str(text).map_err(|e| FaultError::NotJson {
+        function: SYMBOL_METADATA,
+        detail: e.to_string(),
+    })
+}
+
+/// Serializes a context for the plugin as a NUL-terminated string.
+pub(crate) fn encode_context(ctx: &PluginContext) -> Result<std::ffi::CString, serde_json::Error> {
+    let json = serde_json::to_vec(ctx)?;
+    // serde_json escapes NUL inside strings as \u0000, so the JSON text holds no NUL byte.
+    std::ffi::CString::new(json).map_err(|_| {
+        <serde_json::Error as serde::ser::Error>::custom("context JSON holds a NUL byte")
+    })
+}
+
+/// Reads a C string the host itself produced; used only in tests of this module.
+#[cfg(test)]
+#[allow(unsafe_code)]
+fn read_own(c: &std::ffi::CStr, limit: usize) -> Result<Vec<u8>, FaultError> {
+    // SAFETY: `c` is a valid NUL-terminated string owned by the test.
+    unsafe { copy_bounded(c.as_ptr(), limit, SYMBOL_EXECUTE) }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bounded_copy_refuses_null_and_oversize() {
+        // SAFETY: a NULL pointer is explicitly allowed by the contract.
+        #[allow(unsafe_code)]
+        let null = unsafe { copy_bounded(std::ptr::null(), 10, SYMBOL_EXECUTE) };
+        assert!(matches!(null, Err(FaultError::NullResult { .. })));
+        let s = std::ffi::CString::new("0123456789").unwrap();
+        assert_eq!(read_own(&s, 10).unwrap(), b"0123456789");
+        assert!(matches!(read_own(&s, 9), Err(FaultError::OutputTooLarge { limit: 9, .. })));
+    }
+
+    #[test]
+    fn results_decode_strictly() {
+        let ok = decode_result(br#"{"success":true,"output":{"a":1},"error":null,"files":[]}"#).unwrap();
+        assert!(ok.success);
+        assert!(matches!(decode_result(b"\xff{}"), Err(FaultError::NotUtf8 { valid_up_to: 0, .. })));
+        assert!(matches!(decode_result(b"not json"), Err(FaultError::NotJson { .. })));
+        assert!(matches!(
+            decode_result(br#"{"success":true,"output":{},"error":null,"files":[],"x":1}"#),
+            Err(FaultError::NotJson { .. })
+        ));
+    }
+
+    #[test]
+    fn contexts_encode_without_interior_nul() {
+        let mut ctx = PluginContext::default();
+        ctx.input.insert("k".into(), serde_json::Value::String("a\0b".into()));
+        let c = encode_context(&ctx).unwrap();
+        let back: PluginContext = serde_json::from_slice(c.to_bytes()).unwrap();
+        assert_eq!(back, ctx);
+    }
+}

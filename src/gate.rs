@@ -1,1 +1,141 @@
-//! (in progress)
+//! The hardened host's entry point: [`Gate::verify_and_load`] runs every stage in order.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::executor::ThreadExecutor;
+use crate::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
+use crate::inspect::{InspectReport, Inspected, inspect};
+use crate::keys::{KeyId, TrustStore};
+use crate::locate::{TrustedRoot, locate};
+use crate::manifest::Manifest;
+use crate::policy::{Isolation, Policy, PolicyError};
+use crate::verify::{Bundle, Verified, verify_dir};
+
+/// A configured host: trusted roots opened, trust store loaded, policy validated.
+///
+/// ```no_run
+/// # fn main() -> Result<(), skillgate::Error> {
+/// use skillgate::{Gate, Policy, PluginContext};
+/// let gate = Gate::new(Policy::from_file("policy/default.json")?)?;
+/// let plugin = gate.verify_and_load("skills/echo")?;
+/// let result = plugin.execute(&PluginContext::default())?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Gate {
+    policy: Policy,
+    roots: Vec<TrustedRoot>,
+    trust: TrustStore,
+}
+
+impl Gate {
+    /// Builds a host from a policy, loading the trust store from `policy.keys`.
+    pub fn new(policy: Policy) -> Result<Self, Error> {
+        if policy.keys.as_os_str().is_empty() {
+            return Err(PolicyError::NoTrustStore.into());
+        }
+        let trust = TrustStore::load_dir(&policy.keys)?;
+        Self::with_trust_store(policy, trust)
+    }
+
+    /// Builds a host from a policy and an already loaded trust store (`policy.keys` is
+    /// not read). An empty trust store refuses every plugin.
+    pub fn with_trust_store(policy: Policy, trust: TrustStore) -> Result<Self, Error> {
+        if policy.isolation != Isolation::Thread {
+            return Err(PolicyError::IsolationNotSupported(policy.isolation).into());
+        }
+        let roots = policy.trusted_roots.iter().map(|r| TrustedRoot::open(r)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Gate { policy, roots, trust })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The trust store in force.
+    pub fn trust_store(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    /// Locates and verifies a plugin directory: every check short of inspection and loading.
+    pub fn verify(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, Error> {
+        let dir = locate(&self.roots, path.as_ref())?;
+        verify_dir(&dir, &self.trust, &self.policy.limits)
+    }
+
+    /// Verifies and inspects a plugin: every check short of loading it.
+    pub fn verify_and_inspect(&self, path: impl AsRef<Path>) -> Result<Inspected, Error> {
+        inspect(self.verify(path)?)
+    }
+
+    /// Runs every stage and returns a plugin ready for calls, or the error of the stage
+    /// that refused it.
+    pub fn verify_and_load(&self, path: impl AsRef<Path>) -> Result<LoadedPlugin, Error> {
+        let inspected = self.verify_and_inspect(path)?;
+        LoadedPlugin::start(inspected, &self.policy)
+    }
+}
+
+/// A verified, inspected plugin loaded on its own thread.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    path: PathBuf,
+    manifest: Manifest,
+    signers: Vec<KeyId>,
+    report: InspectReport,
+    isolation: Isolation,
+    executor: ThreadExecutor,
+}
+
+impl LoadedPlugin {
+    fn start(inspected: Inspected, policy: &Policy) -> Result<Self, Error> {
+        let (bundle, report) = inspected.into_parts();
+        let (path, manifest, signers, library) = bundle.into_parts();
+        let executor = ThreadExecutor::start(library, &manifest, &policy.limits)?;
+        tracing::info!(
+            plugin = manifest.name(),
+            version = %manifest.version(),
+            path = %path.display(),
+            signers = ?signers,
+            isolation = %policy.isolation,
+            "plugin loaded"
+        );
+        Ok(LoadedPlugin { path, manifest, signers, report, isolation: policy.isolation, executor })
+    }
+
+    /// Runs the plugin once. Calls from many threads are queued and run one at a time.
+    pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
+        let input = encode_context(ctx).map_err(Error::Input)?;
+        self.executor.call(input).map_err(|e: FaultError| {
+            tracing::warn!(plugin = self.manifest.name(), error = %e, "plugin fault");
+            Error::Fault(e)
+        })
+    }
+
+    /// The signed metadata (the plugin's own report was checked against it at load).
+    pub fn metadata(&self) -> &PluginMetadata {
+        self.manifest.metadata()
+    }
+    /// The signed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The trusted keys whose signatures verified.
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+    /// The plugin directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// What ELF inspection found.
+    pub fn inspection(&self) -> &InspectReport {
+        &self.report
+    }
+    /// How the plugin is isolated.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+}

@@ -41,3 +41,11 @@ pub mod signature;
 pub mod verify;
 
 pub use error::Error;
+pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
+pub use ffi::{
+    PLUGIN_ABI_VERSION, PluginContext, PluginMetadata, PluginMetadataFFI, PluginResult, PluginResultFFI,
+};
+pub use gate::{Gate, LoadedPlugin};
+pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
+pub use policy::{Isolation, Policy};
+pub use verify::{Bundle, Verified};

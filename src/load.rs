@@ -1,1 +1,146 @@
-//! (in progress)
+//! Loading: the sealed, verified library handed to the dynamic loader.
+//!
+//! The loader is given `/proc/self/fd/N` of the sealed memfd, never the path on disk, so
+//! the file it maps is the one whose bytes were hashed (invariant 2). `RTLD_NOW` resolves
+//! every symbol at load time, `RTLD_LOCAL` keeps the plugin's symbols out of the global
+//! namespace. This runs on the plugin's own thread: constructors and IFUNC resolvers run
+//! inside `dlopen`, in the calling thread, and that thread is where restrictions apply.
+//!
+//! **Unload policy: a plugin library is never unloaded.** A Rust plugin may have started
+//! threads or registered thread-local destructors that would run into unmapped code after
+//! `dlclose`. The memfd that names the library stays open for the life of the process
+//! too: glibc recognises an already-loaded object by the name it was opened under, so if
+//! the descriptor number were freed and reused for another plugin's memfd,
+//! `dlopen("/proc/self/fd/N")` would hand back the first plugin.
+
+use std::ffi::c_char;
+use std::os::fd::IntoRawFd;
+
+use crate::ffi::{SYMBOL_EXECUTE, SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
+use crate::sealed::SealedFile;
+
+pub(crate) type VersionFn = unsafe extern "C" fn() -> u32;
+pub(crate) type MetadataFn = unsafe extern "C" fn() -> *const c_char;
+pub(crate) type ExecuteFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
+pub(crate) type FreeStringFn = unsafe extern "C" fn(*const c_char);
+
+/// Why the dynamic loader refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// `dlopen` failed.
+    #[error("dlopen failed: {0}")]
+    Dlopen(String),
+    /// A required symbol could not be resolved after loading.
+    #[error("symbol {name} not found after loading: {detail}")]
+    Symbol {
+        /// The symbol.
+        name: &'static str,
+        /// What the loader said.
+        detail: String,
+    },
+    /// The plugin thread could not be started.
+    #[error("cannot start the plugin thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The plugin's entry points. The library they point into is never unloaded, so the
+/// pointers stay valid for the life of the process.
+#[derive(Clone, Copy)]
+pub(crate) struct PluginSymbols {
+    pub version: VersionFn,
+    pub metadata: MetadataFn,
+    pub execute: ExecuteFn,
+    pub free_string: Option<FreeStringFn>,
+}
+
+impl std::fmt::Debug for PluginSymbols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginSymbols").field("free_string", &self.free_string.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Maps the sealed library and resolves the ABI. Runs the library's constructors.
+///
+/// On success the library and its memfd are kept for the life of the process (see the
+/// module documentation); on failure the memfd is closed.
+#[allow(unsafe_code)]
+pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadError> {
+    use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    let path = library.proc_path();
+    // SAFETY: loading runs the library's initialisers. The bytes passed signature, hash
+    // and ELF inspection; running them on this, the plugin's own thread, is the purpose
+    // of the call.
+    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError::Dlopen(e.to_string()))?;
+    let symbols = resolve(&lib)?;
+    // Never dlclose (module docs): forget the handle, keep the descriptor open.
+    std::mem::forget(lib);
+    let _kept_open_forever = library.into_owned_fd().into_raw_fd();
+    Ok(symbols)
+}
+
+#[allow(unsafe_code)]
+fn resolve(lib: &libloading::os::unix::Library) -> Result<PluginSymbols, LoadError> {
+    let err = |name| move |e: libloading::Error| LoadError::Symbol { name, detail: e.to_string() };
+    // SAFETY: the types are the plugin ABI's signatures for these names; inspection
+    // checked each is a defined global function.
+    let version = unsafe { lib.get::<VersionFn>(SYMBOL_VERSION.as_bytes()) }.map_err(err(SYMBOL_VERSION))?;
+    // SAFETY: as above.
+    let metadata = unsafe { lib.get::<MetadataFn>(SYMBOL_METADATA.as_bytes()) }.map_err(err(SYMBOL_METADATA))?;
+    // SAFETY: as above.
+    let execute = unsafe { lib.get::<ExecuteFn>(SYMBOL_EXECUTE.as_bytes()) }.map_err(err(SYMBOL_EXECUTE))?;
+    // SAFETY: as above; this export is optional.
+    let free_string = unsafe { lib.get::<FreeStringFn>(SYMBOL_FREE_STRING.as_bytes()) }.ok();
+    Ok(PluginSymbols { version: *version, metadata: *metadata, execute: *execute, free_string: free_string.map(|s| *s) })
+}
+
+impl PluginSymbols {
+    /// Calls `vtcode_plugin_version()`.
+    #[allow(unsafe_code)]
+    pub(crate) fn call_version(&self) -> u32 {
+        // SAFETY: a plugin ABI function taking no arguments; the library is never unloaded.
+        unsafe { (self.version)() }
+    }
+
+    /// Calls `vtcode_plugin_metadata()` and copies its string out, at most `limit` bytes.
+    pub(crate) fn call_metadata(&self, limit: usize) -> Result<Vec<u8>, crate::ffi::FaultError> {
+        self.take_string(self.call_metadata_raw(), limit, SYMBOL_METADATA)
+    }
+
+    #[allow(unsafe_code)]
+    fn call_metadata_raw(&self) -> *const c_char {
+        // SAFETY: a plugin ABI function taking no arguments; the library is never unloaded.
+        unsafe { (self.metadata)() }
+    }
+
+    /// Calls `vtcode_plugin_execute(input)` and copies its string out, at most `limit` bytes.
+    pub(crate) fn call_execute(&self, input: &std::ffi::CStr, limit: usize) -> Result<Vec<u8>, crate::ffi::FaultError> {
+        self.take_string(self.call_execute_raw(input), limit, SYMBOL_EXECUTE)
+    }
+
+    #[allow(unsafe_code)]
+    fn call_execute_raw(&self, input: &std::ffi::CStr) -> *const c_char {
+        // SAFETY: the ABI takes a NUL-terminated string that lives for the call; `input`
+        // outlives it.
+        unsafe { (self.execute)(input.as_ptr()) }
+    }
+
+    /// Copies a returned string (bounded), then hands it back to the plugin's
+    /// `vtcode_plugin_free_string` if it exports one, whether or not the copy succeeded.
+    #[allow(unsafe_code)]
+    fn take_string(
+        &self,
+        ptr: *const c_char,
+        limit: usize,
+        function: &'static str,
+    ) -> Result<Vec<u8>, crate::ffi::FaultError> {
+        // SAFETY: the plugin ABI promises a NUL-terminated string or NULL; copy_bounded
+        // reads at most limit + 1 bytes of it.
+        let copied = unsafe { crate::ffi::copy_bounded(ptr, limit, function) };
+        if let (Some(free), false) = (self.free_string, ptr.is_null()) {
+            // SAFETY: `ptr` came from this plugin and is released once, after the copy.
+            unsafe { free(ptr) };
+        }
+        copied
+    }
+}

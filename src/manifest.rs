@@ -1,1 +1,406 @@
-//! (in progress)
+//! The plugin manifest, `plugin.json`: VT Code's metadata plus the list of every file in
+//! the plugin directory with its SHA-256 and size.
+//!
+//! The loader parses a manifest only from [`AuthenticManifest`], i.e. after its signature
+//! verified over the exact bytes (invariant 1: nothing but the signature-file parser sees
+//! unsigned bytes). Parsing is strict: unknown and duplicate fields are refused, names are
+//! restricted to a small alphabet so no name can carry a path, a NUL or a control
+//! character, and versions must be semver. The wire type is crate-private; [`Manifest`] is
+//! built from it by one checking function.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ffi::{PLUGIN_ABI_VERSION, PluginMetadata};
+use crate::signature::{AuthenticManifest, MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
+
+/// Longest plugin name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest file path component (a file or directory name).
+pub const MAX_COMPONENT_LEN: usize = 255;
+/// Longest relative file path.
+pub const MAX_PATH_LEN: usize = 1024;
+/// Longest free-text field (description, when_to_use, ...).
+pub const MAX_TEXT_LEN: usize = 4096;
+/// Most entries in `allowed_tools`.
+pub const MAX_TOOLS: usize = 256;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The plugin directory has no `plugin.json`.
+    #[error("no {MANIFEST_FILE_NAME} in the plugin directory")]
+    Missing,
+    /// The JSON does not match the manifest schema (unknown or duplicate fields included).
+    #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
+    Syntax(serde_json::Error),
+    /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
+    #[error("{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')")]
+    BadName {
+        /// The field.
+        field: &'static str,
+        /// The offending value (escaped when printed).
+        value: String,
+        /// The length limit.
+        max: usize,
+    },
+    /// A file path is absolute, has an empty, `.` or `..` component, or a bad name.
+    #[error("file path {0:?} is not a plain relative path")]
+    BadPath(String),
+    /// The version is not semver.
+    #[error("version {value:?} is not semver: {detail}")]
+    BadVersion {
+        /// The version string.
+        value: String,
+        /// What the semver parser said.
+        detail: String,
+    },
+    /// A text field is longer than [`MAX_TEXT_LEN`], or a list longer than its limit.
+    #[error("{field} is too long")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+    },
+    /// The manifest declares an ABI version this host does not speak.
+    #[error("manifest declares ABI version {manifest}, this host speaks {host}")]
+    AbiVersion {
+        /// Declared in the manifest.
+        manifest: u32,
+        /// [`PLUGIN_ABI_VERSION`].
+        host: u32,
+    },
+    /// `files` is missing (the manifest was never signed with `skill-sign sign`).
+    #[error("manifest has no `files` list; sign it with `skill-sign sign`")]
+    NoFileList,
+    /// A path appears twice in `files`.
+    #[error("file {0:?} is listed twice")]
+    DuplicateFile(String),
+    /// `files` lists the manifest or its signature file, which cannot hash themselves.
+    #[error("file {0:?} cannot be listed in the manifest")]
+    ReservedFile(String),
+    /// The library named by the manifest is not in `files`.
+    #[error("library {0:?} is not listed in `files`")]
+    LibraryNotListed(String),
+    /// More files than the policy allows.
+    #[error("manifest lists {count} files, the policy allows {max}")]
+    TooManyFiles {
+        /// Files listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A `sha256` value is not 64 lowercase hex digits.
+    #[error("sha256 of {path:?} is not 64 lowercase hex digits")]
+    BadDigest {
+        /// The file.
+        path: String,
+    },
+}
+
+/// The manifest as it appears on disk. Shared with `skill-sign`, which fills in `files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManifestWire {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    #[serde(default)]
+    pub author: Option<String>,
+    pub abi_version: u32,
+    #[serde(default)]
+    pub when_to_use: Option<String>,
+    #[serde(default)]
+    pub when_not_to_use: Option<String>,
+    #[serde(default)]
+    pub allowed_tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub thread_safe: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileEntryWire>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileEntryWire {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// One file of the plugin directory as the signed manifest describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// SHA-256 of the contents.
+    pub sha256: [u8; 32],
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A signed, parsed and validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    metadata: PluginMetadata,
+    version: semver::Version,
+    library: String,
+    files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Parses the manifest out of bytes whose signature has been verified.
+    pub fn parse(authentic: &AuthenticManifest, max_files: usize) -> Result<Self, ManifestError> {
+        let wire = parse_wire(authentic.bytes())?;
+        Self::from_wire(wire, max_files)
+    }
+
+    pub(crate) fn from_wire(wire: ManifestWire, max_files: usize) -> Result<Self, ManifestError> {
+        let version = check_common(&wire)?;
+        if wire.abi_version != PLUGIN_ABI_VERSION {
+            return Err(ManifestError::AbiVersion { manifest: wire.abi_version, host: PLUGIN_ABI_VERSION });
+        }
+        let library = wire.library.clone().unwrap_or_else(|| library_filename(&wire.name));
+        check_name("library", &library, MAX_COMPONENT_LEN)?;
+        let wire_files = wire.files.ok_or(ManifestError::NoFileList)?;
+        if wire_files.len() > max_files {
+            return Err(ManifestError::TooManyFiles { count: wire_files.len(), max: max_files });
+        }
+        let mut seen = BTreeSet::new();
+        let mut files = Vec::with_capacity(wire_files.len());
+        for f in wire_files {
+            check_path(&f.path)?;
+            if f.path == MANIFEST_FILE_NAME || f.path == SIGNATURE_FILE_NAME {
+                return Err(ManifestError::ReservedFile(f.path));
+            }
+            if !seen.insert(f.path.clone()) {
+                return Err(ManifestError::DuplicateFile(f.path));
+            }
+            let sha256 = parse_digest(&f.sha256).ok_or_else(|| ManifestError::BadDigest { path: f.path.clone() })?;
+            files.push(FileEntry { path: f.path, sha256, size: f.size });
+        }
+        if !seen.contains(&library) {
+            return Err(ManifestError::LibraryNotListed(library));
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let metadata = PluginMetadata {
+            name: wire.name,
+            description: wire.description,
+            version: wire.version,
+            author: wire.author,
+            abi_version: wire.abi_version,
+            when_to_use: wire.when_to_use,
+            when_not_to_use: wire.when_not_to_use,
+            allowed_tools: wire.allowed_tools,
+            thread_safe: wire.thread_safe,
+        };
+        Ok(Manifest { metadata, version, library, files })
+    }
+
+    /// VT Code's metadata fields.
+    pub fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+    /// The plugin name.
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+    /// The plugin version.
+    pub fn version(&self) -> &semver::Version {
+        &self.version
+    }
+    /// The library's file name.
+    pub fn library(&self) -> &str {
+        &self.library
+    }
+    /// Every file of the plugin directory but the manifest and its signatures, by path.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+    /// The entry of the library.
+    pub fn library_entry(&self) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == self.library)
+    }
+}
+
+/// The default library file name for a plugin name on this platform.
+pub fn library_filename(name: &str) -> String {
+    format!("lib{name}.so")
+}
+
+pub(crate) fn parse_wire(bytes: &[u8]) -> Result<ManifestWire, ManifestError> {
+    serde_json::from_slice(bytes).map_err(ManifestError::Syntax)
+}
+
+/// Checks what an author's template and a signed manifest share: names, version, text.
+pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, ManifestError> {
+    check_name("name", &wire.name, MAX_NAME_LEN)?;
+    let version = semver::Version::parse(&wire.version).map_err(|e| ManifestError::BadVersion {
+        value: wire.version.clone(),
+        detail: e.to_string(),
+    })?;
+    for (field, text) in [
+        ("description", Some(&wire.description)),
+        ("author", wire.author.as_ref()),
+        ("when_to_use", wire.when_to_use.as_ref()),
+        ("when_not_to_use", wire.when_not_to_use.as_ref()),
+    ] {
+        if text.is_some_and(|t| t.len() > MAX_TEXT_LEN) {
+            return Err(ManifestError::TooLong { field });
+        }
+    }
+    if let Some(tools) = &wire.allowed_tools {
+        if tools.len() > MAX_TOOLS {
+            return Err(ManifestError::TooLong { field: "allowed_tools" });
+        }
+        for t in tools {
+            check_name("allowed_tools entry", t, MAX_NAME_LEN)?;
+        }
+    }
+    if let Some(lib) = &wire.library {
+        check_name("library", lib, MAX_COMPONENT_LEN)?;
+    }
+    Ok(version)
+}
+
+fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), ManifestError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && !value.starts_with('.')
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManifestError::BadName { field, value: value.to_owned(), max })
+    }
+}
+
+/// Checks a relative file path: `/`-separated names, none empty, `.` or `..`.
+pub(crate) fn check_path(path: &str) -> Result<(), ManifestError> {
+    if path.is_empty() || path.len() > MAX_PATH_LEN {
+        return Err(ManifestError::BadPath(path.to_owned()));
+    }
+    for component in path.split('/') {
+        if check_name("file", component, MAX_COMPONENT_LEN).is_err() {
+            return Err(ManifestError::BadPath(path.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        if let [hi, lo] = pair {
+            *o = (nibble(*hi)? << 4) | nibble(*lo)?;
+        }
+    }
+    Some(out)
+}
+
+/// Lowercase hex of a digest, as manifests and messages spell it.
+pub fn hex_digest(d: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    d.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[doc(hidden)]
+/// Entry point shared by the fuzz targets and the corpus replay: parse and validate a
+/// manifest as if its signature had verified.
+pub fn fuzz_parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+    Manifest::from_wire(parse_wire(bytes)?, 256)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    const LIB_SHA: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn manifest(extra: &str) -> String {
+        format!(
+            r#"{{"name":"echo","description":"d","version":"1.2.3","abi_version":1{extra},
+               "files":[{{"path":"libecho.so","sha256":"{LIB_SHA}","size":5}}]}}"#
+        )
+    }
+
+    #[test]
+    fn a_valid_manifest_parses_with_defaults() {
+        let m = fuzz_parse(manifest("").as_bytes()).unwrap();
+        assert_eq!(m.name(), "echo");
+        assert_eq!(m.library(), "libecho.so");
+        assert_eq!(m.version(), &semver::Version::new(1, 2, 3));
+        assert_eq!(m.library_entry().unwrap().size, 5);
+        assert_eq!(hex_digest(&m.files()[0].sha256), LIB_SHA);
+        assert!(!m.metadata().thread_safe);
+    }
+
+    #[test]
+    fn unknown_and_duplicate_fields_are_refused() {
+        let e = fuzz_parse(manifest(r#","sandbox":"off""#).as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::Syntax(_)), "{e:?}");
+        let e = fuzz_parse(manifest(r#","name":"evil""#).as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::Syntax(_)), "{e:?}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for name in ["", "a/b", "..", ".hidden", "a\u{0}b", "é", &"x".repeat(65)] {
+            let json = manifest("").replace(r#""name":"echo""#, &format!("\"name\":{}", serde_json::json!(name)));
+            let e = fuzz_parse(json.as_bytes()).unwrap_err();
+            assert!(matches!(e, ManifestError::BadName { field: "name", .. }), "{name:?}: {e:?}");
+        }
+        for lib in ["../libx.so", "/lib/libc.so.6", "a/b.so"] {
+            let e = fuzz_parse(manifest(&format!(r#","library":"{lib}""#)).as_bytes()).unwrap_err();
+            assert!(matches!(e, ManifestError::BadName { field: "library", .. }), "{lib}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn bad_versions_paths_and_lists_are_refused() {
+        let e = fuzz_parse(manifest("").replace("1.2.3", "1.2").as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::BadVersion { .. }));
+        let e = fuzz_parse(manifest("").replace(r#""abi_version":1"#, r#""abi_version":2"#).as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::AbiVersion { manifest: 2, host: 1 }));
+        let e = fuzz_parse(manifest(r#","library":"libother.so""#).as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::LibraryNotListed(_)));
+        for p in ["../x", "a//b", "./a", "/abs", "a/../b", ""] {
+            let json = manifest("").replace(
+                r#"}]}"#,
+                &format!(r#"}},{{"path":{},"sha256":"{LIB_SHA}","size":1}}]}}"#, serde_json::json!(p)),
+            );
+            let e = fuzz_parse(json.as_bytes()).unwrap_err();
+            assert!(matches!(e, ManifestError::BadPath(_)), "{p:?}: {e:?}");
+        }
+        let dup = manifest("").replace(
+            r#"}]}"#,
+            &format!(r#"}},{{"path":"libecho.so","sha256":"{LIB_SHA}","size":1}}]}}"#),
+        );
+        assert!(matches!(fuzz_parse(dup.as_bytes()).unwrap_err(), ManifestError::DuplicateFile(_)));
+        let reserved = manifest("").replace(
+            r#"}]}"#,
+            &format!(r#"}},{{"path":"plugin.json.sig","sha256":"{LIB_SHA}","size":1}}]}}"#),
+        );
+        assert!(matches!(fuzz_parse(reserved.as_bytes()).unwrap_err(), ManifestError::ReservedFile(_)));
+        let upper = manifest("").replace(LIB_SHA, &LIB_SHA.to_uppercase());
+        assert!(matches!(fuzz_parse(upper.as_bytes()).unwrap_err(), ManifestError::BadDigest { .. }));
+        let no_files = r#"{"name":"echo","description":"d","version":"1.2.3","abi_version":1}"#;
+        assert!(matches!(fuzz_parse(no_files.as_bytes()).unwrap_err(), ManifestError::NoFileList));
+    }
+}

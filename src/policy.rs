@@ -1,1 +1,340 @@
-//! (in progress)
+//! Host policy: which roots are trusted, where the trust store is, how plugins run, and
+//! the size and time limits every stage enforces.
+//!
+//! A policy file is written by the host's administrator, so it is trusted but not
+//! assumed to be well formed: it is parsed strictly (`deny_unknown_fields`, size cap), so a
+//! misspelled knob is an error instead of a silently ignored weakening. The wire type is
+//! private; [`Policy`] is only built from it through [`Policy::from_json`], which
+//! validates every value and resolves relative paths against the policy file's directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Largest policy file accepted.
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
+/// How a loaded plugin is isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// A dedicated thread in the host process runs the plugin. It defends against buggy
+    /// plugins, not malicious ones: a thread is not a security boundary.
+    Thread,
+    /// A worker process per plugin. Accepted in policies, refused by [`crate::Gate`] until
+    /// the worker exists.
+    Process,
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Thread => "thread",
+            Isolation::Process => "process",
+        })
+    }
+}
+
+/// Size, count and time limits. The defaults are strict; raise them in the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest `plugin.json` read, in bytes.
+    pub manifest_bytes: u64,
+    /// Largest `plugin.json.sig` read, in bytes.
+    pub signature_bytes: u64,
+    /// Largest plugin library, in bytes.
+    pub library_bytes: u64,
+    /// Largest other file in a plugin directory, in bytes.
+    pub file_bytes: u64,
+    /// Most files a plugin directory may hold (manifest and signatures included).
+    pub files: usize,
+    /// Deepest subdirectory nesting in a plugin directory.
+    pub depth: usize,
+    /// Largest string a plugin may return from `vtcode_plugin_metadata` or
+    /// `vtcode_plugin_execute`, in bytes, without the terminating NUL.
+    pub output_bytes: usize,
+    /// Longest a caller waits for one plugin call, in milliseconds.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            manifest_bytes: 64 * 1024,
+            signature_bytes: 64 * 1024,
+            library_bytes: 64 * 1024 * 1024,
+            file_bytes: 16 * 1024 * 1024,
+            files: 256,
+            depth: 4,
+            output_bytes: 1024 * 1024,
+            call_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Hard ceilings no policy can raise a limit past: they keep a typo from disabling a cap.
+const CEILING_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+const CEILING_FILES: usize = 100_000;
+const CEILING_DEPTH: usize = 32;
+const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
+
+/// A validated host policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Directories beneath which plugins may live. Empty means nothing loads.
+    pub trusted_roots: Vec<PathBuf>,
+    /// The trust store: a directory of public key files.
+    pub keys: PathBuf,
+    /// How loaded plugins are isolated.
+    pub isolation: Isolation,
+    /// Size, count and time limits.
+    pub limits: Limits,
+}
+
+impl Default for Policy {
+    /// No trusted roots and no trust store: a host built from it refuses every plugin
+    /// until both are set.
+    fn default() -> Self {
+        Policy {
+            trusted_roots: Vec::new(),
+            keys: PathBuf::new(),
+            isolation: Isolation::Thread,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a policy was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The policy file could not be read.
+    #[error("cannot read policy {path}: {source}")]
+    Io {
+        /// The policy file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The policy file is larger than [`MAX_POLICY_BYTES`].
+    #[error("policy {path} is {size} bytes, more than the {max}-byte limit")]
+    TooLarge {
+        /// The policy file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The JSON did not match the policy schema (unknown fields included).
+    #[error("policy is not valid: {0}")]
+    Syntax(serde_json::Error),
+    /// A limit is zero or above its ceiling.
+    #[error("policy limit {name} = {value} is out of range (1..={max})")]
+    LimitOutOfRange {
+        /// The limit's field name.
+        name: &'static str,
+        /// The value given.
+        value: u64,
+        /// The ceiling.
+        max: u64,
+    },
+    /// No trust store directory was given.
+    #[error("policy names no trust store (`keys`)")]
+    NoTrustStore,
+    /// The policy asks for an isolation mode this build cannot provide.
+    #[error(
+        "isolation \"{0}\" is not yet supported by this build; use \"thread\" (see the README's threat model)"
+    )]
+    IsolationNotSupported(Isolation),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyWire {
+    trusted_roots: Vec<PathBuf>,
+    keys: PathBuf,
+    isolation: Isolation,
+    #[serde(default)]
+    limits: LimitsWire,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsWire {
+    manifest_bytes: Option<u64>,
+    signature_bytes: Option<u64>,
+    library_bytes: Option<u64>,
+    file_bytes: Option<u64>,
+    files: Option<usize>,
+    depth: Option<usize>,
+    output_bytes: Option<usize>,
+    call_timeout_ms: Option<u64>,
+}
+
+fn bounded_u64(name: &'static str, value: Option<u64>, default: u64, max: u64) -> Result<u64, PolicyError> {
+    let value = value.unwrap_or(default);
+    if value == 0 || value > max {
+        return Err(PolicyError::LimitOutOfRange { name, value, max });
+    }
+    Ok(value)
+}
+
+fn bounded_usize(
+    name: &'static str,
+    value: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, PolicyError> {
+    let value = value.unwrap_or(default);
+    if value == 0 || value > max {
+        return Err(PolicyError::LimitOutOfRange {
+            name,
+            value: value as u64,
+            max: max as u64,
+        });
+    }
+    Ok(value)
+}
+
+impl LimitsWire {
+    fn validate(self) -> Result<Limits, PolicyError> {
+        let d = Limits::default();
+        Ok(Limits {
+            manifest_bytes: bounded_u64("manifest_bytes", self.manifest_bytes, d.manifest_bytes, 16 * 1024 * 1024)?,
+            signature_bytes: bounded_u64("signature_bytes", self.signature_bytes, d.signature_bytes, 16 * 1024 * 1024)?,
+            library_bytes: bounded_u64("library_bytes", self.library_bytes, d.library_bytes, CEILING_BYTES)?,
+            file_bytes: bounded_u64("file_bytes", self.file_bytes, d.file_bytes, CEILING_BYTES)?,
+            files: bounded_usize("files", self.files, d.files, CEILING_FILES)?,
+            depth: bounded_usize("depth", self.depth, d.depth, CEILING_DEPTH)?,
+            output_bytes: bounded_usize("output_bytes", self.output_bytes, d.output_bytes, CEILING_OUTPUT)?,
+            call_timeout_ms: bounded_u64("call_timeout_ms", self.call_timeout_ms, d.call_timeout_ms, 24 * 3600 * 1000)?,
+        })
+    }
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+impl Policy {
+    /// Reads and validates a policy file. Relative paths in it resolve against the
+    /// directory that holds the file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
+        use std::io::Read;
+        let path = path.as_ref();
+        let io = |source| PolicyError::Io { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        if size > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge { path: path.to_path_buf(), size, max: MAX_POLICY_BYTES });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                path: path.to_path_buf(),
+                size: bytes.len() as u64,
+                max: MAX_POLICY_BYTES,
+            });
+        }
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = std::path::absolute(&base).map_err(io)?;
+        Self::from_json(&bytes, &base)
+    }
+
+    /// Parses and validates policy JSON; relative paths resolve against `base_dir`.
+    pub fn from_json(bytes: &[u8], base_dir: &Path) -> Result<Self, PolicyError> {
+        let wire: PolicyWire = serde_json::from_slice(bytes).map_err(PolicyError::Syntax)?;
+        if wire.keys.as_os_str().is_empty() {
+            return Err(PolicyError::NoTrustStore);
+        }
+        Ok(Policy {
+            trusted_roots: wire.trusted_roots.into_iter().map(|p| resolve(base_dir, p)).collect(),
+            keys: resolve(base_dir, wire.keys),
+            isolation: wire.isolation,
+            limits: wire.limits.validate()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_the_policy_directory() {
+        let p = Policy::from_json(
+            br#"{"trusted_roots":["../skills","/abs"],"keys":"../keys","isolation":"thread"}"#,
+            Path::new("/etc/skillgate/policy"),
+        )
+        .unwrap();
+        assert_eq!(p.trusted_roots[0], Path::new("/etc/skillgate/policy/../skills"));
+        assert_eq!(p.trusted_roots[1], Path::new("/abs"));
+        assert_eq!(p.keys, Path::new("/etc/skillgate/policy/../keys"));
+        assert_eq!(p.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_at_every_level() {
+        for json in [
+            r#"{"trusted_roots":[],"keys":"k","isolation":"thread","allow_unsigned":true}"#,
+            r#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"output_byte":5}}"#,
+        ] {
+            let err = Policy::from_json(json.as_bytes(), Path::new("/")).unwrap_err();
+            assert!(matches!(err, PolicyError::Syntax(_)), "{json}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn required_fields_and_isolation_words() {
+        let err = Policy::from_json(br#"{"trusted_roots":[],"keys":"k"}"#, Path::new("/")).unwrap_err();
+        assert!(matches!(err, PolicyError::Syntax(_)));
+        let err = Policy::from_json(br#"{"trusted_roots":[],"keys":"k","isolation":"none"}"#, Path::new("/"))
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::Syntax(_)));
+        let p = Policy::from_json(br#"{"trusted_roots":[],"keys":"k","isolation":"process"}"#, Path::new("/"))
+            .unwrap();
+        assert_eq!(p.isolation, Isolation::Process);
+        let err = Policy::from_json(br#"{"trusted_roots":[],"keys":"","isolation":"thread"}"#, Path::new("/"))
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::NoTrustStore));
+    }
+
+    #[test]
+    fn limits_must_be_positive_and_below_their_ceiling() {
+        let err = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"output_bytes":0}}"#,
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PolicyError::LimitOutOfRange { name: "output_bytes", .. }));
+        let err = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"library_bytes":99999999999999}}"#,
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, PolicyError::LimitOutOfRange { name: "library_bytes", .. }));
+        let p = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"output_bytes":10}}"#,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(p.limits.output_bytes, 10);
+    }
+
+    #[test]
+    fn the_shipped_default_policy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/default.json");
+        let p = Policy::from_file(&path).unwrap();
+        assert_eq!(p.isolation, Isolation::Thread);
+        assert_eq!(p.limits, Limits::default());
+    }
+}

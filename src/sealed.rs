@@ -1,1 +1,236 @@
-//! (in progress: helper H2)
+//! The verified bytes, sealed in memory.
+//!
+//! The threat: the library on disk is swapped or rewritten between the moment its hash is
+//! checked and the moment the dynamic loader maps it. So the bytes are copied, while they
+//! are hashed, into an anonymous memory file (`memfd_create`) that nobody else can name,
+//! and that file is then sealed against writing, shrinking and growing, with the seals
+//! themselves sealed. From then on its contents cannot change through any descriptor or
+//! mapping, so what was hashed is exactly what `dlopen("/proc/self/fd/N")` maps.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::io::Errno;
+
+/// The seals a [`SealedFile`] carries.
+fn required_seals() -> SealFlags {
+    SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
+}
+
+/// Builds a memfd that the verified bytes are written into (with `write(2)` only, so no
+/// writable mapping can exist to make sealing fail or outlive it).
+#[derive(Debug)]
+pub struct SealedBuilder {
+    file: File,
+    len: u64,
+}
+
+impl SealedBuilder {
+    /// Creates an empty memfd with `MFD_ALLOW_SEALING | MFD_CLOEXEC`. `name` only shows up
+    /// in `/proc/self/fd` listings; it must not contain NUL.
+    ///
+    /// `MFD_EXEC` is asked for as well, because the loader maps the file executable and a
+    /// kernel with `vm.memfd_noexec = 1` would otherwise make it non-executable; kernels
+    /// older than 6.3 do not know the flag, and are asked again without it.
+    pub fn new(name: &str) -> io::Result<Self> {
+        let flags = MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC;
+        let fd = match rustix::fs::memfd_create(name, flags | MemfdFlags::EXEC) {
+            Err(Errno::INVAL) => rustix::fs::memfd_create(name, flags)?,
+            other => other?,
+        };
+        Ok(Self {
+            file: File::from(fd),
+            len: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Seals the file (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), then
+    /// checks that all four seals are set and that the size is what was written.
+    pub fn seal(self) -> io::Result<SealedFile> {
+        let wanted = required_seals();
+        rustix::fs::fcntl_add_seals(&self.file, wanted)?;
+        let got = rustix::fs::fcntl_get_seals(&self.file)?;
+        if !got.contains(wanted) {
+            return Err(io::Error::other(format!(
+                "memfd seals incomplete: wanted {wanted:?}, got {got:?}"
+            )));
+        }
+        let size = rustix::fs::fstat(&self.file)?.st_size;
+        if u64::try_from(size).ok() != Some(self.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("sealed memfd holds {size} bytes, {} were written", self.len),
+            ));
+        }
+        Ok(SealedFile {
+            fd: OwnedFd::from(self.file),
+            len: self.len,
+        })
+    }
+}
+
+impl Write for SealedBuilder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf)?;
+        let added = u64::try_from(written).map_err(io::Error::other)?;
+        self.len = self
+            .len
+            .checked_add(added)
+            .ok_or_else(|| io::Error::other("memfd length overflowed"))?;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An immutable in-memory file: its contents can no longer change, so what was hashed is
+/// what gets mapped.
+#[derive(Debug)]
+pub struct SealedFile {
+    fd: OwnedFd,
+    len: u64,
+}
+
+impl SealedFile {
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The descriptor.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// `/proc/self/fd/N`, the name `dlopen` is given. Valid only while `self` lives.
+    pub fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// Maps the contents read-only. An empty file cannot be mapped and is an error
+    /// (`InvalidInput`).
+    #[allow(unsafe_code)]
+    pub fn map(&self) -> io::Result<memmap2::Mmap> {
+        if self.len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an empty sealed file cannot be mapped",
+            ));
+        }
+        let len = usize::try_from(self.len).map_err(io::Error::other)?;
+        let mut options = memmap2::MmapOptions::new();
+        options.len(len);
+        // SAFETY: memmap2 requires that the mapped file is not modified or truncated while
+        // the map lives. This memfd carries F_SEAL_WRITE and F_SEAL_SHRINK (checked in
+        // `seal`, the only way to build a SealedFile), so no descriptor or mapping anywhere
+        // can change or shrink it, and F_SEAL_SEAL means those seals can never be removed.
+        // `len` equals the sealed size, so the whole map is backed.
+        unsafe { options.map(&self.fd) }
+    }
+
+    /// Gives up the descriptor (the seals stay with the file).
+    pub fn into_owned_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom};
+
+    fn sealed(bytes: &[u8]) -> SealedFile {
+        let mut builder = SealedBuilder::new("skillgate-test").unwrap();
+        builder.write_all(bytes).unwrap();
+        assert_eq!(builder.len(), bytes.len() as u64);
+        builder.seal().unwrap()
+    }
+
+    #[test]
+    fn writes_then_seals_with_all_four_seals() {
+        let file = sealed(b"verified bytes");
+        assert_eq!(file.len(), 14);
+        assert!(!file.is_empty());
+        let seals = rustix::fs::fcntl_get_seals(file.as_fd()).unwrap();
+        assert!(seals.contains(required_seals()), "{seals:?}");
+    }
+
+    #[test]
+    fn sealed_file_refuses_writes_and_resizing() {
+        let file = sealed(b"verified bytes");
+        let mut writer = File::from(file.as_fd().try_clone_to_owned().unwrap());
+        writer.seek(SeekFrom::Start(0)).unwrap();
+        let err = writer.write(b"X").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        let err = rustix::fs::ftruncate(file.as_fd(), 2).unwrap_err();
+        assert_eq!(err, Errno::PERM);
+        let err = rustix::fs::ftruncate(file.as_fd(), 100).unwrap_err();
+        assert_eq!(err, Errno::PERM);
+        let err = rustix::fs::fcntl_add_seals(file.as_fd(), SealFlags::FUTURE_WRITE).unwrap_err();
+        assert_eq!(err, Errno::PERM);
+        let size = rustix::fs::fstat(file.as_fd()).unwrap().st_size;
+        assert_eq!(size, 14);
+    }
+
+    #[test]
+    fn map_returns_the_same_bytes() {
+        let bytes: Vec<u8> = (0..100_000_u32).map(|i| (i % 253) as u8).collect();
+        let file = sealed(&bytes);
+        let map = file.map().unwrap();
+        assert_eq!(&map[..], &bytes[..]);
+    }
+
+    #[test]
+    fn empty_file_is_not_mapped() {
+        let file = sealed(b"");
+        assert!(file.is_empty());
+        let err = file.map().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn proc_path_opens_the_same_content() {
+        let file = sealed(b"through proc");
+        let mut read = Vec::new();
+        File::open(file.proc_path())
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, b"through proc");
+        // Opening it for writing through /proc is refused by the seals too.
+        let err = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.proc_path())
+            .and_then(|mut f| f.write_all(b"Z"))
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn into_owned_fd_keeps_the_seals() {
+        let fd = sealed(b"abc").into_owned_fd();
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
+        assert!(seals.contains(required_seals()));
+    }
+}

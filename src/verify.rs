@@ -1,1 +1,189 @@
-//! (in progress)
+//! Verification: from an opened plugin directory to a [`Verified<Bundle>`].
+//!
+//! The order is the point. The manifest's raw bytes are checked against the signature
+//! file first; only authentic bytes are parsed; then every file in the directory must be
+//! listed, and every listed file must be present with the signed size and SHA-256. The
+//! library is read exactly once, through a descriptor opened beneath the plugin
+//! directory, and its bytes are hashed while they are copied into a sealed memfd: the
+//! bytes that were verified are the bytes that will be mapped, whatever happens to the
+//! file on disk afterwards.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::keys::{KeyId, TrustStore};
+use crate::locate::PluginDir;
+use crate::manifest::{Manifest, ManifestError, hex_digest};
+use crate::policy::Limits;
+use crate::sealed::{SealedBuilder, SealedFile};
+use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
+
+/// A value that passed verification. Only this module can build one, so a function that
+/// takes `Verified<T>` cannot be handed unverified data.
+#[derive(Debug)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    /// The verified value.
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+    pub(crate) fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A verified plugin: its signed manifest, who signed it, and its library's bytes, sealed.
+#[derive(Debug)]
+pub struct Bundle {
+    path: PathBuf,
+    manifest: Manifest,
+    signers: Vec<KeyId>,
+    library: SealedFile,
+}
+
+impl Bundle {
+    /// The plugin directory, as located beneath its trusted root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The signed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The trusted keys whose signatures verified, each once.
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+    /// The library's verified bytes, in a sealed memfd.
+    pub fn library(&self) -> &SealedFile {
+        &self.library
+    }
+    pub(crate) fn into_parts(self) -> (PathBuf, Manifest, Vec<KeyId>, SealedFile) {
+        (self.path, self.manifest, self.signers, self.library)
+    }
+}
+
+/// A file in the plugin directory disagrees with the signed manifest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntegrityError {
+    /// A file is present that the manifest does not list.
+    #[error("{dir}: file {file:?} is not listed in the signed manifest")]
+    UnlistedFile {
+        /// The plugin directory.
+        dir: PathBuf,
+        /// The unlisted file.
+        file: String,
+    },
+    /// A listed file is absent.
+    #[error("{dir}: listed file {file:?} is missing")]
+    MissingFile {
+        /// The plugin directory.
+        dir: PathBuf,
+        /// The missing file.
+        file: String,
+    },
+    /// A file's size differs from the signed size.
+    #[error("{dir}: {file:?} is {actual} bytes, the signed manifest says {expected}")]
+    SizeMismatch {
+        /// The plugin directory.
+        dir: PathBuf,
+        /// The file.
+        file: String,
+        /// From the manifest.
+        expected: u64,
+        /// On disk.
+        actual: u64,
+    },
+    /// A file's SHA-256 differs from the signed digest.
+    #[error("{dir}: sha256 of {file:?} is {actual}, the signed manifest says {expected}")]
+    HashMismatch {
+        /// The plugin directory.
+        dir: PathBuf,
+        /// The file.
+        file: String,
+        /// From the manifest, lowercase hex.
+        expected: String,
+        /// Computed, lowercase hex.
+        actual: String,
+    },
+    /// The sealed copy of the library could not be made.
+    #[error("cannot seal a copy of the library: {0}")]
+    Seal(std::io::Error),
+}
+
+/// Verifies the plugin directory against the trust store: signature, manifest, files.
+pub fn verify_dir(dir: &PluginDir, trust: &TrustStore, limits: &Limits) -> Result<Verified<Bundle>, Error> {
+    let manifest_bytes = dir.read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?.ok_or(ManifestError::Missing)?;
+    let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
+    let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
+    let manifest = Manifest::parse(&authentic, limits.files)?;
+
+    let dir_path = dir.path().to_path_buf();
+    // Two more entries than the manifest may list: the manifest and its signature file.
+    let present = dir.list_files(limits.files.saturating_add(2), limits.depth)?;
+    let present: BTreeSet<&str> =
+        present.iter().map(String::as_str).filter(|f| *f != MANIFEST_FILE_NAME && *f != SIGNATURE_FILE_NAME).collect();
+    let listed: BTreeSet<&str> = manifest.files().iter().map(|f| f.path.as_str()).collect();
+    if let Some(extra) = present.difference(&listed).next() {
+        return Err(IntegrityError::UnlistedFile { dir: dir_path, file: (*extra).to_owned() }.into());
+    }
+    if let Some(missing) = listed.difference(&present).next() {
+        return Err(IntegrityError::MissingFile { dir: dir_path, file: (*missing).to_owned() }.into());
+    }
+
+    let mut library = None;
+    for entry in manifest.files() {
+        let is_library = entry.path == manifest.library();
+        let cap = if is_library { limits.library_bytes } else { limits.file_bytes };
+        let file = dir.open_file(&entry.path, cap)?;
+        if file.size() != entry.size {
+            return Err(IntegrityError::SizeMismatch {
+                dir: dir_path,
+                file: entry.path.clone(),
+                expected: entry.size,
+                actual: file.size(),
+            }
+            .into());
+        }
+        let (digest, read) = if is_library {
+            let mut builder = SealedBuilder::new(manifest.name()).map_err(IntegrityError::Seal)?;
+            let out = file.hash_into(entry.size, Some(&mut builder))?;
+            library = Some(builder.seal().map_err(IntegrityError::Seal)?);
+            out
+        } else {
+            file.hash_into(entry.size, None)?
+        };
+        if read != entry.size {
+            return Err(IntegrityError::SizeMismatch {
+                dir: dir_path,
+                file: entry.path.clone(),
+                expected: entry.size,
+                actual: read,
+            }
+            .into());
+        }
+        if digest != entry.sha256 {
+            return Err(IntegrityError::HashMismatch {
+                dir: dir_path,
+                file: entry.path.clone(),
+                expected: hex_digest(&entry.sha256),
+                actual: hex_digest(&digest),
+            }
+            .into());
+        }
+    }
+    // The manifest parser guarantees the library is listed, and every listed file was read.
+    let library = library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
+    tracing::debug!(plugin = manifest.name(), dir = %dir_path.display(), "verified");
+    Ok(Verified(Bundle { path: dir_path, manifest, signers: authentic.signers().to_vec(), library }))
+}

@@ -1,0 +1,22 @@
+/*
+ * good: a well-behaved plugin that echoes its context, plus a marker naming the build.
+ *   -DMARKER=\"v2\"  (default "v1") proves which build of the library was loaded.
+ * Exports: vtcode_plugin_version (1), vtcode_plugin_metadata, vtcode_plugin_execute,
+ * vtcode_plugin_free_string.
+ * Result output: {"echo":<context>,"marker":MARKER}
+ */
+#include "common.h"
+
+#ifndef MARKER
+#define MARKER "v1"
+#endif
+
+EXPORT uint32_t vtcode_plugin_version(void) { return 1; }
+
+EXPORT const char *vtcode_plugin_metadata(void) { return sg_strdup(PLUGIN_METADATA); }
+
+EXPORT const char *vtcode_plugin_execute(const char *context_json) {
+    return sg_echo_result(context_json, ",\"marker\":\"" MARKER "\"");
+}
+
+EXPORT void vtcode_plugin_free_string(const char *s) { free((void *)s); }
