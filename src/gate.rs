@@ -73,7 +73,12 @@ impl Gate {
     /// Runs every stage and returns a plugin ready for calls, or the error of the stage
     /// that refused it.
     pub fn verify_and_load(&self, path: impl AsRef<Path>) -> Result<LoadedPlugin, Error> {
-        let inspected = self.verify_and_inspect(path)?;
+        self.load(self.verify_and_inspect(path)?)
+    }
+
+    /// Loads a plugin that passed verification and inspection. The library is read from
+    /// the sealed copy made during verification, never from disk again.
+    pub fn load(&self, inspected: Inspected) -> Result<LoadedPlugin, Error> {
         LoadedPlugin::start(inspected, &self.policy)
     }
 }

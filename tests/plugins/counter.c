@@ -6,6 +6,11 @@
  * the calls made so far, this one included.
  */
 #define _POSIX_C_SOURCE 200809L
+
+/* -DSLEEP_MS=N changes the time each call spends inside the plugin (default 2 ms). */
+#ifndef SLEEP_MS
+#define SLEEP_MS 2
+#endif
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,7 +35,7 @@ EXPORT const char *vtcode_plugin_execute(const char *context_json) {
     }
     unsigned int call = atomic_fetch_add(&calls, 1) + 1;
 
-    struct timespec left = {.tv_sec = 0, .tv_nsec = 2 * 1000 * 1000};
+    struct timespec left = {.tv_sec = SLEEP_MS / 1000, .tv_nsec = (SLEEP_MS % 1000) * 1000L * 1000L};
     while (nanosleep(&left, &left) != 0 && errno == EINTR) {
     }
 

@@ -1,0 +1,115 @@
+//! Shared fixtures for the integration tests: a host laid out in a temporary directory
+//! (trusted root, trust store, policy), plugins built from `tests/plugins`, signed with a
+//! throwaway key.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+pub mod build;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use skillgate::policy::{Isolation, Policy};
+use skillgate::sign::sign_plugin_dir;
+use skillgate::{Gate, PluginContext, SecretKey, TrustStore};
+
+/// A host in a temporary directory: `root/` is trusted, `keys/` trusts `key`.
+pub struct Host {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub key: SecretKey,
+    pub build_dir: PathBuf,
+}
+
+impl Host {
+    pub fn new() -> Host {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let keys = tmp.path().join("keys");
+        let build_dir = tmp.path().join("build");
+        for d in [&root, &keys, &build_dir] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let key = SecretKey::generate();
+        std::fs::write(keys.join("test.pub"), key.public().to_minisign_string()).unwrap();
+        Host { tmp, root, key, build_dir }
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.tmp.path().join("keys")
+    }
+
+    pub fn policy(&self) -> Policy {
+        let mut p = Policy::default();
+        p.trusted_roots = vec![self.root.clone()];
+        p.keys = self.keys_dir();
+        p.isolation = Isolation::Thread;
+        p
+    }
+
+    pub fn gate(&self) -> Gate {
+        Gate::new(self.policy()).unwrap()
+    }
+
+    pub fn gate_with(&self, policy: Policy) -> Gate {
+        Gate::with_trust_store(policy, TrustStore::load_dir(&self.keys_dir()).unwrap()).unwrap()
+    }
+
+    /// Builds `tests/plugins/<src>.c` as plugin `name` (with extra defines) into the
+    /// build directory and returns the library path.
+    pub fn build(&self, src: &str, name: &str, defines: &[(&str, &str)]) -> PathBuf {
+        let quoted = format!("\"{name}\"");
+        let mut all: Vec<(&str, &str)> = vec![("PLUGIN_NAME", quoted.as_str())];
+        all.extend_from_slice(defines);
+        static BUILDS: AtomicUsize = AtomicUsize::new(0);
+        let n = BUILDS.fetch_add(1, Ordering::Relaxed);
+        let out = self.build_dir.join(format!("{n}-{src}")).join(format!("lib{name}.so"));
+        build::build_c_plugin(&build::test_plugin_src(src), &out, &all, &[])
+    }
+
+    /// Makes `root/<name>/` with the library copied in and a signed manifest.
+    pub fn install(&self, name: &str, library: &Path) -> PathBuf {
+        self.install_in(&self.root, name, library)
+    }
+
+    pub fn install_in(&self, parent: &Path, name: &str, library: &Path) -> PathBuf {
+        let dir = parent.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(library, dir.join(format!("lib{name}.so"))).unwrap();
+        std::fs::write(dir.join("plugin.json"), manifest_template(name)).unwrap();
+        sign_plugin_dir(&dir, &self.key).unwrap();
+        dir
+    }
+
+    /// Builds, installs and signs a plugin from `tests/plugins/<src>.c` in one go.
+    pub fn plugin(&self, src: &str, name: &str) -> PathBuf {
+        let lib = self.build(src, name, &[]);
+        self.install(name, &lib)
+    }
+
+    /// The host still verifies, loads and runs a good plugin: every negative test ends here.
+    pub fn assert_still_serves(&self, gate: &Gate) {
+        let name = "healthy";
+        let dir = self.root.join(name);
+        if !dir.exists() {
+            self.plugin("good", name);
+        }
+        let plugin = gate.verify_and_load(&dir).expect("the host must still load a good plugin");
+        let result = plugin.execute(&PluginContext::default()).expect("and run it");
+        assert!(result.success);
+        assert_eq!(result.output["marker"], "v1");
+    }
+}
+
+pub fn manifest_template(name: &str) -> String {
+    format!(
+        r#"{{"name":"{name}","description":"skillgate test plugin","version":"1.0.0","author":"skillgate tests","abi_version":1,"when_to_use":null,"when_not_to_use":null,"allowed_tools":[],"thread_safe":false}}"#
+    )
+}
+
+pub fn ctx(input: serde_json::Value) -> PluginContext {
+    let mut c = PluginContext::default();
+    if let serde_json::Value::Object(m) = input {
+        c.input = m.into_iter().collect();
+    }
+    c
+}
