@@ -82,7 +82,11 @@ impl PluginLoader {
 
     /// A loader with the given policy (its trusted roots included) and trust store.
     pub fn with_trust(policy: Policy, trust: TrustStore) -> Self {
-        let mut loader = PluginLoader { trusted_dirs: Vec::new(), policy, trust };
+        let mut loader = PluginLoader {
+            trusted_dirs: Vec::new(),
+            policy,
+            trust,
+        };
         for root in std::mem::take(&mut loader.policy.trusted_roots) {
             loader.add_trusted_dir(root);
         }
@@ -91,14 +95,20 @@ impl PluginLoader {
 
     /// Adds a public key to the trust store.
     pub fn add_trusted_key(&mut self, key: PublicKey) -> Result<&mut Self, Error> {
-        let keys = self.trust.ids().filter_map(|id| self.trust.get(id).cloned()).chain(std::iter::once(key));
+        let keys = self
+            .trust
+            .ids()
+            .filter_map(|id| self.trust.get(id).cloned())
+            .chain(std::iter::once(key));
         self.trust = TrustStore::from_keys(keys)?;
         Ok(self)
     }
 
     /// Adds a trusted plugin directory (canonicalized when it exists).
     pub fn add_trusted_dir(&mut self, path: PathBuf) -> &mut Self {
-        let path = path.canonicalize().unwrap_or_else(|_| std::path::absolute(&path).unwrap_or(path));
+        let path = path
+            .canonicalize()
+            .unwrap_or_else(|_| std::path::absolute(&path).unwrap_or(path));
         if !self.trusted_dirs.contains(&path) {
             self.trusted_dirs.push(path);
         }
@@ -123,7 +133,9 @@ impl PluginLoader {
         let gate = self.gate()?;
         let mut plugins: Vec<Box<dyn NativePluginTrait>> = Vec::new();
         for dir in &self.trusted_dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             let mut candidates: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -144,7 +156,12 @@ impl PluginLoader {
     /// A gate over the trusted directories that exist (VT Code skips missing ones).
     fn gate(&self) -> Result<Gate, Error> {
         let mut policy = self.policy.clone();
-        policy.trusted_roots = self.trusted_dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+        policy.trusted_roots = self
+            .trusted_dirs
+            .iter()
+            .filter(|d| d.is_dir())
+            .cloned()
+            .collect();
         Gate::with_trust_store(policy, self.trust.clone())
     }
 
@@ -167,18 +184,25 @@ pub fn validate_plugin_structure(plugin_dir: &Path) -> Result<Vec<String>, Error
                 if let Err(e) = crate::manifest::check_common(&wire) {
                     problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {e}"));
                 }
-                let library = wire.library.clone().unwrap_or_else(|| crate::manifest::library_filename(&wire.name));
+                let library = wire
+                    .library
+                    .clone()
+                    .unwrap_or_else(|| crate::manifest::library_filename(&wire.name));
                 if !plugin_dir.join(&library).is_file() {
                     problems.push(format!("No dynamic library found (expected {library})"));
                 }
                 if wire.files.is_none() {
-                    problems.push(format!("{MANIFEST_FILE_NAME} has no files list (run skill-sign sign)"));
+                    problems.push(format!(
+                        "{MANIFEST_FILE_NAME} has no files list (run skill-sign sign)"
+                    ));
                 }
             }
         },
     }
     if !plugin_dir.join(SIGNATURE_FILE_NAME).is_file() {
-        problems.push(format!("Missing {SIGNATURE_FILE_NAME} (run skill-sign sign)"));
+        problems.push(format!(
+            "Missing {SIGNATURE_FILE_NAME} (run skill-sign sign)"
+        ));
     }
     Ok(problems)
 }

@@ -18,7 +18,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::ffi::{AbiError, FaultError, PLUGIN_ABI_VERSION, PluginMetadata, PluginResult, decode_metadata, decode_result};
+use crate::ffi::{
+    AbiError, FaultError, PLUGIN_ABI_VERSION, PluginMetadata, PluginResult, decode_metadata,
+    decode_result,
+};
 use crate::load::{LoadError, PluginSymbols, dlopen_sealed};
 use crate::manifest::Manifest;
 use crate::policy::Limits;
@@ -47,7 +50,11 @@ impl std::fmt::Debug for Call {
 impl ThreadExecutor {
     /// Starts the plugin thread, which loads the library and checks it against the signed
     /// manifest before accepting calls.
-    pub(crate) fn start(library: SealedFile, manifest: &Manifest, limits: &Limits) -> Result<Self, Error> {
+    pub(crate) fn start(
+        library: SealedFile,
+        manifest: &Manifest,
+        limits: &Limits,
+    ) -> Result<Self, Error> {
         let (calls, incoming) = mpsc::channel::<Call>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
         let expected = manifest.metadata().clone();
@@ -58,11 +65,16 @@ impl ThreadExecutor {
             .map_err(LoadError::Thread)?;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         match ready_rx.recv_timeout(timeout) {
-            Ok(Ok(())) => Ok(ThreadExecutor { calls, timeout, poisoned: AtomicBool::new(false) }),
+            Ok(Ok(())) => Ok(ThreadExecutor {
+                calls,
+                timeout,
+                poisoned: AtomicBool::new(false),
+            }),
             Ok(Err(e)) => Err(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(FaultError::Timeout { timeout_ms: limits.call_timeout_ms }.into())
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(FaultError::Timeout {
+                timeout_ms: limits.call_timeout_ms,
             }
+            .into()),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(FaultError::ThreadGone.into()),
         }
     }
@@ -73,12 +85,16 @@ impl ThreadExecutor {
             return Err(FaultError::Poisoned);
         }
         let (reply, result) = mpsc::sync_channel(1);
-        self.calls.send(Call { input, reply }).map_err(|_| FaultError::ThreadGone)?;
+        self.calls
+            .send(Call { input, reply })
+            .map_err(|_| FaultError::ThreadGone)?;
         match result.recv_timeout(self.timeout) {
             Ok(r) => r,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 self.poisoned.store(true, Ordering::Release);
-                Err(FaultError::Timeout { timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX) })
+                Err(FaultError::Timeout {
+                    timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX),
+                })
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(FaultError::ThreadGone),
         }
@@ -108,13 +124,19 @@ fn run_plugin_thread(
     drop(ready);
     // Ends when the last handle is dropped and the channel closes.
     for call in incoming {
-        let result = symbols.call_execute(&call.input, output_limit).and_then(|bytes| decode_result(&bytes));
+        let result = symbols
+            .call_execute(&call.input, output_limit)
+            .and_then(|bytes| decode_result(&bytes));
         // The caller may have timed out and gone; nothing to do then.
         let _ = call.reply.send(result);
     }
 }
 
-fn open_and_check(library: SealedFile, expected: &PluginMetadata, output_limit: usize) -> Result<PluginSymbols, Error> {
+fn open_and_check(
+    library: SealedFile,
+    expected: &PluginMetadata,
+    output_limit: usize,
+) -> Result<PluginSymbols, Error> {
     let symbols = dlopen_sealed(library)?;
     let plugin_abi = symbols.call_version();
     if plugin_abi != expected.abi_version || plugin_abi != PLUGIN_ABI_VERSION {
@@ -125,13 +147,21 @@ fn open_and_check(library: SealedFile, expected: &PluginMetadata, output_limit: 
         }
         .into());
     }
-    let reported = symbols.call_metadata(output_limit).and_then(|b| decode_metadata(&b)).map_err(AbiError::Metadata)?;
+    let reported = symbols
+        .call_metadata(output_limit)
+        .and_then(|b| decode_metadata(&b))
+        .map_err(AbiError::Metadata)?;
     for (field, manifest, plugin) in [
         ("name", &expected.name, &reported.name),
         ("version", &expected.version, &reported.version),
     ] {
         if manifest != plugin {
-            return Err(AbiError::MetadataMismatch { field, manifest: manifest.clone(), plugin: plugin.clone() }.into());
+            return Err(AbiError::MetadataMismatch {
+                field,
+                manifest: manifest.clone(),
+                plugin: plugin.clone(),
+            }
+            .into());
         }
     }
     if reported.abi_version != expected.abi_version {

@@ -149,7 +149,9 @@ pub enum FaultError {
 #[non_exhaustive]
 pub enum AbiError {
     /// `vtcode_plugin_version()` did not return the manifest's ABI version.
-    #[error("plugin reports ABI version {plugin}, its manifest says {manifest}, this host speaks {host}")]
+    #[error(
+        "plugin reports ABI version {plugin}, its manifest says {manifest}, this host speaks {host}"
+    )]
     VersionMismatch {
         /// From the signed manifest.
         manifest: u32,
@@ -255,15 +257,25 @@ mod tests {
         assert!(matches!(null, Err(FaultError::NullResult { .. })));
         let s = std::ffi::CString::new("0123456789").unwrap();
         assert_eq!(read_own(&s, 10).unwrap(), b"0123456789");
-        assert!(matches!(read_own(&s, 9), Err(FaultError::OutputTooLarge { limit: 9, .. })));
+        assert!(matches!(
+            read_own(&s, 9),
+            Err(FaultError::OutputTooLarge { limit: 9, .. })
+        ));
     }
 
     #[test]
     fn results_decode_strictly() {
-        let ok = decode_result(br#"{"success":true,"output":{"a":1},"error":null,"files":[]}"#).unwrap();
+        let ok =
+            decode_result(br#"{"success":true,"output":{"a":1},"error":null,"files":[]}"#).unwrap();
         assert!(ok.success);
-        assert!(matches!(decode_result(b"\xff{}"), Err(FaultError::NotUtf8 { valid_up_to: 0, .. })));
-        assert!(matches!(decode_result(b"not json"), Err(FaultError::NotJson { .. })));
+        assert!(matches!(
+            decode_result(b"\xff{}"),
+            Err(FaultError::NotUtf8 { valid_up_to: 0, .. })
+        ));
+        assert!(matches!(
+            decode_result(b"not json"),
+            Err(FaultError::NotJson { .. })
+        ));
         assert!(matches!(
             decode_result(br#"{"success":true,"output":{},"error":null,"files":[],"x":1}"#),
             Err(FaultError::NotJson { .. })
@@ -273,7 +285,8 @@ mod tests {
     #[test]
     fn contexts_encode_without_interior_nul() {
         let mut ctx = PluginContext::default();
-        ctx.input.insert("k".into(), serde_json::Value::String("a\0b".into()));
+        ctx.input
+            .insert("k".into(), serde_json::Value::String("a\0b".into()));
         let c = encode_context(&ctx).unwrap();
         let back: PluginContext = serde_json::from_slice(c.to_bytes()).unwrap();
         assert_eq!(back, ctx);

@@ -45,8 +45,16 @@ impl Gate {
         if policy.isolation != Isolation::Thread {
             return Err(PolicyError::IsolationNotSupported(policy.isolation).into());
         }
-        let roots = policy.trusted_roots.iter().map(|r| TrustedRoot::open(r)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Gate { policy, roots, trust })
+        let roots = policy
+            .trusted_roots
+            .iter()
+            .map(|r| TrustedRoot::open(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Gate {
+            policy,
+            roots,
+            trust,
+        })
     }
 
     /// The policy in force.
@@ -107,7 +115,14 @@ impl LoadedPlugin {
             isolation = %policy.isolation,
             "plugin loaded"
         );
-        Ok(LoadedPlugin { path, manifest, signers, report, isolation: policy.isolation, executor })
+        Ok(LoadedPlugin {
+            path,
+            manifest,
+            signers,
+            report,
+            isolation: policy.isolation,
+            executor,
+        })
     }
 
     /// Runs the plugin once. Calls from many threads are queued and run one at a time.

@@ -43,7 +43,9 @@ pub enum InspectError {
     #[error("library byte order differs from the host's")]
     WrongEndianness,
     /// Built for another machine.
-    #[error("library is for machine {actual} ({actual_name}), this host is {expected} ({expected_name})")]
+    #[error(
+        "library is for machine {actual} ({actual_name}), this host is {expected} ({expected_name})"
+    )]
     WrongMachine {
         /// The host's `e_machine`.
         expected: u16,
@@ -72,7 +74,9 @@ pub enum InspectError {
         kind: &'static str,
     },
     /// A required export is not global, or not of default visibility.
-    #[error("export {name} has binding {binding} and visibility {visibility}, expected GLOBAL and DEFAULT")]
+    #[error(
+        "export {name} has binding {binding} and visibility {visibility}, expected GLOBAL and DEFAULT"
+    )]
     ExportNotGlobal {
         /// The export.
         name: &'static str,
@@ -107,7 +111,10 @@ impl Inspected {
 /// Inspects the verified library.
 pub fn inspect(verified: Verified<Bundle>) -> Result<Inspected, Error> {
     let bundle = verified.into_inner();
-    let map = bundle.library().map().map_err(|e| InspectError::Malformed(format!("cannot map the sealed library: {e}")))?;
+    let map = bundle
+        .library()
+        .map()
+        .map_err(|e| InspectError::Malformed(format!("cannot map the sealed library: {e}")))?;
     let report = inspect_bytes(&map)?;
     drop(map);
     Ok(Inspected { bundle, report })
@@ -117,7 +124,11 @@ pub fn inspect(verified: Verified<Bundle>) -> Result<Inspected, Error> {
 const HOST_MACHINE: u16 = header::EM_X86_64;
 #[cfg(target_arch = "aarch64")]
 const HOST_MACHINE: u16 = header::EM_AARCH64;
-const HOST_CLASS: u8 = if cfg!(target_pointer_width = "64") { 64 } else { 32 };
+const HOST_CLASS: u8 = if cfg!(target_pointer_width = "64") {
+    64
+} else {
+    32
+};
 
 /// Inspects ELF bytes. Never panics on malformed input: goblin is run under
 /// `catch_unwind` as a second line of defence, and every lookup is checked.
@@ -130,7 +141,10 @@ pub fn inspect_bytes(bytes: &[u8]) -> Result<InspectReport, InspectError> {
     };
     let class = if elf.is_64 { 64 } else { 32 };
     if class != HOST_CLASS {
-        return Err(InspectError::WrongClass { expected: HOST_CLASS, actual: class });
+        return Err(InspectError::WrongClass {
+            expected: HOST_CLASS,
+            actual: class,
+        });
     }
     if elf.little_endian != cfg!(target_endian = "little") {
         return Err(InspectError::WrongEndianness);
@@ -146,7 +160,11 @@ pub fn inspect_bytes(bytes: &[u8]) -> Result<InspectReport, InspectError> {
     if elf.header.e_type != header::ET_DYN {
         return Err(InspectError::NotSharedObject(elf.header.e_type));
     }
-    if elf.program_headers.iter().any(|ph| ph.p_type == program_header::PT_INTERP) {
+    if elf
+        .program_headers
+        .iter()
+        .any(|ph| ph.p_type == program_header::PT_INTERP)
+    {
         return Err(InspectError::Executable);
     }
     for name in REQUIRED_EXPORTS {
@@ -168,7 +186,10 @@ fn check_export(elf: &Elf<'_>, name: &'static str) -> Result<(), InspectError> {
         .ok_or(InspectError::MissingExport(name))?;
     let kind = symbol.st_type();
     if kind != sym::STT_FUNC {
-        return Err(InspectError::ExportNotFunction { name, kind: sym::type_to_str(kind) });
+        return Err(InspectError::ExportNotFunction {
+            name,
+            kind: sym::type_to_str(kind),
+        });
     }
     let binding = symbol.st_bind();
     let visibility = symbol.st_visibility();
@@ -189,8 +210,14 @@ mod tests {
 
     #[test]
     fn non_elf_and_truncated_input_is_malformed_not_a_panic() {
-        assert!(matches!(inspect_bytes(b""), Err(InspectError::Malformed(_))));
-        assert!(matches!(inspect_bytes(b"not an elf file at all"), Err(InspectError::Malformed(_))));
+        assert!(matches!(
+            inspect_bytes(b""),
+            Err(InspectError::Malformed(_))
+        ));
+        assert!(matches!(
+            inspect_bytes(b"not an elf file at all"),
+            Err(InspectError::Malformed(_))
+        ));
         let own = std::fs::read("/proc/self/exe").unwrap();
         for cut in [4, 16, 63, 64, 65, 200, 4096] {
             let _ = inspect_bytes(&own[..cut.min(own.len())]);
@@ -207,6 +234,9 @@ mod tests {
     #[test]
     fn a_library_without_the_abi_is_refused_for_the_first_missing_export() {
         let libm = std::fs::read("/lib/x86_64-linux-gnu/libm.so.6").unwrap();
-        assert!(matches!(inspect_bytes(&libm), Err(InspectError::MissingExport("vtcode_plugin_version"))));
+        assert!(matches!(
+            inspect_bytes(&libm),
+            Err(InspectError::MissingExport("vtcode_plugin_version"))
+        ));
     }
 }

@@ -40,10 +40,11 @@ pub mod sign;
 pub mod signature;
 pub mod verify;
 
-pub use error::Error;
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
+pub use error::Error;
 pub use ffi::{
-    PLUGIN_ABI_VERSION, PluginContext, PluginMetadata, PluginMetadataFFI, PluginResult, PluginResultFFI,
+    PLUGIN_ABI_VERSION, PluginContext, PluginMetadata, PluginMetadataFFI, PluginResult,
+    PluginResultFFI,
 };
 pub use gate::{Gate, LoadedPlugin};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};

@@ -56,7 +56,9 @@ pub(crate) struct PluginSymbols {
 
 impl std::fmt::Debug for PluginSymbols {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginSymbols").field("free_string", &self.free_string.is_some()).finish_non_exhaustive()
+        f.debug_struct("PluginSymbols")
+            .field("free_string", &self.free_string.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,8 @@ pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadEr
     // SAFETY: loading runs the library's initialisers. The bytes passed signature, hash
     // and ELF inspection; running them on this, the plugin's own thread, is the purpose
     // of the call.
-    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| LoadError::Dlopen(e.to_string()))?;
+    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| LoadError::Dlopen(e.to_string()))?;
     let symbols = resolve(&lib)?;
     // Never dlclose (module docs): forget the handle, keep the descriptor open.
     std::mem::forget(lib);
@@ -81,17 +84,30 @@ pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadEr
 
 #[allow(unsafe_code)]
 fn resolve(lib: &libloading::os::unix::Library) -> Result<PluginSymbols, LoadError> {
-    let err = |name| move |e: libloading::Error| LoadError::Symbol { name, detail: e.to_string() };
+    let err = |name| {
+        move |e: libloading::Error| LoadError::Symbol {
+            name,
+            detail: e.to_string(),
+        }
+    };
     // SAFETY: the types are the plugin ABI's signatures for these names; inspection
     // checked each is a defined global function.
-    let version = unsafe { lib.get::<VersionFn>(SYMBOL_VERSION.as_bytes()) }.map_err(err(SYMBOL_VERSION))?;
+    let version =
+        unsafe { lib.get::<VersionFn>(SYMBOL_VERSION.as_bytes()) }.map_err(err(SYMBOL_VERSION))?;
     // SAFETY: as above.
-    let metadata = unsafe { lib.get::<MetadataFn>(SYMBOL_METADATA.as_bytes()) }.map_err(err(SYMBOL_METADATA))?;
+    let metadata = unsafe { lib.get::<MetadataFn>(SYMBOL_METADATA.as_bytes()) }
+        .map_err(err(SYMBOL_METADATA))?;
     // SAFETY: as above.
-    let execute = unsafe { lib.get::<ExecuteFn>(SYMBOL_EXECUTE.as_bytes()) }.map_err(err(SYMBOL_EXECUTE))?;
+    let execute =
+        unsafe { lib.get::<ExecuteFn>(SYMBOL_EXECUTE.as_bytes()) }.map_err(err(SYMBOL_EXECUTE))?;
     // SAFETY: as above; this export is optional.
     let free_string = unsafe { lib.get::<FreeStringFn>(SYMBOL_FREE_STRING.as_bytes()) }.ok();
-    Ok(PluginSymbols { version: *version, metadata: *metadata, execute: *execute, free_string: free_string.map(|s| *s) })
+    Ok(PluginSymbols {
+        version: *version,
+        metadata: *metadata,
+        execute: *execute,
+        free_string: free_string.map(|s| *s),
+    })
 }
 
 impl PluginSymbols {
@@ -114,7 +130,11 @@ impl PluginSymbols {
     }
 
     /// Calls `vtcode_plugin_execute(input)` and copies its string out, at most `limit` bytes.
-    pub(crate) fn call_execute(&self, input: &std::ffi::CStr, limit: usize) -> Result<Vec<u8>, crate::ffi::FaultError> {
+    pub(crate) fn call_execute(
+        &self,
+        input: &std::ffi::CStr,
+        limit: usize,
+    ) -> Result<Vec<u8>, crate::ffi::FaultError> {
         self.take_string(self.call_execute_raw(input), limit, SYMBOL_EXECUTE)
     }
 

@@ -37,7 +37,9 @@ pub enum ManifestError {
     #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
     Syntax(serde_json::Error),
     /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
-    #[error("{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')")]
+    #[error(
+        "{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')"
+    )]
     BadName {
         /// The field.
         field: &'static str,
@@ -161,13 +163,22 @@ impl Manifest {
     pub(crate) fn from_wire(wire: ManifestWire, max_files: usize) -> Result<Self, ManifestError> {
         let version = check_common(&wire)?;
         if wire.abi_version != PLUGIN_ABI_VERSION {
-            return Err(ManifestError::AbiVersion { manifest: wire.abi_version, host: PLUGIN_ABI_VERSION });
+            return Err(ManifestError::AbiVersion {
+                manifest: wire.abi_version,
+                host: PLUGIN_ABI_VERSION,
+            });
         }
-        let library = wire.library.clone().unwrap_or_else(|| library_filename(&wire.name));
+        let library = wire
+            .library
+            .clone()
+            .unwrap_or_else(|| library_filename(&wire.name));
         check_name("library", &library, MAX_COMPONENT_LEN)?;
         let wire_files = wire.files.ok_or(ManifestError::NoFileList)?;
         if wire_files.len() > max_files {
-            return Err(ManifestError::TooManyFiles { count: wire_files.len(), max: max_files });
+            return Err(ManifestError::TooManyFiles {
+                count: wire_files.len(),
+                max: max_files,
+            });
         }
         let mut seen = BTreeSet::new();
         let mut files = Vec::with_capacity(wire_files.len());
@@ -179,8 +190,14 @@ impl Manifest {
             if !seen.insert(f.path.clone()) {
                 return Err(ManifestError::DuplicateFile(f.path));
             }
-            let sha256 = parse_digest(&f.sha256).ok_or_else(|| ManifestError::BadDigest { path: f.path.clone() })?;
-            files.push(FileEntry { path: f.path, sha256, size: f.size });
+            let sha256 = parse_digest(&f.sha256).ok_or_else(|| ManifestError::BadDigest {
+                path: f.path.clone(),
+            })?;
+            files.push(FileEntry {
+                path: f.path,
+                sha256,
+                size: f.size,
+            });
         }
         if !seen.contains(&library) {
             return Err(ManifestError::LibraryNotListed(library));
@@ -197,7 +214,12 @@ impl Manifest {
             allowed_tools: wire.allowed_tools,
             thread_safe: wire.thread_safe,
         };
-        Ok(Manifest { metadata, version, library, files })
+        Ok(Manifest {
+            metadata,
+            version,
+            library,
+            files,
+        })
     }
 
     /// VT Code's metadata fields.
@@ -254,7 +276,9 @@ pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, Manif
     }
     if let Some(tools) = &wire.allowed_tools {
         if tools.len() > MAX_TOOLS {
-            return Err(ManifestError::TooLong { field: "allowed_tools" });
+            return Err(ManifestError::TooLong {
+                field: "allowed_tools",
+            });
         }
         for t in tools {
             check_name("allowed_tools entry", t, MAX_NAME_LEN)?;
@@ -270,11 +294,17 @@ fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), Manife
     let ok = !value.is_empty()
         && value.len() <= max
         && !value.starts_with('.')
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
     if ok {
         Ok(())
     } else {
-        Err(ManifestError::BadName { field, value: value.to_owned(), max })
+        Err(ManifestError::BadName {
+            field,
+            value: value.to_owned(),
+            max,
+        })
     }
 }
 
@@ -362,13 +392,28 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         for name in ["", "a/b", "..", ".hidden", "a\u{0}b", "é", &"x".repeat(65)] {
-            let json = manifest("").replace(r#""name":"echo""#, &format!("\"name\":{}", serde_json::json!(name)));
+            let json = manifest("").replace(
+                r#""name":"echo""#,
+                &format!("\"name\":{}", serde_json::json!(name)),
+            );
             let e = fuzz_parse(json.as_bytes()).unwrap_err();
-            assert!(matches!(e, ManifestError::BadName { field: "name", .. }), "{name:?}: {e:?}");
+            assert!(
+                matches!(e, ManifestError::BadName { field: "name", .. }),
+                "{name:?}: {e:?}"
+            );
         }
         for lib in ["../libx.so", "/lib/libc.so.6", "a/b.so"] {
             let e = fuzz_parse(manifest(&format!(r#","library":"{lib}""#)).as_bytes()).unwrap_err();
-            assert!(matches!(e, ManifestError::BadName { field: "library", .. }), "{lib}: {e:?}");
+            assert!(
+                matches!(
+                    e,
+                    ManifestError::BadName {
+                        field: "library",
+                        ..
+                    }
+                ),
+                "{lib}: {e:?}"
+            );
         }
     }
 
@@ -376,14 +421,28 @@ mod tests {
     fn bad_versions_paths_and_lists_are_refused() {
         let e = fuzz_parse(manifest("").replace("1.2.3", "1.2").as_bytes()).unwrap_err();
         assert!(matches!(e, ManifestError::BadVersion { .. }));
-        let e = fuzz_parse(manifest("").replace(r#""abi_version":1"#, r#""abi_version":2"#).as_bytes()).unwrap_err();
-        assert!(matches!(e, ManifestError::AbiVersion { manifest: 2, host: 1 }));
+        let e = fuzz_parse(
+            manifest("")
+                .replace(r#""abi_version":1"#, r#""abi_version":2"#)
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            ManifestError::AbiVersion {
+                manifest: 2,
+                host: 1
+            }
+        ));
         let e = fuzz_parse(manifest(r#","library":"libother.so""#).as_bytes()).unwrap_err();
         assert!(matches!(e, ManifestError::LibraryNotListed(_)));
         for p in ["../x", "a//b", "./a", "/abs", "a/../b", ""] {
             let json = manifest("").replace(
                 r#"}]}"#,
-                &format!(r#"}},{{"path":{},"sha256":"{LIB_SHA}","size":1}}]}}"#, serde_json::json!(p)),
+                &format!(
+                    r#"}},{{"path":{},"sha256":"{LIB_SHA}","size":1}}]}}"#,
+                    serde_json::json!(p)
+                ),
             );
             let e = fuzz_parse(json.as_bytes()).unwrap_err();
             assert!(matches!(e, ManifestError::BadPath(_)), "{p:?}: {e:?}");
@@ -392,15 +451,27 @@ mod tests {
             r#"}]}"#,
             &format!(r#"}},{{"path":"libecho.so","sha256":"{LIB_SHA}","size":1}}]}}"#),
         );
-        assert!(matches!(fuzz_parse(dup.as_bytes()).unwrap_err(), ManifestError::DuplicateFile(_)));
+        assert!(matches!(
+            fuzz_parse(dup.as_bytes()).unwrap_err(),
+            ManifestError::DuplicateFile(_)
+        ));
         let reserved = manifest("").replace(
             r#"}]}"#,
             &format!(r#"}},{{"path":"plugin.json.sig","sha256":"{LIB_SHA}","size":1}}]}}"#),
         );
-        assert!(matches!(fuzz_parse(reserved.as_bytes()).unwrap_err(), ManifestError::ReservedFile(_)));
+        assert!(matches!(
+            fuzz_parse(reserved.as_bytes()).unwrap_err(),
+            ManifestError::ReservedFile(_)
+        ));
         let upper = manifest("").replace(LIB_SHA, &LIB_SHA.to_uppercase());
-        assert!(matches!(fuzz_parse(upper.as_bytes()).unwrap_err(), ManifestError::BadDigest { .. }));
+        assert!(matches!(
+            fuzz_parse(upper.as_bytes()).unwrap_err(),
+            ManifestError::BadDigest { .. }
+        ));
         let no_files = r#"{"name":"echo","description":"d","version":"1.2.3","abi_version":1}"#;
-        assert!(matches!(fuzz_parse(no_files.as_bytes()).unwrap_err(), ManifestError::NoFileList));
+        assert!(matches!(
+            fuzz_parse(no_files.as_bytes()).unwrap_err(),
+            ManifestError::NoFileList
+        ));
     }
 }

@@ -175,7 +175,12 @@ struct LimitsWire {
     call_timeout_ms: Option<u64>,
 }
 
-fn bounded_u64(name: &'static str, value: Option<u64>, default: u64, max: u64) -> Result<u64, PolicyError> {
+fn bounded_u64(
+    name: &'static str,
+    value: Option<u64>,
+    default: u64,
+    max: u64,
+) -> Result<u64, PolicyError> {
     let value = value.unwrap_or(default);
     if value == 0 || value > max {
         return Err(PolicyError::LimitOutOfRange { name, value, max });
@@ -204,14 +209,39 @@ impl LimitsWire {
     fn validate(self) -> Result<Limits, PolicyError> {
         let d = Limits::default();
         Ok(Limits {
-            manifest_bytes: bounded_u64("manifest_bytes", self.manifest_bytes, d.manifest_bytes, 16 * 1024 * 1024)?,
-            signature_bytes: bounded_u64("signature_bytes", self.signature_bytes, d.signature_bytes, 16 * 1024 * 1024)?,
-            library_bytes: bounded_u64("library_bytes", self.library_bytes, d.library_bytes, CEILING_BYTES)?,
+            manifest_bytes: bounded_u64(
+                "manifest_bytes",
+                self.manifest_bytes,
+                d.manifest_bytes,
+                16 * 1024 * 1024,
+            )?,
+            signature_bytes: bounded_u64(
+                "signature_bytes",
+                self.signature_bytes,
+                d.signature_bytes,
+                16 * 1024 * 1024,
+            )?,
+            library_bytes: bounded_u64(
+                "library_bytes",
+                self.library_bytes,
+                d.library_bytes,
+                CEILING_BYTES,
+            )?,
             file_bytes: bounded_u64("file_bytes", self.file_bytes, d.file_bytes, CEILING_BYTES)?,
             files: bounded_usize("files", self.files, d.files, CEILING_FILES)?,
             depth: bounded_usize("depth", self.depth, d.depth, CEILING_DEPTH)?,
-            output_bytes: bounded_usize("output_bytes", self.output_bytes, d.output_bytes, CEILING_OUTPUT)?,
-            call_timeout_ms: bounded_u64("call_timeout_ms", self.call_timeout_ms, d.call_timeout_ms, 24 * 3600 * 1000)?,
+            output_bytes: bounded_usize(
+                "output_bytes",
+                self.output_bytes,
+                d.output_bytes,
+                CEILING_OUTPUT,
+            )?,
+            call_timeout_ms: bounded_u64(
+                "call_timeout_ms",
+                self.call_timeout_ms,
+                d.call_timeout_ms,
+                24 * 3600 * 1000,
+            )?,
         })
     }
 }
@@ -226,14 +256,23 @@ impl Policy {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
         use std::io::Read;
         let path = path.as_ref();
-        let io = |source| PolicyError::Io { path: path.to_path_buf(), source };
+        let io = |source| PolicyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         if size > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge { path: path.to_path_buf(), size, max: MAX_POLICY_BYTES });
+            return Err(PolicyError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+                max: MAX_POLICY_BYTES,
+            });
         }
         let mut bytes = Vec::new();
-        file.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+        file.take(MAX_POLICY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
         if bytes.len() as u64 > MAX_POLICY_BYTES {
             return Err(PolicyError::TooLarge {
                 path: path.to_path_buf(),
@@ -256,7 +295,11 @@ impl Policy {
             return Err(PolicyError::NoTrustStore);
         }
         Ok(Policy {
-            trusted_roots: wire.trusted_roots.into_iter().map(|p| resolve(base_dir, p)).collect(),
+            trusted_roots: wire
+                .trusted_roots
+                .into_iter()
+                .map(|p| resolve(base_dir, p))
+                .collect(),
             keys: resolve(base_dir, wire.keys),
             isolation: wire.isolation,
             limits: wire.limits.validate()?,
@@ -266,7 +309,7 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -276,7 +319,10 @@ mod tests {
             Path::new("/etc/skillgate/policy"),
         )
         .unwrap();
-        assert_eq!(p.trusted_roots[0], Path::new("/etc/skillgate/policy/../skills"));
+        assert_eq!(
+            p.trusted_roots[0],
+            Path::new("/etc/skillgate/policy/../skills")
+        );
         assert_eq!(p.trusted_roots[1], Path::new("/abs"));
         assert_eq!(p.keys, Path::new("/etc/skillgate/policy/../keys"));
         assert_eq!(p.limits, Limits::default());
@@ -295,16 +341,26 @@ mod tests {
 
     #[test]
     fn required_fields_and_isolation_words() {
-        let err = Policy::from_json(br#"{"trusted_roots":[],"keys":"k"}"#, Path::new("/")).unwrap_err();
+        let err =
+            Policy::from_json(br#"{"trusted_roots":[],"keys":"k"}"#, Path::new("/")).unwrap_err();
         assert!(matches!(err, PolicyError::Syntax(_)));
-        let err = Policy::from_json(br#"{"trusted_roots":[],"keys":"k","isolation":"none"}"#, Path::new("/"))
-            .unwrap_err();
+        let err = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"none"}"#,
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PolicyError::Syntax(_)));
-        let p = Policy::from_json(br#"{"trusted_roots":[],"keys":"k","isolation":"process"}"#, Path::new("/"))
-            .unwrap();
+        let p = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"process"}"#,
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(p.isolation, Isolation::Process);
-        let err = Policy::from_json(br#"{"trusted_roots":[],"keys":"","isolation":"thread"}"#, Path::new("/"))
-            .unwrap_err();
+        let err = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"","isolation":"thread"}"#,
+            Path::new("/"),
+        )
+        .unwrap_err();
         assert!(matches!(err, PolicyError::NoTrustStore));
     }
 
@@ -315,13 +371,25 @@ mod tests {
             Path::new("/"),
         )
         .unwrap_err();
-        assert!(matches!(err, PolicyError::LimitOutOfRange { name: "output_bytes", .. }));
+        assert!(matches!(
+            err,
+            PolicyError::LimitOutOfRange {
+                name: "output_bytes",
+                ..
+            }
+        ));
         let err = Policy::from_json(
             br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"library_bytes":99999999999999}}"#,
             Path::new("/"),
         )
         .unwrap_err();
-        assert!(matches!(err, PolicyError::LimitOutOfRange { name: "library_bytes", .. }));
+        assert!(matches!(
+            err,
+            PolicyError::LimitOutOfRange {
+                name: "library_bytes",
+                ..
+            }
+        ));
         let p = Policy::from_json(
             br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"output_bytes":10}}"#,
             Path::new("/"),

@@ -62,19 +62,38 @@ pub enum SignError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
-    move |source| SignError::Io { path: path.to_path_buf(), source }
+    move |source| SignError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Lists every file beneath `dir` (relative, `/`-joined, sorted), refusing anything that is
 /// not a regular file or directory.
 fn walk(dir: &Path, limits: &Limits) -> Result<Vec<String>, SignError> {
-    fn go(base: &Path, rel: &str, depth: usize, limits: &Limits, out: &mut Vec<String>) -> Result<(), SignError> {
-        let here = if rel.is_empty() { base.to_path_buf() } else { base.join(rel) };
+    fn go(
+        base: &Path,
+        rel: &str,
+        depth: usize,
+        limits: &Limits,
+        out: &mut Vec<String>,
+    ) -> Result<(), SignError> {
+        let here = if rel.is_empty() {
+            base.to_path_buf()
+        } else {
+            base.join(rel)
+        };
         for entry in std::fs::read_dir(&here).map_err(io(&here))? {
             let entry = entry.map_err(io(&here))?;
             let path = entry.path();
-            let name = entry.file_name().into_string().map_err(|_| SignError::Manifest(ManifestError::BadPath(path.display().to_string())))?;
-            let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let name = entry.file_name().into_string().map_err(|_| {
+                SignError::Manifest(ManifestError::BadPath(path.display().to_string()))
+            })?;
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let kind = entry.file_type().map_err(io(&path))?;
             if kind.is_dir() {
                 if depth >= limits.depth {
@@ -130,7 +149,11 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
         }
         check_path(&rel)?;
         let (sha256, size) = hash_file(&dir.join(&rel))?;
-        files.push(FileEntryWire { path: rel, sha256, size });
+        files.push(FileEntryWire {
+            path: rel,
+            sha256,
+            size,
+        });
     }
     let file_count = files.len();
     wire.files = Some(files);
@@ -149,7 +172,11 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
     let (mut sigs, dropped) = match existing {
         Some(old) if !rewritten => (old, 0),
         Some(old) => {
-            let others = old.entries().iter().filter(|e| e.key_id() != key_id).count();
+            let others = old
+                .entries()
+                .iter()
+                .filter(|e| e.key_id() != key_id)
+                .count();
             (SignatureFile::new(), others)
         }
         None => (SignatureFile::new(), 0),
@@ -170,7 +197,11 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
 
 /// Verifies a plugin directory the way a host would (signature, manifest, every file),
 /// trusting exactly the keys in `trust`. The directory's parent serves as trusted root.
-pub fn verify_plugin_dir(dir: &Path, trust: &TrustStore, limits: &Limits) -> Result<Verified<Bundle>, Error> {
+pub fn verify_plugin_dir(
+    dir: &Path,
+    trust: &TrustStore,
+    limits: &Limits,
+) -> Result<Verified<Bundle>, Error> {
     let absolute = std::path::absolute(dir).map_err(|source| crate::locate::LocateError::Io {
         path: dir.to_path_buf(),
         source,

@@ -122,8 +122,14 @@ pub enum IntegrityError {
 }
 
 /// Verifies the plugin directory against the trust store: signature, manifest, files.
-pub fn verify_dir(dir: &PluginDir, trust: &TrustStore, limits: &Limits) -> Result<Verified<Bundle>, Error> {
-    let manifest_bytes = dir.read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?.ok_or(ManifestError::Missing)?;
+pub fn verify_dir(
+    dir: &PluginDir,
+    trust: &TrustStore,
+    limits: &Limits,
+) -> Result<Verified<Bundle>, Error> {
+    let manifest_bytes = dir
+        .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
+        .ok_or(ManifestError::Missing)?;
     let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
     let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
     let manifest = Manifest::parse(&authentic, limits.files)?;
@@ -131,20 +137,35 @@ pub fn verify_dir(dir: &PluginDir, trust: &TrustStore, limits: &Limits) -> Resul
     let dir_path = dir.path().to_path_buf();
     // Two more entries than the manifest may list: the manifest and its signature file.
     let present = dir.list_files(limits.files.saturating_add(2), limits.depth)?;
-    let present: BTreeSet<&str> =
-        present.iter().map(String::as_str).filter(|f| *f != MANIFEST_FILE_NAME && *f != SIGNATURE_FILE_NAME).collect();
+    let present: BTreeSet<&str> = present
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != MANIFEST_FILE_NAME && *f != SIGNATURE_FILE_NAME)
+        .collect();
     let listed: BTreeSet<&str> = manifest.files().iter().map(|f| f.path.as_str()).collect();
     if let Some(extra) = present.difference(&listed).next() {
-        return Err(IntegrityError::UnlistedFile { dir: dir_path, file: (*extra).to_owned() }.into());
+        return Err(IntegrityError::UnlistedFile {
+            dir: dir_path,
+            file: (*extra).to_owned(),
+        }
+        .into());
     }
     if let Some(missing) = listed.difference(&present).next() {
-        return Err(IntegrityError::MissingFile { dir: dir_path, file: (*missing).to_owned() }.into());
+        return Err(IntegrityError::MissingFile {
+            dir: dir_path,
+            file: (*missing).to_owned(),
+        }
+        .into());
     }
 
     let mut library = None;
     for entry in manifest.files() {
         let is_library = entry.path == manifest.library();
-        let cap = if is_library { limits.library_bytes } else { limits.file_bytes };
+        let cap = if is_library {
+            limits.library_bytes
+        } else {
+            limits.file_bytes
+        };
         let file = dir.open_file(&entry.path, cap)?;
         if file.size() != entry.size {
             return Err(IntegrityError::SizeMismatch {
@@ -183,7 +204,13 @@ pub fn verify_dir(dir: &PluginDir, trust: &TrustStore, limits: &Limits) -> Resul
         }
     }
     // The manifest parser guarantees the library is listed, and every listed file was read.
-    let library = library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
+    let library =
+        library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
     tracing::debug!(plugin = manifest.name(), dir = %dir_path.display(), "verified");
-    Ok(Verified(Bundle { path: dir_path, manifest, signers: authentic.signers().to_vec(), library }))
+    Ok(Verified(Bundle {
+        path: dir_path,
+        manifest,
+        signers: authentic.signers().to_vec(),
+        library,
+    }))
 }

@@ -20,7 +20,11 @@ use support::{Host, ctx};
 
 fn flip_byte(path: &Path, offset: u64) {
     use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     f.seek(SeekFrom::Start(offset)).unwrap();
     let mut b = [0u8];
     f.read_exact(&mut b).unwrap();
@@ -35,7 +39,9 @@ fn a_signed_c_plugin_loads_and_runs() {
     let plugin = host.gate().verify_and_load(&dir).unwrap();
     assert_eq!(plugin.metadata().name, "greeter");
     assert_eq!(plugin.signers(), &[host.key.id()]);
-    let out = plugin.execute(&ctx(serde_json::json!({"msg": "hi"}))).unwrap();
+    let out = plugin
+        .execute(&ctx(serde_json::json!({"msg": "hi"})))
+        .unwrap();
     assert!(out.success);
     assert_eq!(out.output["echo"]["input"]["msg"], "hi");
     assert_eq!(out.output["marker"], "v1");
@@ -51,8 +57,11 @@ fn the_rust_example_plugin_loads_and_runs() {
     let dir = host.root.join("echo");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&lib, dir.join("libecho.so")).unwrap();
-    std::fs::copy(support::build::repo_root().join("examples/echo-plugin/plugin.json"), dir.join("plugin.json"))
-        .unwrap();
+    std::fs::copy(
+        support::build::repo_root().join("examples/echo-plugin/plugin.json"),
+        dir.join("plugin.json"),
+    )
+    .unwrap();
     skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
     let plugin = host.gate().verify_and_load(&dir).unwrap();
     for n in 1..=3 {
@@ -68,7 +77,10 @@ fn a_flipped_library_byte_is_refused_by_its_hash() {
     let dir = host.plugin("good", "flipped");
     flip_byte(&dir.join("libflipped.so"), 4000);
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Integrity(IntegrityError::HashMismatch { ref file, .. }) if file == "libflipped.so"), "{err:?}");
+    assert!(
+        matches!(err, Error::Integrity(IntegrityError::HashMismatch { ref file, .. }) if file == "libflipped.so"),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -77,9 +89,16 @@ fn a_manifest_edited_after_signing_is_refused_by_its_signature() {
     let host = Host::new();
     let dir = host.plugin("good", "edited");
     let text = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
-    std::fs::write(dir.join("plugin.json"), text.replace("\"1.0.0\"", "\"1.0.1\"")).unwrap();
+    std::fs::write(
+        dir.join("plugin.json"),
+        text.replace("\"1.0.0\"", "\"1.0.1\""),
+    )
+    .unwrap();
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Signature(SignatureError::Invalid { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Signature(SignatureError::Invalid { .. })),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -89,7 +108,10 @@ fn a_missing_signature_is_refused() {
     let dir = host.plugin("good", "unsigned");
     std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Signature(SignatureError::Missing)), "{err:?}");
+    assert!(
+        matches!(err, Error::Signature(SignatureError::Missing)),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -102,7 +124,9 @@ fn a_signature_by_an_untrusted_key_is_refused() {
     skillgate::sign::sign_plugin_dir(&dir, &stranger).unwrap();
     let err = host.gate().verify_and_load(&dir).unwrap_err();
     match err {
-        Error::Signature(SignatureError::NoTrustedSignature { ref key_ids }) => assert_eq!(key_ids, &[stranger.id()]),
+        Error::Signature(SignatureError::NoTrustedSignature { ref key_ids }) => {
+            assert_eq!(key_ids, &[stranger.id()])
+        }
         other => panic!("expected NoTrustedSignature, got {other:?}"),
     }
     host.assert_still_serves(&host.gate());
@@ -114,7 +138,10 @@ fn an_unlisted_file_is_refused() {
     let dir = host.plugin("good", "extra");
     std::fs::write(dir.join("payload.sh"), "#!/bin/sh\n").unwrap();
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Integrity(IntegrityError::UnlistedFile { ref file, .. }) if file == "payload.sh"), "{err:?}");
+    assert!(
+        matches!(err, Error::Integrity(IntegrityError::UnlistedFile { ref file, .. }) if file == "payload.sh"),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -131,7 +158,10 @@ fn libraries_swapped_between_two_signed_plugins_are_refused() {
     std::fs::write(bravo.join("libbravo.so"), &a).unwrap();
     for dir in [&alpha, &bravo] {
         let err = host.gate().verify_and_load(dir).unwrap_err();
-        assert!(matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })), "{err:?}");
+        assert!(
+            matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
+            "{err:?}"
+        );
     }
     host.assert_still_serves(&host.gate());
 }
@@ -142,7 +172,10 @@ fn a_plugin_outside_every_trusted_root_is_refused() {
     let lib = host.build("good", "outsider", &[]);
     let dir = host.install_in(host.tmp.path(), "outsider", &lib);
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Locate(LocateError::OutsideTrustedRoots { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Locate(LocateError::OutsideTrustedRoots { .. })),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -151,8 +184,14 @@ fn a_dotdot_escape_is_refused() {
     let host = Host::new();
     let lib = host.build("good", "escaped", &[]);
     host.install_in(host.tmp.path(), "escaped", &lib);
-    let err = host.gate().verify_and_load(host.root.join("../escaped")).unwrap_err();
-    assert!(matches!(err, Error::Locate(LocateError::EscapesRoot { .. })), "{err:?}");
+    let err = host
+        .gate()
+        .verify_and_load(host.root.join("../escaped"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Locate(LocateError::EscapesRoot { .. })),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -162,8 +201,14 @@ fn a_symlinked_plugin_directory_is_refused() {
     let lib = host.build("good", "linked", &[]);
     let real = host.install_in(host.tmp.path(), "linked", &lib);
     symlink(&real, host.root.join("linked")).unwrap();
-    let err = host.gate().verify_and_load(host.root.join("linked")).unwrap_err();
-    assert!(matches!(err, Error::Locate(LocateError::Symlink { .. })), "{err:?}");
+    let err = host
+        .gate()
+        .verify_and_load(host.root.join("linked"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Locate(LocateError::Symlink { .. })),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -176,7 +221,10 @@ fn a_symlinked_library_is_refused() {
     std::fs::rename(dir.join("libliblink.so"), &outside).unwrap();
     symlink(&outside, dir.join("libliblink.so")).unwrap();
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Locate(LocateError::Symlink { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Locate(LocateError::Symlink { .. })),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -186,7 +234,10 @@ fn a_fifo_as_the_library_is_refused_without_hanging() {
     let dir = host.plugin("good", "fifo");
     let lib = dir.join("libfifo.so");
     std::fs::remove_file(&lib).unwrap();
-    let status = std::process::Command::new("mkfifo").arg(&lib).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&lib)
+        .status()
+        .unwrap();
     assert!(status.success());
     let gate = Arc::new(host.gate());
     let (tx, rx) = std::sync::mpsc::channel();
@@ -194,8 +245,14 @@ fn a_fifo_as_the_library_is_refused_without_hanging() {
     std::thread::spawn(move || {
         let _ = tx.send(g.verify_and_load(&dir).map(|_| ()));
     });
-    let err = rx.recv_timeout(Duration::from_secs(20)).expect("verification hung on a FIFO").unwrap_err();
-    assert!(matches!(err, Error::Locate(LocateError::NotRegularFile { .. })), "{err:?}");
+    let err = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("verification hung on a FIFO")
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Locate(LocateError::NotRegularFile { .. })),
+        "{err:?}"
+    );
     host.assert_still_serves(&gate);
 }
 
@@ -207,17 +264,32 @@ fn a_missing_export_is_refused_before_its_constructor_runs() {
     let lib = host.build("ctor_marker", "ctor", &[("MARKER_PATH", &quoted)]);
     let dir = host.install("ctor", &lib);
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Inspect(InspectError::MissingExport("vtcode_plugin_execute"))), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Inspect(InspectError::MissingExport("vtcode_plugin_execute"))
+        ),
+        "{err:?}"
+    );
     assert!(!marker.exists(), "the refused plugin's constructor ran");
     host.assert_still_serves(&host.gate());
     // Control: the constructor does create the marker when the library is loaded, so the
     // assertion above can fail. Loaded in a child process to keep this one clean.
     let status = std::process::Command::new("python3")
-        .args(["-c", &format!("import ctypes; ctypes.CDLL({:?})", lib.display().to_string())])
+        .args([
+            "-c",
+            &format!(
+                "import ctypes; ctypes.CDLL({:?})",
+                lib.display().to_string()
+            ),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(marker.exists(), "control: loading the library runs the constructor");
+    assert!(
+        marker.exists(),
+        "control: loading the library runs the constructor"
+    );
 }
 
 #[test]
@@ -225,7 +297,17 @@ fn an_abi_version_mismatch_is_refused() {
     let host = Host::new();
     let dir = host.plugin("abi2", "abi2");
     let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Abi(AbiError::VersionMismatch { manifest: 1, plugin: 2, host: 1 })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Abi(AbiError::VersionMismatch {
+                manifest: 1,
+                plugin: 2,
+                host: 1
+            })
+        ),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -235,7 +317,11 @@ fn metadata_naming_another_plugin_is_refused() {
     let dir = host.plugin("wrong_name", "honest");
     let err = host.gate().verify_and_load(&dir).unwrap_err();
     match err {
-        Error::Abi(AbiError::MetadataMismatch { field: "name", ref manifest, ref plugin }) => {
+        Error::Abi(AbiError::MetadataMismatch {
+            field: "name",
+            ref manifest,
+            ref plugin,
+        }) => {
             assert_eq!(manifest, "honest");
             assert_eq!(plugin, "someone-else");
         }
@@ -256,11 +342,26 @@ fn fault_of(host: &Host, src: &str, name: &str) -> FaultError {
 #[test]
 fn bad_results_are_faults_not_panics() {
     let host = Host::new();
-    assert!(matches!(fault_of(&host, "result_null", "rnull"), FaultError::NullResult { .. }));
-    assert!(matches!(fault_of(&host, "result_not_utf8", "rutf8"), FaultError::NotUtf8 { .. }));
-    assert!(matches!(fault_of(&host, "result_not_json", "rjson"), FaultError::NotJson { .. }));
+    assert!(matches!(
+        fault_of(&host, "result_null", "rnull"),
+        FaultError::NullResult { .. }
+    ));
+    assert!(matches!(
+        fault_of(&host, "result_not_utf8", "rutf8"),
+        FaultError::NotUtf8 { .. }
+    ));
+    assert!(matches!(
+        fault_of(&host, "result_not_json", "rjson"),
+        FaultError::NotJson { .. }
+    ));
     // 8 MiB against the default 1 MiB output limit.
-    assert!(matches!(fault_of(&host, "result_huge", "rhuge"), FaultError::OutputTooLarge { limit: 1_048_576, .. }));
+    assert!(matches!(
+        fault_of(&host, "result_huge", "rhuge"),
+        FaultError::OutputTooLarge {
+            limit: 1_048_576,
+            ..
+        }
+    ));
     host.assert_still_serves(&host.gate());
 }
 
@@ -289,10 +390,16 @@ fn the_library_swapped_on_disk_after_verification_changes_nothing() {
     std::fs::rename(dir.join("staged"), &lib).unwrap();
     let plugin = gate.load(inspected).unwrap();
     let out = plugin.execute(&PluginContext::default()).unwrap();
-    assert_eq!(out.output["marker"], "v1", "the loaded code must be the verified code");
+    assert_eq!(
+        out.output["marker"], "v1",
+        "the loaded code must be the verified code"
+    );
     // Control: the file on disk really is the other build now.
     let err = gate.verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })), "{err:?}");
+    assert!(
+        matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -316,7 +423,10 @@ fn sixteen_threads_never_overlap_inside_one_plugin() {
     }
     let out = plugin.execute(&PluginContext::default()).unwrap();
     assert_eq!(out.output["calls"], 16 * 8 + 1);
-    assert_eq!(out.output["max_active"], 1, "two calls ran inside the plugin at once");
+    assert_eq!(
+        out.output["max_active"], 1,
+        "two calls ran inside the plugin at once"
+    );
 }
 
 #[test]
@@ -330,11 +440,17 @@ fn a_dropped_plugin_never_aliases_the_next_one() {
     let second = host.install("second", &second);
     let gate = host.gate();
     let p = gate.verify_and_load(&first).unwrap();
-    assert_eq!(p.execute(&PluginContext::default()).unwrap().output["marker"], "first");
+    assert_eq!(
+        p.execute(&PluginContext::default()).unwrap().output["marker"],
+        "first"
+    );
     drop(p);
     let p = gate.verify_and_load(&second).unwrap();
     assert_eq!(p.metadata().name, "second");
-    assert_eq!(p.execute(&PluginContext::default()).unwrap().output["marker"], "second");
+    assert_eq!(
+        p.execute(&PluginContext::default()).unwrap().output["marker"],
+        "second"
+    );
 }
 
 #[test]
@@ -344,7 +460,12 @@ fn process_isolation_is_refused_until_it_exists() {
     policy.isolation = skillgate::Isolation::Process;
     let err = skillgate::Gate::new(policy).unwrap_err();
     assert!(
-        matches!(err, Error::Policy(skillgate::policy::PolicyError::IsolationNotSupported(skillgate::Isolation::Process))),
+        matches!(
+            err,
+            Error::Policy(skillgate::policy::PolicyError::IsolationNotSupported(
+                skillgate::Isolation::Process
+            ))
+        ),
         "{err:?}"
     );
     host.assert_still_serves(&host.gate());
@@ -354,9 +475,13 @@ fn process_isolation_is_refused_until_it_exists() {
 fn an_empty_trust_store_refuses_everything() {
     let host = Host::new();
     let dir = host.plugin("good", "lonely");
-    let gate = skillgate::Gate::with_trust_store(host.policy(), skillgate::TrustStore::empty()).unwrap();
+    let gate =
+        skillgate::Gate::with_trust_store(host.policy(), skillgate::TrustStore::empty()).unwrap();
     let err = gate.verify_and_load(&dir).unwrap_err();
-    assert!(matches!(err, Error::Signature(SignatureError::EmptyTrustStore)), "{err:?}");
+    assert!(
+        matches!(err, Error::Signature(SignatureError::EmptyTrustStore)),
+        "{err:?}"
+    );
     host.assert_still_serves(&host.gate());
 }
 
@@ -372,7 +497,10 @@ fn a_call_that_hangs_times_out_and_poisons_only_its_plugin() {
     let plugin = gate.verify_and_load(&sleepy).unwrap();
     let start = Instant::now();
     let err = plugin.execute(&PluginContext::default()).unwrap_err();
-    assert!(matches!(err, Error::Fault(FaultError::Timeout { timeout_ms: 200 })), "{err:?}");
+    assert!(
+        matches!(err, Error::Fault(FaultError::Timeout { timeout_ms: 200 })),
+        "{err:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(4));
     let err = plugin.execute(&PluginContext::default()).unwrap_err();
     assert!(matches!(err, Error::Fault(FaultError::Poisoned)), "{err:?}");

@@ -13,7 +13,11 @@ use skillgate::sign::{sign_plugin_dir, verify_plugin_dir};
 use skillgate::{PublicKey, SecretKey, TrustStore};
 
 #[derive(Parser)]
-#[command(name = "skill-sign", version, about = "Make keys and sign native skill plugins")]
+#[command(
+    name = "skill-sign",
+    version,
+    about = "Make keys and sign native skill plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,14 +68,22 @@ fn error(msg: impl std::fmt::Display) -> ExitCode {
 
 fn write_new(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Keygen { secret_key, public_key, unencrypted } => {
+        Command::Keygen {
+            secret_key,
+            public_key,
+            unencrypted,
+        } => {
             if !unencrypted {
                 return error("encrypted secret keys are not supported yet; pass --unencrypted");
             }
@@ -111,13 +123,18 @@ fn main() -> ExitCode {
             }
         }
         Command::Verify { dir, public_key } => {
-            let trust = match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {
-                Ok(t) => t,
-                Err(e) => return error(e),
-            };
+            let trust =
+                match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {
+                    Ok(t) => t,
+                    Err(e) => return error(e),
+                };
             match verify_plugin_dir(&dir, &trust, &Limits::default()) {
                 Ok(v) => {
-                    println!("verified {} {}", v.manifest().name(), v.manifest().version());
+                    println!(
+                        "verified {} {}",
+                        v.manifest().name(),
+                        v.manifest().version()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -11,7 +11,11 @@ use skillgate::error::ErrorClass;
 use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
 
 #[derive(Parser)]
-#[command(name = "skillgate", version, about = "Verify, load and run signed native skill plugins")]
+#[command(
+    name = "skillgate",
+    version,
+    about = "Verify, load and run signed native skill plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,8 @@ fn main() -> ExitCode {
                 Ok(inspected) => {
                     let bundle = inspected.bundle();
                     let m = bundle.manifest();
-                    let signers: Vec<String> = bundle.signers().iter().map(ToString::to_string).collect();
+                    let signers: Vec<String> =
+                        bundle.signers().iter().map(ToString::to_string).collect();
                     println!(
                         "verified {} {} ({} files; signed by {})",
                         m.name(),
@@ -99,19 +104,30 @@ fn main() -> ExitCode {
                 Err(e) => fail(&host.dir, &e),
             }
         }
-        Command::Run { host, input, verbose } => {
+        Command::Run {
+            host,
+            input,
+            verbose,
+        } => {
             let input = match serde_json::from_str(&input) {
                 Ok(v) => v,
                 Err(e) => return usage(&format!("--input is not a JSON object: {e}")),
             };
-            let workspace_root = std::env::current_dir().ok().map(|p| p.display().to_string());
-            let ctx = PluginContext { input, workspace_root, config: Default::default() };
+            let workspace_root = std::env::current_dir()
+                .ok()
+                .map(|p| p.display().to_string());
+            let ctx = PluginContext {
+                input,
+                workspace_root,
+                config: Default::default(),
+            };
             let plugin = match gate(&host).and_then(|g| g.verify_and_load(&host.dir)) {
                 Ok(p) => p,
                 Err(e) => return fail(&host.dir, &e),
             };
             if verbose {
-                let signers: Vec<String> = plugin.signers().iter().map(ToString::to_string).collect();
+                let signers: Vec<String> =
+                    plugin.signers().iter().map(ToString::to_string).collect();
                 eprintln!(
                     "skillgate: loaded {} {} from {} (signed by {}; isolation {}; needs {:?})",
                     plugin.manifest().name(),

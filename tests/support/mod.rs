@@ -1,7 +1,12 @@
 //! Shared fixtures for the integration tests: a host laid out in a temporary directory
 //! (trusted root, trust store, policy), plugins built from `tests/plugins`, signed with a
 //! throwaway key.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 pub mod build;
 
@@ -31,7 +36,12 @@ impl Host {
         }
         let key = SecretKey::generate();
         std::fs::write(keys.join("test.pub"), key.public().to_minisign_string()).unwrap();
-        Host { tmp, root, key, build_dir }
+        Host {
+            tmp,
+            root,
+            key,
+            build_dir,
+        }
     }
 
     pub fn keys_dir(&self) -> PathBuf {
@@ -62,7 +72,10 @@ impl Host {
         all.extend_from_slice(defines);
         static BUILDS: AtomicUsize = AtomicUsize::new(0);
         let n = BUILDS.fetch_add(1, Ordering::Relaxed);
-        let out = self.build_dir.join(format!("{n}-{src}")).join(format!("lib{name}.so"));
+        let out = self
+            .build_dir
+            .join(format!("{n}-{src}"))
+            .join(format!("lib{name}.so"));
         build::build_c_plugin(&build::test_plugin_src(src), &out, &all, &[])
     }
 
@@ -93,8 +106,12 @@ impl Host {
         if !dir.exists() {
             self.plugin("good", name);
         }
-        let plugin = gate.verify_and_load(&dir).expect("the host must still load a good plugin");
-        let result = plugin.execute(&PluginContext::default()).expect("and run it");
+        let plugin = gate
+            .verify_and_load(&dir)
+            .expect("the host must still load a good plugin");
+        let result = plugin
+            .execute(&PluginContext::default())
+            .expect("and run it");
         assert!(result.success);
         assert_eq!(result.output["marker"], "v1");
     }
