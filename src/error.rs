@@ -11,6 +11,7 @@ use crate::load::LoadError;
 use crate::locate::LocateError;
 use crate::manifest::ManifestError;
 use crate::policy::PolicyError;
+use crate::sandbox::SandboxError;
 use crate::signature::SignatureError;
 use crate::verify::IntegrityError;
 
@@ -39,6 +40,10 @@ pub enum Error {
     /// The library failed ELF inspection; none of its code ran.
     #[error("inspect: {0}")]
     Inspect(#[from] InspectError),
+    /// The plugin thread could not be restricted as the policy requires; the library was
+    /// not opened.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
     /// The dynamic loader failed.
     #[error("load: {0}")]
     Load(#[from] LoadError),

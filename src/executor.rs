@@ -3,8 +3,7 @@
 //! ABI v1 plugins are not assumed reentrant, whatever their metadata says
 //! (`thread_safe` is recorded, never trusted): all calls are sent over a channel to the one
 //! thread that owns the plugin, so no two calls overlap and every call runs on the thread
-//! whose restrictions were set before `dlopen`. Restrictions for that thread are applied
-//! in [`run_plugin_thread`] before the library is opened.
+//! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`.
 //!
 //! A thread is not a security boundary: this mode defends against buggy plugins, not
 //! hostile ones (see the README's threat model). A call that outlives the policy's timeout
@@ -24,7 +23,9 @@ use crate::ffi::{
 };
 use crate::load::{LoadError, PluginSymbols, dlopen_sealed};
 use crate::manifest::Manifest;
+use crate::policy::Isolation;
 use crate::policy::Limits;
+use crate::sandbox::{Enforcement, SandboxPlan};
 use crate::sealed::SealedFile;
 
 struct Call {
@@ -54,22 +55,28 @@ impl ThreadExecutor {
         library: SealedFile,
         manifest: &Manifest,
         limits: &Limits,
-    ) -> Result<Self, Error> {
+        plan: SandboxPlan,
+    ) -> Result<(Self, Enforcement), Error> {
         let (calls, incoming) = mpsc::channel::<Call>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), Error>>(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Enforcement, Error>>(1);
         let expected = manifest.metadata().clone();
         let output_limit = limits.output_bytes;
         std::thread::Builder::new()
             .name(format!("plugin:{}", manifest.name()))
-            .spawn(move || run_plugin_thread(library, expected, output_limit, ready_tx, incoming))
+            .spawn(move || {
+                run_plugin_thread(library, expected, output_limit, plan, ready_tx, incoming)
+            })
             .map_err(LoadError::Thread)?;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         match ready_rx.recv_timeout(timeout) {
-            Ok(Ok(())) => Ok(ThreadExecutor {
-                calls,
-                timeout,
-                poisoned: AtomicBool::new(false),
-            }),
+            Ok(Ok(enforcement)) => {
+                let executor = ThreadExecutor {
+                    calls,
+                    timeout,
+                    poisoned: AtomicBool::new(false),
+                };
+                Ok((executor, enforcement))
+            }
             Ok(Err(e)) => Err(e),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(FaultError::Timeout {
                 timeout_ms: limits.call_timeout_ms,
@@ -106,19 +113,27 @@ fn run_plugin_thread(
     library: SealedFile,
     expected: PluginMetadata,
     output_limit: usize,
-    ready: mpsc::SyncSender<Result<(), Error>>,
+    plan: SandboxPlan,
+    ready: mpsc::SyncSender<Result<Enforcement, Error>>,
     incoming: mpsc::Receiver<Call>,
 ) {
-    // Restrictions on this thread (Landlock, seccomp) go here, before the library is
-    // opened, so its constructors already run restricted.
-    let symbols = match open_and_check(library, &expected, output_limit) {
-        Ok(symbols) => symbols,
+    // Restrict this thread before the library is opened, so its constructors and IFUNC
+    // resolvers already run restricted. On failure the library is never opened.
+    let restricted = plan.apply(Isolation::Thread).map_err(Error::from);
+    let loaded = restricted.and_then(|enforcement| {
+        Ok((
+            open_and_check(library, &expected, output_limit)?,
+            enforcement,
+        ))
+    });
+    let (symbols, enforcement) = match loaded {
+        Ok(ok) => ok,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    if ready.send(Ok(())).is_err() {
+    if ready.send(Ok(enforcement)).is_err() {
         return;
     }
     drop(ready);

@@ -10,6 +10,7 @@ use crate::keys::{KeyId, TrustStore};
 use crate::locate::{TrustedRoot, locate};
 use crate::manifest::Manifest;
 use crate::policy::{Isolation, Policy, PolicyError};
+use crate::sandbox::{Enforcement, SandboxPlan};
 use crate::verify::{Bundle, Verified, verify_dir};
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
@@ -98,7 +99,7 @@ pub struct LoadedPlugin {
     manifest: Manifest,
     signers: Vec<KeyId>,
     report: InspectReport,
-    isolation: Isolation,
+    enforcement: Enforcement,
     executor: ThreadExecutor,
 }
 
@@ -106,13 +107,22 @@ impl LoadedPlugin {
     fn start(inspected: Inspected, policy: &Policy) -> Result<Self, Error> {
         let (bundle, report) = inspected.into_parts();
         let (path, manifest, signers, library) = bundle.into_parts();
-        let executor = ThreadExecutor::start(library, &manifest, &policy.limits)?;
+        let plan = SandboxPlan::new(&policy.sandbox, manifest.capabilities(), &report.needed);
+        let (executor, enforcement) =
+            ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
         tracing::info!(
+            target: "skillgate::audit",
             plugin = manifest.name(),
             version = %manifest.version(),
             path = %path.display(),
             signers = ?signers,
-            isolation = %policy.isolation,
+            isolation = %enforcement.isolation,
+            landlock_abi = enforcement.landlock_abi,
+            landlock = ?enforcement.landlock,
+            seccomp = enforcement.seccomp,
+            no_new_privs = enforcement.no_new_privs,
+            fs_rules = enforcement.fs_rules,
+            net_rules = enforcement.net_rules,
             "plugin loaded"
         );
         Ok(LoadedPlugin {
@@ -120,7 +130,7 @@ impl LoadedPlugin {
             manifest,
             signers,
             report,
-            isolation: policy.isolation,
+            enforcement,
             executor,
         })
     }
@@ -156,6 +166,10 @@ impl LoadedPlugin {
     }
     /// How the plugin is isolated.
     pub fn isolation(&self) -> Isolation {
-        self.isolation
+        self.enforcement.isolation
+    }
+    /// What the sandbox enforces on the plugin's thread.
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
     }
 }

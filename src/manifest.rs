@@ -93,6 +93,9 @@ pub enum ManifestError {
         /// The limit.
         max: usize,
     },
+    /// A requested path is not absolute, holds `..` or NUL, or is too long.
+    #[error("capability path {0:?} must be absolute, without `..` or NUL")]
+    BadCapabilityPath(String),
     /// A `sha256` value is not 64 lowercase hex digits.
     #[error("sha256 of {path:?} is not 64 lowercase hex digits")]
     BadDigest {
@@ -122,7 +125,25 @@ pub(crate) struct ManifestWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileEntryWire>>,
+}
+
+/// What a plugin asks to be granted inside its sandbox. A host grants what its policy
+/// allows of this, never more.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Absolute paths to read.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Absolute paths to read and write.
+    #[serde(default)]
+    pub read_write: Vec<String>,
+    /// TCP ports to connect to.
+    #[serde(default)]
+    pub connect_tcp: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +171,7 @@ pub struct Manifest {
     metadata: PluginMetadata,
     version: semver::Version,
     library: String,
+    capabilities: Capabilities,
     files: Vec<FileEntry>,
 }
 
@@ -218,6 +240,7 @@ impl Manifest {
             metadata,
             version,
             library,
+            capabilities: wire.capabilities.unwrap_or_default(),
             files,
         })
     }
@@ -237,6 +260,10 @@ impl Manifest {
     /// The library's file name.
     pub fn library(&self) -> &str {
         &self.library
+    }
+    /// The sandbox capabilities the plugin requests.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
     /// Every file of the plugin directory but the manifest and its signatures, by path.
     pub fn files(&self) -> &[FileEntry] {
@@ -286,6 +313,23 @@ pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, Manif
     }
     if let Some(lib) = &wire.library {
         check_name("library", lib, MAX_COMPONENT_LEN)?;
+    }
+    if let Some(caps) = &wire.capabilities {
+        if caps.read.len() + caps.read_write.len() > MAX_TOOLS || caps.connect_tcp.len() > MAX_TOOLS
+        {
+            return Err(ManifestError::TooLong {
+                field: "capabilities",
+            });
+        }
+        for p in caps.read.iter().chain(&caps.read_write) {
+            let ok = p.starts_with('/')
+                && p.len() <= MAX_PATH_LEN
+                && !p.contains('\0')
+                && !p.split('/').any(|c| c == "..");
+            if !ok {
+                return Err(ManifestError::BadCapabilityPath(p.clone()));
+            }
+        }
     }
     Ok(version)
 }

@@ -74,6 +74,47 @@ impl Default for Limits {
     }
 }
 
+/// How much of the sandbox must be in force for a plugin to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Requirement {
+    /// Landlock fully enforced at the ABI this build handles, and seccomp installed;
+    /// otherwise the load fails.
+    #[default]
+    Full,
+    /// Whatever Landlock the kernel offers (reported), seccomp still required.
+    BestEffort,
+}
+
+/// The sandbox section: what plugins may be granted, and how strictly it is enforced.
+/// A plugin gets what its manifest requests *and* this section allows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SandboxPolicy {
+    /// Paths plugins may be granted read access to (files or directories, recursively).
+    pub read: Vec<PathBuf>,
+    /// Paths plugins may be granted read and write access to.
+    pub read_write: Vec<PathBuf>,
+    /// TCP ports plugins may be granted to connect to.
+    pub connect_tcp: Vec<u16>,
+    /// How much enforcement is required.
+    pub require: Requirement,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SandboxWire {
+    #[serde(default)]
+    read: Vec<PathBuf>,
+    #[serde(default)]
+    read_write: Vec<PathBuf>,
+    #[serde(default)]
+    connect_tcp: Vec<u16>,
+    #[serde(default)]
+    require: Requirement,
+}
+
 /// Hard ceilings no policy can raise a limit past: they keep a typo from disabling a cap.
 const CEILING_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 const CEILING_FILES: usize = 100_000;
@@ -92,6 +133,8 @@ pub struct Policy {
     pub isolation: Isolation,
     /// Size, count and time limits.
     pub limits: Limits,
+    /// What plugins may be granted inside their sandbox.
+    pub sandbox: SandboxPolicy,
 }
 
 impl Default for Policy {
@@ -103,6 +146,7 @@ impl Default for Policy {
             keys: PathBuf::new(),
             isolation: Isolation::Thread,
             limits: Limits::default(),
+            sandbox: SandboxPolicy::default(),
         }
     }
 }
@@ -160,6 +204,8 @@ struct PolicyWire {
     isolation: Isolation,
     #[serde(default)]
     limits: LimitsWire,
+    #[serde(default)]
+    sandbox: SandboxWire,
 }
 
 #[derive(Deserialize, Default)]
@@ -303,6 +349,22 @@ impl Policy {
             keys: resolve(base_dir, wire.keys),
             isolation: wire.isolation,
             limits: wire.limits.validate()?,
+            sandbox: SandboxPolicy {
+                read: wire
+                    .sandbox
+                    .read
+                    .into_iter()
+                    .map(|p| resolve(base_dir, p))
+                    .collect(),
+                read_write: wire
+                    .sandbox
+                    .read_write
+                    .into_iter()
+                    .map(|p| resolve(base_dir, p))
+                    .collect(),
+                connect_tcp: wire.sandbox.connect_tcp,
+                require: wire.sandbox.require,
+            },
         })
     }
 }

@@ -129,14 +129,17 @@ fn main() -> ExitCode {
                 let signers: Vec<String> =
                     plugin.signers().iter().map(ToString::to_string).collect();
                 eprintln!(
-                    "skillgate: loaded {} {} from {} (signed by {}; isolation {}; needs {:?})",
+                    "skillgate: loaded {} {} from {} (signed by {}; needs {:?})",
                     plugin.manifest().name(),
                     plugin.manifest().version(),
                     plugin.path().display(),
                     signers.join(", "),
-                    plugin.isolation(),
                     plugin.inspection().needed,
                 );
+                match serde_json::to_string(plugin.enforcement()) {
+                    Ok(json) => eprintln!("skillgate: enforcement {json}"),
+                    Err(e) => return usage(&format!("cannot print the enforcement report: {e}")),
+                }
             }
             match plugin.execute(&ctx) {
                 Ok(result) => match serde_json::to_string_pretty(&result) {

@@ -1,0 +1,562 @@
+//! A seccomp-BPF allowlist for a plugin thread, built by hand.
+//!
+//! Why not seccompiler: it answers a syscall from a foreign architecture (`int 0x80` on
+//! x86-64) with `SECCOMP_RET_KILL_PROCESS`, which in thread mode kills the host. Here every
+//! refusal is `SECCOMP_RET_ERRNO` (DESIGN.md §2: `KILL_THREAD` leaves locks held,
+//! `KILL_PROCESS` and `TRAP` kill the host), the foreign-architecture and x32 checks
+//! included. The filter is installed without `SECCOMP_FILTER_FLAG_TSYNC`, so it binds the
+//! calling thread and the threads it creates afterwards, never the host's other threads.
+//!
+//! The program is a flat list: each allowed syscall is `jeq nr → ret ALLOW`, each syscall
+//! with argument rules is a block that always returns, and anything that falls through is
+//! `EPERM`. Blocks never jump further than their own end, so no offset overflows the 8-bit
+//! jump fields however long the list grows.
+
+use std::io;
+
+/// `struct seccomp_data` offsets.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn off_arg_lo(i: u32) -> u32 {
+    16 + 8 * i
+}
+const fn off_arg_hi(i: u32) -> u32 {
+    20 + 8 * i
+}
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_JGE_K: u16 = 0x35;
+const BPF_JSET_K: u16 = 0x45;
+const BPF_AND_K: u16 = 0x54;
+const BPF_RET_K: u16 = 0x06;
+
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+/// x32 syscalls on x86-64 have this bit set in their number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+const CLONE_NAMESPACES: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u32;
+
+/// prctl options a plugin thread may use: naming threads and anonymous mappings.
+const PRCTL_ALLOWED: [u32; 3] = [
+    libc::PR_SET_NAME as u32,
+    libc::PR_GET_NAME as u32,
+    0x5356_4d41, /* PR_SET_VMA */
+];
+
+/// What the filter lets through beyond the base allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FilterOptions {
+    /// TCP client sockets (AF_INET/AF_INET6, SOCK_STREAM) and the calls to use them.
+    /// Which ports they may reach is Landlock's job.
+    pub tcp: bool,
+    /// The thread group id signals may target (`tgkill` only within it).
+    pub tgid: u32,
+}
+
+/// Syscalls allowed whatever their arguments: what glibc and Rust std need in a plugin
+/// thread (allocation, threads, channels, clocks, I/O on its own descriptors), plus file
+/// operations whose reach Landlock governs.
+fn base_allowlist() -> Vec<i64> {
+    use libc::*;
+    vec![
+        SYS_read,
+        SYS_write,
+        SYS_readv,
+        SYS_writev,
+        SYS_pread64,
+        SYS_pwrite64,
+        SYS_close,
+        SYS_fstat,
+        SYS_newfstatat,
+        SYS_statx,
+        SYS_lseek,
+        SYS_openat,
+        SYS_readlink,
+        SYS_readlinkat,
+        SYS_getcwd,
+        SYS_getdents64,
+        SYS_fcntl,
+        SYS_ftruncate,
+        SYS_fsync,
+        SYS_fdatasync,
+        SYS_mkdirat,
+        SYS_unlinkat,
+        SYS_renameat2,
+        SYS_faccessat,
+        SYS_faccessat2,
+        SYS_brk,
+        SYS_munmap,
+        SYS_mremap,
+        SYS_madvise,
+        SYS_futex,
+        SYS_set_robust_list,
+        SYS_get_robust_list,
+        SYS_rseq,
+        SYS_sched_yield,
+        SYS_sched_getaffinity,
+        SYS_gettid,
+        SYS_getpid,
+        SYS_getuid,
+        SYS_geteuid,
+        SYS_getgid,
+        SYS_getegid,
+        SYS_set_tid_address,
+        SYS_rt_sigprocmask,
+        SYS_sigaltstack,
+        SYS_rt_sigreturn,
+        SYS_clock_gettime,
+        SYS_clock_getres,
+        SYS_clock_nanosleep,
+        SYS_nanosleep,
+        SYS_gettimeofday,
+        SYS_getrandom,
+        SYS_uname,
+        SYS_getrlimit,
+        SYS_exit,
+        SYS_exit_group,
+    ]
+}
+
+/// Socket calls allowed when TCP is granted (the socket itself is checked by argument).
+fn tcp_allowlist() -> Vec<i64> {
+    use libc::*;
+    vec![
+        SYS_connect,
+        SYS_getsockopt,
+        SYS_setsockopt,
+        SYS_getsockname,
+        SYS_getpeername,
+        SYS_sendto,
+        SYS_recvfrom,
+        SYS_sendmsg,
+        SYS_recvmsg,
+        SYS_shutdown,
+        SYS_poll,
+        SYS_ppoll,
+    ]
+}
+
+#[derive(Default)]
+struct Program(Vec<libc::sock_filter>);
+
+impl Program {
+    fn push(&mut self, code: u16, jt: u8, jf: u8, k: u32) {
+        self.0.push(libc::sock_filter { code, jt, jf, k });
+    }
+    fn load(&mut self, offset: u32) {
+        self.push(BPF_LD_W_ABS, 0, 0, offset);
+    }
+    fn ret(&mut self, value: u32) {
+        self.push(BPF_RET_K, 0, 0, value);
+    }
+    fn deny(&mut self, errno: i32) {
+        self.ret(RET_ERRNO | (errno as u32 & 0xffff));
+    }
+    /// `if nr == sys { <block> }`: the block must end in a return on every path, and the
+    /// accumulator still holds the syscall number after it is skipped.
+    fn when(&mut self, sys: i64, block: impl FnOnce(&mut Program)) {
+        let mut inner = Program::default();
+        block(&mut inner);
+        let skip = u8::try_from(inner.0.len()).unwrap_or(u8::MAX);
+        debug_assert!(inner.0.len() < 256, "syscall block too long");
+        self.push(BPF_JEQ_K, 0, skip, sys as u32);
+        self.0.extend(inner.0);
+    }
+    fn allow_always(&mut self, sys: i64) {
+        self.when(sys, |p| p.ret(RET_ALLOW));
+    }
+}
+
+/// Builds the filter program.
+pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
+    let mut p = Program::default();
+    // A foreign architecture (int 0x80 on x86-64) or an x32 number: refuse, never kill.
+    p.load(OFF_ARCH);
+    p.push(BPF_JEQ_K, 1, 0, AUDIT_ARCH);
+    p.deny(libc::EPERM);
+    p.load(OFF_NR);
+    p.push(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT);
+    p.deny(libc::EPERM);
+
+    for sys in base_allowlist() {
+        p.allow_always(sys);
+    }
+    if options.tcp {
+        for sys in tcp_allowlist() {
+            p.allow_always(sys);
+        }
+        // socket(AF_INET or AF_INET6, SOCK_STREAM[|flags], _): TCP clients only.
+        p.when(libc::SYS_socket, |p| {
+            p.load(off_arg_lo(0));
+            p.push(BPF_JEQ_K, 2, 0, libc::AF_INET as u32);
+            p.push(BPF_JEQ_K, 1, 0, libc::AF_INET6 as u32);
+            p.deny(libc::EPERM);
+            p.load(off_arg_lo(1));
+            p.push(BPF_AND_K, 0, 0, 0xf);
+            p.push(BPF_JEQ_K, 0, 1, libc::SOCK_STREAM as u32);
+            p.ret(RET_ALLOW);
+            p.deny(libc::EPERM);
+        });
+    }
+    // glibc tries clone3 first and falls back to clone only on ENOSYS.
+    p.when(libc::SYS_clone3, |p| p.deny(libc::ENOSYS));
+    // clone: threads only (CLONE_THREAD), never new namespaces.
+    p.when(libc::SYS_clone, |p| {
+        p.load(off_arg_lo(0));
+        p.push(BPF_JSET_K, 2, 0, CLONE_NAMESPACES);
+        p.push(BPF_JSET_K, 0, 1, libc::CLONE_THREAD as u32);
+        p.ret(RET_ALLOW);
+        p.deny(libc::EPERM);
+    });
+    // mprotect / pkey_mprotect: never to executable. This also keeps glibc < 2.41 from
+    // making every thread stack executable for a library that asks for it.
+    for sys in [libc::SYS_mprotect, libc::SYS_pkey_mprotect] {
+        p.when(sys, |p| {
+            p.load(off_arg_lo(2));
+            p.push(BPF_JSET_K, 0, 1, libc::PROT_EXEC as u32);
+            p.deny(libc::EPERM);
+            p.ret(RET_ALLOW);
+        });
+    }
+    // mmap: executable only for file mappings that are not also writable (the loader
+    // mapping the sealed library); no anonymous or writable executable memory.
+    p.when(libc::SYS_mmap, |p| {
+        p.load(off_arg_lo(2));
+        p.push(BPF_JSET_K, 0, 5, libc::PROT_EXEC as u32);
+        p.push(BPF_JSET_K, 3, 0, libc::PROT_WRITE as u32);
+        p.load(off_arg_lo(3));
+        p.push(BPF_JSET_K, 1, 0, libc::MAP_ANONYMOUS as u32);
+        p.ret(RET_ALLOW);
+        p.deny(libc::EPERM);
+        p.ret(RET_ALLOW);
+    });
+    // prctl: thread and mapping names only.
+    p.when(libc::SYS_prctl, |p| {
+        p.load(off_arg_lo(0));
+        for (i, option) in PRCTL_ALLOWED.iter().enumerate() {
+            let to_allow = u8::try_from(PRCTL_ALLOWED.len() - i).unwrap_or(0);
+            p.push(BPF_JEQ_K, to_allow, 0, *option);
+        }
+        p.deny(libc::EPERM);
+        p.ret(RET_ALLOW);
+    });
+    // prlimit64: reading limits (glibc does, for thread stacks), never setting them.
+    p.when(libc::SYS_prlimit64, |p| {
+        p.load(off_arg_lo(2));
+        p.push(BPF_JEQ_K, 0, 3, 0);
+        p.load(off_arg_hi(2));
+        p.push(BPF_JEQ_K, 0, 1, 0);
+        p.ret(RET_ALLOW);
+        p.deny(libc::EPERM);
+    });
+    // tgkill: only to threads of this process (abort(), pthread_kill).
+    p.when(libc::SYS_tgkill, |p| {
+        p.load(off_arg_lo(0));
+        p.push(BPF_JEQ_K, 0, 1, options.tgid);
+        p.ret(RET_ALLOW);
+        p.deny(libc::EPERM);
+    });
+    p.deny(libc::EPERM);
+    p.0
+}
+
+/// Installs the filter on the calling thread (and threads it creates later).
+/// `no_new_privs` must already be set on this thread.
+#[allow(unsafe_code)]
+pub(crate) fn install(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len =
+        u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the kernel copies the
+    // filter. Flags 0: this thread only (no TSYNC).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets `no_new_privs` on the calling thread and reads it back.
+#[allow(unsafe_code)]
+pub(crate) fn set_no_new_privs() -> io::Result<bool> {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let now = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    Ok(now == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    /// A small BPF interpreter over the instructions `build` emits, so the program's
+    /// decisions can be checked without installing it.
+    fn run(prog: &[libc::sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            pc += 1;
+            match ins.code {
+                BPF_LD_W_ABS => {
+                    let o = ins.k as usize;
+                    acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+                }
+                BPF_AND_K => acc &= ins.k,
+                BPF_RET_K => return ins.k,
+                BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
+                    let taken = match ins.code {
+                        BPF_JEQ_K => acc == ins.k,
+                        BPF_JGE_K => acc >= ins.k,
+                        _ => acc & ins.k != 0,
+                    };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    const EPERM: u32 = RET_ERRNO | libc::EPERM as u32;
+
+    fn decide(tcp: bool, nr: i64, args: [u64; 6]) -> u32 {
+        run(
+            &build(FilterOptions { tcp, tgid: 4242 }),
+            nr,
+            AUDIT_ARCH,
+            args,
+        )
+    }
+
+    #[test]
+    fn foreign_architecture_and_x32_are_refused_not_killed() {
+        let prog = build(FilterOptions {
+            tcp: false,
+            tgid: 1,
+        });
+        assert_eq!(
+            run(&prog, 20, 0x4000_0003 /* AUDIT_ARCH_I386 */, [0; 6]),
+            EPERM
+        );
+        assert_eq!(
+            run(&prog, libc::SYS_read | 0x4000_0000, AUDIT_ARCH, [0; 6]),
+            EPERM
+        );
+    }
+
+    #[test]
+    fn base_calls_pass_and_dangerous_ones_are_eperm() {
+        assert_eq!(decide(false, libc::SYS_read, [0; 6]), RET_ALLOW);
+        assert_eq!(decide(false, libc::SYS_exit_group, [0; 6]), RET_ALLOW);
+        for sys in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+            libc::SYS_kill,
+            libc::SYS_tkill,
+            libc::SYS_rt_sigaction,
+            libc::SYS_chdir,
+            libc::SYS_fchdir,
+            libc::SYS_umask,
+            libc::SYS_setrlimit,
+            libc::SYS_socket,
+            libc::SYS_unshare,
+            libc::SYS_setns,
+            libc::SYS_mount,
+            libc::SYS_bpf,
+            libc::SYS_perf_event_open,
+            libc::SYS_userfaultfd,
+            libc::SYS_keyctl,
+            libc::SYS_setuid,
+            libc::SYS_process_vm_writev,
+            libc::SYS_pidfd_open,
+            libc::SYS_ioctl,
+        ] {
+            assert_eq!(decide(false, sys, [0; 6]), EPERM, "syscall {sys}");
+        }
+        assert_eq!(
+            decide(false, libc::SYS_clone3, [0; 6]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+    }
+
+    #[test]
+    fn argument_rules() {
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert_eq!(
+            decide(false, libc::SYS_clone, [thread, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_clone,
+                [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_clone,
+                [thread | libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_mprotect,
+                [0, 0, libc::PROT_READ as u64, 0, 0, 0]
+            ),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(false, libc::SYS_mprotect, [0, 0, rx, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            decide(false, libc::SYS_pkey_mprotect, [0, 0, rx, 0, 0, 0]),
+            EPERM
+        );
+        let private = libc::MAP_PRIVATE as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        assert_eq!(
+            decide(false, libc::SYS_mmap, [0, 0, rx, private, 3, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(false, libc::SYS_mmap, [0, 0, rx, anon, u64::MAX, 0]),
+            EPERM
+        );
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_mmap,
+                [0, 0, rx | libc::PROT_WRITE as u64, private, 3, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            decide(false, libc::SYS_mmap, [0, 0, 3, anon, u64::MAX, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_prctl,
+                [libc::PR_SET_NAME as u64, 0, 0, 0, 0, 0]
+            ),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_prctl,
+                [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            decide(false, libc::SYS_prlimit64, [0, 7, 0, 0x1000, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(false, libc::SYS_prlimit64, [0, 7, 0x1000, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            decide(false, libc::SYS_prlimit64, [0, 7, 1 << 40, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            decide(false, libc::SYS_tgkill, [4242, 1, 6, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(decide(false, libc::SYS_tgkill, [1, 1, 9, 0, 0, 0]), EPERM);
+    }
+
+    #[test]
+    fn tcp_grant_allows_stream_sockets_only() {
+        let stream = libc::SOCK_STREAM as u64 | libc::SOCK_CLOEXEC as u64;
+        assert_eq!(
+            decide(
+                false,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, stream, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            decide(
+                true,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, stream, 0, 0, 0, 0]
+            ),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(
+                true,
+                libc::SYS_socket,
+                [libc::AF_INET6 as u64, stream, 0, 0, 0, 0]
+            ),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(
+                true,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            decide(
+                true,
+                libc::SYS_socket,
+                [libc::AF_UNIX as u64, stream, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(decide(true, libc::SYS_connect, [0; 6]), RET_ALLOW);
+        assert_eq!(decide(false, libc::SYS_connect, [0; 6]), EPERM);
+    }
+}
