@@ -147,7 +147,7 @@ fn run_plugin_thread(
     }
 }
 
-fn open_and_check(
+pub(crate) fn open_and_check(
     library: SealedFile,
     expected: &PluginMetadata,
     output_limit: usize,

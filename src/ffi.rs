@@ -136,12 +136,57 @@ pub enum FaultError {
         /// The timeout that ran out.
         timeout_ms: u64,
     },
+    /// The worker process died: killed by a signal, or exited.
+    #[error("worker process died ({})", describe_exit(*signal, *code))]
+    Crashed {
+        /// The signal that killed it.
+        signal: Option<i32>,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+    },
+    /// The worker broke the protocol (a hostile or corrupted worker).
+    #[error("worker broke the protocol: {0}")]
+    Protocol(String),
     /// An earlier fault left the plugin unusable.
     #[error("plugin is unusable after an earlier fault")]
     Poisoned,
     /// The plugin's thread ended unexpectedly.
     #[error("plugin thread ended unexpectedly")]
     ThreadGone,
+}
+
+impl FaultError {
+    /// Whether this fault ends the worker process (or abandons the plugin thread), so the
+    /// handle can serve no further calls.
+    pub fn ends_worker(&self) -> bool {
+        matches!(
+            self,
+            FaultError::Crashed { .. } | FaultError::Protocol(_) | FaultError::Timeout { .. }
+        )
+    }
+}
+
+fn describe_exit(signal: Option<i32>, code: Option<i32>) -> String {
+    match (signal, code) {
+        (Some(s), _) => {
+            let name = match s {
+                libc::SIGSEGV => "SIGSEGV",
+                libc::SIGABRT => "SIGABRT",
+                libc::SIGKILL => "SIGKILL",
+                libc::SIGBUS => "SIGBUS",
+                libc::SIGILL => "SIGILL",
+                libc::SIGFPE => "SIGFPE",
+                libc::SIGSYS => "SIGSYS",
+                libc::SIGXCPU => "SIGXCPU",
+                libc::SIGXFSZ => "SIGXFSZ",
+                libc::SIGTERM => "SIGTERM",
+                _ => "signal",
+            };
+            format!("killed by {name} ({s})")
+        }
+        (None, Some(c)) => format!("exited with status {c}"),
+        (None, None) => "unknown status".to_owned(),
+    }
 }
 
 /// The plugin disagrees with its signed manifest or with this host's ABI.

@@ -12,6 +12,7 @@ use crate::manifest::Manifest;
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::{Enforcement, SandboxPlan};
 use crate::verify::{Bundle, Verified, verify_dir};
+use crate::worker::{ProcessExecutor, find_worker};
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
 ///
@@ -28,6 +29,7 @@ pub struct Gate {
     policy: Policy,
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
+    worker: Option<PathBuf>,
 }
 
 impl Gate {
@@ -43,9 +45,10 @@ impl Gate {
     /// Builds a host from a policy and an already loaded trust store (`policy.keys` is
     /// not read). An empty trust store refuses every plugin.
     pub fn with_trust_store(policy: Policy, trust: TrustStore) -> Result<Self, Error> {
-        if policy.isolation != Isolation::Thread {
-            return Err(PolicyError::IsolationNotSupported(policy.isolation).into());
-        }
+        let worker = match policy.isolation {
+            Isolation::Process => Some(find_worker(policy.worker.as_deref())?),
+            Isolation::Thread => None,
+        };
         let roots = policy
             .trusted_roots
             .iter()
@@ -55,6 +58,7 @@ impl Gate {
             policy,
             roots,
             trust,
+            worker,
         })
     }
 
@@ -88,7 +92,7 @@ impl Gate {
     /// Loads a plugin that passed verification and inspection. The library is read from
     /// the sealed copy made during verification, never from disk again.
     pub fn load(&self, inspected: Inspected) -> Result<LoadedPlugin, Error> {
-        LoadedPlugin::start(inspected, &self.policy)
+        LoadedPlugin::start(inspected, &self.policy, self.worker.as_deref())
     }
 }
 
@@ -100,16 +104,31 @@ pub struct LoadedPlugin {
     signers: Vec<KeyId>,
     report: InspectReport,
     enforcement: Enforcement,
-    executor: ThreadExecutor,
+    executor: Executor,
+}
+
+#[derive(Debug)]
+enum Executor {
+    Thread(ThreadExecutor),
+    Process(ProcessExecutor),
 }
 
 impl LoadedPlugin {
-    fn start(inspected: Inspected, policy: &Policy) -> Result<Self, Error> {
+    fn start(inspected: Inspected, policy: &Policy, worker: Option<&Path>) -> Result<Self, Error> {
         let (bundle, report) = inspected.into_parts();
         let (path, manifest, signers, library) = bundle.into_parts();
         let plan = SandboxPlan::new(&policy.sandbox, manifest.capabilities(), &report.needed);
-        let (executor, enforcement) =
-            ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
+        let (executor, enforcement) = match worker {
+            Some(worker) => {
+                let (e, report) =
+                    ProcessExecutor::start(&library, &manifest, &policy.limits, plan, worker)?;
+                (Executor::Process(e), report)
+            }
+            None => {
+                let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
+                (Executor::Thread(e), report)
+            }
+        };
         tracing::info!(
             target: "skillgate::audit",
             plugin = manifest.name(),
@@ -138,7 +157,11 @@ impl LoadedPlugin {
     /// Runs the plugin once. Calls from many threads are queued and run one at a time.
     pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
         let input = encode_context(ctx).map_err(Error::Input)?;
-        self.executor.call(input).map_err(|e: FaultError| {
+        let outcome = match &self.executor {
+            Executor::Thread(t) => t.call(input),
+            Executor::Process(p) => p.call(input.as_bytes()),
+        };
+        outcome.map_err(|e: FaultError| {
             tracing::warn!(plugin = self.manifest.name(), error = %e, "plugin fault");
             Error::Fault(e)
         })
@@ -168,7 +191,14 @@ impl LoadedPlugin {
     pub fn isolation(&self) -> Isolation {
         self.enforcement.isolation
     }
-    /// What the sandbox enforces on the plugin's thread.
+    /// The worker's process id (process isolation, while the worker runs).
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.executor {
+            Executor::Process(p) => p.worker_pid(),
+            Executor::Thread(_) => None,
+        }
+    }
+    /// What the sandbox enforces on the plugin's thread or worker.
     pub fn enforcement(&self) -> &Enforcement {
         &self.enforcement
     }

@@ -35,12 +35,14 @@ pub mod load;
 pub mod locate;
 pub mod manifest;
 pub mod policy;
+pub mod protocol;
 pub mod sandbox;
 pub mod sealed;
 pub mod seccomp;
 pub mod sign;
 pub mod signature;
 pub mod verify;
+pub mod worker;
 
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;

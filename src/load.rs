@@ -39,6 +39,12 @@ pub enum LoadError {
         /// What the loader said.
         detail: String,
     },
+    /// The worker process failed before loading (its report, or why it could not start).
+    #[error("worker: {0}")]
+    Worker(String),
+    /// No worker executable was found.
+    #[error("worker executable not found (looked at {0:?}); set `worker` in the policy")]
+    WorkerNotFound(Vec<std::path::PathBuf>),
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
     Thread(std::io::Error),

@@ -22,8 +22,8 @@ pub enum Isolation {
     /// A dedicated thread in the host process runs the plugin. It defends against buggy
     /// plugins, not malicious ones: a thread is not a security boundary.
     Thread,
-    /// A worker process per plugin. Accepted in policies, refused by [`crate::Gate`] until
-    /// the worker exists.
+    /// A worker process per plugin (the default): crashes, hangs and escapes end the
+    /// worker, never the host.
     Process,
 }
 
@@ -57,6 +57,10 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Longest a caller waits for one plugin call, in milliseconds.
     pub call_timeout_ms: u64,
+    /// Address-space limit of a worker process, in bytes (process isolation).
+    pub memory_bytes: u64,
+    /// CPU-time limit of a worker process, in seconds (process isolation).
+    pub cpu_seconds: u64,
 }
 
 impl Default for Limits {
@@ -70,6 +74,8 @@ impl Default for Limits {
             depth: 4,
             output_bytes: 1024 * 1024,
             call_timeout_ms: 30_000,
+            memory_bytes: 1024 * 1024 * 1024,
+            cpu_seconds: 60,
         }
     }
 }
@@ -135,6 +141,9 @@ pub struct Policy {
     pub limits: Limits,
     /// What plugins may be granted inside their sandbox.
     pub sandbox: SandboxPolicy,
+    /// The worker executable for process isolation; found beside the host executable
+    /// when unset (see [`crate::worker::find_worker`]).
+    pub worker: Option<PathBuf>,
 }
 
 impl Default for Policy {
@@ -144,9 +153,10 @@ impl Default for Policy {
         Policy {
             trusted_roots: Vec::new(),
             keys: PathBuf::new(),
-            isolation: Isolation::Thread,
+            isolation: Isolation::Process,
             limits: Limits::default(),
             sandbox: SandboxPolicy::default(),
+            worker: None,
         }
     }
 }
@@ -189,11 +199,6 @@ pub enum PolicyError {
     /// No trust store directory was given.
     #[error("policy names no trust store (`keys`)")]
     NoTrustStore,
-    /// The policy asks for an isolation mode this build cannot provide.
-    #[error(
-        "isolation \"{0}\" is not yet supported by this build; use \"thread\" (see the README's threat model)"
-    )]
-    IsolationNotSupported(Isolation),
 }
 
 #[derive(Deserialize)]
@@ -206,6 +211,8 @@ struct PolicyWire {
     limits: LimitsWire,
     #[serde(default)]
     sandbox: SandboxWire,
+    #[serde(default)]
+    worker: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,6 +226,8 @@ struct LimitsWire {
     depth: Option<usize>,
     output_bytes: Option<usize>,
     call_timeout_ms: Option<u64>,
+    memory_bytes: Option<u64>,
+    cpu_seconds: Option<u64>,
 }
 
 fn bounded_u64(
@@ -288,6 +297,8 @@ impl LimitsWire {
                 d.call_timeout_ms,
                 24 * 3600 * 1000,
             )?,
+            memory_bytes: bounded_u64("memory_bytes", self.memory_bytes, d.memory_bytes, 1 << 40)?,
+            cpu_seconds: bounded_u64("cpu_seconds", self.cpu_seconds, d.cpu_seconds, 24 * 3600)?,
         })
     }
 }
@@ -365,6 +376,7 @@ impl Policy {
                 connect_tcp: wire.sandbox.connect_tcp,
                 require: wire.sandbox.require,
             },
+            worker: wire.worker.map(|p| resolve(base_dir, p)),
         })
     }
 }
@@ -464,7 +476,8 @@ mod tests {
     fn the_shipped_default_policy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policy/default.json");
         let p = Policy::from_file(&path).unwrap();
-        assert_eq!(p.isolation, Isolation::Thread);
+        assert_eq!(p.isolation, Isolation::Process);
         assert_eq!(p.limits, Limits::default());
+        assert_eq!(p.isolation, Policy::default().isolation);
     }
 }

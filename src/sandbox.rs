@@ -22,7 +22,7 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
     Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::Capabilities;
 use crate::policy::{Isolation, Requirement, SandboxPolicy};
@@ -34,7 +34,7 @@ pub const LANDLOCK_ABI: ABI = ABI::V7;
 pub const LANDLOCK_ABI_NUMBER: u8 = 7;
 
 /// How completely Landlock was enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LandlockStatus {
     /// Every right of the pinned ABI is handled.
@@ -46,7 +46,8 @@ pub enum LandlockStatus {
 }
 
 /// What was actually enforced on a plugin's thread.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Enforcement {
     /// How the plugin is isolated.
@@ -74,6 +75,8 @@ pub struct Enforcement {
     pub connect_tcp: Vec<u16>,
     /// Directories the dynamic loader may read to map `DT_NEEDED` libraries.
     pub loader_read: Vec<PathBuf>,
+    /// Namespaces the worker process entered (process mode; empty in thread mode).
+    pub namespaces: Vec<String>,
 }
 
 /// The sandbox could not be applied as the policy requires.
@@ -106,20 +109,23 @@ pub enum SandboxError {
     /// `no_new_privs` could not be set.
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
+    /// The worker process could not restrict itself (its report).
+    #[error("worker: {0}")]
+    Worker(String),
     /// The seccomp filter could not be installed.
     #[error("cannot install the seccomp filter: {0}")]
     Seccomp(std::io::Error),
 }
 
 /// Everything the plugin thread needs to restrict itself, computed on the host's thread.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SandboxPlan {
     require: Requirement,
     read: Vec<PathBuf>,
     read_write: Vec<PathBuf>,
     connect_tcp: Vec<u16>,
     loader_read: Vec<PathBuf>,
-    tgid: u32,
 }
 
 /// Directories searched for `DT_NEEDED` libraries, as the loader's default path does.
@@ -196,8 +202,12 @@ impl SandboxPlan {
             read_write,
             connect_tcp,
             loader_read: loader_read.into_iter().collect(),
-            tgid: std::process::id(),
         }
+    }
+
+    /// The TCP ports granted.
+    pub(crate) fn connect_tcp(&self) -> &[u16] {
+        &self.connect_tcp
     }
 
     /// Restricts the calling thread. Call it on the plugin's thread, before `dlopen`.
@@ -206,7 +216,7 @@ impl SandboxPlan {
         let no_new_privs = seccomp::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
         let program = seccomp::build(seccomp::FilterOptions {
             tcp: !self.connect_tcp.is_empty(),
-            tgid: self.tgid,
+            tgid: std::process::id(),
         });
         seccomp::install(&program).map_err(SandboxError::Seccomp)?;
         let enforcement = Enforcement {
@@ -222,6 +232,7 @@ impl SandboxPlan {
             read_write: self.read_write.clone(),
             connect_tcp: self.connect_tcp.clone(),
             loader_read: self.loader_read.clone(),
+            namespaces: Vec::new(),
         };
         Ok(enforcement)
     }

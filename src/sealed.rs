@@ -148,6 +148,21 @@ impl SealedFile {
         unsafe { options.map(&self.fd) }
     }
 
+    /// Adopts a descriptor handed over by another process (the worker's inherited memfd),
+    /// refusing it unless all four seals are already set: the receiver does not take the
+    /// sender's word that the bytes cannot change.
+    pub fn from_inherited(fd: OwnedFd) -> io::Result<SealedFile> {
+        let got = rustix::fs::fcntl_get_seals(&fd)?;
+        if !got.contains(required_seals()) {
+            return Err(io::Error::other(format!(
+                "inherited descriptor is not sealed: {got:?}"
+            )));
+        }
+        let size = rustix::fs::fstat(&fd)?.st_size;
+        let len = u64::try_from(size).map_err(io::Error::other)?;
+        Ok(SealedFile { fd, len })
+    }
+
     /// Gives up the descriptor (the seals stay with the file).
     pub fn into_owned_fd(self) -> OwnedFd {
         self.fd

@@ -172,21 +172,6 @@ fn exit_codes_separate_refusal_usage_and_fault() {
     assert_eq!(out.status.code(), Some(2));
     let out = skillgate(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
-
-    // The shipped policy's "process" word is accepted by the parser and refused clearly.
-    let process = host.tmp.path().join("process.json");
-    std::fs::write(
-        &process,
-        r#"{"trusted_roots":["root"],"keys":"keys","isolation":"process"}"#,
-    )
-    .unwrap();
-    let out = skillgate(&["run", s(&good), "--policy", s(&process)]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("not yet supported"),
-        "{}",
-        stderr(&out)
-    );
 }
 
 #[test]

@@ -454,24 +454,6 @@ fn a_dropped_plugin_never_aliases_the_next_one() {
 }
 
 #[test]
-fn process_isolation_is_refused_until_it_exists() {
-    let host = Host::new();
-    let mut policy = host.policy();
-    policy.isolation = skillgate::Isolation::Process;
-    let err = skillgate::Gate::new(policy).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Policy(skillgate::policy::PolicyError::IsolationNotSupported(
-                skillgate::Isolation::Process
-            ))
-        ),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
-}
-
-#[test]
 fn an_empty_trust_store_refuses_everything() {
     let host = Host::new();
     let dir = host.plugin("good", "lonely");

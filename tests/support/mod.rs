@@ -67,6 +67,18 @@ impl Host {
     /// Builds `tests/plugins/<src>.c` as plugin `name` (with extra defines) into the
     /// build directory and returns the library path.
     pub fn build(&self, src: &str, name: &str, defines: &[(&str, &str)]) -> PathBuf {
+        self.build_with(src, name, defines, &[])
+    }
+
+    /// [`Host::build`] with extra compiler arguments after the source file (e.g. `-pthread`,
+    /// `-Wl,-z,execstack`; a later `-z` option overrides the one in `C_FLAGS`).
+    pub fn build_with(
+        &self,
+        src: &str,
+        name: &str,
+        defines: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> PathBuf {
         let quoted = format!("\"{name}\"");
         let mut all: Vec<(&str, &str)> = vec![("PLUGIN_NAME", quoted.as_str())];
         all.extend_from_slice(defines);
@@ -76,7 +88,7 @@ impl Host {
             .build_dir
             .join(format!("{n}-{src}"))
             .join(format!("lib{name}.so"));
-        build::build_c_plugin(&build::test_plugin_src(src), &out, &all, &[])
+        build::build_c_plugin(&build::test_plugin_src(src), &out, &all, extra_args)
     }
 
     /// Makes `root/<name>/` with the library copied in and a signed manifest.
@@ -89,6 +101,22 @@ impl Host {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(library, dir.join(format!("lib{name}.so"))).unwrap();
         std::fs::write(dir.join("plugin.json"), manifest_template(name)).unwrap();
+        sign_plugin_dir(&dir, &self.key).unwrap();
+        dir
+    }
+
+    /// Makes `root/<name>/` with the library copied in and `manifest_json` (e.g.
+    /// [`manifest_template`] with fields added) as its manifest, then signs it.
+    pub fn install_with_manifest(
+        &self,
+        name: &str,
+        library: &Path,
+        manifest_json: &str,
+    ) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(library, dir.join(format!("lib{name}.so"))).unwrap();
+        std::fs::write(dir.join("plugin.json"), manifest_json).unwrap();
         sign_plugin_dir(&dir, &self.key).unwrap();
         dir
     }

@@ -1,0 +1,522 @@
+/*
+ * hostile: a complete plugin whose execute attempts the escape named by its input and reports
+ * what happened, without ever crashing the host. Used by tests/sandbox.rs: outside a sandbox
+ * most actions succeed; inside the plugin-thread sandbox each must be denied.
+ *
+ * Build: the usual flags plus -pthread (tests pass it as an extra argument).
+ *
+ * Input (the context's "input" object; only these keys are read):
+ *   "action": one of the names below (anything else: success false, error "unknown action")
+ *   "path":   a file or directory (read_file, write_file, thread_read, chdir)
+ *   "port":   a TCP/UDP port on 127.0.0.1 (tcp_connect, udp_send)
+ *   "pid":    a process id (kill; ptrace_parent, where it defaults to getppid())
+ *   "mask":   the umask to set (umask; default 077)
+ *
+ * Output: {"action":"<name>","ok":<bool>,"errno":<int>,"stage":"<step>"[,"value":<long>]}
+ *   ok     the attempted operation SUCCEEDED (the escape worked)
+ *   errno  the errno of the step that failed, 0 when ok
+ *   stage  which step the result is about ("open", "read", "socket", "connect", ...)
+ *   value  an action-specific number (umask: the syscall's raw return; int80: the raw eax;
+ *          setrlimit: the limit requested; fork: the child's pid)
+ *
+ * Actions:
+ *   read_file      open(path, O_RDONLY) + read 1 byte
+ *   write_file     open(path, O_WRONLY|O_CREAT|O_TRUNC) + write "pwned"
+ *   thread_read    read_file on a pthread this plugin creates (joined; its result reported;
+ *                  stage "pthread_create" if the thread could not be created)
+ *   fork           raw fork (clone(SIGCHLD) where SYS_fork does not exist); child _exit(0)s
+ *   execve         execve("/bin/true") on the calling thread: success ends the process
+ *   posix_spawn    posix_spawn("/bin/true") (glibc: clone3, then clone(CLONE_VM|CLONE_VFORK))
+ *   tcp_connect    socket(AF_INET, SOCK_STREAM) + connect(127.0.0.1:port)
+ *   udp_send       socket(AF_INET, SOCK_DGRAM) + sendto(127.0.0.1:port, "x")
+ *   ptrace_parent  ptrace(PTRACE_ATTACH, pid or getppid()); on success wait + PTRACE_DETACH
+ *   kill           kill(pid, SIGCONT)
+ *   sigaction      install a SIGUSR2 handler (left installed if it succeeds)
+ *   chdir          chdir(path) (not undone)
+ *   umask          raw umask(mask) (not undone); ok = result != -1
+ *   setrlimit      RLIMIT_NOFILE soft limit lowered by one (not undone)
+ *   mprotect_exec  anonymous RW page, then mprotect(PROT_READ|PROT_EXEC)
+ *   mmap_exec_anon mmap(PROT_READ|PROT_WRITE|PROT_EXEC, MAP_ANONYMOUS|MAP_PRIVATE)
+ *   int80          x86-64 only: int $0x80 with eax = 20 (i386 getpid); value = raw eax
+ *                  (sign-extended), ok = value > 0. Elsewhere: ok false, errno ENOSYS.
+ *   noop           ok true
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "common.h"
+
+extern char **environ;
+
+/* ---- input parsing: just enough JSON for the keys above --------------------------------- */
+
+/* The text after `"key":` (whitespace skipped) inside the input object, or NULL. */
+static const char *find_key(const char *json, const char *key) {
+    const char *scope = strstr(json, "\"input\":");
+    if (scope == NULL) {
+        return NULL;
+    }
+    char pattern[64];
+    int n = snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    if (n < 0 || (size_t)n >= sizeof pattern) {
+        return NULL;
+    }
+    const char *at = strstr(scope, pattern);
+    if (at == NULL) {
+        return NULL;
+    }
+    at += n;
+    while (*at == ' ' || *at == '\t' || *at == '\n' || *at == '\r') {
+        at++;
+    }
+    return at;
+}
+
+/* Copies the string value of `key` into out (simple escapes undone); 0 on success. */
+static int get_string(const char *json, const char *key, char *out, size_t cap) {
+    const char *at = find_key(json, key);
+    if (at == NULL || *at != '"' || cap == 0) {
+        return -1;
+    }
+    at++;
+    size_t len = 0;
+    while (*at != '\0' && *at != '"') {
+        char c = *at++;
+        if (c == '\\') {
+            c = *at++;
+            if (c == '\0') {
+                return -1;
+            }
+            if (c == 'n') {
+                c = '\n';
+            } else if (c == 't') {
+                c = '\t';
+            } /* \" \\ \/ stand for themselves; \uXXXX is not supported */
+        }
+        if (len + 1 >= cap) {
+            return -1;
+        }
+        out[len++] = c;
+    }
+    if (*at != '"') {
+        return -1;
+    }
+    out[len] = '\0';
+    return 0;
+}
+
+/* The integer value of `key`, or `fallback` if missing or not a number. */
+static long get_long(const char *json, const char *key, long fallback) {
+    const char *at = find_key(json, key);
+    if (at == NULL) {
+        return fallback;
+    }
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(at, &end, 10);
+    if (end == at || errno != 0) {
+        return fallback;
+    }
+    return v;
+}
+
+/* ---- results ------------------------------------------------------------------------------ */
+
+struct outcome {
+    int ok;
+    int err;
+    const char *stage;
+    int has_value;
+    long value;
+};
+
+static struct outcome success(const char *stage) {
+    struct outcome o = {1, 0, stage, 0, 0};
+    return o;
+}
+
+static struct outcome failure(const char *stage, int err) {
+    struct outcome o = {0, err, stage, 0, 0};
+    return o;
+}
+
+static char *report(const char *action, struct outcome o) {
+    char value[48] = "";
+    if (o.has_value) {
+        snprintf(value, sizeof value, ",\"value\":%ld", o.value);
+    }
+    char buf[320];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"success\":true,\"output\":{\"action\":\"%s\",\"ok\":%s,\"errno\":%d,"
+                     "\"stage\":\"%s\"%s},\"error\":null,\"files\":[]}",
+                     action, o.ok ? "true" : "false", o.err, o.stage, value);
+    if (n < 0 || (size_t)n >= sizeof buf) {
+        return NULL;
+    }
+    return sg_strdup(buf);
+}
+
+static char *refuse(const char *why) {
+    return sg_concat("{\"success\":false,\"output\":{},\"error\":\"", why, "\",\"files\":[]}",
+                     (const char *)NULL);
+}
+
+/* ---- actions ------------------------------------------------------------------------------ */
+
+static struct outcome do_read_file(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return failure("open", errno);
+    }
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    int err = errno;
+    close(fd);
+    if (n < 0) {
+        return failure("read", err);
+    }
+    return success("read");
+}
+
+static struct outcome do_write_file(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return failure("open", errno);
+    }
+    ssize_t n = write(fd, "pwned", 5);
+    int err = errno;
+    close(fd);
+    if (n != 5) {
+        return failure("write", n < 0 ? err : EIO);
+    }
+    return success("write");
+}
+
+struct thread_job {
+    const char *path;
+    struct outcome result;
+};
+
+static void *thread_main(void *arg) {
+    struct thread_job *job = arg;
+    job->result = do_read_file(job->path);
+    return NULL;
+}
+
+static struct outcome do_thread_read(const char *path) {
+    struct thread_job job = {path, {0, 0, "none", 0, 0}};
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, thread_main, &job);
+    if (rc != 0) {
+        return failure("pthread_create", rc);
+    }
+    rc = pthread_join(t, NULL);
+    if (rc != 0) {
+        return failure("pthread_join", rc);
+    }
+    return job.result;
+}
+
+static struct outcome do_fork(void) {
+#ifdef SYS_fork
+    long pid = syscall(SYS_fork);
+#else
+    long pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+#endif
+    if (pid == 0) {
+        _exit(0); /* the child: no atexit handlers, no stdio, gone at once */
+    }
+    if (pid < 0) {
+        return failure("fork", errno);
+    }
+    int status;
+    while (waitpid((pid_t)pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    struct outcome o = success("fork");
+    o.has_value = 1;
+    o.value = pid;
+    return o;
+}
+
+static struct outcome do_execve(void) {
+    char *const argv[] = {(char *)"/bin/true", NULL};
+    execve("/bin/true", argv, environ);
+    return failure("execve", errno); /* only reached if execve failed */
+}
+
+static struct outcome do_posix_spawn(void) {
+    char *const argv[] = {(char *)"/bin/true", NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ);
+    if (rc != 0) {
+        return failure("posix_spawn", rc);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    struct outcome o = success("posix_spawn");
+    o.has_value = 1;
+    o.value = pid;
+    return o;
+}
+
+static struct sockaddr_in loopback(long port) {
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return addr;
+}
+
+static struct outcome do_tcp_connect(long port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return failure("socket", errno);
+    }
+    struct sockaddr_in addr = loopback(port);
+    int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    int err = errno;
+    close(fd);
+    if (rc != 0) {
+        return failure("connect", err);
+    }
+    return success("connect");
+}
+
+static struct outcome do_udp_send(long port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return failure("socket", errno);
+    }
+    struct sockaddr_in addr = loopback(port);
+    ssize_t n = sendto(fd, "x", 1, 0, (struct sockaddr *)&addr, sizeof addr);
+    int err = errno;
+    close(fd);
+    if (n != 1) {
+        return failure("sendto", n < 0 ? err : EIO);
+    }
+    return success("sendto");
+}
+
+static struct outcome do_ptrace(long pid) {
+    if (pid <= 0) {
+        errno = 0;
+        pid = getppid();
+        if (pid <= 0) {
+            return failure("getppid", errno != 0 ? errno : ESRCH);
+        }
+    }
+    long rc = ptrace(PTRACE_ATTACH, (pid_t)pid, NULL, NULL);
+    if (rc != 0) {
+        return failure("ptrace_attach", errno);
+    }
+    /* Attached: wait for the attach stop, then let the tracee go. */
+    int status;
+    while (waitpid((pid_t)pid, &status, __WALL) < 0 && errno == EINTR) {
+    }
+    ptrace(PTRACE_DETACH, (pid_t)pid, NULL, NULL);
+    struct outcome o = success("ptrace_attach");
+    o.has_value = 1;
+    o.value = pid;
+    return o;
+}
+
+static struct outcome do_kill(long pid) {
+    if (pid <= 0) {
+        return failure("input", EINVAL); /* never kill(0) or kill(-1) */
+    }
+    if (kill((pid_t)pid, SIGCONT) != 0) {
+        return failure("kill", errno);
+    }
+    return success("kill");
+}
+
+static void on_sigusr2(int sig) { (void)sig; }
+
+static struct outcome do_sigaction(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr2;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGUSR2, &sa, NULL) != 0) {
+        return failure("sigaction", errno);
+    }
+    return success("sigaction");
+}
+
+static struct outcome do_chdir(const char *path) {
+    if (chdir(path) != 0) {
+        return failure("chdir", errno);
+    }
+    return success("chdir");
+}
+
+static struct outcome do_umask(long mask) {
+    errno = 0;
+    long rc = syscall(SYS_umask, (unsigned long)mask);
+    struct outcome o = rc == -1 ? failure("umask", errno) : success("umask");
+    o.has_value = 1;
+    o.value = rc;
+    return o;
+}
+
+static struct outcome do_setrlimit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return failure("getrlimit", errno);
+    }
+    if (rl.rlim_cur == 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return failure("getrlimit", ERANGE);
+    }
+    rl.rlim_cur -= 1;
+    struct outcome o = setrlimit(RLIMIT_NOFILE, &rl) == 0 ? success("setrlimit")
+                                                          : failure("setrlimit", errno);
+    o.has_value = 1;
+    o.value = (long)rl.rlim_cur;
+    return o;
+}
+
+static struct outcome do_mprotect_exec(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) {
+        page = 4096;
+    }
+    void *p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return failure("mmap", errno);
+    }
+    int rc = mprotect(p, (size_t)page, PROT_READ | PROT_EXEC);
+    int err = errno;
+    munmap(p, (size_t)page);
+    if (rc != 0) {
+        return failure("mprotect", err);
+    }
+    return success("mprotect");
+}
+
+static struct outcome do_mmap_exec_anon(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) {
+        page = 4096;
+    }
+    void *p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE | PROT_EXEC,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        return failure("mmap", errno);
+    }
+    munmap(p, (size_t)page);
+    return success("mmap");
+}
+
+static struct outcome do_int80(void) {
+#if defined(__x86_64__)
+    int ret;
+    /* i386 getpid is 20. The kernel clobbers nothing but eax here, yet be conservative
+     * (older kernels zeroed r8-r11 on the compat entry). */
+    __asm__ volatile("int $0x80"
+                     : "=a"(ret)
+                     : "a"(20)
+                     : "r8", "r9", "r10", "r11", "memory", "cc");
+    struct outcome o = ret > 0 ? success("int80") : failure("int80", ret < 0 ? -ret : 0);
+    o.has_value = 1;
+    o.value = (long)ret;
+    return o;
+#else
+    return failure("int80", ENOSYS);
+#endif
+}
+
+/* ---- the ABI ------------------------------------------------------------------------------ */
+
+EXPORT uint32_t vtcode_plugin_version(void) { return 1; }
+
+EXPORT const char *vtcode_plugin_metadata(void) { return sg_strdup(PLUGIN_METADATA); }
+
+EXPORT const char *vtcode_plugin_execute(const char *context_json) {
+    if (context_json == NULL) {
+        return refuse("no context");
+    }
+    char action[64];
+    if (get_string(context_json, "action", action, sizeof action) != 0) {
+        return refuse("no action");
+    }
+    static char path[4096];
+    if (get_string(context_json, "path", path, sizeof path) != 0) {
+        path[0] = '\0';
+    }
+    long port = get_long(context_json, "port", 0);
+    long pid = get_long(context_json, "pid", 0);
+    long mask = get_long(context_json, "mask", 077);
+
+    int needs_path = strcmp(action, "read_file") == 0 || strcmp(action, "write_file") == 0 ||
+                     strcmp(action, "thread_read") == 0 || strcmp(action, "chdir") == 0;
+    if (needs_path && path[0] == '\0') {
+        return refuse("this action needs a path");
+    }
+    int needs_port = strcmp(action, "tcp_connect") == 0 || strcmp(action, "udp_send") == 0;
+    if (needs_port && (port <= 0 || port > 65535)) {
+        return refuse("this action needs a port in 1..=65535");
+    }
+
+    struct outcome o;
+    const char *name;
+    if (strcmp(action, "read_file") == 0) {
+        name = "read_file", o = do_read_file(path);
+    } else if (strcmp(action, "write_file") == 0) {
+        name = "write_file", o = do_write_file(path);
+    } else if (strcmp(action, "thread_read") == 0) {
+        name = "thread_read", o = do_thread_read(path);
+    } else if (strcmp(action, "fork") == 0) {
+        name = "fork", o = do_fork();
+    } else if (strcmp(action, "execve") == 0) {
+        name = "execve", o = do_execve();
+    } else if (strcmp(action, "posix_spawn") == 0) {
+        name = "posix_spawn", o = do_posix_spawn();
+    } else if (strcmp(action, "tcp_connect") == 0) {
+        name = "tcp_connect", o = do_tcp_connect(port);
+    } else if (strcmp(action, "udp_send") == 0) {
+        name = "udp_send", o = do_udp_send(port);
+    } else if (strcmp(action, "ptrace_parent") == 0) {
+        name = "ptrace_parent", o = do_ptrace(pid);
+    } else if (strcmp(action, "kill") == 0) {
+        name = "kill", o = do_kill(pid);
+    } else if (strcmp(action, "sigaction") == 0) {
+        name = "sigaction", o = do_sigaction();
+    } else if (strcmp(action, "chdir") == 0) {
+        name = "chdir", o = do_chdir(path);
+    } else if (strcmp(action, "umask") == 0) {
+        name = "umask", o = do_umask(mask);
+    } else if (strcmp(action, "setrlimit") == 0) {
+        name = "setrlimit", o = do_setrlimit();
+    } else if (strcmp(action, "mprotect_exec") == 0) {
+        name = "mprotect_exec", o = do_mprotect_exec();
+    } else if (strcmp(action, "mmap_exec_anon") == 0) {
+        name = "mmap_exec_anon", o = do_mmap_exec_anon();
+    } else if (strcmp(action, "int80") == 0) {
+        name = "int80", o = do_int80();
+    } else if (strcmp(action, "noop") == 0) {
+        name = "noop", o = success("noop");
+    } else {
+        return refuse("unknown action");
+    }
+    return report(name, o);
+}
+
+EXPORT void vtcode_plugin_free_string(const char *s) { free((void *)s); }
