@@ -34,300 +34,316 @@ fn flip_byte(path: &Path, offset: u64) {
 
 #[test]
 fn a_signed_c_plugin_loads_and_runs() {
-    let host = Host::new();
-    let dir = host.plugin("good", "greeter");
-    let plugin = host.gate().verify_and_load(&dir).unwrap();
-    assert_eq!(plugin.metadata().name, "greeter");
-    assert_eq!(plugin.signers(), &[host.key.id()]);
-    let out = plugin
-        .execute(&ctx(serde_json::json!({"msg": "hi"})))
-        .unwrap();
-    assert!(out.success);
-    assert_eq!(out.output["echo"]["input"]["msg"], "hi");
-    assert_eq!(out.output["marker"], "v1");
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "greeter");
+        let plugin = host.gate().verify_and_load(&dir).unwrap();
+        assert_eq!(plugin.metadata().name, "greeter");
+        assert_eq!(plugin.signers(), &[host.key.id()]);
+        let out = plugin
+            .execute(&ctx(serde_json::json!({"msg": "hi"})))
+            .unwrap();
+        assert!(out.success);
+        assert_eq!(out.output["echo"]["input"]["msg"], "hi");
+        assert_eq!(out.output["marker"], "v1");
+    }
 }
 
 #[test]
 fn the_rust_example_plugin_loads_and_runs() {
-    let host = Host::new();
-    let lib = support::build::build_rust_plugin(
-        &support::build::echo_plugin_src(),
-        &host.build_dir.join("rust/libecho.so"),
-    );
-    let dir = host.root.join("echo");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(&lib, dir.join("libecho.so")).unwrap();
-    std::fs::copy(
-        support::build::repo_root().join("examples/echo-plugin/plugin.json"),
-        dir.join("plugin.json"),
-    )
-    .unwrap();
-    skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
-    let plugin = host.gate().verify_and_load(&dir).unwrap();
-    for n in 1..=3 {
-        let out = plugin.execute(&ctx(serde_json::json!({"n": n}))).unwrap();
-        assert_eq!(out.output["calls"], n);
-        assert_eq!(out.output["echo"]["input"]["n"], n);
+    for host in Host::each_mode() {
+        let lib = support::build::build_rust_plugin(
+            &support::build::echo_plugin_src(),
+            &host.build_dir.join("rust/libecho.so"),
+        );
+        let dir = host.root.join("echo");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&lib, dir.join("libecho.so")).unwrap();
+        std::fs::copy(
+            support::build::repo_root().join("examples/echo-plugin/plugin.json"),
+            dir.join("plugin.json"),
+        )
+        .unwrap();
+        skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
+        let plugin = host.gate().verify_and_load(&dir).unwrap();
+        for n in 1..=3 {
+            let out = plugin.execute(&ctx(serde_json::json!({"n": n}))).unwrap();
+            assert_eq!(out.output["calls"], n);
+            assert_eq!(out.output["echo"]["input"]["n"], n);
+        }
     }
 }
 
 #[test]
 fn a_flipped_library_byte_is_refused_by_its_hash() {
-    let host = Host::new();
-    let dir = host.plugin("good", "flipped");
-    flip_byte(&dir.join("libflipped.so"), 4000);
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Integrity(IntegrityError::HashMismatch { ref file, .. }) if file == "libflipped.so"),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "flipped");
+        flip_byte(&dir.join("libflipped.so"), 4000);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Integrity(IntegrityError::HashMismatch { ref file, .. }) if file == "libflipped.so"),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_manifest_edited_after_signing_is_refused_by_its_signature() {
-    let host = Host::new();
-    let dir = host.plugin("good", "edited");
-    let text = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
-    std::fs::write(
-        dir.join("plugin.json"),
-        text.replace("\"1.0.0\"", "\"1.0.1\""),
-    )
-    .unwrap();
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Signature(SignatureError::Invalid { .. })),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "edited");
+        let text = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
+        std::fs::write(
+            dir.join("plugin.json"),
+            text.replace("\"1.0.0\"", "\"1.0.1\""),
+        )
+        .unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Signature(SignatureError::Invalid { .. })),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_missing_signature_is_refused() {
-    let host = Host::new();
-    let dir = host.plugin("good", "unsigned");
-    std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Signature(SignatureError::Missing)),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "unsigned");
+        std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Signature(SignatureError::Missing)),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_signature_by_an_untrusted_key_is_refused() {
-    let host = Host::new();
-    let dir = host.plugin("good", "stranger");
-    std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
-    let stranger = SecretKey::generate();
-    skillgate::sign::sign_plugin_dir(&dir, &stranger).unwrap();
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    match err {
-        Error::Signature(SignatureError::NoTrustedSignature { ref key_ids }) => {
-            assert_eq!(key_ids, &[stranger.id()])
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "stranger");
+        std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
+        let stranger = SecretKey::generate();
+        skillgate::sign::sign_plugin_dir(&dir, &stranger).unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match err {
+            Error::Signature(SignatureError::NoTrustedSignature { ref key_ids }) => {
+                assert_eq!(key_ids, &[stranger.id()])
+            }
+            other => panic!("expected NoTrustedSignature, got {other:?}"),
         }
-        other => panic!("expected NoTrustedSignature, got {other:?}"),
+        host.assert_still_serves(&host.gate());
     }
-    host.assert_still_serves(&host.gate());
 }
 
 #[test]
 fn an_unlisted_file_is_refused() {
-    let host = Host::new();
-    let dir = host.plugin("good", "extra");
-    std::fs::write(dir.join("payload.sh"), "#!/bin/sh\n").unwrap();
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Integrity(IntegrityError::UnlistedFile { ref file, .. }) if file == "payload.sh"),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "extra");
+        std::fs::write(dir.join("payload.sh"), "#!/bin/sh\n").unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Integrity(IntegrityError::UnlistedFile { ref file, .. }) if file == "payload.sh"),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn libraries_swapped_between_two_signed_plugins_are_refused() {
-    let host = Host::new();
-    // Names of one length give libraries of one size, so only the hash can tell them apart.
-    let alpha = host.plugin("good", "alpha");
-    let bravo = host.plugin("good", "bravo");
-    let a = std::fs::read(alpha.join("libalpha.so")).unwrap();
-    let b = std::fs::read(bravo.join("libbravo.so")).unwrap();
-    assert_eq!(a.len(), b.len(), "precondition: equal sizes");
-    std::fs::write(alpha.join("libalpha.so"), &b).unwrap();
-    std::fs::write(bravo.join("libbravo.so"), &a).unwrap();
-    for dir in [&alpha, &bravo] {
-        let err = host.gate().verify_and_load(dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
-            "{err:?}"
-        );
+    for host in Host::each_mode() {
+        // Names of one length give libraries of one size, so only the hash can tell them apart.
+        let alpha = host.plugin("good", "alpha");
+        let bravo = host.plugin("good", "bravo");
+        let a = std::fs::read(alpha.join("libalpha.so")).unwrap();
+        let b = std::fs::read(bravo.join("libbravo.so")).unwrap();
+        assert_eq!(a.len(), b.len(), "precondition: equal sizes");
+        std::fs::write(alpha.join("libalpha.so"), &b).unwrap();
+        std::fs::write(bravo.join("libbravo.so"), &a).unwrap();
+        for dir in [&alpha, &bravo] {
+            let err = host.gate().verify_and_load(dir).unwrap_err();
+            assert!(
+                matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
+                "{err:?}"
+            );
+        }
+        host.assert_still_serves(&host.gate());
     }
-    host.assert_still_serves(&host.gate());
 }
 
 #[test]
 fn a_plugin_outside_every_trusted_root_is_refused() {
-    let host = Host::new();
-    let lib = host.build("good", "outsider", &[]);
-    let dir = host.install_in(host.tmp.path(), "outsider", &lib);
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Locate(LocateError::OutsideTrustedRoots { .. })),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let lib = host.build("good", "outsider", &[]);
+        let dir = host.install_in(host.tmp.path(), "outsider", &lib);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Locate(LocateError::OutsideTrustedRoots { .. })),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_dotdot_escape_is_refused() {
-    let host = Host::new();
-    let lib = host.build("good", "escaped", &[]);
-    host.install_in(host.tmp.path(), "escaped", &lib);
-    let err = host
-        .gate()
-        .verify_and_load(host.root.join("../escaped"))
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::Locate(LocateError::EscapesRoot { .. })),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let lib = host.build("good", "escaped", &[]);
+        host.install_in(host.tmp.path(), "escaped", &lib);
+        let err = host
+            .gate()
+            .verify_and_load(host.root.join("../escaped"))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Locate(LocateError::EscapesRoot { .. })),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_symlinked_plugin_directory_is_refused() {
-    let host = Host::new();
-    let lib = host.build("good", "linked", &[]);
-    let real = host.install_in(host.tmp.path(), "linked", &lib);
-    symlink(&real, host.root.join("linked")).unwrap();
-    let err = host
-        .gate()
-        .verify_and_load(host.root.join("linked"))
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::Locate(LocateError::Symlink { .. })),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let lib = host.build("good", "linked", &[]);
+        let real = host.install_in(host.tmp.path(), "linked", &lib);
+        symlink(&real, host.root.join("linked")).unwrap();
+        let err = host
+            .gate()
+            .verify_and_load(host.root.join("linked"))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Locate(LocateError::Symlink { .. })),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_symlinked_library_is_refused() {
-    let host = Host::new();
-    let dir = host.plugin("good", "liblink");
-    // The link points at an identical copy, so only the refusal to follow links stops it.
-    let outside = host.tmp.path().join("libliblink.so");
-    std::fs::rename(dir.join("libliblink.so"), &outside).unwrap();
-    symlink(&outside, dir.join("libliblink.so")).unwrap();
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Locate(LocateError::Symlink { .. })),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "liblink");
+        // The link points at an identical copy, so only the refusal to follow links stops it.
+        let outside = host.tmp.path().join("libliblink.so");
+        std::fs::rename(dir.join("libliblink.so"), &outside).unwrap();
+        symlink(&outside, dir.join("libliblink.so")).unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Locate(LocateError::Symlink { .. })),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_fifo_as_the_library_is_refused_without_hanging() {
-    let host = Host::new();
-    let dir = host.plugin("good", "fifo");
-    let lib = dir.join("libfifo.so");
-    std::fs::remove_file(&lib).unwrap();
-    let status = std::process::Command::new("mkfifo")
-        .arg(&lib)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let gate = Arc::new(host.gate());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let g = Arc::clone(&gate);
-    std::thread::spawn(move || {
-        let _ = tx.send(g.verify_and_load(&dir).map(|_| ()));
-    });
-    let err = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("verification hung on a FIFO")
-        .unwrap_err();
-    assert!(
-        matches!(err, Error::Locate(LocateError::NotRegularFile { .. })),
-        "{err:?}"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "fifo");
+        let lib = dir.join("libfifo.so");
+        std::fs::remove_file(&lib).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&lib)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let gate = Arc::new(host.gate());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = Arc::clone(&gate);
+        std::thread::spawn(move || {
+            let _ = tx.send(g.verify_and_load(&dir).map(|_| ()));
+        });
+        let err = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("verification hung on a FIFO")
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Locate(LocateError::NotRegularFile { .. })),
+            "{err:?}"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_missing_export_is_refused_before_its_constructor_runs() {
-    let host = Host::new();
-    let marker = host.tmp.path().join("constructor-ran");
-    let quoted = format!("\"{}\"", marker.display());
-    let lib = host.build("ctor_marker", "ctor", &[("MARKER_PATH", &quoted)]);
-    let dir = host.install("ctor", &lib);
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Inspect(InspectError::MissingExport("vtcode_plugin_execute"))
-        ),
-        "{err:?}"
-    );
-    assert!(!marker.exists(), "the refused plugin's constructor ran");
-    host.assert_still_serves(&host.gate());
-    // Control: the constructor does create the marker when the library is loaded, so the
-    // assertion above can fail. Loaded in a child process to keep this one clean.
-    let status = std::process::Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import ctypes; ctypes.CDLL({:?})",
-                lib.display().to_string()
+    for host in Host::each_mode() {
+        let marker = host.tmp.path().join("constructor-ran");
+        let quoted = format!("\"{}\"", marker.display());
+        let lib = host.build("ctor_marker", "ctor", &[("MARKER_PATH", &quoted)]);
+        let dir = host.install("ctor", &lib);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Inspect(InspectError::MissingExport("vtcode_plugin_execute"))
             ),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(
-        marker.exists(),
-        "control: loading the library runs the constructor"
-    );
+            "{err:?}"
+        );
+        assert!(!marker.exists(), "the refused plugin's constructor ran");
+        host.assert_still_serves(&host.gate());
+        // Control: the constructor does create the marker when the library is loaded, so the
+        // assertion above can fail. Loaded in a child process to keep this one clean.
+        let status = std::process::Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import ctypes; ctypes.CDLL({:?})",
+                    lib.display().to_string()
+                ),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            marker.exists(),
+            "control: loading the library runs the constructor"
+        );
+    }
 }
 
 #[test]
 fn an_abi_version_mismatch_is_refused() {
-    let host = Host::new();
-    let dir = host.plugin("abi2", "abi2");
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Abi(AbiError::VersionMismatch {
-                manifest: 1,
-                plugin: 2,
-                host: 1
-            })
-        ),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("abi2", "abi2");
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Abi(AbiError::VersionMismatch {
+                    manifest: 1,
+                    plugin: 2,
+                    host: 1
+                })
+            ),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn metadata_naming_another_plugin_is_refused() {
-    let host = Host::new();
-    let dir = host.plugin("wrong_name", "honest");
-    let err = host.gate().verify_and_load(&dir).unwrap_err();
-    match err {
-        Error::Abi(AbiError::MetadataMismatch {
-            field: "name",
-            ref manifest,
-            ref plugin,
-        }) => {
-            assert_eq!(manifest, "honest");
-            assert_eq!(plugin, "someone-else");
+    for host in Host::each_mode() {
+        let dir = host.plugin("wrong_name", "honest");
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match err {
+            Error::Abi(AbiError::MetadataMismatch {
+                field: "name",
+                ref manifest,
+                ref plugin,
+            }) => {
+                assert_eq!(manifest, "honest");
+                assert_eq!(plugin, "someone-else");
+            }
+            other => panic!("expected MetadataMismatch, got {other:?}"),
         }
-        other => panic!("expected MetadataMismatch, got {other:?}"),
+        host.assert_still_serves(&host.gate());
     }
-    host.assert_still_serves(&host.gate());
 }
 
 fn fault_of(host: &Host, src: &str, name: &str) -> FaultError {
@@ -341,153 +357,160 @@ fn fault_of(host: &Host, src: &str, name: &str) -> FaultError {
 
 #[test]
 fn bad_results_are_faults_not_panics() {
-    let host = Host::new();
-    assert!(matches!(
-        fault_of(&host, "result_null", "rnull"),
-        FaultError::NullResult { .. }
-    ));
-    assert!(matches!(
-        fault_of(&host, "result_not_utf8", "rutf8"),
-        FaultError::NotUtf8 { .. }
-    ));
-    assert!(matches!(
-        fault_of(&host, "result_not_json", "rjson"),
-        FaultError::NotJson { .. }
-    ));
-    // 8 MiB against the default 1 MiB output limit.
-    assert!(matches!(
-        fault_of(&host, "result_huge", "rhuge"),
-        FaultError::OutputTooLarge {
-            limit: 1_048_576,
-            ..
-        }
-    ));
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        assert!(matches!(
+            fault_of(&host, "result_null", "rnull"),
+            FaultError::NullResult { .. }
+        ));
+        assert!(matches!(
+            fault_of(&host, "result_not_utf8", "rutf8"),
+            FaultError::NotUtf8 { .. }
+        ));
+        assert!(matches!(
+            fault_of(&host, "result_not_json", "rjson"),
+            FaultError::NotJson { .. }
+        ));
+        // 8 MiB against the default 1 MiB output limit.
+        assert!(matches!(
+            fault_of(&host, "result_huge", "rhuge"),
+            FaultError::OutputTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ));
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_huge_result_within_a_raised_limit_is_accepted() {
-    let host = Host::new();
-    let dir = host.plugin("result_huge", "big");
-    let mut policy = host.policy();
-    policy.limits.output_bytes = 16 * 1024 * 1024;
-    let plugin = host.gate_with(policy).verify_and_load(&dir).unwrap();
-    let out = plugin.execute(&PluginContext::default()).unwrap();
-    assert_eq!(out.output["blob"].as_str().unwrap().len(), 8 * 1024 * 1024);
+    for host in Host::each_mode() {
+        let dir = host.plugin("result_huge", "big");
+        let mut policy = host.policy();
+        policy.limits.output_bytes = 16 * 1024 * 1024;
+        let plugin = host.gate_with(policy).verify_and_load(&dir).unwrap();
+        let out = plugin.execute(&PluginContext::default()).unwrap();
+        assert_eq!(out.output["blob"].as_str().unwrap().len(), 8 * 1024 * 1024);
+    }
 }
 
 #[test]
 fn the_library_swapped_on_disk_after_verification_changes_nothing() {
-    let host = Host::new();
-    let v1 = host.build("good", "toctou", &[("MARKER", "\"v1\"")]);
-    let v2 = host.build("good", "toctou", &[("MARKER", "\"v2\"")]);
-    let dir = host.install("toctou", &v1);
-    let gate = host.gate();
-    let inspected = gate.verify_and_inspect(&dir).unwrap();
-    // Between verification and load, the attacker swaps the file (rename is atomic).
-    let lib = dir.join("libtoctou.so");
-    std::fs::copy(&v2, dir.join("staged")).unwrap();
-    std::fs::rename(dir.join("staged"), &lib).unwrap();
-    let plugin = gate.load(inspected).unwrap();
-    let out = plugin.execute(&PluginContext::default()).unwrap();
-    assert_eq!(
-        out.output["marker"], "v1",
-        "the loaded code must be the verified code"
-    );
-    // Control: the file on disk really is the other build now.
-    let err = gate.verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
-        "{err:?}"
-    );
+    for host in Host::each_mode() {
+        let v1 = host.build("good", "toctou", &[("MARKER", "\"v1\"")]);
+        let v2 = host.build("good", "toctou", &[("MARKER", "\"v2\"")]);
+        let dir = host.install("toctou", &v1);
+        let gate = host.gate();
+        let inspected = gate.verify_and_inspect(&dir).unwrap();
+        // Between verification and load, the attacker swaps the file (rename is atomic).
+        let lib = dir.join("libtoctou.so");
+        std::fs::copy(&v2, dir.join("staged")).unwrap();
+        std::fs::rename(dir.join("staged"), &lib).unwrap();
+        let plugin = gate.load(inspected).unwrap();
+        let out = plugin.execute(&PluginContext::default()).unwrap();
+        assert_eq!(
+            out.output["marker"], "v1",
+            "the loaded code must be the verified code"
+        );
+        // Control: the file on disk really is the other build now.
+        let err = gate.verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]
 fn sixteen_threads_never_overlap_inside_one_plugin() {
-    let host = Host::new();
-    let dir = host.plugin("counter", "counter");
-    let plugin = Arc::new(host.gate().verify_and_load(&dir).unwrap());
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let p = Arc::clone(&plugin);
-            std::thread::spawn(move || {
-                for _ in 0..8 {
-                    let out = p.execute(&PluginContext::default()).unwrap();
-                    assert!(out.success);
-                }
+    for host in Host::each_mode() {
+        let dir = host.plugin("counter", "counter");
+        let plugin = Arc::new(host.gate().verify_and_load(&dir).unwrap());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let p = Arc::clone(&plugin);
+                std::thread::spawn(move || {
+                    for _ in 0..8 {
+                        let out = p.execute(&PluginContext::default()).unwrap();
+                        assert!(out.success);
+                    }
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let out = plugin.execute(&PluginContext::default()).unwrap();
+        assert_eq!(out.output["calls"], 16 * 8 + 1);
+        assert_eq!(
+            out.output["max_active"], 1,
+            "two calls ran inside the plugin at once"
+        );
     }
-    let out = plugin.execute(&PluginContext::default()).unwrap();
-    assert_eq!(out.output["calls"], 16 * 8 + 1);
-    assert_eq!(
-        out.output["max_active"], 1,
-        "two calls ran inside the plugin at once"
-    );
 }
 
 #[test]
 fn a_dropped_plugin_never_aliases_the_next_one() {
     // glibc finds loaded objects by name; the memfd's /proc/self/fd/N name must not be
     // reused by the next plugin, or dlopen would hand back the first library.
-    let host = Host::new();
-    let first = host.build("good", "first", &[("MARKER", "\"first\"")]);
-    let second = host.build("good", "second", &[("MARKER", "\"second\"")]);
-    let first = host.install("first", &first);
-    let second = host.install("second", &second);
-    let gate = host.gate();
-    let p = gate.verify_and_load(&first).unwrap();
-    assert_eq!(
-        p.execute(&PluginContext::default()).unwrap().output["marker"],
-        "first"
-    );
-    drop(p);
-    let p = gate.verify_and_load(&second).unwrap();
-    assert_eq!(p.metadata().name, "second");
-    assert_eq!(
-        p.execute(&PluginContext::default()).unwrap().output["marker"],
-        "second"
-    );
+    for host in Host::each_mode() {
+        let first = host.build("good", "first", &[("MARKER", "\"first\"")]);
+        let second = host.build("good", "second", &[("MARKER", "\"second\"")]);
+        let first = host.install("first", &first);
+        let second = host.install("second", &second);
+        let gate = host.gate();
+        let p = gate.verify_and_load(&first).unwrap();
+        assert_eq!(
+            p.execute(&PluginContext::default()).unwrap().output["marker"],
+            "first"
+        );
+        drop(p);
+        let p = gate.verify_and_load(&second).unwrap();
+        assert_eq!(p.metadata().name, "second");
+        assert_eq!(
+            p.execute(&PluginContext::default()).unwrap().output["marker"],
+            "second"
+        );
+    }
 }
 
 #[test]
 fn an_empty_trust_store_refuses_everything() {
-    let host = Host::new();
-    let dir = host.plugin("good", "lonely");
-    let gate =
-        skillgate::Gate::with_trust_store(host.policy(), skillgate::TrustStore::empty()).unwrap();
-    let err = gate.verify_and_load(&dir).unwrap_err();
-    assert!(
-        matches!(err, Error::Signature(SignatureError::EmptyTrustStore)),
-        "{err:?}"
-    );
-    host.assert_still_serves(&host.gate());
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "lonely");
+        let gate = skillgate::Gate::with_trust_store(host.policy(), skillgate::TrustStore::empty())
+            .unwrap();
+        let err = gate.verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(err, Error::Signature(SignatureError::EmptyTrustStore)),
+            "{err:?}"
+        );
+        host.assert_still_serves(&host.gate());
+    }
 }
 
 #[test]
 fn a_call_that_hangs_times_out_and_poisons_only_its_plugin() {
-    let host = Host::new();
-    let dir = host.plugin("counter", "slow");
-    let mut policy = host.policy();
-    policy.limits.call_timeout_ms = 200;
-    let lib = host.build("counter", "sleepy", &[("SLEEP_MS", "5000")]);
-    let sleepy = host.install("sleepy", &lib);
-    let gate = host.gate_with(policy);
-    let plugin = gate.verify_and_load(&sleepy).unwrap();
-    let start = Instant::now();
-    let err = plugin.execute(&PluginContext::default()).unwrap_err();
-    assert!(
-        matches!(err, Error::Fault(FaultError::Timeout { timeout_ms: 200 })),
-        "{err:?}"
-    );
-    assert!(start.elapsed() < Duration::from_secs(4));
-    let err = plugin.execute(&PluginContext::default()).unwrap_err();
-    assert!(matches!(err, Error::Fault(FaultError::Poisoned)), "{err:?}");
-    // Other plugins on the same host are unaffected.
-    let other = gate.verify_and_load(&dir).unwrap();
-    assert!(other.execute(&PluginContext::default()).unwrap().success);
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let dir = host.plugin("counter", "slow");
+        let mut policy = host.policy();
+        policy.limits.call_timeout_ms = 200;
+        let lib = host.build("counter", "sleepy", &[("SLEEP_MS", "5000")]);
+        let sleepy = host.install("sleepy", &lib);
+        let gate = host.gate_with(policy);
+        let plugin = gate.verify_and_load(&sleepy).unwrap();
+        let start = Instant::now();
+        let err = plugin.execute(&PluginContext::default()).unwrap_err();
+        assert!(
+            matches!(err, Error::Fault(FaultError::Timeout { timeout_ms: 200 })),
+            "{err:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(4));
+        let err = plugin.execute(&PluginContext::default()).unwrap_err();
+        assert!(matches!(err, Error::Fault(FaultError::Poisoned)), "{err:?}");
+        // Other plugins on the same host are unaffected.
+        let other = gate.verify_and_load(&dir).unwrap();
+        assert!(other.execute(&PluginContext::default()).unwrap().success);
+        host.assert_still_serves(&gate);
+    }
 }

@@ -23,9 +23,23 @@ pub struct Host {
     pub root: PathBuf,
     pub key: SecretKey,
     pub build_dir: PathBuf,
+    /// The isolation `policy()` asks for: thread unless made with `Host::process()`.
+    pub isolation: Isolation,
 }
 
 impl Host {
+    /// A host whose policy runs plugins in worker processes.
+    pub fn process() -> Host {
+        let mut host = Host::new();
+        host.isolation = Isolation::Process;
+        host
+    }
+
+    /// Both isolation modes, for tests that must hold in each.
+    pub fn each_mode() -> [Host; 2] {
+        [Host::new(), Host::process()]
+    }
+
     pub fn new() -> Host {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
@@ -41,6 +55,7 @@ impl Host {
             root,
             key,
             build_dir,
+            isolation: Isolation::Thread,
         }
     }
 
@@ -52,7 +67,8 @@ impl Host {
         let mut p = Policy::default();
         p.trusted_roots = vec![self.root.clone()];
         p.keys = self.keys_dir();
-        p.isolation = Isolation::Thread;
+        p.isolation = self.isolation;
+        p.worker = Some(PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker")));
         p
     }
 
