@@ -307,388 +307,406 @@ impl Listener {
 
 #[test]
 fn the_plugin_thread_reports_full_enforcement() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
-    let e = plugin.enforcement();
-    assert!(
-        matches!(e.landlock, LandlockStatus::FullyEnforced),
-        "Landlock must be fully enforced on this kernel: {e:?}"
-    );
-    assert!(
-        e.landlock_abi >= 6,
-        "this kernel offers Landlock ABI >= 6: {e:?}"
-    );
-    assert!(e.seccomp, "the seccomp filter must be on: {e:?}");
-    assert!(e.no_new_privs, "no_new_privs must be set: {e:?}");
-    let a = attempt(&plugin, json!({"action": "noop"}));
-    assert_allowed(&a, "a harmless call in the sandbox");
-    assert_eq!(a.action, "noop");
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        let e = plugin.enforcement();
+        assert!(
+            matches!(e.landlock, LandlockStatus::FullyEnforced),
+            "Landlock must be fully enforced on this kernel: {e:?}"
+        );
+        assert!(
+            e.landlock_abi >= 6,
+            "this kernel offers Landlock ABI >= 6: {e:?}"
+        );
+        assert!(e.seccomp, "the seccomp filter must be on: {e:?}");
+        assert!(e.no_new_privs, "no_new_privs must be set: {e:?}");
+        let a = attempt(&plugin, json!({"action": "noop"}));
+        assert_allowed(&a, "a harmless call in the sandbox");
+        assert_eq!(a.action, "noop");
+        host.assert_still_serves(&gate);
+    }
 }
 
 // ---- files (Landlock) ----------------------------------------------------------------------
 
 #[test]
 fn reading_a_file_outside_the_grants_is_denied() {
-    let host = Host::new();
-    let (_, secret) = secret_dir(&host, "private");
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(
-        &plugin,
-        json!({"action": "read_file", "path": path_str(&secret)}),
-    );
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "reading a temporary file the host wrote",
-    );
-
-    let hostname = Path::new("/etc/hostname");
-    if hostname.exists() {
+    for host in Host::each_mode() {
+        let (_, secret) = secret_dir(&host, "private");
+        let (gate, plugin) = hostile(&host);
         let a = attempt(
             &plugin,
-            json!({"action": "read_file", "path": "/etc/hostname"}),
+            json!({"action": "read_file", "path": path_str(&secret)}),
         );
-        assert_denied(&a, "open", EACCES, "reading /etc/hostname");
-    } else {
-        eprintln!("/etc/hostname does not exist here; that half of the test is skipped");
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "reading a temporary file the host wrote",
+        );
+
+        let hostname = Path::new("/etc/hostname");
+        if hostname.exists() {
+            let a = attempt(
+                &plugin,
+                json!({"action": "read_file", "path": "/etc/hostname"}),
+            );
+            assert_denied(&a, "open", EACCES, "reading /etc/hostname");
+        } else {
+            eprintln!("/etc/hostname does not exist here; that half of the test is skipped");
+        }
+        host.assert_still_serves(&gate);
     }
-    host.assert_still_serves(&gate);
 }
 
 #[test]
 fn creating_a_file_is_denied_and_nothing_appears() {
-    let host = Host::new();
-    let dir = real(host.tmp.path());
-    let target = dir.join("pwned");
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(
-        &plugin,
-        json!({"action": "write_file", "path": path_str(&target)}),
-    );
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "creating a file in a directory the host owns",
-    );
-    assert!(
-        !target.exists(),
-        "{} exists: the plugin created it",
-        target.display()
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let dir = real(host.tmp.path());
+        let target = dir.join("pwned");
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(
+            &plugin,
+            json!({"action": "write_file", "path": path_str(&target)}),
+        );
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "creating a file in a directory the host owns",
+        );
+        assert!(
+            !target.exists(),
+            "{} exists: the plugin created it",
+            target.display()
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn overwriting_an_existing_file_is_denied_and_it_is_unchanged() {
-    let host = Host::new();
-    let (_, secret) = secret_dir(&host, "private");
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(
-        &plugin,
-        json!({"action": "write_file", "path": path_str(&secret)}),
-    );
-    assert_denied(&a, "open", EACCES, "truncating and writing a host file");
-    assert_eq!(
-        std::fs::read_to_string(&secret).unwrap(),
-        "the host's secret\n",
-        "the host's file was modified"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (_, secret) = secret_dir(&host, "private");
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(
+            &plugin,
+            json!({"action": "write_file", "path": path_str(&secret)}),
+        );
+        assert_denied(&a, "open", EACCES, "truncating and writing a host file");
+        assert_eq!(
+            std::fs::read_to_string(&secret).unwrap(),
+            "the host's secret\n",
+            "the host's file was modified"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_thread_the_plugin_spawns_inherits_the_restrictions() {
-    let host = Host::new();
-    let (_, secret) = secret_dir(&host, "private");
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(
-        &plugin,
-        json!({"action": "thread_read", "path": path_str(&secret)}),
-    );
-    // Stage "open" also proves the thread was created (threads are allowed, clone with
-    // CLONE_THREAD) and then ran into Landlock.
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "reading a secret from a thread the plugin created",
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (_, secret) = secret_dir(&host, "private");
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(
+            &plugin,
+            json!({"action": "thread_read", "path": path_str(&secret)}),
+        );
+        // Stage "open" also proves the thread was created (threads are allowed, clone with
+        // CLONE_THREAD) and then ran into Landlock.
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "reading a secret from a thread the plugin created",
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 // ---- processes (seccomp) --------------------------------------------------------------------
 
 #[test]
 fn fork_is_denied() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "fork"}));
-    assert_denied(&a, "fork", EPERM, "fork from the plugin thread");
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "fork"}));
+        assert_denied(&a, "fork", EPERM, "fork from the plugin thread");
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn execve_is_denied_and_the_host_survives() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
-    // Were it allowed, execve would replace the whole test process with /bin/true: the
-    // runner would vanish, which fails the suite just as loudly.
-    let a = attempt(&plugin, json!({"action": "execve"}));
-    assert_denied(
-        &a,
-        "execve",
-        EPERM,
-        "execve(\"/bin/true\") on the plugin thread",
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        // Were it allowed, execve would replace the whole test process with /bin/true: the
+        // runner would vanish, which fails the suite just as loudly.
+        let a = attempt(&plugin, json!({"action": "execve"}));
+        assert_denied(
+            &a,
+            "execve",
+            EPERM,
+            "execve(\"/bin/true\") on the plugin thread",
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn posix_spawn_is_denied() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
-    // glibc tries clone3 (the filter answers ENOSYS), then clone(CLONE_VM|CLONE_VFORK), which
-    // lacks CLONE_THREAD: EPERM, returned by posix_spawn as its result.
-    let a = attempt(&plugin, json!({"action": "posix_spawn"}));
-    assert_denied(&a, "posix_spawn", EPERM, "posix_spawn(\"/bin/true\")");
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        // glibc tries clone3 (the filter answers ENOSYS), then clone(CLONE_VM|CLONE_VFORK), which
+        // lacks CLONE_THREAD: EPERM, returned by posix_spawn as its result.
+        let a = attempt(&plugin, json!({"action": "posix_spawn"}));
+        assert_denied(&a, "posix_spawn", EPERM, "posix_spawn(\"/bin/true\")");
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn ptrace_of_the_host_its_parent_or_another_process_is_denied() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
 
-    // The host itself (the kernel refuses a thread-group self-attach anyway, also EPERM).
-    let me = std::process::id();
-    let a = attempt(&plugin, json!({"action": "ptrace_parent", "pid": me}));
-    assert_denied(
-        &a,
-        "ptrace_attach",
-        EPERM,
-        "ptrace(PTRACE_ATTACH) of the host process",
-    );
+        // The host itself (the kernel refuses a thread-group self-attach anyway, also EPERM).
+        let me = std::process::id();
+        let a = attempt(&plugin, json!({"action": "ptrace_parent", "pid": me}));
+        assert_denied(
+            &a,
+            "ptrace_attach",
+            EPERM,
+            "ptrace(PTRACE_ATTACH) of the host process",
+        );
 
-    // The host's parent (cargo or a shell). Tests may run as root, where only seccomp
-    // stands between the plugin and the attach.
-    let parent = std::os::unix::process::parent_id();
-    let a = attempt(&plugin, json!({"action": "ptrace_parent", "pid": parent}));
-    assert_denied(
-        &a,
-        "ptrace_attach",
-        EPERM,
-        "ptrace(PTRACE_ATTACH) of the host's parent",
-    );
-    assert_eq!(
-        proc_status(&parent.to_string(), "TracerPid"),
-        "0",
-        "the host's parent is being traced"
-    );
+        // The host's parent (cargo or a shell). Tests may run as root, where only seccomp
+        // stands between the plugin and the attach.
+        let parent = std::os::unix::process::parent_id();
+        let a = attempt(&plugin, json!({"action": "ptrace_parent", "pid": parent}));
+        assert_denied(
+            &a,
+            "ptrace_attach",
+            EPERM,
+            "ptrace(PTRACE_ATTACH) of the host's parent",
+        );
+        assert_eq!(
+            proc_status(&parent.to_string(), "TracerPid"),
+            "0",
+            "the host's parent is being traced"
+        );
 
-    // A child of the host (the one Yama's ptrace_scope=1 would let the host trace).
-    let mut victim = Victim::spawn();
-    let a = attempt(
-        &plugin,
-        json!({"action": "ptrace_parent", "pid": victim.pid()}),
-    );
-    assert_denied(
-        &a,
-        "ptrace_attach",
-        EPERM,
-        "ptrace(PTRACE_ATTACH) of the host's child",
-    );
-    assert!(victim.still_running(), "the victim died");
-    assert_eq!(victim.tracer(), "0", "the victim is being traced");
-    assert!(
-        !matches!(victim.state(), 't' | 'T'),
-        "the victim was stopped: state {}",
-        victim.state()
-    );
-    host.assert_still_serves(&gate);
+        // A child of the host (the one Yama's ptrace_scope=1 would let the host trace).
+        let mut victim = Victim::spawn();
+        let a = attempt(
+            &plugin,
+            json!({"action": "ptrace_parent", "pid": victim.pid()}),
+        );
+        assert_denied(
+            &a,
+            "ptrace_attach",
+            EPERM,
+            "ptrace(PTRACE_ATTACH) of the host's child",
+        );
+        assert!(victim.still_running(), "the victim died");
+        assert_eq!(victim.tracer(), "0", "the victim is being traced");
+        assert!(
+            !matches!(victim.state(), 't' | 'T'),
+            "the victim was stopped: state {}",
+            victim.state()
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn signalling_another_process_is_denied() {
-    let host = Host::new();
-    let mut victim = Victim::spawn();
-    // Stop it first: a SIGCONT that got through would show as the victim running again.
-    victim.stop();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "kill", "pid": victim.pid()}));
-    assert_denied(&a, "kill", EPERM, "kill(victim, SIGCONT)");
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(victim.still_running(), "the victim died");
-    assert_eq!(
-        victim.state(),
-        'T',
-        "the victim was continued: the plugin's SIGCONT arrived"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let mut victim = Victim::spawn();
+        // Stop it first: a SIGCONT that got through would show as the victim running again.
+        victim.stop();
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "kill", "pid": victim.pid()}));
+        assert_denied(&a, "kill", EPERM, "kill(victim, SIGCONT)");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(victim.still_running(), "the victim died");
+        assert_eq!(
+            victim.state(),
+            'T',
+            "the victim was continued: the plugin's SIGCONT arrived"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn installing_a_signal_handler_is_denied() {
-    let host = Host::new();
-    assert!(
-        !host_catches(libc::SIGUSR2),
-        "precondition: the test runner does not catch SIGUSR2"
-    );
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "sigaction"}));
-    assert_denied(&a, "sigaction", EPERM, "sigaction(SIGUSR2) (process-wide)");
-    assert!(
-        !host_catches(libc::SIGUSR2),
-        "the host now has a SIGUSR2 handler: the plugin installed it process-wide"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        assert!(
+            !host_catches(libc::SIGUSR2),
+            "precondition: the test runner does not catch SIGUSR2"
+        );
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "sigaction"}));
+        assert_denied(&a, "sigaction", EPERM, "sigaction(SIGUSR2) (process-wide)");
+        assert!(
+            !host_catches(libc::SIGUSR2),
+            "the host now has a SIGUSR2 handler: the plugin installed it process-wide"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 // ---- process-wide state (seccomp) ------------------------------------------------------------
 
 #[test]
 fn chdir_is_denied_and_the_host_cwd_is_unchanged() {
-    let host = Host::new();
-    let before = std::env::current_dir().unwrap();
-    let elsewhere = real(host.tmp.path());
-    assert_ne!(before, elsewhere);
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(
-        &plugin,
-        json!({"action": "chdir", "path": path_str(&elsewhere)}),
-    );
-    assert_denied(&a, "chdir", EPERM, "chdir (the cwd is process-wide)");
-    assert_eq!(
-        std::env::current_dir().unwrap(),
-        before,
-        "the host's working directory changed"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let before = std::env::current_dir().unwrap();
+        let elsewhere = real(host.tmp.path());
+        assert_ne!(before, elsewhere);
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(
+            &plugin,
+            json!({"action": "chdir", "path": path_str(&elsewhere)}),
+        );
+        assert_denied(&a, "chdir", EPERM, "chdir (the cwd is process-wide)");
+        assert_eq!(
+            std::env::current_dir().unwrap(),
+            before,
+            "the host's working directory changed"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn umask_is_denied_and_the_host_umask_is_unchanged() {
-    let host = Host::new();
-    let before = host_umask();
-    let mask = if before == 0o077 { 0o027 } else { 0o077 };
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "umask", "mask": mask}));
-    assert_denied(&a, "umask", EPERM, "umask (process-wide)");
-    assert_eq!(a.value, Some(-1), "umask's raw return must be -1: {a:?}");
-    assert_eq!(
-        host_umask(),
-        before,
-        "the host's umask changed from {before:o}"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let before = host_umask();
+        let mask = if before == 0o077 { 0o027 } else { 0o077 };
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "umask", "mask": mask}));
+        assert_denied(&a, "umask", EPERM, "umask (process-wide)");
+        assert_eq!(a.value, Some(-1), "umask's raw return must be -1: {a:?}");
+        assert_eq!(
+            host_umask(),
+            before,
+            "the host's umask changed from {before:o}"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn setrlimit_is_denied_and_the_host_limits_are_unchanged() {
-    let host = Host::new();
-    let before = host_nofile();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "setrlimit"}));
-    // Reading the limit (prlimit64 without a new value) is allowed, so the refusal comes at
-    // the setting.
-    assert_denied(
-        &a,
-        "setrlimit",
-        EPERM,
-        "lowering RLIMIT_NOFILE (process-wide)",
-    );
-    assert_eq!(host_nofile(), before, "the host's RLIMIT_NOFILE changed");
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let before = host_nofile();
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "setrlimit"}));
+        // Reading the limit (prlimit64 without a new value) is allowed, so the refusal comes at
+        // the setting.
+        assert_denied(
+            &a,
+            "setrlimit",
+            EPERM,
+            "lowering RLIMIT_NOFILE (process-wide)",
+        );
+        assert_eq!(host_nofile(), before, "the host's RLIMIT_NOFILE changed");
+        host.assert_still_serves(&gate);
+    }
 }
 
 // ---- executable memory (seccomp) -------------------------------------------------------------
 
 #[test]
 fn mprotect_to_exec_is_denied() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "mprotect_exec"}));
-    assert_denied(
-        &a,
-        "mprotect",
-        EPERM,
-        "mprotect(PROT_READ|PROT_EXEC) of an anonymous page",
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "mprotect_exec"}));
+        assert_denied(
+            &a,
+            "mprotect",
+            EPERM,
+            "mprotect(PROT_READ|PROT_EXEC) of an anonymous page",
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn an_anonymous_rwx_mapping_is_denied() {
-    let host = Host::new();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "mmap_exec_anon"}));
-    assert_denied(
-        &a,
-        "mmap",
-        EPERM,
-        "mmap(PROT_READ|PROT_WRITE|PROT_EXEC, MAP_ANONYMOUS)",
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "mmap_exec_anon"}));
+        assert_denied(
+            &a,
+            "mmap",
+            EPERM,
+            "mmap(PROT_READ|PROT_WRITE|PROT_EXEC, MAP_ANONYMOUS)",
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_library_requiring_an_executable_stack_fails_to_load() {
-    let host = Host::new();
-    // C_FLAGS carry -z noexecstack; the later -z execstack wins (GNU_STACK RWE).
-    let lib = host.build_with("good", "execstack", &[], &["-Wl,-z,execstack"]);
-    let dir = host.install("execstack", &lib);
-    let gate = host.gate_with(host.policy());
-    assert_host_stack_not_executable("before loading");
-    let err = gate
-        .verify_and_load(&dir)
-        .expect_err("glibc must fail to make the stack executable (mprotect PROT_EXEC)");
-    assert!(
-        matches!(err, Error::Load(_)),
-        "expected Error::Load (dlopen could not enable an executable stack), got {err:?}"
-    );
-    assert_host_stack_not_executable("after the refused load");
-    host.assert_still_serves(&gate);
-    assert_host_stack_not_executable("after serving a good plugin");
+    for host in Host::each_mode() {
+        // C_FLAGS carry -z noexecstack; the later -z execstack wins (GNU_STACK RWE).
+        let lib = host.build_with("good", "execstack", &[], &["-Wl,-z,execstack"]);
+        let dir = host.install("execstack", &lib);
+        let gate = host.gate_with(host.policy());
+        assert_host_stack_not_executable("before loading");
+        let err = gate
+            .verify_and_load(&dir)
+            .expect_err("glibc must fail to make the stack executable (mprotect PROT_EXEC)");
+        assert!(
+            matches!(err, Error::Load(_)),
+            "expected Error::Load (dlopen could not enable an executable stack), got {err:?}"
+        );
+        assert_host_stack_not_executable("after the refused load");
+        host.assert_still_serves(&gate);
+        assert_host_stack_not_executable("after serving a good plugin");
+    }
 }
 
 // ---- code that runs inside dlopen --------------------------------------------------------------
 
 #[test]
 fn constructors_and_ifunc_resolvers_run_sandboxed() {
-    let host = Host::new();
-    let markers = real(host.tmp.path()).join("escape");
-    std::fs::create_dir_all(&markers).unwrap();
-    let marker = markers.join("marker");
-    let define = format!("\"{}\"", path_str(&marker));
-    let lib = host.build("ctor_escape", "ctorescape", &[("MARKER_PATH", &define)]);
-    let dir = host.install("ctorescape", &lib);
-    let gate = host.gate_with(host.policy());
-    let plugin = gate
-        .verify_and_load(&dir)
-        .expect("a plugin whose constructor fails to escape still loads");
-    let out = plugin.execute(&ctx(json!({}))).unwrap();
-    assert!(out.success, "{out:?}");
-    assert_eq!(out.output["probe"], 42, "the IFUNC must resolve: {out:?}");
-    for (who, file) in [("ctor", "marker-ctor"), ("ifunc", "marker-ifunc")] {
-        assert_eq!(
-            out.output[&format!("{who}_ran")],
-            true,
-            "the {who} never ran: {out:?}"
-        );
-        assert_eq!(
-            out.output[&format!("{who}_errno")],
-            EACCES,
-            "the {who} must have been refused by Landlock: {out:?}"
-        );
-        assert!(
-            !markers.join(file).exists(),
-            "the {who} created {}",
-            markers.join(file).display()
-        );
+    for host in Host::each_mode() {
+        let markers = real(host.tmp.path()).join("escape");
+        std::fs::create_dir_all(&markers).unwrap();
+        let marker = markers.join("marker");
+        let define = format!("\"{}\"", path_str(&marker));
+        let lib = host.build("ctor_escape", "ctorescape", &[("MARKER_PATH", &define)]);
+        let dir = host.install("ctorescape", &lib);
+        let gate = host.gate_with(host.policy());
+        let plugin = gate
+            .verify_and_load(&dir)
+            .expect("a plugin whose constructor fails to escape still loads");
+        let out = plugin.execute(&ctx(json!({}))).unwrap();
+        assert!(out.success, "{out:?}");
+        assert_eq!(out.output["probe"], 42, "the IFUNC must resolve: {out:?}");
+        for (who, file) in [("ctor", "marker-ctor"), ("ifunc", "marker-ifunc")] {
+            assert_eq!(
+                out.output[&format!("{who}_ran")],
+                true,
+                "the {who} never ran: {out:?}"
+            );
+            assert_eq!(
+                out.output[&format!("{who}_errno")],
+                EACCES,
+                "the {who} must have been refused by Landlock: {out:?}"
+            );
+            assert!(
+                !markers.join(file).exists(),
+                "the {who} created {}",
+                markers.join(file).display()
+            );
+        }
+        host.assert_still_serves(&gate);
     }
-    host.assert_still_serves(&gate);
 }
 
 // ---- foreign-architecture syscalls ---------------------------------------------------------------
@@ -718,238 +736,246 @@ fn ia32_syscalls_work(host: &Host) -> bool {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn int_0x80_is_refused_with_eperm_not_a_kill() {
-    let host = Host::new();
-    if !ia32_syscalls_work(&host) {
-        eprintln!("IA-32 emulation is off on this kernel: int 0x80 faults anywhere; skipped");
-        return;
+    for host in Host::each_mode() {
+        if !ia32_syscalls_work(&host) {
+            eprintln!("IA-32 emulation is off on this kernel: int 0x80 faults anywhere; skipped");
+            return;
+        }
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "int80"}));
+        // A foreign-architecture syscall: SECCOMP_RET_KILL_PROCESS would have ended this test
+        // process; the filter must answer ERRNO(EPERM), i.e. eax = -1.
+        assert_eq!(
+            a.value,
+            Some(-1),
+            "int 0x80 getpid must return -EPERM (-1) raw: {a:?}"
+        );
+        assert_denied(&a, "int80", EPERM, "i386 getpid through int 0x80");
+        host.assert_still_serves(&gate);
     }
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "int80"}));
-    // A foreign-architecture syscall: SECCOMP_RET_KILL_PROCESS would have ended this test
-    // process; the filter must answer ERRNO(EPERM), i.e. eax = -1.
-    assert_eq!(
-        a.value,
-        Some(-1),
-        "int 0x80 getpid must return -EPERM (-1) raw: {a:?}"
-    );
-    assert_denied(&a, "int80", EPERM, "i386 getpid through int 0x80");
-    host.assert_still_serves(&gate);
 }
 
 // ---- network (seccomp without a grant, Landlock with one) -----------------------------------------
 
 #[test]
 fn a_tcp_connect_without_a_grant_is_denied() {
-    let host = Host::new();
-    let listener = Listener::open();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(
-        &plugin,
-        json!({"action": "tcp_connect", "port": listener.port()}),
-    );
-    // No network granted: the filter refuses socket() itself.
-    assert_denied(
-        &a,
-        "socket",
-        EPERM,
-        "a TCP connection to a loopback port the host opened",
-    );
-    assert!(
-        !listener.was_connected(),
-        "the host's listener got a connection"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let listener = Listener::open();
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(
+            &plugin,
+            json!({"action": "tcp_connect", "port": listener.port()}),
+        );
+        // No network granted: the filter refuses socket() itself.
+        assert_denied(
+            &a,
+            "socket",
+            EPERM,
+            "a TCP connection to a loopback port the host opened",
+        );
+        assert!(
+            !listener.was_connected(),
+            "the host's listener got a connection"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_udp_send_is_denied() {
-    let host = Host::new();
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let (gate, plugin) = hostile(&host);
-    let a = attempt(&plugin, json!({"action": "udp_send", "port": port}));
-    assert_denied(
-        &a,
-        "socket",
-        EPERM,
-        "a UDP datagram to a loopback port the host bound",
-    );
-    let mut buf = [0u8; 16];
-    match socket.recv_from(&mut buf) {
-        Ok((n, from)) => panic!("the host's UDP socket received {n} bytes from {from}"),
-        Err(e) => assert!(
-            matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-            "recv_from: {e}"
-        ),
+    for host in Host::each_mode() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let (gate, plugin) = hostile(&host);
+        let a = attempt(&plugin, json!({"action": "udp_send", "port": port}));
+        assert_denied(
+            &a,
+            "socket",
+            EPERM,
+            "a UDP datagram to a loopback port the host bound",
+        );
+        let mut buf = [0u8; 16];
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => panic!("the host's UDP socket received {n} bytes from {from}"),
+            Err(e) => assert!(
+                matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+                "recv_from: {e}"
+            ),
+        }
+        host.assert_still_serves(&gate);
     }
-    host.assert_still_serves(&gate);
 }
 
 // ---- grants: what the policy allows of what the manifest requests ---------------------------------
 
 #[test]
 fn a_path_granted_and_requested_is_readable() {
-    let host = Host::new();
-    let (dir, secret) = secret_dir(&host, "granted");
-    let mut policy = host.policy();
-    policy.sandbox.read.push(dir.clone());
-    let (gate, plugin) = hostile_with(&host, policy, json!({"read": [path_str(&dir)]}));
-    let a = attempt(
-        &plugin,
-        json!({"action": "read_file", "path": path_str(&secret)}),
-    );
-    assert_allowed(&a, "reading a file under a granted and requested directory");
-    // Granted from the plugin thread, inherited by its threads.
-    let a = attempt(
-        &plugin,
-        json!({"action": "thread_read", "path": path_str(&secret)}),
-    );
-    assert_allowed(&a, "reading it from a thread the plugin created");
-    // Read is not write.
-    let a = attempt(
-        &plugin,
-        json!({"action": "write_file", "path": path_str(&dir.join("new"))}),
-    );
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "creating a file under a read-only grant",
-    );
-    assert!(
-        !dir.join("new").exists(),
-        "the plugin created a file under a read grant"
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (dir, secret) = secret_dir(&host, "granted");
+        let mut policy = host.policy();
+        policy.sandbox.read.push(dir.clone());
+        let (gate, plugin) = hostile_with(&host, policy, json!({"read": [path_str(&dir)]}));
+        let a = attempt(
+            &plugin,
+            json!({"action": "read_file", "path": path_str(&secret)}),
+        );
+        assert_allowed(&a, "reading a file under a granted and requested directory");
+        // Granted from the plugin thread, inherited by its threads.
+        let a = attempt(
+            &plugin,
+            json!({"action": "thread_read", "path": path_str(&secret)}),
+        );
+        assert_allowed(&a, "reading it from a thread the plugin created");
+        // Read is not write.
+        let a = attempt(
+            &plugin,
+            json!({"action": "write_file", "path": path_str(&dir.join("new"))}),
+        );
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "creating a file under a read-only grant",
+        );
+        assert!(
+            !dir.join("new").exists(),
+            "the plugin created a file under a read grant"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_path_requested_but_not_granted_stays_denied() {
-    let host = Host::new();
-    let (granted, _) = secret_dir(&host, "granted");
-    let (ungranted, secret) = secret_dir(&host, "ungranted");
-    let mut policy = host.policy();
-    policy.sandbox.read.push(granted.clone());
-    let (gate, plugin) = hostile_with(
-        &host,
-        policy,
-        json!({"read": [path_str(&granted), path_str(&ungranted)]}),
-    );
-    let a = attempt(
-        &plugin,
-        json!({"action": "read_file", "path": path_str(&secret)}),
-    );
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "reading a path the manifest requests but the policy does not grant",
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (granted, _) = secret_dir(&host, "granted");
+        let (ungranted, secret) = secret_dir(&host, "ungranted");
+        let mut policy = host.policy();
+        policy.sandbox.read.push(granted.clone());
+        let (gate, plugin) = hostile_with(
+            &host,
+            policy,
+            json!({"read": [path_str(&granted), path_str(&ungranted)]}),
+        );
+        let a = attempt(
+            &plugin,
+            json!({"action": "read_file", "path": path_str(&secret)}),
+        );
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "reading a path the manifest requests but the policy does not grant",
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_path_granted_but_not_requested_stays_denied() {
-    let host = Host::new();
-    let (requested, _) = secret_dir(&host, "requested");
-    let (unrequested, secret) = secret_dir(&host, "unrequested");
-    let mut policy = host.policy();
-    policy.sandbox.read.push(requested.clone());
-    policy.sandbox.read.push(unrequested.clone());
-    let (gate, plugin) = hostile_with(&host, policy, json!({"read": [path_str(&requested)]}));
-    let a = attempt(
-        &plugin,
-        json!({"action": "read_file", "path": path_str(&secret)}),
-    );
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "reading a path the policy grants but the manifest never requested",
-    );
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (requested, _) = secret_dir(&host, "requested");
+        let (unrequested, secret) = secret_dir(&host, "unrequested");
+        let mut policy = host.policy();
+        policy.sandbox.read.push(requested.clone());
+        policy.sandbox.read.push(unrequested.clone());
+        let (gate, plugin) = hostile_with(&host, policy, json!({"read": [path_str(&requested)]}));
+        let a = attempt(
+            &plugin,
+            json!({"action": "read_file", "path": path_str(&secret)}),
+        );
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "reading a path the policy grants but the manifest never requested",
+        );
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_read_write_grant_allows_creating_files_there_only() {
-    let host = Host::new();
-    let (dir, _) = secret_dir(&host, "scratch");
-    let mut policy = host.policy();
-    policy.sandbox.read_write.push(dir.clone());
-    let (gate, plugin) = hostile_with(&host, policy, json!({"read_write": [path_str(&dir)]}));
-    let inside = dir.join("out");
-    let a = attempt(
-        &plugin,
-        json!({"action": "write_file", "path": path_str(&inside)}),
-    );
-    assert_allowed(&a, "creating a file under a read-write grant");
-    assert_eq!(std::fs::read_to_string(&inside).unwrap(), "pwned");
-    let outside = real(host.tmp.path()).join("out");
-    let a = attempt(
-        &plugin,
-        json!({"action": "write_file", "path": path_str(&outside)}),
-    );
-    assert_denied(
-        &a,
-        "open",
-        EACCES,
-        "creating a file next to the granted directory",
-    );
-    assert!(!outside.exists(), "the plugin wrote outside its grant");
-    host.assert_still_serves(&gate);
+    for host in Host::each_mode() {
+        let (dir, _) = secret_dir(&host, "scratch");
+        let mut policy = host.policy();
+        policy.sandbox.read_write.push(dir.clone());
+        let (gate, plugin) = hostile_with(&host, policy, json!({"read_write": [path_str(&dir)]}));
+        let inside = dir.join("out");
+        let a = attempt(
+            &plugin,
+            json!({"action": "write_file", "path": path_str(&inside)}),
+        );
+        assert_allowed(&a, "creating a file under a read-write grant");
+        assert_eq!(std::fs::read_to_string(&inside).unwrap(), "pwned");
+        let outside = real(host.tmp.path()).join("out");
+        let a = attempt(
+            &plugin,
+            json!({"action": "write_file", "path": path_str(&outside)}),
+        );
+        assert_denied(
+            &a,
+            "open",
+            EACCES,
+            "creating a file next to the granted directory",
+        );
+        assert!(!outside.exists(), "the plugin wrote outside its grant");
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
 fn a_granted_tcp_port_connects_and_others_stay_denied() {
-    let host = Host::new();
-    let granted = Listener::open();
-    let other = Listener::open();
-    let mut policy = host.policy();
-    policy.sandbox.connect_tcp.push(granted.port());
-    let (gate, plugin) = hostile_with(&host, policy, json!({"connect_tcp": [granted.port()]}));
+    for host in Host::each_mode() {
+        let granted = Listener::open();
+        let other = Listener::open();
+        let mut policy = host.policy();
+        policy.sandbox.connect_tcp.push(granted.port());
+        let (gate, plugin) = hostile_with(&host, policy, json!({"connect_tcp": [granted.port()]}));
 
-    let a = attempt(
-        &plugin,
-        json!({"action": "tcp_connect", "port": granted.port()}),
-    );
-    assert_allowed(&a, "connecting to the granted TCP port");
-    assert!(
-        granted.was_connected(),
-        "the granted listener saw no connection"
-    );
+        let a = attempt(
+            &plugin,
+            json!({"action": "tcp_connect", "port": granted.port()}),
+        );
+        assert_allowed(&a, "connecting to the granted TCP port");
+        assert!(
+            granted.was_connected(),
+            "the granted listener saw no connection"
+        );
 
-    let a = attempt(
-        &plugin,
-        json!({"action": "tcp_connect", "port": other.port()}),
-    );
-    // TCP is granted, so socket() works; Landlock refuses the connect to another port.
-    assert_denied(
-        &a,
-        "connect",
-        EACCES,
-        "connecting to a TCP port that was not granted",
-    );
-    assert!(
-        !other.was_connected(),
-        "the other listener got a connection"
-    );
+        let a = attempt(
+            &plugin,
+            json!({"action": "tcp_connect", "port": other.port()}),
+        );
+        // TCP is granted, so socket() works; Landlock refuses the connect to another port.
+        assert_denied(
+            &a,
+            "connect",
+            EACCES,
+            "connecting to a TCP port that was not granted",
+        );
+        assert!(
+            !other.was_connected(),
+            "the other listener got a connection"
+        );
 
-    // Landlock governs TCP only; UDP must still be refused by the filter.
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let a = attempt(
-        &plugin,
-        json!({"action": "udp_send", "port": udp.local_addr().unwrap().port()}),
-    );
-    assert_denied(&a, "socket", EPERM, "a UDP socket when only TCP is granted");
-    let mut buf = [0u8; 16];
-    assert!(
-        udp.recv_from(&mut buf).is_err(),
-        "the host's UDP socket received a datagram"
-    );
-    host.assert_still_serves(&gate);
+        // Landlock governs TCP only; UDP must still be refused by the filter.
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let a = attempt(
+            &plugin,
+            json!({"action": "udp_send", "port": udp.local_addr().unwrap().port()}),
+        );
+        assert_denied(&a, "socket", EPERM, "a UDP socket when only TCP is granted");
+        let mut buf = [0u8; 16];
+        assert!(
+            udp.recv_from(&mut buf).is_err(),
+            "the host's UDP socket received a datagram"
+        );
+        host.assert_still_serves(&gate);
+    }
 }
