@@ -74,28 +74,33 @@ pub enum FrameError {
     Trailing(usize),
 }
 
-/// Writes one frame.
+/// Writes one frame (one `write` for small frames: header and payload together).
 pub fn write_frame(w: &mut impl Write, tag: Tag, payload: &[u8]) -> io::Result<()> {
     let len = u32::try_from(payload.len().saturating_add(1))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut header = [0u8; FRAME_OVERHEAD];
-    header[..4].copy_from_slice(&len.to_le_bytes());
-    header[4] = tag as u8;
-    w.write_all(&header)?;
-    w.write_all(payload)?;
+    let mut frame = Vec::with_capacity(payload.len().saturating_add(FRAME_OVERHEAD));
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.push(tag as u8);
+    frame.extend_from_slice(payload);
+    w.write_all(&frame)?;
     w.flush()
 }
 
 /// Reads one frame whose tag and payload together are at most `cap` bytes.
 pub fn read_frame(r: &mut impl Read, cap: usize) -> Result<(Tag, Vec<u8>), FrameError> {
-    let mut len = [0u8; 4];
-    match r.read(&mut len[..1]) {
-        Ok(0) => return Err(FrameError::Closed),
-        Ok(_) => {}
-        Err(e) => return Err(FrameError::Io(e)),
+    let mut header = [0u8; FRAME_OVERHEAD];
+    let mut got = 0;
+    while got < FRAME_OVERHEAD {
+        match r.read(header.get_mut(got..).unwrap_or_default()) {
+            Ok(0) if got == 0 => return Err(FrameError::Closed),
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
     }
-    r.read_exact(&mut len[1..])?;
-    let len = u32::from_le_bytes(len);
+    let [l0, l1, l2, l3, tag] = header;
+    let len = u32::from_le_bytes([l0, l1, l2, l3]);
     let len_usize = usize::try_from(len).map_err(|_| FrameError::TooLarge {
         len: len.into(),
         cap,
@@ -109,9 +114,7 @@ pub fn read_frame(r: &mut impl Read, cap: usize) -> Result<(Tag, Vec<u8>), Frame
     if len_usize == 0 {
         return Err(FrameError::Empty);
     }
-    let mut tag = [0u8; 1];
-    r.read_exact(&mut tag)?;
-    let tag = Tag::from_byte(tag[0]).ok_or(FrameError::UnknownTag(tag[0]))?;
+    let tag = Tag::from_byte(tag).ok_or(FrameError::UnknownTag(tag))?;
     let mut payload = vec![0u8; len_usize - 1];
     r.read_exact(&mut payload)?;
     Ok((tag, payload))
@@ -154,8 +157,12 @@ mod tests {
             Err(FrameError::TooLarge { .. })
         ));
         assert!(matches!(
-            decode_frame(&[0, 0, 0, 0], 64),
+            decode_frame(&[0, 0, 0, 0, 1], 64),
             Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            decode_frame(&[0, 0, 0], 64),
+            Err(FrameError::Io(_))
         ));
         assert!(matches!(
             decode_frame(&[1, 0, 0, 0, 99], 64),
