@@ -12,6 +12,13 @@ use crate::error::Error;
 use crate::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
 use crate::verify::{Bundle, Verified};
 
+/// The ELF hardening policy (the policy file's `elf` section). Every knob has a strict
+/// default that a default Rust `cdylib` passes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ElfPolicy {}
+
 /// What inspection found about a library that passed it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]

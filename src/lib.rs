@@ -41,6 +41,7 @@ pub mod sealed;
 pub mod seccomp;
 pub mod sign;
 pub mod signature;
+pub mod trust;
 pub mod verify;
 pub mod worker;
 

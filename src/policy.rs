@@ -144,6 +144,11 @@ pub struct Policy {
     /// The worker executable for process isolation; found beside the host executable
     /// when unset (see [`crate::worker::find_worker`]).
     pub worker: Option<PathBuf>,
+    /// ELF hardening checks applied before any `dlopen` (the `elf` section).
+    pub elf: crate::inspect::ElfPolicy,
+    /// Signer rules, revocation, rollback and expiry (`signers`, `revoked_keys`,
+    /// `state_dir`, `min_versions`, `expiry`).
+    pub trust: crate::trust::TrustPolicy,
 }
 
 impl Default for Policy {
@@ -157,6 +162,8 @@ impl Default for Policy {
             limits: Limits::default(),
             sandbox: SandboxPolicy::default(),
             worker: None,
+            elf: crate::inspect::ElfPolicy::default(),
+            trust: crate::trust::TrustPolicy::default(),
         }
     }
 }
@@ -213,6 +220,18 @@ struct PolicyWire {
     sandbox: SandboxWire,
     #[serde(default)]
     worker: Option<PathBuf>,
+    #[serde(default)]
+    elf: crate::inspect::ElfPolicy,
+    #[serde(default)]
+    signers: Option<Vec<crate::trust::SignerRuleWire>>,
+    #[serde(default)]
+    revoked_keys: Vec<String>,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    min_versions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    expiry: crate::trust::ExpiryWire,
 }
 
 #[derive(Deserialize, Default)]
@@ -377,6 +396,14 @@ impl Policy {
                 require: wire.sandbox.require,
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
+            elf: wire.elf,
+            trust: crate::trust::TrustPolicy::from_wire(
+                wire.signers,
+                wire.revoked_keys,
+                wire.state_dir.map(|p| resolve(base_dir, p)),
+                wire.min_versions,
+                wire.expiry,
+            )?,
         })
     }
 }
