@@ -474,6 +474,19 @@ fn close_other_fds() -> io::Result<()> {
     }
 }
 
+/// Puts the default action back for SIGSEGV and SIGBUS. Rust's runtime installs handlers for
+/// them (stack-overflow detection) that, for any other fault, restore the default with
+/// `rt_sigaction` and return to fault again; the sandbox denies `rt_sigaction`, so the
+/// worker would spin forever on a plugin's segfault instead of dying with SIGSEGV.
+#[allow(unsafe_code)]
+fn default_fault_signals() {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: installing SIG_DFL for a signal is async-signal-safe and touches no
+        // Rust state; the worker is still single-threaded here.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
 fn set_limits(init: &Init) -> io::Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let set = |r, v: u64| {
@@ -543,6 +556,7 @@ fn run_worker() -> Result<(), u8> {
             },
         ));
     }
+    default_fault_signals();
     let namespaces = try_namespaces(!init.plan.connect_tcp().is_empty());
     let library = match SealedFile::from_inherited(memfd) {
         Ok(l) => l,

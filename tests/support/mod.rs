@@ -174,3 +174,33 @@ pub fn ctx(input: serde_json::Value) -> PluginContext {
     }
     c
 }
+
+impl Host {
+    /// [`Host::policy`] with process isolation and the worker cargo built for these tests.
+    pub fn process_policy(&self) -> Policy {
+        let mut p = self.policy();
+        p.isolation = Isolation::Process;
+        p.worker = Some(PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker")));
+        p
+    }
+
+    /// A gate over [`Host::process_policy`].
+    pub fn process_gate(&self) -> Gate {
+        self.gate_with(self.process_policy())
+    }
+}
+
+/// Whether `pid` is (still) a child of this process: `/proc/<pid>/stat` exists and its
+/// parent-pid field is ours. A reaped worker fails this even if its pid was reused.
+pub fn is_our_child(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the
+    // last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let ppid = rest.split_whitespace().nth(1);
+    ppid == Some(std::process::id().to_string().as_str())
+}

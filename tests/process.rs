@@ -1,0 +1,552 @@
+//! Process isolation under fire: plugins that crash, abort, panic across the FFI boundary,
+//! hang, exhaust memory, fork, exhaust descriptors, return a huge string or look for the
+//! host's symbols. Each fault must end (or be contained in) the worker, never the host:
+//! every test asserts the exact fault, how long it took, that a dead worker is reaped (its
+//! pid is no longer a child of ours), that the handle is then `Poisoned`, and that the same
+//! host still verifies, loads and runs a good plugin.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skillgate::error::Error;
+use skillgate::ffi::FaultError;
+use skillgate::policy::Policy;
+use skillgate::{Gate, Isolation, LoadedPlugin, PluginResult};
+use support::{Host, ctx, is_our_child};
+
+/// Generous bound for a fault that should be noticed at once (a crash, a refused call):
+/// the tests run in parallel on a shared machine.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// The call timeout of the tests where a crash is expected: well above [`PROMPT`]'s needs
+/// for a crash, and short enough that a worker which fails to die (e.g. one spinning in a
+/// fault handler) shows up as a `Timeout` within seconds rather than after the default 30 s.
+const CRASH_TIMEOUT_MS: u64 = 5_000;
+
+/// [`Host::process_gate`] with [`CRASH_TIMEOUT_MS`].
+fn crash_gate(host: &Host) -> Gate {
+    let mut policy = host.process_policy();
+    policy.limits.call_timeout_ms = CRASH_TIMEOUT_MS;
+    host.gate_with(policy)
+}
+
+/// Builds `faulty.c` as plugin `name`, installs and signs it.
+fn faulty(host: &Host, name: &str) -> PathBuf {
+    host.plugin("faulty", name)
+}
+
+/// Loads `dir` through `gate` in process mode and returns the plugin and its worker pid.
+fn load(gate: &Gate, dir: &Path) -> (LoadedPlugin, u32) {
+    let plugin = gate.verify_and_load(dir).unwrap();
+    assert_eq!(plugin.isolation(), Isolation::Process);
+    let pid = plugin
+        .worker_pid()
+        .expect("a process-mode plugin has a worker");
+    assert!(
+        is_our_child(pid),
+        "worker {pid} must be our child while it runs"
+    );
+    (plugin, pid)
+}
+
+/// Runs `action` once and times it (printed with `--nocapture`).
+fn act(plugin: &LoadedPlugin, action: &str) -> (Result<PluginResult, Error>, Duration) {
+    let started = Instant::now();
+    let result = plugin.execute(&ctx(serde_json::json!({ "action": action })));
+    let took = started.elapsed();
+    let shown = match &result {
+        Ok(r) => format!(
+            "Ok({})",
+            serde_json::Value::from(
+                r.output
+                    .clone()
+                    .into_iter()
+                    .collect::<serde_json::Map<_, _>>()
+            )
+        ),
+        Err(e) => format!("Err({e:?})"),
+    };
+    eprintln!(
+        "{action}: {} after {took:?}",
+        shown.chars().take(200).collect::<String>()
+    );
+    (result, took)
+}
+
+/// The fault a failed call returned.
+fn fault(result: Result<PluginResult, Error>) -> FaultError {
+    match result {
+        Err(Error::Fault(f)) => f,
+        other => panic!("expected Error::Fault, got {other:?}"),
+    }
+}
+
+/// After a fault that ended the worker: it is gone (reaped, not a child of ours any more),
+/// the handle has no worker and refuses every later call with `Poisoned`, promptly.
+fn assert_worker_ended(plugin: &LoadedPlugin, pid: u32) {
+    assert!(
+        !is_our_child(pid),
+        "worker {pid} must be dead and reaped after the fault"
+    );
+    assert_eq!(plugin.worker_pid(), None);
+    for _ in 0..2 {
+        let (result, took) = act(plugin, "ok");
+        assert!(
+            matches!(fault(result), FaultError::Poisoned),
+            "every later call is Poisoned"
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "Poisoned is immediate: {took:?}"
+        );
+    }
+    assert!(!is_our_child(pid), "no call restarts the worker");
+}
+
+/// After a fault the worker survives: same pid, still our child, and it still serves.
+fn assert_worker_survives(plugin: &LoadedPlugin, pid: u32) {
+    assert_eq!(plugin.worker_pid(), Some(pid));
+    assert!(is_our_child(pid));
+    let (result, _) = act(plugin, "ok");
+    let out = result.expect("the worker still serves calls");
+    assert_eq!(out.output["action"], "ok");
+    assert_eq!(out.output["echo"]["input"]["action"], "ok");
+    assert_eq!(plugin.worker_pid(), Some(pid));
+}
+
+/// One fault that must kill the worker with `signal`.
+fn crash_case(action: &str, signal: i32) {
+    let host = Host::new();
+    let gate = crash_gate(&host);
+    let (plugin, pid) = load(&gate, &faulty(&host, action));
+    let (result, took) = act(&plugin, action);
+    let f = fault(result);
+    assert!(
+        matches!(f, FaultError::Crashed { signal: Some(s), code: None } if s == signal),
+        "{action}: expected Crashed by signal {signal}, got {f:?}"
+    );
+    assert!(f.ends_worker());
+    assert!(took < PROMPT, "{action}: noticed after {took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn the_faulty_plugin_behaves_when_asked_to() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    let (plugin, pid) = load(&gate, &faulty(&host, "polite"));
+    for _ in 0..3 {
+        assert_worker_survives(&plugin, pid);
+    }
+}
+
+#[test]
+fn a_segfault_kills_the_worker_with_sigsegv_and_the_host_survives() {
+    crash_case("segfault", libc::SIGSEGV);
+}
+
+#[test]
+fn an_abort_kills_the_worker_with_sigabrt_and_the_host_survives() {
+    crash_case("abort", libc::SIGABRT);
+}
+
+#[test]
+fn a_rust_panic_across_the_ffi_boundary_aborts_the_worker_only() {
+    let host = Host::new();
+    let lib = support::build::build_rust_plugin(
+        &support::build::repo_root().join("tests/plugins/rust_panic.rs"),
+        &host.build_dir.join("rust-panic/librust-panic.so"),
+    );
+    let dir = host.install("rust-panic", &lib);
+    let gate = crash_gate(&host);
+    let (plugin, pid) = load(&gate, &dir);
+    assert_eq!(plugin.metadata().name, "rust-panic");
+    let started = Instant::now();
+    let f = fault(plugin.execute(&ctx(serde_json::json!({"x": 1}))));
+    let took = started.elapsed();
+    // The panic cannot unwind out of `extern "C"`: Rust aborts the process (SIGABRT).
+    assert!(
+        matches!(
+            f,
+            FaultError::Crashed {
+                signal: Some(libc::SIGABRT),
+                code: None
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn an_infinite_loop_times_out_and_the_worker_is_killed() {
+    let host = Host::new();
+    let mut policy = host.process_policy();
+    policy.limits.call_timeout_ms = 500;
+    let gate = host.gate_with(policy);
+    let (plugin, pid) = load(&gate, &faulty(&host, "spinner"));
+    let (result, took) = act(&plugin, "loop");
+    let f = fault(result);
+    assert!(
+        matches!(f, FaultError::Timeout { timeout_ms: 500 }),
+        "{f:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "the deadline is 500 ms; took {took:?}"
+    );
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn an_infinite_loop_hits_the_cpu_limit_before_a_long_timeout() {
+    let host = Host::new();
+    let mut policy = host.process_policy();
+    policy.limits.cpu_seconds = 1;
+    policy.limits.call_timeout_ms = 20_000;
+    let gate = host.gate_with(policy);
+    let (plugin, pid) = load(&gate, &faulty(&host, "cpu-hog"));
+    let (result, took) = act(&plugin, "loop");
+    let f = fault(result);
+    // The worker sets RLIMIT_CPU soft = hard = 1 s. Observed: SIGKILL, not SIGXCPU — the
+    // kernel checks the hard limit first and, when both are reached at once, sends SIGKILL.
+    // The timing (1 s of CPU, about 1-2 s of wall time here, far below the 20 s deadline)
+    // tells it apart from the host's own timeout kill, which is reported as `Timeout`.
+    assert!(
+        matches!(
+            f,
+            FaultError::Crashed {
+                signal: Some(libc::SIGKILL),
+                code: None
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(
+        took < PROMPT,
+        "1 s of CPU, far from the 20 s timeout; took {took:?}"
+    );
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_address_space_limit() {
+    let host = Host::new();
+    let mut policy = host.process_policy();
+    policy.limits.memory_bytes = 256 * 1024 * 1024;
+    let gate = host.gate_with(policy);
+    let (plugin, pid) = load(&gate, &faulty(&host, "bomber"));
+    let (result, took) = act(&plugin, "memory_bomb");
+    let f = fault(result);
+    // Observed: RLIMIT_AS makes malloc return NULL after a few 64 MiB chunks (the kernel
+    // refuses the mmap, so nothing is OOM-killed), and the plugin then returns NULL, which
+    // the worker reports as a NullResult. That fault does not end the worker: it keeps
+    // running inside its 256 MiB (the chunks stay leaked) and serves the next call.
+    assert!(matches!(f, FaultError::NullResult { .. }), "{f:?}");
+    assert!(!f.ends_worker());
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_survives(&plugin, pid);
+    // A second bomb finds the limit at once (the chunks of the first one are still held).
+    let (result, took) = act(&plugin, "memory_bomb");
+    assert!(matches!(fault(result), FaultError::NullResult { .. }));
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_survives(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_memory_bomb_that_writes_through_null_kills_the_worker() {
+    let host = Host::new();
+    let mut policy = host.process_policy();
+    policy.limits.memory_bytes = 256 * 1024 * 1024;
+    policy.limits.call_timeout_ms = CRASH_TIMEOUT_MS;
+    let gate = host.gate_with(policy);
+    let (plugin, pid) = load(&gate, &faulty(&host, "careless"));
+    let (result, took) = act(&plugin, "memory_touch");
+    let f = fault(result);
+    assert!(
+        matches!(
+            f,
+            FaultError::Crashed {
+                signal: Some(libc::SIGSEGV),
+                code: None
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_fork_bomb_forks_nothing() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    let (plugin, pid) = load(&gate, &faulty(&host, "forker"));
+    let (result, took) = act(&plugin, "fork_bomb");
+    let out = result.expect("the call itself succeeds");
+    assert_eq!(out.output["forks"], 0, "{:?}", out.output);
+    // seccomp refuses clone without CLONE_THREAD with EPERM.
+    assert_eq!(out.output["errno"], libc::EPERM, "{:?}", out.output);
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_survives(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn descriptor_exhaustion_stops_at_the_worker_limit() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    let (plugin, pid) = load(&gate, &faulty(&host, "fd-eater"));
+    let (result, took) = act(&plugin, "fd_exhaust");
+    let out = result.expect("the call itself succeeds");
+    let o = &out.output;
+    // dup is not on the seccomp allowlist: refused at once with EPERM.
+    assert_eq!(o["dup"], 0, "{o:?}");
+    assert_eq!(o["dup_errno"], libc::EPERM, "{o:?}");
+    // fcntl(F_DUPFD) is allowed and runs into RLIMIT_NOFILE = 64 (two or three descriptors
+    // are already open: the sealed library and the channel).
+    let n = o["fcntl"].as_i64().unwrap();
+    assert!((1..=64).contains(&n), "{o:?}");
+    assert_eq!(o["fcntl_errno"], libc::EMFILE, "{o:?}");
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_survives(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_256_mib_result_is_refused_by_the_output_limit() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    assert_eq!(gate.policy().limits.output_bytes, 1024 * 1024);
+    let (plugin, pid) = load(&gate, &faulty(&host, "flooder"));
+    let (result, took) = act(&plugin, "huge");
+    let f = fault(result);
+    assert!(
+        matches!(
+            f,
+            FaultError::OutputTooLarge {
+                limit: 1_048_576,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(took < PROMPT, "{took:?}");
+    // The worker read at most the limit and said so; it is still healthy.
+    assert_worker_survives(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn the_plugin_finds_none_of_the_hosts_symbols() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    let (plugin, pid) = load(&gate, &faulty(&host, "prober"));
+    let (result, took) = act(&plugin, "host_symbol");
+    let out = result.expect("the call itself succeeds");
+    assert_eq!(
+        out.output["found"],
+        serde_json::json!([]),
+        "{:?}",
+        out.output
+    );
+    assert_eq!(
+        out.output["control"], true,
+        "dlsym itself works: {:?}",
+        out.output
+    );
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_survives(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn dropping_a_plugin_kills_and_reaps_its_worker() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    let dir = faulty(&host, "dropped");
+    // An idle worker.
+    let (plugin, pid) = load(&gate, &dir);
+    assert_worker_survives(&plugin, pid);
+    let started = Instant::now();
+    drop(plugin);
+    assert!(started.elapsed() < PROMPT);
+    assert!(!is_our_child(pid), "worker {pid} must be reaped by drop");
+
+    // The last handle is dropped on another thread, right after a call there timed out
+    // (our `drop` below only releases one reference): nothing is left behind either.
+    let mut policy = host.process_policy();
+    policy.limits.call_timeout_ms = 300;
+    let gate = host.gate_with(policy);
+    let (plugin, pid) = load(&gate, &dir);
+    let plugin = Arc::new(plugin);
+    let caller = {
+        let plugin = Arc::clone(&plugin);
+        std::thread::spawn(move || act(&plugin, "loop").0)
+    };
+    drop(plugin);
+    assert!(matches!(
+        fault(caller.join().unwrap()),
+        FaultError::Timeout { .. }
+    ));
+    assert!(!is_our_child(pid), "worker {pid} must be reaped");
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn calls_from_16_threads_never_overlap_in_the_worker() {
+    let host = Host::new();
+    let gate = host.process_gate();
+    let dir = host.plugin("counter", "counter");
+    let (plugin, pid) = load(&gate, &dir);
+    let plugin = Arc::new(plugin);
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let plugin = Arc::clone(&plugin);
+            std::thread::spawn(move || {
+                let mut max = 0;
+                for _ in 0..8 {
+                    let out = plugin.execute(&ctx(serde_json::json!({}))).unwrap();
+                    max = max.max(out.output["max_active"].as_u64().unwrap());
+                }
+                max
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 1, "two calls ran in the worker at once");
+    }
+    let out = plugin.execute(&ctx(serde_json::json!({}))).unwrap();
+    assert_eq!(out.output["calls"], 16 * 8 + 1);
+    assert_eq!(out.output["max_active"], 1);
+    assert_eq!(
+        plugin.worker_pid(),
+        Some(pid),
+        "one worker served every call"
+    );
+}
+
+/// One gate, two plugins: a crash in one plugin's worker does not disturb the other's.
+#[test]
+fn a_crash_in_one_worker_leaves_other_workers_alone() {
+    let host = Host::new();
+    let gate = crash_gate(&host);
+    let (bystander, bystander_pid) = load(&gate, &faulty(&host, "bystander"));
+    let (victim, victim_pid) = load(&gate, &faulty(&host, "victim"));
+    assert_ne!(bystander_pid, victim_pid);
+    let f = fault(act(&victim, "segfault").0);
+    assert!(matches!(f, FaultError::Crashed { .. }), "{f:?}");
+    assert_worker_ended(&victim, victim_pid);
+    assert_worker_survives(&bystander, bystander_pid);
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line.
+
+fn skillgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skillgate"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn policy_file(host: &Host, name: &str, json: &str) -> PathBuf {
+    let path = host.tmp.path().join(name);
+    std::fs::write(&path, json).unwrap();
+    // It parses into what the test means.
+    let p = Policy::from_file(&path).unwrap();
+    assert_eq!(p.trusted_roots, vec![host.root.clone()]);
+    path
+}
+
+#[test]
+fn the_cli_exits_3_for_a_segfault_in_process_mode() {
+    let host = Host::new();
+    let dir = faulty(&host, "cli-crash");
+    let worker = env!("CARGO_BIN_EXE_skillgate-worker");
+    let with_worker = policy_file(
+        &host,
+        "process.json",
+        &format!(
+            r#"{{"trusted_roots":["root"],"keys":"keys","isolation":"process","worker":{},"limits":{{"call_timeout_ms":{CRASH_TIMEOUT_MS}}}}}"#,
+            serde_json::to_string(worker).unwrap()
+        ),
+    );
+    // Without "worker": the CLI finds skillgate-worker next to itself.
+    let beside = policy_file(
+        &host,
+        "process-beside.json",
+        &format!(
+            r#"{{"trusted_roots":["root"],"keys":"keys","isolation":"process","limits":{{"call_timeout_ms":{CRASH_TIMEOUT_MS}}}}}"#
+        ),
+    );
+    for policy in [&with_worker, &beside] {
+        let ok = skillgate(&[
+            "run",
+            s(&dir),
+            "--policy",
+            s(policy),
+            "--input",
+            r#"{"action":"ok"}"#,
+        ]);
+        assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+
+        let started = Instant::now();
+        let out = skillgate(&[
+            "run",
+            s(&dir),
+            "--policy",
+            s(policy),
+            "--input",
+            r#"{"action":"segfault"}"#,
+        ]);
+        assert!(started.elapsed() < PROMPT);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(
+            err.starts_with("skillgate: ") && err.contains("SIGSEGV"),
+            "the reason is on stderr: {err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn the_cli_exits_3_for_a_null_result_in_thread_mode() {
+    let host = Host::new();
+    let dir = host.plugin("result_null", "cli-null");
+    let policy = policy_file(
+        &host,
+        "thread.json",
+        r#"{"trusted_roots":["root"],"keys":"keys","isolation":"thread"}"#,
+    );
+    let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("skillgate: ") && err.contains("returned NULL"),
+        "{err}"
+    );
+}
