@@ -550,3 +550,80 @@ fn the_cli_exits_3_for_a_null_result_in_thread_mode() {
         "{err}"
     );
 }
+
+/// Process ids whose parent is `ppid`.
+fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent pid is the second field after the parenthesised command name.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        if after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            == Some(ppid)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_worker_outlives_a_killed_host() {
+    let host = Host::new();
+    let dir = faulty(&host, "orphan");
+    let policy = policy_file(
+        &host,
+        "orphan.json",
+        r#"{"trusted_roots":["root"],"keys":"keys","isolation":"process","limits":{"call_timeout_ms":60000}}"#,
+    );
+    // The host (a `skillgate run` process) loads the plugin, whose call then spins.
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_skillgate"))
+        .args([
+            "run",
+            s(&dir),
+            "--policy",
+            s(&policy),
+            "--input",
+            r#"{"action":"loop"}"#,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_pid = cli.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let worker = loop {
+        if let Some(w) = children_of(host_pid).first().copied() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "the host never started a worker");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Kill the host outright: no destructor runs, only the worker's parent-death signal.
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{worker}")).exists() {
+        let stat = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
+        // A zombie reparented to init counts as gone once init reaps it; a running worker does not.
+        if stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker {worker} outlived its host"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
