@@ -28,6 +28,8 @@ pub mod compat;
 pub mod error;
 pub mod executor;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod inspect;
 pub mod keys;

@@ -1,0 +1,159 @@
+//! One entry point per parser, shared by the cargo-fuzz targets in `fuzz/` and the corpus
+//! replay in `tests/fuzz_corpus.rs`. Not part of the public API.
+//!
+//! Every function takes bytes an attacker controls (a plugin author, a plugin, a worker, or
+//! whoever can write a host's policy or key files) and must return, never panic. Results are
+//! discarded: the fuzzer looks for panics, hangs and memory blow-ups; the replay test checks
+//! the same inputs on stable in plain `cargo test`.
+
+use std::path::Path;
+
+use crate::keys::{PublicKey, SecretKey, TrustStore};
+use crate::signature::{SignatureFile, sign_manifest, verify_manifest};
+
+/// `plugin.json` as if its signature had verified.
+pub fn manifest(data: &[u8]) {
+    let _ = crate::manifest::fuzz_parse(data);
+}
+
+/// `plugin.json.sig`.
+pub fn signature_file(data: &[u8]) {
+    if let Ok(file) = SignatureFile::parse(data) {
+        // What parses must serialize and parse back to the same entries.
+        let again = SignatureFile::parse(file.to_json_pretty().as_bytes());
+        assert!(again.is_ok_and(|a| a.entries().len() == file.entries().len()));
+    }
+}
+
+/// A minisign-format public key file.
+pub fn public_key(data: &[u8]) {
+    if let Ok(key) = PublicKey::parse_minisign(data) {
+        let again = PublicKey::parse_minisign(key.to_minisign_string().as_bytes());
+        assert!(again.is_ok_and(|k| k.id() == key.id()));
+    }
+}
+
+/// A minisign-format secret key file.
+pub fn secret_key(data: &[u8]) {
+    if let Ok(key) = SecretKey::parse_minisign(data) {
+        let again = SecretKey::parse_minisign(key.to_minisign_string_unencrypted().as_bytes());
+        assert!(again.is_ok_and(|k| k.id() == key.id()));
+    }
+}
+
+/// A host policy file.
+pub fn policy(data: &[u8]) {
+    let _ = crate::policy::Policy::from_json(data, Path::new("/etc/skillgate"));
+}
+
+/// What a plugin returns from `vtcode_plugin_execute`: bytes up to a NUL (or none),
+/// read with the bounded copy, then UTF-8, then `PluginResult`.
+pub fn ffi_result(data: &[u8]) {
+    let mut buffer = data.to_vec();
+    buffer.push(0);
+    let limit = data.len() / 2 + 1;
+    #[allow(unsafe_code)]
+    // SAFETY: `buffer` is NUL-terminated and outlives the call.
+    let copied = unsafe {
+        crate::ffi::copy_bounded(buffer.as_ptr().cast(), limit, crate::ffi::SYMBOL_EXECUTE)
+    };
+    if let Ok(bytes) = copied {
+        let _ = crate::ffi::decode_result(&bytes);
+    }
+}
+
+/// A frame from a (possibly hostile) worker.
+pub fn ipc_frame(data: &[u8]) {
+    let _ = crate::protocol::decode_frame(data, 1 << 20);
+}
+
+/// ELF bytes given to the inspector.
+pub fn elf(data: &[u8]) {
+    let _ = crate::inspect::inspect_bytes(data);
+}
+
+/// The fixed key of the structured target: the fuzzer varies manifests, not keys. It is a
+/// test key, trusted nowhere.
+const FUZZ_SECRET_KEY: &str = "untrusted comment: skillgate fuzzing key (trusted nowhere)\nRWQAAEIyAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAx2jNzW3fpbgFBGrYN2osb9pfRvEzLXI28pi3sa2I89Jnv5bdvW5mXjNkjNYlU/neBYY0btdYVx5ziKWvyt7H8KucvvNuTgqiNE3HvF0LeYr48GN6ndiwRcp46R6LEbzZldmJb/0MH+o=\n";
+
+fn fixed_key() -> Option<SecretKey> {
+    SecretKey::parse_minisign(FUZZ_SECRET_KEY.as_bytes()).ok()
+}
+
+/// A manifest the structured target builds from arbitrary fields.
+#[derive(Debug, Clone)]
+pub struct ManifestFields {
+    /// Plugin name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Semver triple.
+    pub version: (u64, u64, u64),
+    /// Author.
+    pub author: Option<String>,
+    /// Files: path, size, digest byte.
+    pub files: Vec<(String, u64, u8)>,
+    /// Which byte of the signed manifest to change, and how.
+    pub flip: (usize, u8),
+}
+
+/// Serializes a manifest, signs it, verifies and parses it back: it must round-trip
+/// exactly, and any single-byte change must be refused by the signature check.
+pub fn signed_roundtrip(fields: &ManifestFields) {
+    let mut files: Vec<serde_json::Value> = fields
+        .files
+        .iter()
+        .map(|(path, size, d)| serde_json::json!({"path": path, "sha256": format!("{:02x}", d).repeat(32), "size": size}))
+        .collect();
+    files.push(serde_json::json!({
+        "path": crate::manifest::library_filename(&fields.name),
+        "sha256": "00".repeat(32),
+        "size": 1,
+    }));
+    let (a, b, c) = fields.version;
+    let manifest = serde_json::json!({
+        "name": fields.name,
+        "description": fields.description,
+        "version": format!("{a}.{b}.{c}"),
+        "author": fields.author,
+        "abi_version": 1,
+        "files": files,
+    });
+    let Ok(bytes) = serde_json::to_vec_pretty(&manifest) else {
+        return;
+    };
+    let Some(key) = fixed_key() else {
+        panic!("the fuzzing key must parse")
+    };
+    let Ok(trust) = TrustStore::from_keys([key.public()]) else {
+        return;
+    };
+    let (id, sig) = sign_manifest(&bytes, &key);
+    let mut sigfile = SignatureFile::new();
+    if sigfile.add_or_replace(id, sig).is_err() {
+        return;
+    }
+    let sig_bytes = sigfile.to_json_pretty().into_bytes();
+    let authentic = verify_manifest(bytes.clone(), Some(&sig_bytes), &trust);
+    let authentic = match authentic {
+        Ok(a) => a,
+        Err(e) => panic!("a freshly signed manifest must verify: {e}"),
+    };
+    assert_eq!(authentic.bytes(), &bytes[..]);
+    if let Ok(parsed) = crate::manifest::Manifest::parse(&authentic, usize::MAX) {
+        assert_eq!(parsed.name(), fields.name);
+        assert_eq!(parsed.metadata().description, fields.description);
+        assert_eq!(parsed.version(), &semver::Version::new(a, b, c));
+    }
+    let (at, delta) = fields.flip;
+    if delta != 0 && !bytes.is_empty() {
+        let mut changed = bytes.clone();
+        if let Some(byte) = changed.get_mut(at % bytes.len()) {
+            *byte ^= delta;
+        }
+        assert!(
+            verify_manifest(changed, Some(&sig_bytes), &trust).is_err(),
+            "a changed manifest verified"
+        );
+    }
+}
