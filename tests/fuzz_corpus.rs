@@ -9,7 +9,9 @@ use skillgate::fuzzing;
 
 /// Every fuzz target and the entry point it calls; the structured target is replayed by
 /// decoding its bytes the way `arbitrary` would not, so it gets a fixed set of cases below.
-const TARGETS: [(&str, fn(&[u8])); 8] = [
+type Entry = fn(&[u8]);
+
+const TARGETS: [(&str, Entry); 8] = [
     ("manifest", fuzzing::manifest),
     ("signature_file", fuzzing::signature_file),
     ("public_key", fuzzing::public_key),
@@ -21,7 +23,10 @@ const TARGETS: [(&str, fn(&[u8])); 8] = [
 ];
 
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind).join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join(kind)
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -48,9 +53,25 @@ fn every_seed_and_regression_input_replays_without_panic() {
 
 #[test]
 fn seeds_are_valid_inputs_where_they_should_be() {
-    let read = |t: &str, f: &str| std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(t).join(f)).unwrap();
-    assert!(skillgate::manifest::fuzz_parse(&read("manifest", "seed-signed-manifest.json")).is_ok());
-    assert!(skillgate::signature::SignatureFile::parse(&read("signature_file", "seed-one-signature.json")).is_ok());
+    let read = |t: &str, f: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/seeds")
+                .join(t)
+                .join(f),
+        )
+        .unwrap()
+    };
+    assert!(
+        skillgate::manifest::fuzz_parse(&read("manifest", "seed-signed-manifest.json")).is_ok()
+    );
+    assert!(
+        skillgate::signature::SignatureFile::parse(&read(
+            "signature_file",
+            "seed-one-signature.json"
+        ))
+        .is_ok()
+    );
     assert!(skillgate::PublicKey::parse_minisign(&read("public_key", "seed-minisign.pub")).is_ok());
     assert!(skillgate::protocol::decode_frame(&read("ipc_frame", "seed-output"), 1 << 20).is_ok());
     assert!(skillgate::ffi::decode_result(&read("ffi_result", "seed-result.json")).is_ok());
@@ -70,9 +91,15 @@ fn the_structured_target_round_trips_and_refuses_every_flip() {
     fuzzing::signed_roundtrip(&base);
     for at in [0, 1, 17, 100, 10_000] {
         for delta in [1u8, 0x80, 0xff] {
-            fuzzing::signed_roundtrip(&fuzzing::ManifestFields { flip: (at, delta), ..base.clone() });
+            fuzzing::signed_roundtrip(&fuzzing::ManifestFields {
+                flip: (at, delta),
+                ..base.clone()
+            });
         }
     }
     // Names the manifest parser refuses still sign and verify; only parsing fails.
-    fuzzing::signed_roundtrip(&fuzzing::ManifestFields { name: "../x\u{0}".into(), ..base });
+    fuzzing::signed_roundtrip(&fuzzing::ManifestFields {
+        name: "../x\u{0}".into(),
+        ..base
+    });
 }
