@@ -8,6 +8,8 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v minisign >/dev/null || need+=(minisign)
 command -v python3 >/dev/null || need+=(python3)
 command -v mkfifo >/dev/null || need+=(coreutils)
+command -v checksec >/dev/null || need+=(checksec)
+[ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -13,6 +13,7 @@ use crate::manifest::ManifestError;
 use crate::policy::PolicyError;
 use crate::sandbox::SandboxError;
 use crate::signature::SignatureError;
+use crate::trust::TrustError;
 use crate::verify::IntegrityError;
 
 /// Any failure on the way from a path to a plugin result.
@@ -31,6 +32,10 @@ pub enum Error {
     /// The manifest's signatures did not establish trust.
     #[error("signature: {0}")]
     Signature(#[from] SignatureError),
+    /// The signers, expiry or version of an authentic manifest break the trust policy
+    /// (signer rules, revocation, expiry, minimum version, rollback).
+    #[error("trust: {0}")]
+    Trust(#[from] TrustError),
     /// The signed manifest is malformed or breaks a rule.
     #[error("manifest: {0}")]
     Manifest(#[from] ManifestError),

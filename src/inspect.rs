@@ -3,43 +3,329 @@
 //! `dlopen` runs code: constructors, IFUNC resolvers, and whatever the dynamic loader is
 //! told to do by the file's headers. So the library is examined as data first, from the
 //! sealed bytes that passed verification, and refused unless it is a shared object for
-//! this host that defines the plugin ABI's exports as ordinary global functions. A plugin
-//! refused here has had none of its code run.
+//! this host that defines the plugin ABI's exports as ordinary global functions and is
+//! built the way the [`ElfPolicy`] asks (non-executable stack, full RELRO, no text
+//! relocations, no search paths, known dependencies, …). A plugin refused here has had none
+//! of its code run.
+//!
+//! Every check reads what the dynamic loader reads: the ELF header, the program headers and
+//! the dynamic section they point at. Section headers are never consulted: the loader
+//! ignores them, so they can say anything. To make that a property rather than a habit,
+//! the section-header fields of the ELF header are zeroed in a private copy before goblin
+//! parses it.
+//!
+//! The import deny list is evidence, not a sandbox: a plugin can reach any function through
+//! `dlsym`, a raw `syscall` instruction or a hand-written stub. It catches the honest
+//! mistake and makes the dishonest one deliberate; the sandbox is what stops it.
 
-use goblin::elf::{Elf, header, program_header, sym};
+use goblin::container::{Container, Ctx, Endian};
+use goblin::elf::{Elf, ProgramHeader, dynamic, header, program_header, reloc, sym};
 
 use crate::error::Error;
 use crate::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
 use crate::verify::{Bundle, Verified};
 
+/// How much RELRO a library has, weakest first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Relro {
+    /// No `PT_GNU_RELRO`: relocated data (GOT included) stays writable.
+    None,
+    /// `PT_GNU_RELRO` without BIND_NOW: the PLT part of the GOT stays writable.
+    Partial,
+    /// `PT_GNU_RELRO` and BIND_NOW: every relocation is applied at load, then made
+    /// read-only.
+    Full,
+}
+
+impl std::fmt::Display for Relro {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Relro::None => "none",
+            Relro::Partial => "partial",
+            Relro::Full => "full",
+        })
+    }
+}
+
 /// The ELF hardening policy (the policy file's `elf` section). Every knob has a strict
-/// default that a default Rust `cdylib` passes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+/// default that a default Rust `cdylib` and a C plugin built with `-fPIC -Wl,-z,now
+/// -Wl,-z,relro -Wl,-z,noexecstack` pass; an unknown field is an error.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct ElfPolicy {}
+pub struct ElfPolicy {
+    /// Accept a missing or executable `PT_GNU_STACK`. glibc before 2.41 makes the whole
+    /// process's stack executable when such a library is loaded. Default `false`.
+    #[serde(default)]
+    pub allow_executable_stack: bool,
+    /// Accept a `PT_LOAD` segment both writable and executable. Default `false`.
+    #[serde(default)]
+    pub allow_writable_executable_segments: bool,
+    /// The least RELRO accepted: `"none"`, `"partial"` or `"full"`. Default `"full"`.
+    #[serde(default = "default_min_relro")]
+    pub min_relro: Relro,
+    /// Accept text relocations (`DT_TEXTREL`, `DF_TEXTREL`). Default `false`.
+    #[serde(default)]
+    pub allow_text_relocations: bool,
+    /// Accept `DT_RPATH` (its entries must then pass the `allowed_runpaths` rule as well).
+    /// Default `false`.
+    #[serde(default)]
+    pub allow_rpath: bool,
+    /// Absolute directories a `DT_RUNPATH` entry may name, compared as strings. Relative
+    /// entries (`lib`, `$ORIGIN/…`, an empty entry meaning the working directory) are
+    /// always refused: the library is mapped from `/proc/self/fd/N`, so `$ORIGIN` means
+    /// nothing useful and a relative path resolves against the host's working directory.
+    /// Default empty: any `DT_RUNPATH` is refused.
+    #[serde(default)]
+    pub allowed_runpaths: Vec<String>,
+    /// Accept `DT_AUDIT`/`DT_DEPAUDIT` (ask the loader to load an auditing library that
+    /// sees every symbol binding). Default `false`.
+    #[serde(default)]
+    pub allow_audit: bool,
+    /// The `DT_NEEDED` names accepted (exact match; this list replaces the default). Default:
+    /// the C runtime — libc, libm, libpthread, libdl, librt, libgcc_s and the dynamic loader.
+    #[serde(default = "default_allowed_needed")]
+    pub allowed_needed: Vec<String>,
+    /// Undefined dynamic symbols refused (this list replaces the default). Default: the exec
+    /// family, `system`, `popen`, `fork`, `vfork`, `posix_spawn(p)`, `ptrace`, `dlopen`,
+    /// `dlmopen`. Evidence, not a sandbox.
+    #[serde(default = "default_denied_imports")]
+    pub denied_imports: Vec<String>,
+    /// Accept IFUNC definitions (`STT_GNU_IFUNC`) and `R_*_IRELATIVE` relocations: resolvers
+    /// are plugin code that runs inside `dlopen`. Default `false`.
+    #[serde(default)]
+    pub allow_ifunc: bool,
+    /// Most constructors accepted (`DT_INIT` plus `DT_INIT_ARRAY` and `DT_PREINIT_ARRAY`
+    /// entries). Default `null`: counted and reported, never refused.
+    #[serde(default)]
+    pub max_constructors: Option<u64>,
+    /// Require a stack protector (an import of `__stack_chk_fail`). Default `false`: a
+    /// Rust `cdylib` has none, so it is reported, not required.
+    #[serde(default)]
+    pub require_stack_protector: bool,
+}
 
-/// What inspection found about a library that passed it.
+fn default_min_relro() -> Relro {
+    Relro::Full
+}
+
+/// The default `allowed_needed`.
+pub const DEFAULT_ALLOWED_NEEDED: &[&str] = &[
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libgcc_s.so.1",
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+];
+
+/// The default `denied_imports`.
+pub const DEFAULT_DENIED_IMPORTS: &[&str] = &[
+    "execve",
+    "execv",
+    "execvp",
+    "execvpe",
+    "execl",
+    "execlp",
+    "execle",
+    "fexecve",
+    "system",
+    "popen",
+    "fork",
+    "vfork",
+    "posix_spawn",
+    "posix_spawnp",
+    "ptrace",
+    "dlopen",
+    "dlmopen",
+];
+
+fn default_allowed_needed() -> Vec<String> {
+    DEFAULT_ALLOWED_NEEDED
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+fn default_denied_imports() -> Vec<String> {
+    DEFAULT_DENIED_IMPORTS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+impl Default for ElfPolicy {
+    fn default() -> Self {
+        ElfPolicy {
+            allow_executable_stack: false,
+            allow_writable_executable_segments: false,
+            min_relro: default_min_relro(),
+            allow_text_relocations: false,
+            allow_rpath: false,
+            allowed_runpaths: Vec::new(),
+            allow_audit: false,
+            allowed_needed: default_allowed_needed(),
+            denied_imports: default_denied_imports(),
+            allow_ifunc: false,
+            max_constructors: None,
+            require_stack_protector: false,
+        }
+    }
+}
+
+/// The state of `PT_GNU_STACK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GnuStack {
+    /// No `PT_GNU_STACK`: the loader assumes an executable stack (x86-64, aarch64).
+    Missing,
+    /// Present, without `PF_X`.
+    NonExecutable,
+    /// Present, with `PF_X`.
+    Executable,
+}
+
+/// Constructors the loader runs inside `dlopen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
+pub struct Constructors {
+    /// Whether `DT_INIT` names a function.
+    pub init: bool,
+    /// `DT_INIT_ARRAY` entries (`DT_INIT_ARRAYSZ` / pointer size).
+    pub init_array: u64,
+    /// `DT_PREINIT_ARRAY` entries (glibc ignores them in shared objects; counted anyway).
+    pub preinit_array: u64,
+    /// The sum.
+    pub total: u64,
+}
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Status {
+    /// The policy's requirement holds.
+    Pass,
+    /// The policy refuses the library.
+    Fail,
+    /// Reported only: the policy sets no requirement.
+    Info,
+}
+
+/// One line of an inspection: which check, how it came out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct CheckResult {
+    /// The check's stable name (`relro`, `gnu_stack`, …).
+    pub check: &'static str,
+    /// Its outcome.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// How to fix the build, when the check failed.
+    pub fix: Option<&'static str>,
+    /// The refusal, when the check failed.
+    #[serde(skip)]
+    pub refusal: Option<InspectError>,
+}
+
+/// What inspection found about a library. Built by [`examine`] (every check, pass or fail)
+/// and [`inspect_bytes`] (only for a library that passed them all).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct InspectReport {
     /// `e_machine` of the file.
     pub machine: u16,
+    /// Its name.
+    pub machine_name: &'static str,
+    /// 32 or 64.
+    pub class: u8,
     /// Whether the optional `vtcode_plugin_free_string` is exported.
     pub exports_free_string: bool,
     /// The `DT_NEEDED` entries, in order.
     pub needed: Vec<String>,
+    /// RELRO level.
+    pub relro: Relro,
+    /// Whether BIND_NOW is set (`DT_BIND_NOW`, `DF_BIND_NOW` or `DF_1_NOW`).
+    pub bind_now: bool,
+    /// The state of `PT_GNU_STACK`.
+    pub gnu_stack: GnuStack,
+    /// checksec's "NX": `PT_GNU_STACK` present and not executable.
+    pub nx: bool,
+    /// Indexes of `PT_LOAD` program headers that are both writable and executable.
+    pub wx_segments: Vec<usize>,
+    /// Whether text relocations are announced (`DT_TEXTREL` or `DF_TEXTREL`).
+    pub textrel: bool,
+    /// `DT_RPATH` strings.
+    pub rpath: Vec<String>,
+    /// `DT_RUNPATH` strings.
+    pub runpath: Vec<String>,
+    /// `DT_AUDIT` and `DT_DEPAUDIT` strings.
+    pub audit: Vec<String>,
+    /// Undefined, non-local dynamic symbols, sorted, without duplicates.
+    pub imports: Vec<String>,
+    /// Those of `imports` the policy denies.
+    pub denied_imports: Vec<String>,
+    /// Defined `STT_GNU_IFUNC` dynamic symbols.
+    pub ifuncs: Vec<String>,
+    /// `R_*_IRELATIVE` dynamic relocations (IFUNCs resolved without a dynamic symbol).
+    pub irelative_relocations: usize,
+    /// Constructors run by `dlopen`.
+    pub constructors: Constructors,
+    /// Whether `__stack_chk_fail` (or `__stack_chk_guard`) is imported.
+    pub stack_protector: bool,
+    /// Every check, in order.
+    #[serde(skip)]
+    pub checks: Vec<CheckResult>,
 }
 
-/// Why a library was refused before loading.
-#[derive(Debug, thiserror::Error)]
+impl InspectReport {
+    /// The first refusal, if any check failed.
+    pub fn refusal(&self) -> Option<&InspectError> {
+        self.checks.iter().find_map(|c| c.refusal.as_ref())
+    }
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.refusal().is_none()
+    }
+}
+
+/// Why a library was refused before loading. The message names the check and how to fix
+/// the build; [`InspectError::check`] and [`InspectError::fix`] give each alone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InspectError {
-    /// The bytes are not an ELF file, or goblin could not parse them.
-    #[error("library is not a well-formed ELF file: {0}")]
+    /// The bytes do not start with the ELF magic: not a shared library at all.
+    #[error("elf_header: not an ELF file (no \\x7fELF magic), so not a shared library")]
+    NotElf,
+    /// The bytes are ELF but goblin could not parse them, or the headers are inconsistent.
+    #[error("elf_header: library is not a well-formed ELF file: {0}")]
     Malformed(String),
+    /// A program header describes bytes beyond the end of the file.
+    #[error(
+        "segment_bounds: program header {index} ({kind}) covers file bytes {offset}..{offset}+{filesz}, beyond the file's {file_len} bytes (truncated or malformed; rebuild it)"
+    )]
+    SegmentOutOfBounds {
+        /// The program header's index.
+        index: usize,
+        /// Its type.
+        kind: &'static str,
+        /// `p_offset`.
+        offset: u64,
+        /// `p_filesz`.
+        filesz: u64,
+        /// The file's length.
+        file_len: u64,
+    },
     /// 32-bit versus 64-bit mismatch with the host.
-    #[error("library is {actual}-bit, this host is {expected}-bit")]
+    #[error("class: library is {actual}-bit, this host is {expected}-bit; build for this host")]
     WrongClass {
         /// The host's word size.
         expected: u8,
@@ -47,11 +333,11 @@ pub enum InspectError {
         actual: u8,
     },
     /// Byte order differs from the host's.
-    #[error("library byte order differs from the host's")]
+    #[error("endianness: library byte order differs from the host's; build for this host")]
     WrongEndianness,
     /// Built for another machine.
     #[error(
-        "library is for machine {actual} ({actual_name}), this host is {expected} ({expected_name})"
+        "machine: library is for machine {actual} ({actual_name}), this host is {expected} ({expected_name}); build for this host's target"
     )]
     WrongMachine {
         /// The host's `e_machine`.
@@ -64,16 +350,122 @@ pub enum InspectError {
         actual_name: &'static str,
     },
     /// Not `ET_DYN`.
-    #[error("library has ELF type {0}, not a shared object (ET_DYN)")]
+    #[error("elf_type: library has ELF type {0}, not a shared object (ET_DYN); link with -shared")]
     NotSharedObject(u16),
     /// Has `PT_INTERP`: a position-independent executable, not a library.
-    #[error("library has a PT_INTERP program header: it is an executable, not a shared library")]
+    #[error(
+        "not_executable: library has a PT_INTERP program header: it is an executable, not a shared library; link with -shared"
+    )]
     Executable,
+    /// `DF_1_PIE` is set: a position-independent executable, not a library.
+    #[error(
+        "not_executable: library has DF_1_PIE set: it is a PIE executable, not a shared library; link with -shared, not -pie"
+    )]
+    PieExecutable,
+    /// `PT_GNU_STACK` is missing (the loader then assumes an executable stack).
+    #[error(
+        "gnu_stack: library has no PT_GNU_STACK program header, so the loader would make the stack executable; link with -Wl,-z,noexecstack"
+    )]
+    MissingGnuStack,
+    /// `PT_GNU_STACK` asks for an executable stack.
+    #[error(
+        "gnu_stack: library asks for an executable stack (PT_GNU_STACK has PF_X); link with -Wl,-z,noexecstack and fix the object that asks for it (assembly without .note.GNU-stack, nested-function trampolines)"
+    )]
+    ExecutableStack,
+    /// A `PT_LOAD` segment is writable and executable.
+    #[error(
+        "wx_segments: program header {index} (PT_LOAD at {vaddr:#x}) is writable and executable; do not link with -N/--omagic or a linker script that merges code and data"
+    )]
+    WritableExecutableSegment {
+        /// The program header's index.
+        index: usize,
+        /// Its `p_vaddr`.
+        vaddr: u64,
+    },
+    /// RELRO weaker than the policy requires.
+    #[error(
+        "relro: library has {found} RELRO, the policy requires {required}; link with -Wl,-z,relro -Wl,-z,now"
+    )]
+    WeakRelro {
+        /// What the library has.
+        found: Relro,
+        /// What the policy requires.
+        required: Relro,
+    },
+    /// Text relocations: code pages are written at load time.
+    #[error(
+        "textrel: library has text relocations (DT_TEXTREL or DF_TEXTREL); compile every object with -fPIC and do not link with -Wl,-z,notext"
+    )]
+    TextRelocations,
+    /// `DT_RPATH` is present.
+    #[error(
+        "rpath: library has DT_RPATH {0:?}; remove -Wl,-rpath (or -Wl,--disable-new-dtags) from the link"
+    )]
+    Rpath(String),
+    /// A `DT_RUNPATH` (or allowed `DT_RPATH`) entry is relative or not allowed.
+    #[error(
+        "runpath: library's search path entry {entry:?} is {reason}; remove -Wl,-rpath from the link, or allow the absolute directory in the policy's elf.allowed_runpaths"
+    )]
+    Runpath {
+        /// The entry.
+        entry: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// `DT_AUDIT` or `DT_DEPAUDIT` is present.
+    #[error(
+        "audit: library names an auditing library ({tag} {value:?}); remove -Wl,--audit/--depaudit from the link"
+    )]
+    Audit {
+        /// `DT_AUDIT` or `DT_DEPAUDIT`.
+        tag: &'static str,
+        /// The library it names.
+        value: String,
+    },
+    /// A `DT_NEEDED` entry outside the allowlist.
+    #[error(
+        "needed: library depends on {0:?}, which the policy's elf.allowed_needed does not list; link that code statically, drop the dependency, or allow it in the policy"
+    )]
+    NeededNotAllowed(String),
+    /// Imports the policy denies.
+    #[error(
+        "imports: library imports {0:?}, which the policy denies; remove those calls (a plugin must not spawn processes, trace or load code), or change elf.denied_imports"
+    )]
+    DeniedImports(Vec<String>),
+    /// IFUNC definitions or `R_*_IRELATIVE` relocations.
+    #[error(
+        "ifunc: library has IFUNC resolvers (symbols {symbols:?}, {irelative} IRELATIVE relocations) that run inside dlopen; remove __attribute__((ifunc))/target_clones, or set elf.allow_ifunc"
+    )]
+    Ifunc {
+        /// Defined `STT_GNU_IFUNC` dynamic symbols.
+        symbols: Vec<String>,
+        /// `R_*_IRELATIVE` relocations.
+        irelative: usize,
+    },
+    /// More constructors than the policy allows.
+    #[error(
+        "constructors: library has {count} constructors, the policy allows {max}; remove __attribute__((constructor)) and static initializers"
+    )]
+    TooManyConstructors {
+        /// Constructors found.
+        count: u64,
+        /// The policy's maximum.
+        max: u64,
+    },
+    /// No stack protector, and the policy requires one.
+    #[error(
+        "stack_protector: library imports no __stack_chk_fail; compile with -fstack-protector-strong"
+    )]
+    NoStackProtector,
     /// A required export is not defined.
-    #[error("library does not export {0}")]
+    #[error(
+        "exports: library does not export {0}; define it as an extern \"C\" function with default visibility"
+    )]
     MissingExport(&'static str),
     /// A required export is not an ordinary function.
-    #[error("export {name} has symbol type {kind}, expected a function (STT_FUNC)")]
+    #[error(
+        "exports: export {name} has symbol type {kind}, expected a function (STT_FUNC); define it as an extern \"C\" function"
+    )]
     ExportNotFunction {
         /// The export.
         name: &'static str,
@@ -82,7 +474,7 @@ pub enum InspectError {
     },
     /// A required export is not global, or not of default visibility.
     #[error(
-        "export {name} has binding {binding} and visibility {visibility}, expected GLOBAL and DEFAULT"
+        "exports: export {name} has binding {binding} and visibility {visibility}, expected GLOBAL and DEFAULT; export it with __attribute__((visibility(\"default\"))) or #[no_mangle] pub extern \"C\""
     )]
     ExportNotGlobal {
         /// The export.
@@ -92,6 +484,86 @@ pub enum InspectError {
         /// Its visibility.
         visibility: &'static str,
     },
+}
+
+impl InspectError {
+    /// The stable name of the check that refused.
+    pub fn check(&self) -> &'static str {
+        match self {
+            InspectError::NotElf | InspectError::Malformed(_) => "elf_header",
+            InspectError::SegmentOutOfBounds { .. } => "segment_bounds",
+            InspectError::WrongClass { .. } => "class",
+            InspectError::WrongEndianness => "endianness",
+            InspectError::WrongMachine { .. } => "machine",
+            InspectError::NotSharedObject(_) => "elf_type",
+            InspectError::Executable | InspectError::PieExecutable => "not_executable",
+            InspectError::MissingGnuStack | InspectError::ExecutableStack => "gnu_stack",
+            InspectError::WritableExecutableSegment { .. } => "wx_segments",
+            InspectError::WeakRelro { .. } => "relro",
+            InspectError::TextRelocations => "textrel",
+            InspectError::Rpath(_) => "rpath",
+            InspectError::Runpath { .. } => "runpath",
+            InspectError::Audit { .. } => "audit",
+            InspectError::NeededNotAllowed(_) => "needed",
+            InspectError::DeniedImports(_) => "imports",
+            InspectError::Ifunc { .. } => "ifunc",
+            InspectError::TooManyConstructors { .. } => "constructors",
+            InspectError::NoStackProtector => "stack_protector",
+            InspectError::MissingExport(_)
+            | InspectError::ExportNotFunction { .. }
+            | InspectError::ExportNotGlobal { .. } => "exports",
+        }
+    }
+
+    /// How to fix the build (or the policy).
+    pub fn fix(&self) -> &'static str {
+        match self {
+            InspectError::NotElf => "give the path of an ELF shared library (lib<name>.so)",
+            InspectError::Malformed(_) | InspectError::SegmentOutOfBounds { .. } => {
+                "rebuild the library; the file is damaged or truncated"
+            }
+            InspectError::WrongClass { .. }
+            | InspectError::WrongEndianness
+            | InspectError::WrongMachine { .. } => "build for this host's target",
+            InspectError::NotSharedObject(_) | InspectError::Executable => "link with -shared",
+            InspectError::PieExecutable => "link with -shared, not -pie",
+            InspectError::MissingGnuStack | InspectError::ExecutableStack => {
+                "link with -Wl,-z,noexecstack"
+            }
+            InspectError::WritableExecutableSegment { .. } => {
+                "do not link with -N/--omagic or a linker script that merges code and data"
+            }
+            InspectError::WeakRelro { .. } => "link with -Wl,-z,relro -Wl,-z,now",
+            InspectError::TextRelocations => {
+                "compile every object with -fPIC; do not link with -Wl,-z,notext"
+            }
+            InspectError::Rpath(_) => {
+                "remove -Wl,-rpath from the link (and never use --disable-new-dtags)"
+            }
+            InspectError::Runpath { .. } => {
+                "remove -Wl,-rpath from the link, or allow the absolute directory in elf.allowed_runpaths"
+            }
+            InspectError::Audit { .. } => "remove -Wl,--audit/--depaudit from the link",
+            InspectError::NeededNotAllowed(_) => {
+                "link the dependency statically or drop it, or list it in elf.allowed_needed"
+            }
+            InspectError::DeniedImports(_) => {
+                "remove the calls that spawn processes, trace or load code"
+            }
+            InspectError::Ifunc { .. } => {
+                "remove __attribute__((ifunc))/target_clones, or set elf.allow_ifunc"
+            }
+            InspectError::TooManyConstructors { .. } => {
+                "remove __attribute__((constructor)) and static initializers, or raise elf.max_constructors"
+            }
+            InspectError::NoStackProtector => "compile with -fstack-protector-strong",
+            InspectError::MissingExport(_)
+            | InspectError::ExportNotFunction { .. }
+            | InspectError::ExportNotGlobal { .. } => {
+                "define the vtcode_plugin_* exports as extern \"C\" functions with default visibility"
+            }
+        }
+    }
 }
 
 /// A verified bundle whose library passed inspection. Only [`inspect`] builds it.
@@ -115,14 +587,14 @@ impl Inspected {
     }
 }
 
-/// Inspects the verified library.
-pub fn inspect(verified: Verified<Bundle>) -> Result<Inspected, Error> {
+/// Inspects the verified library under `policy`.
+pub fn inspect(verified: Verified<Bundle>, policy: &ElfPolicy) -> Result<Inspected, Error> {
     let bundle = verified.into_inner();
     let map = bundle
         .library()
         .map()
         .map_err(|e| InspectError::Malformed(format!("cannot map the sealed library: {e}")))?;
-    let report = inspect_bytes(&map)?;
+    let report = inspect_bytes_with(&map, policy)?;
     drop(map);
     Ok(Inspected { bundle, report })
 }
@@ -137,51 +609,646 @@ const HOST_CLASS: u8 = if cfg!(target_pointer_width = "64") {
     32
 };
 
-/// Inspects ELF bytes. Never panics on malformed input: goblin is run under
-/// `catch_unwind` as a second line of defence, and every lookup is checked.
+/// Inspects ELF bytes under the default (strict) [`ElfPolicy`]: see [`inspect_bytes_with`].
 pub fn inspect_bytes(bytes: &[u8]) -> Result<InspectReport, InspectError> {
-    let parsed = std::panic::catch_unwind(|| Elf::parse(bytes).map_err(|e| e.to_string()));
-    let elf = match parsed {
-        Ok(Ok(elf)) => elf,
-        Ok(Err(e)) => return Err(InspectError::Malformed(e)),
-        Err(_) => return Err(InspectError::Malformed("parser panicked".into())),
+    inspect_bytes_with(bytes, &ElfPolicy::default())
+}
+
+/// Inspects ELF bytes under `policy`: the report of a library that passes every check, or
+/// the first refusal. Never panics on malformed input.
+pub fn inspect_bytes_with(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
+    let report = examine(bytes, policy)?;
+    match report.refusal() {
+        Some(refusal) => Err(refusal.clone()),
+        None => Ok(report),
+    }
+}
+
+/// Runs every check on ELF bytes and reports each outcome, pass or fail (what
+/// `skillgate inspect` prints). An error only when the bytes cannot be examined at all:
+/// not ELF, malformed, or a program header reaching past the end of the file.
+///
+/// Never panics on malformed input: goblin runs under `catch_unwind` as a second line of
+/// defence, and every lookup here is checked.
+pub fn examine(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
+    if bytes.get(..4) != Some(header::ELFMAG.as_slice()) {
+        return Err(InspectError::NotElf);
+    }
+    let copy = without_section_headers(bytes)?;
+    let parsed = std::panic::catch_unwind(|| -> Result<InspectReport, InspectError> {
+        let elf = Elf::parse(&copy).map_err(|e| InspectError::Malformed(e.to_string()))?;
+        examine_parsed(&elf, copy.len(), policy)
+    });
+    match parsed {
+        Ok(result) => result,
+        Err(_) => Err(InspectError::Malformed("parser panicked".into())),
+    }
+}
+
+/// A copy of `bytes` whose ELF header names no section headers (`e_shoff`, `e_shnum` and
+/// `e_shstrndx` zeroed), after checking that every program header lies inside the file.
+fn without_section_headers(bytes: &[u8]) -> Result<Vec<u8>, InspectError> {
+    let parsed = std::panic::catch_unwind(|| -> Result<Vec<u8>, InspectError> {
+        let hdr = Elf::parse_header(bytes).map_err(|e| InspectError::Malformed(e.to_string()))?;
+        let is_64 = match hdr.e_ident.get(header::EI_CLASS).copied() {
+            Some(header::ELFCLASS64) => true,
+            Some(header::ELFCLASS32) => false,
+            _ => return Err(InspectError::Malformed("unknown ELF class".into())),
+        };
+        let endian = match hdr.e_ident.get(header::EI_DATA).copied() {
+            Some(header::ELFDATA2LSB) => Endian::Little,
+            Some(header::ELFDATA2MSB) => Endian::Big,
+            _ => return Err(InspectError::Malformed("unknown ELF byte order".into())),
+        };
+        let container = if is_64 {
+            Container::Big
+        } else {
+            Container::Little
+        };
+        let ctx = Ctx::new(container, endian);
+        let phentsize = if is_64 {
+            program_header::program_header64::SIZEOF_PHDR
+        } else {
+            program_header::program_header32::SIZEOF_PHDR
+        };
+        if usize::from(hdr.e_phentsize) != phentsize {
+            return Err(InspectError::Malformed(format!(
+                "e_phentsize is {}, expected {phentsize}",
+                hdr.e_phentsize
+            )));
+        }
+        if hdr.e_phnum == PN_XNUM {
+            return Err(InspectError::Malformed(
+                "extended program header numbering (PN_XNUM) is not supported".into(),
+            ));
+        }
+        let phoff = usize::try_from(hdr.e_phoff)
+            .map_err(|_| InspectError::Malformed("e_phoff does not fit in memory".into()))?;
+        let phdrs = ProgramHeader::parse(bytes, phoff, usize::from(hdr.e_phnum), ctx)
+            .map_err(|e| InspectError::Malformed(format!("program headers: {e}")))?;
+        check_segment_bounds(&phdrs, bytes.len())?;
+        let mut copy = bytes.to_vec();
+        // (offset, width) of e_shoff, e_shnum and e_shstrndx.
+        let fields: [(usize, usize); 3] = if is_64 {
+            [(0x28, 8), (0x3c, 2), (0x3e, 2)]
+        } else {
+            [(0x20, 4), (0x30, 2), (0x32, 2)]
+        };
+        for (at, width) in fields {
+            let end = at
+                .checked_add(width)
+                .ok_or_else(|| InspectError::Malformed("header offset overflow".into()))?;
+            let field = copy
+                .get_mut(at..end)
+                .ok_or_else(|| InspectError::Malformed("ELF header is truncated".into()))?;
+            field.fill(0);
+        }
+        Ok(copy)
+    });
+    match parsed {
+        Ok(result) => result,
+        Err(_) => Err(InspectError::Malformed("parser panicked".into())),
+    }
+}
+
+/// `e_phnum` escape value for extended numbering (the count lives in section header 0).
+const PN_XNUM: u16 = 0xffff;
+
+fn check_segment_bounds(phdrs: &[ProgramHeader], len: usize) -> Result<(), InspectError> {
+    let file_len = u64::try_from(len).unwrap_or(u64::MAX);
+    for (index, ph) in phdrs.iter().enumerate() {
+        let end = ph.p_offset.checked_add(ph.p_filesz);
+        if end.is_none_or(|end| end > file_len) {
+            return Err(InspectError::SegmentOutOfBounds {
+                index,
+                kind: program_header::pt_to_str(ph.p_type),
+                offset: ph.p_offset,
+                filesz: ph.p_filesz,
+                file_len,
+            });
+        }
+        if ph.p_type == program_header::PT_LOAD && ph.p_filesz > ph.p_memsz {
+            return Err(InspectError::Malformed(format!(
+                "program header {index} (PT_LOAD) has p_filesz {:#x} larger than p_memsz {:#x}",
+                ph.p_filesz, ph.p_memsz
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Collects check outcomes in order.
+struct Checks(Vec<CheckResult>);
+
+impl Checks {
+    fn pass(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.0.push(CheckResult {
+            check,
+            status: Status::Pass,
+            detail: detail.into(),
+            fix: None,
+            refusal: None,
+        });
+    }
+    fn info(&mut self, check: &'static str, detail: impl Into<String>) {
+        self.0.push(CheckResult {
+            check,
+            status: Status::Info,
+            detail: detail.into(),
+            fix: None,
+            refusal: None,
+        });
+    }
+    fn fail(&mut self, refusal: InspectError) {
+        self.0.push(CheckResult {
+            check: refusal.check(),
+            status: Status::Fail,
+            detail: refusal.to_string(),
+            fix: Some(refusal.fix()),
+            refusal: Some(refusal),
+        });
+    }
+    /// Records `outcome`: a pass with `detail`, or the refusal.
+    fn record(
+        &mut self,
+        check: &'static str,
+        detail: impl Into<String>,
+        outcome: Result<(), InspectError>,
+    ) {
+        match outcome {
+            Ok(()) => self.pass(check, detail),
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+/// What the dynamic section says, read tag by tag (up to `DT_NULL`).
+#[derive(Default)]
+struct DynamicFacts {
+    needed: Vec<String>,
+    rpath: Vec<String>,
+    runpath: Vec<String>,
+    audit: Vec<(&'static str, String)>,
+    bind_now: bool,
+    textrel: bool,
+    pie: bool,
+    init: bool,
+    init_arraysz: u64,
+    preinit_arraysz: u64,
+}
+
+fn dynamic_facts(elf: &Elf<'_>) -> Result<DynamicFacts, InspectError> {
+    let mut facts = DynamicFacts::default();
+    let Some(dynamic) = &elf.dynamic else {
+        return Ok(facts);
     };
-    let class = if elf.is_64 { 64 } else { 32 };
-    if class != HOST_CLASS {
-        return Err(InspectError::WrongClass {
-            expected: HOST_CLASS,
-            actual: class,
-        });
+    let string = |tag: &str, value: u64| -> Result<String, InspectError> {
+        usize::try_from(value)
+            .ok()
+            .and_then(|at| elf.dynstrtab.get_at(at))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                InspectError::Malformed(format!(
+                    "{tag} string at {value:#x} is outside the dynamic string table"
+                ))
+            })
+    };
+    for d in &dynamic.dyns {
+        match d.d_tag {
+            dynamic::DT_NULL => break,
+            dynamic::DT_NEEDED => facts.needed.push(string("DT_NEEDED", d.d_val)?),
+            dynamic::DT_RPATH => facts.rpath.push(string("DT_RPATH", d.d_val)?),
+            dynamic::DT_RUNPATH => facts.runpath.push(string("DT_RUNPATH", d.d_val)?),
+            dynamic::DT_AUDIT => facts.audit.push(("DT_AUDIT", string("DT_AUDIT", d.d_val)?)),
+            dynamic::DT_DEPAUDIT => facts
+                .audit
+                .push(("DT_DEPAUDIT", string("DT_DEPAUDIT", d.d_val)?)),
+            dynamic::DT_BIND_NOW => facts.bind_now = true,
+            dynamic::DT_FLAGS => {
+                facts.bind_now |= d.d_val & dynamic::DF_BIND_NOW != 0;
+                facts.textrel |= d.d_val & dynamic::DF_TEXTREL != 0;
+            }
+            dynamic::DT_FLAGS_1 => {
+                facts.bind_now |= d.d_val & dynamic::DF_1_NOW != 0;
+                facts.pie |= d.d_val & dynamic::DF_1_PIE != 0;
+            }
+            dynamic::DT_TEXTREL => facts.textrel = true,
+            dynamic::DT_INIT => facts.init |= d.d_val != 0,
+            dynamic::DT_INIT_ARRAYSZ => facts.init_arraysz = d.d_val,
+            dynamic::DT_PREINIT_ARRAYSZ => facts.preinit_arraysz = d.d_val,
+            _ => {}
+        }
     }
-    if elf.little_endian != cfg!(target_endian = "little") {
-        return Err(InspectError::WrongEndianness);
+    Ok(facts)
+}
+
+fn irelative_type(machine: u16) -> Option<u32> {
+    match machine {
+        header::EM_X86_64 => Some(reloc::R_X86_64_IRELATIVE),
+        header::EM_AARCH64 => Some(reloc::R_AARCH64_IRELATIVE),
+        header::EM_386 => Some(reloc::R_386_IRELATIVE),
+        _ => None,
     }
-    if elf.header.e_machine != HOST_MACHINE {
-        return Err(InspectError::WrongMachine {
-            expected: HOST_MACHINE,
-            expected_name: header::machine_to_str(HOST_MACHINE),
-            actual: elf.header.e_machine,
-            actual_name: header::machine_to_str(elf.header.e_machine),
-        });
-    }
-    if elf.header.e_type != header::ET_DYN {
-        return Err(InspectError::NotSharedObject(elf.header.e_type));
-    }
-    if elf
-        .program_headers
+}
+
+fn examine_parsed(
+    elf: &Elf<'_>,
+    len: usize,
+    policy: &ElfPolicy,
+) -> Result<InspectReport, InspectError> {
+    let mut checks = Checks(Vec::new());
+    let hdr = &elf.header;
+    let machine_name = header::machine_to_str(hdr.e_machine);
+
+    // Is it a shared library for this host at all?
+    let class: u8 = if elf.is_64 { 64 } else { 32 };
+    checks.record(
+        "class",
+        format!("{class}-bit"),
+        if class == HOST_CLASS {
+            Ok(())
+        } else {
+            Err(InspectError::WrongClass {
+                expected: HOST_CLASS,
+                actual: class,
+            })
+        },
+    );
+    let host_little = cfg!(target_endian = "little");
+    checks.record(
+        "endianness",
+        if elf.little_endian {
+            "little-endian"
+        } else {
+            "big-endian"
+        },
+        if elf.little_endian == host_little {
+            Ok(())
+        } else {
+            Err(InspectError::WrongEndianness)
+        },
+    );
+    checks.record(
+        "machine",
+        machine_name,
+        if hdr.e_machine == HOST_MACHINE {
+            Ok(())
+        } else {
+            Err(InspectError::WrongMachine {
+                expected: HOST_MACHINE,
+                expected_name: header::machine_to_str(HOST_MACHINE),
+                actual: hdr.e_machine,
+                actual_name: machine_name,
+            })
+        },
+    );
+    checks.record(
+        "elf_type",
+        header::et_to_str(hdr.e_type),
+        if hdr.e_type == header::ET_DYN {
+            Ok(())
+        } else {
+            Err(InspectError::NotSharedObject(hdr.e_type))
+        },
+    );
+    let facts = dynamic_facts(elf)?;
+    let phdrs = &elf.program_headers;
+    let has_interp = phdrs
         .iter()
-        .any(|ph| ph.p_type == program_header::PT_INTERP)
-    {
-        return Err(InspectError::Executable);
-    }
+        .any(|ph| ph.p_type == program_header::PT_INTERP);
+    checks.record(
+        "not_executable",
+        "no PT_INTERP, no DF_1_PIE",
+        if has_interp {
+            Err(InspectError::Executable)
+        } else if facts.pie {
+            Err(InspectError::PieExecutable)
+        } else {
+            Ok(())
+        },
+    );
+    // Checked before goblin parsed the file; recorded so the table lists it.
+    checks.pass(
+        "segment_bounds",
+        format!(
+            "{} program headers inside the file's {len} bytes",
+            phdrs.len()
+        ),
+    );
+    let mut exports_outcome = Ok(());
     for name in REQUIRED_EXPORTS {
-        check_export(&elf, name)?;
+        if let Err(e) = check_export(elf, name) {
+            exports_outcome = Err(e);
+            break;
+        }
     }
-    let exports_free_string = check_export(&elf, SYMBOL_FREE_STRING).is_ok();
+    let exports_free_string = check_export(elf, SYMBOL_FREE_STRING).is_ok();
+    checks.record(
+        "exports",
+        if exports_free_string {
+            "the ABI's functions, with vtcode_plugin_free_string"
+        } else {
+            "the ABI's functions, without vtcode_plugin_free_string"
+        },
+        exports_outcome,
+    );
+
+    // How it is built.
+    let stacks: Vec<&ProgramHeader> = phdrs
+        .iter()
+        .filter(|ph| ph.p_type == program_header::PT_GNU_STACK)
+        .collect();
+    let gnu_stack = if stacks.is_empty() {
+        GnuStack::Missing
+    } else if stacks
+        .iter()
+        .any(|ph| ph.p_flags & program_header::PF_X != 0)
+    {
+        GnuStack::Executable
+    } else {
+        GnuStack::NonExecutable
+    };
+    let stack_detail = match gnu_stack {
+        GnuStack::NonExecutable => "PT_GNU_STACK present, not executable",
+        GnuStack::Missing => "no PT_GNU_STACK (executable stack), allowed by the policy",
+        GnuStack::Executable => "executable PT_GNU_STACK, allowed by the policy",
+    };
+    checks.record(
+        "gnu_stack",
+        stack_detail,
+        match gnu_stack {
+            GnuStack::NonExecutable => Ok(()),
+            _ if policy.allow_executable_stack => Ok(()),
+            GnuStack::Missing => Err(InspectError::MissingGnuStack),
+            GnuStack::Executable => Err(InspectError::ExecutableStack),
+        },
+    );
+
+    let wx_segments: Vec<usize> = phdrs
+        .iter()
+        .enumerate()
+        .filter(|(_, ph)| {
+            ph.p_type == program_header::PT_LOAD
+                && ph.p_flags & program_header::PF_W != 0
+                && ph.p_flags & program_header::PF_X != 0
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let first_wx = wx_segments
+        .first()
+        .and_then(|&i| phdrs.get(i).map(|ph| (i, ph.p_vaddr)));
+    checks.record(
+        "wx_segments",
+        if wx_segments.is_empty() {
+            "no PT_LOAD is both writable and executable".to_owned()
+        } else {
+            format!("writable and executable PT_LOADs {wx_segments:?}, allowed by the policy")
+        },
+        match first_wx {
+            Some((index, vaddr)) if !policy.allow_writable_executable_segments => {
+                Err(InspectError::WritableExecutableSegment { index, vaddr })
+            }
+            _ => Ok(()),
+        },
+    );
+
+    let has_relro = phdrs
+        .iter()
+        .any(|ph| ph.p_type == program_header::PT_GNU_RELRO);
+    let relro = match (has_relro, facts.bind_now) {
+        (false, _) => Relro::None,
+        (true, false) => Relro::Partial,
+        (true, true) => Relro::Full,
+    };
+    checks.record(
+        "relro",
+        format!(
+            "{relro} RELRO (PT_GNU_RELRO {}, BIND_NOW {})",
+            if has_relro { "present" } else { "absent" },
+            if facts.bind_now { "set" } else { "unset" }
+        ),
+        if relro >= policy.min_relro {
+            Ok(())
+        } else {
+            Err(InspectError::WeakRelro {
+                found: relro,
+                required: policy.min_relro,
+            })
+        },
+    );
+
+    checks.record(
+        "textrel",
+        if facts.textrel {
+            "text relocations, allowed by the policy"
+        } else {
+            "no text relocations"
+        },
+        if facts.textrel && !policy.allow_text_relocations {
+            Err(InspectError::TextRelocations)
+        } else {
+            Ok(())
+        },
+    );
+
+    let rpath_outcome = match facts.rpath.first() {
+        Some(first) if !policy.allow_rpath => Err(InspectError::Rpath(first.clone())),
+        _ => Ok(()),
+    };
+    checks.record(
+        "rpath",
+        if facts.rpath.is_empty() {
+            "no DT_RPATH".to_owned()
+        } else {
+            format!("DT_RPATH {:?}, allowed by the policy", facts.rpath)
+        },
+        rpath_outcome,
+    );
+
+    let searched = facts
+        .runpath
+        .iter()
+        .chain(facts.rpath.iter().filter(|_| policy.allow_rpath));
+    let mut runpath_outcome = Ok(());
+    'paths: for list in searched {
+        for entry in list.split(':') {
+            let reason = if !entry.starts_with('/') {
+                Some("relative (resolved against the working directory or $ORIGIN)")
+            } else if !policy.allowed_runpaths.iter().any(|a| a == entry) {
+                Some("not listed in the policy's elf.allowed_runpaths")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                runpath_outcome = Err(InspectError::Runpath {
+                    entry: entry.to_owned(),
+                    reason,
+                });
+                break 'paths;
+            }
+        }
+    }
+    checks.record(
+        "runpath",
+        if facts.runpath.is_empty() {
+            "no DT_RUNPATH".to_owned()
+        } else {
+            format!("DT_RUNPATH {:?}", facts.runpath)
+        },
+        runpath_outcome,
+    );
+
+    checks.record(
+        "audit",
+        if facts.audit.is_empty() {
+            "no DT_AUDIT or DT_DEPAUDIT".to_owned()
+        } else {
+            format!("{:?}, allowed by the policy", facts.audit)
+        },
+        match facts.audit.first() {
+            Some((tag, value)) if !policy.allow_audit => Err(InspectError::Audit {
+                tag,
+                value: value.clone(),
+            }),
+            _ => Ok(()),
+        },
+    );
+
+    let unlisted = facts
+        .needed
+        .iter()
+        .find(|n| !policy.allowed_needed.iter().any(|a| a == *n));
+    checks.record(
+        "needed",
+        format!("DT_NEEDED {:?}", facts.needed),
+        match unlisted {
+            Some(name) => Err(InspectError::NeededNotAllowed(name.clone())),
+            None => Ok(()),
+        },
+    );
+
+    let mut imports: Vec<String> = elf
+        .dynsyms
+        .iter()
+        .filter(|s| s.st_shndx == 0 && s.st_bind() != sym::STB_LOCAL)
+        .filter_map(|s| elf.dynstrtab.get_at(s.st_name))
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect();
+    imports.sort();
+    imports.dedup();
+    let denied_imports: Vec<String> = imports
+        .iter()
+        .filter(|i| policy.denied_imports.iter().any(|d| d == *i))
+        .cloned()
+        .collect();
+    checks.record(
+        "imports",
+        format!("{} imports, none denied", imports.len()),
+        if denied_imports.is_empty() {
+            Ok(())
+        } else {
+            Err(InspectError::DeniedImports(denied_imports.clone()))
+        },
+    );
+
+    let ifuncs: Vec<String> = elf
+        .dynsyms
+        .iter()
+        .filter(|s| s.st_shndx != 0 && s.st_type() == sym::STT_GNU_IFUNC)
+        .filter_map(|s| elf.dynstrtab.get_at(s.st_name))
+        .map(str::to_owned)
+        .collect();
+    let irelative_relocations = match irelative_type(hdr.e_machine) {
+        Some(kind) => elf
+            .dynrelas
+            .iter()
+            .chain(elf.dynrels.iter())
+            .chain(elf.pltrelocs.iter())
+            .filter(|r| r.r_type == kind)
+            .count(),
+        None => 0,
+    };
+    let has_ifunc = !ifuncs.is_empty() || irelative_relocations > 0;
+    checks.record(
+        "ifunc",
+        if has_ifunc {
+            format!(
+                "IFUNC symbols {ifuncs:?}, {irelative_relocations} IRELATIVE relocations, allowed by the policy"
+            )
+        } else {
+            "no IFUNC resolvers".to_owned()
+        },
+        if has_ifunc && !policy.allow_ifunc {
+            Err(InspectError::Ifunc {
+                symbols: ifuncs.clone(),
+                irelative: irelative_relocations,
+            })
+        } else {
+            Ok(())
+        },
+    );
+
+    let pointer = if elf.is_64 { 8 } else { 4 };
+    let init_array = facts.init_arraysz / pointer;
+    let preinit_array = facts.preinit_arraysz / pointer;
+    let total = u64::from(facts.init)
+        .saturating_add(init_array)
+        .saturating_add(preinit_array);
+    let constructors = Constructors {
+        init: facts.init,
+        init_array,
+        preinit_array,
+        total,
+    };
+    let ctor_detail = format!(
+        "{total} (DT_INIT {}, DT_INIT_ARRAY {init_array}, DT_PREINIT_ARRAY {preinit_array}); they run inside dlopen, sandboxed",
+        u8::from(facts.init)
+    );
+    match policy.max_constructors {
+        None => checks.info("constructors", ctor_detail),
+        Some(max) if total <= max => checks.pass("constructors", ctor_detail),
+        Some(max) => checks.fail(InspectError::TooManyConstructors { count: total, max }),
+    }
+
+    let stack_protector = imports
+        .iter()
+        .any(|i| i == "__stack_chk_fail" || i == "__stack_chk_guard");
+    let sp_detail = if stack_protector {
+        "__stack_chk_fail imported"
+    } else {
+        "no __stack_chk_fail import (a Rust cdylib has none)"
+    };
+    if !policy.require_stack_protector {
+        checks.info("stack_protector", sp_detail);
+    } else if stack_protector {
+        checks.pass("stack_protector", sp_detail);
+    } else {
+        checks.fail(InspectError::NoStackProtector);
+    }
+
     Ok(InspectReport {
-        machine: elf.header.e_machine,
+        machine: hdr.e_machine,
+        machine_name,
+        class,
         exports_free_string,
-        needed: elf.libraries.iter().map(|s| (*s).to_owned()).collect(),
+        needed: facts.needed,
+        relro,
+        bind_now: facts.bind_now,
+        gnu_stack,
+        nx: gnu_stack == GnuStack::NonExecutable,
+        wx_segments,
+        textrel: facts.textrel,
+        rpath: facts.rpath,
+        runpath: facts.runpath,
+        audit: facts.audit.into_iter().map(|(_, v)| v).collect(),
+        imports,
+        denied_imports,
+        ifuncs,
+        irelative_relocations,
+        constructors,
+        stack_protector,
+        checks: checks.0,
     })
 }
 
@@ -215,19 +1282,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
+    fn strict() -> ElfPolicy {
+        ElfPolicy::default()
+    }
+
     #[test]
-    fn non_elf_and_truncated_input_is_malformed_not_a_panic() {
-        assert!(matches!(
-            inspect_bytes(b""),
-            Err(InspectError::Malformed(_))
-        ));
+    fn non_elf_and_truncated_input_is_refused_not_a_panic() {
+        assert!(matches!(inspect_bytes(b""), Err(InspectError::NotElf)));
         assert!(matches!(
             inspect_bytes(b"not an elf file at all"),
-            Err(InspectError::Malformed(_))
+            Err(InspectError::NotElf)
         ));
         let own = std::fs::read("/proc/self/exe").unwrap();
         for cut in [4, 16, 63, 64, 65, 200, 4096] {
-            let _ = inspect_bytes(&own[..cut.min(own.len())]);
+            let _ = inspect_bytes_with(&own[..cut.min(own.len())], &strict());
         }
     }
 
@@ -245,5 +1313,30 @@ mod tests {
             inspect_bytes(&libm),
             Err(InspectError::MissingExport("vtcode_plugin_version"))
         ));
+    }
+
+    #[test]
+    fn the_policy_section_defaults_strict_and_refuses_unknown_fields() {
+        let p: ElfPolicy = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, ElfPolicy::default());
+        assert_eq!(p.min_relro, Relro::Full);
+        assert!(p.denied_imports.iter().any(|d| d == "system"));
+        assert!(serde_json::from_str::<ElfPolicy>(r#"{"allow_execstack":true}"#).is_err());
+        let p: ElfPolicy =
+            serde_json::from_str(r#"{"min_relro":"partial","allowed_needed":[]}"#).unwrap();
+        assert_eq!(p.min_relro, Relro::Partial);
+        assert!(p.allowed_needed.is_empty());
+    }
+
+    #[test]
+    fn every_refusal_names_its_check_and_a_fix() {
+        let e = InspectError::WeakRelro {
+            found: Relro::Partial,
+            required: Relro::Full,
+        };
+        let msg = e.to_string();
+        assert!(msg.starts_with("relro: "), "{msg}");
+        assert!(msg.contains("-Wl,-z,now"), "{msg}");
+        assert!(e.fix().contains("-Wl,-z,now"));
     }
 }

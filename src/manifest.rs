@@ -96,6 +96,14 @@ pub enum ManifestError {
     /// A requested path is not absolute, holds `..` or NUL, or is too long.
     #[error("capability path {0:?} must be absolute, without `..` or NUL")]
     BadCapabilityPath(String),
+    /// `expires` is not an RFC 3339 timestamp in UTC (`Z` or `+00:00`).
+    #[error("expires {value:?} is not an RFC 3339 UTC timestamp: {detail}")]
+    BadExpiry {
+        /// The value found.
+        value: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// A `sha256` value is not 64 lowercase hex digits.
     #[error("sha256 of {path:?} is not 64 lowercase hex digits")]
     BadDigest {
@@ -128,6 +136,9 @@ pub(crate) struct ManifestWire {
     pub capabilities: Option<Capabilities>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileEntryWire>>,
+    /// RFC 3339 UTC timestamp after which hosts refuse the plugin (signed, like every field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// What a plugin asks to be granted inside its sandbox. A host grants what its policy
@@ -173,6 +184,7 @@ pub struct Manifest {
     library: String,
     capabilities: Capabilities,
     files: Vec<FileEntry>,
+    expires: Option<time::OffsetDateTime>,
 }
 
 impl Manifest {
@@ -184,6 +196,7 @@ impl Manifest {
 
     pub(crate) fn from_wire(wire: ManifestWire, max_files: usize) -> Result<Self, ManifestError> {
         let version = check_common(&wire)?;
+        let expires = wire.expires.as_deref().map(parse_expiry).transpose()?;
         if wire.abi_version != PLUGIN_ABI_VERSION {
             return Err(ManifestError::AbiVersion {
                 manifest: wire.abi_version,
@@ -242,6 +255,7 @@ impl Manifest {
             library,
             capabilities: wire.capabilities.unwrap_or_default(),
             files,
+            expires,
         })
     }
 
@@ -268,6 +282,10 @@ impl Manifest {
     /// Every file of the plugin directory but the manifest and its signatures, by path.
     pub fn files(&self) -> &[FileEntry] {
         &self.files
+    }
+    /// When the signed manifest says the plugin expires, if it does.
+    pub fn expires(&self) -> Option<time::OffsetDateTime> {
+        self.expires
     }
     /// The entry of the library.
     pub fn library_entry(&self) -> Option<&FileEntry> {
@@ -314,6 +332,9 @@ pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, Manif
     if let Some(lib) = &wire.library {
         check_name("library", lib, MAX_COMPONENT_LEN)?;
     }
+    if let Some(expires) = &wire.expires {
+        parse_expiry(expires)?;
+    }
     if let Some(caps) = &wire.capabilities {
         if caps.read.len() + caps.read_write.len() > MAX_TOOLS || caps.connect_tcp.len() > MAX_TOOLS
         {
@@ -332,6 +353,27 @@ pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, Manif
         }
     }
     Ok(version)
+}
+
+/// Parses `expires`: RFC 3339, offset zero, at most 64 characters.
+pub(crate) fn parse_expiry(value: &str) -> Result<time::OffsetDateTime, ManifestError> {
+    let bad = |detail: &str| ManifestError::BadExpiry {
+        value: value.chars().take(64).collect(),
+        detail: detail.to_owned(),
+    };
+    if value.len() > 64 {
+        return Err(bad("longer than 64 characters"));
+    }
+    // RFC 3339 also allows a space or a lowercase `t`; one spelling is enough.
+    if value.as_bytes().get(10) != Some(&b'T') {
+        return Err(bad("date and time must be separated by 'T'"));
+    }
+    let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| bad(&e.to_string()))?;
+    if !t.offset().is_utc() {
+        return Err(bad("the offset must be Z (UTC)"));
+    }
+    Ok(t)
 }
 
 fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), ManifestError> {
@@ -423,6 +465,25 @@ mod tests {
         assert_eq!(m.library_entry().unwrap().size, 5);
         assert_eq!(hex_digest(&m.files()[0].sha256), LIB_SHA);
         assert!(!m.metadata().thread_safe);
+    }
+
+    #[test]
+    fn expires_must_be_rfc3339_utc() {
+        let m = fuzz_parse(manifest(r#","expires":"2030-01-02T03:04:05Z""#).as_bytes()).unwrap();
+        assert_eq!(m.expires().unwrap().unix_timestamp(), 1_893_553_445);
+        assert_eq!(fuzz_parse(manifest("").as_bytes()).unwrap().expires(), None);
+        for bad in [
+            "2030-01-02T03:04:05+01:00",
+            "2030-01-02 03:04:05Z",
+            "2030-01-02",
+            "tomorrow",
+            "2030-13-02T03:04:05Z",
+        ] {
+            let e = fuzz_parse(manifest(&format!(r#","expires":"{bad}""#)).as_bytes()).unwrap_err();
+            assert!(matches!(e, ManifestError::BadExpiry { .. }), "{bad}: {e:?}");
+        }
+        let e = fuzz_parse(manifest(r#","expires":1893553445"#).as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::Syntax(_)), "{e:?}");
     }
 
     #[test]

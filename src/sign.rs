@@ -195,8 +195,9 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
     })
 }
 
-/// Verifies a plugin directory the way a host would (signature, manifest, every file),
-/// trusting exactly the keys in `trust`. The directory's parent serves as trusted root.
+/// Verifies a plugin directory the way a host would (signature, manifest, expiry, every
+/// file), trusting exactly the keys in `trust`, any one of which suffices, and keeping no
+/// version marks. The directory's parent serves as trusted root.
 pub fn verify_plugin_dir(
     dir: &Path,
     trust: &TrustStore,
@@ -209,5 +210,10 @@ pub fn verify_plugin_dir(
     let parent = absolute.parent().unwrap_or(Path::new("/"));
     let root = TrustedRoot::open(parent)?;
     let located = locate(std::slice::from_ref(&root), &absolute)?;
-    verify_dir(&located, trust, limits)
+    verify_dir(
+        &located,
+        trust,
+        limits,
+        &crate::trust::TrustPolicy::default(),
+    )
 }

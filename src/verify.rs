@@ -18,6 +18,7 @@ use crate::manifest::{Manifest, ManifestError, hex_digest};
 use crate::policy::Limits;
 use crate::sealed::{SealedBuilder, SealedFile};
 use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
+use crate::trust::TrustPolicy;
 
 /// A value that passed verification. Only this module can build one, so a function that
 /// takes `Verified<T>` cannot be handed unverified data.
@@ -121,11 +122,14 @@ pub enum IntegrityError {
     Seal(std::io::Error),
 }
 
-/// Verifies the plugin directory against the trust store: signature, manifest, files.
+/// Verifies the plugin directory against the trust store and the trust policy: signature,
+/// manifest, signer rules, revocation, expiry, minimum version and rollback, files. The
+/// plugin's version mark is raised (see [`crate::trust`]) only once every file verified.
 pub fn verify_dir(
     dir: &PluginDir,
     trust: &TrustStore,
     limits: &Limits,
+    policy: &TrustPolicy,
 ) -> Result<Verified<Bundle>, Error> {
     let manifest_bytes = dir
         .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
@@ -133,6 +137,7 @@ pub fn verify_dir(
     let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
     let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
     let manifest = Manifest::parse(&authentic, limits.files)?;
+    policy.check(trust, &manifest, authentic.signers())?;
 
     let dir_path = dir.path().to_path_buf();
     // Two more entries than the manifest may list: the manifest and its signature file.
@@ -206,6 +211,7 @@ pub fn verify_dir(
     // The manifest parser guarantees the library is listed, and every listed file was read.
     let library =
         library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
+    policy.record(&manifest)?;
     tracing::debug!(plugin = manifest.name(), dir = %dir_path.display(), "verified");
     Ok(Verified(Bundle {
         path: dir_path,

@@ -38,7 +38,7 @@ fn build_hostile(host: &Host) -> PathBuf {
 fn hostile(host: &Host) -> (Gate, LoadedPlugin) {
     let lib = build_hostile(host);
     let dir = host.install("hostile", &lib);
-    let gate = host.gate_with(host.policy());
+    let gate = host.gate_with(hostile_policy(host.policy()));
     let plugin = gate
         .verify_and_load(&dir)
         .expect("the hostile plugin is signed and well formed: it must load (sandboxed)");
@@ -50,11 +50,19 @@ fn hostile_with(host: &Host, policy: Policy, capabilities: Value) -> (Gate, Load
     let lib = build_hostile(host);
     let manifest = manifest_requesting(&manifest_template("hostile"), capabilities);
     let dir = host.install_with_manifest("hostile", &lib, &manifest);
-    let gate = host.gate_with(policy);
+    let gate = host.gate_with(hostile_policy(policy));
     let plugin = gate
         .verify_and_load(&dir)
         .expect("the hostile plugin with a capabilities request must load");
     (gate, plugin)
+}
+
+/// `policy` with the ELF import deny list emptied. The hostile plugin imports `execve`,
+/// `posix_spawn` and `ptrace` on purpose, so the default policy refuses it at inspection
+/// (tests/inspect.rs checks that); these tests exercise the sandbox behind the inspector.
+fn hostile_policy(mut policy: Policy) -> Policy {
+    policy.elf.denied_imports.clear();
+    policy
 }
 
 /// `template` with a top-level `"capabilities"` object: `read`, `read_write` and
@@ -655,7 +663,12 @@ fn a_library_requiring_an_executable_stack_fails_to_load() {
         // C_FLAGS carry -z noexecstack; the later -z execstack wins (GNU_STACK RWE).
         let lib = host.build_with("good", "execstack", &[], &["-Wl,-z,execstack"]);
         let dir = host.install("execstack", &lib);
-        let gate = host.gate_with(host.policy());
+        // The default ELF policy refuses this library at inspection, before dlopen
+        // (tests/inspect.rs checks that); allow the executable stack here so the load reaches
+        // the sandbox, which must still deny making the stack executable.
+        let mut policy = host.policy();
+        policy.elf.allow_executable_stack = true;
+        let gate = host.gate_with(policy);
         assert_host_stack_not_executable("before loading");
         let err = gate
             .verify_and_load(&dir)
@@ -681,7 +694,11 @@ fn constructors_and_ifunc_resolvers_run_sandboxed() {
         let define = format!("\"{}\"", path_str(&marker));
         let lib = host.build("ctor_escape", "ctorescape", &[("MARKER_PATH", &define)]);
         let dir = host.install("ctorescape", &lib);
-        let gate = host.gate_with(host.policy());
+        // The IFUNC is refused at inspection by default (tests/inspect.rs); allow it so the
+        // resolver reaches the sandbox this test is about.
+        let mut policy = host.policy();
+        policy.elf.allow_ifunc = true;
+        let gate = host.gate_with(policy);
         let plugin = gate
             .verify_and_load(&dir)
             .expect("a plugin whose constructor fails to escape still loads");

@@ -1,16 +1,27 @@
 //! `skill-sign`: the plugin author's tool. Make keys, sign plugin directories, verify them.
 //!
-//! Key files use minisign's layout, so minisign keys work here and the other way round.
-//! Exit codes: 0 success; 1 verification refused; 2 usage or I/O error.
+//! Key files use minisign's layout, so minisign keys work here and the other way round,
+//! encrypted ones included. A password comes from `--password-file FILE` (first line), else
+//! the environment variable `SKILLGATE_PASSWORD` (for CI), else a prompt on the terminal.
+//! Exit codes: 0 success; 1 verification refused; 2 usage or I/O error (a wrong password
+//! included).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skillgate::keys::{KdfParams, KeyError};
 use skillgate::policy::Limits;
 use skillgate::sign::{sign_plugin_dir, verify_plugin_dir};
+use skillgate::trust::RevocationStatement;
 use skillgate::{PublicKey, SecretKey, TrustStore};
+use zeroize::Zeroizing;
+
+/// The environment variable a password may come from (CI).
+const PASSWORD_ENV: &str = "SKILLGATE_PASSWORD";
+/// Largest password file read.
+const MAX_PASSWORD_FILE: u64 = 4096;
 
 #[derive(Parser)]
 #[command(
@@ -33,18 +44,44 @@ enum Command {
         /// Where to write the public key (never overwritten).
         #[arg(long)]
         public_key: PathBuf,
-        /// Write the secret key without a password. Required for now: encrypted keys are
-        /// not supported yet.
-        #[arg(long)]
+        /// Write the secret key without a password (as `minisign -G -W`). By default it is
+        /// encrypted with scrypt as `minisign -G` does.
+        #[arg(long, conflicts_with = "password_file")]
         unencrypted: bool,
+        /// Read the new key's password from the first line of this file.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
     /// Fill in the manifest's file list and add a signature.
     Sign {
         /// Plugin directory.
         dir: PathBuf,
-        /// Secret key file.
+        /// Secret key file (encrypted or not).
         #[arg(long)]
         secret_key: PathBuf,
+        /// Read the key's password from the first line of this file.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Write, or add a signature to, a revocation statement for a trust store (`NAME.revoked`
+    /// and `NAME.revoked.sig`). A key may revoke itself; otherwise two other trusted keys
+    /// must sign the same statement.
+    Revoke {
+        /// The public key to revoke.
+        #[arg(long)]
+        public_key: PathBuf,
+        /// The signing key: the revoked key itself, or another trusted key.
+        #[arg(long)]
+        secret_key: PathBuf,
+        /// The statement file to write (or co-sign, if it exists); should end in `.revoked`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Free text recorded in the statement (only when it is created).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Read the signing key's password from the first line of this file.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
     /// Verify a plugin directory against one public key, as a host would.
     Verify {
@@ -77,18 +114,129 @@ fn write_new(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
     file.sync_all()
 }
 
+fn unavailable(detail: impl std::fmt::Display) -> KeyError {
+    KeyError::PasswordUnavailable {
+        detail: detail.to_string(),
+    }
+}
+
+/// The password from `--password-file`, `SKILLGATE_PASSWORD` or the terminal, in that order.
+/// With `confirm`, a prompted password is asked twice.
+fn password(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    use std::io::Read;
+    let mut pw = if let Some(path) = file {
+        let f = std::fs::File::open(path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let mut text = Zeroizing::new(Vec::new());
+        f.take(MAX_PASSWORD_FILE + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        if text.len() as u64 > MAX_PASSWORD_FILE {
+            return Err(unavailable(format!("{} is too large", path.display())));
+        }
+        let end = text.iter().position(|b| *b == b'\n').unwrap_or(text.len());
+        Zeroizing::new(text.get(..end).unwrap_or_default().to_vec())
+    } else if let Some(env) = std::env::var_os(PASSWORD_ENV) {
+        use std::os::unix::ffi::OsStrExt;
+        Zeroizing::new(env.as_bytes().to_vec())
+    } else {
+        let first = Zeroizing::new(rpassword::prompt_password("Password: ").map_err(|e| {
+            unavailable(format!(
+                "no --password-file, no {PASSWORD_ENV} and no terminal to ask on: {e}"
+            ))
+        })?);
+        if confirm {
+            let second = Zeroizing::new(
+                rpassword::prompt_password("Password (again): ").map_err(unavailable)?,
+            );
+            if *first != *second {
+                return Err(unavailable("the two passwords differ"));
+            }
+        }
+        Zeroizing::new(first.as_bytes().to_vec())
+    };
+    if pw.last() == Some(&b'\r') {
+        pw.pop();
+    }
+    if confirm && pw.is_empty() {
+        return Err(unavailable(
+            "empty password; use --unencrypted for a key without one",
+        ));
+    }
+    Ok(pw)
+}
+
+fn read_secret_key(path: &Path, password_file: Option<&Path>) -> Result<SecretKey, KeyError> {
+    SecretKey::read_file_with(path, || password(password_file, false))
+}
+
+fn revoke(
+    public_key: &Path,
+    secret_key: &Path,
+    out: &Path,
+    reason: Option<&str>,
+    password_file: Option<&Path>,
+) -> Result<String, String> {
+    let revoked = PublicKey::read_file(public_key).map_err(|e| e.to_string())?;
+    let signer = read_secret_key(secret_key, password_file).map_err(|e| e.to_string())?;
+    let mut sig_path = out.as_os_str().to_owned();
+    sig_path.push(".sig");
+    let sig_path = PathBuf::from(sig_path);
+    let (statement, existing, created) = match std::fs::read(out) {
+        Ok(bytes) => {
+            let sigs =
+                std::fs::read(&sig_path).map_err(|e| format!("{}: {e}", sig_path.display()))?;
+            (bytes, Some(sigs), false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (RevocationStatement::create(&revoked, reason), None, true)
+        }
+        Err(e) => return Err(format!("{}: {e}", out.display())),
+    };
+    let names =
+        RevocationStatement::revokes(&statement).map_err(|e| format!("{}: {e}", out.display()))?;
+    if names != revoked.id() {
+        return Err(format!(
+            "{} revokes {names}, not {}",
+            out.display(),
+            revoked.id()
+        ));
+    }
+    let sigs = RevocationStatement::sign(&statement, existing.as_deref(), &signer)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    if created {
+        write_new(out, &String::from_utf8_lossy(&statement), 0o644)
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    std::fs::write(&sig_path, sigs).map_err(|e| format!("{}: {e}", sig_path.display()))?;
+    Ok(format!(
+        "{} revocation of {} signed by {}",
+        if created { "wrote" } else { "co-signed" },
+        revoked.id(),
+        signer.id()
+    ))
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Keygen {
             secret_key,
             public_key,
             unencrypted,
+            password_file,
         } => {
-            if !unencrypted {
-                return error("encrypted secret keys are not supported yet; pass --unencrypted");
-            }
             let key = SecretKey::generate();
-            if let Err(e) = write_new(&secret_key, &key.to_minisign_string_unencrypted(), 0o600) {
+            let text = if unencrypted {
+                key.to_minisign_string_unencrypted()
+            } else {
+                match password(password_file.as_deref(), true)
+                    .and_then(|pw| key.to_minisign_string_encrypted(&pw, KdfParams::MINISIGN))
+                {
+                    Ok(t) => t,
+                    Err(e) => return error(e),
+                }
+            };
+            if let Err(e) = write_new(&secret_key, &text, 0o600) {
                 return error(format!("{}: {e}", secret_key.display()));
             }
             if let Err(e) = write_new(&public_key, &key.public().to_minisign_string(), 0o644) {
@@ -97,8 +245,31 @@ fn main() -> ExitCode {
             println!("{}", key.id());
             ExitCode::SUCCESS
         }
-        Command::Sign { dir, secret_key } => {
-            let key = match SecretKey::read_file(&secret_key) {
+        Command::Revoke {
+            public_key,
+            secret_key,
+            out,
+            reason,
+            password_file,
+        } => match revoke(
+            &public_key,
+            &secret_key,
+            &out,
+            reason.as_deref(),
+            password_file.as_deref(),
+        ) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => error(e),
+        },
+        Command::Sign {
+            dir,
+            secret_key,
+            password_file,
+        } => {
+            let key = match read_secret_key(&secret_key, password_file.as_deref()) {
                 Ok(k) => k,
                 Err(e) => return error(e),
             };

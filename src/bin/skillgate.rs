@@ -1,6 +1,8 @@
-//! `skillgate`: the host's command line. Verify and run signed plugins.
+//! `skillgate`: the host's command line. Verify and run signed plugins; inspect a library's
+//! ELF hardening (`inspect`, for plugin authors: it reads unsigned files).
 //!
-//! Exit codes: 0 success; 1 refused (verification, policy, inspection, ABI); 2 usage,
+//! Exit codes: 0 success; 1 refused (verification, policy, inspection, ABI; for `inspect`,
+//! the library fails the ELF policy or is not an ELF shared library); 2 usage,
 //! configuration or I/O error; 3 the plugin faulted.
 
 use std::path::PathBuf;
@@ -51,6 +53,20 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// Check a library (or a plugin directory's library) against the ELF hardening policy,
+    /// without loading it and without verifying any signature.
+    Inspect {
+        /// A shared library, or a plugin directory (its unsigned plugin.json names the
+        /// library: `library`, else lib<name>.so).
+        path: PathBuf,
+        /// Print the stable JSON report (format "skillgate-inspect-v1") instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Host policy file whose `elf` section (and library size limit) applies; without
+        /// it, the default ELF policy.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
 }
 
 fn gate(host: &HostArgs) -> Result<Gate, Error> {
@@ -84,6 +100,7 @@ fn usage(msg: &str) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),
         Command::Verify { host } => {
             let result = gate(&host).and_then(|g| g.verify_and_inspect(&host.dir));
             match result {
@@ -151,6 +168,186 @@ fn main() -> ExitCode {
                 },
                 Err(e) => fail(&host.dir, &e),
             }
+        }
+    }
+}
+
+/// `skillgate inspect`: the ELF checks of the pipeline, on files an author has not signed yet.
+mod inspect_cmd {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+
+    use serde_json::{Value, json};
+    use skillgate::Policy;
+    use skillgate::error::ErrorClass;
+    use skillgate::inspect::{CheckResult, ElfPolicy, InspectError, Status, examine};
+    use skillgate::policy::Limits;
+
+    /// Exit code when the library fails the policy (or is not an ELF shared library).
+    const REFUSED: u8 = 1;
+
+    fn usage(msg: &str) -> ExitCode {
+        eprintln!("skillgate: error: {msg}");
+        ExitCode::from(ErrorClass::Usage.exit_code())
+    }
+
+    /// Reads a regular file of at most `max` bytes, without hanging on a FIFO.
+    fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", path.display()));
+        }
+        if meta.len() > max {
+            return Err(format!(
+                "{} is {} bytes, more than the {max}-byte limit",
+                path.display(),
+                meta.len()
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if u64::try_from(bytes.len()).map_or(true, |n| n > max) {
+            return Err(format!("{} grew past the {max}-byte limit", path.display()));
+        }
+        Ok(bytes)
+    }
+
+    /// The library a plugin directory's (unsigned) plugin.json names.
+    fn library_of(dir: &Path, limits: &Limits) -> Result<PathBuf, String> {
+        let manifest = dir.join("plugin.json");
+        let bytes = read_capped(&manifest, limits.manifest_bytes)?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
+        let name = match (value.get("library"), value.get("name")) {
+            (Some(Value::String(library)), _) => library.clone(),
+            (None | Some(Value::Null), Some(Value::String(name))) => {
+                skillgate::manifest::library_filename(name)
+            }
+            _ => {
+                return Err(format!(
+                    "{} names no library (neither a \"library\" nor a \"name\" string)",
+                    manifest.display()
+                ));
+            }
+        };
+        let bare = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains('/')
+            && !name.contains('\0');
+        if !bare {
+            return Err(format!(
+                "{} names the library {name:?}, which is not a bare file name",
+                manifest.display()
+            ));
+        }
+        Ok(dir.join(name))
+    }
+
+    fn check_json(c: &CheckResult) -> Value {
+        json!({"check": c.check, "status": c.status, "detail": c.detail, "fix": c.fix})
+    }
+
+    fn refusal_json(e: &InspectError) -> Value {
+        json!({"check": e.check(), "message": e.to_string(), "fix": e.fix()})
+    }
+
+    fn status_word(s: Status) -> &'static str {
+        match s {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Info => "info",
+            _ => "?",
+        }
+    }
+
+    pub(super) fn run(path: &Path, as_json: bool, policy: Option<&Path>) -> ExitCode {
+        let (elf, limits) = match policy {
+            Some(file) => match Policy::from_file(file) {
+                Ok(p) => (p.elf, p.limits),
+                Err(e) => return usage(&format!("policy: {e}")),
+            },
+            None => (ElfPolicy::default(), Limits::default()),
+        };
+        let library = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => match library_of(path, &limits) {
+                Ok(l) => l,
+                Err(e) => return usage(&e),
+            },
+            Ok(_) => path.to_path_buf(),
+            Err(e) => return usage(&format!("cannot stat {}: {e}", path.display())),
+        };
+        let bytes = match read_capped(&library, limits.library_bytes) {
+            Ok(b) => b,
+            Err(e) => return usage(&e),
+        };
+        let outcome = examine(&bytes, &elf);
+        let (checks, refusal, report) = match &outcome {
+            Ok(report) => (
+                report.checks.iter().map(check_json).collect(),
+                report.refusal(),
+                Some(report),
+            ),
+            Err(e) => (
+                vec![
+                    json!({"check": e.check(), "status": Status::Fail, "detail": e.to_string(), "fix": e.fix()}),
+                ],
+                Some(e),
+                None,
+            ),
+        };
+        let passed = refusal.is_none();
+        let text = if as_json {
+            let doc = json!({
+                "format": "skillgate-inspect-v1",
+                "path": library.display().to_string(),
+                "passed": passed,
+                "refusal": refusal.map(refusal_json),
+                "checks": checks,
+                "elf": report,
+            });
+            match serde_json::to_string_pretty(&doc) {
+                Ok(text) => text + "\n",
+                Err(e) => return usage(&format!("cannot print the report: {e}")),
+            }
+        } else {
+            let mut text = match refusal {
+                None => format!("{}: passes the ELF policy\n", library.display()),
+                Some(e) => format!("{}: refused by check {}\n", library.display(), e.check()),
+            };
+            text.push_str(&format!("{:<16} {:<6} DETAIL\n", "CHECK", "STATUS"));
+            let rows: Vec<(&str, &str, String)> = match &outcome {
+                Ok(report) => report
+                    .checks
+                    .iter()
+                    .map(|c| (c.check, status_word(c.status), c.detail.clone()))
+                    .collect(),
+                Err(e) => vec![(e.check(), "FAIL", e.to_string())],
+            };
+            for (check, status, detail) in rows {
+                text.push_str(&format!("{check:<16} {status:<6} {detail}\n"));
+            }
+            text
+        };
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            return usage(&format!("cannot print the report: {e}"));
+        }
+        if passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(REFUSED)
         }
     }
 }

@@ -8,7 +8,8 @@
  *                NULL; then returns NULL (a NullResult fault) without touching the pointer
  *   memory_touch as memory_bomb, but then writes through the NULL malloc returned, as a
  *                careless plugin would (SIGSEGV)
- *   fork_bomb    calls fork() up to 64 times, stopping at the first failure; a child exits
+ *   fork_bomb    calls fork (the raw syscall, so the ELF import check does not refuse the
+ *                plugin before the sandbox can be shown to stop it) up to 64 times, stopping at the first failure; a child exits
  *                at once. Output: {"forks":N,"errno":E} (E is 0 if no call failed)
  *   fd_exhaust   duplicates descriptor 0 until that fails, first with dup(0), then with
  *                fcntl(0, F_DUPFD, 0) (open() of a file would be refused by Landlock before
@@ -27,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -103,7 +105,7 @@ static const char *do_memory_bomb(int touch) {
 static const char *do_fork_bomb(void) {
     int forks = 0, err = 0;
     for (int i = 0; i < 64; i++) {
-        pid_t pid = fork();
+        pid_t pid = (pid_t)syscall(SYS_fork);
         if (pid == 0) {
             _exit(0);
         }
