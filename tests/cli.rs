@@ -18,6 +18,7 @@ fn skillgate(args: &[&str]) -> Output {
 fn skill_sign(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skill-sign"))
         .args(args)
+        .env_remove("SKILLGATE_PASSWORD")
         .output()
         .unwrap()
 }
@@ -175,7 +176,7 @@ fn exit_codes_separate_refusal_usage_and_fault() {
 }
 
 #[test]
-fn keygen_refuses_encryption_for_now_and_never_overwrites() {
+fn keygen_without_a_password_source_refuses_and_never_overwrites() {
     let tmp = tempfile::tempdir().unwrap();
     let (sk, pk) = (tmp.path().join("k"), tmp.path().join("k.pub"));
     let out = skill_sign(&["keygen", "--secret-key", s(&sk), "--public-key", s(&pk)]);
@@ -231,4 +232,42 @@ fn the_vt_code_loader_verifies_and_discovers() {
         problems.iter().any(|p| p.contains("plugin.json")),
         "{problems:?}"
     );
+}
+
+#[test]
+fn a_rollback_is_refused_until_the_administrator_resets_the_mark() {
+    let host = Host::new();
+    let state = host.tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let policy = host.tmp.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"trusted_roots":["root"],"keys":"keys","isolation":"thread","state_dir":"state"}"#,
+    )
+    .unwrap();
+    let install = |version: &str| {
+        let quoted = format!("\"{version}\"");
+        let lib = host.build("good", "versioned", &[("PLUGIN_VERSION", &quoted)]);
+        let dir = host.root.join("versioned");
+        let _ = std::fs::remove_dir_all(&dir);
+        let manifest = manifest_template("versioned").replace("\"1.0.0\"", &quoted);
+        host.install_with_manifest("versioned", &lib, &manifest)
+    };
+    let dir = install("2.0.0");
+    let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dir = install("1.0.0");
+    let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("trust:") && err.contains("2.0.0") && err.contains("1.0.0"),
+        "{err}"
+    );
+
+    let out = skillgate(&["reset-version", "versioned", "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was 2.0.0"));
+    let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

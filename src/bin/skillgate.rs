@@ -67,6 +67,36 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Lower a plugin's rollback mark (an administrative act): forget the highest version
+    /// seen for NAME in the policy's `state_dir`, so an older signed version may load again.
+    ResetVersion {
+        /// Plugin name.
+        name: String,
+        /// Host policy file (its `state_dir` holds the marks).
+        #[arg(long)]
+        policy: PathBuf,
+    },
+}
+
+fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
+    let policy = match Policy::from_file(policy) {
+        Ok(p) => p,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let Some(state_dir) = policy.trust.state_dir() else {
+        return usage("the policy has no state_dir: there are no rollback marks to reset");
+    };
+    match skillgate::trust::reset_version_mark(state_dir, name) {
+        Ok(Some(old)) => {
+            println!("reset the rollback mark of {name} (was {old})");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("{name} had no rollback mark");
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage(&e.to_string()),
+    }
 }
 
 fn gate(host: &HostArgs) -> Result<Gate, Error> {
@@ -101,6 +131,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),
+        Command::ResetVersion { name, policy } => reset_version(&name, &policy),
         Command::Verify { host } => {
             let result = gate(&host).and_then(|g| g.verify_and_inspect(&host.dir));
             match result {
