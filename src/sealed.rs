@@ -141,10 +141,10 @@ impl SealedFile {
         let mut options = memmap2::MmapOptions::new();
         options.len(len);
         // SAFETY: memmap2 requires that the mapped file is not modified or truncated while
-        // the map lives. This memfd carries F_SEAL_WRITE and F_SEAL_SHRINK (checked in
-        // `seal`, the only way to build a SealedFile), so no descriptor or mapping anywhere
-        // can change or shrink it, and F_SEAL_SEAL means those seals can never be removed.
-        // `len` equals the sealed size, so the whole map is backed.
+        // the map lives. The memfd carries F_SEAL_WRITE and F_SEAL_SHRINK (checked by
+        // `seal` and `from_inherited`, the only ways to build a SealedFile), so nothing can
+        // change or shrink it; F_SEAL_SEAL means those seals can never be removed; `len`
+        // equals the sealed size, so the whole map is backed.
         unsafe { options.map(&self.fd) }
     }
 
