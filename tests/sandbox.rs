@@ -448,14 +448,14 @@ fn fork_is_denied() {
 fn execve_is_denied_and_the_host_survives() {
     for host in Host::each_mode() {
         let (gate, plugin) = hostile(&host);
-        // Were it allowed, execve would replace the whole test process with /bin/true: the
-        // runner would vanish, which fails the suite just as loudly.
+        // Were it allowed in thread mode, execve would replace the whole test process with
+        // /bin/false, which exits 1, so the test binary fails even though no assertion ran.
         let a = attempt(&plugin, json!({"action": "execve"}));
         assert_denied(
             &a,
             "execve",
             EPERM,
-            "execve(\"/bin/true\") on the plugin thread",
+            "execve(\"/bin/false\") on the plugin thread",
         );
         host.assert_still_serves(&gate);
     }

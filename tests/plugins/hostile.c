@@ -25,7 +25,8 @@
  *   thread_read    read_file on a pthread this plugin creates (joined; its result reported;
  *                  stage "pthread_create" if the thread could not be created)
  *   fork           raw fork (clone(SIGCHLD) where SYS_fork does not exist); child _exit(0)s
- *   execve         execve("/bin/true") on the calling thread: success ends the process
+ *   execve         execve("/bin/false") on the calling thread: success replaces the process
+ *                  with one that exits 1, so a sandbox failure fails the test run loudly
  *   posix_spawn    posix_spawn("/bin/true") (glibc: clone3, then clone(CLONE_VM|CLONE_VFORK))
  *   tcp_connect    socket(AF_INET, SOCK_STREAM) + connect(127.0.0.1:port)
  *   udp_send       socket(AF_INET, SOCK_DGRAM) + sendto(127.0.0.1:port, "x")
@@ -255,8 +256,8 @@ static struct outcome do_fork(void) {
 }
 
 static struct outcome do_execve(void) {
-    char *const argv[] = {(char *)"/bin/true", NULL};
-    execve("/bin/true", argv, environ);
+    char *const argv[] = {(char *)"/bin/false", NULL};
+    execve("/bin/false", argv, environ);
     return failure("execve", errno); /* only reached if execve failed */
 }
 
