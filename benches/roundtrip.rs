@@ -77,6 +77,23 @@ fn measure(n: usize, mut f: impl FnMut()) -> Stats {
     }
 }
 
+/// Like [`measure`], sleeping `gap` (untimed) before each call.
+fn measure_spaced(n: usize, gap: Duration, mut f: impl FnMut()) -> Stats {
+    let mut samples: Vec<Duration> = (0..n)
+        .map(|_| {
+            std::thread::sleep(gap);
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    samples.sort();
+    Stats {
+        p50: samples[n / 2],
+        p99: samples[n * 99 / 100],
+    }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -128,6 +145,7 @@ fn main() {
     let input = CString::new(serde_json::to_vec(&ctx).unwrap()).unwrap();
 
     let direct = direct_baseline(&plugin.join("libbench.so"), &input);
+    let mut spaced_rows = Vec::new();
     let mut rows = vec![(
         "direct FFI call under a mutex (baseline)",
         direct.p50,
@@ -143,9 +161,26 @@ fn main() {
             loaded.execute(&ctx).unwrap();
         });
         rows.push((label, s.p50, s.p99));
+        // Calls 500 us apart: the plugin's thread or worker has gone to sleep before each
+        // call, so every call pays for waking it (the back-to-back loop above mostly does
+        // not, since both sides poll briefly before sleeping).
+        let spaced = measure_spaced(calls / 10, Duration::from_micros(500), || {
+            loaded.execute(&ctx).unwrap();
+        });
+        spaced_rows.push((label, spaced.p50, spaced.p99));
     }
     println!("no-op call round trip, {calls} calls each");
     for (label, p50, p99) in &rows {
+        println!(
+            "  {label:<42} p50 {:>8.2} us  p99 {:>8.2} us  p50 ratio {:>6.1}x",
+            us(*p50),
+            us(*p99),
+            us(*p50) / us(direct.p50)
+        );
+    }
+
+    println!("the same, calls 500 us apart, {} calls each", calls / 10);
+    for (label, p50, p99) in &spaced_rows {
         println!(
             "  {label:<42} p50 {:>8.2} us  p99 {:>8.2} us  p50 ratio {:>6.1}x",
             us(*p50),

@@ -12,9 +12,9 @@
 //! leave whatever locks it holds held forever.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::ffi::{
@@ -28,24 +28,94 @@ use crate::policy::Limits;
 use crate::sandbox::{Enforcement, SandboxPlan};
 use crate::sealed::SealedFile;
 
-struct Call {
-    input: CString,
-    reply: mpsc::SyncSender<Result<PluginResult, FaultError>>,
+/// The one call in flight between the host and the plugin thread. A single slot, reused
+/// for every call (no channel is made per call): callers take turns through
+/// [`ThreadExecutor::turn`], so at most one request is ever in it.
+#[derive(Debug)]
+enum SlotState {
+    /// No call in flight.
+    Idle,
+    /// A call's input, waiting for the plugin thread.
+    Request(CString),
+    /// The plugin thread took the input and is running the call.
+    Running,
+    /// The call's result, waiting for its caller.
+    Reply(Result<PluginResult, FaultError>),
+    /// The handle was dropped: the plugin thread stops.
+    Closed,
+    /// The plugin thread ended (its exit guard ran).
+    Gone,
+}
+
+/// How long a caller polls for its reply, and the plugin thread for the next call, before
+/// sleeping on the condition variable. Waking a sleeping thread costs a futex call and, on
+/// an idle (virtual) CPU, tens of microseconds before it runs; a reply or a back-to-back
+/// call that comes sooner is picked up without that. Bounded, so an idle plugin costs at
+/// most this much CPU after each call.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// Polls `done` for up to [`SPIN`]; whether it became true.
+fn spin_until(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return done();
+        }
+        // On a busy machine the other side may be waiting for this very CPU.
+        std::thread::yield_now();
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Counts requests put in the slot (read without the lock, only to stop spinning).
+    requests: AtomicU64,
+    /// Counts replies put in the slot, and the plugin thread's end (likewise).
+    replies: AtomicU64,
+    /// Signalled when a request is put in, or the handle closes.
+    to_plugin: Condvar,
+    /// Signalled when a reply is put in, or the plugin thread ends.
+    to_caller: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // The state is a plain value that every writer leaves consistent; a panic while it
+        // was held does not make it unreadable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Marks the slot `Gone` when the plugin thread ends, however it ends, so a waiting caller
+/// hears about it at once instead of at its timeout.
+struct ExitGuard(Arc<Slot>);
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        *self.0.lock() = SlotState::Gone;
+        self.0.replies.fetch_add(1, Ordering::Release);
+        self.0.to_caller.notify_all();
+    }
 }
 
 /// Handle to a plugin thread. Calls from any number of host threads are queued and run
 /// one at a time.
 #[derive(Debug)]
 pub(crate) struct ThreadExecutor {
-    calls: mpsc::Sender<Call>,
+    slot: Arc<Slot>,
+    /// Held for a whole call: one call at a time, in the order the lock grants.
+    turn: Mutex<()>,
     timeout: Duration,
     poisoned: AtomicBool,
-}
-
-impl std::fmt::Debug for Call {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Call")
-    }
 }
 
 impl ThreadExecutor {
@@ -57,26 +127,33 @@ impl ThreadExecutor {
         limits: &Limits,
         plan: SandboxPlan,
     ) -> Result<(Self, Enforcement), Error> {
-        let (calls, incoming) = mpsc::channel::<Call>();
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Idle),
+            requests: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            to_plugin: Condvar::new(),
+            to_caller: Condvar::new(),
+        });
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Enforcement, Error>>(1);
         let expected = manifest.metadata().clone();
         let output_limit = limits.output_bytes;
+        let thread_slot = Arc::clone(&slot);
         std::thread::Builder::new()
             .name(format!("plugin:{}", manifest.name()))
             .spawn(move || {
-                run_plugin_thread(library, expected, output_limit, plan, ready_tx, incoming)
+                let guard = ExitGuard(thread_slot);
+                run_plugin_thread(library, expected, output_limit, plan, ready_tx, &guard.0)
             })
             .map_err(LoadError::Thread)?;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let executor = ThreadExecutor {
+            slot,
+            turn: Mutex::new(()),
+            timeout,
+            poisoned: AtomicBool::new(false),
+        };
         match ready_rx.recv_timeout(timeout) {
-            Ok(Ok(enforcement)) => {
-                let executor = ThreadExecutor {
-                    calls,
-                    timeout,
-                    poisoned: AtomicBool::new(false),
-                };
-                Ok((executor, enforcement))
-            }
+            Ok(Ok(enforcement)) => Ok((executor, enforcement)),
             Ok(Err(e)) => Err(e),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(FaultError::Timeout {
                 timeout_ms: limits.call_timeout_ms,
@@ -91,21 +168,97 @@ impl ThreadExecutor {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
-        let (reply, result) = mpsc::sync_channel(1);
-        self.calls
-            .send(Call { input, reply })
-            .map_err(|_| FaultError::ThreadGone)?;
-        match result.recv_timeout(self.timeout) {
-            Ok(r) => r,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.poisoned.store(true, Ordering::Release);
-                Err(FaultError::Timeout {
-                    timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX),
-                })
+        // A caller that panicked while holding its turn left nothing half-done here.
+        let _turn = self
+            .turn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked again: the call before ours may have timed out while we queued.
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(FaultError::Poisoned);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut state = self.slot.lock();
+        match *state {
+            SlotState::Idle => {}
+            SlotState::Gone | SlotState::Closed => return Err(FaultError::ThreadGone),
+            // Only a call that timed out leaves the slot busy, and it poisoned the handle.
+            SlotState::Request(_) | SlotState::Running | SlotState::Reply(_) => {
+                return Err(FaultError::Poisoned);
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(FaultError::ThreadGone),
+        }
+        *state = SlotState::Request(input);
+        let replies = self.slot.replies.load(Ordering::Acquire);
+        self.slot.requests.fetch_add(1, Ordering::Release);
+        self.slot.to_plugin.notify_one();
+        drop(state);
+        spin_until(|| self.slot.replies.load(Ordering::Acquire) != replies);
+        let mut state = self.slot.lock();
+        loop {
+            match std::mem::replace(&mut *state, SlotState::Idle) {
+                SlotState::Reply(result) => return result,
+                SlotState::Gone => {
+                    *state = SlotState::Gone;
+                    return Err(FaultError::ThreadGone);
+                }
+                waiting => *state = waiting,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                self.poisoned.store(true, Ordering::Release);
+                return Err(FaultError::Timeout {
+                    timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX),
+                });
+            }
+            state = match self.slot.to_caller.wait_timeout(state, remaining) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
         }
     }
+}
+
+impl Drop for ThreadExecutor {
+    fn drop(&mut self) {
+        let mut state = self.slot.lock();
+        if !matches!(*state, SlotState::Gone) {
+            *state = SlotState::Closed;
+        }
+        self.slot.to_plugin.notify_all();
+    }
+}
+
+/// Waits for the next call's input; `None` once the handle is dropped.
+fn next_call(slot: &Slot, seen: &mut u64) -> Option<CString> {
+    spin_until(|| slot.requests.load(Ordering::Acquire) != *seen);
+    *seen = slot.requests.load(Ordering::Acquire);
+    let mut state = slot.lock();
+    loop {
+        match std::mem::replace(&mut *state, SlotState::Running) {
+            SlotState::Request(input) => return Some(input),
+            SlotState::Closed | SlotState::Gone => {
+                *state = SlotState::Closed;
+                return None;
+            }
+            other => *state = other,
+        }
+        state = match slot.to_plugin.wait(state) {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+    }
+}
+
+/// Hands a call's result to its caller, unless the handle was dropped meanwhile.
+fn reply(slot: &Slot, result: Result<PluginResult, FaultError>) -> bool {
+    let mut state = slot.lock();
+    if matches!(*state, SlotState::Closed) {
+        return false;
+    }
+    *state = SlotState::Reply(result);
+    slot.replies.fetch_add(1, Ordering::Release);
+    slot.to_caller.notify_one();
+    true
 }
 
 /// Body of the plugin thread.
@@ -115,7 +268,7 @@ fn run_plugin_thread(
     output_limit: usize,
     plan: SandboxPlan,
     ready: mpsc::SyncSender<Result<Enforcement, Error>>,
-    incoming: mpsc::Receiver<Call>,
+    slot: &Slot,
 ) {
     // Restrict this thread before the library is opened, so its constructors and IFUNC
     // resolvers already run restricted. On failure the library is never opened.
@@ -137,13 +290,16 @@ fn run_plugin_thread(
         return;
     }
     drop(ready);
-    // Ends when the last handle is dropped and the channel closes.
-    for call in incoming {
+    // Ends when the handle is dropped. A caller that timed out is gone; its late reply
+    // stays in the slot, where nobody reads it (the handle is poisoned).
+    let mut seen = 0;
+    while let Some(input) = next_call(slot, &mut seen) {
         let result = symbols
-            .call_execute(&call.input, output_limit)
+            .call_execute(&input, output_limit)
             .and_then(|bytes| decode_result(&bytes));
-        // The caller may have timed out and gone; nothing to do then.
-        let _ = call.reply.send(result);
+        if !reply(slot, result) {
+            return;
+        }
     }
 }
 

@@ -43,6 +43,7 @@ pub mod sealed;
 pub mod seccomp;
 pub mod sign;
 pub mod signature;
+mod spawner;
 pub mod trust;
 pub mod verify;
 pub mod worker;

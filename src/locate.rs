@@ -31,6 +31,12 @@ const MAX_REL_LEN: usize = 4096;
 const MAX_COMPONENT_LEN: usize = 255;
 /// Size of the read buffer used while hashing.
 const CHUNK: usize = 64 * 1024;
+/// Files at least this large that are copied while hashed are hashed on a helper thread.
+const PIPELINE_MIN: u64 = 4 * 1024 * 1024;
+/// Size of each buffer of the hashing pipeline.
+const PIPELINE_CHUNK: usize = 256 * 1024;
+/// Most buffers of the hashing pipeline in existence at once.
+const PIPELINE_BUFFERS: usize = 4;
 /// How often `openat2` is retried when the kernel reports a concurrent rename (`EAGAIN`).
 const OPENAT2_RETRIES: usize = 8;
 
@@ -705,7 +711,24 @@ impl PluginFile {
     /// Reads the whole file once, feeding every byte to SHA-256 and, if given, to `sink`.
     /// Refuses if more than `cap` bytes, or another count than `fstat` reported, arrive
     /// (the file changed under us). Returns the SHA-256 digest and the bytes read.
+    ///
+    /// A large file copied to a sink (the library into its sealed memfd) is hashed on a
+    /// helper thread while the next chunk is read and copied: each chunk is one owned
+    /// buffer that goes to the sink, then to the hasher, and is reused only when the hasher
+    /// hands it back, so the hashed bytes are exactly the copied bytes. At most
+    /// [`PIPELINE_BUFFERS`] buffers of [`PIPELINE_CHUNK`] bytes exist at once.
     pub fn hash_into(
+        self,
+        cap: u64,
+        sink: Option<&mut dyn Write>,
+    ) -> Result<([u8; 32], u64), LocateError> {
+        match sink {
+            Some(sink) if self.size >= PIPELINE_MIN => self.hash_into_pipelined(cap, sink),
+            sink => self.hash_into_serial(cap, sink),
+        }
+    }
+
+    fn hash_into_serial(
         self,
         cap: u64,
         mut sink: Option<&mut dyn Write>,
@@ -725,12 +748,80 @@ impl PluginFile {
         Ok((hasher.finalize().into(), read))
     }
 
+    fn hash_into_pipelined(
+        self,
+        cap: u64,
+        sink: &mut dyn Write,
+    ) -> Result<([u8; 32], u64), LocateError> {
+        use std::sync::mpsc;
+        let path = self.path.clone();
+        let gone = || io_error(&path, std::io::Error::other("the hashing thread stopped"));
+        std::thread::scope(|scope| {
+            let (to_hasher, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(PIPELINE_BUFFERS);
+            let (give_back, returned) = mpsc::channel::<Vec<u8>>();
+            let hasher = std::thread::Builder::new()
+                .name("skillgate-hash".into())
+                .spawn_scoped(scope, move || {
+                    let mut hasher = Sha256::new();
+                    for (buf, len) in chunks {
+                        hasher.update(buf.get(..len).unwrap_or_default());
+                        // The reader may have stopped on an error; then nobody reuses it.
+                        let _ = give_back.send(buf);
+                    }
+                    <[u8; 32]>::from(hasher.finalize())
+                });
+            let Ok(hasher) = hasher else {
+                return self.hash_into_serial(cap, Some(sink));
+            };
+            let mut buffers = 1;
+            let read = self.read_chunks(cap, vec![0_u8; PIPELINE_CHUNK], |buf, len| {
+                sink.write_all(buf.get(..len).unwrap_or_default())
+                    .map_err(|source| LocateError::Sink {
+                        path: path.clone(),
+                        source,
+                    })?;
+                to_hasher.send((buf, len)).map_err(|_| gone())?;
+                match returned.try_recv() {
+                    Ok(buf) => Ok(buf),
+                    Err(_) if buffers < PIPELINE_BUFFERS => {
+                        buffers += 1;
+                        Ok(vec![0_u8; PIPELINE_CHUNK])
+                    }
+                    Err(_) => returned.recv().map_err(|_| gone()),
+                }
+            });
+            drop(to_hasher);
+            let digest = hasher.join().map_err(|_| gone())?;
+            Ok((digest, read?))
+        })
+    }
+
     /// Reads the file to its end, handing each chunk to `each`. At most one byte past the
     /// `fstat` size is ever requested, so growth is seen without reading what was appended.
     fn read_all(
         self,
         cap: u64,
         mut each: impl FnMut(&[u8]) -> Result<(), LocateError>,
+    ) -> Result<u64, LocateError> {
+        // No bigger than the file (plus the byte that detects growth) needs.
+        let len = usize::try_from(self.size.saturating_add(1))
+            .unwrap_or(CHUNK)
+            .min(CHUNK);
+        self.read_chunks(cap, vec![0_u8; len], |buf, got| {
+            each(buf.get(..got).unwrap_or_default())?;
+            Ok(buf)
+        })
+    }
+
+    /// Reads the file to its end into owned buffers: `each` gets a buffer and how many bytes
+    /// at its start were read, and returns the (non-empty) buffer to read the next chunk
+    /// into. At most one byte past the `fstat` size is ever requested, so growth is seen
+    /// without reading what was appended.
+    fn read_chunks(
+        self,
+        cap: u64,
+        mut buf: Vec<u8>,
+        mut each: impl FnMut(Vec<u8>, usize) -> Result<Vec<u8>, LocateError>,
     ) -> Result<u64, LocateError> {
         if self.size > cap {
             return Err(LocateError::TooLarge {
@@ -745,7 +836,6 @@ impl PluginFile {
                 std::io::Error::other("byte count overflowed while reading"),
             )
         };
-        let mut buf = vec![0_u8; CHUNK];
         let mut total: u64 = 0;
         loop {
             // total <= size here, so this is at least 1.
@@ -754,7 +844,10 @@ impl PluginFile {
                 .checked_sub(total)
                 .and_then(|left| left.checked_add(1))
                 .ok_or_else(overflow)?;
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(CHUNK);
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            if want == 0 {
+                return Err(overflow());
+            }
             let window = buf.get_mut(..want).ok_or_else(overflow)?;
             let got = match rustix::io::read(&self.fd, &mut *window) {
                 Ok(got) => got,
@@ -776,7 +869,7 @@ impl PluginFile {
             if total > self.size {
                 break;
             }
-            each(window.get(..got).ok_or_else(overflow)?)?;
+            buf = each(buf, got)?;
         }
         if total != self.size {
             return Err(LocateError::Changed {
@@ -1240,6 +1333,54 @@ mod tests {
             let expected: [u8; 32] = Sha256::digest(b"data").into();
             assert_eq!(digest, expected);
         }
+    }
+
+    #[test]
+    fn large_copied_file_is_hashed_on_the_pipeline_byte_for_byte() {
+        let fx = Fixture::new();
+        // Over PIPELINE_MIN and not a multiple of PIPELINE_CHUNK.
+        let len = PIPELINE_MIN as usize + 3 * PIPELINE_CHUNK + 12_345;
+        let big: Vec<u8> = (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        fs::write(fx.p("trusted/plugin/huge.bin"), &big).unwrap();
+        let expected: [u8; 32] = Sha256::digest(&big).into();
+        for r in RESOLVERS {
+            let dir = fx.plugin(r);
+            let file = dir.open_file("huge.bin", 1 << 30).unwrap();
+            let mut copy = Vec::new();
+            let (digest, n) = file.hash_into(1 << 30, Some(&mut copy)).unwrap();
+            assert_eq!(n, len as u64, "{r:?}");
+            assert!(copy == big, "{r:?}: the copy differs");
+            assert_eq!(digest, expected, "{r:?}");
+            // The cap is still enforced before anything is read.
+            let file = dir.open_file("huge.bin", 1 << 30).unwrap();
+            let err = file
+                .hash_into(len as u64 - 1, Some(&mut Vec::new()))
+                .unwrap_err();
+            assert!(
+                matches!(err, LocateError::TooLarge { .. }),
+                "{r:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn large_file_growing_during_the_pipeline_is_refused() {
+        let fx = Fixture::new();
+        let target = fx.p("trusted/plugin/grows-big.bin");
+        let len = PIPELINE_MIN as usize + 1;
+        fs::write(&target, vec![7_u8; len]).unwrap();
+        let dir = fx.plugin(Resolver::Openat2);
+        let file = dir.open_file("grows-big.bin", 1 << 30).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&target)
+            .unwrap()
+            .write_all(b"appended")
+            .unwrap();
+        let err = file.hash_into(1 << 30, Some(&mut Vec::new())).unwrap_err();
+        assert!(matches!(err, LocateError::Changed { .. }), "{err:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! handle fails every later call with `Fault(Poisoned)`; it does not restart the worker.**
 //! A host that wants the plugin back loads it again, which re-verifies it.
 
-use std::io;
+use std::io::{self, BufReader, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -45,6 +45,13 @@ use crate::sealed::SealedFile;
 pub const WORKER_NAME: &str = "skillgate-worker";
 /// Largest control frame (init, ready, errors).
 const CONTROL_CAP: usize = 1024 * 1024;
+/// Read buffer of each end of the channel: a small frame arrives with one `read`, header
+/// and payload together. Frame caps are checked as before; the buffer bounds nothing.
+const CHANNEL_BUFFER: usize = 64 * 1024;
+/// How far past its deadline a read may wait before the socket's receive timeout is
+/// lowered (one `setsockopt`). The timeout set for a call's full duration is reused by the
+/// next call instead of being set again before every call.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
 
 /// The first frame the host sends: everything the worker needs to restrict and load.
 #[derive(Debug, Serialize, Deserialize)]
@@ -202,7 +209,67 @@ pub fn find_worker(configured: Option<&Path>) -> Result<PathBuf, LoadError> {
 
 struct Worker {
     child: Child,
-    channel: UnixStream,
+    channel: BufReader<Channel>,
+}
+
+/// The host's end of the socket. Every `read` ends by the current call's deadline: the
+/// socket's receive timeout (`SO_RCVTIMEO`) is lowered whenever it would let a read wait
+/// more than [`DEADLINE_SLACK`] past the deadline, and a read that times out early is
+/// retried with the time that is left.
+struct Channel {
+    stream: UnixStream,
+    deadline: Instant,
+    /// The receive timeout currently set on the socket (`None`: none set yet).
+    armed: Option<Duration>,
+}
+
+impl Channel {
+    fn new(stream: UnixStream) -> Channel {
+        Channel {
+            stream,
+            deadline: Instant::now(),
+            armed: None,
+        }
+    }
+
+    fn arm(&mut self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.armed = Some(timeout);
+        Ok(())
+    }
+}
+
+impl Read for Channel {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            if self
+                .armed
+                .is_none_or(|armed| armed > remaining.saturating_add(DEADLINE_SLACK))
+            {
+                self.arm(remaining)?;
+            }
+            match self.stream.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    // Timed out: past the deadline (seen above), or early because an
+                    // earlier, shorter timeout is still set.
+                    let remaining = self.deadline.saturating_duration_since(Instant::now());
+                    if !remaining.is_zero() {
+                        self.arm(remaining)?;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 /// Handle to a plugin's worker process. Calls are serialized by a mutex around it.
@@ -239,17 +306,14 @@ fn reap(worker: &mut Worker, kill: bool) -> FaultError {
 
 /// Reads one frame before `deadline`, or reports why not.
 fn read_before(
-    channel: &mut UnixStream,
+    channel: &mut BufReader<Channel>,
     deadline: Instant,
     cap: usize,
 ) -> Result<(Tag, Vec<u8>), Option<FrameError>> {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    if remaining.is_zero() {
+    if deadline.saturating_duration_since(Instant::now()).is_zero() {
         return Err(None);
     }
-    channel
-        .set_read_timeout(Some(remaining))
-        .map_err(|e| Some(FrameError::Io(e)))?;
+    channel.get_mut().deadline = deadline;
     match read_frame(channel, cap) {
         Ok(f) => Ok(f),
         Err(FrameError::Io(e))
@@ -280,17 +344,23 @@ impl ProcessExecutor {
             )))
         };
         let (host_end, worker_end) = UnixStream::pair().map_err(spawn_err)?;
+        // A worker that stops reading must not block a caller past its timeout: writing a
+        // call's input is bounded by the same per-call timeout as waiting for its result.
+        host_end
+            .set_write_timeout(Some(Duration::from_millis(limits.call_timeout_ms)))
+            .map_err(spawn_err)?;
         let memfd: OwnedFd = library.as_fd().try_clone_to_owned().map_err(spawn_err)?;
-        let child = Command::new(worker_path)
+        let mut command = Command::new(worker_path);
+        command
             .env_clear()
             .stdin(Stdio::from(memfd))
             .stdout(Stdio::from(OwnedFd::from(worker_end)))
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(spawn_err)?;
+            .stderr(Stdio::null());
+        // Spawned from the long-lived spawner thread: see crate::spawner.
+        let child = crate::spawner::spawn(command).map_err(spawn_err)?;
         let mut worker = Worker {
             child,
-            channel: host_end,
+            channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
         };
         let init = Init {
             version: PROTOCOL_VERSION,
@@ -329,7 +399,7 @@ impl ProcessExecutor {
     ) -> Result<Enforcement, Error> {
         let deadline = Instant::now() + timeout;
         let init = serde_json::to_vec(init).map_err(Error::Input)?;
-        if write_frame(&mut worker.channel, Tag::Init, &init).is_err() {
+        if write_frame(&mut worker.channel.get_mut().stream, Tag::Init, &init).is_err() {
             return Err(reap(worker, true).into());
         }
         match read_before(&mut worker.channel, deadline, CONTROL_CAP) {
@@ -383,8 +453,14 @@ impl ProcessExecutor {
 
     fn exchange(&self, worker: &mut Worker, input: &[u8]) -> Result<PluginResult, FaultError> {
         let deadline = Instant::now() + self.timeout;
-        if write_frame(&mut worker.channel, Tag::Call, input).is_err() {
-            return Err(reap(worker, true));
+        if let Err(e) = write_frame(&mut worker.channel.get_mut().stream, Tag::Call, input) {
+            let ended = reap(worker, true);
+            return Err(match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FaultError::Timeout {
+                    timeout_ms: duration_ms(self.timeout),
+                },
+                _ => ended,
+            });
         }
         match read_before(&mut worker.channel, deadline, self.output_cap) {
             Ok((Tag::Output, bytes)) => decode_result(&bytes),
@@ -531,7 +607,7 @@ fn try_namespaces(network: bool) -> Vec<String> {
 fn run_worker() -> Result<(), u8> {
     let (memfd, channel) = take_standard_fds();
     close_other_fds().map_err(|_| 10u8)?;
-    let mut channel = std::fs::File::from(channel);
+    let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     let _ = rustix::process::setsid();
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|_| 11u8)?;
@@ -544,8 +620,9 @@ fn run_worker() -> Result<(), u8> {
     if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(init.host_pid) {
         return Err(14);
     }
-    let fail = |channel: &mut std::fs::File, failure: LoadFailure| -> u8 {
-        let _ = serde_json::to_vec(&failure).map(|b| write_frame(channel, Tag::LoadFailed, &b));
+    let fail = |channel: &mut BufReader<std::fs::File>, failure: LoadFailure| -> u8 {
+        let _ = serde_json::to_vec(&failure)
+            .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, &b));
         20
     };
     if let Err(e) = set_limits(&init) {
@@ -585,7 +662,7 @@ fn run_worker() -> Result<(), u8> {
     };
     enforcement.namespaces = namespaces;
     let ready = serde_json::to_vec(&enforcement).map_err(|_| 21u8)?;
-    write_frame(&mut channel, Tag::Ready, &ready).map_err(|_| 22u8)?;
+    write_frame(channel.get_mut(), Tag::Ready, &ready).map_err(|_| 22u8)?;
     let input_cap = CONTROL_CAP.saturating_mul(64);
     loop {
         let (tag, mut input) = match read_frame(&mut channel, input_cap) {
@@ -601,15 +678,15 @@ fn run_worker() -> Result<(), u8> {
             return Err(25);
         };
         let sent = match symbols.call_execute(&input, init.output_bytes) {
-            Ok(bytes) => write_frame(&mut channel, Tag::Output, &bytes),
+            Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, &bytes),
             Err(FaultError::OutputTooLarge { limit, .. }) => {
                 serde_json::to_vec(&CallFault::OutputTooLarge { limit })
                     .map_err(io::Error::other)
-                    .and_then(|b| write_frame(&mut channel, Tag::Fault, &b))
+                    .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, &b))
             }
             Err(_) => serde_json::to_vec(&CallFault::NullResult)
                 .map_err(io::Error::other)
-                .and_then(|b| write_frame(&mut channel, Tag::Fault, &b)),
+                .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, &b)),
         };
         if sent.is_err() {
             return Err(26);

@@ -627,3 +627,19 @@ fn no_worker_outlives_a_killed_host() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_worker_outlives_the_thread_that_loaded_it() {
+    // PR_SET_PDEATHSIG fires when the *thread* that forked the worker exits, not the
+    // process; a host that loads plugins from a short-lived thread must not lose them.
+    let host = Host::process();
+    let dir = host.plugin("good", "adopted");
+    let gate = Arc::new(host.gate());
+    let g = Arc::clone(&gate);
+    let plugin = std::thread::spawn(move || g.verify_and_load(&dir).unwrap())
+        .join()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = plugin.execute(&ctx(serde_json::json!({}))).unwrap();
+    assert_eq!(out.output["marker"], "v1");
+}
