@@ -590,12 +590,15 @@ impl Inspected {
 /// Inspects the verified library under `policy`.
 pub fn inspect(verified: Verified<Bundle>, policy: &ElfPolicy) -> Result<Inspected, Error> {
     let bundle = verified.into_inner();
-    let map = bundle
+    let mut map = bundle
         .library()
-        .map()
+        .map_private()
         .map_err(|e| InspectError::Malformed(format!("cannot map the sealed library: {e}")))?;
-    let report = inspect_bytes_with(&map, policy)?;
+    let report = examine_in_place(&mut map, policy)?;
     drop(map);
+    if let Some(refusal) = report.refusal() {
+        return Err(refusal.clone().into());
+    }
     Ok(Inspected { bundle, report })
 }
 
@@ -635,9 +638,26 @@ pub fn examine(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, Inspec
         return Err(InspectError::NotElf);
     }
     let copy = without_section_headers(bytes)?;
+    examine_erased(&copy, policy)
+}
+
+/// [`examine`] on a private, writable view of the library (a copy-on-write mapping of the
+/// sealed memfd): the section-header fields are erased in place, so only the page holding
+/// the ELF header is ever copied, never the whole library.
+fn examine_in_place(elf: &mut [u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
+    if elf.get(..4) != Some(header::ELFMAG.as_slice()) {
+        return Err(InspectError::NotElf);
+    }
+    let is_64 = check_program_headers(elf)?;
+    erase_section_header_fields(elf, is_64)?;
+    examine_erased(elf, policy)
+}
+
+/// Parses bytes whose ELF header names no section headers, and runs every check.
+fn examine_erased(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
     let parsed = std::panic::catch_unwind(|| -> Result<InspectReport, InspectError> {
-        let elf = Elf::parse(&copy).map_err(|e| InspectError::Malformed(e.to_string()))?;
-        examine_parsed(&elf, copy.len(), policy)
+        let elf = Elf::parse(bytes).map_err(|e| InspectError::Malformed(e.to_string()))?;
+        examine_parsed(&elf, bytes.len(), policy)
     });
     match parsed {
         Ok(result) => result,
@@ -648,7 +668,36 @@ pub fn examine(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, Inspec
 /// A copy of `bytes` whose ELF header names no section headers (`e_shoff`, `e_shnum` and
 /// `e_shstrndx` zeroed), after checking that every program header lies inside the file.
 fn without_section_headers(bytes: &[u8]) -> Result<Vec<u8>, InspectError> {
-    let parsed = std::panic::catch_unwind(|| -> Result<Vec<u8>, InspectError> {
+    let is_64 = check_program_headers(bytes)?;
+    let mut copy = bytes.to_vec();
+    erase_section_header_fields(&mut copy, is_64)?;
+    Ok(copy)
+}
+
+/// Zeroes `e_shoff`, `e_shnum` and `e_shstrndx` in place.
+fn erase_section_header_fields(elf: &mut [u8], is_64: bool) -> Result<(), InspectError> {
+    // (offset, width) of e_shoff, e_shnum and e_shstrndx.
+    let fields: [(usize, usize); 3] = if is_64 {
+        [(0x28, 8), (0x3c, 2), (0x3e, 2)]
+    } else {
+        [(0x20, 4), (0x30, 2), (0x32, 2)]
+    };
+    for (at, width) in fields {
+        let end = at
+            .checked_add(width)
+            .ok_or_else(|| InspectError::Malformed("header offset overflow".into()))?;
+        let field = elf
+            .get_mut(at..end)
+            .ok_or_else(|| InspectError::Malformed("ELF header is truncated".into()))?;
+        field.fill(0);
+    }
+    Ok(())
+}
+
+/// Checks the ELF header and that every program header lies inside the file; returns
+/// whether the file is 64-bit.
+fn check_program_headers(bytes: &[u8]) -> Result<bool, InspectError> {
+    let parsed = std::panic::catch_unwind(|| -> Result<bool, InspectError> {
         let hdr = Elf::parse_header(bytes).map_err(|e| InspectError::Malformed(e.to_string()))?;
         let is_64 = match hdr.e_ident.get(header::EI_CLASS).copied() {
             Some(header::ELFCLASS64) => true,
@@ -687,23 +736,7 @@ fn without_section_headers(bytes: &[u8]) -> Result<Vec<u8>, InspectError> {
         let phdrs = ProgramHeader::parse(bytes, phoff, usize::from(hdr.e_phnum), ctx)
             .map_err(|e| InspectError::Malformed(format!("program headers: {e}")))?;
         check_segment_bounds(&phdrs, bytes.len())?;
-        let mut copy = bytes.to_vec();
-        // (offset, width) of e_shoff, e_shnum and e_shstrndx.
-        let fields: [(usize, usize); 3] = if is_64 {
-            [(0x28, 8), (0x3c, 2), (0x3e, 2)]
-        } else {
-            [(0x20, 4), (0x30, 2), (0x32, 2)]
-        };
-        for (at, width) in fields {
-            let end = at
-                .checked_add(width)
-                .ok_or_else(|| InspectError::Malformed("header offset overflow".into()))?;
-            let field = copy
-                .get_mut(at..end)
-                .ok_or_else(|| InspectError::Malformed("ELF header is truncated".into()))?;
-            field.fill(0);
-        }
-        Ok(copy)
+        Ok(is_64)
     });
     match parsed {
         Ok(result) => result,

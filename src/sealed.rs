@@ -148,6 +148,25 @@ impl SealedFile {
         unsafe { options.map(&self.fd) }
     }
 
+    /// A private, copy-on-write mapping: writes to it stay in this process's memory (only
+    /// the pages written are copied) and never reach the sealed file.
+    #[allow(unsafe_code)]
+    pub fn map_private(&self) -> io::Result<memmap2::MmapMut> {
+        if self.len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an empty sealed file cannot be mapped",
+            ));
+        }
+        let len = usize::try_from(self.len).map_err(io::Error::other)?;
+        let mut options = memmap2::MmapOptions::new();
+        options.len(len);
+        // SAFETY: as for `map`: the file is sealed against writes and shrinking, so the
+        // pages not yet copied can never change under the mapping; MAP_PRIVATE keeps this
+        // process's writes out of the file.
+        unsafe { options.map_copy(&self.fd) }
+    }
+
     /// Adopts a descriptor handed over by another process (the worker's inherited memfd),
     /// refusing it unless all four seals are already set: the receiver does not take the
     /// sender's word that the bytes cannot change.
@@ -214,6 +233,18 @@ mod tests {
         let file = sealed(&bytes);
         let map = file.map().unwrap();
         assert_eq!(&map[..], &bytes[..]);
+    }
+
+    #[test]
+    fn a_private_map_is_writable_and_its_writes_never_reach_the_file() {
+        let bytes: Vec<u8> = (0..100_000_u32).map(|i| (i % 251) as u8).collect();
+        let file = sealed(&bytes);
+        let mut private = file.map_private().unwrap();
+        assert_eq!(&private[..], &bytes[..]);
+        private[0] ^= 0xff;
+        private[99_999] ^= 0xff;
+        assert_eq!(&file.map().unwrap()[..], &bytes[..]);
+        assert_eq!(&file.map_private().unwrap()[..], &bytes[..]);
     }
 
     #[test]
