@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, from Debian's packages:
-# a C compiler for the test plugins, minisign for the key-format interop tests, and
+# a C compiler for the test plugins, minisign for the key-format interop tests, checksec
+# (compared with `skillgate inspect`), zlib headers (an extra-DT_NEEDED fixture), and
 # python3 (present on these machines) for one control in the pipeline tests.
 set -euo pipefail
 need=()
@@ -16,4 +17,4 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "setup: cc, minisign and python3 are present"
+echo "setup: cc, minisign, checksec, zlib headers and python3 are present"
