@@ -62,9 +62,9 @@ pub fn ffi_result(data: &[u8]) {
     }
 }
 
-/// A frame from a (possibly hostile) worker.
+/// A frame from a (possibly hostile) worker: decoded and its payload parsed as the host does.
 pub fn ipc_frame(data: &[u8]) {
-    let _ = crate::protocol::decode_frame(data, 1 << 20);
+    crate::worker::fuzz_host_frame(data);
 }
 
 /// ELF bytes given to the inspector.

@@ -517,6 +517,33 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame
+/// decoder, then the strict parse of its payload. Shared by the `ipc_frame` fuzz target and
+/// the corpus replay; a hostile worker controls every byte of it.
+#[doc(hidden)]
+pub fn fuzz_host_frame(bytes: &[u8]) {
+    let Ok((tag, payload)) = crate::protocol::decode_frame(bytes, CONTROL_CAP) else {
+        return;
+    };
+    match tag {
+        Tag::Ready => {
+            let _ = serde_json::from_slice::<Enforcement>(&payload);
+        }
+        Tag::LoadFailed => {
+            if let Ok(failure) = serde_json::from_slice::<LoadFailure>(&payload) {
+                let _ = failure.into_error().to_string();
+            }
+        }
+        Tag::Fault => {
+            let _ = serde_json::from_slice::<CallFault>(&payload);
+        }
+        Tag::Output => {
+            let _ = decode_result(&payload);
+        }
+        Tag::Init | Tag::Call => {}
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The worker's side.
 
