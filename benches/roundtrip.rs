@@ -59,29 +59,21 @@ struct Stats {
     p99: Duration,
 }
 
+/// p50 and p99 of `n` timed calls of `f`, after `n / 10` untimed warm-up calls.
 fn measure(n: usize, mut f: impl FnMut()) -> Stats {
     for _ in 0..n / 10 {
         f();
     }
-    let mut samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    Stats {
-        p50: samples[n / 2],
-        p99: samples[n * 99 / 100],
-    }
+    measure_spaced(n, Duration::ZERO, f)
 }
 
-/// Like [`measure`], sleeping `gap` (untimed) before each call.
+/// p50 and p99 of `n` timed calls of `f`, sleeping `gap` (untimed) before each call.
 fn measure_spaced(n: usize, gap: Duration, mut f: impl FnMut()) -> Stats {
     let mut samples: Vec<Duration> = (0..n)
         .map(|_| {
-            std::thread::sleep(gap);
+            if !gap.is_zero() {
+                std::thread::sleep(gap);
+            }
             let t = Instant::now();
             f();
             t.elapsed()

@@ -262,21 +262,16 @@ fn bounded_u64(
     Ok(value)
 }
 
+/// [`bounded_u64`] for counts; every ceiling fits both types, so the conversions hold.
 fn bounded_usize(
     name: &'static str,
     value: Option<usize>,
     default: usize,
     max: usize,
 ) -> Result<usize, PolicyError> {
-    let value = value.unwrap_or(default);
-    if value == 0 || value > max {
-        return Err(PolicyError::LimitOutOfRange {
-            name,
-            value: value as u64,
-            max: max as u64,
-        });
-    }
-    Ok(value)
+    let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    let value = bounded_u64(name, value.map(wide), wide(default), wide(max))?;
+    Ok(usize::try_from(value).unwrap_or(max))
 }
 
 impl LimitsWire {

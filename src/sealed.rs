@@ -127,24 +127,31 @@ impl SealedFile {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
-    /// Maps the contents read-only. An empty file cannot be mapped and is an error
-    /// (`InvalidInput`).
-    #[allow(unsafe_code)]
-    pub fn map(&self) -> io::Result<memmap2::Mmap> {
+    /// Options mapping the whole file. An empty file cannot be mapped (`InvalidInput`).
+    ///
+    /// Why mapping is sound: memmap2 requires that the mapped file is not modified or
+    /// truncated while the map lives. The memfd carries F_SEAL_WRITE and F_SEAL_SHRINK
+    /// (checked by `seal` and `from_inherited`, the only ways to build a SealedFile), and
+    /// F_SEAL_SEAL means those seals can never be removed; `len` equals the sealed size, so
+    /// the whole map is backed.
+    fn whole_file(&self) -> io::Result<memmap2::MmapOptions> {
         if self.len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "an empty sealed file cannot be mapped",
             ));
         }
-        let len = usize::try_from(self.len).map_err(io::Error::other)?;
         let mut options = memmap2::MmapOptions::new();
-        options.len(len);
-        // SAFETY: memmap2 requires that the mapped file is not modified or truncated while
-        // the map lives. The memfd carries F_SEAL_WRITE and F_SEAL_SHRINK (checked by
-        // `seal` and `from_inherited`, the only ways to build a SealedFile), so nothing can
-        // change or shrink it; F_SEAL_SEAL means those seals can never be removed; `len`
-        // equals the sealed size, so the whole map is backed.
+        options.len(usize::try_from(self.len).map_err(io::Error::other)?);
+        Ok(options)
+    }
+
+    /// Maps the contents read-only. An empty file cannot be mapped (`InvalidInput`).
+    #[allow(unsafe_code)]
+    pub fn map(&self) -> io::Result<memmap2::Mmap> {
+        let options = self.whole_file()?;
+        // SAFETY: the file is sealed against writes and shrinking for good (see
+        // `whole_file`), so nothing can change the mapped bytes.
         unsafe { options.map(&self.fd) }
     }
 
@@ -152,18 +159,9 @@ impl SealedFile {
     /// the pages written are copied) and never reach the sealed file.
     #[allow(unsafe_code)]
     pub fn map_private(&self) -> io::Result<memmap2::MmapMut> {
-        if self.len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "an empty sealed file cannot be mapped",
-            ));
-        }
-        let len = usize::try_from(self.len).map_err(io::Error::other)?;
-        let mut options = memmap2::MmapOptions::new();
-        options.len(len);
-        // SAFETY: as for `map`: the file is sealed against writes and shrinking, so the
-        // pages not yet copied can never change under the mapping; MAP_PRIVATE keeps this
-        // process's writes out of the file.
+        let options = self.whole_file()?;
+        // SAFETY: as for `map`, pages not yet copied can never change under the mapping;
+        // MAP_PRIVATE keeps this process's writes out of the file.
         unsafe { options.map_copy(&self.fd) }
     }
 
