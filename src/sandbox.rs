@@ -126,6 +126,13 @@ pub(crate) struct SandboxPlan {
     read_write: Vec<PathBuf>,
     connect_tcp: Vec<u16>,
     loader_read: Vec<PathBuf>,
+    /// Whether the plugin may start threads (see [`SandboxPlan::forbid_threads`]).
+    #[serde(default = "threads_allowed")]
+    threads: bool,
+}
+
+fn threads_allowed() -> bool {
+    true
 }
 
 /// Directories searched for `DT_NEEDED` libraries, as the loader's default path does.
@@ -202,6 +209,47 @@ impl SandboxPlan {
             read_write,
             connect_tcp,
             loader_read: loader_read.into_iter().collect(),
+            threads: true,
+        }
+    }
+
+    /// Refuses thread creation in the seccomp filter: the fallback bound on tasks where
+    /// no cgroup or per-namespace rlimit can bound them.
+    #[allow(
+        dead_code,
+        reason = "interface for the worker; wired in the same change series"
+    )]
+    pub(crate) fn forbid_threads(&mut self) {
+        self.threads = false;
+    }
+
+    /// Descriptors the plan holds open for its grants, in order, to be handed to a
+    /// worker process (which gives them back to [`SandboxPlan::adopt_grant_fds`]).
+    #[allow(
+        dead_code,
+        reason = "interface for the worker; wired in the same change series"
+    )]
+    pub(crate) fn grant_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        Vec::new()
+    }
+
+    /// In a worker: takes back the descriptors [`SandboxPlan::grant_fds`] listed on the
+    /// host, in the same order, checking each is the object the host opened.
+    #[allow(
+        dead_code,
+        reason = "interface for the worker; wired in the same change series"
+    )]
+    pub(crate) fn adopt_grant_fds(
+        &mut self,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<(), SandboxError> {
+        if fds.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::Worker(format!(
+                "{} grant descriptors given, the plan holds none",
+                fds.len()
+            )))
         }
     }
 
@@ -217,6 +265,7 @@ impl SandboxPlan {
         let program = seccomp::build(seccomp::FilterOptions {
             tcp: !self.connect_tcp.is_empty(),
             tgid: std::process::id(),
+            threads: self.threads,
         });
         seccomp::install(&program).map_err(SandboxError::Seccomp)?;
         let enforcement = Enforcement {

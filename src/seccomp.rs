@@ -64,6 +64,9 @@ pub(crate) struct FilterOptions {
     pub tcp: bool,
     /// The thread group id signals may target (`tgkill` only within it).
     pub tgid: u32,
+    /// Whether the plugin may create threads (`clone` with `CLONE_THREAD`). Turned off
+    /// where nothing else bounds how many tasks a worker can start.
+    pub threads: bool,
 }
 
 /// Syscalls allowed whatever their arguments: what glibc and Rust std need in a plugin
@@ -213,14 +216,17 @@ pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
     }
     // glibc tries clone3 first and falls back to clone only on ENOSYS.
     p.when(libc::SYS_clone3, |p| p.deny(libc::ENOSYS));
-    // clone: threads only (CLONE_THREAD), never new namespaces.
-    p.when(libc::SYS_clone, |p| {
-        p.load(off_arg_lo(0));
-        p.push(BPF_JSET_K, 2, 0, CLONE_NAMESPACES);
-        p.push(BPF_JSET_K, 0, 1, libc::CLONE_THREAD as u32);
-        p.ret(RET_ALLOW);
-        p.deny(libc::EPERM);
-    });
+    // clone: threads only (CLONE_THREAD), never new namespaces; none at all when
+    // threads are off.
+    if options.threads {
+        p.when(libc::SYS_clone, |p| {
+            p.load(off_arg_lo(0));
+            p.push(BPF_JSET_K, 2, 0, CLONE_NAMESPACES);
+            p.push(BPF_JSET_K, 0, 1, libc::CLONE_THREAD as u32);
+            p.ret(RET_ALLOW);
+            p.deny(libc::EPERM);
+        });
+    }
     // mprotect / pkey_mprotect: never to executable. This also keeps glibc < 2.41 from
     // making every thread stack executable for a library that asks for it.
     for sys in [libc::SYS_mprotect, libc::SYS_pkey_mprotect] {
@@ -355,7 +361,11 @@ mod tests {
 
     fn decide(tcp: bool, nr: i64, args: [u64; 6]) -> u32 {
         run(
-            &build(FilterOptions { tcp, tgid: 4242 }),
+            &build(FilterOptions {
+                tcp,
+                tgid: 4242,
+                threads: true,
+            }),
             nr,
             AUDIT_ARCH,
             args,
@@ -367,6 +377,7 @@ mod tests {
         let prog = build(FilterOptions {
             tcp: false,
             tgid: 1,
+            threads: true,
         });
         assert_eq!(
             run(&prog, 20, 0x4000_0003 /* AUDIT_ARCH_I386 */, [0; 6]),
@@ -511,6 +522,24 @@ mod tests {
             RET_ALLOW
         );
         assert_eq!(decide(false, libc::SYS_tgkill, [1, 1, 9, 0, 0, 0]), EPERM);
+    }
+
+    #[test]
+    fn threads_off_refuses_every_clone() {
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        let prog = build(FilterOptions {
+            tcp: false,
+            tgid: 1,
+            threads: false,
+        });
+        assert_eq!(
+            run(&prog, libc::SYS_clone, AUDIT_ARCH, [thread, 0, 0, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            run(&prog, libc::SYS_clone3, AUDIT_ARCH, [0; 6]),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
     }
 
     #[test]
