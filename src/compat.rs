@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::escape::Escaped;
 use crate::ffi::{PluginContext, PluginMetadata, PluginResult};
 use crate::gate::{Gate, LoadedPlugin};
 use crate::keys::{PublicKey, TrustStore};
@@ -93,14 +94,10 @@ impl PluginLoader {
         loader
     }
 
-    /// Adds a public key to the trust store.
+    /// Adds a public key to the trust store. Every key and revocation already there
+    /// (those read from `keys/*.revoked` included) stays.
     pub fn add_trusted_key(&mut self, key: PublicKey) -> Result<&mut Self, Error> {
-        let keys = self
-            .trust
-            .ids()
-            .filter_map(|id| self.trust.get(id).cloned())
-            .chain(std::iter::once(key));
-        self.trust = TrustStore::from_keys(keys)?;
+        self.trust.add_key(key)?;
         Ok(self)
     }
 
@@ -146,7 +143,11 @@ impl PluginLoader {
             for path in candidates {
                 match gate.verify_and_load(&path) {
                     Ok(p) => plugins.push(Box::new(NativePlugin::from(p))),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "plugin refused"),
+                    Err(e) => tracing::warn!(
+                        path = %Escaped(path.display()),
+                        error = %e,
+                        "plugin refused"
+                    ),
                 }
             }
         }

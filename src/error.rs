@@ -3,6 +3,12 @@
 //! Each variant of [`Error`] names the stage that refused; the stage enum names what was
 //! wrong and carries the values involved (paths, key ids, expected and actual hashes).
 //! Tests match on variants, never on message text.
+//!
+//! Messages carry text a plugin or the filesystem chose (names, serde's "unknown field"
+//! text, a worker's details, file names), so [`Error`]'s `Display` writes its message
+//! through [`crate::escape::EscapeWriter`]: control characters come out as `\u{…}`, and one
+//! error is one line, for every host that prints it. The stage enums' own `Display` is raw;
+//! print them through [`crate::escape::Escaped`].
 
 use crate::ffi::{AbiError, FaultError};
 use crate::inspect::InspectError;
@@ -16,51 +22,61 @@ use crate::signature::SignatureError;
 use crate::trust::TrustError;
 use crate::verify::IntegrityError;
 
-/// Any failure on the way from a path to a plugin result.
+/// Any failure on the way from a path to a plugin result. Its `Display` is escaped (see the
+/// module documentation).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The host policy is invalid or asks for what this build cannot do.
-    #[error("policy: {0}")]
     Policy(#[from] PolicyError),
     /// The trust store or a key file could not be used.
-    #[error("keys: {0}")]
     Key(#[from] KeyError),
     /// The plugin path or one of its files was refused before anything was verified.
-    #[error("locate: {0}")]
     Locate(#[from] LocateError),
     /// The manifest's signatures did not establish trust.
-    #[error("signature: {0}")]
     Signature(#[from] SignatureError),
     /// The signers, expiry or version of an authentic manifest break the trust policy
     /// (signer rules, revocation, expiry, minimum version, rollback).
-    #[error("trust: {0}")]
     Trust(#[from] TrustError),
     /// The signed manifest is malformed or breaks a rule.
-    #[error("manifest: {0}")]
     Manifest(#[from] ManifestError),
     /// A file disagrees with the signed manifest.
-    #[error("integrity: {0}")]
     Integrity(#[from] IntegrityError),
     /// The library failed ELF inspection; none of its code ran.
-    #[error("inspect: {0}")]
     Inspect(#[from] InspectError),
     /// The plugin thread could not be restricted as the policy requires; the library was
     /// not opened.
-    #[error("sandbox: {0}")]
     Sandbox(#[from] SandboxError),
     /// The dynamic loader failed.
-    #[error("load: {0}")]
     Load(#[from] LoadError),
     /// The loaded plugin disagrees with its manifest or the host's ABI.
-    #[error("abi: {0}")]
     Abi(#[from] AbiError),
     /// The plugin misbehaved during a call.
-    #[error("plugin fault: {0}")]
     Fault(#[from] FaultError),
     /// The call's input could not be serialized.
-    #[error("input: {0}")]
     Input(serde_json::Error),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let mut out = crate::escape::EscapeWriter(f);
+        match self {
+            Error::Policy(e) => write!(out, "policy: {e}"),
+            Error::Key(e) => write!(out, "keys: {e}"),
+            Error::Locate(e) => write!(out, "locate: {e}"),
+            Error::Signature(e) => write!(out, "signature: {e}"),
+            Error::Trust(e) => write!(out, "trust: {e}"),
+            Error::Manifest(e) => write!(out, "manifest: {e}"),
+            Error::Integrity(e) => write!(out, "integrity: {e}"),
+            Error::Inspect(e) => write!(out, "inspect: {e}"),
+            Error::Sandbox(e) => write!(out, "sandbox: {e}"),
+            Error::Load(e) => write!(out, "load: {e}"),
+            Error::Abi(e) => write!(out, "abi: {e}"),
+            Error::Fault(e) => write!(out, "plugin fault: {e}"),
+            Error::Input(e) => write!(out, "input: {e}"),
+        }
+    }
 }
 
 /// How a command line reports an [`Error`]: the exit codes of `skillgate` and `skill-sign`.

@@ -45,6 +45,7 @@ impl Gate {
     /// Builds a host from a policy and an already loaded trust store (`policy.keys` is
     /// not read). An empty trust store refuses every plugin.
     pub fn with_trust_store(policy: Policy, trust: TrustStore) -> Result<Self, Error> {
+        policy.validate()?;
         let worker = match policy.isolation {
             Isolation::Process => Some(find_worker(policy.worker.as_deref())?),
             Isolation::Thread => None,

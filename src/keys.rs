@@ -76,6 +76,8 @@ pub enum KeyOrigin {
     File(PathBuf),
     /// Given in memory, at this position of the list passed to [`TrustStore::from_keys`].
     Position(usize),
+    /// Added later with [`TrustStore::add_key`].
+    Added,
 }
 
 impl fmt::Display for KeyOrigin {
@@ -83,6 +85,7 @@ impl fmt::Display for KeyOrigin {
         match self {
             KeyOrigin::File(path) => write!(f, "{}", path.display()),
             KeyOrigin::Position(i) => write!(f, "key #{i}"),
+            KeyOrigin::Added => f.write_str("a key added to the store"),
         }
     }
 }
@@ -640,6 +643,8 @@ impl SecretKey {
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
     keys: BTreeMap<KeyId, PublicKey>,
+    /// Where each key came from, for [`KeyError::DuplicateKey`].
+    origins: BTreeMap<KeyId, KeyOrigin>,
     revocations: BTreeMap<KeyId, crate::trust::Revocation>,
 }
 
@@ -652,11 +657,17 @@ impl TrustStore {
     /// A store holding `keys`; the same key given twice is an error.
     pub fn from_keys(keys: impl IntoIterator<Item = PublicKey>) -> Result<Self, KeyError> {
         let mut store = TrustStore::empty();
-        let mut origins = BTreeMap::new();
         for (i, key) in keys.into_iter().enumerate() {
-            store.insert(key, KeyOrigin::Position(i), &mut origins)?;
+            store.insert(key, KeyOrigin::Position(i))?;
         }
         Ok(store)
+    }
+
+    /// Adds one key, keeping every key and revocation already in the store; the same key
+    /// twice is an error. A revocation already in force stays in force: adding a key never
+    /// makes a revoked key count again.
+    pub fn add_key(&mut self, key: PublicKey) -> Result<(), KeyError> {
+        self.insert(key, KeyOrigin::Added)
     }
 
     /// Loads every `*.pub` file directly in `dir` (not recursively), in file name order,
@@ -703,13 +714,12 @@ impl TrustStore {
         revocations.sort();
 
         let mut store = TrustStore::empty();
-        let mut origins = BTreeMap::new();
         for path in paths {
             // Opened with O_NOFOLLOW and checked again through the descriptor, in case the
             // entry was replaced after it was listed.
             let text = read_capped(&path, true)?;
             let key = PublicKey::parse_minisign(&text).map_err(|e| in_file(&path, e))?;
-            store.insert(key, KeyOrigin::File(path), &mut origins)?;
+            store.insert(key, KeyOrigin::File(path))?;
         }
         let mut statements = Vec::with_capacity(revocations.len());
         for path in revocations {
@@ -787,14 +797,9 @@ impl TrustStore {
         self.revocations.get(id)
     }
 
-    fn insert(
-        &mut self,
-        key: PublicKey,
-        origin: KeyOrigin,
-        origins: &mut BTreeMap<KeyId, KeyOrigin>,
-    ) -> Result<(), KeyError> {
+    fn insert(&mut self, key: PublicKey, origin: KeyOrigin) -> Result<(), KeyError> {
         let id = key.id();
-        match origins.entry(id) {
+        match self.origins.entry(id) {
             Entry::Occupied(first) => Err(KeyError::DuplicateKey {
                 key_id: id,
                 first: first.get().clone(),

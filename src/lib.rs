@@ -26,6 +26,7 @@
 
 pub mod compat;
 pub mod error;
+pub mod escape;
 pub mod executor;
 pub mod ffi;
 #[doc(hidden)]

@@ -28,7 +28,9 @@ pub(crate) type FreeStringFn = unsafe extern "C" fn(*const c_char);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// `dlopen` failed.
+    /// `dlopen` failed. The text is the loader's own (`dlerror`): libloading's error says only
+    /// "dlopen failed" and keeps that text as its source, so the whole source chain is kept
+    /// here. A string, so a worker process can send it across its channel.
     #[error("dlopen failed: {0}")]
     Dlopen(String),
     /// A required symbol could not be resolved after loading.
@@ -80,7 +82,7 @@ pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadEr
     // and ELF inspection; running them on this, the plugin's own thread, is the purpose
     // of the call.
     let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(|e| LoadError::Dlopen(e.to_string()))?;
+        .map_err(|e| LoadError::Dlopen(dlerror_text(&e)))?;
     let symbols = resolve(&lib)?;
     // Never dlclose (module docs): forget the handle, keep the descriptor open.
     std::mem::forget(lib);
@@ -88,12 +90,29 @@ pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadEr
     Ok(symbols)
 }
 
+/// The loader's words for a failed `dlopen` or `dlsym`: the messages of `e`'s sources (dlerror's
+/// text), or `e`'s own message when it has none. libloading's top-level message ("dlopen
+/// failed") is left out, since [`LoadError::Dlopen`] says it already.
+pub(crate) fn dlerror_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut next = e.source();
+    while let Some(source) = next {
+        parts.push(source.to_string());
+        next = source.source();
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
 #[allow(unsafe_code)]
 fn resolve(lib: &libloading::os::unix::Library) -> Result<PluginSymbols, LoadError> {
     let err = |name| {
         move |e: libloading::Error| LoadError::Symbol {
             name,
-            detail: e.to_string(),
+            detail: dlerror_text(&e),
         }
     };
     // SAFETY: the types are the plugin ABI's signatures for these names; inspection

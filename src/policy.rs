@@ -4,8 +4,10 @@
 //! A policy file is written by the host's administrator, so it is trusted but not
 //! assumed to be well formed: it is parsed strictly (`deny_unknown_fields`, size cap), so a
 //! misspelled knob is an error instead of a silently ignored weakening. The wire type is
-//! private; [`Policy`] is only built from it through [`Policy::from_json`], which
-//! validates every value and resolves relative paths against the policy file's directory.
+//! private; [`Policy::from_json`] validates every value and resolves relative paths against
+//! the policy file's directory. A [`Policy`] built or changed in code (its fields are
+//! public) is checked by the same [`Policy::validate`] when a [`crate::Gate`] is made from
+//! it, so a limit out of range cannot reach a call either way.
 
 use std::path::{Path, PathBuf};
 
@@ -249,71 +251,69 @@ struct LimitsWire {
     cpu_seconds: Option<u64>,
 }
 
-fn bounded_u64(
-    name: &'static str,
-    value: Option<u64>,
-    default: u64,
-    max: u64,
-) -> Result<u64, PolicyError> {
-    let value = value.unwrap_or(default);
-    if value == 0 || value > max {
-        return Err(PolicyError::LimitOutOfRange { name, value, max });
-    }
-    Ok(value)
+/// Ceilings of the limits with a fixed maximum of their own.
+const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
+const CEILING_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+const CEILING_MEMORY: u64 = 1 << 40;
+const CEILING_CPU_SECONDS: u64 = 24 * 3600;
+
+/// A count as a `u64` for range checks; every ceiling is far below `u64::MAX`.
+fn wide(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
-/// [`bounded_u64`] for counts; every ceiling fits both types, so the conversions hold.
-fn bounded_usize(
-    name: &'static str,
-    value: Option<usize>,
-    default: usize,
-    max: usize,
-) -> Result<usize, PolicyError> {
-    let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
-    let value = bounded_u64(name, value.map(wide), wide(default), wide(max))?;
-    Ok(usize::try_from(value).unwrap_or(max))
+impl Limits {
+    /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
+    fn bounds(&self) -> [(&'static str, u64, u64); 10] {
+        [
+            ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
+            ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
+            ("library_bytes", self.library_bytes, CEILING_BYTES),
+            ("file_bytes", self.file_bytes, CEILING_BYTES),
+            ("files", wide(self.files), wide(CEILING_FILES)),
+            ("depth", wide(self.depth), wide(CEILING_DEPTH)),
+            (
+                "output_bytes",
+                wide(self.output_bytes),
+                wide(CEILING_OUTPUT),
+            ),
+            ("call_timeout_ms", self.call_timeout_ms, CEILING_TIMEOUT_MS),
+            ("memory_bytes", self.memory_bytes, CEILING_MEMORY),
+            ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
+        ]
+    }
+
+    /// Checks every limit is at least 1 and at most its hard ceiling. A limit of 0 is never
+    /// "unlimited", and a huge one (`call_timeout_ms = u64::MAX`) never means "no
+    /// deadline": both are [`PolicyError::LimitOutOfRange`]. Policy files and policies
+    /// built in code go through this same check ([`Policy::validate`]).
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for (name, value, max) in self.bounds() {
+            if value == 0 || value > max {
+                return Err(PolicyError::LimitOutOfRange { name, value, max });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl LimitsWire {
     fn validate(self) -> Result<Limits, PolicyError> {
         let d = Limits::default();
-        Ok(Limits {
-            manifest_bytes: bounded_u64(
-                "manifest_bytes",
-                self.manifest_bytes,
-                d.manifest_bytes,
-                16 * 1024 * 1024,
-            )?,
-            signature_bytes: bounded_u64(
-                "signature_bytes",
-                self.signature_bytes,
-                d.signature_bytes,
-                16 * 1024 * 1024,
-            )?,
-            library_bytes: bounded_u64(
-                "library_bytes",
-                self.library_bytes,
-                d.library_bytes,
-                CEILING_BYTES,
-            )?,
-            file_bytes: bounded_u64("file_bytes", self.file_bytes, d.file_bytes, CEILING_BYTES)?,
-            files: bounded_usize("files", self.files, d.files, CEILING_FILES)?,
-            depth: bounded_usize("depth", self.depth, d.depth, CEILING_DEPTH)?,
-            output_bytes: bounded_usize(
-                "output_bytes",
-                self.output_bytes,
-                d.output_bytes,
-                CEILING_OUTPUT,
-            )?,
-            call_timeout_ms: bounded_u64(
-                "call_timeout_ms",
-                self.call_timeout_ms,
-                d.call_timeout_ms,
-                24 * 3600 * 1000,
-            )?,
-            memory_bytes: bounded_u64("memory_bytes", self.memory_bytes, d.memory_bytes, 1 << 40)?,
-            cpu_seconds: bounded_u64("cpu_seconds", self.cpu_seconds, d.cpu_seconds, 24 * 3600)?,
-        })
+        let limits = Limits {
+            manifest_bytes: self.manifest_bytes.unwrap_or(d.manifest_bytes),
+            signature_bytes: self.signature_bytes.unwrap_or(d.signature_bytes),
+            library_bytes: self.library_bytes.unwrap_or(d.library_bytes),
+            file_bytes: self.file_bytes.unwrap_or(d.file_bytes),
+            files: self.files.unwrap_or(d.files),
+            depth: self.depth.unwrap_or(d.depth),
+            output_bytes: self.output_bytes.unwrap_or(d.output_bytes),
+            call_timeout_ms: self.call_timeout_ms.unwrap_or(d.call_timeout_ms),
+            memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
+            cpu_seconds: self.cpu_seconds.unwrap_or(d.cpu_seconds),
+        };
+        limits.validate()?;
+        Ok(limits)
     }
 }
 
@@ -322,6 +322,14 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
 }
 
 impl Policy {
+    /// Checks the values a policy built in code could get wrong, exactly as
+    /// [`Policy::from_json`] checks a file's: today the limits ([`Limits::validate`]); the
+    /// trust section can only be built validated. [`crate::Gate`] (and so
+    /// [`crate::PluginLoader`]) calls it, so an out-of-range limit never reaches a call.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.limits.validate()
+    }
+
     /// Reads and validates a policy file. Relative paths in it resolve against the
     /// directory that holds the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {

@@ -616,7 +616,7 @@ impl TrustPolicy {
             skew_seconds: self.expiry.skew_seconds,
         };
         if self.expiry.warn_only {
-            tracing::warn!(target: "skillgate::audit", error = %err, "expired plugin accepted (expiry.warn_only)");
+            tracing::warn!(target: "skillgate::audit", error = %crate::escape::Escaped(&err), "expired plugin accepted (expiry.warn_only)");
             return Ok(());
         }
         Err(err)
@@ -838,7 +838,7 @@ pub fn reset_version_mark(
     std::fs::File::open(state_dir)
         .and_then(|d| d.sync_all())
         .map_err(state_io(state_dir))?;
-    tracing::warn!(target: "skillgate::audit", plugin = name, old = ?old.as_ref().map(ToString::to_string), "version mark reset by administrator");
+    tracing::warn!(target: "skillgate::audit", plugin = %crate::escape::Escaped(name), old = ?old.as_ref().map(ToString::to_string), "version mark reset by administrator");
     Ok(old)
 }
 

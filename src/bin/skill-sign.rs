@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skillgate::escape::Escaped;
 use skillgate::keys::{KdfParams, KeyError};
 use skillgate::policy::Limits;
 use skillgate::sign::{sign_plugin_dir, verify_plugin_dir};
@@ -98,8 +99,10 @@ enum Command {
     },
 }
 
+/// Prints an error on stderr with control characters escaped (it may hold a file name or
+/// a manifest's text) and returns exit code 2.
 fn error(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("skill-sign: error: {msg}");
+    eprintln!("skill-sign: error: {}", Escaped(msg));
     ExitCode::from(2)
 }
 
@@ -259,7 +262,7 @@ fn main() -> ExitCode {
             password_file.as_deref(),
         ) {
             Ok(msg) => {
-                println!("{msg}");
+                println!("{}", Escaped(msg));
                 ExitCode::SUCCESS
             }
             Err(e) => error(e),
@@ -283,7 +286,7 @@ fn main() -> ExitCode {
                     }
                     println!(
                         "signed {} with key {} ({} files, {} signature(s))",
-                        dir.display(),
+                        Escaped(dir.display()),
                         outcome.key_id,
                         outcome.files,
                         outcome.signatures
@@ -303,14 +306,14 @@ fn main() -> ExitCode {
                 Ok(v) => {
                     println!(
                         "verified {} {}",
-                        v.manifest().name(),
-                        v.manifest().version()
+                        Escaped(v.manifest().name()),
+                        Escaped(v.manifest().version())
                     );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
                     let class = e.class();
-                    eprintln!("skill-sign: refused: {}: {e}", dir.display());
+                    eprintln!("skill-sign: refused: {}: {e}", Escaped(dir.display()));
                     ExitCode::from(class.exit_code())
                 }
             }

@@ -4,12 +4,22 @@
 //! Exit codes: 0 success; 1 refused (verification, policy, inspection, ABI; for `inspect`,
 //! the library fails the ELF policy or is not an ELF shared library); 2 usage,
 //! configuration or I/O error; 3 the plugin faulted.
+//!
+//! Everything printed passes through [`skillgate::escape`]: messages and names with their
+//! control characters escaped, JSON with C1 and bidi controls written as `\uXXXX` too, so
+//! nothing a plugin or a plugin directory chose reaches the terminal as a control sequence.
+//!
+//! `run` leaves with `_exit` after flushing its output: a thread-mode plugin's library is
+//! never unloaded, and a normal exit would run its `atexit` handlers and destructors on this
+//! thread, outside the sandbox.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgate::error::ErrorClass;
+use skillgate::escape::{Escaped, to_json_line, to_json_pretty};
 use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
 
 #[derive(Parser)]
@@ -86,13 +96,17 @@ fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
     let Some(state_dir) = policy.trust.state_dir() else {
         return usage("the policy has no state_dir: there are no rollback marks to reset");
     };
+    let name_shown = Escaped(name);
     match skillgate::trust::reset_version_mark(state_dir, name) {
         Ok(Some(old)) => {
-            println!("reset the rollback mark of {name} (was {old})");
+            println!(
+                "reset the rollback mark of {name_shown} (was {})",
+                Escaped(old)
+            );
             ExitCode::SUCCESS
         }
         Ok(None) => {
-            println!("{name} had no rollback mark");
+            println!("{name_shown} had no rollback mark");
             ExitCode::SUCCESS
         }
         Err(e) => usage(&e.to_string()),
@@ -111,20 +125,31 @@ fn gate(host: &HostArgs) -> Result<Gate, Error> {
     }
 }
 
-fn fail(dir: &std::path::Path, e: &Error) -> ExitCode {
+/// Prints `e` as one line on stderr and returns its exit code.
+fn report(dir: &std::path::Path, e: &Error) -> u8 {
     let class = e.class();
     let word = match class {
         ErrorClass::Refused => "refused",
         ErrorClass::Usage => "error",
         ErrorClass::Fault => "plugin fault",
     };
-    eprintln!("skillgate: {word}: {}: {e}", dir.display());
-    ExitCode::from(class.exit_code())
+    // `Error`'s Display is escaped already; the directory is escaped here.
+    eprintln!("skillgate: {word}: {}: {e}", Escaped(dir.display()));
+    class.exit_code()
+}
+
+fn fail(dir: &std::path::Path, e: &Error) -> ExitCode {
+    ExitCode::from(report(dir, e))
+}
+
+/// Prints a usage or host-side error (escaped) and returns exit code 2.
+fn usage_code(msg: &str) -> u8 {
+    eprintln!("skillgate: error: {}", Escaped(msg));
+    ErrorClass::Usage.exit_code()
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("skillgate: error: {msg}");
-    ExitCode::from(ErrorClass::Usage.exit_code())
+    ExitCode::from(usage_code(msg))
 }
 
 fn main() -> ExitCode {
@@ -142,10 +167,10 @@ fn main() -> ExitCode {
                         bundle.signers().iter().map(ToString::to_string).collect();
                     println!(
                         "verified {} {} ({} files; signed by {})",
-                        m.name(),
-                        m.version(),
+                        Escaped(m.name()),
+                        Escaped(m.version()),
                         m.files().len(),
-                        signers.join(", ")
+                        Escaped(signers.join(", "))
                     );
                     ExitCode::SUCCESS
                 }
@@ -157,50 +182,73 @@ fn main() -> ExitCode {
             input,
             verbose,
         } => {
-            let input = match serde_json::from_str(&input) {
-                Ok(v) => v,
-                Err(e) => return usage(&format!("--input is not a JSON object: {e}")),
-            };
-            let workspace_root = std::env::current_dir()
-                .ok()
-                .map(|p| p.display().to_string());
-            let ctx = PluginContext {
-                input,
-                workspace_root,
-                config: Default::default(),
-            };
-            let plugin = match gate(&host).and_then(|g| g.verify_and_load(&host.dir)) {
-                Ok(p) => p,
-                Err(e) => return fail(&host.dir, &e),
-            };
-            if verbose {
-                let signers: Vec<String> =
-                    plugin.signers().iter().map(ToString::to_string).collect();
-                eprintln!(
-                    "skillgate: loaded {} {} from {} (signed by {}; needs {:?})",
-                    plugin.manifest().name(),
-                    plugin.manifest().version(),
-                    plugin.path().display(),
-                    signers.join(", "),
-                    plugin.inspection().needed,
-                );
-                match serde_json::to_string(plugin.enforcement()) {
-                    Ok(json) => eprintln!("skillgate: enforcement {json}"),
-                    Err(e) => return usage(&format!("cannot print the enforcement report: {e}")),
-                }
-            }
-            match plugin.execute(&ctx) {
-                Ok(result) => match serde_json::to_string_pretty(&result) {
-                    Ok(text) => {
-                        println!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => usage(&format!("cannot print the result: {e}")),
-                },
-                Err(e) => fail(&host.dir, &e),
-            }
+            let code = run(&host, &input, verbose);
+            exit_now(code)
         }
     }
+}
+
+/// `skillgate run`: verify, load, execute once. Returns the exit code; every value that
+/// holds the plugin is dropped before it returns (a worker is killed and reaped then).
+fn run(host: &HostArgs, input: &str, verbose: bool) -> u8 {
+    let input = match serde_json::from_str(input) {
+        Ok(v) => v,
+        Err(e) => return usage_code(&format!("--input is not a JSON object: {e}")),
+    };
+    let workspace_root = std::env::current_dir()
+        .ok()
+        .map(|p| p.display().to_string());
+    let ctx = PluginContext {
+        input,
+        workspace_root,
+        config: Default::default(),
+    };
+    let plugin = match gate(host).and_then(|g| g.verify_and_load(&host.dir)) {
+        Ok(p) => p,
+        Err(e) => return report(&host.dir, &e),
+    };
+    if verbose {
+        let signers: Vec<String> = plugin.signers().iter().map(ToString::to_string).collect();
+        let needed = format!("{:?}", plugin.inspection().needed);
+        eprintln!(
+            "skillgate: loaded {} {} from {} (signed by {}; needs {})",
+            Escaped(plugin.manifest().name()),
+            Escaped(plugin.manifest().version()),
+            Escaped(plugin.path().display()),
+            Escaped(signers.join(", ")),
+            Escaped(needed),
+        );
+        match to_json_line(plugin.enforcement()) {
+            Ok(json) => eprintln!("skillgate: enforcement {json}"),
+            Err(e) => return usage_code(&format!("cannot print the enforcement report: {e}")),
+        }
+    }
+    match plugin.execute(&ctx) {
+        Ok(result) => match to_json_pretty(&result) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => usage_code(&format!("cannot print the result: {e}")),
+        },
+        Err(e) => report(&host.dir, &e),
+    }
+}
+
+/// Leaves the process at once with `code`, after flushing stdout and stderr.
+///
+/// Not `std::process::exit`: a thread-mode plugin's library stays loaded (it is never
+/// unloaded), so glibc's `exit` would run the plugin's `atexit` handlers and `.fini_array`
+/// destructors here, on the host's own thread, outside every sandbox. `_exit` runs none of
+/// them. A process-mode plugin was dropped before this (its worker killed and reaped), and
+/// the host registers no finalizer of its own that matters.
+#[allow(unsafe_code)]
+fn exit_now(code: u8) -> ! {
+    let _ = std::io::stdout().lock().flush();
+    let _ = std::io::stderr().lock().flush();
+    // SAFETY: `_exit` ends the process without running atexit handlers or destructors; it
+    // takes a plain integer and touches no Rust state. Output was flushed above.
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// `skillgate inspect`: the ELF checks of the pipeline, on files an author has not signed yet.
@@ -213,6 +261,7 @@ mod inspect_cmd {
     use serde_json::{Value, json};
     use skillgate::Policy;
     use skillgate::error::ErrorClass;
+    use skillgate::escape::{Escaped, to_json_pretty};
     use skillgate::inspect::{CheckResult, ElfPolicy, InspectError, Status, examine};
     use skillgate::policy::Limits;
 
@@ -220,7 +269,7 @@ mod inspect_cmd {
     const REFUSED: u8 = 1;
 
     fn usage(msg: &str) -> ExitCode {
-        eprintln!("skillgate: error: {msg}");
+        eprintln!("skillgate: error: {}", Escaped(msg));
         ExitCode::from(ErrorClass::Usage.exit_code())
     }
 
@@ -348,14 +397,17 @@ mod inspect_cmd {
                 "checks": checks,
                 "elf": report,
             });
-            match serde_json::to_string_pretty(&doc) {
+            match to_json_pretty(&doc) {
                 Ok(text) => text + "\n",
                 Err(e) => return usage(&format!("cannot print the report: {e}")),
             }
         } else {
+            // Every field is escaped: names in the library (DT_NEEDED, imports, RUNPATH)
+            // and the path are the author's or the filesystem's choice.
+            let shown = Escaped(library.display());
             let mut text = match refusal {
-                None => format!("{}: passes the ELF policy\n", library.display()),
-                Some(e) => format!("{}: refused by check {}\n", library.display(), e.check()),
+                None => format!("{shown}: passes the ELF policy\n"),
+                Some(e) => format!("{shown}: refused by check {}\n", e.check()),
             };
             text.push_str(&format!("{:<16} {:<6} DETAIL\n", "CHECK", "STATUS"));
             let rows: Vec<(&str, &str, String)> = match &outcome {
@@ -367,7 +419,7 @@ mod inspect_cmd {
                 Err(e) => vec![(e.check(), "FAIL", e.to_string())],
             };
             for (check, status, detail) in rows {
-                text.push_str(&format!("{check:<16} {status:<6} {detail}\n"));
+                text.push_str(&format!("{check:<16} {status:<6} {}\n", Escaped(detail)));
             }
             text
         };
