@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use skillgate::error::Error;
 use skillgate::ffi::{AbiError, FaultError};
 use skillgate::inspect::InspectError;
+use skillgate::load::LoadError;
 use skillgate::locate::LocateError;
+use skillgate::manifest::ManifestError;
 use skillgate::signature::SignatureError;
 use skillgate::verify::IntegrityError;
 use skillgate::{PluginContext, SecretKey};
@@ -512,5 +514,174 @@ fn a_call_that_hangs_times_out_and_poisons_only_its_plugin() {
         let other = gate.verify_and_load(&dir).unwrap();
         assert!(other.execute(&PluginContext::default()).unwrap().success);
         host.assert_still_serves(&gate);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Plugin- and filesystem-chosen text in errors (issue 11, item 6). Every printed error is
+// `Error`'s Display, which escapes control characters as `\u{…}`; each test feeds one source
+// of hostile text, asserts the exact variant, that the raw text did reach the error value
+// (so the probe is live), and that the printed form holds no control character at all.
+
+/// ESC [ 2 J (clear screen), a newline and a forged log line, as JSON inside C source.
+const HOSTILE_JSON_TEXT: &str = r"\\u001b[2J\\nskillgate: forged";
+/// What the plugin's JSON decodes to.
+const HOSTILE_TEXT: &str = "\u{1b}[2J\nskillgate: forged";
+
+/// The printed error: one line, no raw control character, the escape sequence visible.
+fn assert_printed_safely(err: &Error) {
+    let text = err.to_string();
+    assert!(
+        !text.chars().any(skillgate::escape::needs_escape),
+        "raw control character in {text:?}"
+    );
+    assert!(!text.contains('\n') && !text.contains('\x1b'), "{text:?}");
+    assert!(text.contains(r"\u{1b}[2J"), "escaped form missing: {text}");
+}
+
+#[test]
+fn a_symlink_named_with_escapes_is_refused_and_printed_escaped() {
+    // Needs no key: anyone who can write into a signed plugin's directory chooses the name.
+    for host in Host::each_mode() {
+        let dir = host.plugin("good", "linkname");
+        let name = "\u{1b}[2J\nskillgate: forged";
+        symlink("/etc/hostname", dir.join(name)).unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match &err {
+            Error::Locate(LocateError::Symlink { path }) => {
+                assert!(path.to_string_lossy().contains(HOSTILE_TEXT), "{path:?}");
+            }
+            other => panic!("expected Locate(Symlink), got {other:?}"),
+        }
+        assert_printed_safely(&err);
+        host.assert_still_serves(&host.gate());
+    }
+}
+
+#[test]
+fn an_unknown_manifest_field_with_escapes_is_refused_and_printed_escaped() {
+    for host in Host::each_mode() {
+        // Signed as is: `skill-sign` itself refuses to sign a manifest with unknown fields,
+        // so the field is added to the signed manifest and the bytes signed directly.
+        let dir = host.plugin("good", "fieldname");
+        let manifest = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
+        let end = manifest.rfind('}').unwrap();
+        let manifest = format!(
+            "{},\"{HOSTILE_JSON_TEXT}\\u009b0m\":1}}",
+            &manifest[..end]
+        )
+        .replace(r"\\", r"\");
+        std::fs::write(dir.join("plugin.json"), &manifest).unwrap();
+        let (key_id, signature) =
+            skillgate::signature::sign_manifest(manifest.as_bytes(), &host.key);
+        let mut sigs = skillgate::signature::SignatureFile::new();
+        sigs.add_or_replace(key_id, signature).unwrap();
+        std::fs::write(dir.join("plugin.json.sig"), sigs.to_json_pretty()).unwrap();
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match &err {
+            Error::Manifest(ManifestError::Syntax(e)) => {
+                assert!(e.to_string().contains(HOSTILE_TEXT), "{e}");
+            }
+            other => panic!("expected Manifest(Syntax), got {other:?}"),
+        }
+        assert_printed_safely(&err);
+        assert!(err.to_string().contains(r"\u{9b}0m"), "{err}");
+        host.assert_still_serves(&host.gate());
+    }
+}
+
+/// Builds `good.c` with the given metadata name and version (C string literals).
+fn build_good_with(host: &Host, tag: &str, name: &str, version: &str) -> std::path::PathBuf {
+    let out = host
+        .build_dir
+        .join(format!("{tag}-{}", host.isolation))
+        .join("libmetaesc.so");
+    support::build::build_c_plugin(
+        &support::build::test_plugin_src("good"),
+        &out,
+        &[("PLUGIN_NAME", name), ("PLUGIN_VERSION", version)],
+        &[],
+    )
+}
+
+#[test]
+fn metadata_with_escapes_is_refused_and_printed_escaped() {
+    for host in Host::each_mode() {
+        // The name: the metadata says "metaesc" followed by the hostile text.
+        let evil_name = format!("\"metaesc{HOSTILE_JSON_TEXT}\"");
+        let lib = build_good_with(&host, "name", &evil_name, "\"1.0.0\"");
+        let dir = host.install("metaesc", &lib);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match &err {
+            Error::Abi(AbiError::MetadataMismatch {
+                field: "name",
+                plugin,
+                ..
+            }) => assert_eq!(plugin, &format!("metaesc{HOSTILE_TEXT}")),
+            other => panic!("expected Abi(MetadataMismatch name), got {other:?}"),
+        }
+        assert_printed_safely(&err);
+        host.assert_still_serves(&host.gate());
+
+        // The version.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let evil_version = format!("\"1.0.0{HOSTILE_JSON_TEXT}\"");
+        let lib = build_good_with(&host, "version", "\"metaesc\"", &evil_version);
+        let dir = host.install("metaesc", &lib);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match &err {
+            Error::Abi(AbiError::MetadataMismatch {
+                field: "version",
+                plugin,
+                ..
+            }) => assert_eq!(plugin, &format!("1.0.0{HOSTILE_TEXT}")),
+            other => panic!("expected Abi(MetadataMismatch version), got {other:?}"),
+        }
+        assert_printed_safely(&err);
+        host.assert_still_serves(&host.gate());
+    }
+}
+
+#[test]
+fn a_result_field_named_with_escapes_is_a_fault_printed_escaped() {
+    for host in Host::each_mode() {
+        let fault = fault_of(&host, "result_escapes", "resultesc");
+        match &fault {
+            FaultError::NotJson { detail, .. } => {
+                assert!(detail.contains(HOSTILE_TEXT), "{detail:?}");
+            }
+            other => panic!("expected NotJson, got {other:?}"),
+        }
+        let err = Error::Fault(fault);
+        assert_printed_safely(&err);
+        assert!(err.to_string().contains(r"\u{9b}31m"), "{err}");
+        host.assert_still_serves(&host.gate());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The loader's own words (issue 11, item 10): a failed dlopen keeps dlerror's text.
+
+#[test]
+fn a_failed_dlopen_keeps_the_loaders_text() {
+    for host in Host::each_mode() {
+        // Inspection passes (an undefined symbol is no ELF policy matter); RTLD_NOW does not.
+        let dir = host.plugin("missing_symbol", "unresolved");
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        match &err {
+            Error::Load(LoadError::Dlopen(detail)) => {
+                assert!(
+                    detail.contains("undefined symbol")
+                        && detail.contains("skillgate_test_no_such_symbol"),
+                    "dlerror's text lost: {detail:?}"
+                );
+            }
+            other => panic!("expected Load(Dlopen), got {other:?}"),
+        }
+        assert!(
+            err.to_string().contains("skillgate_test_no_such_symbol"),
+            "{err}"
+        );
+        host.assert_still_serves(&host.gate());
     }
 }
