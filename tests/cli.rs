@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -270,4 +271,188 @@ fn a_rollback_is_refused_until_the_administrator_resets_the_mark() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("was 2.0.0"));
     let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------
+// Nothing a plugin or a plugin directory chose reaches the terminal raw (issue 11, item 6).
+
+/// The policy file of `host_with_policy`, with another isolation mode.
+fn policy_for(host: &Host, isolation: &str) -> std::path::PathBuf {
+    let policy = host.tmp.path().join(format!("policy-{isolation}.json"));
+    std::fs::write(
+        &policy,
+        format!(r#"{{"trusted_roots":["root"],"keys":"keys","isolation":"{isolation}"}}"#),
+    )
+    .unwrap();
+    policy
+}
+
+/// A control character other than the newline that ends each printed line.
+fn raw_control(c: char) -> bool {
+    c != '\n' && skillgate::escape::needs_escape(c)
+}
+
+/// stderr is one line, holds no ESC, C1 control or bidi control, and shows the escape.
+fn assert_one_escaped_line(out: &Output) {
+    let err = &out.stderr;
+    assert!(!err.contains(&0x1b), "raw ESC on stderr: {:?}", stderr(out));
+    let text = stderr(out);
+    assert!(
+        !text.chars().any(raw_control),
+        "raw control on stderr: {text:?}"
+    );
+    assert_eq!(text.lines().count(), 1, "one line: {text:?}");
+    assert!(text.ends_with('\n'));
+    // `\u{1b}` is the escape; a newline shows as `\u{a}` (or `\n` where the message already
+    // quoted the text with Rust's `{:?}`).
+    assert!(text.contains(r"\u{1b}[2J"), "escaped form missing: {text}");
+}
+
+#[test]
+fn a_symlink_name_with_escapes_reaches_the_terminal_escaped() {
+    // Locating is the same in both modes; `verify` never loads, so one mode suffices.
+    let (host, policy) = host_with_policy();
+    let dir = host.plugin("good", "linkname");
+    symlink("/etc/hostname", dir.join("\u{1b}[2J\nskillgate: forged")).unwrap();
+    let out = skillgate(&["verify", s(&dir), "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_one_escaped_line(&out);
+    assert!(stderr(&out).starts_with("skillgate: refused: "));
+    assert!(stderr(&out).contains("locate:"));
+    // Control: the same plugin without the link verifies.
+    std::fs::remove_file(dir.join("\u{1b}[2J\nskillgate: forged")).unwrap();
+    let out = skillgate(&["verify", s(&dir), "--policy", s(&policy)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn metadata_and_result_text_reach_the_terminal_escaped() {
+    let (host, _) = host_with_policy();
+    for isolation in ["thread", "process"] {
+        let policy = policy_for(&host, isolation);
+        // A metadata name holding ESC [ 2 J and a newline (JSON escapes inside C source).
+        let name = format!("meta-{isolation}");
+        let out_lib = host.build_dir.join(&name).join(format!("lib{name}.so"));
+        let lib = support::build::build_c_plugin(
+            &support::build::test_plugin_src("good"),
+            &out_lib,
+            &[("PLUGIN_NAME", &format!(r#""{name}\\u001b[2J\\nskillgate: forged""#))],
+            &[],
+        );
+        let dir = host.install(&name, &lib);
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("abi:"), "{}", stderr(&out));
+        assert_one_escaped_line(&out);
+
+        // A result with an unknown field whose name holds the same.
+        let dir = host.plugin("result_escapes", &format!("result-{isolation}"));
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(stderr(&out).starts_with("skillgate: plugin fault: "));
+        assert_one_escaped_line(&out);
+
+        // Control: a good plugin runs, and --verbose prints two clean lines.
+        let dir = host.plugin("good", &format!("fine-{isolation}"));
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--verbose"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 2, "{}", stderr(&out));
+        assert!(!out.stderr.contains(&0x1b) && !out.stdout.contains(&0x1b));
+    }
+}
+
+#[test]
+fn result_json_on_stdout_escapes_c1_and_bidi_controls() {
+    // serde_json writes C0 controls as \uXXXX but C1 and bidi controls raw; the CLI's
+    // formatter escapes them too, and the JSON still means the same.
+    let (host, policy) = host_with_policy();
+    let dir = host.plugin("good", "echoer");
+    let input = r#"{"text":"a\u009b31m\u202eb\u001bc"}"#;
+    let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--input", input]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(
+        !text.chars().any(raw_control),
+        "{text:?}"
+    );
+    assert!(text.contains(r"\u009b31m\u202eb\u001bc"), "{text}");
+    let result: skillgate::PluginResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        result.output["echo"]["input"]["text"],
+        "a\u{9b}31m\u{202e}b\u{1b}c"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Thread mode and exit (issue 11, item 9).
+
+#[test]
+fn run_leaves_without_running_plugin_finalizers() {
+    let (host, _) = host_with_policy();
+    for isolation in ["thread", "process"] {
+        let policy = policy_for(&host, isolation);
+        let marker = host.tmp.path().join(format!("fini-{isolation}"));
+        let quoted = format!("\"{}\"", marker.display());
+        let name = format!("finis-{isolation}");
+        let lib = host.build("fini_marker", &name, &[("MARKER_PATH", &quoted)]);
+        let dir = host.install(&name, &lib);
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--input", r#"{"q":1}"#]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let result: skillgate::PluginResult = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(result.output["echo"]["input"]["q"], 1);
+        // Thread mode: `run` leaves with _exit, so neither the destructor nor the atexit
+        // handler ran (they would have run here, unsandboxed). Process mode: the host kills
+        // the worker (SIGKILL) when it drops the plugin, so they never run there either —
+        // and had they run, they would have run inside the worker's sandbox, which grants
+        // nothing in this directory.
+        for suffix in ["dtor", "atexit"] {
+            let m = host.tmp.path().join(format!("fini-{isolation}.{suffix}"));
+            assert!(!m.exists(), "{isolation}: a plugin finalizer ran: {m:?}");
+        }
+        // A refused run leaves the same way: this build's metadata names another plugin,
+        // so the load is refused after dlopen ran (the library stays mapped, finalizers
+        // and all).
+        let other = host.build_dir.join(format!("other-{isolation}")).join("libx.so");
+        let lib = support::build::build_c_plugin(
+            &support::build::test_plugin_src("fini_marker"),
+            &other,
+            &[("PLUGIN_NAME", "\"someone-else\""), ("MARKER_PATH", &quoted)],
+            &[],
+        );
+        let dir = host.install(&format!("{name}-refused"), &lib);
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains("abi:"), "{}", stderr(&out));
+        for suffix in ["dtor", "atexit"] {
+            let m = host.tmp.path().join(format!("fini-{isolation}.{suffix}"));
+            assert!(!m.exists(), "{isolation}: a refused plugin's finalizer ran: {m:?}");
+        }
+    }
+
+    // Control: the same library, loaded by a plain program that returns from main, runs
+    // both finalizers, so the markers above would have appeared had they run.
+    let marker = host.tmp.path().join("fini-control");
+    let quoted = format!("\"{}\"", marker.display());
+    let lib = host.build("fini_marker", "finis-control", &[("MARKER_PATH", &quoted)]);
+    let driver_src = host.tmp.path().join("driver.c");
+    std::fs::write(
+        &driver_src,
+        "#include <dlfcn.h>\nint main(int argc, char **argv) {\n  (void)argc;\n  return dlopen(argv[1], RTLD_NOW) ? 0 : 1;\n}\n",
+    )
+    .unwrap();
+    let driver = host.tmp.path().join("driver");
+    let built = Command::new("cc")
+        .arg("-o")
+        .arg(&driver)
+        .arg(&driver_src)
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let ran = Command::new(&driver).arg(&lib).output().unwrap();
+    assert!(ran.status.success());
+    for suffix in ["dtor", "atexit"] {
+        let m = host.tmp.path().join(format!("fini-control.{suffix}"));
+        assert!(m.exists(), "control: {m:?} missing, the probe is dead");
+    }
 }
