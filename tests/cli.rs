@@ -336,7 +336,10 @@ fn metadata_and_result_text_reach_the_terminal_escaped() {
         let lib = support::build::build_c_plugin(
             &support::build::test_plugin_src("good"),
             &out_lib,
-            &[("PLUGIN_NAME", &format!(r#""{name}\\u001b[2J\\nskillgate: forged""#))],
+            &[(
+                "PLUGIN_NAME",
+                &format!(r#""{name}\\u001b[2J\\nskillgate: forged""#),
+            )],
             &[],
         );
         let dir = host.install(&name, &lib);
@@ -371,10 +374,7 @@ fn result_json_on_stdout_escapes_c1_and_bidi_controls() {
     let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--input", input]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout.clone()).unwrap();
-    assert!(
-        !text.chars().any(raw_control),
-        "{text:?}"
-    );
+    assert!(!text.chars().any(raw_control), "{text:?}");
     assert!(text.contains(r"\u009b31m\u202eb\u001bc"), "{text}");
     let result: skillgate::PluginResult = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -396,7 +396,14 @@ fn run_leaves_without_running_plugin_finalizers() {
         let name = format!("finis-{isolation}");
         let lib = host.build("fini_marker", &name, &[("MARKER_PATH", &quoted)]);
         let dir = host.install(&name, &lib);
-        let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--input", r#"{"q":1}"#]);
+        let out = skillgate(&[
+            "run",
+            s(&dir),
+            "--policy",
+            s(&policy),
+            "--input",
+            r#"{"q":1}"#,
+        ]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let result: skillgate::PluginResult = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(result.output["echo"]["input"]["q"], 1);
@@ -412,11 +419,17 @@ fn run_leaves_without_running_plugin_finalizers() {
         // A refused run leaves the same way: this build's metadata names another plugin,
         // so the load is refused after dlopen ran (the library stays mapped, finalizers
         // and all).
-        let other = host.build_dir.join(format!("other-{isolation}")).join("libx.so");
+        let other = host
+            .build_dir
+            .join(format!("other-{isolation}"))
+            .join("libx.so");
         let lib = support::build::build_c_plugin(
             &support::build::test_plugin_src("fini_marker"),
             &other,
-            &[("PLUGIN_NAME", "\"someone-else\""), ("MARKER_PATH", &quoted)],
+            &[
+                ("PLUGIN_NAME", "\"someone-else\""),
+                ("MARKER_PATH", &quoted),
+            ],
             &[],
         );
         let dir = host.install(&format!("{name}-refused"), &lib);
@@ -425,7 +438,10 @@ fn run_leaves_without_running_plugin_finalizers() {
         assert!(stderr(&out).contains("abi:"), "{}", stderr(&out));
         for suffix in ["dtor", "atexit"] {
             let m = host.tmp.path().join(format!("fini-{isolation}.{suffix}"));
-            assert!(!m.exists(), "{isolation}: a refused plugin's finalizer ran: {m:?}");
+            assert!(
+                !m.exists(),
+                "{isolation}: a refused plugin's finalizer ran: {m:?}"
+            );
         }
     }
 

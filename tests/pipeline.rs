@@ -566,11 +566,8 @@ fn an_unknown_manifest_field_with_escapes_is_refused_and_printed_escaped() {
         let dir = host.plugin("good", "fieldname");
         let manifest = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
         let end = manifest.rfind('}').unwrap();
-        let manifest = format!(
-            "{},\"{HOSTILE_JSON_TEXT}\\u009b0m\":1}}",
-            &manifest[..end]
-        )
-        .replace(r"\\", r"\");
+        let manifest = format!("{},\"{HOSTILE_JSON_TEXT}\\u009b0m\":1}}", &manifest[..end])
+            .replace(r"\\", r"\");
         std::fs::write(dir.join("plugin.json"), &manifest).unwrap();
         let (key_id, signature) =
             skillgate::signature::sign_manifest(manifest.as_bytes(), &host.key);

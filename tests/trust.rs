@@ -1005,3 +1005,116 @@ fn write_vectors() {
     )
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Smaller holes (issue 11, item 11).
+
+#[test]
+fn adding_a_key_to_the_vt_code_loader_keeps_every_revocation() {
+    let host = Host::new();
+    let b = SecretKey::generate();
+    trust_key(&host, &b, "b.pub");
+    let dir = host.plugin("good", "by-b");
+    resign(&dir, &[&b]);
+    // Control: before the revocation, b's plugin loads through the loader.
+    let loader = skillgate::PluginLoader::with_trust(
+        host.policy(),
+        TrustStore::load_dir(&host.keys_dir()).unwrap(),
+    );
+    loader.load_plugin(&dir).unwrap();
+
+    // b revokes itself; the loader built from the store refuses b's plugin.
+    write_revocation(&host.keys_dir(), "b", &b, &[&b]);
+    let mut loader = skillgate::PluginLoader::with_trust(
+        host.policy(),
+        TrustStore::load_dir(&host.keys_dir()).unwrap(),
+    );
+    let revoked =
+        |e: &TrustError| matches!(e, TrustError::Revoked { revoked, .. } if revoked == &[b.id()]);
+    assert_trust_err(loader.load_plugin(&dir).unwrap_err(), revoked);
+    // Adding an unrelated key must not bring b back.
+    loader
+        .add_trusted_key(SecretKey::generate().public())
+        .unwrap();
+    assert_trust_err(loader.load_plugin(&dir).unwrap_err(), revoked);
+    // Adding a key twice is refused, and the revocation still holds.
+    let err = loader.add_trusted_key(host.key.public()).unwrap_err();
+    assert!(
+        matches!(err, Error::Key(KeyError::DuplicateKey { key_id, .. }) if key_id == host.key.id()),
+        "{err:?}"
+    );
+    assert_trust_err(loader.load_plugin(&dir).unwrap_err(), revoked);
+    // The store API underneath keeps it too.
+    let mut store = TrustStore::load_dir(&host.keys_dir()).unwrap();
+    store.add_key(SecretKey::generate().public()).unwrap();
+    assert!(store.revocation(&b.id()).unwrap().self_signed());
+    // And the loader still serves a good plugin.
+    let healthy = host.plugin("good", "healthy");
+    let plugin = loader.load_plugin(&healthy).unwrap();
+    assert!(
+        plugin
+            .execute(&skillgate::PluginContext::default())
+            .unwrap()
+            .success
+    );
+    host.assert_still_serves(&host.gate());
+}
+
+#[test]
+fn a_policy_built_in_code_is_validated_like_a_policy_file() {
+    let host = Host::new();
+    let dir = host.plugin("good", "limited");
+    let store = || TrustStore::load_dir(&host.keys_dir()).unwrap();
+    let cases: [(&str, fn(&mut Policy), u64); 4] = [
+        (
+            "call_timeout_ms",
+            |p| p.limits.call_timeout_ms = u64::MAX,
+            u64::MAX,
+        ),
+        ("call_timeout_ms", |p| p.limits.call_timeout_ms = 0, 0),
+        ("output_bytes", |p| p.limits.output_bytes = 0, 0),
+        ("files", |p| p.limits.files = usize::MAX, u64::MAX),
+    ];
+    for (field, edit, value) in cases {
+        let mut policy = host.policy();
+        edit(&mut policy);
+        let expect = |err: &Error| {
+            matches!(err, Error::Policy(PolicyError::LimitOutOfRange { name, value: v, .. })
+                if *name == field && *v == value)
+        };
+        let err = Gate::with_trust_store(policy.clone(), store()).unwrap_err();
+        assert!(expect(&err), "{field}: {err:?}");
+        let err = Gate::new(policy.clone()).unwrap_err();
+        assert!(expect(&err), "{field}: {err:?}");
+        // The VT Code loader builds its gate from the same policy: refused the same way.
+        let loader = skillgate::PluginLoader::with_trust(policy.clone(), store());
+        let err = loader.load_plugin(&dir).unwrap_err();
+        assert!(expect(&err), "{field}: {err:?}");
+        assert!(matches!(
+            policy.validate(),
+            Err(PolicyError::LimitOutOfRange { .. })
+        ));
+        // The same value in a policy file is refused with the same variant.
+        let json = format!(
+            r#"{{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{{"{field}":{value}}}}}"#
+        );
+        let err = Policy::from_json(json.as_bytes(), Path::new("/")).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::LimitOutOfRange { name, value: v, .. } if name == field && v == value),
+            "{err:?}"
+        );
+    }
+    // Control: a limit at its ceiling is accepted, and the host serves.
+    let mut policy = host.policy();
+    policy.limits.call_timeout_ms = 24 * 3600 * 1000;
+    policy.validate().unwrap();
+    let gate = Gate::with_trust_store(policy, store()).unwrap();
+    assert!(
+        gate.verify_and_load(&dir)
+            .unwrap()
+            .execute(&skillgate::PluginContext::default())
+            .unwrap()
+            .success
+    );
+    host.assert_still_serves(&gate);
+}
