@@ -112,3 +112,29 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Details a worker process sends (after `dlopen`, plugin code writes them) and the
+    /// loader's own text reach the message as they came; the printed form escapes them.
+    #[test]
+    fn worker_sent_details_are_printed_escaped() {
+        let hostile = "\u{1b}[2J\nskillgate: forged line\u{9b}31m\u{202e}";
+        let errors = [
+            Error::Load(LoadError::Worker(hostile.to_owned())),
+            Error::Load(LoadError::Dlopen(hostile.to_owned())),
+            Error::Sandbox(SandboxError::Worker(hostile.to_owned())),
+            Error::Fault(FaultError::Protocol(hostile.to_owned())),
+        ];
+        for err in errors {
+            let text = err.to_string();
+            assert!(!text.chars().any(crate::escape::needs_escape), "{text:?}");
+            assert!(
+                text.ends_with(r"\u{1b}[2J\u{a}skillgate: forged line\u{9b}31m\u{202e}"),
+                "{text}"
+            );
+        }
+    }
+}

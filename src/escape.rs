@@ -191,7 +191,7 @@ mod tests {
     fn every_char_that_needs_it_is_escaped() {
         for c in (0u32..0x3000).filter_map(char::from_u32) {
             let out = escape(&c.to_string());
-            assert_eq!(out.chars().any(needs_escape), false, "{c:?}");
+            assert!(!out.chars().any(needs_escape), "{c:?}");
             assert_eq!(out == c.to_string(), !needs_escape(c), "{c:?}");
         }
     }

@@ -1065,7 +1065,8 @@ fn a_policy_built_in_code_is_validated_like_a_policy_file() {
     let host = Host::new();
     let dir = host.plugin("good", "limited");
     let store = || TrustStore::load_dir(&host.keys_dir()).unwrap();
-    let cases: [(&str, fn(&mut Policy), u64); 4] = [
+    type Edit = fn(&mut Policy);
+    let cases: [(&str, Edit, u64); 4] = [
         (
             "call_timeout_ms",
             |p| p.limits.call_timeout_ms = u64::MAX,
