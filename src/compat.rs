@@ -174,23 +174,27 @@ impl PluginLoader {
 
 /// Checks a plugin directory's shape and returns the problems found (empty when none).
 /// This is an author's lint, not a security check: loading verifies everything again.
+/// The manifest is unsigned here, so text taken from it is escaped in the problems.
 pub fn validate_plugin_structure(plugin_dir: &Path) -> Result<Vec<String>, Error> {
     let mut problems = Vec::new();
     let manifest = plugin_dir.join(MANIFEST_FILE_NAME);
     match std::fs::read(&manifest) {
         Err(_) => problems.push(format!("Missing {MANIFEST_FILE_NAME}")),
         Ok(bytes) => match crate::manifest::parse_wire(&bytes) {
-            Err(e) => problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {e}")),
+            Err(e) => problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {}", Escaped(e))),
             Ok(wire) => {
                 if let Err(e) = crate::manifest::check_common(&wire) {
-                    problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {e}"));
+                    problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {}", Escaped(e)));
                 }
                 let library = wire
                     .library
                     .clone()
                     .unwrap_or_else(|| crate::manifest::library_filename(&wire.name));
                 if !plugin_dir.join(&library).is_file() {
-                    problems.push(format!("No dynamic library found (expected {library})"));
+                    problems.push(format!(
+                        "No dynamic library found (expected {})",
+                        Escaped(&library)
+                    ));
                 }
                 if wire.files.is_none() {
                     problems.push(format!(

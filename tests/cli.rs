@@ -472,3 +472,30 @@ fn run_leaves_without_running_plugin_finalizers() {
         assert!(m.exists(), "control: {m:?} missing, the probe is dead");
     }
 }
+
+#[test]
+fn the_structure_lint_escapes_what_the_unsigned_manifest_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = manifest_template("lint").replace(
+        "\"thread_safe\":false",
+        "\"thread_safe\":false,\"\\u001b[2J\\nforged\":1",
+    );
+    std::fs::write(tmp.path().join("plugin.json"), manifest).unwrap();
+    let problems = skillgate::validate_plugin_structure(tmp.path()).unwrap();
+    let invalid = problems
+        .iter()
+        .find(|p| p.starts_with("Invalid plugin.json"))
+        .expect("the unknown field is reported");
+    assert!(
+        !invalid.chars().any(skillgate::escape::needs_escape),
+        "{invalid:?}"
+    );
+    assert!(invalid.contains(r"\u{1b}[2J\u{a}forged"), "{invalid}");
+    // Control: a well-formed unsigned manifest gets no "Invalid" problem.
+    std::fs::write(tmp.path().join("plugin.json"), manifest_template("lint")).unwrap();
+    let problems = skillgate::validate_plugin_structure(tmp.path()).unwrap();
+    assert!(
+        !problems.iter().any(|p| p.starts_with("Invalid")),
+        "{problems:?}"
+    );
+}
