@@ -8,7 +8,10 @@
 //! text, a worker's details, file names), so [`Error`]'s `Display` writes its message
 //! through [`crate::escape::EscapeWriter`]: control characters come out as `\u{…}`, and one
 //! error is one line, for every host that prints it. The stage enums' own `Display` is raw;
-//! print them through [`crate::escape::Escaped`].
+//! print them through [`crate::escape::Escaped`]. For the same reason [`Error`] reports no
+//! `source()`: its message already holds the stage error's, and printers that walk a source
+//! chain (anyhow's `{:#}`, `tracing`'s error recording) would reach that raw text. The typed
+//! stage error is the variant's field.
 
 use crate::ffi::{AbiError, FaultError};
 use crate::inspect::InspectError;
@@ -28,33 +31,59 @@ use crate::verify::IntegrityError;
 #[non_exhaustive]
 pub enum Error {
     /// The host policy is invalid or asks for what this build cannot do.
-    Policy(#[from] PolicyError),
+    Policy(PolicyError),
     /// The trust store or a key file could not be used.
-    Key(#[from] KeyError),
+    Key(KeyError),
     /// The plugin path or one of its files was refused before anything was verified.
-    Locate(#[from] LocateError),
+    Locate(LocateError),
     /// The manifest's signatures did not establish trust.
-    Signature(#[from] SignatureError),
+    Signature(SignatureError),
     /// The signers, expiry or version of an authentic manifest break the trust policy
     /// (signer rules, revocation, expiry, minimum version, rollback).
-    Trust(#[from] TrustError),
+    Trust(TrustError),
     /// The signed manifest is malformed or breaks a rule.
-    Manifest(#[from] ManifestError),
+    Manifest(ManifestError),
     /// A file disagrees with the signed manifest.
-    Integrity(#[from] IntegrityError),
+    Integrity(IntegrityError),
     /// The library failed ELF inspection; none of its code ran.
-    Inspect(#[from] InspectError),
+    Inspect(InspectError),
     /// The plugin thread could not be restricted as the policy requires; the library was
     /// not opened.
-    Sandbox(#[from] SandboxError),
+    Sandbox(SandboxError),
     /// The dynamic loader failed.
-    Load(#[from] LoadError),
+    Load(LoadError),
     /// The loaded plugin disagrees with its manifest or the host's ABI.
-    Abi(#[from] AbiError),
+    Abi(AbiError),
     /// The plugin misbehaved during a call.
-    Fault(#[from] FaultError),
+    Fault(FaultError),
     /// The call's input could not be serialized.
     Input(serde_json::Error),
+}
+
+/// `From` for each stage error, without making it a `source()` (see the module docs).
+macro_rules! from_stage {
+    ($($variant:ident($ty:ty),)*) => {
+        $(impl From<$ty> for Error {
+            fn from(e: $ty) -> Self {
+                Error::$variant(e)
+            }
+        })*
+    };
+}
+
+from_stage! {
+    Policy(PolicyError),
+    Key(KeyError),
+    Locate(LocateError),
+    Signature(SignatureError),
+    Trust(TrustError),
+    Manifest(ManifestError),
+    Integrity(IntegrityError),
+    Inspect(InspectError),
+    Sandbox(SandboxError),
+    Load(LoadError),
+    Abi(AbiError),
+    Fault(FaultError),
 }
 
 impl std::fmt::Display for Error {
@@ -129,6 +158,8 @@ mod tests {
             Error::Fault(FaultError::Protocol(hostile.to_owned())),
         ];
         for err in errors {
+            // No source chain leads around the escaping.
+            assert!(std::error::Error::source(&err).is_none());
             let text = err.to_string();
             assert!(!text.chars().any(crate::escape::needs_escape), "{text:?}");
             assert!(
