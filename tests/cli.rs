@@ -499,3 +499,65 @@ fn the_structure_lint_escapes_what_the_unsigned_manifest_says() {
         "{problems:?}"
     );
 }
+
+/// Collects every event's fields as text.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<String>>);
+
+struct FieldText<'a>(&'a mut String);
+
+impl tracing::field::Visit for FieldText<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={value:?} ", field.name()));
+    }
+}
+
+impl tracing::Subscriber for &'static Collect {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = String::new();
+        event.record(&mut FieldText(&mut text));
+        self.0.lock().unwrap().push(text);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn a_refused_plugin_directory_name_is_logged_escaped() {
+    // VT Code's discovery logs each refused directory; the directory's name is the
+    // filesystem's choice (no key needed to make one in a shared plugins directory).
+    let host = Host::new();
+    let evil = host.root.join("\u{1b}[2J\nskillgate: forged");
+    std::fs::create_dir(&evil).unwrap();
+    std::fs::write(evil.join("plugin.json"), manifest_template("evil")).unwrap();
+    host.plugin("good", "fine");
+    let mut loader = skillgate::PluginLoader::new();
+    loader
+        .add_trusted_dir(host.root.clone())
+        .add_trusted_key(host.key.public())
+        .unwrap();
+    let collect: &'static Collect = Box::leak(Box::default());
+    let found = tracing::subscriber::with_default(collect, || loader.discover_plugins()).unwrap();
+    // Control: the good plugin loads, and the refusal was logged (the probe is live).
+    assert_eq!(found.len(), 1);
+    let events = collect.0.lock().unwrap();
+    let refused: Vec<&String> = events
+        .iter()
+        .filter(|e| e.contains("plugin refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:?}");
+    let line = refused[0];
+    assert!(
+        !line.chars().any(skillgate::escape::needs_escape),
+        "{line:?}"
+    );
+    assert!(line.contains(r"\u{1b}[2J\u{a}skillgate: forged"), "{line}");
+}
