@@ -561,3 +561,39 @@ fn a_refused_plugin_directory_name_is_logged_escaped() {
     );
     assert!(line.contains(r"\u{1b}[2J\u{a}skillgate: forged"), "{line}");
 }
+
+#[test]
+fn inspect_prints_an_unsigned_library_name_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugin");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("plugin.json"),
+        r#"{"name":"x","library":"\u001b[2J\nlibx.so"}"#,
+    )
+    .unwrap();
+    // The file it names does not exist: exit 2, naming it, escaped.
+    let out = skillgate(&["inspect", s(&dir)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_one_escaped_line(&out);
+    // It does exist but is no ELF: refused, and the table's path line is escaped too.
+    std::fs::write(dir.join("\u{1b}[2J\nlibx.so"), "not elf").unwrap();
+    let out = skillgate(&["inspect", s(&dir)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !out.stdout.contains(&0x1b),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r"\u{1b}[2J\u{a}libx.so"));
+    let out = skillgate(&["inspect", s(&dir), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!out.stdout.contains(&0x1b));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("\u{1b}[2J\nlibx.so")
+    );
+}
