@@ -212,7 +212,11 @@ pub fn verify_dir(
     let library =
         library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
     policy.record(&manifest)?;
-    tracing::debug!(plugin = manifest.name(), dir = %dir_path.display(), "verified");
+    tracing::debug!(
+        plugin = manifest.name(),
+        dir = %crate::escape::Escaped(dir_path.display()),
+        "verified"
+    );
     Ok(Verified(Bundle {
         path: dir_path,
         manifest,
