@@ -17,7 +17,10 @@
 //! canonical path named (device and inode) and not writable by others ([`crate::perms`]).
 //! Landlock's rules are made from those descriptors, in the plugin thread or (handed over
 //! at fixed numbers) in the worker, never from the path again: a symlink swapped in later,
-//! by another user or by the plugin itself, changes nothing.
+//! by another user or by the plugin itself, changes nothing. A plugin cannot create
+//! symlinks, but it may rename one into place inside a read-write grant; so no grant (of
+//! the policy or of the manifest) is resolved through a symlink lying beneath a read-write
+//! grant: such a path is not granted at all.
 //!
 //! **No executable memory after `dlopen`.** The loader must map the library executable; the
 //! plugin must not map anything it wrote. [`load_sandboxed`] opens the library on a
@@ -265,6 +268,57 @@ fn canonical_all(paths: &[PathBuf]) -> Vec<PathBuf> {
     paths.iter().filter_map(|p| p.canonicalize().ok()).collect()
 }
 
+/// Most symlinks followed while resolving one path (the kernel's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves `path` as `canonicalize` does, but gives `None` when a symlink met on the way
+/// lies in a directory beneath `writable`: a plugin with a read-write grant there could
+/// have planted it (by renaming one into place) to point a later load's grant elsewhere.
+fn resolve_trusted(path: &Path, writable: &[PathBuf]) -> Option<PathBuf> {
+    use std::path::Component;
+    enum Step {
+        Root,
+        Up,
+        Name(std::ffi::OsString),
+    }
+    let steps = |p: &Path| -> Vec<Step> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::RootDir => Some(Step::Root),
+                Component::ParentDir => Some(Step::Up),
+                Component::Normal(n) => Some(Step::Name(n.to_os_string())),
+                Component::CurDir | Component::Prefix(_) => None,
+            })
+            .rev()
+            .collect()
+    };
+    let absolute = std::path::absolute(path).ok()?;
+    let mut todo = steps(&absolute);
+    let mut current = PathBuf::from("/");
+    let mut links = 0usize;
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Root => current = PathBuf::from("/"),
+            Step::Up => {
+                current.pop();
+            }
+            Step::Name(name) => {
+                let next = current.join(&name);
+                if !std::fs::symlink_metadata(&next).ok()?.is_symlink() {
+                    current = next;
+                    continue;
+                }
+                links += 1;
+                if links > MAX_SYMLINKS || beneath_any(&current, writable) {
+                    return None;
+                }
+                todo.extend(steps(&std::fs::read_link(&next).ok()?));
+            }
+        }
+    }
+    Some(current)
+}
+
 /// File names of the shared objects mapped into the calling process. An unreadable map is
 /// an error: treating it as "nothing loaded" would grant directories needlessly, and
 /// treating it as "everything loaded" would make loads fail for no visible reason.
@@ -281,32 +335,37 @@ fn loaded_objects() -> Result<BTreeSet<String>, SandboxError> {
 /// `openat2(RESOLVE_NO_SYMLINKS)`, or where that is missing, one `O_NOFOLLOW` component at
 /// a time from `/`.
 fn open_no_symlinks(path: &Path) -> rustix::io::Result<OwnedFd> {
-    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let is_link = |fd: &OwnedFd| -> rustix::io::Result<bool> {
+        Ok(rustix::fs::fstat(fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK)
+    };
+    // Without O_NOFOLLOW, so that a trailing symlink is ELOOP rather than opened itself.
     match rustix::fs::openat2(
         CWD,
         path,
-        flags,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) {
         Err(rustix::io::Errno::NOSYS) => {}
         other => return other,
     }
+    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let mut at = rustix::fs::open("/", flags | OFlags::DIRECTORY, Mode::empty())?;
     for component in path.components() {
         match component {
             std::path::Component::RootDir => {}
             std::path::Component::Normal(name) => {
-                let st = rustix::fs::fstat(&at)?;
-                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    return Err(rustix::io::Errno::NOTDIR);
+                match rustix::fs::fstat(&at)?.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => {}
+                    libc::S_IFLNK => return Err(rustix::io::Errno::LOOP),
+                    _ => return Err(rustix::io::Errno::NOTDIR),
                 }
                 at = rustix::fs::openat(&at, name, flags, Mode::empty())?;
             }
             _ => return Err(rustix::io::Errno::INVAL),
         }
     }
-    if rustix::fs::fstat(&at)?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+    if is_link(&at)? {
         return Err(rustix::io::Errno::LOOP);
     }
     Ok(at)
@@ -362,13 +421,21 @@ impl SandboxPlan {
     /// path (module docs). A refused grant is kept in the plan and reported when it is
     /// applied, before anything is loaded.
     pub(crate) fn new(policy: &SandboxPolicy, requested: &Capabilities, needed: &[String]) -> Self {
-        let policy_rw = canonical_all(&policy.read_write);
-        let mut policy_read = canonical_all(&policy.read);
+        // Where a plugin could plant a symlink; no grant is resolved through one there.
+        let writable = canonical_all(&policy.read_write);
+        let resolve_all = |paths: &[PathBuf]| -> Vec<PathBuf> {
+            paths
+                .iter()
+                .filter_map(|p| resolve_trusted(p, &writable))
+                .collect()
+        };
+        let policy_rw = resolve_all(&policy.read_write);
+        let mut policy_read = resolve_all(&policy.read);
         policy_read.extend(policy_rw.iter().cloned());
         let keep = |wanted: &[String], allowed: &[PathBuf]| -> Vec<PathBuf> {
             let mut out: Vec<PathBuf> = wanted
                 .iter()
-                .filter_map(|w| Path::new(w).canonicalize().ok())
+                .filter_map(|w| resolve_trusted(Path::new(w), &writable))
                 .filter(|p| beneath_any(p, allowed))
                 .collect();
             out.sort();
