@@ -783,3 +783,120 @@ pub fn kernel_landlock_abi() -> u8 {
     };
     u8::try_from(v.max(0)).unwrap_or(u8::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn plan_reading(dirs: &[&Path]) -> SandboxPlan {
+        let mut policy = SandboxPolicy::default();
+        let mut caps = Capabilities::default();
+        for d in dirs {
+            policy.read.push(d.to_path_buf());
+            caps.read.push(d.to_str().unwrap().to_owned());
+        }
+        SandboxPlan::new(&policy, &caps, &[])
+    }
+
+    #[test]
+    fn a_plan_sent_without_its_descriptors_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_reading(&[dir.path()]);
+        assert_eq!(plan.grant_fds().len(), 1);
+        plan.usable().unwrap();
+        // What a worker receives: the plan as JSON, which carries no descriptors.
+        let sent: SandboxPlan =
+            serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert!(matches!(
+            sent.usable(),
+            Err(SandboxError::GrantDescriptors {
+                expected: 1,
+                given: 0
+            })
+        ));
+    }
+
+    #[test]
+    fn adopted_descriptors_must_be_the_objects_the_host_opened() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let plan = plan_reading(&[a.path()]);
+        let json = serde_json::to_string(&plan).unwrap();
+        let received = || serde_json::from_str::<SandboxPlan>(&json).unwrap();
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().unwrap();
+
+        let mut sent = received();
+        let err = sent.adopt_grant_fds(Vec::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::GrantDescriptors {
+                expected: 1,
+                given: 0
+            }
+        ));
+
+        let other = open_no_symlinks(&b.path().canonicalize().unwrap()).unwrap();
+        let mut sent = received();
+        let err = sent.adopt_grant_fds(vec![other]).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::GrantDescriptorMismatch { index: 0, .. }
+        ));
+        assert!(sent.usable().is_err());
+
+        let mut sent = received();
+        sent.adopt_grant_fds(vec![dup(plan.grant_fds()[0])])
+            .unwrap();
+        sent.usable().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_inside_a_read_write_grant_resolves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let rw = base.join("rw");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&rw).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, rw.join("link")).unwrap();
+        std::os::unix::fs::symlink(&rw, base.join("to_rw")).unwrap();
+        let writable = [rw.clone()];
+        assert_eq!(resolve_trusted(&rw.join("link"), &writable), None);
+        assert_eq!(resolve_trusted(&rw.join("link/x/.."), &writable), None);
+        // A symlink outside the writable directories is followed, as canonicalize does.
+        assert_eq!(
+            resolve_trusted(&base.join("to_rw"), &writable),
+            Some(rw.clone())
+        );
+        assert_eq!(
+            resolve_trusted(&rw.join("link"), &[]),
+            Some(outside.clone())
+        );
+        assert_eq!(
+            resolve_trusted(&base.join("rw/../outside"), &writable),
+            Some(outside)
+        );
+    }
+
+    #[test]
+    fn a_granted_symlink_is_never_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("real")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        assert_eq!(
+            open_no_symlinks(&base.join("link")).unwrap_err(),
+            rustix::io::Errno::LOOP
+        );
+        assert_eq!(
+            open_no_symlinks(&base.join("link/x")).unwrap_err(),
+            rustix::io::Errno::LOOP
+        );
+        assert!(matches!(
+            open_grant(&base.join("link")),
+            Err(GrantError::Open { .. })
+        ));
+        open_grant(&base.join("real")).unwrap();
+    }
+}
