@@ -529,6 +529,16 @@ impl SandboxPlan {
         Ok(())
     }
 
+    /// The grant refused when the plan was made, if any: for the host to report it, typed,
+    /// before it starts a worker (which could only report it as text).
+    #[allow(
+        dead_code,
+        reason = "interface for the host's process path; wired in the same change series"
+    )]
+    pub(crate) fn check_grants(&self) -> Result<(), GrantError> {
+        self.refused.clone().map_or(Ok(()), Err)
+    }
+
     /// The TCP ports granted.
     pub(crate) fn connect_tcp(&self) -> &[u16] {
         &self.connect_tcp
