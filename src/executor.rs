@@ -270,14 +270,11 @@ fn run_plugin_thread(
     ready: mpsc::SyncSender<Result<Enforcement, Error>>,
     slot: &Slot,
 ) {
-    // Restrict this thread before the library is opened, so its constructors and IFUNC
-    // resolvers already run restricted. On failure the library is never opened.
-    let restricted = plan.apply(Isolation::Thread).map_err(Error::from);
-    let loaded = restricted.and_then(|enforcement| {
-        Ok((
-            open_and_check(library, &expected, output_limit)?,
-            enforcement,
-        ))
+    // Restrict this thread, and open the library on a restricted loader thread, so its
+    // constructors and IFUNC resolvers already run restricted and nothing after the load
+    // maps code. On failure the library is never opened.
+    let loaded = crate::sandbox::load_sandboxed(&plan, Isolation::Thread, || {
+        open_and_check(library, &expected, output_limit)
     });
     let (symbols, enforcement) = match loaded {
         Ok(ok) => ok,

@@ -37,6 +37,7 @@ pub mod keys;
 pub mod load;
 pub mod locate;
 pub mod manifest;
+pub mod perms;
 pub mod policy;
 pub mod protocol;
 pub mod sandbox;

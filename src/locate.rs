@@ -58,6 +58,9 @@ pub enum LocateError {
         /// The path being resolved.
         path: PathBuf,
     },
+    /// A trusted root that others can write to, or that lies beneath a directory they can.
+    #[error("trusted root {0}")]
+    WritableByOthers(crate::perms::WritableByOthers),
     /// The path tries to leave its trusted root or plugin directory (`..`, absolute).
     #[error("{}: escapes the directory it must stay beneath", path.display())]
     EscapesRoot {
@@ -374,7 +377,9 @@ pub struct TrustedRoot {
 impl TrustedRoot {
     /// Opens a trusted root. The administrator's path may contain symlinks: it is
     /// canonicalized once, here, and the canonical path is then opened without following
-    /// any symlink, so the descriptor is the directory the canonical path names.
+    /// any symlink, so the descriptor is the directory the canonical path names. A root
+    /// that others can write to, or that lies beneath such a directory, is refused
+    /// ([`crate::perms`]).
     pub fn open(path: &Path) -> Result<Self, LocateError> {
         let configured = std::path::absolute(path).map_err(|e| io_error(path, e))?;
         let canonical = std::fs::canonicalize(path).map_err(|e| match e.kind() {
@@ -397,6 +402,13 @@ impl TrustedRoot {
             other => other,
         };
         let fd = opened.map_err(|e| resolve_error(e, canonical.clone()))?;
+        // Whoever can write above the root can swap plugin directories under it.
+        crate::perms::check_not_writable_by_others(fd.as_fd(), &canonical).map_err(
+            |e| match e {
+                crate::perms::PermsError::WritableByOthers(w) => LocateError::WritableByOthers(w),
+                crate::perms::PermsError::Io { path, source } => LocateError::Io { path, source },
+            },
+        )?;
         Ok(Self {
             path: canonical,
             configured,

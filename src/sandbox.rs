@@ -7,16 +7,42 @@
 //! - **Landlock** handles every filesystem right of the pinned ABI, TCP bind and connect,
 //!   and the abstract-unix-socket and signal scopes. The only rules are what the policy
 //!   grants of what the manifest requests, plus read access for the dynamic loader to the
-//!   directories of `DT_NEEDED` libraries not yet loaded in the process (and
-//!   `/etc/ld.so.cache`). The sealed memfd needs no rule: it lives on no visible
-//!   filesystem.
+//!   directories of `DT_NEEDED` libraries not yet loaded in the calling process (and
+//!   `/etc/ld.so.cache`), found at apply time from that process's own `/proc/self/maps`.
+//!   The sealed memfd needs no rule: it lives on no visible filesystem.
 //! - **seccomp** (see [`crate::seccomp`]) is a default-deny allowlist that answers `EPERM`.
+//!
+//! **Grants by descriptor.** Each granted path is opened once, on the host, when the plan is
+//! made: without following any symlink, checked to be the directory or file the policy's
+//! canonical path named (device and inode) and not writable by others ([`crate::perms`]).
+//! Landlock's rules are made from those descriptors, in the plugin thread or (handed over
+//! at fixed numbers) in the worker, never from the path again: a symlink swapped in later,
+//! by another user or by the plugin itself, changes nothing. A plugin cannot create
+//! symlinks, but it may rename one into place inside a read-write grant; so no grant (of
+//! the policy or of the manifest) is resolved through a symlink lying beneath a read-write
+//! grant: such a path is not granted at all.
+//!
+//! **No executable memory after `dlopen`.** The loader must map the library executable; the
+//! plugin must not map anything it wrote. [`load_sandboxed`] opens the library on a
+//! short-lived loader thread under its own restrictions (the plugin's grants, plus a
+//! stacked Landlock layer that refuses every write, plus a filter that refuses new
+//! threads), while the plugin thread restricts itself with a filter that maps nothing
+//! executable. Constructors therefore cannot write code during the load, cannot leave a
+//! thread behind that escapes the plugin thread's filter, and nothing after the load can
+//! map code. What remains: a constructor may map executable a non-writable file it can
+//! read that was written earlier (by a previous call of the plugin into a read-write
+//! grant), and `vtcode_plugin_version` and `vtcode_plugin_metadata`, called on the loader
+//! thread, may do the same.
 //!
 //! What this does not do, in thread mode: stop the plugin from writing host memory,
 //! crashing or hanging the process. A thread is not a security boundary.
 
 use std::collections::BTreeSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
@@ -24,7 +50,9 @@ use landlock::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::manifest::Capabilities;
+use crate::perms::{PermsError, WritableByOthers};
 use crate::policy::{Isolation, Requirement, SandboxPolicy};
 use crate::seccomp;
 
@@ -98,7 +126,7 @@ pub enum SandboxError {
     /// The Landlock ruleset could not be built or applied.
     #[error("Landlock: {0}")]
     Landlock(String),
-    /// A granted path could not be opened for a rule.
+    /// A loader directory could not be opened for a rule.
     #[error("cannot open granted path {path}: {detail}")]
     GrantPath {
         /// The path.
@@ -106,15 +134,93 @@ pub enum SandboxError {
         /// Why.
         detail: String,
     },
+    /// A granted path was refused when the host opened it.
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    /// The plan holds grants but not the descriptors that carry them (a worker that was
+    /// not handed them, or handed the wrong number).
+    #[error("the plan holds {expected} grants but {given} grant descriptors")]
+    GrantDescriptors {
+        /// Grants in the plan.
+        expected: usize,
+        /// Descriptors present.
+        given: usize,
+    },
+    /// A descriptor handed to the worker is not the object the host opened.
+    #[error("grant descriptor {index} ({}) is not the object the host opened", path.display())]
+    GrantDescriptorMismatch {
+        /// Its position.
+        index: usize,
+        /// The grant's path.
+        path: PathBuf,
+    },
+    /// `/proc/self/maps` could not be read, so the loader's needs are unknown.
+    #[error("cannot read /proc/self/maps to find the libraries already loaded: {0}")]
+    LoaderPlan(std::io::Error),
+    /// The loader thread could not be started, or died.
+    #[error("loader thread: {0}")]
+    LoaderThread(String),
     /// `no_new_privs` could not be set.
     #[error("cannot set no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
     /// The worker process could not restrict itself (its report).
     #[error("worker: {0}")]
     Worker(String),
+    /// The seccomp program could not be encoded.
+    #[error("cannot build the seccomp filter: {0}")]
+    SeccompProgram(#[from] seccomp::BuildError),
     /// The seccomp filter could not be installed.
     #[error("cannot install the seccomp filter: {0}")]
     Seccomp(std::io::Error),
+}
+
+/// A granted path the host refused to hand to the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// It could not be opened without following a symlink.
+    #[error("granted path {}: cannot open it without following symlinks: {detail}", path.display())]
+    Open {
+        /// The canonical path.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// It is neither a directory nor a regular file.
+    #[error("granted path {}: not a directory or regular file", path.display())]
+    Kind {
+        /// The canonical path.
+        path: PathBuf,
+    },
+    /// What was opened is not what the policy's path named a moment before.
+    #[error("granted path {}: replaced while it was opened", path.display())]
+    Changed {
+        /// The canonical path.
+        path: PathBuf,
+    },
+    /// Others can write to it or to a directory above it.
+    #[error("granted path: {0}")]
+    WritableByOthers(WritableByOthers),
+}
+
+/// Which object a grant is: checked again when a worker adopts its descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantId {
+    dev: u64,
+    ino: u64,
+    dir: bool,
+}
+
+impl GrantId {
+    fn of(fd: BorrowedFd<'_>) -> rustix::io::Result<Self> {
+        let st = rustix::fs::fstat(fd)?;
+        Ok(GrantId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        })
+    }
 }
 
 /// Everything the plugin thread needs to restrict itself, computed on the host's thread.
@@ -125,10 +231,18 @@ pub(crate) struct SandboxPlan {
     read: Vec<PathBuf>,
     read_write: Vec<PathBuf>,
     connect_tcp: Vec<u16>,
-    loader_read: Vec<PathBuf>,
+    /// `DT_NEEDED` names; which of them the loader must still map is found at apply time.
+    needed: Vec<String>,
+    /// What each grant is, `read` then `read_write`, in the order of `fds`.
+    grants: Vec<GrantId>,
+    /// A grant refused when the plan was made: applying the plan fails with it.
+    refused: Option<GrantError>,
     /// Whether the plugin may start threads (see [`SandboxPlan::forbid_threads`]).
     #[serde(default = "threads_allowed")]
     threads: bool,
+    /// The grants' descriptors (never serialized: a worker gets them passed as descriptors).
+    #[serde(skip)]
+    fds: Vec<Arc<OwnedFd>>,
 }
 
 fn threads_allowed() -> bool {
@@ -154,26 +268,174 @@ fn canonical_all(paths: &[PathBuf]) -> Vec<PathBuf> {
     paths.iter().filter_map(|p| p.canonicalize().ok()).collect()
 }
 
-/// File names of the shared objects already mapped into this process.
-fn loaded_objects() -> BTreeSet<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
+/// Most symlinks followed while resolving one path (the kernel's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves `path` as `canonicalize` does, but gives `None` when a symlink met on the way
+/// lies in a directory beneath `writable`: a plugin with a read-write grant there could
+/// have planted it (by renaming one into place) to point a later load's grant elsewhere.
+fn resolve_trusted(path: &Path, writable: &[PathBuf]) -> Option<PathBuf> {
+    use std::path::Component;
+    enum Step {
+        Root,
+        Up,
+        Name(std::ffi::OsString),
+    }
+    let steps = |p: &Path| -> Vec<Step> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::RootDir => Some(Step::Root),
+                Component::ParentDir => Some(Step::Up),
+                Component::Normal(n) => Some(Step::Name(n.to_os_string())),
+                Component::CurDir | Component::Prefix(_) => None,
+            })
+            .rev()
+            .collect()
+    };
+    let absolute = std::path::absolute(path).ok()?;
+    let mut todo = steps(&absolute);
+    let mut current = PathBuf::from("/");
+    let mut links = 0usize;
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Root => current = PathBuf::from("/"),
+            Step::Up => {
+                current.pop();
+            }
+            Step::Name(name) => {
+                let next = current.join(&name);
+                if !std::fs::symlink_metadata(&next).ok()?.is_symlink() {
+                    current = next;
+                    continue;
+                }
+                links += 1;
+                if links > MAX_SYMLINKS || beneath_any(&current, writable) {
+                    return None;
+                }
+                todo.extend(steps(&std::fs::read_link(&next).ok()?));
+            }
+        }
+    }
+    Some(current)
+}
+
+/// File names of the shared objects mapped into the calling process. An unreadable map is
+/// an error: treating it as "nothing loaded" would grant directories needlessly, and
+/// treating it as "everything loaded" would make loads fail for no visible reason.
+fn loaded_objects() -> Result<BTreeSet<String>, SandboxError> {
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(SandboxError::LoaderPlan)?;
+    Ok(maps
+        .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter_map(|p| Path::new(p).file_name()?.to_str().map(str::to_owned))
-        .collect()
+        .collect())
+}
+
+/// Opens `path` (absolute and canonical) as `O_PATH` without following any symlink: with
+/// `openat2(RESOLVE_NO_SYMLINKS)`, or where that is missing, one `O_NOFOLLOW` component at
+/// a time from `/`.
+fn open_no_symlinks(path: &Path) -> rustix::io::Result<OwnedFd> {
+    let is_link = |fd: &OwnedFd| -> rustix::io::Result<bool> {
+        Ok(rustix::fs::fstat(fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK)
+    };
+    // Without O_NOFOLLOW, so that a trailing symlink is ELOOP rather than opened itself.
+    match rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS) => {}
+        other => return other,
+    }
+    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut at = rustix::fs::open("/", flags | OFlags::DIRECTORY, Mode::empty())?;
+    for component in path.components() {
+        match component {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(name) => {
+                match rustix::fs::fstat(&at)?.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => {}
+                    libc::S_IFLNK => return Err(rustix::io::Errno::LOOP),
+                    _ => return Err(rustix::io::Errno::NOTDIR),
+                }
+                at = rustix::fs::openat(&at, name, flags, Mode::empty())?;
+            }
+            _ => return Err(rustix::io::Errno::INVAL),
+        }
+    }
+    if is_link(&at)? {
+        return Err(rustix::io::Errno::LOOP);
+    }
+    Ok(at)
+}
+
+/// Opens one granted path and checks it (module docs).
+fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> {
+    let open_error = |detail: String| GrantError::Open {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let named = std::fs::metadata(path).map_err(|e| open_error(e.to_string()))?;
+    let fd = open_no_symlinks(path).map_err(|e| open_error(std::io::Error::from(e).to_string()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| open_error(std::io::Error::from(e).to_string()))?;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+        return Err(GrantError::Kind {
+            path: path.to_path_buf(),
+        });
+    }
+    use std::os::unix::fs::MetadataExt;
+    if named.dev() != st.st_dev || named.ino() != st.st_ino {
+        return Err(GrantError::Changed {
+            path: path.to_path_buf(),
+        });
+    }
+    crate::perms::check_not_writable_by_others(fd.as_fd(), path).map_err(|e| match e {
+        PermsError::WritableByOthers(w) => GrantError::WritableByOthers(w),
+        other => open_error(other.to_string()),
+    })?;
+    let id = GrantId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        dir: kind == libc::S_IFDIR,
+    };
+    Ok((fd, id))
+}
+
+/// How a thread is restricted: the plugin thread, or the loader thread of [`load_sandboxed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Before `dlopen` on the thread that then serves calls (the worker until it calls
+    /// [`load_sandboxed`]): the loader may map the library.
+    LoadHere,
+    /// The thread that serves calls, while another thread loads: nothing executable.
+    Plugin,
+    /// The loader thread: no writes, no threads.
+    Loader,
 }
 
 impl SandboxPlan {
-    /// Intersects the policy's grants with the manifest's requests and finds what the
-    /// loader will need to read.
+    /// Intersects the policy's grants with the manifest's requests and opens each granted
+    /// path (module docs). A refused grant is kept in the plan and reported when it is
+    /// applied, before anything is loaded.
     pub(crate) fn new(policy: &SandboxPolicy, requested: &Capabilities, needed: &[String]) -> Self {
-        let policy_rw = canonical_all(&policy.read_write);
-        let mut policy_read = canonical_all(&policy.read);
+        // Where a plugin could plant a symlink; no grant is resolved through one there.
+        let writable = canonical_all(&policy.read_write);
+        let resolve_all = |paths: &[PathBuf]| -> Vec<PathBuf> {
+            paths
+                .iter()
+                .filter_map(|p| resolve_trusted(p, &writable))
+                .collect()
+        };
+        let policy_rw = resolve_all(&policy.read_write);
+        let mut policy_read = resolve_all(&policy.read);
         policy_read.extend(policy_rw.iter().cloned());
         let keep = |wanted: &[String], allowed: &[PathBuf]| -> Vec<PathBuf> {
             let mut out: Vec<PathBuf> = wanted
                 .iter()
-                .filter_map(|w| Path::new(w).canonicalize().ok())
+                .filter_map(|w| resolve_trusted(Path::new(w), &writable))
                 .filter(|p| beneath_any(p, allowed))
                 .collect();
             out.sort();
@@ -191,16 +453,21 @@ impl SandboxPlan {
         connect_tcp.sort_unstable();
         connect_tcp.dedup();
 
-        let loaded = loaded_objects();
-        let mut loader_read = BTreeSet::new();
-        for lib in needed.iter().filter(|n| !loaded.contains(n.as_str())) {
-            if let Some(dir) = LIBRARY_DIRS
-                .iter()
-                .map(Path::new)
-                .find(|d| d.join(lib).is_file())
-            {
-                loader_read.insert(dir.to_path_buf());
-                loader_read.insert(PathBuf::from(LD_SO_CACHE));
+        let mut fds = Vec::new();
+        let mut grants = Vec::new();
+        let mut refused = None;
+        for path in read.iter().chain(&read_write) {
+            match open_grant(path) {
+                Ok((fd, id)) => {
+                    fds.push(Arc::new(fd));
+                    grants.push(id);
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    fds.clear();
+                    grants.clear();
+                    break;
+                }
             }
         }
         SandboxPlan {
@@ -208,8 +475,11 @@ impl SandboxPlan {
             read,
             read_write,
             connect_tcp,
-            loader_read: loader_read.into_iter().collect(),
+            needed: needed.to_vec(),
+            grants,
+            refused,
             threads: true,
+            fds,
         }
     }
 
@@ -229,8 +499,8 @@ impl SandboxPlan {
         dead_code,
         reason = "interface for the worker; wired in the same change series"
     )]
-    pub(crate) fn grant_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
-        Vec::new()
+    pub(crate) fn grant_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.fds.iter().map(|fd| fd.as_fd()).collect()
     }
 
     /// In a worker: takes back the descriptors [`SandboxPlan::grant_fds`] listed on the
@@ -239,18 +509,34 @@ impl SandboxPlan {
         dead_code,
         reason = "interface for the worker; wired in the same change series"
     )]
-    pub(crate) fn adopt_grant_fds(
-        &mut self,
-        fds: Vec<std::os::fd::OwnedFd>,
-    ) -> Result<(), SandboxError> {
-        if fds.is_empty() {
-            Ok(())
-        } else {
-            Err(SandboxError::Worker(format!(
-                "{} grant descriptors given, the plan holds none",
-                fds.len()
-            )))
+    pub(crate) fn adopt_grant_fds(&mut self, fds: Vec<OwnedFd>) -> Result<(), SandboxError> {
+        if fds.len() != self.grants.len() {
+            return Err(SandboxError::GrantDescriptors {
+                expected: self.grants.len(),
+                given: fds.len(),
+            });
         }
+        let paths = self.read.iter().chain(&self.read_write);
+        for (index, ((fd, want), path)) in fds.iter().zip(&self.grants).zip(paths).enumerate() {
+            if GrantId::of(fd.as_fd()).ok().as_ref() != Some(want) {
+                return Err(SandboxError::GrantDescriptorMismatch {
+                    index,
+                    path: path.clone(),
+                });
+            }
+        }
+        self.fds = fds.into_iter().map(Arc::new).collect();
+        Ok(())
+    }
+
+    /// The grant refused when the plan was made, if any: for the host to report it, typed,
+    /// before it starts a worker (which could only report it as text).
+    #[allow(
+        dead_code,
+        reason = "interface for the host's process path; wired in the same change series"
+    )]
+    pub(crate) fn check_grants(&self) -> Result<(), GrantError> {
+        self.refused.clone().map_or(Ok(()), Err)
     }
 
     /// The TCP ports granted.
@@ -258,15 +544,66 @@ impl SandboxPlan {
         &self.connect_tcp
     }
 
-    /// Restricts the calling thread. Call it on the plugin's thread, before `dlopen`.
+    /// Fails with what made the plan unusable: a refused grant, or grant descriptors missing.
+    fn usable(&self) -> Result<(), SandboxError> {
+        if let Some(refused) = &self.refused {
+            return Err(refused.clone().into());
+        }
+        if self.fds.len() != self.grants.len()
+            || self.grants.len() != self.read.len() + self.read_write.len()
+        {
+            return Err(SandboxError::GrantDescriptors {
+                expected: self.read.len() + self.read_write.len(),
+                given: self.fds.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Directories the loader must read for `DT_NEEDED` libraries the calling process has
+    /// not loaded yet.
+    fn loader_read(&self) -> Result<Vec<PathBuf>, SandboxError> {
+        let loaded = loaded_objects()?;
+        let mut loader_read = BTreeSet::new();
+        for lib in self.needed.iter().filter(|n| !loaded.contains(n.as_str())) {
+            if let Some(dir) = LIBRARY_DIRS
+                .iter()
+                .map(Path::new)
+                .find(|d| d.join(lib).is_file())
+            {
+                loader_read.insert(dir.to_path_buf());
+                loader_read.insert(PathBuf::from(LD_SO_CACHE));
+            }
+        }
+        Ok(loader_read.into_iter().collect())
+    }
+
+    /// Restricts the calling thread, which then opens the library itself. Call it on the
+    /// plugin's thread, before `dlopen`. Prefer [`load_sandboxed`], after which nothing
+    /// executable can be mapped.
     pub(crate) fn apply(&self, isolation: Isolation) -> Result<Enforcement, SandboxError> {
-        let (landlock, landlock_abi, fs_rules, net_rules) = self.apply_landlock()?;
+        self.usable()?;
+        let loader_read = self.loader_read()?;
+        self.restrict(isolation, Role::LoadHere, &loader_read)
+    }
+
+    fn restrict(
+        &self,
+        isolation: Isolation,
+        role: Role,
+        loader_read: &[PathBuf],
+    ) -> Result<Enforcement, SandboxError> {
+        let (landlock, landlock_abi, fs_rules, net_rules) = self.apply_landlock(loader_read)?;
+        if role == Role::Loader {
+            self.forbid_writes()?;
+        }
         let no_new_privs = seccomp::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
         let program = seccomp::build(seccomp::FilterOptions {
             tcp: !self.connect_tcp.is_empty(),
             tgid: std::process::id(),
-            threads: self.threads,
-        });
+            threads: self.threads && role != Role::Loader,
+            exec_mappings: role != Role::Plugin,
+        })?;
         seccomp::install(&program).map_err(SandboxError::Seccomp)?;
         let enforcement = Enforcement {
             isolation,
@@ -280,13 +617,34 @@ impl SandboxPlan {
             read: self.read.clone(),
             read_write: self.read_write.clone(),
             connect_tcp: self.connect_tcp.clone(),
-            loader_read: self.loader_read.clone(),
+            loader_read: loader_read.to_vec(),
             namespaces: Vec::new(),
         };
         Ok(enforcement)
     }
 
-    fn apply_landlock(&self) -> Result<(LandlockStatus, u8, usize, usize), SandboxError> {
+    /// A second Landlock layer on the loader thread: every write right handled, none granted.
+    fn forbid_writes(&self) -> Result<(), SandboxError> {
+        let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+        let level = match self.require {
+            Requirement::Full => CompatLevel::HardRequirement,
+            Requirement::BestEffort => CompatLevel::BestEffort,
+        };
+        Ruleset::default()
+            .set_compatibility(level)
+            .handle_access(AccessFs::from_write(LANDLOCK_ABI))
+            .map_err(ll)?
+            .create()
+            .map_err(ll)?
+            .restrict_self()
+            .map_err(ll)?;
+        Ok(())
+    }
+
+    fn apply_landlock(
+        &self,
+        loader_read: &[PathBuf],
+    ) -> Result<(LandlockStatus, u8, usize, usize), SandboxError> {
         let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
         let abi = LANDLOCK_ABI;
         let level = match self.require {
@@ -318,24 +676,33 @@ impl SandboxPlan {
             .map_err(ll)?;
         let read = AccessFs::from_read(abi);
         let read_write = AccessFs::from_all(abi);
-        let grants = self
-            .loader_read
-            .iter()
-            .chain(&self.read)
-            .map(|p| (p, read))
-            .chain(self.read_write.iter().map(|p| (p, read_write)));
-        for (path, access) in grants {
+        // The loader's directories are system paths, owned by root: opened by path.
+        for path in loader_read {
             let fd = PathFd::new(path).map_err(|e| SandboxError::GrantPath {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
-            // A rule on a file may only carry rights that apply to files.
             let access = if path.is_dir() {
+                read
+            } else {
+                read & AccessFs::from_file(abi)
+            };
+            ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
+            fs_rules += 1;
+        }
+        // The grants: from the descriptors the host opened, never from their paths.
+        let accesses = std::iter::repeat_n(read, self.read.len())
+            .chain(std::iter::repeat_n(read_write, self.read_write.len()));
+        for ((fd, id), access) in self.fds.iter().zip(&self.grants).zip(accesses) {
+            // A rule on a file may only carry rights that apply to files.
+            let access = if id.dir {
                 access
             } else {
                 access & AccessFs::from_file(abi)
             };
-            ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(fd.as_fd(), access))
+                .map_err(ll)?;
             fs_rules += 1;
         }
         let mut net_rules = 0usize;
@@ -367,6 +734,49 @@ impl SandboxPlan {
     }
 }
 
+/// Restricts the calling thread (the one that will serve the plugin's calls) so that it can
+/// never map anything executable, and runs `load` (which calls `dlopen`) on a short-lived
+/// loader thread that restricts itself first: the same grants, no writes at all, no new
+/// threads, executable mappings of non-writable files allowed (module docs). Returns what
+/// `load` returned and what is enforced on the calling thread.
+///
+/// The loader thread is started before the calling thread restricts itself, so it inherits
+/// none of the calling thread's filter; it waits until that is in force and loads nothing
+/// if it failed.
+pub(crate) fn load_sandboxed<T: Send>(
+    plan: &SandboxPlan,
+    isolation: Isolation,
+    load: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<(T, Enforcement), Error> {
+    plan.usable()?;
+    let loader_read = plan.loader_read()?;
+    let loader_read = loader_read.as_slice();
+    std::thread::scope(|scope| {
+        let (go, wait) = std::sync::mpsc::channel::<bool>();
+        let loader = std::thread::Builder::new()
+            .name("skillgate-loader".to_owned())
+            .spawn_scoped(scope, move || -> Result<T, Error> {
+                if !wait.recv().unwrap_or(false) {
+                    return Err(SandboxError::LoaderThread(
+                        "the plugin thread could not restrict itself".to_owned(),
+                    )
+                    .into());
+                }
+                plan.restrict(isolation, Role::Loader, loader_read)?;
+                load()
+            })
+            .map_err(|e| SandboxError::LoaderThread(e.to_string()))?;
+        let restricted = plan.restrict(isolation, Role::Plugin, loader_read);
+        // A closed channel is the same answer as `false`.
+        let _ = go.send(restricted.is_ok());
+        let loaded = loader
+            .join()
+            .map_err(|_| SandboxError::LoaderThread("the loader thread panicked".to_owned()));
+        let enforcement = restricted?;
+        Ok((loaded??, enforcement))
+    })
+}
+
 /// The kernel's Landlock ABI version (0 when unavailable).
 #[allow(unsafe_code)]
 pub fn kernel_landlock_abi() -> u8 {
@@ -382,4 +792,121 @@ pub fn kernel_landlock_abi() -> u8 {
         )
     };
     u8::try_from(v.max(0)).unwrap_or(u8::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn plan_reading(dirs: &[&Path]) -> SandboxPlan {
+        let mut policy = SandboxPolicy::default();
+        let mut caps = Capabilities::default();
+        for d in dirs {
+            policy.read.push(d.to_path_buf());
+            caps.read.push(d.to_str().unwrap().to_owned());
+        }
+        SandboxPlan::new(&policy, &caps, &[])
+    }
+
+    #[test]
+    fn a_plan_sent_without_its_descriptors_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_reading(&[dir.path()]);
+        assert_eq!(plan.grant_fds().len(), 1);
+        plan.usable().unwrap();
+        // What a worker receives: the plan as JSON, which carries no descriptors.
+        let sent: SandboxPlan =
+            serde_json::from_str(&serde_json::to_string(&plan).unwrap()).unwrap();
+        assert!(matches!(
+            sent.usable(),
+            Err(SandboxError::GrantDescriptors {
+                expected: 1,
+                given: 0
+            })
+        ));
+    }
+
+    #[test]
+    fn adopted_descriptors_must_be_the_objects_the_host_opened() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let plan = plan_reading(&[a.path()]);
+        let json = serde_json::to_string(&plan).unwrap();
+        let received = || serde_json::from_str::<SandboxPlan>(&json).unwrap();
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().unwrap();
+
+        let mut sent = received();
+        let err = sent.adopt_grant_fds(Vec::new()).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::GrantDescriptors {
+                expected: 1,
+                given: 0
+            }
+        ));
+
+        let other = open_no_symlinks(&b.path().canonicalize().unwrap()).unwrap();
+        let mut sent = received();
+        let err = sent.adopt_grant_fds(vec![other]).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::GrantDescriptorMismatch { index: 0, .. }
+        ));
+        assert!(sent.usable().is_err());
+
+        let mut sent = received();
+        sent.adopt_grant_fds(vec![dup(plan.grant_fds()[0])])
+            .unwrap();
+        sent.usable().unwrap();
+    }
+
+    #[test]
+    fn a_symlink_inside_a_read_write_grant_resolves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let rw = base.join("rw");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&rw).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, rw.join("link")).unwrap();
+        std::os::unix::fs::symlink(&rw, base.join("to_rw")).unwrap();
+        let writable = [rw.clone()];
+        assert_eq!(resolve_trusted(&rw.join("link"), &writable), None);
+        assert_eq!(resolve_trusted(&rw.join("link/x/.."), &writable), None);
+        // A symlink outside the writable directories is followed, as canonicalize does.
+        assert_eq!(
+            resolve_trusted(&base.join("to_rw"), &writable),
+            Some(rw.clone())
+        );
+        assert_eq!(
+            resolve_trusted(&rw.join("link"), &[]),
+            Some(outside.clone())
+        );
+        assert_eq!(
+            resolve_trusted(&base.join("rw/../outside"), &writable),
+            Some(outside)
+        );
+    }
+
+    #[test]
+    fn a_granted_symlink_is_never_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("real")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        assert_eq!(
+            open_no_symlinks(&base.join("link")).unwrap_err(),
+            rustix::io::Errno::LOOP
+        );
+        assert_eq!(
+            open_no_symlinks(&base.join("link/x")).unwrap_err(),
+            rustix::io::Errno::LOOP
+        );
+        assert!(matches!(
+            open_grant(&base.join("link")),
+            Err(GrantError::Open { .. })
+        ));
+        open_grant(&base.join("real")).unwrap();
+    }
 }

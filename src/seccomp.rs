@@ -9,8 +9,15 @@
 //!
 //! The program is a flat list: each allowed syscall is `jeq nr → ret ALLOW`, each syscall
 //! with argument rules is a block that always returns, and anything that falls through is
-//! `EPERM`. Blocks never jump further than their own end, so no offset overflows the 8-bit
-//! jump fields however long the list grows.
+//! `EPERM`. Blocks never jump further than their own end; a block too long for the 8-bit
+//! jump field, or a program over the kernel's `BPF_MAXINSNS`, is a [`BuildError`], never a
+//! truncated jump.
+//!
+//! Two programs come from the same list (see [`crate::sandbox`]): the loader's, which may
+//! map non-writable files executable (the dynamic loader needs that) but may not start
+//! threads, and the plugin's, installed before any plugin code runs on its thread, which
+//! may map nothing executable at all. So code a plugin writes to a granted file never
+//! becomes code it can run.
 
 use std::io;
 
@@ -56,6 +63,51 @@ const PRCTL_ALLOWED: [u32; 3] = [
     0x5356_4d41, /* PR_SET_VMA */
 ];
 
+/// `IPPROTO_MPTCP`: refused (Landlock's TCP rules do not govern it); named for the tests.
+#[cfg(test)]
+const IPPROTO_MPTCP: u32 = 262;
+/// `MSG_FASTOPEN`: a send that connects implicitly, past Landlock's `connect` check.
+const MSG_FASTOPEN: u32 = 0x2000_0000;
+/// TCP socket options refused: fast open (an implicit connect, or one on a listener),
+/// repair mode (connections made up without a handshake) and upper-layer protocols.
+const TCP_OPTIONS_REFUSED: [u32; 9] = [
+    19, /* TCP_REPAIR */
+    20, /* TCP_REPAIR_QUEUE */
+    21, /* TCP_QUEUE_SEQ */
+    22, /* TCP_REPAIR_OPTIONS */
+    23, /* TCP_FASTOPEN */
+    29, /* TCP_REPAIR_WINDOW */
+    30, /* TCP_FASTOPEN_CONNECT */
+    31, /* TCP_ULP */
+    33, /* TCP_FASTOPEN_NO_COOKIE */
+];
+/// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
+pub const BPF_MAXINSNS: usize = 4096;
+
+/// The filter program could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A syscall's argument block is longer than a conditional jump can skip.
+    #[error(
+        "the rule block for syscall {syscall} has {len} instructions; a jump skips at most 255"
+    )]
+    BlockTooLong {
+        /// The syscall number.
+        syscall: i64,
+        /// The block's length.
+        len: usize,
+    },
+    /// The program is longer than the kernel accepts.
+    #[error("the program has {len} instructions, over the kernel's limit of {max}")]
+    ProgramTooLong {
+        /// The program's length.
+        len: usize,
+        /// `BPF_MAXINSNS`.
+        max: usize,
+    },
+}
+
 /// What the filter lets through beyond the base allowlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FilterOptions {
@@ -65,8 +117,11 @@ pub(crate) struct FilterOptions {
     /// The thread group id signals may target (`tgkill` only within it).
     pub tgid: u32,
     /// Whether the plugin may create threads (`clone` with `CLONE_THREAD`). Turned off
-    /// where nothing else bounds how many tasks a worker can start.
+    /// where nothing else bounds how many tasks a worker can start, and on the loader thread.
     pub threads: bool,
+    /// Whether non-writable file mappings may be executable: only while the dynamic loader
+    /// maps the library and its dependencies, never once plugin calls are served.
+    pub exec_mappings: bool,
 }
 
 /// Syscalls allowed whatever their arguments: what glibc and Rust std need in a plugin
@@ -139,12 +194,9 @@ fn tcp_allowlist() -> Vec<i64> {
     vec![
         SYS_connect,
         SYS_getsockopt,
-        SYS_setsockopt,
         SYS_getsockname,
         SYS_getpeername,
-        SYS_sendto,
         SYS_recvfrom,
-        SYS_sendmsg,
         SYS_recvmsg,
         SYS_shutdown,
         SYS_poll,
@@ -153,11 +205,15 @@ fn tcp_allowlist() -> Vec<i64> {
 }
 
 #[derive(Default)]
-struct Program(Vec<libc::sock_filter>);
+struct Program {
+    ins: Vec<libc::sock_filter>,
+    /// The first block that could not be encoded; reported by [`Program::finish`].
+    error: Option<BuildError>,
+}
 
 impl Program {
     fn push(&mut self, code: u16, jt: u8, jf: u8, k: u32) {
-        self.0.push(libc::sock_filter { code, jt, jf, k });
+        self.ins.push(libc::sock_filter { code, jt, jf, k });
     }
     fn load(&mut self, offset: u32) {
         self.push(BPF_LD_W_ABS, 0, 0, offset);
@@ -173,18 +229,47 @@ impl Program {
     fn when(&mut self, sys: i64, block: impl FnOnce(&mut Program)) {
         let mut inner = Program::default();
         block(&mut inner);
-        let skip = u8::try_from(inner.0.len()).unwrap_or(u8::MAX);
-        debug_assert!(inner.0.len() < 256, "syscall block too long");
+        if let Some(e) = inner.error.take() {
+            self.error.get_or_insert(e);
+        }
+        let Ok(skip) = u8::try_from(inner.ins.len()) else {
+            self.error.get_or_insert(BuildError::BlockTooLong {
+                syscall: sys,
+                len: inner.ins.len(),
+            });
+            return;
+        };
         self.push(BPF_JEQ_K, 0, skip, sys as u32);
-        self.0.extend(inner.0);
+        self.ins.extend(inner.ins);
     }
     fn allow_always(&mut self, sys: i64) {
         self.when(sys, |p| p.ret(RET_ALLOW));
     }
+    /// `if (arg & bits) { return EPERM }`, then allow.
+    fn allow_unless_flags(&mut self, sys: i64, arg: u32, bits: u32) {
+        self.when(sys, |p| {
+            p.load(off_arg_lo(arg));
+            p.push(BPF_JSET_K, 0, 1, bits);
+            p.deny(libc::EPERM);
+            p.ret(RET_ALLOW);
+        });
+    }
+    fn finish(self) -> Result<Vec<libc::sock_filter>, BuildError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.ins.len() > BPF_MAXINSNS {
+            return Err(BuildError::ProgramTooLong {
+                len: self.ins.len(),
+                max: BPF_MAXINSNS,
+            });
+        }
+        Ok(self.ins)
+    }
 }
 
 /// Builds the filter program.
-pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
+pub(crate) fn build(options: FilterOptions) -> Result<Vec<libc::sock_filter>, BuildError> {
     let mut p = Program::default();
     // A foreign architecture (int 0x80 on x86-64) or an x32 number: refuse, never kill.
     p.load(OFF_ARCH);
@@ -201,7 +286,9 @@ pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
         for sys in tcp_allowlist() {
             p.allow_always(sys);
         }
-        // socket(AF_INET or AF_INET6, SOCK_STREAM[|flags], _): TCP clients only.
+        // socket(AF_INET or AF_INET6, SOCK_STREAM[|flags], 0 or IPPROTO_TCP): TCP clients
+        // only. MPTCP, SCTP and the rest are other protocols Landlock's port rules do not
+        // govern.
         p.when(libc::SYS_socket, |p| {
             p.load(off_arg_lo(0));
             p.push(BPF_JEQ_K, 2, 0, libc::AF_INET as u32);
@@ -209,7 +296,28 @@ pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
             p.deny(libc::EPERM);
             p.load(off_arg_lo(1));
             p.push(BPF_AND_K, 0, 0, 0xf);
-            p.push(BPF_JEQ_K, 0, 1, libc::SOCK_STREAM as u32);
+            p.push(BPF_JEQ_K, 1, 0, libc::SOCK_STREAM as u32);
+            p.deny(libc::EPERM);
+            p.load(off_arg_lo(2));
+            p.push(BPF_JEQ_K, 1, 0, 0);
+            p.push(BPF_JEQ_K, 0, 1, libc::IPPROTO_TCP as u32);
+            p.ret(RET_ALLOW);
+            p.deny(libc::EPERM);
+        });
+        // Sends that would connect implicitly (TCP Fast Open) skip Landlock's connect check.
+        p.allow_unless_flags(libc::SYS_sendto, 3, MSG_FASTOPEN);
+        p.allow_unless_flags(libc::SYS_sendmsg, 2, MSG_FASTOPEN);
+        // setsockopt: everything but the TCP options that connect implicitly or make up
+        // connections.
+        p.when(libc::SYS_setsockopt, |p| {
+            p.load(off_arg_lo(1));
+            let refused = u8::try_from(TCP_OPTIONS_REFUSED.len() + 1).unwrap_or(u8::MAX);
+            p.push(BPF_JEQ_K, 0, refused, libc::IPPROTO_TCP as u32);
+            p.load(off_arg_lo(2));
+            for (i, option) in TCP_OPTIONS_REFUSED.iter().enumerate() {
+                let to_deny = u8::try_from(TCP_OPTIONS_REFUSED.len() - i).unwrap_or(0);
+                p.push(BPF_JEQ_K, to_deny, 0, *option);
+            }
             p.ret(RET_ALLOW);
             p.deny(libc::EPERM);
         });
@@ -229,26 +337,24 @@ pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
     }
     // mprotect / pkey_mprotect: never to executable. This also keeps glibc < 2.41 from
     // making every thread stack executable for a library that asks for it.
-    for sys in [libc::SYS_mprotect, libc::SYS_pkey_mprotect] {
-        p.when(sys, |p| {
+    p.allow_unless_flags(libc::SYS_mprotect, 2, libc::PROT_EXEC as u32);
+    p.allow_unless_flags(libc::SYS_pkey_mprotect, 2, libc::PROT_EXEC as u32);
+    if options.exec_mappings {
+        // mmap: executable only for file mappings that are not also writable (the loader
+        // mapping the sealed library); no anonymous or writable executable memory.
+        p.when(libc::SYS_mmap, |p| {
             p.load(off_arg_lo(2));
-            p.push(BPF_JSET_K, 0, 1, libc::PROT_EXEC as u32);
+            p.push(BPF_JSET_K, 0, 5, libc::PROT_EXEC as u32);
+            p.push(BPF_JSET_K, 3, 0, libc::PROT_WRITE as u32);
+            p.load(off_arg_lo(3));
+            p.push(BPF_JSET_K, 1, 0, libc::MAP_ANONYMOUS as u32);
+            p.ret(RET_ALLOW);
             p.deny(libc::EPERM);
             p.ret(RET_ALLOW);
         });
+    } else {
+        p.allow_unless_flags(libc::SYS_mmap, 2, libc::PROT_EXEC as u32);
     }
-    // mmap: executable only for file mappings that are not also writable (the loader
-    // mapping the sealed library); no anonymous or writable executable memory.
-    p.when(libc::SYS_mmap, |p| {
-        p.load(off_arg_lo(2));
-        p.push(BPF_JSET_K, 0, 5, libc::PROT_EXEC as u32);
-        p.push(BPF_JSET_K, 3, 0, libc::PROT_WRITE as u32);
-        p.load(off_arg_lo(3));
-        p.push(BPF_JSET_K, 1, 0, libc::MAP_ANONYMOUS as u32);
-        p.ret(RET_ALLOW);
-        p.deny(libc::EPERM);
-        p.ret(RET_ALLOW);
-    });
     // prctl: thread and mapping names only.
     p.when(libc::SYS_prctl, |p| {
         p.load(off_arg_lo(0));
@@ -276,7 +382,7 @@ pub(crate) fn build(options: FilterOptions) -> Vec<libc::sock_filter> {
         p.deny(libc::EPERM);
     });
     p.deny(libc::EPERM);
-    p.0
+    p.finish()
 }
 
 /// Installs the filter on the calling thread (and threads it creates later).
@@ -359,26 +465,26 @@ mod tests {
 
     const EPERM: u32 = RET_ERRNO | libc::EPERM as u32;
 
+    fn options(tcp: bool) -> FilterOptions {
+        FilterOptions {
+            tcp,
+            tgid: 4242,
+            threads: true,
+            exec_mappings: true,
+        }
+    }
+
+    fn decide_with(options: FilterOptions, nr: i64, args: [u64; 6]) -> u32 {
+        run(&build(options).unwrap(), nr, AUDIT_ARCH, args)
+    }
+
     fn decide(tcp: bool, nr: i64, args: [u64; 6]) -> u32 {
-        run(
-            &build(FilterOptions {
-                tcp,
-                tgid: 4242,
-                threads: true,
-            }),
-            nr,
-            AUDIT_ARCH,
-            args,
-        )
+        decide_with(options(tcp), nr, args)
     }
 
     #[test]
     fn foreign_architecture_and_x32_are_refused_not_killed() {
-        let prog = build(FilterOptions {
-            tcp: false,
-            tgid: 1,
-            threads: true,
-        });
+        let prog = build(options(false)).unwrap();
         assert_eq!(
             run(&prog, 20, 0x4000_0003 /* AUDIT_ARCH_I386 */, [0; 6]),
             EPERM
@@ -528,10 +634,10 @@ mod tests {
     fn threads_off_refuses_every_clone() {
         let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
         let prog = build(FilterOptions {
-            tcp: false,
-            tgid: 1,
             threads: false,
-        });
+            ..options(false)
+        })
+        .unwrap();
         assert_eq!(
             run(&prog, libc::SYS_clone, AUDIT_ARCH, [thread, 0, 0, 0, 0, 0]),
             EPERM
@@ -587,5 +693,205 @@ mod tests {
         );
         assert_eq!(decide(true, libc::SYS_connect, [0; 6]), RET_ALLOW);
         assert_eq!(decide(false, libc::SYS_connect, [0; 6]), EPERM);
+    }
+
+    #[test]
+    fn tcp_grant_allows_tcp_and_no_other_stream_protocol() {
+        let stream = libc::SOCK_STREAM as u64 | libc::SOCK_NONBLOCK as u64;
+        let socket = |domain: i32, protocol: u64| {
+            decide(
+                true,
+                libc::SYS_socket,
+                [domain as u64, stream, protocol, 0, 0, 0],
+            )
+        };
+        assert_eq!(socket(libc::AF_INET, 0), RET_ALLOW);
+        assert_eq!(socket(libc::AF_INET6, libc::IPPROTO_TCP as u64), RET_ALLOW);
+        for protocol in [
+            u64::from(IPPROTO_MPTCP),
+            libc::IPPROTO_SCTP as u64,
+            libc::IPPROTO_UDP as u64,
+            libc::IPPROTO_RAW as u64,
+            // The kernel reads an int: the high half must not smuggle a protocol past.
+            (1 << 32) | u64::from(IPPROTO_MPTCP),
+        ] {
+            assert_eq!(
+                socket(libc::AF_INET, protocol),
+                EPERM,
+                "protocol {protocol}"
+            );
+            assert_eq!(
+                socket(libc::AF_INET6, protocol),
+                EPERM,
+                "protocol {protocol}"
+            );
+        }
+        assert_eq!(
+            decide(
+                true,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_RAW as u64, 6, 0, 0, 0]
+            ),
+            EPERM
+        );
+    }
+
+    #[test]
+    fn implicit_connects_are_refused() {
+        let fastopen = u64::from(MSG_FASTOPEN);
+        let nosignal = libc::MSG_NOSIGNAL as u64;
+        assert_eq!(
+            decide(true, libc::SYS_sendto, [3, 0, 1, nosignal, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(true, libc::SYS_sendto, [3, 0, 1, fastopen | nosignal, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            decide(true, libc::SYS_sendmsg, [3, 0, nosignal, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(true, libc::SYS_sendmsg, [3, 0, fastopen, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(decide(true, libc::SYS_sendmmsg, [0; 6]), EPERM);
+        let tcp = libc::IPPROTO_TCP as u64;
+        for option in TCP_OPTIONS_REFUSED {
+            assert_eq!(
+                decide(
+                    true,
+                    libc::SYS_setsockopt,
+                    [3, tcp, u64::from(option), 0, 4, 0]
+                ),
+                EPERM,
+                "TCP option {option}"
+            );
+        }
+        // TCP_NODELAY, and the same numbers at another level, stay allowed.
+        assert_eq!(
+            decide(true, libc::SYS_setsockopt, [3, tcp, 1, 0, 4, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide(
+                true,
+                libc::SYS_setsockopt,
+                [3, libc::SOL_SOCKET as u64, 30, 0, 4, 0]
+            ),
+            RET_ALLOW
+        );
+        assert_eq!(decide(false, libc::SYS_setsockopt, [0; 6]), EPERM);
+        assert_eq!(decide(false, libc::SYS_sendto, [0; 6]), EPERM);
+    }
+
+    #[test]
+    fn without_exec_mappings_nothing_executable_is_mapped() {
+        let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+        let private = libc::MAP_PRIVATE as u64;
+        let loader = options(false);
+        let sealed = FilterOptions {
+            exec_mappings: false,
+            ..loader
+        };
+        // The control: the loader's filter maps a read-only file executable.
+        assert_eq!(
+            decide_with(loader, libc::SYS_mmap, [0, 0, rx, private, 3, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            decide_with(sealed, libc::SYS_mmap, [0, 0, rx, private, 3, 0]),
+            EPERM
+        );
+        assert_eq!(
+            decide_with(
+                sealed,
+                libc::SYS_mmap,
+                [0, 0, libc::PROT_EXEC as u64, libc::MAP_SHARED as u64, 3, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            decide_with(sealed, libc::SYS_mprotect, [0, 0, rx, 0, 0, 0]),
+            EPERM
+        );
+        // Ordinary allocation still works.
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        assert_eq!(
+            decide_with(sealed, libc::SYS_mmap, [0, 0, rw, anon, u64::MAX, 0]),
+            RET_ALLOW
+        );
+    }
+
+    #[test]
+    fn a_block_too_long_to_skip_is_an_error_not_a_truncated_jump() {
+        let mut p = Program::default();
+        p.when(libc::SYS_read, |p| {
+            for _ in 0..255 {
+                p.load(OFF_NR);
+            }
+            p.ret(RET_ALLOW);
+        });
+        assert_eq!(
+            p.finish().unwrap_err(),
+            BuildError::BlockTooLong {
+                syscall: libc::SYS_read,
+                len: 256
+            }
+        );
+        // 255 is the longest block a jump can skip.
+        let mut p = Program::default();
+        p.load(OFF_NR);
+        p.when(libc::SYS_read, |p| {
+            for _ in 0..254 {
+                p.load(OFF_NR);
+            }
+            p.ret(RET_ALLOW);
+        });
+        p.deny(libc::EPERM);
+        let prog = p.finish().unwrap();
+        assert_eq!(run(&prog, libc::SYS_write, AUDIT_ARCH, [0; 6]), EPERM);
+        assert_eq!(run(&prog, libc::SYS_read, AUDIT_ARCH, [0; 6]), RET_ALLOW);
+    }
+
+    #[test]
+    fn a_program_over_the_kernel_limit_is_an_error() {
+        let mut p = Program::default();
+        for _ in 0..BPF_MAXINSNS / 2 {
+            p.allow_always(libc::SYS_read);
+        }
+        assert_eq!(p.ins.len(), BPF_MAXINSNS);
+        assert!(p.finish().is_ok());
+        let mut p = Program::default();
+        for _ in 0..=BPF_MAXINSNS / 2 {
+            p.allow_always(libc::SYS_read);
+        }
+        assert_eq!(
+            p.finish().unwrap_err(),
+            BuildError::ProgramTooLong {
+                len: BPF_MAXINSNS + 2,
+                max: BPF_MAXINSNS
+            }
+        );
+    }
+
+    #[test]
+    fn every_filter_the_sandbox_builds_encodes() {
+        for tcp in [false, true] {
+            for threads in [false, true] {
+                for exec_mappings in [false, true] {
+                    let prog = build(FilterOptions {
+                        tcp,
+                        tgid: 1,
+                        threads,
+                        exec_mappings,
+                    })
+                    .unwrap();
+                    assert!(prog.len() <= BPF_MAXINSNS);
+                }
+            }
+        }
     }
 }

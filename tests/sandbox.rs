@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skillgate::error::Error;
-use skillgate::sandbox::LandlockStatus;
+use skillgate::locate::LocateError;
+use skillgate::perms::Exposure;
+use skillgate::policy::Isolation;
+use skillgate::sandbox::{GrantError, LandlockStatus, SandboxError};
 use skillgate::{Gate, LoadedPlugin, Policy};
 use support::{Host, ctx, manifest_template};
 
@@ -995,4 +998,445 @@ fn a_granted_tcp_port_connects_and_others_stay_denied() {
         );
         host.assert_still_serves(&gate);
     }
+}
+
+// ---- TCP means TCP: other protocols and implicit connects -----------------------------------
+
+#[test]
+fn mptcp_and_fast_open_cannot_reach_an_ungranted_port() {
+    // This kernel has MPTCP on (net.mptcp.enabled), and Landlock's TCP rules govern neither
+    // MPTCP sockets nor a connect made by a Fast Open send, so without the filter's rules
+    // each of these reaches the other port.
+    let mptcp_on = std::fs::read_to_string("/proc/sys/net/mptcp/enabled")
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false);
+    eprintln!("MPTCP enabled on this kernel: {mptcp_on}");
+    for host in Host::each_mode() {
+        let granted = Listener::open();
+        let other = Listener::open();
+        let mut policy = host.policy();
+        policy.sandbox.connect_tcp.push(granted.port());
+        let (gate, plugin) = hostile_with(&host, policy, json!({"connect_tcp": [granted.port()]}));
+        for (action, stage, what) in [
+            ("mptcp_connect", "socket", "an MPTCP socket (IPPROTO_MPTCP)"),
+            (
+                "fastopen_sendto",
+                "sendto",
+                "sendto(MSG_FASTOPEN) on a TCP socket",
+            ),
+            (
+                "fastopen_connect",
+                "setsockopt",
+                "TCP_FASTOPEN_CONNECT, then connect",
+            ),
+            (
+                "mptcp_fastopen",
+                "socket",
+                "an MPTCP socket with MSG_FASTOPEN",
+            ),
+        ] {
+            let a = attempt(&plugin, json!({"action": action, "port": other.port()}));
+            assert_denied(&a, stage, EPERM, what);
+            assert!(
+                !other.was_connected(),
+                "{what}: the ungranted listener got a connection"
+            );
+        }
+        // The control: plain TCP to the granted port still connects.
+        let a = attempt(
+            &plugin,
+            json!({"action": "tcp_connect", "port": granted.port()}),
+        );
+        assert_allowed(&a, "a plain TCP connect to the granted port");
+        assert!(granted.was_connected(), "the granted listener saw nothing");
+        host.assert_still_serves(&gate);
+    }
+}
+
+// ---- no executable memory after the load ------------------------------------------------------
+
+#[test]
+fn code_written_to_a_granted_file_cannot_be_mapped_executable() {
+    // Process mode passes once the worker loads through sandbox::load_sandboxed (and is
+    // handed its grant descriptors); until then its loads with grants fail closed.
+    for host in Host::each_mode() {
+        let (dir, _) = secret_dir(&host, "scratch");
+        let mut policy = host.policy();
+        policy.sandbox.read_write.push(dir.clone());
+        let (gate, plugin) = hostile_with(&host, policy, json!({"read_write": [path_str(&dir)]}));
+        let code = dir.join("code.bin");
+        let a = attempt(
+            &plugin,
+            json!({"action": "exec_written_file", "path": path_str(&code)}),
+        );
+        assert_denied(
+            &a,
+            "mmap",
+            EPERM,
+            "mapping code the plugin wrote PROT_READ|PROT_EXEC",
+        );
+        // The control: the file is there, holds the code, and the plugin may read it; only
+        // mapping it executable was refused.
+        assert_eq!(
+            std::fs::read(&code).unwrap(),
+            [0xb8, 0x2a, 0, 0, 0, 0xc3],
+            "the plugin wrote the code"
+        );
+        let a = attempt(
+            &plugin,
+            json!({"action": "read_file", "path": path_str(&code)}),
+        );
+        assert_allowed(&a, "reading the written code back");
+        host.assert_still_serves(&gate);
+    }
+}
+
+// ---- grants by descriptor ----------------------------------------------------------------------
+
+/// Swaps `dir` for a symlink to `outside` and back until `stop` is set; restores `dir`.
+fn swap_in_a_loop(
+    dir: PathBuf,
+    outside: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<usize, String>> {
+    std::thread::spawn(move || {
+        let parked = dir.with_extension("real");
+        let mut swaps = 0;
+        // Stops at the first failure (the test may be tearing its directory down after a
+        // failed assertion) and reports it.
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let swapped = std::fs::rename(&dir, &parked)
+                .and_then(|()| std::os::unix::fs::symlink(&outside, &dir))
+                .and_then(|()| {
+                    std::thread::sleep(Duration::from_micros(200));
+                    std::fs::remove_file(&dir)
+                })
+                .and_then(|()| std::fs::rename(&parked, &dir));
+            if let Err(e) = swapped {
+                return Err(format!("swap {swaps}: {e}"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+            swaps += 1;
+        }
+        Ok(swaps)
+    })
+}
+
+#[test]
+fn a_grant_swapped_for_a_symlink_during_loads_never_grants_the_outside() {
+    // Process mode needs the merge with the worker change that hands it the grant
+    // descriptors; until then its loads with grants fail closed, and `loaded` stays 0.
+    for host in Host::each_mode() {
+        let (base, _) = secret_dir(&host, "base");
+        let sub = base.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("secret"), "granted\n").unwrap();
+        let (outside, outside_secret) = secret_dir(&host, "outside");
+        let mut policy = host.policy();
+        policy.sandbox.read.push(base.clone());
+        let lib = build_hostile(&host);
+        let manifest = manifest_requesting(
+            &manifest_template("hostile"),
+            json!({"read": [path_str(&sub)]}),
+        );
+        let dir = host.install_with_manifest("hostile", &lib, &manifest);
+        let gate = host.gate_with(hostile_policy(policy));
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = swap_in_a_loop(sub.clone(), outside.clone(), stop.clone());
+        let (mut loaded, mut refused) = (0, 0);
+        for _ in 0..40 {
+            match gate.verify_and_load(&dir) {
+                Ok(plugin) => {
+                    loaded += 1;
+                    let a = attempt(
+                        &plugin,
+                        json!({"action": "read_file", "path": path_str(&outside_secret)}),
+                    );
+                    assert_denied(&a, "open", EACCES, "reading the outside directory");
+                }
+                Err(Error::Sandbox(SandboxError::Grant(
+                    GrantError::Open { .. } | GrantError::Changed { .. },
+                ))) if host.isolation == Isolation::Thread => refused += 1,
+                // The worker reports the plan's refusal (made on the host) as text.
+                Err(Error::Sandbox(SandboxError::Worker(detail)))
+                    if host.isolation == Isolation::Process
+                        && detail.starts_with("granted path") =>
+                {
+                    refused += 1
+                }
+                Err(e) => panic!("a load during the swaps failed otherwise: {e:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let swaps = swapper.join().unwrap().expect("the swapper kept swapping");
+        eprintln!(
+            "{:?}: {loaded} loads, {refused} refused, {swaps} swaps",
+            host.isolation
+        );
+        assert!(swaps > 0, "the swapper never ran");
+        assert!(loaded > 0, "no load succeeded: the test proved nothing");
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_symlink_the_plugin_renames_over_its_grant_is_not_followed_by_the_next_load() {
+    // Process mode needs the merge (grant descriptors); see above.
+    for host in Host::each_mode() {
+        let (base, _) = secret_dir(&host, "project");
+        let sub = base.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("secret"), "granted\n").unwrap();
+        let (outside, outside_secret) = secret_dir(&host, "outside");
+        // A symlink already in the read-write grant (the plugin cannot create one, but it
+        // may rename one).
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let mut policy = host.policy();
+        policy.sandbox.read_write.push(base.clone());
+        policy.sandbox.read.push(sub.clone());
+        let caps = json!({"read_write": [path_str(&base)], "read": [path_str(&sub)]});
+        let (gate, plugin) = hostile_with(&host, policy.clone(), caps);
+        let through = sub.join("secret");
+        let a = attempt(
+            &plugin,
+            json!({"action": "read_file", "path": path_str(&through)}),
+        );
+        assert_allowed(&a, "reading the granted subdirectory (control)");
+        // The plugin swaps the symlink in: sub -> sub.moved, link -> sub.
+        for (from, to) in [(&sub, base.join("sub.moved")), (&link, sub.clone())] {
+            let a = attempt(
+                &plugin,
+                json!({"action": "rename", "path": path_str(from), "to": path_str(&to)}),
+            );
+            assert_allowed(&a, "renaming inside the read-write grant");
+        }
+        assert!(std::fs::symlink_metadata(&sub).unwrap().is_symlink());
+        drop(plugin);
+
+        // The next load: the policy's and the manifest's `sub` now resolve outside.
+        let dir = host.root.join("hostile");
+        let plugin = gate
+            .verify_and_load(&dir)
+            .expect("the next load still loads, without the swapped grant");
+        assert!(
+            !plugin.enforcement().read.contains(&outside),
+            "the outside directory was granted: {:?}",
+            plugin.enforcement()
+        );
+        for path in [&through, &outside_secret] {
+            let a = attempt(
+                &plugin,
+                json!({"action": "read_file", "path": path_str(path)}),
+            );
+            assert_denied(
+                &a,
+                "open",
+                EACCES,
+                "reading outside through the swapped symlink",
+            );
+        }
+        host.assert_still_serves(&gate);
+    }
+}
+
+// ---- nothing others can write to is trusted ----------------------------------------------------
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_trusted_root_others_can_write_to_is_refused() {
+    for host in Host::each_mode() {
+        for (target, mode, exposure) in [
+            (host.root.clone(), 0o777, Exposure::WorldWritable),
+            (host.root.clone(), 0o775, Exposure::GroupWritable),
+            (
+                host.tmp.path().to_path_buf(),
+                0o757,
+                Exposure::WorldWritable,
+            ),
+        ] {
+            set_mode(&target, mode);
+            let err = Gate::new(host.policy()).expect_err("a root others can write to");
+            set_mode(&target, if target == host.root { 0o755 } else { 0o700 });
+            match err {
+                Error::Locate(LocateError::WritableByOthers(w)) => {
+                    assert_eq!(w.path, real(&target), "{w}");
+                    assert_eq!((w.mode, w.exposure), (mode, exposure), "{w}");
+                    assert_eq!(w.uid, rustix::process::geteuid().as_raw(), "{w}");
+                }
+                other => panic!("expected WritableByOthers for mode {mode:o}, got {other:?}"),
+            }
+        }
+        // The control: the same root with safe modes is accepted, and serves.
+        let gate = host.gate();
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_grant_others_can_write_to_is_refused_at_load() {
+    for host in Host::each_mode() {
+        let (dir, secret) = secret_dir(&host, "shared");
+        let mut policy = host.policy();
+        policy.sandbox.read.push(dir.clone());
+        let lib = build_hostile(&host);
+        let manifest = manifest_requesting(
+            &manifest_template("hostile"),
+            json!({"read": [path_str(&dir)]}),
+        );
+        let plugin_dir = host.install_with_manifest("hostile", &lib, &manifest);
+        let gate = host.gate_with(hostile_policy(policy));
+        set_mode(&dir, 0o777);
+        let err = gate
+            .verify_and_load(&plugin_dir)
+            .expect_err("a world-writable grant must be refused");
+        match (&err, host.isolation) {
+            (
+                Error::Sandbox(SandboxError::Grant(GrantError::WritableByOthers(w))),
+                Isolation::Thread,
+            ) => {
+                assert_eq!(w.path, dir, "{w}");
+                assert_eq!((w.mode, w.exposure), (0o777, Exposure::WorldWritable));
+            }
+            // The worker reports the plan's refusal as text (its load-failure frame).
+            (Error::Sandbox(SandboxError::Worker(detail)), Isolation::Process) => {
+                assert!(detail.contains("world-writable"), "{detail}");
+            }
+            _ => panic!("expected the grant refused as writable by others, got {err:?}"),
+        }
+        // The control: with a safe mode the same plugin loads and reads its grant.
+        set_mode(&dir, 0o755);
+        let plugin = gate
+            .verify_and_load(&plugin_dir)
+            .expect("a safe grant loads");
+        let a = attempt(
+            &plugin,
+            json!({"action": "read_file", "path": path_str(&secret)}),
+        );
+        assert_allowed(&a, "reading the grant once it is safe");
+        host.assert_still_serves(&gate);
+    }
+}
+
+// ---- the loader plan comes from the loading process ---------------------------------------------
+
+#[allow(unsafe_code)]
+fn load_libm_into_this_process() {
+    // SAFETY: dlopen of the C math library, a system library with no side effects on load;
+    // the handle is kept for the life of the test process.
+    let handle = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW) };
+    assert!(
+        !handle.is_null(),
+        "dlopen(libm.so.6) failed in the test process"
+    );
+}
+
+#[test]
+fn a_plugin_needing_a_library_the_host_has_loaded_still_loads_in_a_worker() {
+    load_libm_into_this_process();
+    for host in Host::each_mode() {
+        let lib = host.build_with("good", "needslibm", &[], &["-Wl,--no-as-needed", "-lm"]);
+        let dir = host.install("needslibm", &lib);
+        let gate = host.gate();
+        let plugin = gate
+            .verify_and_load(&dir)
+            .expect("a plugin needing libm must load: the worker has not loaded libm");
+        if host.isolation == Isolation::Process {
+            // The worker had to map libm itself, so its loader was granted libm's directory.
+            assert!(
+                !plugin.enforcement().loader_read.is_empty(),
+                "{:?}",
+                plugin.enforcement()
+            );
+        }
+        let out = plugin.execute(&ctx(json!({}))).unwrap();
+        assert!(out.success, "{out:?}");
+        host.assert_still_serves(&gate);
+    }
+}
+
+// ---- syscall classes sandboxes must handle --------------------------------------------------------
+
+#[test]
+fn the_known_escape_classes_are_each_refused() {
+    // (action, stage of the refusal, errno): EPERM is the seccomp filter, EACCES Landlock.
+    let table: &[(&str, &str, i64)] = &[
+        ("io_uring_setup", "io_uring_setup", EPERM),
+        ("x32_getpid", "x32_getpid", EPERM),
+        ("tiocsti", "ioctl", EPERM),
+        ("tty_open", "open", EACCES),
+        ("memfd_exec", "memfd_create", EPERM),
+        ("open_by_handle_at", "open_by_handle_at", EPERM),
+        ("process_vm_readv", "process_vm_readv", EPERM),
+        ("process_vm_writev", "process_vm_writev", EPERM),
+        ("pidfd_open", "pidfd_open", EPERM),
+        ("pidfd_getfd", "pidfd_getfd", EPERM),
+        ("unix_connect", "socket", EPERM),
+        ("unix_abstract", "socket", EPERM),
+        ("netlink", "socket", EPERM),
+        ("packet", "socket", EPERM),
+        ("raw_socket", "socket", EPERM),
+        ("personality", "personality", EPERM),
+        ("prctl_dumpable", "prctl", EPERM),
+        ("prctl_seccomp", "prctl", EPERM),
+        ("prctl_nnp_off", "prctl", EPERM),
+        ("prctl_set_mm", "prctl", EPERM),
+        ("seccomp_listener", "seccomp", EPERM),
+        ("userfaultfd", "userfaultfd", EPERM),
+        ("perf_event_open", "perf_event_open", EPERM),
+        ("bpf", "bpf", EPERM),
+        ("keyctl", "keyctl", EPERM),
+        ("add_key", "add_key", EPERM),
+        ("unshare", "unshare", EPERM),
+        ("setns", "setns", EPERM),
+        ("mount", "mount", EPERM),
+        ("pivot_root", "pivot_root", EPERM),
+        ("open_tree", "open_tree", EPERM),
+        ("fsopen", "fsopen", EPERM),
+        ("proc_self_mem", "open", EACCES),
+        // The sealed library reopened for writing: the seals refuse the write (EPERM from
+        // the kernel's seal check, at the write, not the open).
+        ("memfd_reopen", "write", EPERM),
+    ];
+    for host in Host::each_mode() {
+        let (gate, plugin) = hostile(&host);
+        let mut wrong = Vec::new();
+        for (action, stage, errno) in table {
+            let a = attempt(&plugin, json!({"action": action}));
+            if a.ok || a.stage != *stage || a.errno != *errno {
+                wrong.push(format!(
+                    "{action}: expected {stage}/{}, got {a:?}",
+                    errno_name(*errno)
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{:?}: not refused as expected:\n{}",
+            host.isolation,
+            wrong.join("\n")
+        );
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_memory_bomb_is_bounded_in_a_worker() {
+    // Process mode only: a thread-mode plugin shares the host's address space and no limit
+    // bounds it (README, threat model); a bomb there would take the test host's memory.
+    let host = Host::process();
+    let (gate, plugin) = hostile(&host);
+    let a = attempt(&plugin, json!({"action": "malloc_bomb"}));
+    assert_denied(&a, "malloc", libc::ENOMEM as i64, "allocating 64 GiB");
+    let mib = a.value.unwrap();
+    assert!(
+        mib * 1024 * 1024 <= i64::try_from(host.policy().limits.memory_bytes).unwrap(),
+        "the worker got {mib} MiB, more than its limit"
+    );
+    host.assert_still_serves(&gate);
 }

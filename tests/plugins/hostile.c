@@ -41,6 +41,30 @@
  *   int80          x86-64 only: int $0x80 with eax = 20 (i386 getpid); value = raw eax
  *                  (sign-extended), ok = value > 0. Elsewhere: ok false, errno ENOSYS.
  *   noop           ok true
+ *
+ * Implicit and other-protocol connects (need "port"; each reports the step that failed):
+ *   mptcp_connect     socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP) + connect
+ *   fastopen_sendto   TCP socket + sendto(MSG_FASTOPEN) (connects implicitly)
+ *   fastopen_connect  TCP socket + setsockopt(TCP_FASTOPEN_CONNECT) + connect
+ *   mptcp_fastopen    MPTCP socket + sendto(MSG_FASTOPEN)
+ *
+ * Moving things inside a grant (needs "path" and "to"):
+ *   rename          renameat2(path, to): e.g. moving a symlink over a granted directory
+ *
+ * Code the plugin writes (needs "path", a file in a read-write grant):
+ *   exec_written_file  writes b8 2a 00 00 00 c3 (mov eax, 42; ret) to path, reopens it
+ *                      read-only, mmaps it PROT_READ|PROT_EXEC and calls it; value = 42
+ *
+ * Syscall classes, table-driven (see PROBES below; each names its stage after the call
+ * that is expected to fail): io_uring_setup, x32_getpid, tiocsti (ioctl TIOCSTI on fds
+ * 0-2), tty_open (open /dev/tty), memfd_exec (memfd_create + execveat), open_by_handle_at,
+ * process_vm_readv / process_vm_writev (on the parent), pidfd_open, pidfd_getfd,
+ * unix_connect (a path in "path"), unix_abstract, netlink, packet, raw_socket, personality,
+ * prctl_dumpable, prctl_seccomp, prctl_nnp_off, prctl_set_mm, seccomp_listener,
+ * userfaultfd, perf_event_open, bpf, keyctl, add_key, unshare, setns, mount, pivot_root,
+ * open_tree, fsopen, proc_self_mem (open O_RDWR), memfd_reopen (the sealed library memfd
+ * found through /proc/self/fd, reopened O_RDWR and written), malloc_bomb (malloc and touch
+ * 64 MiB chunks until malloc fails or 64 GiB; value = MiB obtained; ok = the cap was reached)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -60,8 +84,26 @@
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/un.h>
+#include <stddef.h>
 
 #include "common.h"
+
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+#ifndef TCP_FASTOPEN_CONNECT
+#define TCP_FASTOPEN_CONNECT 30
+#endif
+#ifndef MSG_FASTOPEN
+#define MSG_FASTOPEN 0x20000000
+#endif
 
 extern char **environ;
 
@@ -444,6 +486,396 @@ static struct outcome do_int80(void) {
 #endif
 }
 
+/* ---- implicit connects ------------------------------------------------------------------- */
+
+static struct outcome do_stream_connect(long port, int protocol, int fastopen_send,
+                                        int fastopen_opt) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, protocol);
+    if (fd < 0) {
+        return failure("socket", errno);
+    }
+    struct sockaddr_in addr = loopback(port);
+    struct outcome o;
+    if (fastopen_opt) {
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof one) != 0) {
+            o = failure("setsockopt", errno);
+            close(fd);
+            return o;
+        }
+    }
+    if (fastopen_send) {
+        ssize_t n = sendto(fd, "x", 1, MSG_FASTOPEN | MSG_NOSIGNAL, (struct sockaddr *)&addr,
+                           sizeof addr);
+        o = n == 1 ? success("sendto") : failure("sendto", n < 0 ? errno : EIO);
+    } else {
+        int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+        o = rc == 0 ? success("connect") : failure("connect", errno);
+    }
+    close(fd);
+    return o;
+}
+
+/* ---- code the plugin writes -------------------------------------------------------------- */
+
+static struct outcome do_exec_written_file(const char *path) {
+    static const unsigned char code[] = {0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3};
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return failure("create", errno);
+    }
+    ssize_t n = write(fd, code, sizeof code);
+    int err = errno;
+    close(fd);
+    if (n != (ssize_t)sizeof code) {
+        return failure("write", n < 0 ? err : EIO);
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return failure("open", errno);
+    }
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+    err = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        return failure("mmap", err);
+    }
+#if defined(__x86_64__)
+    int (*fn)(void) = (int (*)(void))p;
+    struct outcome o = success("call");
+    o.has_value = 1;
+    o.value = fn();
+#else
+    struct outcome o = failure("call", ENOSYS);
+#endif
+    munmap(p, 4096);
+    return o;
+}
+
+/* ---- syscall classes --------------------------------------------------------------------- */
+
+/* The outcome of a raw syscall's return value: ok when it did not fail. Descriptors it
+ * returned are closed. */
+static struct outcome raw(const char *stage, long rc, int returns_fd) {
+    if (rc < 0) {
+        return failure(stage, errno);
+    }
+    if (returns_fd) {
+        close((int)rc);
+    }
+    return success(stage);
+}
+
+struct args {
+    const char *path;
+    long port;
+};
+
+static struct outcome p_io_uring(const struct args *a) {
+    (void)a;
+    unsigned char params[120];
+    memset(params, 0, sizeof params);
+    return raw("io_uring_setup", syscall(425 /* io_uring_setup */, 4, params), 1);
+}
+
+static struct outcome p_x32(const struct args *a) {
+    (void)a;
+#if defined(__x86_64__)
+    errno = 0;
+    long rc = syscall(0x40000000L | 39 /* x32 getpid */);
+    struct outcome o = raw("x32_getpid", rc, 0);
+    o.has_value = 1;
+    o.value = rc;
+    return o;
+#else
+    return failure("x32_getpid", ENOSYS);
+#endif
+}
+
+static struct outcome p_tiocsti(const struct args *a) {
+    (void)a;
+    char c = 'x';
+    struct outcome o = success("ioctl");
+    for (int fd = 0; fd <= 2; fd++) {
+        if (ioctl(fd, TIOCSTI, &c) == 0) {
+            return success("ioctl");
+        }
+        o = failure("ioctl", errno);
+        if (errno != EPERM) {
+            return o; /* a different refusal (ENOTTY, EBADF) says the filter let it through */
+        }
+    }
+    return o;
+}
+
+static struct outcome p_tty_open(const struct args *a) {
+    (void)a;
+    return raw("open", open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY), 1);
+}
+
+static struct outcome p_memfd_exec(const struct args *a) {
+    (void)a;
+    long fd = syscall(SYS_memfd_create, "x", 0);
+    if (fd < 0) {
+        return failure("memfd_create", errno);
+    }
+    char *const argv[] = {(char *)"x", NULL};
+    syscall(SYS_execveat, (int)fd, "", argv, environ, AT_EMPTY_PATH);
+    int err = errno;
+    close((int)fd);
+    return failure("execveat", err);
+}
+
+static struct outcome p_open_by_handle(const struct args *a) {
+    (void)a;
+    unsigned char handle[136];
+    memset(handle, 0, sizeof handle);
+    handle[0] = 8; /* handle_bytes */
+    return raw("open_by_handle_at", syscall(SYS_open_by_handle_at, AT_FDCWD, handle, O_RDONLY),
+               1);
+}
+
+static struct outcome p_vm(int write_it) {
+    char local[8] = "pwned";
+    struct iovec l = {local, sizeof local};
+    struct iovec r = {(void *)0x10000, sizeof local};
+    long rc = syscall(write_it ? SYS_process_vm_writev : SYS_process_vm_readv, getppid(), &l,
+                      1, &r, 1, 0);
+    return raw(write_it ? "process_vm_writev" : "process_vm_readv", rc, 0);
+}
+static struct outcome p_vm_read(const struct args *a) { (void)a; return p_vm(0); }
+static struct outcome p_vm_write(const struct args *a) { (void)a; return p_vm(1); }
+
+static struct outcome p_pidfd_open(const struct args *a) {
+    (void)a;
+    return raw("pidfd_open", syscall(434 /* pidfd_open */, getppid(), 0), 1);
+}
+
+static struct outcome p_pidfd_getfd(const struct args *a) {
+    (void)a;
+    /* On a bogus pidfd: the filter answers before the kernel could say EBADF. */
+    return raw("pidfd_getfd", syscall(438 /* pidfd_getfd */, 1000, 0, 0), 1);
+}
+
+static struct outcome unix_connect(const char *name, int abstract) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return failure("socket", errno);
+    }
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    size_t len = strlen(name);
+    if (len + 2 > sizeof addr.sun_path) {
+        close(fd);
+        return failure("input", ENAMETOOLONG);
+    }
+    memcpy(addr.sun_path + (abstract ? 1 : 0), name, len);
+    socklen_t size = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (abstract ? 1 : 0));
+    int rc = connect(fd, (struct sockaddr *)&addr, size);
+    int err = errno;
+    close(fd);
+    return rc == 0 ? success("connect") : failure("connect", err);
+}
+static struct outcome p_unix_path(const struct args *a) {
+    return unix_connect(a->path[0] != '\0' ? a->path : "/run/skillgate-none.sock", 0);
+}
+static struct outcome p_unix_abstract(const struct args *a) {
+    return unix_connect(a->path[0] != '\0' ? a->path : "skillgate-none", 1);
+}
+
+static struct outcome p_netlink(const struct args *a) {
+    (void)a;
+    return raw("socket", socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, 0 /* NETLINK_ROUTE */), 1);
+}
+static struct outcome p_packet(const struct args *a) {
+    (void)a;
+    return raw("socket", socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(0x0003)), 1);
+}
+static struct outcome p_raw_socket(const struct args *a) {
+    (void)a;
+    return raw("socket", socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP), 1);
+}
+static struct outcome p_personality(const struct args *a) {
+    (void)a;
+    return raw("personality", syscall(SYS_personality, READ_IMPLIES_EXEC), 0);
+}
+static struct outcome p_prctl_dumpable(const struct args *a) {
+    (void)a;
+    return raw("prctl", prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), 0);
+}
+static struct outcome p_prctl_seccomp(const struct args *a) {
+    (void)a;
+    return raw("prctl", prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0), 0);
+}
+static struct outcome p_prctl_nnp_off(const struct args *a) {
+    (void)a;
+    return raw("prctl", prctl(PR_SET_NO_NEW_PRIVS, 0, 0, 0, 0), 0);
+}
+static struct outcome p_prctl_set_mm(const struct args *a) {
+    (void)a;
+    return raw("prctl", prctl(PR_SET_MM, PR_SET_MM_START_BRK, 0x10000, 0, 0), 0);
+}
+static struct outcome p_seccomp_listener(const struct args *a) {
+    (void)a;
+    struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = {1, &allow};
+    return raw("seccomp",
+               syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                       &prog),
+               1);
+}
+static struct outcome p_userfaultfd(const struct args *a) {
+    (void)a;
+    return raw("userfaultfd", syscall(SYS_userfaultfd, O_CLOEXEC), 1);
+}
+static struct outcome p_perf(const struct args *a) {
+    (void)a;
+    unsigned char attr[128];
+    memset(attr, 0, sizeof attr);
+    attr[4] = 128; /* size */
+    return raw("perf_event_open", syscall(SYS_perf_event_open, attr, 0, -1, -1, 0), 1);
+}
+static struct outcome p_bpf(const struct args *a) {
+    (void)a;
+    unsigned char attr[64];
+    memset(attr, 0, sizeof attr);
+    return raw("bpf", syscall(SYS_bpf, 0 /* BPF_MAP_CREATE */, attr, sizeof attr), 1);
+}
+static struct outcome p_keyctl(const struct args *a) {
+    (void)a;
+    return raw("keyctl", syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0), 0);
+}
+static struct outcome p_add_key(const struct args *a) {
+    (void)a;
+    return raw("add_key", syscall(SYS_add_key, "user", "skillgate", "x", 1, -3), 0);
+}
+static struct outcome p_unshare(const struct args *a) {
+    (void)a;
+    return raw("unshare", syscall(SYS_unshare, 0x10000000 /* CLONE_NEWUSER */), 0);
+}
+static struct outcome p_setns(const struct args *a) {
+    (void)a;
+    return raw("setns", syscall(SYS_setns, 0, 0), 0);
+}
+static struct outcome p_mount(const struct args *a) {
+    (void)a;
+    return raw("mount", syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, NULL), 0);
+}
+static struct outcome p_pivot_root(const struct args *a) {
+    (void)a;
+    return raw("pivot_root", syscall(SYS_pivot_root, "/tmp", "/tmp"), 0);
+}
+static struct outcome p_open_tree(const struct args *a) {
+    (void)a;
+    return raw("open_tree", syscall(428 /* open_tree */, AT_FDCWD, "/", 1 /* OPEN_TREE_CLONE */), 1);
+}
+static struct outcome p_fsopen(const struct args *a) {
+    (void)a;
+    return raw("fsopen", syscall(430 /* fsopen */, "tmpfs", 0), 1);
+}
+static struct outcome p_proc_self_mem(const struct args *a) {
+    (void)a;
+    return raw("open", open("/proc/self/mem", O_RDWR | O_CLOEXEC), 1);
+}
+
+static struct outcome p_memfd_reopen(const struct args *a) {
+    (void)a;
+    char link[64], target[256];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) {
+            continue;
+        }
+        target[n] = '\0';
+        if (strncmp(target, "/memfd:", 7) != 0) {
+            continue;
+        }
+        int w = open(link, O_RDWR | O_CLOEXEC);
+        if (w < 0) {
+            return failure("open", errno);
+        }
+        ssize_t k = pwrite(w, "\x7f", 1, 0);
+        int err = errno;
+        close(w);
+        return k == 1 ? success("write") : failure("write", k < 0 ? err : EIO);
+    }
+    return failure("find", ENOENT);
+}
+
+static struct outcome p_malloc_bomb(const struct args *a) {
+    (void)a;
+    const size_t chunk = 64u << 20;
+    long got = 0;
+    void **kept = NULL;
+    size_t nkept = 0;
+    struct outcome o = success("malloc");
+    while (got < 64L * 1024) {
+        void *p = malloc(chunk);
+        void **more = p == NULL ? NULL : realloc(kept, (nkept + 1) * sizeof *kept);
+        if (p == NULL || more == NULL) {
+            free(p);
+            o = failure("malloc", ENOMEM);
+            break;
+        }
+        kept = more;
+        memset(p, 0xa5, chunk);
+        kept[nkept++] = p;
+        got += 64;
+    }
+    for (size_t i = 0; i < nkept; i++) {
+        free(kept[i]);
+    }
+    free(kept);
+    o.has_value = 1;
+    o.value = got;
+    return o;
+}
+
+struct probe {
+    const char *name;
+    struct outcome (*run)(const struct args *);
+};
+
+static const struct probe PROBES[] = {
+    {"io_uring_setup", p_io_uring},
+    {"x32_getpid", p_x32},
+    {"tiocsti", p_tiocsti},
+    {"tty_open", p_tty_open},
+    {"memfd_exec", p_memfd_exec},
+    {"open_by_handle_at", p_open_by_handle},
+    {"process_vm_readv", p_vm_read},
+    {"process_vm_writev", p_vm_write},
+    {"pidfd_open", p_pidfd_open},
+    {"pidfd_getfd", p_pidfd_getfd},
+    {"unix_connect", p_unix_path},
+    {"unix_abstract", p_unix_abstract},
+    {"netlink", p_netlink},
+    {"packet", p_packet},
+    {"raw_socket", p_raw_socket},
+    {"personality", p_personality},
+    {"prctl_dumpable", p_prctl_dumpable},
+    {"prctl_seccomp", p_prctl_seccomp},
+    {"prctl_nnp_off", p_prctl_nnp_off},
+    {"prctl_set_mm", p_prctl_set_mm},
+    {"seccomp_listener", p_seccomp_listener},
+    {"userfaultfd", p_userfaultfd},
+    {"perf_event_open", p_perf},
+    {"bpf", p_bpf},
+    {"keyctl", p_keyctl},
+    {"add_key", p_add_key},
+    {"unshare", p_unshare},
+    {"setns", p_setns},
+    {"mount", p_mount},
+    {"pivot_root", p_pivot_root},
+    {"open_tree", p_open_tree},
+    {"fsopen", p_fsopen},
+    {"proc_self_mem", p_proc_self_mem},
+    {"memfd_reopen", p_memfd_reopen},
+    {"malloc_bomb", p_malloc_bomb},
+};
+
 /* ---- the ABI ------------------------------------------------------------------------------ */
 
 EXPORT uint32_t vtcode_plugin_version(void) { return 1; }
@@ -462,6 +894,10 @@ EXPORT const char *vtcode_plugin_execute(const char *context_json) {
     if (get_string(context_json, "path", path, sizeof path) != 0) {
         path[0] = '\0';
     }
+    static char to[4096];
+    if (get_string(context_json, "to", to, sizeof to) != 0) {
+        to[0] = '\0';
+    }
     long port = get_long(context_json, "port", 0);
     long pid = get_long(context_json, "pid", 0);
     long mask = get_long(context_json, "mask", 077);
@@ -471,7 +907,12 @@ EXPORT const char *vtcode_plugin_execute(const char *context_json) {
     if (needs_path && path[0] == '\0') {
         return refuse("this action needs a path");
     }
-    int needs_port = strcmp(action, "tcp_connect") == 0 || strcmp(action, "udp_send") == 0;
+    needs_path = needs_path || strcmp(action, "exec_written_file") == 0;
+    if (needs_path && path[0] == '\0') {
+        return refuse("this action needs a path");
+    }
+    int needs_port = strcmp(action, "tcp_connect") == 0 || strcmp(action, "udp_send") == 0 ||
+                     strncmp(action, "mptcp_", 6) == 0 || strncmp(action, "fastopen_", 9) == 0;
     if (needs_port && (port <= 0 || port > 65535)) {
         return refuse("this action needs a port in 1..=65535");
     }
@@ -514,8 +955,34 @@ EXPORT const char *vtcode_plugin_execute(const char *context_json) {
         name = "int80", o = do_int80();
     } else if (strcmp(action, "noop") == 0) {
         name = "noop", o = success("noop");
+    } else if (strcmp(action, "mptcp_connect") == 0) {
+        name = "mptcp_connect", o = do_stream_connect(port, IPPROTO_MPTCP, 0, 0);
+    } else if (strcmp(action, "fastopen_sendto") == 0) {
+        name = "fastopen_sendto", o = do_stream_connect(port, 0, 1, 0);
+    } else if (strcmp(action, "fastopen_connect") == 0) {
+        name = "fastopen_connect", o = do_stream_connect(port, 0, 0, 1);
+    } else if (strcmp(action, "mptcp_fastopen") == 0) {
+        name = "mptcp_fastopen", o = do_stream_connect(port, IPPROTO_MPTCP, 1, 0);
+    } else if (strcmp(action, "rename") == 0) {
+        if (path[0] == '\0' || to[0] == '\0') {
+            return refuse("rename needs a path and a destination");
+        }
+        long rc = syscall(SYS_renameat2, AT_FDCWD, path, AT_FDCWD, to, 0);
+        name = "rename", o = rc == 0 ? success("rename") : failure("rename", errno);
+    } else if (strcmp(action, "exec_written_file") == 0) {
+        name = "exec_written_file", o = do_exec_written_file(path);
     } else {
-        return refuse("unknown action");
+        const struct probe *found = NULL;
+        for (size_t i = 0; i < sizeof PROBES / sizeof PROBES[0]; i++) {
+            if (strcmp(action, PROBES[i].name) == 0) {
+                found = &PROBES[i];
+            }
+        }
+        if (found == NULL) {
+            return refuse("unknown action");
+        }
+        struct args a = {path, port};
+        name = found->name, o = found->run(&a);
     }
     return report(name, o);
 }
