@@ -14,6 +14,32 @@
 //! the section-header fields of the ELF header are zeroed in a private copy before goblin
 //! parses it.
 //!
+//! "What the loader reads" is glibc's `ld.so`, not a file reader. They part in more places
+//! than one would like, and a plugin author can build a file that shows a reader one thing
+//! and the loader another (a `PT_DYNAMIC` whose `p_offset` points at a doctored copy claiming
+//! BIND_NOW passed as full RELRO while `ld.so` loaded the real, lazy section). So:
+//!
+//! - The dynamic array is read here, by hand and with checked arithmetic, where `ld.so` reads
+//!   it: at the address of the `PT_DYNAMIC` it uses (the last with a non-zero `p_filesz`),
+//!   through the `PT_LOAD` that maps that address, entry by entry up to `DT_NULL` — not at
+//!   `p_offset` for `p_filesz` bytes as goblin does. For a single-valued tag the last one
+//!   counts, as in glibc's `elf_get_dynamic_info`. Strings come from `DT_STRTAB` translated
+//!   the same way.
+//! - Every place the two views could still differ is refused, each by a named check:
+//!   `program_headers` (an `e_phentsize` or `PN_XNUM` the loader reads differently; two of a
+//!   program header glibc takes the last of and goblin the first; `PT_LOAD`s out of order or
+//!   sharing a page, which glibc maps one over the other), `segment_mapping` (a
+//!   `PT_DYNAMIC`, `PT_GNU_RELRO`, note or `PT_PHDR` whose file offset is not the one its
+//!   `PT_LOAD` maps to its address, or that reaches past `p_filesz`, where memory is zeros),
+//!   and `dynamic` (no `DT_NULL` inside `PT_DYNAMIC`, a repeated single-valued tag, a table
+//!   outside a `PT_LOAD`'s file bytes — goblin translates through `p_memsz` and would read the
+//!   file bytes after a segment where the loader sees zeros —, or PLT relocations goblin would
+//!   read in another format than the loader). Once those hold, goblin's symbol and relocation
+//!   tables (exports, imports, IFUNCs, IRELATIVE) are the bytes the loader reads, so they are
+//!   still parsed by goblin.
+//! - The report describes what `ld.so` would use even when a check refuses the file, so a
+//!   refusal can be explained ("partial RELRO, and a forged offset claiming full").
+//!
 //! The import deny list is evidence, not a sandbox: a plugin can reach any function through
 //! `dlsym`, a raw `syscall` instruction or a hand-written stub. It catches the honest
 //! mistake and makes the dishonest one deliberate; the sandbox is what stops it.
@@ -1016,12 +1042,18 @@ const SINGLE_PROGRAM_HEADERS: [u32; 7] = [
 /// `PT_NOTE` is read both ways by glibc itself (the ABI tag by offset in `open_verify`, GNU
 /// property notes at the address). `PT_INTERP` is not in the list: its contents are never read
 /// here (its presence alone refuses the file).
-const MAPPED_SEGMENTS: [u32; 4] = [
+/// `PT_PHDR` is where glibc finds the program headers in memory for its second pass (notes,
+/// properties) and `dl_iterate_phdr`: it must also be the table at `e_phoff`.
+const MAPPED_SEGMENTS: [u32; 5] = [
     program_header::PT_DYNAMIC,
     program_header::PT_GNU_RELRO,
     program_header::PT_NOTE,
     program_header::PT_GNU_PROPERTY,
+    program_header::PT_PHDR,
 ];
+
+/// How far past `PT_DYNAMIC` the dynamic array is followed for the report.
+const MAX_ENTRIES_PAST_DYNAMIC: u64 = 256;
 
 /// The smallest page the loader maps with on the supported hosts.
 const PAGE: u64 = 4096;
@@ -1089,6 +1121,14 @@ impl<'p> Loads<'p> {
     }
 }
 
+/// `e_phoff` and the size of the program header table.
+fn phdr_table(hdr: &header::Header) -> (u64, u64) {
+    (
+        hdr.e_phoff,
+        u64::from(hdr.e_phnum).saturating_mul(u64::from(hdr.e_phentsize)),
+    )
+}
+
 /// The first loader-view refusal, from the ELF header and program headers alone (for when
 /// goblin cannot parse the file at all). Symbol tables are not sized here.
 fn loader_view_problem(bytes: &[u8]) -> Option<InspectError> {
@@ -1114,7 +1154,7 @@ fn loader_view_problem(bytes: &[u8]) -> Option<InspectError> {
     let loads = Loads::of(&phdrs);
     let loader = loader_dynamic(bytes, &phdrs, &loads, layout);
     check_program_header_layout(&phdrs)
-        .and_then(|()| check_segment_mapping(&phdrs, &loads))
+        .and_then(|()| check_segment_mapping(&phdrs, &loads, phdr_table(&hdr)))
         .and_then(|()| match loader.problem {
             Some(problem) => Err(problem),
             None => check_dynamic(hdr.e_machine, 0, bytes, &loader.entries, &loads, layout),
@@ -1173,7 +1213,11 @@ fn check_program_header_layout(phdrs: &[ProgramHeader]) -> Result<(), InspectErr
 
 /// Refuses a segment of [`MAPPED_SEGMENTS`] whose file offset is not the one its covering
 /// `PT_LOAD` maps to its address, or whose bytes are not all file bytes of that `PT_LOAD`.
-fn check_segment_mapping(phdrs: &[ProgramHeader], loads: &Loads<'_>) -> Result<(), InspectError> {
+fn check_segment_mapping(
+    phdrs: &[ProgramHeader],
+    loads: &Loads<'_>,
+    table: (u64, u64),
+) -> Result<(), InspectError> {
     for (index, ph) in phdrs.iter().enumerate() {
         if !MAPPED_SEGMENTS.contains(&ph.p_type) {
             continue;
@@ -1195,6 +1239,11 @@ fn check_segment_mapping(phdrs: &[ProgramHeader], loads: &Loads<'_>) -> Result<(
         let Some(load) = covering else {
             return Err(refuse("lies in no PT_LOAD"));
         };
+        if ph.p_type == program_header::PT_PHDR && (ph.p_offset, ph.p_filesz) != table {
+            return Err(refuse(
+                "does not describe the program header table at e_phoff the loader read",
+            ));
+        }
         if ph.p_offset.checked_sub(load.p_offset) != Some(ph.p_vaddr - load.p_vaddr) {
             return Err(refuse(
                 "has a file offset other than the one its PT_LOAD maps to its address",
@@ -1267,9 +1316,13 @@ fn loader_dynamic(
         return out;
     };
     let step = usize::try_from(entry).unwrap_or(usize::MAX);
+    // Reading on past PT_DYNAMIC only serves the report (the file is refused then): a bound
+    // keeps a forged header from making this walk a whole segment.
+    let limit = declared.saturating_add(MAX_ENTRIES_PAST_DYNAMIC);
     let mut at = 0usize;
     let mut terminated_at = None;
-    while let (Some(tag), Some(value)) = (
+    while let (true, Some(tag), Some(value)) = (
+        (out.entries.len() as u64) < limit,
         layout.read_word(region, at),
         at.checked_add(step / 2)
             .and_then(|v| layout.read_word(region, v)),
@@ -1304,17 +1357,13 @@ fn check_dynamic(
     loads: &Loads<'_>,
     layout: Layout,
 ) -> Result<(), InspectError> {
-    let mut seen: Vec<u64> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (tag, _) in entries {
-        if REPEATABLE_TAGS.contains(tag) {
-            continue;
-        }
-        if seen.contains(tag) {
+        if !REPEATABLE_TAGS.contains(tag) && !seen.insert(*tag) {
             return Err(InspectError::DuplicateDynamicTag {
                 tag: dynamic::tag_to_str(*tag),
             });
         }
-        seen.push(*tag);
     }
     let value = |wanted: u64| {
         entries
@@ -1596,7 +1645,7 @@ fn examine_parsed(
     checks.record(
         "segment_mapping",
         "PT_DYNAMIC, PT_GNU_RELRO and notes sit where their PT_LOAD maps them",
-        check_segment_mapping(phdrs, &loads),
+        check_segment_mapping(phdrs, &loads, phdr_table(hdr)),
     );
     checks.record(
         "dynamic",

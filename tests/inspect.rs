@@ -1306,6 +1306,40 @@ fn a_doctored_copy_of_the_dynamic_section_is_refused_and_the_loader_reads_the_re
 }
 
 #[test]
+fn the_gate_refuses_the_doctored_copy_before_any_of_its_code_runs() {
+    for host in Host::each_mode() {
+        let marker = host.tmp.path().join("doctored-ctor-ran");
+        let quoted = format!("\"{}\"", marker.display());
+        let lazy = host.build_with(
+            "elf/ctor_plugin",
+            "doctored",
+            &[("MARKER_PATH", &quoted)],
+            &["-Wl,-z,lazy"],
+        );
+        let lib = patched(&host, &lazy, "libdoctored-ctor.so", |b| {
+            *b = doctored_dynamic_copy(b)
+        });
+        let dir = host.install("doctored", &lib);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Inspect(InspectError::SegmentNotMapped {
+                    kind: "PT_DYNAMIC",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(!marker.exists(), "the constructor ran");
+        host.assert_still_serves(&host.gate());
+        // Control: ld.so loads the doctored file and runs its constructor.
+        bound_at_load(&lib, &[]);
+        assert!(marker.exists(), "the control load made no marker");
+    }
+}
+
+#[test]
 fn duplicate_dynamic_tags_are_refused_and_the_last_one_is_what_the_loader_uses() {
     let host = Host::new();
     let now = good_with(&host, "dupflags", &[]);
@@ -1599,6 +1633,39 @@ fn notes_and_relro_must_sit_where_their_load_maps_them() {
 }
 
 #[test]
+fn a_pt_phdr_that_is_not_the_table_the_loader_read_is_refused() {
+    use goblin::elf::program_header::PT_PHDR;
+    let host = Host::new();
+    let good = good_with(&host, "phdr", &[]);
+    // glibc walks the PT_PHDR copy in memory for notes and dl_iterate_phdr: the PT_GNU_EH_FRAME
+    // header retyped to PT_PHDR describes other bytes than the table at e_phoff.
+    let elsewhere = patched(&host, &good, "libphdr-elsewhere.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_EH_FRAME)[0];
+        put_u32(b, at, PT_PHDR);
+    });
+    let e = refusal(&elsewhere);
+    assert!(
+        matches!(e, InspectError::SegmentNotMapped { kind: "PT_PHDR", reason, .. } if reason.contains("e_phoff")),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "segment_mapping");
+    // Control: a PT_PHDR that does describe the table (at e_phoff, mapped at the same
+    // address by the first PT_LOAD) passes.
+    let honest = patched(&host, &good, "libphdr-honest.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_EH_FRAME)[0];
+        let phoff = get_u64(b, 0x20);
+        let size = 56 * u64::from(u16::from_le_bytes([b[0x38], b[0x39]]));
+        put_u32(b, at, PT_PHDR);
+        put_u64(b, at + 8, phoff);
+        put_u64(b, at + 16, phoff);
+        put_u64(b, at + 24, phoff);
+        put_u64(b, at + 32, size);
+        put_u64(b, at + 40, size);
+    });
+    passes(&honest);
+}
+
+#[test]
 fn filter_libraries_are_held_to_the_needed_list() {
     let host = Host::new();
     for (flag, name) in [
@@ -1684,8 +1751,8 @@ fn finalizers_are_counted_reported_and_limited_only_on_request() {
 
 // ---- fuzz seeds for the loader-view refusals ----------------------------------------------------
 
-/// Every committed seed named `loader-<what>.so` is refused by the check its name says (the
-/// part before the first `.` after `loader-` up to `--`): they replay the fixtures above.
+/// Every committed seed `fuzz/seeds/elf/loader-<check>--<attack>.so` is refused by `<check>`:
+/// they are the fixtures above, kept for the fuzzer to start from.
 #[test]
 fn the_loader_view_fuzz_seeds_are_refused_by_their_checks() {
     let dir = build::repo_root().join("fuzz/seeds/elf");
@@ -1769,11 +1836,7 @@ fn write_loader_view_fuzz_seeds() {
     for (name, bytes) in seeds {
         let bytes = cut(bytes);
         let e = inspect_bytes(&bytes).unwrap_err();
-        assert_eq!(
-            format!("{}--", e.check()),
-            name.split("--").next().unwrap().to_owned() + "--",
-            "{name}: {e}"
-        );
+        assert_eq!(Some(e.check()), name.split("--").next(), "{name}: {e}");
         std::fs::write(dir.join(format!("loader-{name}.so")), bytes).unwrap();
     }
 }
