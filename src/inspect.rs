@@ -1465,6 +1465,7 @@ struct DynamicFacts {
     preinit_arraysz: u64,
     fini: bool,
     fini_arraysz: u64,
+    pltgot: Option<u64>,
 }
 
 fn dynamic_facts(
@@ -1530,6 +1531,7 @@ fn dynamic_facts(
     facts.preinit_arraysz = last(dynamic::DT_PREINIT_ARRAYSZ).unwrap_or(0);
     facts.fini = last(dynamic::DT_FINI).is_some_and(|v| v != 0);
     facts.fini_arraysz = last(dynamic::DT_FINI_ARRAYSZ).unwrap_or(0);
+    facts.pltgot = last(dynamic::DT_PLTGOT);
     Ok(facts)
 }
 
@@ -1742,10 +1744,24 @@ fn examine_parsed(
         },
     );
 
-    let has_relro = phdrs
+    // What ld.so's _dl_protect_relro makes read-only: the last PT_GNU_RELRO, its start and
+    // end both rounded DOWN to a page. A PT_GNU_RELRO inside one page protects nothing, and a
+    // GOT outside the protected pages stays writable under BIND_NOW: neither is full RELRO,
+    // whatever the header's presence suggests.
+    let protected = phdrs
         .iter()
-        .any(|ph| ph.p_type == program_header::PT_GNU_RELRO);
-    let relro = match (has_relro, facts.bind_now) {
+        .rev()
+        .find(|ph| ph.p_type == program_header::PT_GNU_RELRO)
+        .map(|ph| {
+            let start = ph.p_vaddr & !(PAGE - 1);
+            let end = ph.p_vaddr.saturating_add(ph.p_memsz) & !(PAGE - 1);
+            start..end
+        });
+    let has_relro = protected.as_ref().is_some_and(|r| !r.is_empty());
+    let got_protected = facts
+        .pltgot
+        .is_none_or(|got| protected.as_ref().is_some_and(|r| r.contains(&got)));
+    let relro = match (has_relro, facts.bind_now && got_protected) {
         (false, _) => Relro::None,
         (true, false) => Relro::Partial,
         (true, true) => Relro::Full,
@@ -1753,9 +1769,18 @@ fn examine_parsed(
     checks.record(
         "relro",
         format!(
-            "{relro} RELRO (PT_GNU_RELRO {}, BIND_NOW {})",
-            if has_relro { "present" } else { "absent" },
-            if facts.bind_now { "set" } else { "unset" }
+            "{relro} RELRO (PT_GNU_RELRO {}, BIND_NOW {}{})",
+            match &protected {
+                None => "absent",
+                Some(r) if r.is_empty() => "present but shorter than a page: protects nothing",
+                Some(_) => "present",
+            },
+            if facts.bind_now { "set" } else { "unset" },
+            if got_protected {
+                ""
+            } else {
+                ", GOT outside the protected pages"
+            }
         ),
         if relro >= policy.min_relro {
             Ok(())

@@ -932,6 +932,8 @@ fn checksec(path: &str) -> Option<Value> {
 /// - RELRO: checksec greps `readelf -d` for the word BIND_NOW, so a library whose only
 ///   BIND_NOW is `DF_1_NOW` in `DT_FLAGS_1` (which glibc honours) would be "partial" there and
 ///   "full" here.
+/// - RELRO again: checksec counts a `GNU_RELRO` line; here it counts only if `ld.so` would make
+///   at least one page read-only with it, and full RELRO needs the GOT (`DT_PLTGOT`) inside.
 /// - NX: checksec greps the `GNU_STACK` line for "RWE", so a stack segment flagged `R E`
 ///   (executable, not writable) would count as NX there; here any `PF_X` is executable.
 /// - Files skillgate does not read at all: libraries larger than the default 64 MiB
@@ -1630,6 +1632,65 @@ fn notes_and_relro_must_sit_where_their_load_maps_them() {
         "{e:?}"
     );
     passes(&good);
+}
+
+#[test]
+fn a_relro_segment_that_protects_nothing_is_no_relro() {
+    let host = Host::new();
+    let good = good_with(&host, "relrosmall", &[]);
+    // ld.so rounds both ends of PT_GNU_RELRO down to a page: 8 bytes protect nothing, though
+    // the header is there for checksec and the inspector of old to see.
+    let tiny = patched(&host, &good, "librelro-shorter-than-a-page.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_RELRO)[0];
+        put_u64(b, at + 32, 8);
+        put_u64(b, at + 40, 8);
+    });
+    assert_eq!(
+        phdr_offsets(&std::fs::read(&tiny).unwrap(), PT_GNU_RELRO).len(),
+        1
+    );
+    assert_eq!(
+        refusal(&tiny),
+        InspectError::WeakRelro {
+            found: Relro::None,
+            required: Relro::Full
+        }
+    );
+    // The detail says why (shown when the policy lets the check pass).
+    let mut any = strict();
+    any.min_relro = Relro::None;
+    let detail = |lib: &Path| {
+        let r = examine(&std::fs::read(lib).unwrap(), &any).unwrap();
+        check_of(&r, "relro").detail.clone()
+    };
+    assert!(
+        detail(&tiny).contains("protects nothing"),
+        "{}",
+        detail(&tiny)
+    );
+    // One that protects a page, but not the one holding the GOT: BIND_NOW or not, the GOT
+    // stays writable, so partial (it is also refused for lying outside its PT_LOAD).
+    let elsewhere = patched(&host, &good, "librelro-not-over-the-got.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_RELRO)[0];
+        put_u64(b, at + 16, 0x2000);
+        put_u64(b, at + 40, 0x1000);
+    });
+    let report = examined(&elsewhere);
+    assert_eq!(report.relro, Relro::Partial);
+    assert!(report.bind_now);
+    assert!(
+        detail(&elsewhere).contains("GOT outside"),
+        "{}",
+        detail(&elsewhere)
+    );
+    assert!(matches!(
+        refusal(&elsewhere),
+        InspectError::SegmentNotMapped {
+            kind: "PT_GNU_RELRO",
+            ..
+        }
+    ));
+    assert_eq!(passes(&good).relro, Relro::Full);
 }
 
 #[test]
