@@ -14,6 +14,32 @@
 //! the section-header fields of the ELF header are zeroed in a private copy before goblin
 //! parses it.
 //!
+//! "What the loader reads" is glibc's `ld.so`, not a file reader. They part in more places
+//! than one would like, and a plugin author can build a file that shows a reader one thing
+//! and the loader another (a `PT_DYNAMIC` whose `p_offset` points at a doctored copy claiming
+//! BIND_NOW passed as full RELRO while `ld.so` loaded the real, lazy section). So:
+//!
+//! - The dynamic array is read here, by hand and with checked arithmetic, where `ld.so` reads
+//!   it: at the address of the `PT_DYNAMIC` it uses (the last with a non-zero `p_filesz`),
+//!   through the `PT_LOAD` that maps that address, entry by entry up to `DT_NULL` — not at
+//!   `p_offset` for `p_filesz` bytes as goblin does. For a single-valued tag the last one
+//!   counts, as in glibc's `elf_get_dynamic_info`. Strings come from `DT_STRTAB` translated
+//!   the same way.
+//! - Every place the two views could still differ is refused, each by a named check:
+//!   `program_headers` (an `e_phentsize` or `PN_XNUM` the loader reads differently; two of a
+//!   program header glibc takes the last of and goblin the first; `PT_LOAD`s out of order or
+//!   sharing a page, which glibc maps one over the other), `segment_mapping` (a
+//!   `PT_DYNAMIC`, `PT_GNU_RELRO`, note or `PT_PHDR` whose file offset is not the one its
+//!   `PT_LOAD` maps to its address, or that reaches past `p_filesz`, where memory is zeros),
+//!   and `dynamic` (no `DT_NULL` inside `PT_DYNAMIC`, a repeated single-valued tag, a table
+//!   outside a `PT_LOAD`'s file bytes — goblin translates through `p_memsz` and would read the
+//!   file bytes after a segment where the loader sees zeros —, or PLT relocations goblin would
+//!   read in another format than the loader). Once those hold, goblin's symbol and relocation
+//!   tables (exports, imports, IFUNCs, IRELATIVE) are the bytes the loader reads, so they are
+//!   still parsed by goblin.
+//! - The report describes what `ld.so` would use even when a check refuses the file, so a
+//!   refusal can be explained ("partial RELRO, and a forged offset claiming full").
+//!
 //! The import deny list is evidence, not a sandbox: a plugin can reach any function through
 //! `dlsym`, a raw `syscall` instruction or a hand-written stub. It catches the honest
 //! mistake and makes the dishonest one deliberate; the sandbox is what stops it.
@@ -103,6 +129,11 @@ pub struct ElfPolicy {
     /// entries). Default `null`: counted and reported, never refused.
     #[serde(default)]
     pub max_constructors: Option<u64>,
+    /// Most finalizers accepted (`DT_FINI` plus `DT_FINI_ARRAY` entries). Default `null`:
+    /// counted and reported, never refused. Handlers registered at run time with `atexit`
+    /// cannot be counted from the file.
+    #[serde(default)]
+    pub max_finalizers: Option<u64>,
     /// Require a stack protector (an import of `__stack_chk_fail`). Default `false`: a
     /// Rust `cdylib` has none, so it is reported, not required.
     #[serde(default)]
@@ -123,6 +154,14 @@ pub const DEFAULT_ALLOWED_NEEDED: &[&str] = &[
     "libgcc_s.so.1",
     "ld-linux-x86-64.so.2",
     "ld-linux-aarch64.so.1",
+];
+
+/// Imports through which a library registers exit handlers at run time.
+const ATEXIT_IMPORTS: [&str; 4] = [
+    "atexit",
+    "on_exit",
+    "__cxa_atexit",
+    "__cxa_thread_atexit_impl",
 ];
 
 /// The default `denied_imports`.
@@ -174,6 +213,7 @@ impl Default for ElfPolicy {
             denied_imports: default_denied_imports(),
             allow_ifunc: false,
             max_constructors: None,
+            max_finalizers: None,
             require_stack_protector: false,
         }
     }
@@ -204,6 +244,22 @@ pub struct Constructors {
     pub preinit_array: u64,
     /// The sum.
     pub total: u64,
+}
+
+/// Finalizers: code of the library that runs when the process that loaded it exits (or
+/// when it is unloaded), after every call has returned.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
+pub struct Finalizers {
+    /// Whether `DT_FINI` names a function.
+    pub fini: bool,
+    /// `DT_FINI_ARRAY` entries (`DT_FINI_ARRAYSZ` / pointer size).
+    pub fini_array: u64,
+    /// The sum.
+    pub total: u64,
+    /// Imports that register exit handlers at run time (`atexit`, `__cxa_atexit`, `on_exit`,
+    /// `__cxa_thread_atexit_impl`): how many, if any, is not visible in the file.
+    pub atexit_imports: Vec<String>,
 }
 
 /// How one check came out.
@@ -279,6 +335,11 @@ pub struct InspectReport {
     pub irelative_relocations: usize,
     /// Constructors run by `dlopen`.
     pub constructors: Constructors,
+    /// Finalizers run at exit.
+    pub finalizers: Finalizers,
+    /// `DT_FILTER` and `DT_AUXILIARY` names: libraries the loader also loads, like
+    /// `DT_NEEDED` ones, and held to the same `allowed_needed` list.
+    pub filters: Vec<String>,
     /// Whether `__stack_chk_fail` (or `__stack_chk_guard`) is imported.
     pub stack_protector: bool,
     /// Every check, in order.
@@ -323,6 +384,95 @@ pub enum InspectError {
         filesz: u64,
         /// The file's length.
         file_len: u64,
+    },
+    /// The program header table is not one the loader reads the way it is laid out here:
+    /// `e_phentsize` is not the size of a program header, or `e_phnum` is `PN_XNUM`.
+    #[error(
+        "program_headers: {field} is {value:#x}, expected {expected}; the loader rejects or reads such a table differently (rebuild it)"
+    )]
+    ProgramHeaderTable {
+        /// The ELF header field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// Two program headers of a type the loader takes only one of.
+    #[error(
+        "program_headers: program headers {first} and {second} are both {kind}; the loader would use one and this inspector might read the other (rebuild it)"
+    )]
+    DuplicateProgramHeader {
+        /// The type.
+        kind: &'static str,
+        /// The first one's index.
+        first: usize,
+        /// The second one's index.
+        second: usize,
+    },
+    /// `PT_LOAD` segments not in ascending, non-overlapping address order.
+    #[error(
+        "program_headers: PT_LOAD {index} at {vaddr:#x} starts before the previous PT_LOAD's memory ends at {previous_end:#x} (on the same 4 KiB page or earlier): the loader would map one over the other (rebuild it)"
+    )]
+    LoadSegmentsOverlap {
+        /// The program header's index.
+        index: usize,
+        /// Its `p_vaddr`.
+        vaddr: u64,
+        /// Where the previous `PT_LOAD`'s memory ends.
+        previous_end: u64,
+    },
+    /// A segment the loader reads at its address has file bytes elsewhere.
+    #[error(
+        "segment_mapping: program header {index} ({kind}, offset {offset:#x}, address {vaddr:#x}) {reason}; the loader reads it at its address, so its file offset would show something else (rebuild it)"
+    )]
+    SegmentNotMapped {
+        /// The program header's index.
+        index: usize,
+        /// Its type.
+        kind: &'static str,
+        /// `p_offset`.
+        offset: u64,
+        /// `p_vaddr`.
+        vaddr: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The dynamic array does not end (`DT_NULL`) inside its `PT_DYNAMIC`.
+    #[error(
+        "dynamic: the dynamic section has no DT_NULL among the {entries} entries PT_DYNAMIC spans; the loader reads on past it (rebuild it)"
+    )]
+    DynamicNotTerminated {
+        /// Entries inside `PT_DYNAMIC`.
+        entries: u64,
+    },
+    /// A dynamic tag the loader keeps only one of (the last) appears twice.
+    #[error(
+        "dynamic: tag {tag} appears more than once; the loader keeps only the last (rebuild it)"
+    )]
+    DuplicateDynamicTag {
+        /// The tag.
+        tag: &'static str,
+    },
+    /// A table the dynamic section points at is not in the file bytes a `PT_LOAD` maps.
+    #[error(
+        "dynamic: {tag} names {size:#x} bytes at address {addr:#x}, which no PT_LOAD maps from the file; the loader would read other bytes than the file holds there (rebuild it)"
+    )]
+    DynamicAddressNotMapped {
+        /// The tag holding the address.
+        tag: &'static str,
+        /// The address.
+        addr: u64,
+        /// The size read there.
+        size: u64,
+    },
+    /// `DT_PLTREL` is not `DT_RELA` on a machine whose loader reads only `Elf_Rela`.
+    #[error(
+        "dynamic: DT_PLTREL is {found}, not DT_RELA (7); this machine's loader reads the PLT relocations as Elf_Rela regardless (rebuild it)"
+    )]
+    PltRelocationKind {
+        /// The value found (or 0 when `DT_JMPREL` has no `DT_PLTREL`).
+        found: u64,
     },
     /// 32-bit versus 64-bit mismatch with the host.
     #[error("class: library is {actual}-bit, this host is {expected}-bit; build for this host")]
@@ -452,6 +602,16 @@ pub enum InspectError {
         /// The policy's maximum.
         max: u64,
     },
+    /// More finalizers than the policy allows.
+    #[error(
+        "finalizers: library has {count} finalizers, the policy allows {max}; remove __attribute__((destructor)) and static destructors"
+    )]
+    TooManyFinalizers {
+        /// Finalizers found.
+        count: u64,
+        /// The policy's maximum.
+        max: u64,
+    },
     /// No stack protector, and the policy requires one.
     #[error(
         "stack_protector: library imports no __stack_chk_fail; compile with -fstack-protector-strong"
@@ -492,6 +652,14 @@ impl InspectError {
         match self {
             InspectError::NotElf | InspectError::Malformed(_) => "elf_header",
             InspectError::SegmentOutOfBounds { .. } => "segment_bounds",
+            InspectError::ProgramHeaderTable { .. }
+            | InspectError::DuplicateProgramHeader { .. }
+            | InspectError::LoadSegmentsOverlap { .. } => "program_headers",
+            InspectError::SegmentNotMapped { .. } => "segment_mapping",
+            InspectError::DynamicNotTerminated { .. }
+            | InspectError::DuplicateDynamicTag { .. }
+            | InspectError::DynamicAddressNotMapped { .. }
+            | InspectError::PltRelocationKind { .. } => "dynamic",
             InspectError::WrongClass { .. } => "class",
             InspectError::WrongEndianness => "endianness",
             InspectError::WrongMachine { .. } => "machine",
@@ -508,6 +676,7 @@ impl InspectError {
             InspectError::DeniedImports(_) => "imports",
             InspectError::Ifunc { .. } => "ifunc",
             InspectError::TooManyConstructors { .. } => "constructors",
+            InspectError::TooManyFinalizers { .. } => "finalizers",
             InspectError::NoStackProtector => "stack_protector",
             InspectError::MissingExport(_)
             | InspectError::ExportNotFunction { .. }
@@ -521,6 +690,16 @@ impl InspectError {
             InspectError::NotElf => "give the path of an ELF shared library (lib<name>.so)",
             InspectError::Malformed(_) | InspectError::SegmentOutOfBounds { .. } => {
                 "rebuild the library; the file is damaged or truncated"
+            }
+            InspectError::ProgramHeaderTable { .. }
+            | InspectError::DuplicateProgramHeader { .. }
+            | InspectError::LoadSegmentsOverlap { .. }
+            | InspectError::SegmentNotMapped { .. }
+            | InspectError::DynamicNotTerminated { .. }
+            | InspectError::DuplicateDynamicTag { .. }
+            | InspectError::DynamicAddressNotMapped { .. }
+            | InspectError::PltRelocationKind { .. } => {
+                "rebuild the library with a standard linker; its headers were edited or forged"
             }
             InspectError::WrongClass { .. }
             | InspectError::WrongEndianness
@@ -555,6 +734,9 @@ impl InspectError {
             }
             InspectError::TooManyConstructors { .. } => {
                 "remove __attribute__((constructor)) and static initializers, or raise elf.max_constructors"
+            }
+            InspectError::TooManyFinalizers { .. } => {
+                "remove __attribute__((destructor)) and static destructors, or raise elf.max_finalizers"
             }
             InspectError::NoStackProtector => "compile with -fstack-protector-strong",
             InspectError::MissingExport(_)
@@ -656,8 +838,12 @@ fn examine_in_place(elf: &mut [u8], policy: &ElfPolicy) -> Result<InspectReport,
 /// Parses bytes whose ELF header names no section headers, and runs every check.
 fn examine_erased(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
     let parsed = std::panic::catch_unwind(|| -> Result<InspectReport, InspectError> {
-        let elf = Elf::parse(bytes).map_err(|e| InspectError::Malformed(e.to_string()))?;
-        examine_parsed(&elf, bytes.len(), policy)
+        let elf = Elf::parse(bytes).map_err(|e| {
+            // goblin reads the tables a forged header points it at, and can fail there:
+            // then the forgery, not goblin's complaint, is the refusal.
+            loader_view_problem(bytes).unwrap_or(InspectError::Malformed(e.to_string()))
+        })?;
+        examine_parsed(&elf, bytes, policy)
     });
     match parsed {
         Ok(result) => result,
@@ -721,15 +907,24 @@ fn check_program_headers(bytes: &[u8]) -> Result<bool, InspectError> {
             program_header::program_header32::SIZEOF_PHDR
         };
         if usize::from(hdr.e_phentsize) != phentsize {
-            return Err(InspectError::Malformed(format!(
-                "e_phentsize is {}, expected {phentsize}",
-                hdr.e_phentsize
-            )));
+            return Err(InspectError::ProgramHeaderTable {
+                field: "e_phentsize",
+                value: u64::from(hdr.e_phentsize),
+                expected: if is_64 {
+                    "56 (sizeof Elf64_Phdr)"
+                } else {
+                    "32 (sizeof Elf32_Phdr)"
+                },
+            });
         }
         if hdr.e_phnum == PN_XNUM {
-            return Err(InspectError::Malformed(
-                "extended program header numbering (PN_XNUM) is not supported".into(),
-            ));
+            // The real count would live in section header 0, which the loader never reads:
+            // glibc takes 0xffff program headers at face value.
+            return Err(InspectError::ProgramHeaderTable {
+                field: "e_phnum",
+                value: u64::from(hdr.e_phnum),
+                expected: "below 0xffff (PN_XNUM, extended numbering, is not supported)",
+            });
         }
         let phoff = usize::try_from(hdr.e_phoff)
             .map_err(|_| InspectError::Malformed("e_phoff does not fit in memory".into()))?;
@@ -815,10 +1010,450 @@ impl Checks {
     }
 }
 
-/// What the dynamic section says, read tag by tag (up to `DT_NULL`).
+/// `DT_AUXILIARY` and `DT_FILTER`: names of libraries the loader loads as filtees.
+const DT_AUXILIARY: u64 = 0x7fff_fffd;
+const DT_FILTER: u64 = 0x7fff_ffff;
+
+/// Tags glibc iterates over rather than keeping the last of: they may repeat.
+const REPEATABLE_TAGS: [u64; 4] = [
+    dynamic::DT_NULL,
+    dynamic::DT_NEEDED,
+    DT_AUXILIARY,
+    DT_FILTER,
+];
+
+/// Program header types the loader (or this inspector) takes only one of. glibc's
+/// `_dl_map_object_from_fd` overwrites as it walks the table, so for `PT_DYNAMIC` (those with
+/// a non-zero `p_filesz`), `PT_GNU_STACK`, `PT_GNU_RELRO`, `PT_TLS` and `PT_PHDR` the LAST one
+/// wins, while goblin and most tools take the first; `PT_INTERP` is the kernel's business
+/// (first wins there) and refused anyway; `PT_GNU_PROPERTY` is read per header.
+const SINGLE_PROGRAM_HEADERS: [u32; 7] = [
+    program_header::PT_DYNAMIC,
+    program_header::PT_GNU_STACK,
+    program_header::PT_GNU_RELRO,
+    program_header::PT_INTERP,
+    program_header::PT_TLS,
+    program_header::PT_PHDR,
+    program_header::PT_GNU_PROPERTY,
+];
+
+/// Segments whose bytes the loader reads at their address (through the `PT_LOAD` that maps
+/// them) and a file-offset reader reads at `p_offset`: the two must be the same bytes.
+/// `PT_NOTE` is read both ways by glibc itself (the ABI tag by offset in `open_verify`, GNU
+/// property notes at the address). `PT_INTERP` is not in the list: its contents are never read
+/// here (its presence alone refuses the file).
+/// `PT_PHDR` is where glibc finds the program headers in memory for its second pass (notes,
+/// properties) and `dl_iterate_phdr`: it must also be the table at `e_phoff`.
+const MAPPED_SEGMENTS: [u32; 5] = [
+    program_header::PT_DYNAMIC,
+    program_header::PT_GNU_RELRO,
+    program_header::PT_NOTE,
+    program_header::PT_GNU_PROPERTY,
+    program_header::PT_PHDR,
+];
+
+/// How far past `PT_DYNAMIC` the dynamic array is followed for the report.
+const MAX_ENTRIES_PAST_DYNAMIC: u64 = 256;
+
+/// The smallest page the loader maps with on the supported hosts.
+const PAGE: u64 = 4096;
+
+/// Word size and byte order, for the few structures read by hand.
+#[derive(Clone, Copy)]
+struct Layout {
+    is_64: bool,
+    little: bool,
+}
+
+impl Layout {
+    fn word(self) -> u64 {
+        if self.is_64 { 8 } else { 4 }
+    }
+    fn read_u32(self, bytes: &[u8], at: usize) -> Option<u32> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if self.little {
+            u32::from_le_bytes(raw)
+        } else {
+            u32::from_be_bytes(raw)
+        })
+    }
+    /// An `Elf_Addr`/`Elf_Xword`-sized value (32-bit files: a `u32`, widened).
+    fn read_word(self, bytes: &[u8], at: usize) -> Option<u64> {
+        if !self.is_64 {
+            return self.read_u32(bytes, at).map(u64::from);
+        }
+        let raw: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+        Some(if self.little {
+            u64::from_le_bytes(raw)
+        } else {
+            u64::from_be_bytes(raw)
+        })
+    }
+}
+
+/// The `PT_LOAD` segments: what the loader maps, and from which file bytes.
+struct Loads<'p>(Vec<&'p ProgramHeader>);
+
+impl<'p> Loads<'p> {
+    fn of(phdrs: &'p [ProgramHeader]) -> Self {
+        Loads(
+            phdrs
+                .iter()
+                .filter(|ph| ph.p_type == program_header::PT_LOAD)
+                .collect(),
+        )
+    }
+
+    /// The file offsets of the `size` bytes at `vaddr`, when one `PT_LOAD` maps all of them
+    /// from the file. Bytes past a segment's `p_filesz` are zeros in memory, not the file
+    /// bytes that follow, so they do not count.
+    fn file_range(&self, vaddr: u64, size: u64) -> Option<std::ops::Range<usize>> {
+        let end = vaddr.checked_add(size)?;
+        self.0.iter().find_map(|ph| {
+            let file_end = ph.p_vaddr.checked_add(ph.p_filesz)?;
+            if vaddr < ph.p_vaddr || end > file_end {
+                return None;
+            }
+            let start = ph.p_offset.checked_add(vaddr - ph.p_vaddr)?;
+            let stop = start.checked_add(size)?;
+            Some(usize::try_from(start).ok()?..usize::try_from(stop).ok()?)
+        })
+    }
+}
+
+/// `e_phoff` and the size of the program header table.
+fn phdr_table(hdr: &header::Header) -> (u64, u64) {
+    (
+        hdr.e_phoff,
+        u64::from(hdr.e_phnum).saturating_mul(u64::from(hdr.e_phentsize)),
+    )
+}
+
+/// The first loader-view refusal, from the ELF header and program headers alone (for when
+/// goblin cannot parse the file at all). Symbol tables are not sized here.
+fn loader_view_problem(bytes: &[u8]) -> Option<InspectError> {
+    let hdr = Elf::parse_header(bytes).ok()?;
+    let layout = Layout {
+        is_64: hdr.e_ident.get(header::EI_CLASS).copied() == Some(header::ELFCLASS64),
+        little: hdr.e_ident.get(header::EI_DATA).copied() == Some(header::ELFDATA2LSB),
+    };
+    let ctx = Ctx::new(
+        if layout.is_64 {
+            Container::Big
+        } else {
+            Container::Little
+        },
+        if layout.little {
+            Endian::Little
+        } else {
+            Endian::Big
+        },
+    );
+    let phoff = usize::try_from(hdr.e_phoff).ok()?;
+    let phdrs = ProgramHeader::parse(bytes, phoff, usize::from(hdr.e_phnum), ctx).ok()?;
+    let loads = Loads::of(&phdrs);
+    let loader = loader_dynamic(bytes, &phdrs, &loads, layout);
+    check_program_header_layout(&phdrs)
+        .and_then(|()| check_segment_mapping(&phdrs, &loads, phdr_table(&hdr)))
+        .and_then(|()| match loader.problem {
+            Some(problem) => Err(problem),
+            None => check_dynamic(hdr.e_machine, 0, bytes, &loader.entries, &loads, layout),
+        })
+        .err()
+}
+
+/// Refuses program header tables the loader and a file reader could read differently:
+/// duplicates of the single-instance types, and `PT_LOAD`s out of ascending order or sharing
+/// memory (glibc sizes the reservation from the first and last `PT_LOAD` and maps each over
+/// it in table order, so a later one overwrites an earlier one's pages).
+fn check_program_header_layout(phdrs: &[ProgramHeader]) -> Result<(), InspectError> {
+    for kind in SINGLE_PROGRAM_HEADERS {
+        let mut same = phdrs
+            .iter()
+            .enumerate()
+            .filter(|(_, ph)| ph.p_type == kind)
+            .map(|(i, _)| i);
+        if let (Some(first), Some(second)) = (same.next(), same.next()) {
+            return Err(InspectError::DuplicateProgramHeader {
+                kind: program_header::pt_to_str(kind),
+                first,
+                second,
+            });
+        }
+    }
+    let mut previous_end: Option<u64> = None;
+    for (index, ph) in phdrs
+        .iter()
+        .enumerate()
+        .filter(|(_, ph)| ph.p_type == program_header::PT_LOAD)
+    {
+        // The loader maps from the start of the page holding p_vaddr.
+        let map_start = ph.p_vaddr & !(PAGE - 1);
+        if let Some(end) = previous_end
+            && map_start < end
+        {
+            return Err(InspectError::LoadSegmentsOverlap {
+                index,
+                vaddr: ph.p_vaddr,
+                previous_end: end,
+            });
+        }
+        let end = ph
+            .p_vaddr
+            .checked_add(ph.p_memsz)
+            .ok_or(InspectError::LoadSegmentsOverlap {
+                index,
+                vaddr: ph.p_vaddr,
+                previous_end: u64::MAX,
+            })?;
+        previous_end = Some(end);
+    }
+    Ok(())
+}
+
+/// Refuses a segment of [`MAPPED_SEGMENTS`] whose file offset is not the one its covering
+/// `PT_LOAD` maps to its address, or whose bytes are not all file bytes of that `PT_LOAD`.
+fn check_segment_mapping(
+    phdrs: &[ProgramHeader],
+    loads: &Loads<'_>,
+    table: (u64, u64),
+) -> Result<(), InspectError> {
+    for (index, ph) in phdrs.iter().enumerate() {
+        if !MAPPED_SEGMENTS.contains(&ph.p_type) {
+            continue;
+        }
+        let refuse = |reason| InspectError::SegmentNotMapped {
+            index,
+            kind: program_header::pt_to_str(ph.p_type),
+            offset: ph.p_offset,
+            vaddr: ph.p_vaddr,
+            reason,
+        };
+        let mem_end = ph.p_vaddr.checked_add(ph.p_memsz.max(ph.p_filesz));
+        let covering = loads.0.iter().find(|load| {
+            load.p_vaddr <= ph.p_vaddr
+                && mem_end
+                    .zip(load.p_vaddr.checked_add(load.p_memsz))
+                    .is_some_and(|(end, load_end)| end <= load_end)
+        });
+        let Some(load) = covering else {
+            return Err(refuse("lies in no PT_LOAD"));
+        };
+        if ph.p_type == program_header::PT_PHDR && (ph.p_offset, ph.p_filesz) != table {
+            return Err(refuse(
+                "does not describe the program header table at e_phoff the loader read",
+            ));
+        }
+        if ph.p_offset.checked_sub(load.p_offset) != Some(ph.p_vaddr - load.p_vaddr) {
+            return Err(refuse(
+                "has a file offset other than the one its PT_LOAD maps to its address",
+            ));
+        }
+        let file_end = ph.p_vaddr.checked_add(ph.p_filesz);
+        let load_file_end = load.p_vaddr.checked_add(load.p_filesz);
+        if file_end.zip(load_file_end).is_none_or(|(e, l)| e > l) {
+            return Err(refuse(
+                "runs past its PT_LOAD's file bytes into memory the loader fills with zeros",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The dynamic array as the loader reads it: from the address of the `PT_DYNAMIC` it uses
+/// (the last with a non-zero `p_filesz`), through the `PT_LOAD` that maps it, entry by entry
+/// up to `DT_NULL` — not from `p_offset`, and not stopping at `p_filesz`, which glibc ignores.
+/// `problem` is set when that array is not exactly what `PT_DYNAMIC` describes.
+#[derive(Default)]
+struct LoaderDynamic {
+    entries: Vec<(u64, u64)>,
+    problem: Option<InspectError>,
+}
+
+fn loader_dynamic(
+    bytes: &[u8],
+    phdrs: &[ProgramHeader],
+    loads: &Loads<'_>,
+    layout: Layout,
+) -> LoaderDynamic {
+    let mut out = LoaderDynamic::default();
+    let Some((index, ph)) = phdrs
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, ph)| ph.p_type == program_header::PT_DYNAMIC && ph.p_filesz != 0)
+    else {
+        return out;
+    };
+    let entry = layout.word().saturating_mul(2);
+    let declared = ph.p_filesz / entry;
+    // Where the loader reads: from the address to the end of its PT_LOAD's file bytes;
+    // past those, memory is zero, which reads as DT_NULL.
+    let Some(load) = loads.0.iter().find(|l| {
+        l.p_vaddr <= ph.p_vaddr
+            && l.p_vaddr
+                .checked_add(l.p_filesz)
+                .is_some_and(|end| ph.p_vaddr < end)
+    }) else {
+        out.problem = Some(InspectError::SegmentNotMapped {
+            index,
+            kind: "PT_DYNAMIC",
+            offset: ph.p_offset,
+            vaddr: ph.p_vaddr,
+            reason: "lies in no PT_LOAD's file bytes",
+        });
+        return out;
+    };
+    let start = load
+        .p_offset
+        .checked_add(ph.p_vaddr - load.p_vaddr)
+        .and_then(|s| usize::try_from(s).ok());
+    let end = load
+        .p_offset
+        .checked_add(load.p_filesz)
+        .and_then(|e| usize::try_from(e).ok());
+    let Some(region) = start.zip(end).and_then(|(s, e)| bytes.get(s..e)) else {
+        return out;
+    };
+    let step = usize::try_from(entry).unwrap_or(usize::MAX);
+    // Reading on past PT_DYNAMIC only serves the report (the file is refused then): a bound
+    // keeps a forged header from making this walk a whole segment.
+    let limit = declared.saturating_add(MAX_ENTRIES_PAST_DYNAMIC);
+    let mut at = 0usize;
+    let mut terminated_at = None;
+    while let (true, Some(tag), Some(value)) = (
+        (out.entries.len() as u64) < limit,
+        layout.read_word(region, at),
+        at.checked_add(step / 2)
+            .and_then(|v| layout.read_word(region, v)),
+    ) {
+        if tag == dynamic::DT_NULL {
+            terminated_at = Some(out.entries.len() as u64);
+            break;
+        }
+        out.entries.push((tag, value));
+        at = match at.checked_add(step) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    // Running off the file bytes means zeros (a DT_NULL) or whatever is mapped next; either
+    // way PT_DYNAMIC did not describe the array.
+    if terminated_at.is_none_or(|n| n >= declared) {
+        out.problem = Some(InspectError::DynamicNotTerminated { entries: declared });
+    }
+    out
+}
+
+/// Checks what the dynamic array points at: no single-valued tag twice, every table it
+/// names in the file bytes of a `PT_LOAD` (so that goblin, which translates addresses
+/// through `p_memsz` and takes the first match, reads what the loader reads), and PLT
+/// relocations of the kind this machine's loader reads.
+fn check_dynamic(
+    machine: u16,
+    symbols: u64,
+    bytes: &[u8],
+    entries: &[(u64, u64)],
+    loads: &Loads<'_>,
+    layout: Layout,
+) -> Result<(), InspectError> {
+    let mut seen = std::collections::HashSet::new();
+    for (tag, _) in entries {
+        if !REPEATABLE_TAGS.contains(tag) && !seen.insert(*tag) {
+            return Err(InspectError::DuplicateDynamicTag {
+                tag: dynamic::tag_to_str(*tag),
+            });
+        }
+    }
+    let value = |wanted: u64| {
+        entries
+            .iter()
+            .rev()
+            .find(|(tag, _)| *tag == wanted)
+            .map(|(_, v)| *v)
+    };
+    let mapped = |tag: u64, addr: u64, size: u64| -> Result<(), InspectError> {
+        match loads.file_range(addr, size) {
+            Some(_) => Ok(()),
+            None => Err(InspectError::DynamicAddressNotMapped {
+                tag: dynamic::tag_to_str(tag),
+                addr,
+                size,
+            }),
+        }
+    };
+    let word = layout.word();
+    let sym_size = if layout.is_64 { 24 } else { 16 };
+    let sized = [
+        (dynamic::DT_STRTAB, dynamic::DT_STRSZ),
+        (dynamic::DT_RELA, dynamic::DT_RELASZ),
+        (dynamic::DT_REL, dynamic::DT_RELSZ),
+        (dynamic::DT_JMPREL, dynamic::DT_PLTRELSZ),
+        (dynamic::DT_INIT_ARRAY, dynamic::DT_INIT_ARRAYSZ),
+        (dynamic::DT_FINI_ARRAY, dynamic::DT_FINI_ARRAYSZ),
+        (dynamic::DT_PREINIT_ARRAY, dynamic::DT_PREINIT_ARRAYSZ),
+    ];
+    for (addr_tag, size_tag) in sized {
+        if let Some(addr) = value(addr_tag) {
+            mapped(addr_tag, addr, value(size_tag).unwrap_or(0))?;
+        }
+    }
+    if let Some(addr) = value(dynamic::DT_SYMTAB) {
+        mapped(dynamic::DT_SYMTAB, addr, symbols.saturating_mul(sym_size))?;
+    }
+    if let Some(addr) = value(dynamic::DT_VERSYM) {
+        mapped(dynamic::DT_VERSYM, addr, symbols.saturating_mul(2))?;
+    }
+    for code in [dynamic::DT_INIT, dynamic::DT_FINI] {
+        if let Some(addr) = value(code).filter(|a| *a != 0) {
+            mapped(code, addr, 1)?;
+        }
+    }
+    if let Some(addr) = value(dynamic::DT_HASH) {
+        mapped(dynamic::DT_HASH, addr, 8)?;
+        let header = loads.file_range(addr, 8).unwrap_or(0..0);
+        let nbucket = layout.read_u32(bytes, header.start).unwrap_or(0);
+        let nchain = layout
+            .read_u32(bytes, header.start.saturating_add(4))
+            .unwrap_or(0);
+        let words = 2 + u64::from(nbucket) + u64::from(nchain);
+        mapped(dynamic::DT_HASH, addr, words * 4)?;
+    }
+    if let Some(addr) = value(dynamic::DT_GNU_HASH) {
+        mapped(dynamic::DT_GNU_HASH, addr, 16)?;
+        let header = loads.file_range(addr, 16).unwrap_or(0..0);
+        let read = |i: usize| {
+            u64::from(
+                layout
+                    .read_u32(bytes, header.start.saturating_add(4 * i))
+                    .unwrap_or(0),
+            )
+        };
+        let (nbuckets, symoffset, bloom) = (read(0), read(1), read(2));
+        let size = 16 + bloom * word + nbuckets * 4 + symbols.saturating_sub(symoffset) * 4;
+        mapped(dynamic::DT_GNU_HASH, addr, size)?;
+    }
+    // x86-64 and aarch64 loaders read DT_JMPREL as Elf_Rela whatever DT_PLTREL says (and
+    // skip it without DT_PLTREL); goblin believes DT_PLTREL.
+    if value(dynamic::DT_JMPREL).is_some() && rela_only(machine) {
+        let found = value(dynamic::DT_PLTREL).unwrap_or(0);
+        if found != dynamic::DT_RELA {
+            return Err(InspectError::PltRelocationKind { found });
+        }
+    }
+    Ok(())
+}
+
+fn rela_only(machine: u16) -> bool {
+    matches!(machine, header::EM_X86_64 | header::EM_AARCH64)
+}
+
+/// What the dynamic section says, read tag by tag as the loader does: lists in order, and
+/// for a single-valued tag its last occurrence.
 #[derive(Default)]
 struct DynamicFacts {
     needed: Vec<String>,
+    filters: Vec<String>,
     rpath: Vec<String>,
     runpath: Vec<String>,
     audit: Vec<(&'static str, String)>,
@@ -828,17 +1463,37 @@ struct DynamicFacts {
     init: bool,
     init_arraysz: u64,
     preinit_arraysz: u64,
+    fini: bool,
+    fini_arraysz: u64,
+    pltgot: Option<u64>,
 }
 
-fn dynamic_facts(elf: &Elf<'_>) -> Result<DynamicFacts, InspectError> {
+fn dynamic_facts(
+    bytes: &[u8],
+    entries: &[(u64, u64)],
+    loads: &Loads<'_>,
+) -> Result<DynamicFacts, InspectError> {
     let mut facts = DynamicFacts::default();
-    let Some(dynamic) = &elf.dynamic else {
+    if entries.is_empty() {
         return Ok(facts);
+    }
+    let last = |wanted: u64| {
+        entries
+            .iter()
+            .rev()
+            .find(|(tag, _)| *tag == wanted)
+            .map(|(_, v)| *v)
     };
+    let strtab = last(dynamic::DT_STRTAB)
+        .and_then(|addr| loads.file_range(addr, last(dynamic::DT_STRSZ).unwrap_or(0)))
+        .and_then(|range| bytes.get(range))
+        .unwrap_or_default();
     let string = |tag: &str, value: u64| -> Result<String, InspectError> {
         usize::try_from(value)
             .ok()
-            .and_then(|at| elf.dynstrtab.get_at(at))
+            .and_then(|at| strtab.get(at..))
+            .and_then(|rest| rest.split(|b| *b == 0).next().filter(|_| rest.contains(&0)))
+            .and_then(|raw| std::str::from_utf8(raw).ok())
             .map(str::to_owned)
             .ok_or_else(|| {
                 InspectError::Malformed(format!(
@@ -846,32 +1501,37 @@ fn dynamic_facts(elf: &Elf<'_>) -> Result<DynamicFacts, InspectError> {
                 ))
             })
     };
-    for d in &dynamic.dyns {
-        match d.d_tag {
-            dynamic::DT_NULL => break,
-            dynamic::DT_NEEDED => facts.needed.push(string("DT_NEEDED", d.d_val)?),
-            dynamic::DT_RPATH => facts.rpath.push(string("DT_RPATH", d.d_val)?),
-            dynamic::DT_RUNPATH => facts.runpath.push(string("DT_RUNPATH", d.d_val)?),
-            dynamic::DT_AUDIT => facts.audit.push(("DT_AUDIT", string("DT_AUDIT", d.d_val)?)),
+    for (tag, value) in entries {
+        match *tag {
+            dynamic::DT_NEEDED => facts.needed.push(string("DT_NEEDED", *value)?),
+            DT_FILTER => facts.filters.push(string("DT_FILTER", *value)?),
+            DT_AUXILIARY => facts.filters.push(string("DT_AUXILIARY", *value)?),
+            dynamic::DT_RPATH => facts.rpath.push(string("DT_RPATH", *value)?),
+            dynamic::DT_RUNPATH => facts.runpath.push(string("DT_RUNPATH", *value)?),
+            dynamic::DT_AUDIT => facts.audit.push(("DT_AUDIT", string("DT_AUDIT", *value)?)),
             dynamic::DT_DEPAUDIT => facts
                 .audit
-                .push(("DT_DEPAUDIT", string("DT_DEPAUDIT", d.d_val)?)),
+                .push(("DT_DEPAUDIT", string("DT_DEPAUDIT", *value)?)),
             dynamic::DT_BIND_NOW => facts.bind_now = true,
-            dynamic::DT_FLAGS => {
-                facts.bind_now |= d.d_val & dynamic::DF_BIND_NOW != 0;
-                facts.textrel |= d.d_val & dynamic::DF_TEXTREL != 0;
-            }
-            dynamic::DT_FLAGS_1 => {
-                facts.bind_now |= d.d_val & dynamic::DF_1_NOW != 0;
-                facts.pie |= d.d_val & dynamic::DF_1_PIE != 0;
-            }
             dynamic::DT_TEXTREL => facts.textrel = true,
-            dynamic::DT_INIT => facts.init |= d.d_val != 0,
-            dynamic::DT_INIT_ARRAYSZ => facts.init_arraysz = d.d_val,
-            dynamic::DT_PREINIT_ARRAYSZ => facts.preinit_arraysz = d.d_val,
             _ => {}
         }
     }
+    // glibc's elf_get_dynamic_info: the last DT_FLAGS and DT_FLAGS_1 are the ones it uses.
+    if let Some(flags) = last(dynamic::DT_FLAGS) {
+        facts.bind_now |= flags & dynamic::DF_BIND_NOW != 0;
+        facts.textrel |= flags & dynamic::DF_TEXTREL != 0;
+    }
+    if let Some(flags_1) = last(dynamic::DT_FLAGS_1) {
+        facts.bind_now |= flags_1 & dynamic::DF_1_NOW != 0;
+        facts.pie = flags_1 & dynamic::DF_1_PIE != 0;
+    }
+    facts.init = last(dynamic::DT_INIT).is_some_and(|v| v != 0);
+    facts.init_arraysz = last(dynamic::DT_INIT_ARRAYSZ).unwrap_or(0);
+    facts.preinit_arraysz = last(dynamic::DT_PREINIT_ARRAYSZ).unwrap_or(0);
+    facts.fini = last(dynamic::DT_FINI).is_some_and(|v| v != 0);
+    facts.fini_arraysz = last(dynamic::DT_FINI_ARRAYSZ).unwrap_or(0);
+    facts.pltgot = last(dynamic::DT_PLTGOT);
     Ok(facts)
 }
 
@@ -886,9 +1546,10 @@ fn irelative_type(machine: u16) -> Option<u32> {
 
 fn examine_parsed(
     elf: &Elf<'_>,
-    len: usize,
+    bytes: &[u8],
     policy: &ElfPolicy,
 ) -> Result<InspectReport, InspectError> {
+    let len = bytes.len();
     let mut checks = Checks(Vec::new());
     let hdr = &elf.header;
     let machine_name = header::machine_to_str(hdr.e_machine);
@@ -944,8 +1605,58 @@ fn examine_parsed(
             Err(InspectError::NotSharedObject(hdr.e_type))
         },
     );
-    let facts = dynamic_facts(elf)?;
     let phdrs = &elf.program_headers;
+    let layout = Layout {
+        is_64: elf.is_64,
+        little: elf.little_endian,
+    };
+    let loads = Loads::of(phdrs);
+    let loader = loader_dynamic(bytes, phdrs, &loads, layout);
+    let dynamic_outcome = match loader.problem {
+        Some(problem) => Err(problem),
+        None => check_dynamic(
+            hdr.e_machine,
+            u64::try_from(elf.dynsyms.len()).unwrap_or(u64::MAX),
+            bytes,
+            &loader.entries,
+            &loads,
+            layout,
+        ),
+    };
+    let facts = match dynamic_facts(bytes, &loader.entries, &loads) {
+        Ok(facts) => facts,
+        // A dynamic section that cannot be read is refused for why it cannot be.
+        Err(e) => return Err(dynamic_outcome.err().unwrap_or(e)),
+    };
+    // Checked before goblin parsed the file; recorded so the table lists it.
+    checks.pass(
+        "segment_bounds",
+        format!(
+            "{} program headers inside the file's {len} bytes",
+            phdrs.len()
+        ),
+    );
+    checks.record(
+        "program_headers",
+        format!(
+            "{} program headers, one of each the loader takes one of, PT_LOADs in ascending order",
+            phdrs.len()
+        ),
+        check_program_header_layout(phdrs),
+    );
+    checks.record(
+        "segment_mapping",
+        "PT_DYNAMIC, PT_GNU_RELRO and notes sit where their PT_LOAD maps them",
+        check_segment_mapping(phdrs, &loads, phdr_table(hdr)),
+    );
+    checks.record(
+        "dynamic",
+        format!(
+            "{} entries read at the address the loader reads, each table inside a PT_LOAD's file bytes",
+            loader.entries.len()
+        ),
+        dynamic_outcome,
+    );
     let has_interp = phdrs
         .iter()
         .any(|ph| ph.p_type == program_header::PT_INTERP);
@@ -959,14 +1670,6 @@ fn examine_parsed(
         } else {
             Ok(())
         },
-    );
-    // Checked before goblin parsed the file; recorded so the table lists it.
-    checks.pass(
-        "segment_bounds",
-        format!(
-            "{} program headers inside the file's {len} bytes",
-            phdrs.len()
-        ),
     );
     let mut exports_outcome = Ok(());
     for name in REQUIRED_EXPORTS {
@@ -987,19 +1690,15 @@ fn examine_parsed(
     );
 
     // How it is built.
-    let stacks: Vec<&ProgramHeader> = phdrs
+    // glibc takes the last PT_GNU_STACK (duplicates are refused above).
+    let gnu_stack = match phdrs
         .iter()
-        .filter(|ph| ph.p_type == program_header::PT_GNU_STACK)
-        .collect();
-    let gnu_stack = if stacks.is_empty() {
-        GnuStack::Missing
-    } else if stacks
-        .iter()
-        .any(|ph| ph.p_flags & program_header::PF_X != 0)
+        .rev()
+        .find(|ph| ph.p_type == program_header::PT_GNU_STACK)
     {
-        GnuStack::Executable
-    } else {
-        GnuStack::NonExecutable
+        None => GnuStack::Missing,
+        Some(ph) if ph.p_flags & program_header::PF_X != 0 => GnuStack::Executable,
+        Some(_) => GnuStack::NonExecutable,
     };
     let stack_detail = match gnu_stack {
         GnuStack::NonExecutable => "PT_GNU_STACK present, not executable",
@@ -1045,10 +1744,24 @@ fn examine_parsed(
         },
     );
 
-    let has_relro = phdrs
+    // What ld.so's _dl_protect_relro makes read-only: the last PT_GNU_RELRO, its start and
+    // end both rounded DOWN to a page. A PT_GNU_RELRO inside one page protects nothing, and a
+    // GOT outside the protected pages stays writable under BIND_NOW: neither is full RELRO,
+    // whatever the header's presence suggests.
+    let protected = phdrs
         .iter()
-        .any(|ph| ph.p_type == program_header::PT_GNU_RELRO);
-    let relro = match (has_relro, facts.bind_now) {
+        .rev()
+        .find(|ph| ph.p_type == program_header::PT_GNU_RELRO)
+        .map(|ph| {
+            let start = ph.p_vaddr & !(PAGE - 1);
+            let end = ph.p_vaddr.saturating_add(ph.p_memsz) & !(PAGE - 1);
+            start..end
+        });
+    let has_relro = protected.as_ref().is_some_and(|r| !r.is_empty());
+    let got_protected = facts
+        .pltgot
+        .is_none_or(|got| protected.as_ref().is_some_and(|r| r.contains(&got)));
+    let relro = match (has_relro, facts.bind_now && got_protected) {
         (false, _) => Relro::None,
         (true, false) => Relro::Partial,
         (true, true) => Relro::Full,
@@ -1056,9 +1769,18 @@ fn examine_parsed(
     checks.record(
         "relro",
         format!(
-            "{relro} RELRO (PT_GNU_RELRO {}, BIND_NOW {})",
-            if has_relro { "present" } else { "absent" },
-            if facts.bind_now { "set" } else { "unset" }
+            "{relro} RELRO (PT_GNU_RELRO {}, BIND_NOW {}{})",
+            match &protected {
+                None => "absent",
+                Some(r) if r.is_empty() => "present but shorter than a page: protects nothing",
+                Some(_) => "present",
+            },
+            if facts.bind_now { "set" } else { "unset" },
+            if got_protected {
+                ""
+            } else {
+                ", GOT outside the protected pages"
+            }
         ),
         if relro >= policy.min_relro {
             Ok(())
@@ -1150,10 +1872,18 @@ fn examine_parsed(
     let unlisted = facts
         .needed
         .iter()
+        .chain(&facts.filters)
         .find(|n| !policy.allowed_needed.iter().any(|a| a == *n));
     checks.record(
         "needed",
-        format!("DT_NEEDED {:?}", facts.needed),
+        if facts.filters.is_empty() {
+            format!("DT_NEEDED {:?}", facts.needed)
+        } else {
+            format!(
+                "DT_NEEDED {:?}, DT_FILTER/DT_AUXILIARY {:?}",
+                facts.needed, facts.filters
+            )
+        },
         match unlisted {
             Some(name) => Err(InspectError::NeededNotAllowed(name.clone())),
             None => Ok(()),
@@ -1244,6 +1974,40 @@ fn examine_parsed(
         Some(max) => checks.fail(InspectError::TooManyConstructors { count: total, max }),
     }
 
+    let fini_array = facts.fini_arraysz / pointer;
+    let fini_total = u64::from(facts.fini).saturating_add(fini_array);
+    let atexit_imports: Vec<String> = imports
+        .iter()
+        .filter(|i| ATEXIT_IMPORTS.contains(&i.as_str()))
+        .cloned()
+        .collect();
+    let finalizers = Finalizers {
+        fini: facts.fini,
+        fini_array,
+        total: fini_total,
+        atexit_imports,
+    };
+    let fini_detail = format!(
+        "{fini_total} (DT_FINI {}, DT_FINI_ARRAY {fini_array}); they run at exit in the process that loaded the library{}",
+        u8::from(facts.fini),
+        if finalizers.atexit_imports.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and {:?} imported: handlers registered at run time, not countable here",
+                finalizers.atexit_imports
+            )
+        }
+    );
+    match policy.max_finalizers {
+        None => checks.info("finalizers", fini_detail),
+        Some(max) if fini_total <= max => checks.pass("finalizers", fini_detail),
+        Some(max) => checks.fail(InspectError::TooManyFinalizers {
+            count: fini_total,
+            max,
+        }),
+    }
+
     let stack_protector = imports
         .iter()
         .any(|i| i == "__stack_chk_fail" || i == "__stack_chk_guard");
@@ -1280,6 +2044,8 @@ fn examine_parsed(
         ifuncs,
         irelative_relocations,
         constructors,
+        finalizers,
+        filters: facts.filters,
         stack_protector,
         checks: checks.0,
     })

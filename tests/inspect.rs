@@ -932,6 +932,8 @@ fn checksec(path: &str) -> Option<Value> {
 /// - RELRO: checksec greps `readelf -d` for the word BIND_NOW, so a library whose only
 ///   BIND_NOW is `DF_1_NOW` in `DT_FLAGS_1` (which glibc honours) would be "partial" there and
 ///   "full" here.
+/// - RELRO again: checksec counts a `GNU_RELRO` line; here it counts only if `ld.so` would make
+///   at least one page read-only with it, and full RELRO needs the GOT (`DT_PLTGOT`) inside.
 /// - NX: checksec greps the `GNU_STACK` line for "RWE", so a stack segment flagged `R E`
 ///   (executable, not writable) would count as NX there; here any `PF_X` is executable.
 /// - Files skillgate does not read at all: libraries larger than the default 64 MiB
@@ -1114,4 +1116,788 @@ fn random_and_mutated_elf_bytes_never_panic_the_inspector() {
         assert!(inspect_bytes(&bytes).is_err());
     }
     assert!(refused > 0);
+}
+
+// ---- the inspector reads what the loader reads (issue 11, item 8) ----------------------------
+//
+// Each fixture is a real plugin built here and doctored in a copy, named for what it attacks:
+// an ELF header or program header table, or dynamic array, that a reader going by file
+// offsets (goblin, readelf, the inspector before this) and glibc's ld.so would read
+// differently. Each is refused with the exact variant and check name; the untouched library
+// passes (the control).
+
+use goblin::elf::dynamic::{
+    DF_1_NOW, DF_BIND_NOW, DT_BIND_NOW, DT_FLAGS, DT_FLAGS_1, DT_NULL, DT_PLTREL, DT_REL, DT_RELA,
+    DT_STRTAB,
+};
+use goblin::elf::program_header::{
+    PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_RELRO, PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE,
+};
+
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// Table offsets of every program header of type `p_type`, in table order (ELF64 LE).
+fn phdr_offsets(bytes: &[u8], p_type: u32) -> Vec<usize> {
+    let elf = goblin::elf::Elf::parse(bytes).unwrap();
+    elf.program_headers
+        .iter()
+        .enumerate()
+        .filter(|(_, ph)| ph.p_type == p_type)
+        .map(|(i, _)| elf.header.e_phoff as usize + i * 56)
+        .collect()
+}
+
+/// p_offset, p_vaddr, p_filesz, p_memsz of the program header at table offset `at`.
+fn phdr_fields(bytes: &[u8], at: usize) -> (u64, u64, u64, u64) {
+    (
+        get_u64(bytes, at + 8),
+        get_u64(bytes, at + 16),
+        get_u64(bytes, at + 32),
+        get_u64(bytes, at + 40),
+    )
+}
+
+/// File offset of the (only) dynamic array, and its entries up to and including DT_NULL.
+fn dynamic_entries(bytes: &[u8]) -> (usize, Vec<(u64, u64)>) {
+    let at = phdr_offsets(bytes, PT_DYNAMIC)[0];
+    let (offset, ..) = phdr_fields(bytes, at);
+    let offset = offset as usize;
+    let mut entries = Vec::new();
+    for i in 0.. {
+        let e = offset + i * 16;
+        let (tag, val) = (get_u64(bytes, e), get_u64(bytes, e + 8));
+        entries.push((tag, val));
+        if tag == DT_NULL {
+            break;
+        }
+    }
+    (offset, entries)
+}
+
+/// The file offset of the first dynamic entry with `tag`.
+fn dynamic_slot(bytes: &[u8], tag: u64) -> usize {
+    let (offset, entries) = dynamic_entries(bytes);
+    offset
+        + 16 * entries
+            .iter()
+            .position(|(t, _)| *t == tag)
+            .expect("tag present")
+}
+
+/// The report of every check on a library, whether it passes or not.
+fn examined(path: &Path) -> InspectReport {
+    examine(&std::fs::read(path).unwrap(), &strict()).unwrap()
+}
+
+fn check_of<'r>(report: &'r InspectReport, name: &str) -> &'r skillgate::inspect::CheckResult {
+    report.checks.iter().find(|c| c.check == name).unwrap()
+}
+
+/// Which of `symbols` the dynamic loader binds for `lib` while loading it (before any call):
+/// all of the PLT's under BIND_NOW, none under lazy binding. Preloads it into `true` (ctypes
+/// would not do: it always passes RTLD_NOW) and reads `LD_DEBUG=bindings`.
+fn bound_at_load(lib: &Path, symbols: &[&str]) -> Vec<String> {
+    let out = Command::new("true")
+        .env("LD_PRELOAD", lib)
+        .env("LD_DEBUG", "bindings")
+        .env_remove("LD_BIND_NOW")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        lib.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    let ours = format!("binding file {} ", lib.display());
+    symbols
+        .iter()
+        .filter(|s| {
+            let quoted = format!("`{s}'");
+            log.lines()
+                .any(|l| l.contains(&ours) && l.contains(&quoted))
+        })
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// PLT-only imports of good.c, called from `execute` only: bound at load only by BIND_NOW.
+const PLT_SYMBOLS: &[&str] = &["malloc", "free", "strlen"];
+
+/// The key fixture: a lazily bound library whose PT_DYNAMIC p_offset points at an appended,
+/// doctored copy of its dynamic array claiming BIND_NOW (DT_FLAGS, DT_FLAGS_1 and DT_BIND_NOW).
+fn doctored_dynamic_copy(lazy: &[u8]) -> Vec<u8> {
+    let mut b = lazy.to_vec();
+    let (_, entries) = dynamic_entries(&b);
+    let mut copy: Vec<(u64, u64)> = entries
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t != DT_NULL && *t != DT_FLAGS && *t != DT_FLAGS_1)
+        .collect();
+    copy.extend([
+        (DT_FLAGS, DF_BIND_NOW),
+        (DT_FLAGS_1, DF_1_NOW),
+        (DT_BIND_NOW, 0),
+        (DT_NULL, 0),
+    ]);
+    while !b.len().is_multiple_of(8) {
+        b.push(0);
+    }
+    let at = b.len() as u64;
+    for (t, v) in &copy {
+        b.extend_from_slice(&t.to_le_bytes());
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    let ph = phdr_offsets(&b, PT_DYNAMIC)[0];
+    let size = (copy.len() * 16) as u64;
+    put_u64(&mut b, ph + 8, at);
+    put_u64(&mut b, ph + 32, size);
+    put_u64(&mut b, ph + 40, size);
+    b
+}
+
+#[test]
+fn a_doctored_copy_of_the_dynamic_section_is_refused_and_the_loader_reads_the_real_one() {
+    let host = Host::new();
+    let now = good_with(&host, "dynnow", &[]);
+    let lazy = good_with(&host, "dynlazy", &["-Wl,-z,lazy"]);
+    let doctored = patched(&host, &lazy, "libdyn-doctored-copy.so", |b| {
+        *b = doctored_dynamic_copy(b)
+    });
+
+    // The copy fools a reader that goes by p_offset (as the inspector did): full RELRO.
+    let bytes = std::fs::read(&doctored).unwrap();
+    let offset_view = goblin::elf::Elf::parse(&bytes).unwrap();
+    let info = &offset_view.dynamic.as_ref().unwrap().info;
+    assert!(info.flags & DF_BIND_NOW != 0 && info.flags_1 & DF_1_NOW != 0);
+
+    // Refused by the new rule, first, with the lazy truth in the report.
+    let e = refusal(&doctored);
+    assert!(
+        matches!(
+            e,
+            InspectError::SegmentNotMapped { kind: "PT_DYNAMIC", reason, .. }
+                if reason.contains("file offset")
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "segment_mapping");
+    let report = examined(&doctored);
+    assert_eq!(report.relro, Relro::Partial);
+    assert!(!report.bind_now);
+    assert_eq!(check_of(&report, "relro").status, Status::Fail);
+
+    // Controls: the untouched lazy library is refused for its RELRO, the BIND_NOW build passes.
+    assert_eq!(
+        refusal(&lazy),
+        InspectError::WeakRelro {
+            found: Relro::Partial,
+            required: Relro::Full
+        }
+    );
+    assert_eq!(passes(&now).relro, Relro::Full);
+
+    // And ld.so indeed loads the doctored library lazily, as it does the lazy one: no PLT
+    // symbol is bound while loading, where the BIND_NOW build has them all bound.
+    assert_eq!(bound_at_load(&now, PLT_SYMBOLS), PLT_SYMBOLS.to_vec());
+    assert!(bound_at_load(&lazy, PLT_SYMBOLS).is_empty());
+    assert!(bound_at_load(&doctored, PLT_SYMBOLS).is_empty());
+}
+
+#[test]
+fn the_gate_refuses_the_doctored_copy_before_any_of_its_code_runs() {
+    for host in Host::each_mode() {
+        let marker = host.tmp.path().join("doctored-ctor-ran");
+        let quoted = format!("\"{}\"", marker.display());
+        let lazy = host.build_with(
+            "elf/ctor_plugin",
+            "doctored",
+            &[("MARKER_PATH", &quoted)],
+            &["-Wl,-z,lazy"],
+        );
+        let lib = patched(&host, &lazy, "libdoctored-ctor.so", |b| {
+            *b = doctored_dynamic_copy(b)
+        });
+        let dir = host.install("doctored", &lib);
+        let err = host.gate().verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Inspect(InspectError::SegmentNotMapped {
+                    kind: "PT_DYNAMIC",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(!marker.exists(), "the constructor ran");
+        host.assert_still_serves(&host.gate());
+        // Control: ld.so loads the doctored file and runs its constructor.
+        bound_at_load(&lib, &[]);
+        assert!(marker.exists(), "the control load made no marker");
+    }
+}
+
+#[test]
+fn duplicate_dynamic_tags_are_refused_and_the_last_one_is_what_the_loader_uses() {
+    let host = Host::new();
+    let now = good_with(&host, "dupflags", &[]);
+    // The array has spare DT_NULL slots after its end: the first two become a second
+    // DT_FLAGS and DT_FLAGS_1 without BIND_NOW, and the array still ends in DT_NULL.
+    let lib = patched(&host, &now, "libdyn-duplicate-flags.so", |b| {
+        let (offset, entries) = dynamic_entries(b);
+        let end = offset + 16 * (entries.len() - 1);
+        assert_eq!(get_u64(b, end + 32), DT_NULL, "a third spare slot");
+        put_u64(b, end, DT_FLAGS);
+        put_u64(b, end + 8, 0);
+        put_u64(b, end + 16, DT_FLAGS_1);
+        put_u64(b, end + 24, 0);
+    });
+    let e = refusal(&lib);
+    assert_eq!(e, InspectError::DuplicateDynamicTag { tag: "DT_FLAGS" });
+    assert_eq!(e.check(), "dynamic");
+    // glibc keeps the last DT_FLAGS and DT_FLAGS_1: lazy binding, partial RELRO; so does the
+    // report (the inspector used to OR them together and say "full").
+    let report = examined(&lib);
+    assert!(!report.bind_now);
+    assert_eq!(report.relro, Relro::Partial);
+    assert!(bound_at_load(&lib, PLT_SYMBOLS).is_empty());
+    passes(&now);
+}
+
+#[test]
+fn a_dynamic_array_that_runs_past_its_program_header_is_refused() {
+    let host = Host::new();
+    let zlib = good_with(&host, "dynshort", &["-Wl,--no-as-needed", "-lz"]);
+    // PT_DYNAMIC claims one entry; ld.so reads on to DT_NULL regardless.
+    let lib = patched(&host, &zlib, "libdyn-unterminated.so", |b| {
+        let ph = phdr_offsets(b, PT_DYNAMIC)[0];
+        put_u64(b, ph + 32, 16);
+        put_u64(b, ph + 40, 16);
+    });
+    let bytes = std::fs::read(&lib).unwrap();
+    let offset_view = goblin::elf::Elf::parse(&bytes).unwrap();
+    assert_eq!(offset_view.dynamic.as_ref().unwrap().dyns.len(), 1);
+    let e = refusal(&lib);
+    assert_eq!(e, InspectError::DynamicNotTerminated { entries: 1 });
+    assert_eq!(e.check(), "dynamic");
+    // What the loader reads is reported: every DT_NEEDED, not only the first entry.
+    let report = examined(&lib);
+    for name in ["libz.so.1", "libc.so.6"] {
+        assert!(
+            report.needed.iter().any(|n| n == name),
+            "{:?}",
+            report.needed
+        );
+    }
+    let mut p = strict();
+    p.allowed_needed.push("libz.so.1".into());
+    passes_with(&zlib, &p);
+}
+
+#[test]
+fn duplicate_program_headers_the_loader_takes_one_of_are_refused() {
+    let host = Host::new();
+    let good = good_with(&host, "dupphdr", &[]);
+    for (kind, name) in [
+        (PT_DYNAMIC, "PT_DYNAMIC"),
+        (PT_GNU_STACK, "PT_GNU_STACK"),
+        (PT_GNU_RELRO, "PT_GNU_RELRO"),
+    ] {
+        // The PT_GNU_EH_FRAME header (index 6, read by no loader check) becomes a copy.
+        let lib = patched(&host, &good, &format!("libphdr-duplicate-{name}.so"), |b| {
+            let from = phdr_offsets(b, kind)[0];
+            let to = phdr_offsets(b, PT_GNU_EH_FRAME)[0];
+            let copy = b[from..from + 56].to_vec();
+            b[to..to + 56].copy_from_slice(&copy);
+        });
+        let e = refusal(&lib);
+        assert!(
+            matches!(e, InspectError::DuplicateProgramHeader { kind: k, first, second } if k == name && first < second),
+            "{name}: {e:?}"
+        );
+        assert_eq!(e.check(), "program_headers");
+    }
+    // Two PT_INTERP (the PT_NOTE and PT_GNU_EH_FRAME headers retyped): refused as a
+    // duplicate before the executable check.
+    let lib = patched(&host, &good, "libphdr-duplicate-PT_INTERP.so", |b| {
+        for kind in [PT_NOTE, PT_GNU_EH_FRAME] {
+            let at = phdr_offsets(b, kind)[0];
+            put_u32(b, at, PT_INTERP);
+        }
+    });
+    assert!(matches!(
+        refusal(&lib),
+        InspectError::DuplicateProgramHeader {
+            kind: "PT_INTERP",
+            ..
+        }
+    ));
+    // The loader takes the LAST PT_GNU_STACK: a second one with PF_X makes the stack
+    // executable, and the report says so.
+    let lib = patched(&host, &good, "libphdr-second-stack-executable.so", |b| {
+        let from = phdr_offsets(b, PT_GNU_STACK)[0];
+        let to = phdr_offsets(b, PT_GNU_EH_FRAME)[0];
+        let copy = b[from..from + 56].to_vec();
+        b[to..to + 56].copy_from_slice(&copy);
+        put_u32(b, from + 4, 7);
+    });
+    assert!(matches!(
+        refusal(&lib),
+        InspectError::DuplicateProgramHeader {
+            kind: "PT_GNU_STACK",
+            ..
+        }
+    ));
+    assert_eq!(examined(&lib).gnu_stack, GnuStack::Executable);
+    passes(&good);
+}
+
+#[test]
+fn load_segments_out_of_order_or_overlapping_are_refused() {
+    let host = Host::new();
+    let good = good_with(&host, "loadorder", &[]);
+    let swapped = patched(&host, &good, "libload-out-of-order.so", |b| {
+        let loads = phdr_offsets(b, PT_LOAD);
+        let (a, c) = (loads[1], loads[2]);
+        let first = b[a..a + 56].to_vec();
+        let second = b[c..c + 56].to_vec();
+        b[a..a + 56].copy_from_slice(&second);
+        b[c..c + 56].copy_from_slice(&first);
+    });
+    let bytes = std::fs::read(&good).unwrap();
+    let loads = phdr_offsets(&bytes, PT_LOAD);
+    let (_, text_vaddr, _, _) = phdr_fields(&bytes, loads[1]);
+    let e = refusal(&swapped);
+    assert!(
+        matches!(e, InspectError::LoadSegmentsOverlap { index: 2, vaddr, .. } if vaddr == text_vaddr),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "program_headers");
+    // A PT_LOAD moved onto the page of the one before it: the loader would map over it.
+    let overlapping = patched(&host, &good, "libload-overlap.so", |b| {
+        let loads = phdr_offsets(b, PT_LOAD);
+        let (_, vaddr, _, _) = phdr_fields(b, loads[1]);
+        put_u64(b, loads[2] + 16, vaddr + 0x100);
+    });
+    assert!(matches!(
+        refusal(&overlapping),
+        InspectError::LoadSegmentsOverlap { index: 2, .. }
+    ));
+    passes(&good);
+}
+
+#[test]
+fn a_dynamic_section_in_zero_filled_memory_is_refused() {
+    let host = Host::new();
+    let good = good_with(&host, "dynbss", &[]);
+    // The writable PT_LOAD's file bytes end where PT_DYNAMIC starts: in memory the dynamic
+    // section is then zeros (one DT_NULL), while its file offset still shows the real tags.
+    let lib = patched(&host, &good, "libdyn-in-bss.so", |b| {
+        let (_, dyn_vaddr, _, _) = phdr_fields(b, phdr_offsets(b, PT_DYNAMIC)[0]);
+        let rw = *phdr_offsets(b, PT_LOAD).last().unwrap();
+        let (_, vaddr, _, _) = phdr_fields(b, rw);
+        put_u64(b, rw + 32, dyn_vaddr - vaddr);
+    });
+    let e = refusal(&lib);
+    assert!(
+        matches!(
+            e,
+            InspectError::SegmentNotMapped { kind: "PT_DYNAMIC", reason, .. } if reason.contains("zeros")
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "segment_mapping");
+    // The loader reads no tags there, and neither does the report.
+    assert!(examined(&lib).needed.is_empty());
+    passes(&good);
+}
+
+#[test]
+fn tables_the_dynamic_section_names_outside_the_file_bytes_are_refused() {
+    let host = Host::new();
+    let good = good_with(&host, "dyntables", &[]);
+    for (tag, name) in [(DT_STRTAB, "DT_STRTAB"), (DT_RELA, "DT_RELA")] {
+        // Point the table at the last PT_LOAD's zero-filled tail (its .bss): goblin
+        // translates through p_memsz and reads the file bytes after the segment; the
+        // loader reads zeros.
+        let lib = patched(&host, &good, &format!("libdyn-{name}-in-bss.so"), |b| {
+            let rw = *phdr_offsets(b, PT_LOAD).last().unwrap();
+            let (_, vaddr, filesz, memsz) = phdr_fields(b, rw);
+            assert!(memsz > filesz, "the writable PT_LOAD has a .bss");
+            let slot = dynamic_slot(b, tag);
+            put_u64(b, slot + 8, vaddr + filesz);
+        });
+        let e = refusal(&lib);
+        assert!(
+            matches!(e, InspectError::DynamicAddressNotMapped { tag: t, .. } if t == name),
+            "{name}: {e:?}"
+        );
+        assert_eq!(e.check(), "dynamic");
+    }
+    passes(&good);
+}
+
+#[test]
+fn plt_relocations_not_in_the_loaders_format_are_refused() {
+    let host = Host::new();
+    let good = good_with(&host, "pltrel", &[]);
+    // x86-64's ld.so reads DT_JMPREL as Elf64_Rela whatever DT_PLTREL says; goblin believes
+    // DT_PLTREL and would read 16-byte Elf64_Rel records, misaligned from the second on.
+    let lib = patched(&host, &good, "libdyn-pltrel-rel.so", |b| {
+        let slot = dynamic_slot(b, DT_PLTREL);
+        put_u64(b, slot + 8, DT_REL);
+    });
+    let e = refusal(&lib);
+    assert_eq!(e, InspectError::PltRelocationKind { found: DT_REL });
+    assert_eq!(e.check(), "dynamic");
+    passes(&good);
+}
+
+#[test]
+fn program_header_tables_the_loader_reads_differently_are_refused() {
+    let host = Host::new();
+    let good = good_with(&host, "phtable", &[]);
+    // e_phentsize at 0x36, e_phnum at 0x38.
+    let wide = patched(&host, &good, "libphentsize-64.so", |b| put_u16(b, 0x36, 64));
+    let e = refusal(&wide);
+    assert!(
+        matches!(
+            e,
+            InspectError::ProgramHeaderTable {
+                field: "e_phentsize",
+                value: 64,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "program_headers");
+    let xnum = patched(&host, &good, "libphnum-pn-xnum.so", |b| {
+        put_u16(b, 0x38, 0xffff)
+    });
+    let e = refusal(&xnum);
+    assert!(
+        matches!(
+            e,
+            InspectError::ProgramHeaderTable {
+                field: "e_phnum",
+                value: 0xffff,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "program_headers");
+    passes(&good);
+}
+
+#[test]
+fn notes_and_relro_must_sit_where_their_load_maps_them() {
+    let host = Host::new();
+    let good = good_with(&host, "notes", &[]);
+    // glibc reads the ABI-tag note at its file offset and GNU property notes at their
+    // address: a PT_NOTE whose two disagree means two different things to the loader itself.
+    let note = patched(&host, &good, "libnote-offset-elsewhere.so", |b| {
+        let at = phdr_offsets(b, PT_NOTE)[0];
+        let offset = get_u64(b, at + 8);
+        put_u64(b, at + 8, offset + 0x40);
+    });
+    let e = refusal(&note);
+    assert!(
+        matches!(
+            e,
+            InspectError::SegmentNotMapped {
+                kind: "PT_NOTE",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "segment_mapping");
+    // A PT_GNU_RELRO over no PT_LOAD protects nothing the file describes.
+    let relro = patched(&host, &good, "librelro-unmapped.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_RELRO)[0];
+        put_u64(b, at + 16, 0x4000_0000);
+    });
+    let e = refusal(&relro);
+    assert!(
+        matches!(
+            e,
+            InspectError::SegmentNotMapped { kind: "PT_GNU_RELRO", reason, .. } if reason.contains("no PT_LOAD")
+        ),
+        "{e:?}"
+    );
+    passes(&good);
+}
+
+#[test]
+fn a_relro_segment_that_protects_nothing_is_no_relro() {
+    let host = Host::new();
+    let good = good_with(&host, "relrosmall", &[]);
+    // ld.so rounds both ends of PT_GNU_RELRO down to a page: 8 bytes protect nothing, though
+    // the header is there for checksec and the inspector of old to see.
+    let tiny = patched(&host, &good, "librelro-shorter-than-a-page.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_RELRO)[0];
+        put_u64(b, at + 32, 8);
+        put_u64(b, at + 40, 8);
+    });
+    assert_eq!(
+        phdr_offsets(&std::fs::read(&tiny).unwrap(), PT_GNU_RELRO).len(),
+        1
+    );
+    assert_eq!(
+        refusal(&tiny),
+        InspectError::WeakRelro {
+            found: Relro::None,
+            required: Relro::Full
+        }
+    );
+    // The detail says why (shown when the policy lets the check pass).
+    let mut any = strict();
+    any.min_relro = Relro::None;
+    let detail = |lib: &Path| {
+        let r = examine(&std::fs::read(lib).unwrap(), &any).unwrap();
+        check_of(&r, "relro").detail.clone()
+    };
+    assert!(
+        detail(&tiny).contains("protects nothing"),
+        "{}",
+        detail(&tiny)
+    );
+    // One that protects a page, but not the one holding the GOT: BIND_NOW or not, the GOT
+    // stays writable, so partial (it is also refused for lying outside its PT_LOAD).
+    let elsewhere = patched(&host, &good, "librelro-not-over-the-got.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_RELRO)[0];
+        put_u64(b, at + 16, 0x2000);
+        put_u64(b, at + 40, 0x1000);
+    });
+    let report = examined(&elsewhere);
+    assert_eq!(report.relro, Relro::Partial);
+    assert!(report.bind_now);
+    assert!(
+        detail(&elsewhere).contains("GOT outside"),
+        "{}",
+        detail(&elsewhere)
+    );
+    assert!(matches!(
+        refusal(&elsewhere),
+        InspectError::SegmentNotMapped {
+            kind: "PT_GNU_RELRO",
+            ..
+        }
+    ));
+    assert_eq!(passes(&good).relro, Relro::Full);
+}
+
+#[test]
+fn a_pt_phdr_that_is_not_the_table_the_loader_read_is_refused() {
+    use goblin::elf::program_header::PT_PHDR;
+    let host = Host::new();
+    let good = good_with(&host, "phdr", &[]);
+    // glibc walks the PT_PHDR copy in memory for notes and dl_iterate_phdr: the PT_GNU_EH_FRAME
+    // header retyped to PT_PHDR describes other bytes than the table at e_phoff.
+    let elsewhere = patched(&host, &good, "libphdr-elsewhere.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_EH_FRAME)[0];
+        put_u32(b, at, PT_PHDR);
+    });
+    let e = refusal(&elsewhere);
+    assert!(
+        matches!(e, InspectError::SegmentNotMapped { kind: "PT_PHDR", reason, .. } if reason.contains("e_phoff")),
+        "{e:?}"
+    );
+    assert_eq!(e.check(), "segment_mapping");
+    // Control: a PT_PHDR that does describe the table (at e_phoff, mapped at the same
+    // address by the first PT_LOAD) passes.
+    let honest = patched(&host, &good, "libphdr-honest.so", |b| {
+        let at = phdr_offsets(b, PT_GNU_EH_FRAME)[0];
+        let phoff = get_u64(b, 0x20);
+        let size = 56 * u64::from(u16::from_le_bytes([b[0x38], b[0x39]]));
+        put_u32(b, at, PT_PHDR);
+        put_u64(b, at + 8, phoff);
+        put_u64(b, at + 16, phoff);
+        put_u64(b, at + 24, phoff);
+        put_u64(b, at + 32, size);
+        put_u64(b, at + 40, size);
+    });
+    passes(&honest);
+}
+
+#[test]
+fn filter_libraries_are_held_to_the_needed_list() {
+    let host = Host::new();
+    for (flag, name) in [
+        ("-Wl,--auxiliary,libz.so.1", "auxiliary"),
+        ("-Wl,--filter,libz.so.1", "filter"),
+    ] {
+        let lib = good_with(&host, name, &[flag]);
+        assert_eq!(
+            refusal(&lib),
+            InspectError::NeededNotAllowed("libz.so.1".into()),
+            "{flag}"
+        );
+        let mut p = strict();
+        p.allowed_needed.push("libz.so.1".into());
+        assert_eq!(passes_with(&lib, &p).filters, vec!["libz.so.1".to_owned()]);
+    }
+    assert!(
+        passes(&good_with(&host, "nofilter", &[]))
+            .filters
+            .is_empty()
+    );
+}
+
+// ---- finalizers (issue 11, item 9) -------------------------------------------------------------
+
+#[test]
+fn finalizers_are_counted_reported_and_limited_only_on_request() {
+    let host = Host::new();
+    let good = good_with(&host, "fini", &[]);
+    let dtor = host.build("elf/dtor_plugin", "dtor", &[]);
+    let base = passes(&good).finalizers.clone();
+    let with = passes(&dtor).finalizers.clone();
+    assert!(base.fini, "crt's DT_FINI");
+    assert_eq!(with.total, base.total + 1, "{with:?}");
+    assert_eq!(with.fini_array, base.fini_array + 1);
+    // atexit handlers are registered at run time: only the import is visible.
+    assert!(base.atexit_imports.is_empty(), "{base:?}");
+    assert!(
+        with.atexit_imports
+            .iter()
+            .any(|i| i == "__cxa_atexit" || i == "atexit"),
+        "{with:?}"
+    );
+    let r = passes(&dtor);
+    let c = check_of(&r, "finalizers");
+    assert_eq!(c.status, Status::Info);
+    assert!(c.detail.contains("__cxa_atexit") || c.detail.contains("atexit"));
+
+    let mut p = strict();
+    p.max_finalizers = Some(base.total);
+    passes_with(&good, &p);
+    let e = refusal_with(&dtor, &p);
+    assert_eq!(
+        e,
+        InspectError::TooManyFinalizers {
+            count: base.total + 1,
+            max: base.total
+        }
+    );
+    assert_eq!(e.check(), "finalizers");
+
+    // The table and the JSON carry them, under the same format name.
+    let (code, table, _) = run(&["inspect", dtor.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("finalizers") && l.contains("info")),
+        "{table}"
+    );
+    let (code, doc) = inspect_json(&dtor, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(doc["format"], "skillgate-inspect-v1");
+    assert_eq!(doc["elf"]["finalizers"]["total"], with.total);
+    assert_eq!(doc["elf"]["finalizers"]["fini"], true);
+    assert!(doc["elf"]["finalizers"]["atexit_imports"].is_array());
+    assert!(doc["elf"]["filters"].is_array());
+    let policy = write_policy(&host, &format!(r#"{{"max_finalizers":{}}}"#, base.total));
+    let (code, doc) = inspect_json(&dtor, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert_eq!(doc["refusal"]["check"], "finalizers");
+}
+
+// ---- fuzz seeds for the loader-view refusals ----------------------------------------------------
+
+/// Every committed seed `fuzz/seeds/elf/loader-<check>--<attack>.so` is refused by `<check>`:
+/// they are the fixtures above, kept for the fuzzer to start from.
+#[test]
+fn the_loader_view_fuzz_seeds_are_refused_by_their_checks() {
+    let dir = build::repo_root().join("fuzz/seeds/elf");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let Some(rest) = name.strip_prefix("loader-") else {
+            continue;
+        };
+        let check = rest.split("--").next().unwrap();
+        let e = inspect_bytes(&std::fs::read(&path).unwrap()).unwrap_err();
+        assert_eq!(e.check(), check, "{name}: {e}");
+        seen += 1;
+    }
+    assert!(seen >= 6, "only {seen} loader seeds");
+}
+
+/// Writes those seeds (run with `--ignored` after changing a fixture): each doctored library
+/// cut where its last segment ends, since nothing after is read.
+#[test]
+#[ignore = "writes fuzz/seeds/elf; run by hand"]
+fn write_loader_view_fuzz_seeds() {
+    let host = Host::new();
+    let good = std::fs::read(good_with(&host, "seed", &[])).unwrap();
+    let lazy = std::fs::read(good_with(&host, "seedlazy", &["-Wl,-z,lazy"])).unwrap();
+    let cut = |mut b: Vec<u8>| {
+        let end = goblin::elf::Elf::parse(&b)
+            .map(|e| {
+                e.program_headers
+                    .iter()
+                    .map(|ph| (ph.p_offset + ph.p_filesz) as usize)
+                    .max()
+                    .unwrap()
+            })
+            .unwrap_or(b.len());
+        b.truncate(end.max(64));
+        b
+    };
+    let mut seeds: Vec<(&str, Vec<u8>)> = Vec::new();
+    seeds.push((
+        "segment_mapping--dynamic-doctored-copy",
+        doctored_dynamic_copy(&lazy),
+    ));
+    let mut b = good.clone();
+    let ph = phdr_offsets(&b, PT_DYNAMIC)[0];
+    put_u64(&mut b, ph + 32, 16);
+    put_u64(&mut b, ph + 40, 16);
+    seeds.push(("dynamic--unterminated", b));
+    let mut b = good.clone();
+    let (offset, entries) = dynamic_entries(&b);
+    let end = offset + 16 * (entries.len() - 1);
+    put_u64(&mut b, end, DT_FLAGS);
+    put_u64(&mut b, end + 8, 0);
+    seeds.push(("dynamic--duplicate-flags", b));
+    let mut b = good.clone();
+    let slot = dynamic_slot(&b, DT_PLTREL);
+    put_u64(&mut b, slot + 8, DT_REL);
+    seeds.push(("dynamic--pltrel-rel", b));
+    let mut b = good.clone();
+    let from = phdr_offsets(&b, PT_DYNAMIC)[0];
+    let to = phdr_offsets(&b, PT_GNU_EH_FRAME)[0];
+    let copy = b[from..from + 56].to_vec();
+    b[to..to + 56].copy_from_slice(&copy);
+    seeds.push(("program_headers--duplicate-dynamic", b));
+    let mut b = good.clone();
+    let loads = phdr_offsets(&b, PT_LOAD);
+    let (_, vaddr, _, _) = phdr_fields(&b, loads[1]);
+    put_u64(&mut b, loads[2] + 16, vaddr + 0x100);
+    seeds.push(("program_headers--load-overlap", b));
+    let mut b = good.clone();
+    put_u16(&mut b, 0x38, 0xffff);
+    seeds.push(("program_headers--pn-xnum", b));
+    let mut b = good.clone();
+    let (_, dyn_vaddr, _, _) = phdr_fields(&b, phdr_offsets(&b, PT_DYNAMIC)[0]);
+    let rw = *phdr_offsets(&b, PT_LOAD).last().unwrap();
+    let (_, vaddr, _, _) = phdr_fields(&b, rw);
+    put_u64(&mut b, rw + 32, dyn_vaddr - vaddr);
+    seeds.push(("segment_mapping--dynamic-in-bss", b));
+    let dir = build::repo_root().join("fuzz/seeds/elf");
+    for (name, bytes) in seeds {
+        let bytes = cut(bytes);
+        let e = inspect_bytes(&bytes).unwrap_err();
+        assert_eq!(Some(e.check()), name.split("--").next(), "{name}: {e}");
+        std::fs::write(dir.join(format!("loader-{name}.so")), bytes).unwrap();
+    }
 }
