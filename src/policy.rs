@@ -61,6 +61,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// CPU-time limit of a worker process, in seconds (process isolation).
     pub cpu_seconds: u64,
+    /// Most tasks (its main thread included) one worker process may run (process
+    /// isolation; thread mode cannot bound the plugin's threads).
+    pub threads: u64,
 }
 
 impl Default for Limits {
@@ -76,6 +79,7 @@ impl Default for Limits {
             call_timeout_ms: 30_000,
             memory_bytes: 1024 * 1024 * 1024,
             cpu_seconds: 60,
+            threads: 64,
         }
     }
 }
@@ -126,6 +130,7 @@ const CEILING_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 const CEILING_FILES: usize = 100_000;
 const CEILING_DEPTH: usize = 32;
 const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
+const CEILING_THREADS: u64 = 4096;
 
 /// A validated host policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,6 +252,7 @@ struct LimitsWire {
     call_timeout_ms: Option<u64>,
     memory_bytes: Option<u64>,
     cpu_seconds: Option<u64>,
+    threads: Option<u64>,
 }
 
 fn bounded_u64(
@@ -313,6 +319,7 @@ impl LimitsWire {
             )?,
             memory_bytes: bounded_u64("memory_bytes", self.memory_bytes, d.memory_bytes, 1 << 40)?,
             cpu_seconds: bounded_u64("cpu_seconds", self.cpu_seconds, d.cpu_seconds, 24 * 3600)?,
+            threads: bounded_u64("threads", self.threads, d.threads, CEILING_THREADS)?,
         })
     }
 }

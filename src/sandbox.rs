@@ -77,6 +77,9 @@ pub struct Enforcement {
     pub loader_read: Vec<PathBuf>,
     /// Namespaces the worker process entered (process mode; empty in thread mode).
     pub namespaces: Vec<String>,
+    /// What bounds the number of tasks (threads) the plugin can run, and at what count.
+    #[serde(default)]
+    pub tasks: crate::worker::TaskBound,
 }
 
 /// The sandbox could not be applied as the policy requires.
@@ -282,6 +285,7 @@ impl SandboxPlan {
             connect_tcp: self.connect_tcp.clone(),
             loader_read: self.loader_read.clone(),
             namespaces: Vec::new(),
+            tasks: crate::worker::TaskBound::Unbounded,
         };
         Ok(enforcement)
     }
