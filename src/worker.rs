@@ -292,6 +292,27 @@ fn pids_cgroup_bases() -> Vec<PathBuf> {
     bases
 }
 
+/// Removes the empty cgroups of hosts that are gone (a host killed outright cannot remove
+/// its workers' cgroups; the next host does). Only empty cgroups can be removed at all.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(host) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("skillgate-worker-"))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(host).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
 impl Cgroup {
     /// Makes a cgroup with `pids.max` = `max`, where this host may (normally as root).
     fn create(max: u64) -> Option<Cgroup> {
@@ -302,6 +323,7 @@ impl Cgroup {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         for base in pids_cgroup_bases() {
+            remove_stale(&base);
             let dir = base.join(&name);
             if std::fs::create_dir(&dir).is_err() {
                 continue;

@@ -860,10 +860,16 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
     // and leaves with _exit.
     if std::env::var_os(CTOR_HANG_CHILD).is_some() {
         let host = Host::new();
+        // The parent removes the host's directory: after the load this process does nothing
+        // that might need the loader lock (a first-time dlsym inside std, e.g. while
+        // removing a directory, would wait for it forever).
+        println!("CTOR_HANG_DIR {}", host.tmp.path().display());
         let mut policy = host.policy();
         policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
         let gate = host.gate_with(policy);
         let dir = liar(&host, "ctor-hang-thread", &[("CTOR", "7")]);
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
         let started = Instant::now();
         let result = gate.verify_and_load(&dir);
         let took = started.elapsed();
@@ -873,11 +879,12 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
                 timeout_ms: LIAR_TIMEOUT_MS
             }))
         );
-        println!("CTOR_HANG timed_out={timed_out} took_ms={}", took.as_millis());
-        use std::io::Write;
-        std::io::stdout().flush().unwrap();
-        drop(gate);
-        drop(host);
+        let line = format!(
+            "\nCTOR_HANG timed_out={timed_out} took_ms={}\n",
+            took.as_millis()
+        );
+        // SAFETY: write(2) of a live buffer to this process's stdout.
+        let _ = unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
         // SAFETY: ends this child process at once, without running exit handlers (which
         // would wait for the loader lock the hung constructor holds).
         unsafe { libc::_exit(0) };
@@ -910,6 +917,9 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = reader.join().unwrap();
+    if let Some(dir) = out.lines().find_map(|l| l.split_once("CTOR_HANG_DIR ")) {
+        let _ = std::fs::remove_dir_all(dir.1.trim());
+    }
     let line = out
         .lines()
         .find_map(|l| l.split_once("CTOR_HANG ").map(|(_, r)| r))
