@@ -250,7 +250,10 @@ mod tests {
         write_frame(&mut buf, Tag::Output, 7, b"hello").unwrap();
         assert_eq!(buf.len(), 5 + FRAME_OVERHEAD);
         let f = decode_frame(&buf, 64).unwrap();
-        assert_eq!((f.tag, f.seq, f.payload), (Tag::Output, 7, b"hello".to_vec()));
+        assert_eq!(
+            (f.tag, f.seq, f.payload),
+            (Tag::Output, 7, b"hello".to_vec())
+        );
     }
 
     #[test]

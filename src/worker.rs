@@ -155,10 +155,15 @@ const METADATA_TOO_LARGE: u8 = 2;
 
 fn static_symbol(name: &str) -> &'static str {
     use crate::ffi::{SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
-    [SYMBOL_VERSION, SYMBOL_METADATA, SYMBOL_EXECUTE, SYMBOL_FREE_STRING]
-        .into_iter()
-        .find(|s| *s == name)
-        .unwrap_or("unknown")
+    [
+        SYMBOL_VERSION,
+        SYMBOL_METADATA,
+        SYMBOL_EXECUTE,
+        SYMBOL_FREE_STRING,
+    ]
+    .into_iter()
+    .find(|s| *s == name)
+    .unwrap_or("unknown")
 }
 
 /// Where a load stands, for deciding which frames may come next.
@@ -188,7 +193,9 @@ impl LoadFailure {
             (LoadFailure::Sandbox { detail }, Phase::Restricting) => {
                 Ok(SandboxError::Worker(detail).into())
             }
-            (LoadFailure::Dlopen { detail }, Phase::Loading) => Ok(LoadError::Dlopen(detail).into()),
+            (LoadFailure::Dlopen { detail }, Phase::Loading) => {
+                Ok(LoadError::Dlopen(detail).into())
+            }
             (LoadFailure::Symbol { name, detail }, Phase::Loading) => Ok(LoadError::Symbol {
                 name: static_symbol(&name),
                 detail,
@@ -282,8 +289,8 @@ fn pids_cgroup_bases() -> Vec<PathBuf> {
             bases.push(Path::new("/sys/fs/cgroup/pids").join(rel));
         } else if controllers.is_empty() {
             let base = Path::new("/sys/fs/cgroup").join(rel);
-            let offers = std::fs::read_to_string(base.join("cgroup.subtree_control"))
-                .unwrap_or_default();
+            let offers =
+                std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
             if offers.split_whitespace().any(|c| c == "pids") {
                 bases.push(base);
             }
@@ -526,7 +533,10 @@ impl Worker {
         let _ = self.child.kill();
         let status = reap_within(&mut self.child, REAP_BOUND);
         if status.is_none() {
-            tracing::warn!(pid = self.child.id(), "a killed worker was not reapable in time");
+            tracing::warn!(
+                pid = self.child.id(),
+                "a killed worker was not reapable in time"
+            );
         }
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove();
@@ -701,8 +711,7 @@ impl ProcessExecutor {
         timeout: Duration,
     ) -> Result<Enforcement, Refusal> {
         let fail = Refusal::Ended;
-        let init_bytes =
-            serde_json::to_vec(init).map_err(|e| Refusal::Refused(Error::Input(e)))?;
+        let init_bytes = serde_json::to_vec(init).map_err(|e| Refusal::Refused(Error::Input(e)))?;
         if let Err(e) = worker.send(deadline, Tag::Init, 0, &init_bytes) {
             return Err(fail(if timed_out(&e) {
                 Ending::Fault(FaultError::Timeout {
@@ -716,7 +725,10 @@ impl ProcessExecutor {
         let mut enforcement = None;
         loop {
             let frame = worker
-                .read(deadline, CONTROL_CAP.max(init.output_bytes.saturating_add(FRAME_OVERHEAD)))
+                .read(
+                    deadline,
+                    CONTROL_CAP.max(init.output_bytes.saturating_add(FRAME_OVERHEAD)),
+                )
                 .map_err(|e| fail(read_failure(e, timeout)))?;
             let waiting = match phase {
                 Phase::Restricting => "waiting for the enforcement report",
@@ -730,8 +742,8 @@ impl ProcessExecutor {
             }
             match (frame.tag, phase) {
                 (Tag::Restricted, Phase::Restricting) => {
-                    let mut report: Enforcement = serde_json::from_slice(&frame.payload)
-                        .map_err(|e| {
+                    let mut report: Enforcement =
+                        serde_json::from_slice(&frame.payload).map_err(|e| {
                             fail(violation(ProtocolViolation::Malformed {
                                 tag: Tag::Restricted,
                                 detail: e.to_string(),
@@ -768,7 +780,10 @@ impl ProcessExecutor {
                     return enforcement.ok_or_else(|| fail(Ending::Closed));
                 }
                 (tag, _) => {
-                    return Err(fail(violation(ProtocolViolation::Unexpected { tag, waiting })));
+                    return Err(fail(violation(ProtocolViolation::Unexpected {
+                        tag,
+                        waiting,
+                    })));
                 }
             }
         }
@@ -1001,15 +1016,18 @@ fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Confirms from outside what the worker reported about itself before `dlopen`.
-fn confirm(worker: &Worker, init: &Init, report: &mut Enforcement) -> Result<(), ProtocolViolation> {
+fn confirm(
+    worker: &Worker,
+    init: &Init,
+    report: &mut Enforcement,
+) -> Result<(), ProtocolViolation> {
     let pid = worker.child.id();
-    let unconfirmed = |what: &'static str, reported: String, observed: String| {
-        ProtocolViolation::Unconfirmed {
+    let unconfirmed =
+        |what: &'static str, reported: String, observed: String| ProtocolViolation::Unconfirmed {
             what,
             reported,
             observed,
-        }
-    };
+        };
     if report.isolation != Isolation::Process {
         return Err(unconfirmed(
             "isolation",
@@ -1291,7 +1309,12 @@ fn try_namespaces(network: bool) -> Vec<String> {
 
 /// Bounds the worker's tasks (see the module docs). `root`: the worker's real uid was 0
 /// before it entered a user namespace, so `RLIMIT_NPROC` would not be checked.
-fn bound_tasks(init: &Init, plan: &mut SandboxPlan, namespaces: &[String], root: bool) -> io::Result<TaskBound> {
+fn bound_tasks(
+    init: &Init,
+    plan: &mut SandboxPlan,
+    namespaces: &[String],
+    root: bool,
+) -> io::Result<TaskBound> {
     if init.cgroup {
         return Ok(TaskBound::Cgroup { max: init.threads });
     }
@@ -1317,9 +1340,7 @@ fn run_worker() -> Result<(), u8> {
         .map_err(|_| 11u8)?;
     let frame = read_frame(&mut channel, CONTROL_CAP).map_err(|_| 12u8)?;
     let init: Init = match (frame.tag, serde_json::from_slice::<Init>(&frame.payload)) {
-        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION && init.grants == grants => {
-            init
-        }
+        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION && init.grants == grants => init,
         _ => return Err(13),
     };
     // The host may have died before the death signal was armed.

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use skillgate::error::Error;
 use skillgate::ffi::{AbiError, FaultError};
+use skillgate::policy::Policy;
 use skillgate::protocol::{ProtocolViolation, Tag};
 use skillgate::worker::TaskBound;
-use skillgate::policy::Policy;
 use skillgate::{Gate, Isolation, LoadedPlugin, PluginResult};
 use support::{Host, ctx, is_our_child};
 
@@ -673,7 +673,9 @@ fn refused_load(host: &Host, name: &str, defines: &[(&str, &str)]) -> (Error, Du
     let gate = liar_gate(host);
     let dir = liar(host, name, defines);
     let started = Instant::now();
-    let err = gate.verify_and_load(&dir).expect_err("the load must be refused");
+    let err = gate
+        .verify_and_load(&dir)
+        .expect_err("the load must be refused");
     let took = started.elapsed();
     eprintln!("{name}: {err:?} after {took:?}");
     assert!(took < PROMPT, "{name}: refused after {took:?}");
