@@ -1090,3 +1090,81 @@ fn a_thread_bomb_is_bounded_per_worker_while_the_user_holds_many_tasks() {
     assert_liar_survives(&plugin, pid);
     host.assert_still_serves(&gate);
 }
+
+/// A stand-in worker (a Python script given as the policy's `worker`) that restricts
+/// nothing and sends `report` as its enforcement report, then waits.
+fn lying_worker(host: &Host, report: &serde_json::Value) -> Gate {
+    let script = host.tmp.path().join("lying-worker.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/usr/bin/python3
+import os, struct, time
+header = os.read(4, 13)
+length = struct.unpack("<I", header[:4])[0]
+left = length - 9
+while left > 0:
+    left -= len(os.read(4, left))
+payload = {report:?}.encode()
+os.write(4, struct.pack("<IBQ", len(payload) + 9, 3, 0) + payload)
+time.sleep(60)
+"#,
+            report = report.to_string()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut policy = host.process_policy();
+    policy.worker = Some(script);
+    policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+    host.gate_with(policy)
+}
+
+#[test]
+fn a_worker_report_the_host_cannot_confirm_is_refused() {
+    let host = Host::new();
+    let dir = host.plugin("good", "reported");
+    let honest_claims = serde_json::json!({
+        "isolation": "process", "landlock_abi": 7, "landlock": "fully_enforced",
+        "seccomp": true, "seccomp_instructions": 100, "no_new_privs": true,
+        "fs_rules": 0, "net_rules": 0, "read": [], "read_write": [], "connect_tcp": [],
+        "loader_read": [], "namespaces": [], "tasks": {"by": "no_threads"}
+    });
+    // Claims a seccomp filter it never installed.
+    let err = lying_worker(&host, &honest_claims)
+        .verify_and_load(&dir)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
+                what: "seccomp",
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+    // Claims namespaces it never entered (and, truthfully, no seccomp).
+    let mut claims = honest_claims.clone();
+    claims["seccomp"] = false.into();
+    claims["no_new_privs"] = false.into();
+    claims["namespaces"] = serde_json::json!(["user", "net"]);
+    let started = Instant::now();
+    let err = lying_worker(&host, &claims)
+        .verify_and_load(&dir)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
+                what: "namespaces",
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < PROMPT);
+    // Control: the real worker's report is confirmed.
+    host.assert_still_serves(&host.process_gate());
+}
