@@ -1168,3 +1168,28 @@ fn a_worker_report_the_host_cannot_confirm_is_refused() {
     // Control: the real worker's report is confirmed.
     host.assert_still_serves(&host.process_gate());
 }
+
+#[test]
+fn a_worker_that_stops_reading_does_not_block_a_call_past_its_deadline() {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let (plugin, pid) = load(&gate, &liar(&host, "deaf", &[("CTOR", "8")]));
+    // 16 MiB of input: far more than the socket buffers, so the write itself must time out.
+    let big = "x".repeat(16 * 1024 * 1024);
+    let started = Instant::now();
+    let result = plugin.execute(&ctx(serde_json::json!({ "big": big })));
+    let took = started.elapsed();
+    let f = fault(result);
+    assert!(
+        matches!(
+            f,
+            FaultError::Timeout {
+                timeout_ms: LIAR_TIMEOUT_MS
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}

@@ -14,6 +14,7 @@
  *   5 FLOOD              writes output frames (tag 5) forever
  *   6 OVERSIZE           writes a header announcing a ~4 GiB frame and sleeps
  *   7 HANG               never returns
+ *   8 DEAF               writes a right "loaded" relay, then never reads the channel
  * -DVERSION=N  what vtcode_plugin_version returns (default 1).
  *
  * Execute, by input "action":
@@ -137,6 +138,16 @@ __attribute__((constructor)) static void liar_init(void) {
     }
     case 7:
         for (;;) sleep(1000);
+    case 8: {
+        static const char md[] = PLUGIN_METADATA;
+        unsigned char payload[5 + sizeof md];
+        uint32_t v = 1;
+        memcpy(payload, &v, 4);
+        payload[4] = 0;
+        memcpy(payload + 5, md, sizeof md - 1);
+        put_frame(7, 0, payload, (uint32_t)(5 + sizeof md - 1));
+        for (;;) sleep(1000);
+    }
     default:
         return;
     }
