@@ -668,7 +668,23 @@ fn liar_gate(host: &Host) -> Gate {
     host.gate_with(policy)
 }
 
+/// Our children that hold plugin `name`'s sealed library at fd 3 (its workers): the memfd
+/// is named after the plugin, and `/proc/<pid>/fd/3` shows `/memfd:<name> (deleted)`.
+fn workers_of(name: &str) -> Vec<u32> {
+    let wanted = format!("/memfd:{name} ");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_our_child(*pid))
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/fd/3"))
+                .is_ok_and(|l| l.to_string_lossy().starts_with(&wanted))
+        })
+        .collect()
+}
+
 /// Loads a liar whose constructor attacks the load; returns the error and how long it took.
+/// The worker is gone (killed and reaped) when the load returns.
 fn refused_load(host: &Host, name: &str, defines: &[(&str, &str)]) -> (Error, Duration) {
     let gate = liar_gate(host);
     let dir = liar(host, name, defines);
@@ -679,6 +695,11 @@ fn refused_load(host: &Host, name: &str, defines: &[(&str, &str)]) -> (Error, Du
     let took = started.elapsed();
     eprintln!("{name}: {err:?} after {took:?}");
     assert!(took < PROMPT, "{name}: refused after {took:?}");
+    assert_eq!(
+        workers_of(name),
+        Vec::<u32>::new(),
+        "{name}: a worker is left"
+    );
     host.assert_still_serves(&gate);
     (err, took)
 }
@@ -761,6 +782,8 @@ fn a_forged_relay_with_the_right_values_is_data_not_testimony() {
     let host = Host::new();
     let gate = liar_gate(&host);
     let (plugin, pid) = load(&gate, &liar(&host, "forge-right", &[("CTOR", "2")]));
+    // Control for `workers_of`, which the refused loads rely on.
+    assert_eq!(workers_of("forge-right"), vec![pid]);
     let e = plugin.enforcement();
     assert!(e.seccomp && e.no_new_privs, "{e:?}");
     let (result, _) = act(&plugin, "ok");
