@@ -149,6 +149,7 @@ enum CallFault {
 }
 
 /// The `Loaded` frame: `[u32 LE version][u8 metadata status][metadata bytes]`.
+const LOADED_HEADER: usize = 5;
 const METADATA_BYTES: u8 = 0;
 const METADATA_NULL: u8 = 1;
 const METADATA_TOO_LARGE: u8 = 2;
@@ -723,11 +724,15 @@ impl ProcessExecutor {
         }
         let mut phase = Phase::Restricting;
         let mut enforcement = None;
+        let mut unconfirmed = None;
         loop {
             let frame = worker
                 .read(
                     deadline,
-                    CONTROL_CAP.max(init.output_bytes.saturating_add(FRAME_OVERHEAD)),
+                    CONTROL_CAP.max(
+                        init.output_bytes
+                            .saturating_add(FRAME_OVERHEAD + LOADED_HEADER),
+                    ),
                 )
                 .map_err(|e| fail(read_failure(e, timeout)))?;
             let waiting = match phase {
@@ -749,14 +754,15 @@ impl ProcessExecutor {
                                 detail: e.to_string(),
                             }))
                         })?;
-                    if let Err(v) = confirm(worker, init, &mut report) {
-                        // A worker that died meanwhile cannot be looked at: report its death.
-                        return Err(fail(match worker.child.try_wait() {
-                            Ok(Some(_)) => Ending::Closed,
-                            _ => violation(v),
-                        }));
+                    match confirm(worker, init, &mut report) {
+                        Ok(()) => enforcement = Some(report),
+                        // A worker that died meanwhile (a failed dlopen exits at once) cannot
+                        // be looked at: what it sent last says why; it can never load.
+                        Err(v) if matches!(worker.child.try_wait(), Ok(Some(_))) => {
+                            unconfirmed = Some(v);
+                        }
+                        Err(v) => return Err(fail(violation(v))),
                     }
-                    enforcement = Some(report);
                     phase = Phase::Loading;
                 }
                 (Tag::LoadFailed, _) => {
@@ -777,7 +783,11 @@ impl ProcessExecutor {
                         .map_err(|v| fail(violation(v)))?;
                     crate::executor::check_abi(expected, version, metadata)
                         .map_err(Refusal::Refused)?;
-                    return enforcement.ok_or_else(|| fail(Ending::Closed));
+                    return match (enforcement, unconfirmed) {
+                        (Some(e), _) => Ok(e),
+                        (None, Some(v)) => Err(fail(violation(v))),
+                        (None, None) => Err(fail(Ending::Closed)),
+                    };
                 }
                 (tag, _) => {
                     return Err(fail(violation(ProtocolViolation::Unexpected {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use skillgate::error::Error;
 use skillgate::ffi::{AbiError, FaultError};
+use skillgate::load::LoadError;
 use skillgate::policy::Policy;
 use skillgate::protocol::{ProtocolViolation, Tag};
 use skillgate::worker::TaskBound;
@@ -1215,4 +1216,37 @@ fn a_worker_that_stops_reading_does_not_block_a_call_past_its_deadline() {
     assert!(took < PROMPT, "{took:?}");
     assert_worker_ended(&plugin, pid);
     host.assert_still_serves(&gate);
+}
+
+/// Loads liar.c built to call a function no library defines: `dlopen` (`RTLD_NOW`) fails
+/// after the worker's report, and the worker exits at once.
+fn dlopen_failure(name: &str) -> Error {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let dir = liar(&host, name, &[("UNDEFINED", "1")]);
+    let err = gate.verify_and_load(&dir).unwrap_err();
+    assert_eq!(workers_of(name), Vec::<u32>::new());
+    host.assert_still_serves(&gate);
+    err
+}
+
+#[test]
+fn a_dlopen_failure_crosses_the_channel_as_a_load_error() {
+    // The worker sends the failure and exits before the host has looked at it through
+    // /proc: the failure it sent is reported, not its exit.
+    let err = dlopen_failure("undefined");
+    assert!(matches!(err, Error::Load(LoadError::Dlopen(_))), "{err:?}");
+}
+
+#[test]
+#[ignore = "needs src/load.rs to keep libloading's source chain in LoadError::Dlopen (another part of issue 11); the worker relays that string verbatim"]
+fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
+    let err = dlopen_failure("undefined-text");
+    match &err {
+        Error::Load(LoadError::Dlopen(text)) => assert!(
+            text.contains("skillgate_no_such_function"),
+            "dlerror's text is lost: {text:?}"
+        ),
+        other => panic!("expected Load(Dlopen), got {other:?}"),
+    }
 }

@@ -16,6 +16,7 @@
  *   7 HANG               never returns
  *   8 DEAF               writes a right "loaded" relay, then never reads the channel
  * -DVERSION=N  what vtcode_plugin_version returns (default 1).
+ * -DUNDEFINED  calls a function no library defines: dlopen (RTLD_NOW) fails.
  *
  * Execute, by input "action":
  *   extra_reply     writes an extra reply frame for the call it runs in (it counts calls
@@ -213,11 +214,18 @@ static int start_threads(int max, int *err) {
 
 static int calls;
 
+#ifdef UNDEFINED
+extern void skillgate_no_such_function(void);
+#endif
+
 EXPORT const char *vtcode_plugin_execute(const char *context_json) {
     char action[32];
     char out[128];
     find_action(context_json, action, sizeof action);
     calls++;
+#ifdef UNDEFINED
+    skillgate_no_such_function();
+#endif
     if (strcmp(action, "extra_reply") == 0) {
         snprintf(out, sizeof out,
                  "{\"success\":true,\"output\":{\"call\":%d,\"extra\":true},"
