@@ -1449,3 +1449,86 @@ fn serve(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn loaded(version: u32, status: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut v = version.to_le_bytes().to_vec();
+        v.push(status);
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    #[test]
+    fn loaded_relays_parse_strictly() {
+        let (v, m) = parse_loaded(&loaded(99, METADATA_BYTES, b"{}"), 10).unwrap();
+        assert_eq!((v, m.unwrap()), (99, b"{}".to_vec()));
+        assert!(matches!(
+            parse_loaded(&loaded(1, METADATA_NULL, b""), 10).unwrap().1,
+            Err(FaultError::NullResult { .. })
+        ));
+        assert!(matches!(
+            parse_loaded(&loaded(1, METADATA_TOO_LARGE, b""), 10)
+                .unwrap()
+                .1,
+            Err(FaultError::OutputTooLarge { limit: 10, .. })
+        ));
+        for bad in [
+            loaded(1, METADATA_BYTES, &[b'x'; 11]),
+            loaded(1, METADATA_NULL, b"x"),
+            loaded(1, METADATA_TOO_LARGE, b"x"),
+            loaded(1, 3, b""),
+            vec![1, 0, 0, 0],
+            vec![1, 0],
+            vec![],
+        ] {
+            assert!(
+                matches!(
+                    parse_loaded(&bad, 10),
+                    Err(ProtocolViolation::Malformed {
+                        tag: Tag::Loaded,
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_failures_are_accepted_only_in_their_phase() {
+        let setup = || LoadFailure::Setup { detail: "x".into() };
+        let dlopen = || LoadFailure::Dlopen { detail: "x".into() };
+        assert!(matches!(
+            setup().into_error(Phase::Restricting),
+            Ok(Error::Load(LoadError::Worker(_)))
+        ));
+        assert!(matches!(
+            setup().into_error(Phase::Loading),
+            Err(ProtocolViolation::Unexpected {
+                tag: Tag::LoadFailed,
+                ..
+            })
+        ));
+        assert!(matches!(
+            dlopen().into_error(Phase::Loading),
+            Ok(Error::Load(LoadError::Dlopen(_)))
+        ));
+        assert!(matches!(
+            dlopen().into_error(Phase::Restricting),
+            Err(ProtocolViolation::Unexpected { .. })
+        ));
+    }
+
+    #[test]
+    fn status_fields_are_read_by_name() {
+        let status = "Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t3\nNoNewPrivs:\t1\n";
+        assert_eq!(status_field(status, "Seccomp"), Some("2"));
+        assert_eq!(status_field(status, "Seccomp_filters"), Some("3"));
+        assert_eq!(status_field(status, "NoNewPrivs"), Some("1"));
+        assert_eq!(status_field(status, "Missing"), None);
+    }
+}

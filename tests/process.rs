@@ -318,8 +318,8 @@ fn descriptor_exhaustion_stops_at_the_worker_limit() {
     // dup is not on the seccomp allowlist: refused at once with EPERM.
     assert_eq!(o["dup"], 0, "{o:?}");
     assert_eq!(o["dup_errno"], libc::EPERM, "{o:?}");
-    // fcntl(F_DUPFD) is allowed and runs into RLIMIT_NOFILE = 64 (two or three descriptors
-    // are already open: the sealed library and the channel).
+    // fcntl(F_DUPFD) is allowed and runs into RLIMIT_NOFILE = 64 (five descriptors are
+    // already open: /dev/null on 0-2, the sealed library at 3 and the channel at 4).
     let n = o["fcntl"].as_i64().unwrap();
     assert!((1..=64).contains(&n), "{o:?}");
     assert_eq!(o["fcntl_errno"], libc::EMFILE, "{o:?}");
