@@ -7,7 +7,7 @@
 //!
 //! - **Descriptors.** The worker starts with an empty environment, working directory `/`,
 //!   fds 0, 1 and 2 on `/dev/null` (a plugin that prints reaches nothing; capturing its
-//!   output for a log is later work), the sealed memfd at fd 3, the channel at fd 4 and the
+//!   output for a log is issue 13), the sealed memfd at fd 3, the channel at fd 4 and the
 //!   plan's grant descriptors from fd 5 on, and nothing else: the host places them in the
 //!   child before `exec` and the worker closes every higher descriptor in its first lines.
 //! - **Reports.** The worker restricts itself (namespaces, rlimits, Landlock, seccomp) and
