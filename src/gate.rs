@@ -142,6 +142,8 @@ impl LoadedPlugin {
             no_new_privs = enforcement.no_new_privs,
             fs_rules = enforcement.fs_rules,
             net_rules = enforcement.net_rules,
+            namespaces = ?enforcement.namespaces,
+            tasks = ?enforcement.tasks,
             "plugin loaded"
         );
         Ok(LoadedPlugin {
