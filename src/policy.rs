@@ -499,6 +499,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.limits.output_bytes, 10);
+        for threads in ["0", "4097"] {
+            let json = format!(
+                r#"{{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{{"threads":{threads}}}}}"#
+            );
+            let err = Policy::from_json(json.as_bytes(), Path::new("/")).unwrap_err();
+            assert!(matches!(
+                err,
+                PolicyError::LimitOutOfRange {
+                    name: "threads",
+                    max: 4096,
+                    ..
+                }
+            ));
+        }
+        let p = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"threads":4096}}"#,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(p.limits.threads, 4096);
+        assert_eq!(Limits::default().threads, 64);
     }
 
     #[test]
