@@ -155,7 +155,12 @@ mod tests {
             Error::Load(LoadError::Worker(hostile.to_owned())),
             Error::Load(LoadError::Dlopen(hostile.to_owned())),
             Error::Sandbox(SandboxError::Worker(hostile.to_owned())),
-            Error::Fault(FaultError::Protocol(hostile.to_owned())),
+            Error::Fault(FaultError::Protocol(
+                crate::protocol::ProtocolViolation::Malformed {
+                    tag: crate::protocol::Tag::Loaded,
+                    detail: hostile.to_owned(),
+                },
+            )),
         ];
         for err in errors {
             // No source chain leads around the escaping.

@@ -273,7 +273,7 @@ fn run_plugin_thread(
     // Restrict this thread, and open the library on a restricted loader thread, so its
     // constructors and IFUNC resolvers already run restricted and nothing after the load
     // maps code. On failure the library is never opened.
-    let loaded = crate::sandbox::load_sandboxed(&plan, Isolation::Thread, || {
+    let loaded = crate::sandbox::load_sandboxed(&plan, Isolation::Thread, |_| {
         open_and_check(library, &expected, output_limit)
     });
     let (symbols, enforcement) = match loaded {
@@ -306,7 +306,22 @@ pub(crate) fn open_and_check(
     output_limit: usize,
 ) -> Result<PluginSymbols, Error> {
     let symbols = dlopen_sealed(library)?;
-    let plugin_abi = symbols.call_version();
+    check_abi(
+        expected,
+        symbols.call_version(),
+        symbols.call_metadata(output_limit),
+    )?;
+    Ok(symbols)
+}
+
+/// Checks what a loaded plugin says about itself against its signed manifest and this
+/// host's ABI. The host runs it on what the plugin returned: in thread mode directly, in
+/// process mode on the values the worker relays (plugin-controlled data, checked here).
+pub(crate) fn check_abi(
+    expected: &PluginMetadata,
+    plugin_abi: u32,
+    metadata: Result<Vec<u8>, FaultError>,
+) -> Result<(), Error> {
     if plugin_abi != expected.abi_version || plugin_abi != PLUGIN_ABI_VERSION {
         return Err(AbiError::VersionMismatch {
             manifest: expected.abi_version,
@@ -315,8 +330,7 @@ pub(crate) fn open_and_check(
         }
         .into());
     }
-    let reported = symbols
-        .call_metadata(output_limit)
+    let reported = metadata
         .and_then(|b| decode_metadata(&b))
         .map_err(AbiError::Metadata)?;
     for (field, manifest, plugin) in [
@@ -340,5 +354,5 @@ pub(crate) fn open_and_check(
         }
         .into());
     }
-    Ok(symbols)
+    Ok(())
 }

@@ -146,7 +146,7 @@ pub enum FaultError {
     },
     /// The worker broke the protocol (a hostile or corrupted worker).
     #[error("worker broke the protocol: {0}")]
-    Protocol(String),
+    Protocol(crate::protocol::ProtocolViolation),
     /// An earlier fault left the plugin unusable.
     #[error("plugin is unusable after an earlier fault")]
     Poisoned,

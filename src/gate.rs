@@ -10,7 +10,7 @@ use crate::keys::{KeyId, TrustStore};
 use crate::locate::{TrustedRoot, locate};
 use crate::manifest::Manifest;
 use crate::policy::{Isolation, Policy, PolicyError};
-use crate::sandbox::{Enforcement, SandboxPlan};
+use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
 use crate::verify::{Bundle, Verified, verify_dir};
 use crate::worker::{ProcessExecutor, find_worker};
 
@@ -119,6 +119,9 @@ impl LoadedPlugin {
         let (bundle, report) = inspected.into_parts();
         let (path, manifest, signers, library) = bundle.into_parts();
         let plan = SandboxPlan::new(&policy.sandbox, manifest.capabilities(), &report.needed);
+        // A grant refused while planning is the host's finding: report it typed, before a
+        // worker (which could only send it back as text) is started.
+        plan.check_grants().map_err(SandboxError::from)?;
         let (executor, enforcement) = match worker {
             Some(worker) => {
                 let (e, report) =
@@ -134,7 +137,7 @@ impl LoadedPlugin {
             target: "skillgate::audit",
             plugin = manifest.name(),
             version = %manifest.version(),
-            path = %path.display(),
+            path = %crate::escape::Escaped(path.display()),
             signers = ?signers,
             isolation = %enforcement.isolation,
             landlock_abi = enforcement.landlock_abi,
@@ -143,6 +146,8 @@ impl LoadedPlugin {
             no_new_privs = enforcement.no_new_privs,
             fs_rules = enforcement.fs_rules,
             net_rules = enforcement.net_rules,
+            namespaces = ?enforcement.namespaces,
+            tasks = ?enforcement.tasks,
             "plugin loaded"
         );
         Ok(LoadedPlugin {
@@ -163,7 +168,11 @@ impl LoadedPlugin {
             Executor::Process(p) => p.call(input.as_bytes()),
         };
         outcome.map_err(|e: FaultError| {
-            tracing::warn!(plugin = self.manifest.name(), error = %e, "plugin fault");
+            tracing::warn!(
+                plugin = self.manifest.name(),
+                error = %crate::escape::Escaped(&e),
+                "plugin fault"
+            );
             Error::Fault(e)
         })
     }

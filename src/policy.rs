@@ -63,6 +63,9 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// CPU-time limit of a worker process, in seconds (process isolation).
     pub cpu_seconds: u64,
+    /// Most tasks (its main thread included) one worker process may run (process
+    /// isolation; thread mode cannot bound the plugin's threads).
+    pub threads: u64,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             call_timeout_ms: 30_000,
             memory_bytes: 1024 * 1024 * 1024,
             cpu_seconds: 60,
+            threads: 64,
         }
     }
 }
@@ -128,6 +132,7 @@ const CEILING_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 const CEILING_FILES: usize = 100_000;
 const CEILING_DEPTH: usize = 32;
 const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
+const CEILING_THREADS: u64 = 4096;
 
 /// A validated host policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,6 +254,7 @@ struct LimitsWire {
     call_timeout_ms: Option<u64>,
     memory_bytes: Option<u64>,
     cpu_seconds: Option<u64>,
+    threads: Option<u64>,
 }
 
 /// Ceilings of the limits with a fixed maximum of their own.
@@ -264,7 +270,7 @@ fn wide(v: usize) -> u64 {
 
 impl Limits {
     /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
-    fn bounds(&self) -> [(&'static str, u64, u64); 10] {
+    fn bounds(&self) -> [(&'static str, u64, u64); 11] {
         [
             ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
             ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
@@ -280,6 +286,7 @@ impl Limits {
             ("call_timeout_ms", self.call_timeout_ms, CEILING_TIMEOUT_MS),
             ("memory_bytes", self.memory_bytes, CEILING_MEMORY),
             ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
+            ("threads", self.threads, CEILING_THREADS),
         ]
     }
 
@@ -311,6 +318,7 @@ impl LimitsWire {
             call_timeout_ms: self.call_timeout_ms.unwrap_or(d.call_timeout_ms),
             memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
             cpu_seconds: self.cpu_seconds.unwrap_or(d.cpu_seconds),
+            threads: self.threads.unwrap_or(d.threads),
         };
         limits.validate()?;
         Ok(limits)
@@ -500,6 +508,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.limits.output_bytes, 10);
+        for threads in ["0", "4097"] {
+            let json = format!(
+                r#"{{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{{"threads":{threads}}}}}"#
+            );
+            let err = Policy::from_json(json.as_bytes(), Path::new("/")).unwrap_err();
+            assert!(matches!(
+                err,
+                PolicyError::LimitOutOfRange {
+                    name: "threads",
+                    max: 4096,
+                    ..
+                }
+            ));
+        }
+        let p = Policy::from_json(
+            br#"{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{"threads":4096}}"#,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(p.limits.threads, 4096);
+        assert_eq!(Limits::default().threads, 64);
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct Enforcement {
     pub loader_read: Vec<PathBuf>,
     /// Namespaces the worker process entered (process mode; empty in thread mode).
     pub namespaces: Vec<String>,
+    /// What bounds the number of tasks (threads) the plugin can run, and at what count.
+    #[serde(default)]
+    pub tasks: crate::worker::TaskBound,
 }
 
 /// The sandbox could not be applied as the policy requires.
@@ -407,9 +410,6 @@ fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> {
 /// How a thread is restricted: the plugin thread, or the loader thread of [`load_sandboxed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// Before `dlopen` on the thread that then serves calls (the worker until it calls
-    /// [`load_sandboxed`]): the loader may map the library.
-    LoadHere,
     /// The thread that serves calls, while another thread loads: nothing executable.
     Plugin,
     /// The loader thread: no writes, no threads.
@@ -485,30 +485,18 @@ impl SandboxPlan {
 
     /// Refuses thread creation in the seccomp filter: the fallback bound on tasks where
     /// no cgroup or per-namespace rlimit can bound them.
-    #[allow(
-        dead_code,
-        reason = "interface for the worker; wired in the same change series"
-    )]
     pub(crate) fn forbid_threads(&mut self) {
         self.threads = false;
     }
 
     /// Descriptors the plan holds open for its grants, in order, to be handed to a
     /// worker process (which gives them back to [`SandboxPlan::adopt_grant_fds`]).
-    #[allow(
-        dead_code,
-        reason = "interface for the worker; wired in the same change series"
-    )]
     pub(crate) fn grant_fds(&self) -> Vec<BorrowedFd<'_>> {
         self.fds.iter().map(|fd| fd.as_fd()).collect()
     }
 
     /// In a worker: takes back the descriptors [`SandboxPlan::grant_fds`] listed on the
     /// host, in the same order, checking each is the object the host opened.
-    #[allow(
-        dead_code,
-        reason = "interface for the worker; wired in the same change series"
-    )]
     pub(crate) fn adopt_grant_fds(&mut self, fds: Vec<OwnedFd>) -> Result<(), SandboxError> {
         if fds.len() != self.grants.len() {
             return Err(SandboxError::GrantDescriptors {
@@ -531,10 +519,6 @@ impl SandboxPlan {
 
     /// The grant refused when the plan was made, if any: for the host to report it, typed,
     /// before it starts a worker (which could only report it as text).
-    #[allow(
-        dead_code,
-        reason = "interface for the host's process path; wired in the same change series"
-    )]
     pub(crate) fn check_grants(&self) -> Result<(), GrantError> {
         self.refused.clone().map_or(Ok(()), Err)
     }
@@ -578,15 +562,6 @@ impl SandboxPlan {
         Ok(loader_read.into_iter().collect())
     }
 
-    /// Restricts the calling thread, which then opens the library itself. Call it on the
-    /// plugin's thread, before `dlopen`. Prefer [`load_sandboxed`], after which nothing
-    /// executable can be mapped.
-    pub(crate) fn apply(&self, isolation: Isolation) -> Result<Enforcement, SandboxError> {
-        self.usable()?;
-        let loader_read = self.loader_read()?;
-        self.restrict(isolation, Role::LoadHere, &loader_read)
-    }
-
     fn restrict(
         &self,
         isolation: Isolation,
@@ -619,6 +594,7 @@ impl SandboxPlan {
             connect_tcp: self.connect_tcp.clone(),
             loader_read: loader_read.to_vec(),
             namespaces: Vec::new(),
+            tasks: crate::worker::TaskBound::Unbounded,
         };
         Ok(enforcement)
     }
@@ -737,8 +713,10 @@ impl SandboxPlan {
 /// Restricts the calling thread (the one that will serve the plugin's calls) so that it can
 /// never map anything executable, and runs `load` (which calls `dlopen`) on a short-lived
 /// loader thread that restricts itself first: the same grants, no writes at all, no new
-/// threads, executable mappings of non-writable files allowed (module docs). Returns what
-/// `load` returned and what is enforced on the calling thread.
+/// threads, executable mappings of non-writable files allowed (module docs). `load` is
+/// given what is enforced on the calling thread, fixed before any plugin code runs (a
+/// worker reports it to the host from there). Returns what `load` returned and that
+/// enforcement.
 ///
 /// The loader thread is started before the calling thread restricts itself, so it inherits
 /// none of the calling thread's filter; it waits until that is in force and loads nothing
@@ -746,29 +724,29 @@ impl SandboxPlan {
 pub(crate) fn load_sandboxed<T: Send>(
     plan: &SandboxPlan,
     isolation: Isolation,
-    load: impl FnOnce() -> Result<T, Error> + Send,
+    load: impl FnOnce(&Enforcement) -> Result<T, Error> + Send,
 ) -> Result<(T, Enforcement), Error> {
     plan.usable()?;
     let loader_read = plan.loader_read()?;
     let loader_read = loader_read.as_slice();
     std::thread::scope(|scope| {
-        let (go, wait) = std::sync::mpsc::channel::<bool>();
+        let (go, wait) = std::sync::mpsc::channel::<Option<Enforcement>>();
         let loader = std::thread::Builder::new()
             .name("skillgate-loader".to_owned())
             .spawn_scoped(scope, move || -> Result<T, Error> {
-                if !wait.recv().unwrap_or(false) {
+                let Ok(Some(enforcement)) = wait.recv() else {
                     return Err(SandboxError::LoaderThread(
                         "the plugin thread could not restrict itself".to_owned(),
                     )
                     .into());
-                }
+                };
                 plan.restrict(isolation, Role::Loader, loader_read)?;
-                load()
+                load(&enforcement)
             })
             .map_err(|e| SandboxError::LoaderThread(e.to_string()))?;
         let restricted = plan.restrict(isolation, Role::Plugin, loader_read);
-        // A closed channel is the same answer as `false`.
-        let _ = go.send(restricted.is_ok());
+        // A closed channel is the same answer as `None`.
+        let _ = go.send(restricted.as_ref().ok().cloned());
         let loaded = loader
             .join()
             .map_err(|_| SandboxError::LoaderThread("the loader thread panicked".to_owned()));

@@ -1,57 +1,113 @@
 //! Worker-process isolation: each plugin runs in its own process, which restricts itself
 //! before `dlopen` and then serves calls one at a time over a socket.
 //!
-//! A thread is not a security boundary; a process nearly is. The worker (`skillgate-worker`)
-//! is started with an empty environment, the sealed memfd as its standard input and one
-//! end of a socketpair as its standard output — nothing else. Before opening the library
-//! it closes every other descriptor, starts a new session, asks to be killed with its
-//! parent, sets resource limits, tries new user and network namespaces, and applies the
-//! same Landlock and seccomp restrictions as thread mode (process-wide here, since it is
-//! single-threaded until the plugin starts threads). A crash, hang, memory bomb or escape
-//! attempt ends the worker, never the host.
+//! A thread is not a security boundary; a process nearly is. But once `dlopen` starts, every
+//! byte the worker sends is plugin code's to choose: a constructor can write frames on the
+//! channel, close or `dup2` over descriptors, or never return. So:
+//!
+//! - **Descriptors.** The worker starts with an empty environment, working directory `/`,
+//!   fds 0, 1 and 2 on `/dev/null` (a plugin that prints reaches nothing; capturing its
+//!   output for a log is issue 13), the sealed memfd at fd 3, the channel at fd 4 and the
+//!   plan's grant descriptors from fd 5 on, and nothing else: the host places them in the
+//!   child before `exec` and the worker closes every higher descriptor in its first lines.
+//! - **Reports.** The worker restricts itself (namespaces, rlimits, Landlock, seccomp) and
+//!   sends its enforcement report *before* `dlopen`; the host then confirms it from outside
+//!   (`/proc/<pid>/status`: `Seccomp`, `NoNewPrivs`, `Seccomp_filters`; `/proc/<pid>/ns/*`
+//!   against the host's own; `/proc/<pid>/limits`). After `dlopen` the worker only relays
+//!   what `vtcode_plugin_version` and `vtcode_plugin_metadata` returned, and the host checks
+//!   them: a frame after `dlopen` is data, never testimony. A second report, a load failure
+//!   after the plugin loaded, or any frame out of turn is a protocol violation.
+//! - **Sequence.** Every call carries a sequence number and its reply must carry the same:
+//!   a stale, duplicate or forged reply poisons the handle, it is never returned.
+//! - **Time.** Every read, write and wait of the host ends by the call's deadline (or a fixed
+//!   short one when a worker is being ended): a worker is ended by `SIGKILL`, then reaped
+//!   within a bound. Callers queued behind a hung call wait no longer than their own deadline.
+//! - **Tasks.** A thread bomb is bounded per worker: by a `pids` cgroup of its own where the
+//!   host can make one (a root host), else by `RLIMIT_NPROC` inside the worker's own user
+//!   namespace (counted per namespace and user since Linux 5.14, but never for root), else
+//!   the seccomp filter refuses every thread. The report says which.
 //!
 //! The host side ([`ProcessExecutor`]) never trusts the worker: frames are capped
-//! ([`crate::protocol`]), payloads parsed strictly, every call has a wall-clock deadline
-//! after which the worker is killed, and the exit status of a dead worker is reaped and
-//! reported. **After a fault that ends the worker (crash, timeout, protocol violation) the
-//! handle fails every later call with `Fault(Poisoned)`; it does not restart the worker.**
-//! A host that wants the plugin back loads it again, which re-verifies it.
+//! ([`crate::protocol`]), payloads parsed strictly, and the exit status of a dead worker is
+//! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
+//! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
+//! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
 
-use std::io::{self, BufReader, Read};
-use std::os::fd::OwnedFd;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::ffi::{
-    AbiError, FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, SYMBOL_METADATA,
-    decode_result,
-};
+use crate::ffi::{FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, decode_result};
 use crate::load::LoadError;
 use crate::manifest::Manifest;
 use crate::policy::{Isolation, Limits};
-use crate::protocol::{FRAME_OVERHEAD, FrameError, PROTOCOL_VERSION, Tag, read_frame, write_frame};
+use crate::protocol::{
+    FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, ProtocolViolation, Tag, encode_frame,
+    read_frame, write_frame,
+};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
 use crate::sealed::SealedFile;
 
 /// The worker executable's file name.
 pub const WORKER_NAME: &str = "skillgate-worker";
-/// Largest control frame (init, ready, errors).
+/// The worker's descriptor for the sealed library.
+pub const WORKER_MEMFD: RawFd = 3;
+/// The worker's descriptor for its channel to the host.
+pub const WORKER_CHANNEL: RawFd = 4;
+/// The worker's first grant descriptor; the others follow it in the plan's order.
+pub const WORKER_FIRST_GRANT: RawFd = 5;
+/// Largest control frame (init, reports, errors).
 const CONTROL_CAP: usize = 1024 * 1024;
 /// Read buffer of each end of the channel: a small frame arrives with one `read`, header
 /// and payload together. Frame caps are checked as before; the buffer bounds nothing.
 const CHANNEL_BUFFER: usize = 64 * 1024;
-/// How far past its deadline a read may wait before the socket's receive timeout is
-/// lowered (one `setsockopt`). The timeout set for a call's full duration is reused by the
-/// next call instead of being set again before every call.
+/// How far past its deadline a read may wait before the socket's timeout is lowered (one
+/// `setsockopt`). The timeout set for a call's full duration is reused by the next call
+/// instead of being set again before every call.
 const DEADLINE_SLACK: Duration = Duration::from_millis(1);
+/// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
+/// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
+/// reaped when the `Child` is dropped by nobody: it stays until the host exits).
+const REAP_BOUND: Duration = Duration::from_secs(5);
+/// How long a worker whose channel closed may take to exit on its own before it is
+/// treated as having closed its channel deliberately (a process closes its descriptors
+/// while exiting, just before it becomes reapable).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// seccomp filters the worker installs on itself (on top of any the host inherited).
+const WORKER_SECCOMP_FILTERS: u64 = 1;
+
+/// What bounds the number of tasks a plugin can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum TaskBound {
+    /// Nothing: thread isolation cannot bound the plugin's threads (they are the host's).
+    #[default]
+    Unbounded,
+    /// A `pids` cgroup the host made for this worker alone, with `pids.max` = `max`.
+    Cgroup {
+        /// Most tasks, the worker's main thread included.
+        max: u64,
+    },
+    /// `RLIMIT_NPROC` = `max` inside the worker's own user namespace, where the kernel
+    /// counts only the worker's tasks (Linux 5.14 and later; never for root, whose tasks
+    /// the kernel does not count).
+    UserNamespaceRlimit {
+        /// Most tasks, the worker's main thread included.
+        max: u64,
+    },
+    /// The seccomp filter refuses every `clone`: the worker is one task.
+    NoThreads,
+}
 
 /// The first frame the host sends: everything the worker needs to restrict and load.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,39 +116,28 @@ pub struct Init {
     version: u32,
     host_pid: u32,
     plan: SandboxPlan,
-    expected: PluginMetadata,
+    grants: usize,
     output_bytes: usize,
     memory_bytes: u64,
     cpu_seconds: u64,
     file_bytes: u64,
+    threads: u64,
+    /// Whether the host put the worker in a `pids` cgroup of its own (`pids.max` = threads).
+    cgroup: bool,
 }
 
 /// Why the worker could not load the plugin, as it reports it.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum LoadFailure {
-    Setup {
-        detail: String,
-    },
-    Sandbox {
-        detail: String,
-    },
-    Dlopen {
-        detail: String,
-    },
-    AbiVersion {
-        manifest: u32,
-        plugin: u32,
-        host: u32,
-    },
-    MetadataMismatch {
-        field: String,
-        manifest: String,
-        plugin: String,
-    },
-    Metadata {
-        detail: String,
-    },
+    /// Before `dlopen`: the worker could not set itself up.
+    Setup { detail: String },
+    /// Before `dlopen`: the sandbox could not be applied.
+    Sandbox { detail: String },
+    /// From `dlopen` (after the report; plugin code may have run, so only ever a refusal).
+    Dlopen { detail: String },
+    /// A required symbol is missing (after the report, as `Dlopen`).
+    Symbol { name: String, detail: String },
 }
 
 /// A fault of one call, as the worker reports it.
@@ -103,81 +148,95 @@ enum CallFault {
     OutputTooLarge { limit: usize },
 }
 
-fn static_field(name: &str) -> &'static str {
-    match name {
-        "name" => "name",
-        "version" => "version",
-        "abi_version" => "abi_version",
-        _ => "unknown",
-    }
+/// The `Loaded` frame: `[u32 LE version][u8 metadata status][metadata bytes]`.
+const LOADED_HEADER: usize = 5;
+const METADATA_BYTES: u8 = 0;
+const METADATA_NULL: u8 = 1;
+const METADATA_TOO_LARGE: u8 = 2;
+
+fn static_symbol(name: &str) -> &'static str {
+    use crate::ffi::{SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
+    [
+        SYMBOL_VERSION,
+        SYMBOL_METADATA,
+        SYMBOL_EXECUTE,
+        SYMBOL_FREE_STRING,
+    ]
+    .into_iter()
+    .find(|s| *s == name)
+    .unwrap_or("unknown")
+}
+
+/// Where a load stands, for deciding which frames may come next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the worker's report: only its own code has run.
+    Restricting,
+    /// After the report: the worker is in or past `dlopen`.
+    Loading,
 }
 
 impl LoadFailure {
-    fn into_error(self) -> Error {
-        match self {
-            LoadFailure::Setup { detail } => LoadError::Worker(detail).into(),
-            LoadFailure::Sandbox { detail } => SandboxError::Worker(detail).into(),
-            LoadFailure::Dlopen { detail } => LoadError::Dlopen(detail).into(),
-            LoadFailure::AbiVersion {
-                manifest,
-                plugin,
-                host,
-            } => AbiError::VersionMismatch {
-                manifest,
-                plugin,
-                host,
+    /// The error a load failure means, if it may come at `phase`.
+    fn into_error(self, phase: Phase) -> Result<Error, ProtocolViolation> {
+        let waiting = match phase {
+            Phase::Restricting => "waiting for the enforcement report",
+            Phase::Loading => "waiting for the loaded plugin",
+        };
+        let unexpected = ProtocolViolation::Unexpected {
+            tag: Tag::LoadFailed,
+            waiting,
+        };
+        match (self, phase) {
+            (LoadFailure::Setup { detail }, Phase::Restricting) => {
+                Ok(LoadError::Worker(detail).into())
             }
-            .into(),
-            LoadFailure::MetadataMismatch {
-                field,
-                manifest,
-                plugin,
-            } => AbiError::MetadataMismatch {
-                field: static_field(&field),
-                manifest,
-                plugin,
+            (LoadFailure::Sandbox { detail }, Phase::Restricting) => {
+                Ok(SandboxError::Worker(detail).into())
             }
-            .into(),
-            LoadFailure::Metadata { detail } => AbiError::Metadata(FaultError::NotJson {
-                function: SYMBOL_METADATA,
+            (LoadFailure::Dlopen { detail }, Phase::Loading) => {
+                Ok(LoadError::Dlopen(detail).into())
+            }
+            (LoadFailure::Symbol { name, detail }, Phase::Loading) => Ok(LoadError::Symbol {
+                name: static_symbol(&name),
                 detail,
-            })
-            .into(),
+            }
+            .into()),
+            _ => Err(unexpected),
         }
     }
 
     fn from_error(e: &Error) -> LoadFailure {
         match e {
             Error::Sandbox(s) => LoadFailure::Sandbox {
-                detail: s.to_string(),
+                detail: error_chain(s),
             },
             Error::Load(LoadError::Dlopen(d)) => LoadFailure::Dlopen { detail: d.clone() },
-            Error::Abi(AbiError::VersionMismatch {
-                manifest,
-                plugin,
-                host,
-            }) => LoadFailure::AbiVersion {
-                manifest: *manifest,
-                plugin: *plugin,
-                host: *host,
-            },
-            Error::Abi(AbiError::MetadataMismatch {
-                field,
-                manifest,
-                plugin,
-            }) => LoadFailure::MetadataMismatch {
-                field: (*field).to_owned(),
-                manifest: manifest.clone(),
-                plugin: plugin.clone(),
-            },
-            Error::Abi(AbiError::Metadata(f)) => LoadFailure::Metadata {
-                detail: f.to_string(),
+            Error::Load(LoadError::Symbol { name, detail }) => LoadFailure::Symbol {
+                name: (*name).to_owned(),
+                detail: detail.clone(),
             },
             other => LoadFailure::Setup {
-                detail: other.to_string(),
+                detail: error_chain(other),
             },
         }
     }
+}
+
+/// An error and every `source` under it, joined: what crosses the channel is the whole
+/// story (a `dlerror` text included), not the top line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = s.source();
+    }
+    text
 }
 
 /// Finds the worker executable: the policy's `worker` if set; otherwise `skillgate-worker`
@@ -207,20 +266,141 @@ pub fn find_worker(configured: Option<&Path>) -> Result<PathBuf, LoadError> {
     Err(LoadError::WorkerNotFound(searched))
 }
 
+// ---------------------------------------------------------------------------------------
+// Per-worker task bound: a pids cgroup.
+
+/// A `pids` cgroup made for one worker, removed when the worker has been reaped.
+struct Cgroup {
+    dir: PathBuf,
+}
+
+/// Where this process sits in a cgroup hierarchy that has the `pids` controller: the v1
+/// `pids` hierarchy, or the unified (v2) one when it offers `pids`.
+fn pids_cgroup_bases() -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut bases = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "pids") {
+            bases.push(Path::new("/sys/fs/cgroup/pids").join(rel));
+        } else if controllers.is_empty() {
+            let base = Path::new("/sys/fs/cgroup").join(rel);
+            let offers =
+                std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+            if offers.split_whitespace().any(|c| c == "pids") {
+                bases.push(base);
+            }
+        }
+    }
+    bases
+}
+
+/// Removes the empty cgroups of hosts that are gone (a host killed outright cannot remove
+/// its workers' cgroups; the next host does). Only empty cgroups can be removed at all.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(host) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("skillgate-worker-"))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(host).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+impl Cgroup {
+    /// Makes a cgroup with `pids.max` = `max`, where this host may (normally as root).
+    fn create(max: u64) -> Option<Cgroup> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "skillgate-worker-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        for base in pids_cgroup_bases() {
+            remove_stale(&base);
+            let dir = base.join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let cgroup = Cgroup { dir };
+            if std::fs::write(cgroup.dir.join("pids.max"), max.to_string()).is_ok() {
+                return Some(cgroup);
+            }
+            cgroup.remove();
+        }
+        None
+    }
+
+    /// Moves `pid` (a worker that has not loaded anything yet) into the cgroup.
+    fn adopt(&self, pid: u32) -> io::Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+    }
+
+    /// Whether `pid` is in the cgroup.
+    fn holds(&self, pid: u32) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.trim() == pid.to_string())
+    }
+
+    /// Removes the (empty) cgroup. A reaped worker's tasks are all gone, but the kernel may
+    /// take a moment to drop them from the cgroup: a few bounded retries.
+    fn remove(self) {
+        for _ in 0..50 {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        tracing::warn!(cgroup = %self.dir.display(), "cannot remove a worker's cgroup");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The host's side.
+
 struct Worker {
     child: Child,
     channel: BufReader<Channel>,
+    cgroup: Option<Cgroup>,
+    /// Sequence number of the last call sent.
+    seq: u64,
 }
 
-/// The host's end of the socket. Every `read` ends by the current call's deadline: the
-/// socket's receive timeout (`SO_RCVTIMEO`) is lowered whenever it would let a read wait
-/// more than [`DEADLINE_SLACK`] past the deadline, and a read that times out early is
-/// retried with the time that is left.
+/// The host's end of the socket. Every `read` and `write` ends by the current deadline:
+/// the socket's timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`) are lowered whenever they would let
+/// a syscall wait more than [`DEADLINE_SLACK`] past the deadline, and one that times out
+/// early is retried with the time that is left.
 struct Channel {
     stream: UnixStream,
     deadline: Instant,
     /// The receive timeout currently set on the socket (`None`: none set yet).
-    armed: Option<Duration>,
+    armed_read: Option<Duration>,
+    /// The send timeout currently set on the socket (`None`: none set yet).
+    armed_write: Option<Duration>,
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 impl Channel {
@@ -228,13 +408,65 @@ impl Channel {
         Channel {
             stream,
             deadline: Instant::now(),
-            armed: None,
+            armed_read: None,
+            armed_write: None,
         }
     }
 
-    fn arm(&mut self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(timeout))?;
-        self.armed = Some(timeout);
+    /// The time left, or `TimedOut`; re-arms the socket's timeout if it would overrun.
+    fn remaining(&mut self, write: bool) -> io::Result<Duration> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let armed = if write {
+            self.armed_write
+        } else {
+            self.armed_read
+        };
+        if armed.is_none_or(|armed| armed > remaining.saturating_add(DEADLINE_SLACK)) {
+            if write {
+                self.stream.set_write_timeout(Some(remaining))?;
+                self.armed_write = Some(remaining);
+            } else {
+                self.stream.set_read_timeout(Some(remaining))?;
+                self.armed_read = Some(remaining);
+            }
+        }
+        Ok(remaining)
+    }
+
+    /// After a syscall timed out: lowers the timeout to what is left (it timed out early
+    /// when an earlier, shorter timeout was still set), or reports the deadline passed.
+    fn rearm(&mut self, write: bool) -> io::Result<()> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        if write {
+            self.stream.set_write_timeout(Some(remaining))?;
+            self.armed_write = Some(remaining);
+        } else {
+            self.stream.set_read_timeout(Some(remaining))?;
+            self.armed_read = Some(remaining);
+        }
+        Ok(())
+    }
+
+    /// Writes a whole frame before the deadline.
+    fn send(&mut self, tag: Tag, seq: u64, payload: &[u8]) -> io::Result<()> {
+        let frame = encode_frame(tag, seq, payload)?;
+        let mut sent = 0;
+        while sent < frame.len() {
+            self.remaining(true)?;
+            match self.stream.write(frame.get(sent..).unwrap_or_default()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if timed_out(&e) => self.rearm(true)?,
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 }
@@ -242,38 +474,22 @@ impl Channel {
 impl Read for Channel {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            if self
-                .armed
-                .is_none_or(|armed| armed > remaining.saturating_add(DEADLINE_SLACK))
-            {
-                self.arm(remaining)?;
-            }
+            self.remaining(false)?;
             match self.stream.read(buf) {
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    // Timed out: past the deadline (seen above), or early because an
-                    // earlier, shorter timeout is still set.
-                    let remaining = self.deadline.saturating_duration_since(Instant::now());
-                    if !remaining.is_zero() {
-                        self.arm(remaining)?;
-                    }
-                }
+                Err(e) if timed_out(&e) => self.rearm(false)?,
                 other => return other,
             }
         }
     }
 }
 
-/// Handle to a plugin's worker process. Calls are serialized by a mutex around it.
+/// Handle to a plugin's worker process. Calls are serialized: one at a time holds the turn.
 pub(crate) struct ProcessExecutor {
+    /// Whether a call holds the turn; callers wait for it on `turn_free`, up to their
+    /// own deadline.
+    busy: Mutex<bool>,
+    turn_free: Condvar,
+    /// The worker; only the caller holding the turn locks it (or `Drop`).
     worker: Mutex<Option<Worker>>,
     timeout: Duration,
     output_cap: usize,
@@ -288,44 +504,104 @@ impl std::fmt::Debug for ProcessExecutor {
     }
 }
 
-fn reap(worker: &mut Worker, kill: bool) -> FaultError {
-    if kill {
-        let _ = worker.child.kill();
+fn crashed(status: Option<ExitStatus>) -> FaultError {
+    FaultError::Crashed {
+        signal: status.and_then(|s| s.signal()),
+        code: status.and_then(|s| s.code()),
     }
-    match worker.child.wait() {
-        Ok(status) => FaultError::Crashed {
-            signal: status.signal(),
-            code: status.code(),
-        },
-        Err(_) => FaultError::Crashed {
-            signal: None,
-            code: None,
+}
+
+/// Waits up to `bound` for the child to be reapable, then reaps it.
+fn reap_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let until = Instant::now() + bound;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            _ => return None,
+        }
+    }
+}
+
+impl Worker {
+    /// Ends the worker: `SIGKILL`, then a bounded reap, then its cgroup goes. Returns how
+    /// it ended (an exit that came before the kill is reported as such).
+    fn end(mut self) -> Option<ExitStatus> {
+        let _ = self.child.kill();
+        let status = reap_within(&mut self.child, REAP_BOUND);
+        if status.is_none() {
+            tracing::warn!(
+                pid = self.child.id(),
+                "a killed worker was not reapable in time"
+            );
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+        status
+    }
+
+    /// The channel closed: the worker died (report how), or it closed its channel and
+    /// lives on (a violation; it is ended).
+    fn closed(mut self) -> FaultError {
+        if let Some(status) = reap_within(&mut self.child, EXIT_GRACE) {
+            let fault = crashed(Some(status));
+            let _ = self.end();
+            return fault;
+        }
+        let _ = self.end();
+        FaultError::Protocol(ProtocolViolation::ChannelClosed)
+    }
+
+    fn read(&mut self, deadline: Instant, cap: usize) -> Result<Frame, FrameError> {
+        self.channel.get_mut().deadline = deadline;
+        read_frame(&mut self.channel, cap)
+    }
+
+    fn send(&mut self, deadline: Instant, tag: Tag, seq: u64, payload: &[u8]) -> io::Result<()> {
+        let channel = self.channel.get_mut();
+        channel.deadline = deadline;
+        channel.send(tag, seq, payload)
+    }
+}
+
+/// What ended an exchange with the worker: a fault of the call, or a reason to end it.
+enum Ending {
+    /// The worker is gone or must go; the fault to report.
+    Fault(FaultError),
+    /// The channel closed.
+    Closed,
+}
+
+/// Why a load did not complete.
+enum Refusal {
+    /// The worker reported a failure before `dlopen` (or `dlopen`'s own), or the host's
+    /// checks refused what it relayed: the worker is ended and this is the error.
+    Refused(Error),
+    /// The worker must be ended for this reason.
+    Ended(Ending),
+}
+
+/// Maps a failed read to how it ends the worker.
+fn read_failure(e: FrameError, timeout: Duration) -> Ending {
+    match e {
+        FrameError::Io(e) if timed_out(&e) => Ending::Fault(FaultError::Timeout {
+            timeout_ms: duration_ms(timeout),
+        }),
+        FrameError::Closed | FrameError::Io(_) | FrameError::Trailing(_) => Ending::Closed,
+        other => match ProtocolViolation::from_frame(other) {
+            Ok(v) => Ending::Fault(FaultError::Protocol(v)),
+            Err(_) => Ending::Closed,
         },
     }
 }
 
-/// Reads one frame before `deadline`, or reports why not.
-fn read_before(
-    channel: &mut BufReader<Channel>,
-    deadline: Instant,
-    cap: usize,
-) -> Result<(Tag, Vec<u8>), Option<FrameError>> {
-    if deadline.saturating_duration_since(Instant::now()).is_zero() {
-        return Err(None);
-    }
-    channel.get_mut().deadline = deadline;
-    match read_frame(channel, cap) {
-        Ok(f) => Ok(f),
-        Err(FrameError::Io(e))
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(None)
-        }
-        Err(e) => Err(Some(e)),
-    }
+fn violation(v: ProtocolViolation) -> Ending {
+    Ending::Fault(FaultError::Protocol(v))
 }
 
 impl ProcessExecutor {
@@ -337,6 +613,8 @@ impl ProcessExecutor {
         plan: SandboxPlan,
         worker_path: &Path,
     ) -> Result<(Self, Enforcement), Error> {
+        let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let deadline = Instant::now() + timeout;
         let spawn_err = |e: io::Error| {
             Error::from(LoadError::Worker(format!(
                 "cannot start {}: {e}",
@@ -344,39 +622,67 @@ impl ProcessExecutor {
             )))
         };
         let (host_end, worker_end) = UnixStream::pair().map_err(spawn_err)?;
-        // A worker that stops reading must not block a caller past its timeout: writing a
-        // call's input is bounded by the same per-call timeout as waiting for its result.
-        host_end
-            .set_write_timeout(Some(Duration::from_millis(limits.call_timeout_ms)))
-            .map_err(spawn_err)?;
-        let memfd: OwnedFd = library.as_fd().try_clone_to_owned().map_err(spawn_err)?;
+        let mut given: Vec<OwnedFd> = Vec::new();
+        given.push(library.as_fd().try_clone_to_owned().map_err(spawn_err)?);
+        given.push(OwnedFd::from(worker_end));
+        let grants = plan.grant_fds();
+        let grant_count = grants.len();
+        for fd in grants {
+            given.push(fd.try_clone_to_owned().map_err(spawn_err)?);
+        }
         let mut command = Command::new(worker_path);
         command
+            .arg(grant_count.to_string())
             .env_clear()
-            .stdin(Stdio::from(memfd))
-            .stdout(Stdio::from(OwnedFd::from(worker_end)))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .stderr(Stdio::null());
+        let given = place_fds(&mut command, given).map_err(spawn_err)?;
+        let cgroup = Cgroup::create(limits.threads);
         // Spawned from the long-lived spawner thread: see crate::spawner.
-        let child = crate::spawner::spawn(command).map_err(spawn_err)?;
+        let child = crate::spawner::spawn(command).map_err(spawn_err);
+        drop(given);
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(c) = cgroup {
+                    c.remove();
+                }
+                return Err(e);
+            }
+        };
         let mut worker = Worker {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
+            cgroup,
+            seq: 0,
         };
+        // Into its cgroup before it is told anything, so before any plugin code can run.
+        let pid = worker.child.id();
+        if let Some(c) = &worker.cgroup
+            && c.adopt(pid).is_err()
+            && let Some(c) = worker.cgroup.take()
+        {
+            c.remove();
+        }
         let init = Init {
             version: PROTOCOL_VERSION,
             host_pid: std::process::id(),
             plan,
-            expected: manifest.metadata().clone(),
+            grants: grant_count,
             output_bytes: limits.output_bytes,
             memory_bytes: limits.memory_bytes,
             cpu_seconds: limits.cpu_seconds,
             file_bytes: limits.file_bytes,
+            threads: limits.threads,
+            cgroup: worker.cgroup.is_some(),
         };
-        let timeout = Duration::from_millis(limits.call_timeout_ms);
-        let ready = Self::handshake(&mut worker, &init, timeout);
-        match ready {
+        match Self::handshake(&mut worker, &init, manifest.metadata(), deadline, timeout) {
             Ok(enforcement) => {
                 let executor = ProcessExecutor {
+                    busy: Mutex::new(false),
+                    turn_free: Condvar::new(),
                     worker: Mutex::new(Some(worker)),
                     timeout,
                     output_cap: limits.output_bytes.saturating_add(FRAME_OVERHEAD),
@@ -384,119 +690,248 @@ impl ProcessExecutor {
                 };
                 Ok((executor, enforcement))
             }
-            Err(e) => {
-                let _ = worker.child.kill();
-                let _ = worker.child.wait();
+            Err(Refusal::Refused(e)) => {
+                let _ = worker.end();
                 Err(e)
             }
+            Err(Refusal::Ended(Ending::Fault(f))) => {
+                let _ = worker.end();
+                Err(f.into())
+            }
+            Err(Refusal::Ended(Ending::Closed)) => Err(worker.closed().into()),
         }
     }
 
+    /// Init, the report, the loaded plugin. An error carries what to report and whether the
+    /// channel closed (how the worker ended is then found out by the caller).
     fn handshake(
         worker: &mut Worker,
         init: &Init,
+        expected: &PluginMetadata,
+        deadline: Instant,
         timeout: Duration,
-    ) -> Result<Enforcement, Error> {
-        let deadline = Instant::now() + timeout;
-        let init = serde_json::to_vec(init).map_err(Error::Input)?;
-        if write_frame(&mut worker.channel.get_mut().stream, Tag::Init, &init).is_err() {
-            return Err(reap(worker, true).into());
-        }
-        match read_before(&mut worker.channel, deadline, CONTROL_CAP) {
-            Ok((Tag::Ready, payload)) => serde_json::from_slice::<Enforcement>(&payload)
-                .map_err(|e| FaultError::Protocol(format!("bad ready frame: {e}")).into()),
-            Ok((Tag::LoadFailed, payload)) => {
-                let failure: LoadFailure = serde_json::from_slice(&payload).map_err(|e| {
-                    Error::from(FaultError::Protocol(format!("bad load-failure frame: {e}")))
-                })?;
-                let _ = worker.child.wait();
-                Err(failure.into_error())
-            }
-            Ok((tag, _)) => {
-                Err(FaultError::Protocol(format!("unexpected {tag:?} frame during load")).into())
-            }
-            Err(None) => {
-                let _ = reap(worker, true);
-                Err(FaultError::Timeout {
+    ) -> Result<Enforcement, Refusal> {
+        let fail = Refusal::Ended;
+        let init_bytes = serde_json::to_vec(init).map_err(|e| Refusal::Refused(Error::Input(e)))?;
+        if let Err(e) = worker.send(deadline, Tag::Init, 0, &init_bytes) {
+            return Err(fail(if timed_out(&e) {
+                Ending::Fault(FaultError::Timeout {
                     timeout_ms: duration_ms(timeout),
+                })
+            } else {
+                Ending::Closed
+            }));
+        }
+        let mut phase = Phase::Restricting;
+        let mut enforcement = None;
+        let mut unconfirmed = None;
+        loop {
+            let frame = worker
+                .read(
+                    deadline,
+                    CONTROL_CAP.max(
+                        init.output_bytes
+                            .saturating_add(FRAME_OVERHEAD + LOADED_HEADER),
+                    ),
+                )
+                .map_err(|e| fail(read_failure(e, timeout)))?;
+            let waiting = match phase {
+                Phase::Restricting => "waiting for the enforcement report",
+                Phase::Loading => "waiting for the loaded plugin",
+            };
+            if frame.seq != 0 {
+                return Err(fail(violation(ProtocolViolation::WrongSequence {
+                    expected: 0,
+                    got: frame.seq,
+                })));
+            }
+            match (frame.tag, phase) {
+                (Tag::Restricted, Phase::Restricting) => {
+                    let mut report: Enforcement =
+                        serde_json::from_slice(&frame.payload).map_err(|e| {
+                            fail(violation(ProtocolViolation::Malformed {
+                                tag: Tag::Restricted,
+                                detail: e.to_string(),
+                            }))
+                        })?;
+                    match confirm(worker, init, &mut report) {
+                        Ok(()) => enforcement = Some(report),
+                        // A worker that died meanwhile (a failed dlopen exits at once) cannot
+                        // be looked at: what it sent last says why; it can never load.
+                        Err(v) if matches!(worker.child.try_wait(), Ok(Some(_))) => {
+                            unconfirmed = Some(v);
+                        }
+                        Err(v) => return Err(fail(violation(v))),
+                    }
+                    phase = Phase::Loading;
                 }
-                .into())
+                (Tag::LoadFailed, _) => {
+                    let failure: LoadFailure =
+                        serde_json::from_slice(&frame.payload).map_err(|e| {
+                            fail(violation(ProtocolViolation::Malformed {
+                                tag: Tag::LoadFailed,
+                                detail: e.to_string(),
+                            }))
+                        })?;
+                    return Err(match failure.into_error(phase) {
+                        Ok(e) => Refusal::Refused(e),
+                        Err(v) => fail(violation(v)),
+                    });
+                }
+                (Tag::Loaded, Phase::Loading) => {
+                    let (version, metadata) = parse_loaded(&frame.payload, init.output_bytes)
+                        .map_err(|v| fail(violation(v)))?;
+                    crate::executor::check_abi(expected, version, metadata)
+                        .map_err(Refusal::Refused)?;
+                    return match (enforcement, unconfirmed) {
+                        (Some(e), _) => Ok(e),
+                        (None, Some(v)) => Err(fail(violation(v))),
+                        (None, None) => Err(fail(Ending::Closed)),
+                    };
+                }
+                (tag, _) => {
+                    return Err(fail(violation(ProtocolViolation::Unexpected {
+                        tag,
+                        waiting,
+                    })));
+                }
             }
-            Err(Some(FrameError::Closed)) | Err(Some(FrameError::Io(_))) => {
-                Err(reap(worker, false).into())
-            }
-            Err(Some(e)) => Err(FaultError::Protocol(e.to_string()).into()),
         }
     }
 
     /// Runs one call in the worker.
     pub(crate) fn call(&self, input: &[u8]) -> Result<PluginResult, FaultError> {
-        let mut guard = self.worker.lock().map_err(|_| FaultError::Poisoned)?;
+        let deadline = Instant::now() + self.timeout;
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(FaultError::Poisoned);
+        }
+        let _turn = self.take_turn(deadline)?;
+        let mut guard = self.lock_worker();
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
         let Some(worker) = guard.as_mut() else {
             return Err(FaultError::Poisoned);
         };
-        let outcome = self.exchange(worker, input);
-        if let Err(fault) = &outcome
-            && fault.ends_worker()
-        {
-            self.poisoned.store(true, Ordering::Release);
-            if let Some(mut w) = guard.take() {
-                let _ = w.child.kill();
-                let _ = w.child.wait();
+        match self.exchange(worker, input, deadline) {
+            Ok(result) => result,
+            Err(ending) => {
+                self.poisoned.store(true, Ordering::Release);
+                let Some(worker) = guard.take() else {
+                    return Err(FaultError::Poisoned);
+                };
+                drop(guard);
+                match ending {
+                    Ending::Fault(f) => {
+                        let _ = worker.end();
+                        Err(f)
+                    }
+                    Ending::Closed => Err(worker.closed()),
+                }
             }
         }
-        outcome
     }
 
-    fn exchange(&self, worker: &mut Worker, input: &[u8]) -> Result<PluginResult, FaultError> {
-        let deadline = Instant::now() + self.timeout;
-        if let Err(e) = write_frame(&mut worker.channel.get_mut().stream, Tag::Call, input) {
-            let ended = reap(worker, true);
-            return Err(match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FaultError::Timeout {
+    fn lock_worker(&self) -> MutexGuard<'_, Option<Worker>> {
+        self.worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the turn until `deadline`. A caller that does not get it in time gets
+    /// `Timeout` (its call never reached the worker, so the handle is not poisoned by it).
+    fn take_turn(&self, deadline: Instant) -> Result<Turn<'_>, FaultError> {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(FaultError::Timeout {
                     timeout_ms: duration_ms(self.timeout),
-                },
-                _ => ended,
+                });
+            }
+            busy = match self.turn_free.wait_timeout(busy, remaining) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        *busy = true;
+        Ok(Turn(self))
+    }
+
+    /// One call: `Ok` with the call's own result (which may be a fault that leaves the
+    /// worker serving), or `Err` with why the worker must end.
+    fn exchange(
+        &self,
+        worker: &mut Worker,
+        input: &[u8],
+        deadline: Instant,
+    ) -> Result<Result<PluginResult, FaultError>, Ending> {
+        let timeout = || FaultError::Timeout {
+            timeout_ms: duration_ms(self.timeout),
+        };
+        worker.seq = worker.seq.saturating_add(1);
+        let seq = worker.seq;
+        if let Err(e) = worker.send(deadline, Tag::Call, seq, input) {
+            return Err(if timed_out(&e) {
+                Ending::Fault(timeout())
+            } else {
+                Ending::Closed
             });
         }
-        match read_before(&mut worker.channel, deadline, self.output_cap) {
-            Ok((Tag::Output, bytes)) => decode_result(&bytes),
-            Ok((Tag::Fault, payload)) => match serde_json::from_slice::<CallFault>(&payload) {
-                Ok(CallFault::NullResult) => Err(FaultError::NullResult {
-                    function: SYMBOL_EXECUTE,
-                }),
-                Ok(CallFault::OutputTooLarge { limit }) => Err(FaultError::OutputTooLarge {
-                    function: SYMBOL_EXECUTE,
-                    limit,
-                }),
-                Err(e) => Err(FaultError::Protocol(format!("bad fault frame: {e}"))),
-            },
-            Ok((tag, _)) => Err(FaultError::Protocol(format!(
-                "unexpected {tag:?} frame for a call"
-            ))),
-            Err(None) => {
-                let _ = reap(worker, true);
-                Err(FaultError::Timeout {
-                    timeout_ms: duration_ms(self.timeout),
-                })
-            }
-            Err(Some(FrameError::Closed)) | Err(Some(FrameError::Io(_))) => {
-                Err(reap(worker, false))
-            }
-            Err(Some(FrameError::TooLarge { .. })) => Err(FaultError::OutputTooLarge {
+        let frame = worker
+            .read(deadline, self.output_cap)
+            .map_err(|e| read_failure(e, self.timeout))?;
+        if !matches!(frame.tag, Tag::Output | Tag::Fault) {
+            return Err(violation(ProtocolViolation::Unexpected {
+                tag: frame.tag,
+                waiting: "waiting for a call's reply",
+            }));
+        }
+        if frame.seq != seq {
+            return Err(violation(ProtocolViolation::WrongSequence {
+                expected: seq,
+                got: frame.seq,
+            }));
+        }
+        if frame.tag == Tag::Output {
+            return Ok(decode_result(&frame.payload));
+        }
+        match serde_json::from_slice::<CallFault>(&frame.payload) {
+            Ok(CallFault::NullResult) => Ok(Err(FaultError::NullResult {
                 function: SYMBOL_EXECUTE,
-                limit: self.output_cap - FRAME_OVERHEAD,
-            }),
-            Err(Some(e)) => Err(FaultError::Protocol(e.to_string())),
+            })),
+            Ok(CallFault::OutputTooLarge { limit }) => Ok(Err(FaultError::OutputTooLarge {
+                function: SYMBOL_EXECUTE,
+                limit,
+            })),
+            Err(e) => Err(violation(ProtocolViolation::Malformed {
+                tag: Tag::Fault,
+                detail: e.to_string(),
+            })),
         }
     }
 
     /// The worker's process id, while it runs.
     pub(crate) fn worker_pid(&self) -> Option<u32> {
-        self.worker.lock().ok()?.as_ref().map(|w| w.child.id())
+        self.lock_worker().as_ref().map(|w| w.child.id())
+    }
+}
+
+/// Holding the turn; releasing it wakes the next caller.
+struct Turn<'a>(&'a ProcessExecutor);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .0
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *busy = false;
+        self.0.turn_free.notify_one();
     }
 }
 
@@ -506,9 +941,8 @@ impl Drop for ProcessExecutor {
             Ok(w) => w.take(),
             Err(poisoned) => poisoned.into_inner().take(),
         };
-        if let Some(mut w) = worker {
-            let _ = w.child.kill();
-            let _ = w.child.wait();
+        if let Some(w) = worker {
+            let _ = w.end();
         }
     }
 }
@@ -517,28 +951,264 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Gives the worker `fds` at [`WORKER_MEMFD`], [`WORKER_CHANNEL`] and the grant numbers
+/// after them. Returns the host's copies, which must stay open until the spawn returns.
+///
+/// The host is multi-threaded, so between `fork` and `exec` only async-signal-safe calls
+/// are made (`fcntl`, `dup2`, `close_range`) and nothing is allocated.
+#[allow(unsafe_code)]
+fn place_fds(command: &mut Command, fds: Vec<OwnedFd>) -> io::Result<Vec<OwnedFd>> {
+    use std::os::unix::process::CommandExt;
+    // Copies at 3 or above: std puts /dev/null on 0-2 before the hook runs, which would
+    // replace a source that happened to sit there (a host with its stdio closed).
+    let mut held = Vec::with_capacity(fds.len());
+    for fd in &fds {
+        held.push(rustix::io::fcntl_dupfd_cloexec(fd, 3)?);
+    }
+    drop(fds);
+    let sources: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut targets = Vec::with_capacity(sources.len());
+    for i in 0..sources.len() {
+        let i = RawFd::try_from(i).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        targets.push(
+            WORKER_MEMFD
+                .checked_add(i)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?,
+        );
+    }
+    let end = targets.last().map_or(WORKER_MEMFD, |t| t.saturating_add(1));
+    let mut temps: Vec<RawFd> = vec![-1; sources.len()];
+    let hook = move || -> io::Result<()> {
+        // Every source first moves above the targets (close-on-exec), so that placing one
+        // target cannot overwrite a source not yet placed; `dup2` onto a different number
+        // then clears close-on-exec on the target.
+        for (src, tmp) in sources.iter().zip(temps.iter_mut()) {
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor this process holds; no memory
+            // is passed.
+            let t = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, end) };
+            if t < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *tmp = t;
+        }
+        for (tmp, target) in temps.iter().zip(&targets) {
+            // SAFETY: dup2 between two descriptor numbers; whatever the host had at
+            // `target` (close-on-exec, like everything std opens) is replaced in the child.
+            if unsafe { libc::dup2(*tmp, *target) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: close_range with integer arguments, flag CLOSE_RANGE_CLOEXEC: anything
+        // above the targets that a library of the host opened without close-on-exec is
+        // closed by exec. Failure (an old kernel) is harmless: the worker closes them too.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                end,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls on integers captured
+    // before the fork and allocates nothing (see above).
+    unsafe { command.pre_exec(hook) };
+    Ok(held)
+}
+
+/// Reads one `Name:\tvalue` field of a `/proc/<pid>/status` text.
+fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Confirms from outside what the worker reported about itself before `dlopen`.
+fn confirm(
+    worker: &Worker,
+    init: &Init,
+    report: &mut Enforcement,
+) -> Result<(), ProtocolViolation> {
+    let pid = worker.child.id();
+    let unconfirmed =
+        |what: &'static str, reported: String, observed: String| ProtocolViolation::Unconfirmed {
+            what,
+            reported,
+            observed,
+        };
+    if report.isolation != Isolation::Process {
+        return Err(unconfirmed(
+            "isolation",
+            report.isolation.to_string(),
+            Isolation::Process.to_string(),
+        ));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let own = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let seccomp = status_field(&status, "Seccomp");
+    if report.seccomp != (seccomp == Some("2")) {
+        return Err(unconfirmed(
+            "seccomp",
+            report.seccomp.to_string(),
+            format!("Seccomp: {}", seccomp.unwrap_or("unreadable")),
+        ));
+    }
+    let nnp = status_field(&status, "NoNewPrivs");
+    if report.no_new_privs != (nnp == Some("1")) {
+        return Err(unconfirmed(
+            "no_new_privs",
+            report.no_new_privs.to_string(),
+            format!("NoNewPrivs: {}", nnp.unwrap_or("unreadable")),
+        ));
+    }
+    let filters = |s: &str| status_field(s, "Seccomp_filters").and_then(|v| v.parse::<u64>().ok());
+    if report.seccomp
+        && let Some(inherited) = filters(&own)
+    {
+        let expected = inherited.saturating_add(WORKER_SECCOMP_FILTERS);
+        if filters(&status) != Some(expected) {
+            return Err(unconfirmed(
+                "seccomp_filters",
+                expected.to_string(),
+                format!("{:?}", filters(&status)),
+            ));
+        }
+    }
+    for name in &report.namespaces {
+        if name != "user" && name != "net" {
+            return Err(unconfirmed("namespaces", name.clone(), "unknown".into()));
+        }
+    }
+    for ns in ["user", "net"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"));
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"));
+        let (Ok(theirs), Ok(ours)) = (theirs, ours) else {
+            return Err(unconfirmed(
+                "namespaces",
+                format!("{:?}", report.namespaces),
+                format!("/proc/{pid}/ns/{ns} unreadable"),
+            ));
+        };
+        let entered = report.namespaces.iter().any(|n| n == ns);
+        if entered != (theirs != ours) {
+            return Err(unconfirmed(
+                "namespaces",
+                format!("{ns} entered: {entered}"),
+                format!("{} vs the host's {}", theirs.display(), ours.display()),
+            ));
+        }
+    }
+    let tasks = report.tasks;
+    let confirmed = match tasks {
+        TaskBound::Cgroup { max } => {
+            max == init.threads && worker.cgroup.as_ref().is_some_and(|c| c.holds(pid))
+        }
+        TaskBound::UserNamespaceRlimit { max } => {
+            !init.cgroup
+                && max == init.threads
+                && report.namespaces.iter().any(|n| n == "user")
+                && max_processes(pid) == Some(max)
+        }
+        TaskBound::NoThreads => !init.cgroup,
+        TaskBound::Unbounded => false,
+    };
+    if !confirmed {
+        return Err(unconfirmed(
+            "tasks",
+            format!("{tasks:?}"),
+            format!(
+                "cgroup: {}, Max processes: {:?}",
+                init.cgroup,
+                max_processes(pid)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The soft `Max processes` limit in `/proc/<pid>/limits`.
+fn max_processes(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max processes"))?;
+    line.strip_prefix("Max processes")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Parses a `Loaded` frame: what the plugin's version and metadata functions returned.
+fn parse_loaded(
+    payload: &[u8],
+    output_bytes: usize,
+) -> Result<(u32, Result<Vec<u8>, FaultError>), ProtocolViolation> {
+    use crate::ffi::SYMBOL_METADATA;
+    let malformed = |detail: &str| ProtocolViolation::Malformed {
+        tag: Tag::Loaded,
+        detail: detail.to_owned(),
+    };
+    let (version, rest) = payload
+        .split_first_chunk::<4>()
+        .ok_or_else(|| malformed("no version"))?;
+    let (status, bytes) = rest
+        .split_first()
+        .ok_or_else(|| malformed("no metadata status"))?;
+    let version = u32::from_le_bytes(*version);
+    let metadata = match *status {
+        METADATA_BYTES if bytes.len() <= output_bytes => Ok(bytes.to_vec()),
+        METADATA_BYTES => return Err(malformed("metadata over the output limit")),
+        METADATA_NULL if bytes.is_empty() => Err(FaultError::NullResult {
+            function: SYMBOL_METADATA,
+        }),
+        METADATA_TOO_LARGE if bytes.is_empty() => Err(FaultError::OutputTooLarge {
+            function: SYMBOL_METADATA,
+            limit: output_bytes,
+        }),
+        _ => return Err(malformed("bad metadata status")),
+    };
+    Ok((version, metadata))
+}
+
 /// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame
 /// decoder, then the strict parse of its payload. Shared by the `ipc_frame` fuzz target and
 /// the corpus replay; a hostile worker controls every byte of it.
 #[doc(hidden)]
 pub fn fuzz_host_frame(bytes: &[u8]) {
-    let Ok((tag, payload)) = crate::protocol::decode_frame(bytes, CONTROL_CAP) else {
+    let Ok(frame) = crate::protocol::decode_frame(bytes, CONTROL_CAP) else {
         return;
     };
-    match tag {
-        Tag::Ready => {
-            let _ = serde_json::from_slice::<Enforcement>(&payload);
+    match frame.tag {
+        Tag::Restricted => {
+            let _ = serde_json::from_slice::<Enforcement>(&frame.payload);
         }
         Tag::LoadFailed => {
-            if let Ok(failure) = serde_json::from_slice::<LoadFailure>(&payload) {
-                let _ = failure.into_error().to_string();
+            if let Ok(failure) = serde_json::from_slice::<LoadFailure>(&frame.payload) {
+                let _ = failure.into_error(Phase::Loading).map(|e| e.to_string());
             }
         }
         Tag::Fault => {
-            let _ = serde_json::from_slice::<CallFault>(&payload);
+            let _ = serde_json::from_slice::<CallFault>(&frame.payload);
         }
         Tag::Output => {
-            let _ = decode_result(&payload);
+            let _ = decode_result(&frame.payload);
+        }
+        Tag::Loaded => {
+            if let Ok((version, metadata)) = parse_loaded(&frame.payload, CONTROL_CAP) {
+                let expected = PluginMetadata {
+                    name: "fuzz".into(),
+                    description: String::new(),
+                    version: "1.0.0".into(),
+                    author: None,
+                    abi_version: 1,
+                    when_to_use: None,
+                    when_not_to_use: None,
+                    allowed_tools: None,
+                    thread_safe: false,
+                };
+                let _ = crate::executor::check_abi(&expected, version, metadata);
+            }
         }
         Tag::Init | Tag::Call => {}
     }
@@ -556,25 +1226,40 @@ pub fn worker_main() -> ExitCode {
     }
 }
 
+/// Takes the descriptors the host placed (memfd, channel, `grants` grant descriptors) and
+/// closes every other one above 2 before anything can reuse a number.
 #[allow(unsafe_code)]
-fn take_standard_fds() -> (OwnedFd, OwnedFd) {
+fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
     use std::os::fd::FromRawFd;
-    // SAFETY: the host started this process with the sealed memfd as fd 0 and the socket
-    // as fd 1; nothing else in this process owns them (std's stdin/stdout handles are never
-    // used by the worker).
-    unsafe { (OwnedFd::from_raw_fd(0), OwnedFd::from_raw_fd(1)) }
-}
-
-#[allow(unsafe_code)]
-fn close_other_fds() -> io::Result<()> {
-    // SAFETY: close_range with integer arguments; fds 0 and 1 are kept, everything else the
-    // worker may have inherited is closed. No Rust object owns those descriptors.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 2u32, u32::MAX, 0u32) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    let count = RawFd::try_from(grants).map_err(|_| 10u8)?;
+    let end = WORKER_FIRST_GRANT.checked_add(count).ok_or(10u8)?;
+    let end = u32::try_from(end).map_err(|_| 10u8)?;
+    // SAFETY: close_range with integer arguments: every descriptor from `end` up is
+    // closed. No Rust object owns any of them (the worker has opened nothing yet).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, end, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(10);
     }
+    let mut taken = Vec::new();
+    for fd in WORKER_MEMFD..WORKER_FIRST_GRANT.saturating_add(count) {
+        if rustix::io::fcntl_getfd(
+            // SAFETY: a borrow for the duration of the check; `fd` is an integer the kernel
+            // answers EBADF for if it is not open.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        )
+        .is_err()
+        {
+            return Err(10);
+        }
+        // SAFETY: the host placed this descriptor here for the worker (see `place_fds`),
+        // it is open (checked above), and it is taken exactly once.
+        taken.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let mut taken = taken.into_iter();
+    let (Some(memfd), Some(channel)) = (taken.next(), taken.next()) else {
+        return Err(10);
+    };
+    Ok((memfd, channel, taken.collect()))
 }
 
 /// Puts the default action back for SIGSEGV and SIGBUS. Rust's runtime installs handlers for
@@ -590,23 +1275,24 @@ fn default_fault_signals() {
     }
 }
 
+fn set_limit(r: rustix::process::Resource, v: u64) -> io::Result<()> {
+    rustix::process::setrlimit(
+        r,
+        rustix::process::Rlimit {
+            current: Some(v),
+            maximum: Some(v),
+        },
+    )
+    .map_err(io::Error::from)
+}
+
 fn set_limits(init: &Init) -> io::Result<()> {
-    use rustix::process::{Resource, Rlimit, setrlimit};
-    let set = |r, v: u64| {
-        setrlimit(
-            r,
-            Rlimit {
-                current: Some(v),
-                maximum: Some(v),
-            },
-        )
-    };
-    set(Resource::As, init.memory_bytes)?;
-    set(Resource::Cpu, init.cpu_seconds)?;
-    set(Resource::Nofile, 64)?;
-    set(Resource::Fsize, init.file_bytes)?;
-    set(Resource::Core, 0)?;
-    set(Resource::Nproc, 64)?;
+    use rustix::process::Resource;
+    set_limit(Resource::As, init.memory_bytes)?;
+    set_limit(Resource::Cpu, init.cpu_seconds)?;
+    set_limit(Resource::Nofile, 64)?;
+    set_limit(Resource::Fsize, init.file_bytes)?;
+    set_limit(Resource::Core, 0)?;
     Ok(())
 }
 
@@ -631,92 +1317,229 @@ fn try_namespaces(network: bool) -> Vec<String> {
     got
 }
 
+/// Bounds the worker's tasks (see the module docs). `root`: the worker's real uid was 0
+/// before it entered a user namespace, so `RLIMIT_NPROC` would not be checked.
+fn bound_tasks(
+    init: &Init,
+    plan: &mut SandboxPlan,
+    namespaces: &[String],
+    root: bool,
+) -> io::Result<TaskBound> {
+    if init.cgroup {
+        return Ok(TaskBound::Cgroup { max: init.threads });
+    }
+    if !root && namespaces.iter().any(|n| n == "user") {
+        // Set after entering the namespace: its count starts at this one task, and the
+        // parent's limit recorded when the namespace was made stays the host's.
+        set_limit(rustix::process::Resource::Nproc, init.threads)?;
+        return Ok(TaskBound::UserNamespaceRlimit { max: init.threads });
+    }
+    plan.forbid_threads();
+    Ok(TaskBound::NoThreads)
+}
+
 fn run_worker() -> Result<(), u8> {
-    let (memfd, channel) = take_standard_fds();
-    close_other_fds().map_err(|_| 10u8)?;
+    let grants: usize = std::env::args_os()
+        .nth(1)
+        .and_then(|a| a.to_str()?.parse().ok())
+        .ok_or(10u8)?;
+    let (memfd, channel, grant_fds) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     let _ = rustix::process::setsid();
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|_| 11u8)?;
-    let (tag, payload) = read_frame(&mut channel, CONTROL_CAP).map_err(|_| 12u8)?;
-    let init: Init = match (tag, serde_json::from_slice::<Init>(&payload)) {
-        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION => init,
+    let frame = read_frame(&mut channel, CONTROL_CAP).map_err(|_| 12u8)?;
+    let init: Init = match (frame.tag, serde_json::from_slice::<Init>(&frame.payload)) {
+        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION && init.grants == grants => init,
         _ => return Err(13),
     };
     // The host may have died before the death signal was armed.
-    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(init.host_pid) {
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get().unsigned_abs())
+        != Some(init.host_pid)
+    {
         return Err(14);
     }
     let fail = |channel: &mut BufReader<std::fs::File>, failure: LoadFailure| -> u8 {
         let _ = serde_json::to_vec(&failure)
-            .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, &b));
+            .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, 0, &b));
         20
     };
-    if let Err(e) = set_limits(&init) {
-        return Err(fail(
-            &mut channel,
-            LoadFailure::Setup {
-                detail: format!("setrlimit: {e}"),
-            },
-        ));
-    }
+    let setup = |detail: String| LoadFailure::Setup { detail };
     default_fault_signals();
+    let root = rustix::process::getuid().is_root();
     let namespaces = try_namespaces(!init.plan.connect_tcp().is_empty());
+    let mut plan = init.plan.clone();
+    let tasks = match bound_tasks(&init, &mut plan, &namespaces, root) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(&mut channel, setup(format!("RLIMIT_NPROC: {e}")))),
+    };
+    if let Err(e) = set_limits(&init) {
+        return Err(fail(&mut channel, setup(format!("setrlimit: {e}"))));
+    }
     let library = match SealedFile::from_inherited(memfd) {
         Ok(l) => l,
-        Err(e) => {
-            return Err(fail(
-                &mut channel,
-                LoadFailure::Setup {
-                    detail: e.to_string(),
-                },
-            ));
-        }
+        Err(e) => return Err(fail(&mut channel, setup(error_chain(&e)))),
     };
-    let loaded = init
-        .plan
-        .apply(Isolation::Process)
-        .map_err(Error::from)
-        .and_then(|enforcement| {
-            Ok((
-                crate::executor::open_and_check(library, &init.expected, init.output_bytes)?,
-                enforcement,
-            ))
-        });
-    let (symbols, mut enforcement) = match loaded {
-        Ok(ok) => ok,
+    if let Err(e) = plan.adopt_grant_fds(grant_fds) {
+        return Err(fail(&mut channel, LoadFailure::from_error(&e.into())));
+    }
+    // The library is opened on a short-lived loader thread (no writes, no threads) while
+    // this thread, which then serves the calls, can never map anything executable
+    // (`sandbox::load_sandboxed`). The report is sent from the loader thread once both are
+    // restricted and before `dlopen`: it is fixed before any plugin code runs, and the host
+    // confirms it from outside.
+    let report_failed = std::sync::atomic::AtomicBool::new(false);
+    let loaded = crate::sandbox::load_sandboxed(&plan, Isolation::Process, |enforcement| {
+        let mut enforcement = enforcement.clone();
+        enforcement.namespaces = namespaces;
+        enforcement.tasks = tasks;
+        let sent = serde_json::to_vec(&enforcement)
+            .map_err(io::Error::other)
+            .and_then(|report| write_frame(channel.get_mut(), Tag::Restricted, 0, &report));
+        if sent.is_err() {
+            report_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(LoadError::Worker("cannot send the report".to_owned()).into());
+        }
+        crate::load::dlopen_sealed(library).map_err(Error::from)
+    });
+    let symbols = match loaded {
+        Ok((symbols, _)) => symbols,
+        Err(_) if report_failed.load(std::sync::atomic::Ordering::Relaxed) => return Err(22),
         Err(e) => return Err(fail(&mut channel, LoadFailure::from_error(&e))),
     };
-    enforcement.namespaces = namespaces;
-    let ready = serde_json::to_vec(&enforcement).map_err(|_| 21u8)?;
-    write_frame(channel.get_mut(), Tag::Ready, &ready).map_err(|_| 22u8)?;
+    // From here on the plugin could have written anything on the channel: the worker
+    // relays what the plugin returns and the host checks it.
+    let mut loaded = symbols.call_version().to_le_bytes().to_vec();
+    match symbols.call_metadata(init.output_bytes) {
+        Ok(bytes) => {
+            loaded.push(METADATA_BYTES);
+            loaded.extend_from_slice(&bytes);
+        }
+        Err(FaultError::OutputTooLarge { .. }) => loaded.push(METADATA_TOO_LARGE),
+        Err(_) => loaded.push(METADATA_NULL),
+    }
+    write_frame(channel.get_mut(), Tag::Loaded, 0, &loaded).map_err(|_| 22u8)?;
+    serve(&mut channel, &symbols, init.output_bytes)
+}
+
+/// Serves calls until the host closes the channel.
+fn serve(
+    channel: &mut BufReader<std::fs::File>,
+    symbols: &crate::load::PluginSymbols,
+    output_bytes: usize,
+) -> Result<(), u8> {
     let input_cap = CONTROL_CAP.saturating_mul(64);
     loop {
-        let (tag, mut input) = match read_frame(&mut channel, input_cap) {
+        let frame = match read_frame(channel, input_cap) {
             Ok(f) => f,
             Err(FrameError::Closed) => return Ok(()),
             Err(_) => return Err(23),
         };
-        if tag != Tag::Call {
+        if frame.tag != Tag::Call {
             return Err(24);
         }
+        let mut input = frame.payload;
         input.push(0);
         let Ok(input) = std::ffi::CString::from_vec_with_nul(input) else {
             return Err(25);
         };
-        let sent = match symbols.call_execute(&input, init.output_bytes) {
-            Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, &bytes),
+        let seq = frame.seq;
+        let sent = match symbols.call_execute(&input, output_bytes) {
+            Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, seq, &bytes),
             Err(FaultError::OutputTooLarge { limit, .. }) => {
                 serde_json::to_vec(&CallFault::OutputTooLarge { limit })
                     .map_err(io::Error::other)
-                    .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, &b))
+                    .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b))
             }
             Err(_) => serde_json::to_vec(&CallFault::NullResult)
                 .map_err(io::Error::other)
-                .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, &b)),
+                .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b)),
         };
         if sent.is_err() {
             return Err(26);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn loaded(version: u32, status: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut v = version.to_le_bytes().to_vec();
+        v.push(status);
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    #[test]
+    fn loaded_relays_parse_strictly() {
+        let (v, m) = parse_loaded(&loaded(99, METADATA_BYTES, b"{}"), 10).unwrap();
+        assert_eq!((v, m.unwrap()), (99, b"{}".to_vec()));
+        assert!(matches!(
+            parse_loaded(&loaded(1, METADATA_NULL, b""), 10).unwrap().1,
+            Err(FaultError::NullResult { .. })
+        ));
+        assert!(matches!(
+            parse_loaded(&loaded(1, METADATA_TOO_LARGE, b""), 10)
+                .unwrap()
+                .1,
+            Err(FaultError::OutputTooLarge { limit: 10, .. })
+        ));
+        for bad in [
+            loaded(1, METADATA_BYTES, &[b'x'; 11]),
+            loaded(1, METADATA_NULL, b"x"),
+            loaded(1, METADATA_TOO_LARGE, b"x"),
+            loaded(1, 3, b""),
+            vec![1, 0, 0, 0],
+            vec![1, 0],
+            vec![],
+        ] {
+            assert!(
+                matches!(
+                    parse_loaded(&bad, 10),
+                    Err(ProtocolViolation::Malformed {
+                        tag: Tag::Loaded,
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_failures_are_accepted_only_in_their_phase() {
+        let setup = || LoadFailure::Setup { detail: "x".into() };
+        let dlopen = || LoadFailure::Dlopen { detail: "x".into() };
+        assert!(matches!(
+            setup().into_error(Phase::Restricting),
+            Ok(Error::Load(LoadError::Worker(_)))
+        ));
+        assert!(matches!(
+            setup().into_error(Phase::Loading),
+            Err(ProtocolViolation::Unexpected {
+                tag: Tag::LoadFailed,
+                ..
+            })
+        ));
+        assert!(matches!(
+            dlopen().into_error(Phase::Loading),
+            Ok(Error::Load(LoadError::Dlopen(_)))
+        ));
+        assert!(matches!(
+            dlopen().into_error(Phase::Restricting),
+            Err(ProtocolViolation::Unexpected { .. })
+        ));
+    }
+
+    #[test]
+    fn status_fields_are_read_by_name() {
+        let status = "Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t3\nNoNewPrivs:\t1\n";
+        assert_eq!(status_field(status, "Seccomp"), Some("2"));
+        assert_eq!(status_field(status, "Seccomp_filters"), Some("3"));
+        assert_eq!(status_field(status, "NoNewPrivs"), Some("1"));
+        assert_eq!(status_field(status, "Missing"), None);
     }
 }

@@ -74,6 +74,7 @@ fn seeds_are_valid_inputs_where_they_should_be() {
     );
     assert!(skillgate::PublicKey::parse_minisign(&read("public_key", "seed-minisign.pub")).is_ok());
     assert!(skillgate::protocol::decode_frame(&read("ipc_frame", "seed-output"), 1 << 20).is_ok());
+    assert!(skillgate::protocol::decode_frame(&read("ipc_frame", "seed-loaded"), 1 << 20).is_ok());
     assert!(skillgate::ffi::decode_result(&read("ffi_result", "seed-result.json")).is_ok());
     assert!(skillgate::inspect::inspect_bytes(&read("elf", "seed-c-plugin.so")).is_ok());
 }

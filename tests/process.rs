@@ -14,8 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skillgate::error::Error;
-use skillgate::ffi::FaultError;
+use skillgate::ffi::{AbiError, FaultError};
+use skillgate::load::LoadError;
 use skillgate::policy::Policy;
+use skillgate::protocol::{ProtocolViolation, Tag};
+use skillgate::worker::TaskBound;
 use skillgate::{Gate, Isolation, LoadedPlugin, PluginResult};
 use support::{Host, ctx, is_our_child};
 
@@ -315,8 +318,8 @@ fn descriptor_exhaustion_stops_at_the_worker_limit() {
     // dup is not on the seccomp allowlist: refused at once with EPERM.
     assert_eq!(o["dup"], 0, "{o:?}");
     assert_eq!(o["dup_errno"], libc::EPERM, "{o:?}");
-    // fcntl(F_DUPFD) is allowed and runs into RLIMIT_NOFILE = 64 (two or three descriptors
-    // are already open: the sealed library and the channel).
+    // fcntl(F_DUPFD) is allowed and runs into RLIMIT_NOFILE = 64 (five descriptors are
+    // already open: /dev/null on 0-2, the sealed library at 3 and the channel at 4).
     let n = o["fcntl"].as_i64().unwrap();
     assert!((1..=64).contains(&n), "{o:?}");
     assert_eq!(o["fcntl_errno"], libc::EMFILE, "{o:?}");
@@ -642,4 +645,607 @@ fn a_worker_outlives_the_thread_that_loaded_it() {
     std::thread::sleep(Duration::from_millis(200));
     let out = plugin.execute(&ctx(serde_json::json!({}))).unwrap();
     assert_eq!(out.output["marker"], "v1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Lying workers: plugins (tests/plugins/liar.c) that write frames on the worker's channel,
+// close or replace its descriptors, print, flood or start threads. Most are process-mode
+// only: in thread mode there is no channel to attack (fd 4 is whatever the test runner has
+// there), so writing to it would corrupt the runner, not test the host.
+
+/// The call timeout of the lying-worker tests: every hostile case must end within
+/// [`PROMPT`], far above it.
+const LIAR_TIMEOUT_MS: u64 = 1_000;
+
+/// Builds liar.c as plugin `name` with `defines`, installs and signs it.
+fn liar(host: &Host, name: &str, defines: &[(&str, &str)]) -> PathBuf {
+    let lib = host.build("liar", name, defines);
+    host.install(name, &lib)
+}
+
+fn liar_gate(host: &Host) -> Gate {
+    let mut policy = host.process_policy();
+    policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+    host.gate_with(policy)
+}
+
+/// Our children that hold plugin `name`'s sealed library at fd 3 (its workers): the memfd
+/// is named after the plugin, and `/proc/<pid>/fd/3` shows `/memfd:<name> (deleted)`.
+fn workers_of(name: &str) -> Vec<u32> {
+    let wanted = format!("/memfd:{name} ");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_our_child(*pid))
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/fd/3"))
+                .is_ok_and(|l| l.to_string_lossy().starts_with(&wanted))
+        })
+        .collect()
+}
+
+/// Loads a liar whose constructor attacks the load; returns the error and how long it took.
+/// The worker is gone (killed and reaped) when the load returns.
+fn refused_load(host: &Host, name: &str, defines: &[(&str, &str)]) -> (Error, Duration) {
+    let gate = liar_gate(host);
+    let dir = liar(host, name, defines);
+    let started = Instant::now();
+    let err = gate
+        .verify_and_load(&dir)
+        .expect_err("the load must be refused");
+    let took = started.elapsed();
+    eprintln!("{name}: {err:?} after {took:?}");
+    assert!(took < PROMPT, "{name}: refused after {took:?}");
+    assert_eq!(
+        workers_of(name),
+        Vec::<u32>::new(),
+        "{name}: a worker is left"
+    );
+    host.assert_still_serves(&gate);
+    (err, took)
+}
+
+#[test]
+fn a_plugin_that_prints_works_in_both_modes() {
+    for host in Host::each_mode() {
+        let gate = host.gate();
+        let dir = liar(&host, "chatty", &[]);
+        let plugin = gate.verify_and_load(&dir).unwrap();
+        for _ in 0..3 {
+            let out = plugin
+                .execute(&ctx(serde_json::json!({"action": "chatter"})))
+                .expect("printing is harmless");
+            assert_eq!(out.output["chatter"], true);
+        }
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_plugin_that_floods_stdout_and_stderr_works() {
+    // Process mode only: in thread mode the 64 MiB would go to the test runner's output.
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let (plugin, pid) = load(&gate, &liar(&host, "flood-stderr", &[]));
+    let (result, took) = act(&plugin, "stderr_flood");
+    assert_eq!(result.unwrap().output["flooded"], true);
+    assert!(took < PROMPT, "{took:?}");
+    assert_liar_survives(&plugin, pid);
+}
+
+/// [`assert_worker_survives`] for liar.c, which echoes without an "action" key.
+fn assert_liar_survives(plugin: &LoadedPlugin, pid: u32) {
+    let (result, _) = act(plugin, "chatter");
+    assert_eq!(result.unwrap().output["chatter"], true);
+    assert_eq!(plugin.worker_pid(), Some(pid));
+    assert!(is_our_child(pid));
+}
+
+#[test]
+fn a_constructor_that_forges_an_enforcement_report_is_refused() {
+    let host = Host::new();
+    let (err, _) = refused_load(&host, "forge-report", &[("CTOR", "1")]);
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
+                tag: Tag::Restricted,
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_constructor_that_forges_readiness_and_serves_calls_is_checked_by_the_host() {
+    let host = Host::new();
+    let (err, _) = refused_load(&host, "forge-loaded", &[("CTOR", "2"), ("VERSION", "99")]);
+    assert!(
+        matches!(
+            err,
+            Error::Abi(AbiError::VersionMismatch {
+                plugin: 99,
+                manifest: 1,
+                host: 1
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_forged_relay_with_the_right_values_is_data_not_testimony() {
+    // The limit of what the host can know: a constructor that forges the relay with the
+    // values the host expects and serves calls itself is accepted. What protects the host
+    // is what was fixed before dlopen and confirmed from outside, which the forgery cannot
+    // change: the worker is still restricted and bounded.
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let (plugin, pid) = load(&gate, &liar(&host, "forge-right", &[("CTOR", "2")]));
+    // Control for `workers_of`, which the refused loads rely on.
+    assert_eq!(workers_of("forge-right"), vec![pid]);
+    let e = plugin.enforcement();
+    assert!(e.seccomp && e.no_new_privs, "{e:?}");
+    let (result, _) = act(&plugin, "ok");
+    assert_eq!(result.unwrap().output["forged"], true);
+    assert!(is_our_child(pid));
+    drop(plugin);
+    assert!(!is_our_child(pid));
+}
+
+#[test]
+fn a_load_failure_after_the_report_is_a_protocol_violation() {
+    let host = Host::new();
+    let (err, _) = refused_load(&host, "late-failure", &[("CTOR", "3")]);
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
+                tag: Tag::LoadFailed,
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn half_a_frame_then_silence_times_out() {
+    let host = Host::new();
+    let (err, took) = refused_load(&host, "half-frame", &[("CTOR", "4")]);
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Timeout {
+                timeout_ms: LIAR_TIMEOUT_MS
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(took >= Duration::from_millis(LIAR_TIMEOUT_MS), "{took:?}");
+}
+
+#[test]
+fn a_frame_flood_is_refused_at_the_first_frame_out_of_turn() {
+    let host = Host::new();
+    let (err, _) = refused_load(&host, "flood", &[("CTOR", "5")]);
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
+                tag: Tag::Output,
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_oversize_frame_is_refused_before_allocation() {
+    let host = Host::new();
+    let (err, _) = refused_load(&host, "oversize", &[("CTOR", "6")]);
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::TooLarge {
+                len: 0xffff_fff0,
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_constructor_that_never_returns_times_out() {
+    let host = Host::new();
+    let (err, took) = refused_load(&host, "ctor-hang", &[("CTOR", "7")]);
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Timeout {
+                timeout_ms: LIAR_TIMEOUT_MS
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(took >= Duration::from_millis(LIAR_TIMEOUT_MS), "{took:?}");
+}
+
+/// The environment variable that makes the test below run its thread-mode half.
+const CTOR_HANG_CHILD: &str = "SKILLGATE_TEST_CTOR_HANG_CHILD";
+
+#[test]
+#[allow(unsafe_code)]
+fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process() {
+    // In thread mode the hung constructor holds the dynamic loader's lock for the rest of
+    // the process: no other dlopen (nor exit, which takes the lock in _dl_fini) gets past
+    // it. So the thread-mode load runs in a child process that runs only this test, reports
+    // and leaves with _exit.
+    if std::env::var_os(CTOR_HANG_CHILD).is_some() {
+        let host = Host::new();
+        // The parent removes the host's directory: after the load this process does nothing
+        // that might need the loader lock (a first-time dlsym inside std, e.g. while
+        // removing a directory, would wait for it forever).
+        println!("CTOR_HANG_DIR {}", host.tmp.path().display());
+        let mut policy = host.policy();
+        policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+        let gate = host.gate_with(policy);
+        let dir = liar(&host, "ctor-hang-thread", &[("CTOR", "7")]);
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        let started = Instant::now();
+        let result = gate.verify_and_load(&dir);
+        let took = started.elapsed();
+        let timed_out = matches!(
+            result,
+            Err(Error::Fault(FaultError::Timeout {
+                timeout_ms: LIAR_TIMEOUT_MS
+            }))
+        );
+        let line = format!(
+            "\nCTOR_HANG timed_out={timed_out} took_ms={}\n",
+            took.as_millis()
+        );
+        // SAFETY: write(2) of a live buffer to this process's stdout.
+        let _ = unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+        // SAFETY: ends this child process at once, without running exit handlers (which
+        // would wait for the loader lock the hung constructor holds).
+        unsafe { libc::_exit(0) };
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CTOR_HANG_CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the thread-mode child hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = reader.join().unwrap();
+    if let Some(dir) = out.lines().find_map(|l| l.split_once("CTOR_HANG_DIR ")) {
+        let _ = std::fs::remove_dir_all(dir.1.trim());
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.split_once("CTOR_HANG ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no report from the child: {out}"));
+    assert!(line.contains("timed_out=true"), "{line}");
+    let took: u64 = line.rsplit("took_ms=").next().unwrap().parse().unwrap();
+    assert!(
+        (LIAR_TIMEOUT_MS..10_000).contains(&took),
+        "the load returned after {took} ms"
+    );
+}
+
+#[test]
+fn an_extra_reply_frame_is_never_returned_for_the_next_call() {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let (plugin, pid) = load(&gate, &liar(&host, "extra-reply", &[]));
+    // Call 1 gets one of the two frames that name it (both are the plugin's to choose).
+    let (result, _) = act(&plugin, "extra_reply");
+    assert_eq!(result.unwrap().output["call"], 1);
+    // Call 2 finds call 1's second reply first: a violation, never call 1's output.
+    let (result, took) = act(&plugin, "ok");
+    let f = fault(result);
+    assert!(
+        matches!(
+            f,
+            FaultError::Protocol(ProtocolViolation::WrongSequence {
+                expected: 2,
+                got: 1
+            })
+        ),
+        "{f:?}"
+    );
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+/// A call whose plugin attacks the channel: the exact fault, within the bound, worker gone.
+fn channel_attack(action: &str, expected: fn(&FaultError) -> bool) {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let (plugin, pid) = load(&gate, &liar(&host, action, &[]));
+    let (result, took) = act(&plugin, action);
+    let f = fault(result);
+    assert!(expected(&f), "{action}: {f:?}");
+    assert!(took < PROMPT, "{action}: {took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_plugin_that_closes_the_channel_and_sleeps_is_ended() {
+    channel_attack("close_channel", |f| {
+        matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
+    });
+}
+
+#[test]
+fn a_plugin_that_closes_every_descriptor_and_sleeps_is_ended() {
+    channel_attack("close_all", |f| {
+        matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
+    });
+}
+
+#[test]
+fn a_plugin_that_puts_dev_null_over_the_channel_is_ended() {
+    // The worker's reply goes to /dev/null, its next read fails and it exits on its own;
+    // the host saw the channel close and reports how the worker ended.
+    channel_attack("dup2_null", |f| {
+        matches!(
+            f,
+            FaultError::Crashed {
+                signal: None,
+                code: Some(_)
+            }
+        )
+    });
+}
+
+#[test]
+fn a_plugin_that_writes_to_every_descriptor_is_ended() {
+    channel_attack("write_every_fd", |f| {
+        matches!(
+            f,
+            FaultError::Protocol(ProtocolViolation::TooLarge {
+                len: 0xffff_fff0,
+                ..
+            })
+        )
+    });
+}
+
+/// Processes of this test's user that hold tasks while a test runs; killed (by pid) and
+/// reaped when dropped.
+struct Sleepers(Vec<std::process::Child>);
+
+impl Sleepers {
+    fn start(n: usize) -> Sleepers {
+        Sleepers(
+            (0..n)
+                .map(|_| Command::new("sleep").arg("300").spawn().unwrap())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_thread_bomb_is_bounded_per_worker_while_the_user_holds_many_tasks() {
+    // Process mode only: thread mode cannot bound a plugin's threads (they are the host's).
+    // 120 other tasks of this user: a per-user RLIMIT_NPROC of the old kind would leave the
+    // worker no thread at all, and the control below would fail.
+    let _sleepers = Sleepers::start(120);
+    let host = Host::new();
+    let mut policy = host.process_policy();
+    policy.limits.threads = 32;
+    policy.limits.call_timeout_ms = 20_000;
+    let gate = host.gate_with(policy);
+    let (plugin, pid) = load(&gate, &liar(&host, "thread-bomb", &[]));
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let tasks = plugin.enforcement().tasks;
+    eprintln!("root: {root}, tasks: {tasks:?}");
+    if root {
+        assert_eq!(tasks, TaskBound::Cgroup { max: 32 });
+    } else {
+        assert!(
+            matches!(
+                tasks,
+                TaskBound::UserNamespaceRlimit { max: 32 } | TaskBound::NoThreads
+            ),
+            "{tasks:?}"
+        );
+    }
+    // Control: 8 threads start and finish.
+    let (result, _) = act(&plugin, "threads");
+    let out = result.unwrap();
+    let expected_threads = if tasks == TaskBound::NoThreads { 0 } else { 8 };
+    assert_eq!(out.output["threads"], expected_threads, "{:?}", out.output);
+    // The bomb: at most 31 threads beside the worker's own, and (bounded, not forbidden)
+    // nearly that many.
+    let (result, took) = act(&plugin, "thread_bomb");
+    let out = result.unwrap();
+    let n = out.output["threads"].as_u64().unwrap();
+    if tasks == TaskBound::NoThreads {
+        assert_eq!(n, 0, "{:?}", out.output);
+    } else {
+        assert!((24..=31).contains(&n), "{:?}", out.output);
+        assert_eq!(out.output["errno"], libc::EAGAIN, "{:?}", out.output);
+    }
+    assert!(took < PROMPT, "{took:?}");
+    // The threads were joined: the worker can do it again.
+    let (result, _) = act(&plugin, "threads");
+    assert_eq!(result.unwrap().output["threads"], expected_threads);
+    assert_liar_survives(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+/// A stand-in worker (a Python script given as the policy's `worker`) that restricts
+/// nothing and sends `report` as its enforcement report, then waits.
+fn lying_worker(host: &Host, report: &serde_json::Value) -> Gate {
+    let script = host.tmp.path().join("lying-worker.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/usr/bin/python3
+import os, struct, time
+header = os.read(4, 13)
+length = struct.unpack("<I", header[:4])[0]
+left = length - 9
+while left > 0:
+    left -= len(os.read(4, left))
+payload = {report:?}.encode()
+os.write(4, struct.pack("<IBQ", len(payload) + 9, 3, 0) + payload)
+time.sleep(60)
+"#,
+            report = report.to_string()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut policy = host.process_policy();
+    policy.worker = Some(script);
+    policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+    host.gate_with(policy)
+}
+
+#[test]
+fn a_worker_report_the_host_cannot_confirm_is_refused() {
+    let host = Host::new();
+    let dir = host.plugin("good", "reported");
+    let honest_claims = serde_json::json!({
+        "isolation": "process", "landlock_abi": 7, "landlock": "fully_enforced",
+        "seccomp": true, "seccomp_instructions": 100, "no_new_privs": true,
+        "fs_rules": 0, "net_rules": 0, "read": [], "read_write": [], "connect_tcp": [],
+        "loader_read": [], "namespaces": [], "tasks": {"by": "no_threads"}
+    });
+    // Claims a seccomp filter it never installed.
+    let err = lying_worker(&host, &honest_claims)
+        .verify_and_load(&dir)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
+                what: "seccomp",
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+    // Claims namespaces it never entered (and, truthfully, no seccomp).
+    let mut claims = honest_claims.clone();
+    claims["seccomp"] = false.into();
+    claims["no_new_privs"] = false.into();
+    claims["namespaces"] = serde_json::json!(["user", "net"]);
+    let started = Instant::now();
+    let err = lying_worker(&host, &claims)
+        .verify_and_load(&dir)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
+                what: "namespaces",
+                ..
+            }))
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < PROMPT);
+    // Control: the real worker's report is confirmed.
+    host.assert_still_serves(&host.process_gate());
+}
+
+#[test]
+fn a_worker_that_stops_reading_does_not_block_a_call_past_its_deadline() {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let (plugin, pid) = load(&gate, &liar(&host, "deaf", &[("CTOR", "8")]));
+    // 16 MiB of input: far more than the socket buffers, so the write itself must time out.
+    let big = "x".repeat(16 * 1024 * 1024);
+    let started = Instant::now();
+    let result = plugin.execute(&ctx(serde_json::json!({ "big": big })));
+    let took = started.elapsed();
+    let f = fault(result);
+    assert!(
+        matches!(
+            f,
+            FaultError::Timeout {
+                timeout_ms: LIAR_TIMEOUT_MS
+            }
+        ),
+        "{f:?}"
+    );
+    assert!(took < PROMPT, "{took:?}");
+    assert_worker_ended(&plugin, pid);
+    host.assert_still_serves(&gate);
+}
+
+/// Loads liar.c built to call a function no library defines: `dlopen` (`RTLD_NOW`) fails
+/// after the worker's report, and the worker exits at once.
+fn dlopen_failure(name: &str) -> Error {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let dir = liar(&host, name, &[("UNDEFINED", "1")]);
+    let err = gate.verify_and_load(&dir).unwrap_err();
+    assert_eq!(workers_of(name), Vec::<u32>::new());
+    host.assert_still_serves(&gate);
+    err
+}
+
+#[test]
+fn a_dlopen_failure_crosses_the_channel_as_a_load_error() {
+    // The worker sends the failure and exits before the host has looked at it through
+    // /proc: the failure it sent is reported, not its exit.
+    let err = dlopen_failure("undefined");
+    assert!(matches!(err, Error::Load(LoadError::Dlopen(_))), "{err:?}");
+}
+
+#[test]
+fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
+    let err = dlopen_failure("undefined-text");
+    match &err {
+        Error::Load(LoadError::Dlopen(text)) => assert!(
+            text.contains("skillgate_no_such_function"),
+            "dlerror's text is lost: {text:?}"
+        ),
+        other => panic!("expected Load(Dlopen), got {other:?}"),
+    }
 }
