@@ -87,7 +87,11 @@ impl Gate {
 
     /// Verifies and inspects a plugin: every check short of loading it.
     pub fn verify_and_inspect(&self, path: impl AsRef<Path>) -> Result<Inspected, Error> {
-        inspect(self.verify(path)?, &self.policy.elf, self.policy.danger.elf())
+        inspect(
+            self.verify(path)?,
+            &self.policy.elf,
+            self.policy.danger.elf(),
+        )
     }
 
     /// Runs every stage and returns a plugin ready for calls, or the error of the stage

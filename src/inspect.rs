@@ -2124,11 +2124,8 @@ mod tests {
         ));
         let own = std::fs::read("/proc/self/exe").unwrap();
         for cut in [4, 16, 63, 64, 65, 200, 4096] {
-            let _ = inspect_bytes_with(
-                &own[..cut.min(own.len())],
-                &strict(),
-                &ElfDanger::default(),
-            );
+            let _ =
+                inspect_bytes_with(&own[..cut.min(own.len())], &strict(), &ElfDanger::default());
         }
     }
 
@@ -2151,7 +2148,8 @@ mod tests {
     #[test]
     fn the_rules_default_strict_and_only_danger_widens_them() {
         let none = ElfDanger::default();
-        let r = Rules::new(&strict(), &none);
+        let default = strict();
+        let r = Rules::new(&default, &none);
         assert_eq!(r.min_relro, Relro::Full);
         assert!(r.denied_imports.contains(&"system"));
         assert!(!r.allow_executable_stack && !r.allow_ifunc && r.allowed_runpaths.is_empty());
@@ -2176,7 +2174,7 @@ mod tests {
             .allow_imports(["system"])
             .allow_needed(["libz.so.1"])
             .allow_relro_below_full(RelroFloor::Partial);
-        let r = Rules::new(&strict(), &danger);
+        let r = Rules::new(&default, &danger);
         assert!(!r.denied_imports.contains(&"system"));
         assert!(r.denied_imports.contains(&"execve"));
         assert!(r.allowed_needed.contains(&"libz.so.1"));

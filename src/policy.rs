@@ -718,7 +718,10 @@ mod tests {
         assert_eq!(p.elf, ElfPolicy::default());
         let raw: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert!(raw.get("danger").is_none(), "the default policy has no danger section");
+        assert!(
+            raw.get("danger").is_none(),
+            "the default policy has no danger section"
+        );
         assert!(Policy::default().danger.is_none());
     }
 

@@ -50,10 +50,10 @@ use landlock::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::danger::Danger;
 use crate::error::Error;
 use crate::manifest::Capabilities;
 use crate::perms::{PermsError, WritableByOthers};
-use crate::danger::Danger;
 use crate::policy::{Isolation, Requirement, SandboxPolicy};
 use crate::seccomp;
 

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::danger::Danger;
 use crate::error::Error;
 use crate::keys::{KeyId, TrustStore};
 use crate::locate::PluginDir;
@@ -18,7 +19,6 @@ use crate::manifest::{Manifest, ManifestError, hex_digest};
 use crate::policy::Limits;
 use crate::sealed::{SealedBuilder, SealedFile};
 use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
-use crate::danger::Danger;
 use crate::trust::TrustPolicy;
 
 /// A value that passed verification. Only this module can build one, so a function that

@@ -359,7 +359,11 @@ mod inspect_cmd {
                 Ok(p) => (p.elf, p.danger.elf().clone(), p.limits),
                 Err(e) => return usage(&format!("policy: {e}")),
             },
-            None => (ElfPolicy::default(), ElfDanger::default(), Limits::default()),
+            None => (
+                ElfPolicy::default(),
+                ElfDanger::default(),
+                Limits::default(),
+            ),
         };
         let library = match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => match library_of(path, &limits) {
