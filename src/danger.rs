@@ -213,13 +213,13 @@ impl Danger {
         &self.elf
     }
 
-    /// Whether no knob is in force.
-    pub fn is_none(&self) -> bool {
+    /// Whether no knob is in force: every check at its strict default.
+    pub fn is_strict(&self) -> bool {
         *self == Danger::default()
     }
 
     /// Each knob in force, named as in the policy file (`danger.elf.allow_ifunc`), with
-    /// its value where it is more than a switch. Empty when [`Danger::is_none`].
+    /// its value where it is more than a switch. Empty when [`Danger::is_strict`].
     pub fn in_force(&self) -> Vec<String> {
         let e = &self.elf;
         let switches = [
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn the_default_weakens_nothing() {
-        assert!(Danger::default().is_none());
+        assert!(Danger::default().is_strict());
         assert!(Danger::default().in_force().is_empty());
         assert_eq!(parse("{}").unwrap(), Danger::default());
         assert_eq!(parse(r#"{"elf":{}}"#).unwrap(), Danger::default());

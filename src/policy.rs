@@ -714,7 +714,7 @@ mod tests {
         assert_eq!(p.isolation, Isolation::Process);
         assert_eq!(p.limits, Limits::default());
         assert_eq!(p.isolation, Policy::default().isolation);
-        assert!(p.danger.is_none(), "{:?}", p.danger.in_force());
+        assert!(p.danger.is_strict(), "{:?}", p.danger.in_force());
         assert_eq!(p.elf, ElfPolicy::default());
         let raw: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -722,7 +722,7 @@ mod tests {
             raw.get("danger").is_none(),
             "the default policy has no danger section"
         );
-        assert!(Policy::default().danger.is_none());
+        assert!(Policy::default().danger.is_strict());
     }
 
     const BASE: &str = r#""trusted_roots":[],"keys":"k","isolation":"thread""#;
@@ -880,7 +880,7 @@ mod tests {
         assert_eq!(p.elf.max_constructors, Some(0));
         assert_eq!(p.elf.max_finalizers, Some(1));
         assert!(p.elf.require_stack_protector);
-        assert!(p.danger.is_none());
+        assert!(p.danger.is_strict());
     }
 
     #[test]

@@ -547,7 +547,7 @@ fn the_policy_section_of_a_host_policy_file_is_strict() {
     let base = r#"{"trusted_roots":[],"keys":"k","isolation":"thread""#;
     let p = skillgate::Policy::from_json(format!("{base}}}").as_bytes(), Path::new("/")).unwrap();
     assert_eq!(p.elf, ElfPolicy::default());
-    assert!(p.danger.is_none());
+    assert!(p.danger.is_strict());
     let p = skillgate::Policy::from_json(
         format!(r#"{base},"danger":{{"elf":{{"allow_ifunc":true,"min_relro":"partial"}}}}}}"#)
             .as_bytes(),
