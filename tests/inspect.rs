@@ -363,6 +363,13 @@ fn an_unlisted_needed_library_is_refused() {
         refusal(&lib),
         InspectError::NeededNotAllowed("libz.so.1".into())
     );
+    // Listing it in the normal section (in code, never validated) does not let it through.
+    let mut p = strict();
+    p.elf.allowed_needed.push("libz.so.1".into());
+    assert_eq!(
+        refusal_with(&lib, &p),
+        InspectError::NeededNotAllowed("libz.so.1".into())
+    );
     let mut p = strict();
     p.danger.allow_needed(["libz.so.1"]);
     assert!(
@@ -379,6 +386,14 @@ fn an_import_of_system_is_refused() {
     let lib = host.build("elf/imports_system", "shell", &[]);
     assert_eq!(
         refusal(&lib),
+        InspectError::DeniedImports(vec!["system".into()])
+    );
+    // Emptying the normal deny list (a `Policy` edited in code, never validated) does not
+    // let it through: only the danger knob takes a default denial off.
+    let mut p = strict();
+    p.elf.denied_imports.clear();
+    assert_eq!(
+        refusal_with(&lib, &p),
         InspectError::DeniedImports(vec!["system".into()])
     );
     let mut p = strict();
