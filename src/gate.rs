@@ -76,12 +76,22 @@ impl Gate {
     /// Locates and verifies a plugin directory: every check short of inspection and loading.
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, Error> {
         let dir = locate(&self.roots, path.as_ref())?;
-        verify_dir(&dir, &self.trust, &self.policy.limits, &self.policy.trust)
+        verify_dir(
+            &dir,
+            &self.trust,
+            &self.policy.limits,
+            &self.policy.trust,
+            &self.policy.danger,
+        )
     }
 
     /// Verifies and inspects a plugin: every check short of loading it.
     pub fn verify_and_inspect(&self, path: impl AsRef<Path>) -> Result<Inspected, Error> {
-        inspect(self.verify(path)?, &self.policy.elf)
+        inspect(
+            self.verify(path)?,
+            &self.policy.elf,
+            self.policy.danger.elf(),
+        )
     }
 
     /// Runs every stage and returns a plugin ready for calls, or the error of the stage
@@ -118,7 +128,25 @@ impl LoadedPlugin {
     fn start(inspected: Inspected, policy: &Policy, worker: Option<&Path>) -> Result<Self, Error> {
         let (bundle, report) = inspected.into_parts();
         let (path, manifest, signers, library) = bundle.into_parts();
-        let plan = SandboxPlan::new(&policy.sandbox, manifest.capabilities(), &report.needed);
+        // Every weakening that let this plugin through (or will shape its sandbox) is
+        // named where loads are audited, before its code first runs in `dlopen`.
+        let danger = policy.danger.in_force();
+        if !danger.is_empty() {
+            tracing::warn!(
+                target: "skillgate::audit",
+                plugin = manifest.name(),
+                version = %manifest.version(),
+                path = %crate::escape::Escaped(path.display()),
+                danger = %crate::escape::Escaped(danger.join(", ")),
+                "plugin loaded under a policy that weakens checks"
+            );
+        }
+        let plan = SandboxPlan::new(
+            &policy.sandbox,
+            &policy.danger,
+            manifest.capabilities(),
+            &report.needed,
+        );
         // A grant refused while planning is the host's finding: report it typed, before a
         // worker (which could only send it back as text) is started.
         plan.check_grants().map_err(SandboxError::from)?;

@@ -47,6 +47,7 @@
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::{Elf, ProgramHeader, dynamic, header, program_header, reloc, sym};
 
+use crate::danger::{ElfDanger, RelroFloor};
 use crate::error::Error;
 use crate::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
 use crate::verify::{Bundle, Verified};
@@ -77,71 +78,95 @@ impl std::fmt::Display for Relro {
     }
 }
 
-/// The ELF hardening policy (the policy file's `elf` section). Every knob has a strict
-/// default that a default Rust `cdylib` and a C plugin built with `-fPIC -Wl,-z,now
-/// -Wl,-z,relro -Wl,-z,noexecstack` pass; an unknown field is an error.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+/// The ELF hardening policy (the policy file's `elf` section): the knobs that keep or
+/// tighten a check. Every check is strict by default, and a default Rust `cdylib` and a C
+/// plugin built with `-fPIC -Wl,-z,now -Wl,-z,relro -Wl,-z,noexecstack` pass it; what would
+/// weaken a check (an executable stack, IFUNC, RELRO below full, a search path, a removed
+/// import denial, a library beyond the C runtime, …) is a knob of
+/// [`crate::danger::ElfDanger`] instead, passed beside this policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ElfPolicy {
-    /// Accept a missing or executable `PT_GNU_STACK`. glibc before 2.41 makes the whole
-    /// process's stack executable when such a library is loaded. Default `false`.
-    #[serde(default)]
-    pub allow_executable_stack: bool,
-    /// Accept a `PT_LOAD` segment both writable and executable. Default `false`.
-    #[serde(default)]
-    pub allow_writable_executable_segments: bool,
-    /// The least RELRO accepted: `"none"`, `"partial"` or `"full"`. Default `"full"`.
-    #[serde(default = "default_min_relro")]
-    pub min_relro: Relro,
-    /// Accept text relocations (`DT_TEXTREL`, `DF_TEXTREL`). Default `false`.
-    #[serde(default)]
-    pub allow_text_relocations: bool,
-    /// Accept `DT_RPATH` (its entries must then pass the `allowed_runpaths` rule as well).
-    /// Default `false`.
-    #[serde(default)]
-    pub allow_rpath: bool,
-    /// Absolute directories a `DT_RUNPATH` entry may name, compared as strings. Relative
-    /// entries (`lib`, `$ORIGIN/…`, an empty entry meaning the working directory) are
-    /// always refused: the library is mapped from `/proc/self/fd/N`, so `$ORIGIN` means
-    /// nothing useful and a relative path resolves against the host's working directory.
-    /// Default empty: any `DT_RUNPATH` is refused.
-    #[serde(default)]
-    pub allowed_runpaths: Vec<String>,
-    /// Accept `DT_AUDIT`/`DT_DEPAUDIT` (ask the loader to load an auditing library that
-    /// sees every symbol binding). Default `false`.
-    #[serde(default)]
-    pub allow_audit: bool,
-    /// The `DT_NEEDED` names accepted (exact match; this list replaces the default). Default:
-    /// the C runtime — libc, libm, libpthread, libdl, librt, libgcc_s and the dynamic loader.
-    #[serde(default = "default_allowed_needed")]
+    /// The `DT_NEEDED` names accepted (exact match; this list replaces the default and may
+    /// only narrow it). Default: the C runtime — libc, libm, libpthread, libdl, librt,
+    /// libgcc_s and the dynamic loader. An entry beyond the defaults is ignored by the
+    /// inspection and refused by [`crate::Policy::validate`]: it belongs in
+    /// [`crate::danger::ElfDanger::allow_needed`].
     pub allowed_needed: Vec<String>,
-    /// Undefined dynamic symbols refused (this list replaces the default). Default: the exec
-    /// family, `system`, `popen`, `fork`, `vfork`, `posix_spawn(p)`, `ptrace`, `dlopen`,
-    /// `dlmopen`. Evidence, not a sandbox.
-    #[serde(default = "default_denied_imports")]
+    /// Undefined dynamic symbols refused (this list replaces the default and may only
+    /// extend it). Default: the exec family, `system`, `popen`, `fork`, `vfork`,
+    /// `posix_spawn(p)`, `ptrace`, `dlopen`, `dlmopen`. Evidence, not a sandbox. A default
+    /// entry left out is still denied by the inspection and refused by
+    /// [`crate::Policy::validate`]: taking one off is
+    /// [`crate::danger::ElfDanger::allow_imports`].
     pub denied_imports: Vec<String>,
-    /// Accept IFUNC definitions (`STT_GNU_IFUNC`) and `R_*_IRELATIVE` relocations: resolvers
-    /// are plugin code that runs inside `dlopen`. Default `false`.
-    #[serde(default)]
-    pub allow_ifunc: bool,
     /// Most constructors accepted (`DT_INIT` plus `DT_INIT_ARRAY` and `DT_PREINIT_ARRAY`
     /// entries). Default `null`: counted and reported, never refused.
-    #[serde(default)]
     pub max_constructors: Option<u64>,
     /// Most finalizers accepted (`DT_FINI` plus `DT_FINI_ARRAY` entries). Default `null`:
     /// counted and reported, never refused. Handlers registered at run time with `atexit`
     /// cannot be counted from the file.
-    #[serde(default)]
     pub max_finalizers: Option<u64>,
     /// Require a stack protector (an import of `__stack_chk_fail`). Default `false`: a
     /// Rust `cdylib` has none, so it is reported, not required.
-    #[serde(default)]
     pub require_stack_protector: bool,
 }
 
-fn default_min_relro() -> Relro {
-    Relro::Full
+/// The rules one examination applies: the [`ElfPolicy`] with the [`ElfDanger`] knobs
+/// folded in. The normal lists cannot widen here whatever a caller put in them: the
+/// defaults are always denied unless the danger knob takes one off, and a needed library
+/// beyond the defaults is accepted only through the danger knob.
+struct Rules<'a> {
+    allow_executable_stack: bool,
+    allow_writable_executable_segments: bool,
+    min_relro: Relro,
+    allow_text_relocations: bool,
+    allow_rpath: bool,
+    allowed_runpaths: &'a [String],
+    allow_audit: bool,
+    allowed_needed: Vec<&'a str>,
+    denied_imports: Vec<&'a str>,
+    allow_ifunc: bool,
+    max_constructors: Option<u64>,
+    max_finalizers: Option<u64>,
+    require_stack_protector: bool,
+}
+
+impl<'a> Rules<'a> {
+    fn new(policy: &'a ElfPolicy, danger: &'a ElfDanger) -> Self {
+        let allowed_needed = policy
+            .allowed_needed
+            .iter()
+            .map(String::as_str)
+            .filter(|n| DEFAULT_ALLOWED_NEEDED.contains(n))
+            .chain(danger.allowed_needed().iter().map(String::as_str))
+            .collect();
+        let denied_imports = DEFAULT_DENIED_IMPORTS
+            .iter()
+            .copied()
+            .chain(policy.denied_imports.iter().map(String::as_str))
+            .filter(|d| !danger.allowed_imports().iter().any(|a| a == d))
+            .collect();
+        Rules {
+            allow_executable_stack: danger.executable_stack_allowed(),
+            allow_writable_executable_segments: danger.writable_executable_segments_allowed(),
+            min_relro: match danger.relro_floor() {
+                None => Relro::Full,
+                Some(RelroFloor::Partial) => Relro::Partial,
+                Some(RelroFloor::None) => Relro::None,
+            },
+            allow_text_relocations: danger.text_relocations_allowed(),
+            allow_rpath: danger.rpath_allowed(),
+            allowed_runpaths: danger.allowed_runpaths(),
+            allow_audit: danger.audit_allowed(),
+            allowed_needed,
+            denied_imports,
+            allow_ifunc: danger.ifunc_allowed(),
+            max_constructors: policy.max_constructors,
+            max_finalizers: policy.max_finalizers,
+            require_stack_protector: policy.require_stack_protector,
+        }
+    }
 }
 
 /// The default `allowed_needed`.
@@ -202,16 +227,8 @@ fn default_denied_imports() -> Vec<String> {
 impl Default for ElfPolicy {
     fn default() -> Self {
         ElfPolicy {
-            allow_executable_stack: false,
-            allow_writable_executable_segments: false,
-            min_relro: default_min_relro(),
-            allow_text_relocations: false,
-            allow_rpath: false,
-            allowed_runpaths: Vec::new(),
-            allow_audit: false,
             allowed_needed: default_allowed_needed(),
             denied_imports: default_denied_imports(),
-            allow_ifunc: false,
             max_constructors: None,
             max_finalizers: None,
             require_stack_protector: false,
@@ -554,7 +571,7 @@ pub enum InspectError {
     Rpath(String),
     /// A `DT_RUNPATH` (or allowed `DT_RPATH`) entry is relative or not allowed.
     #[error(
-        "runpath: library's search path entry {entry:?} is {reason}; remove -Wl,-rpath from the link, or allow the absolute directory in the policy's elf.allowed_runpaths"
+        "runpath: library's search path entry {entry:?} is {reason}; remove -Wl,-rpath from the link, or allow the absolute directory in the policy's danger.elf.allow_runpaths"
     )]
     Runpath {
         /// The entry.
@@ -574,17 +591,17 @@ pub enum InspectError {
     },
     /// A `DT_NEEDED` entry outside the allowlist.
     #[error(
-        "needed: library depends on {0:?}, which the policy's elf.allowed_needed does not list; link that code statically, drop the dependency, or allow it in the policy"
+        "needed: library depends on {0:?}, which the policy does not allow; link that code statically, drop the dependency, or allow it in the policy's danger.elf.allow_needed"
     )]
     NeededNotAllowed(String),
     /// Imports the policy denies.
     #[error(
-        "imports: library imports {0:?}, which the policy denies; remove those calls (a plugin must not spawn processes, trace or load code), or change elf.denied_imports"
+        "imports: library imports {0:?}, which the policy denies; remove those calls (a plugin must not spawn processes, trace or load code), or take them off the deny list with danger.elf.allow_imports"
     )]
     DeniedImports(Vec<String>),
     /// IFUNC definitions or `R_*_IRELATIVE` relocations.
     #[error(
-        "ifunc: library has IFUNC resolvers (symbols {symbols:?}, {irelative} IRELATIVE relocations) that run inside dlopen; remove __attribute__((ifunc))/target_clones, or set elf.allow_ifunc"
+        "ifunc: library has IFUNC resolvers (symbols {symbols:?}, {irelative} IRELATIVE relocations) that run inside dlopen; remove __attribute__((ifunc))/target_clones, or set danger.elf.allow_ifunc"
     )]
     Ifunc {
         /// Defined `STT_GNU_IFUNC` dynamic symbols.
@@ -720,17 +737,17 @@ impl InspectError {
                 "remove -Wl,-rpath from the link (and never use --disable-new-dtags)"
             }
             InspectError::Runpath { .. } => {
-                "remove -Wl,-rpath from the link, or allow the absolute directory in elf.allowed_runpaths"
+                "remove -Wl,-rpath from the link, or allow the absolute directory in danger.elf.allow_runpaths"
             }
             InspectError::Audit { .. } => "remove -Wl,--audit/--depaudit from the link",
             InspectError::NeededNotAllowed(_) => {
-                "link the dependency statically or drop it, or list it in elf.allowed_needed"
+                "link the dependency statically or drop it, or list it in danger.elf.allow_needed"
             }
             InspectError::DeniedImports(_) => {
                 "remove the calls that spawn processes, trace or load code"
             }
             InspectError::Ifunc { .. } => {
-                "remove __attribute__((ifunc))/target_clones, or set elf.allow_ifunc"
+                "remove __attribute__((ifunc))/target_clones, or set danger.elf.allow_ifunc"
             }
             InspectError::TooManyConstructors { .. } => {
                 "remove __attribute__((constructor)) and static initializers, or raise elf.max_constructors"
@@ -769,14 +786,18 @@ impl Inspected {
     }
 }
 
-/// Inspects the verified library under `policy`.
-pub fn inspect(verified: Verified<Bundle>, policy: &ElfPolicy) -> Result<Inspected, Error> {
+/// Inspects the verified library under `policy`, weakened only by `danger`.
+pub fn inspect(
+    verified: Verified<Bundle>,
+    policy: &ElfPolicy,
+    danger: &ElfDanger,
+) -> Result<Inspected, Error> {
     let bundle = verified.into_inner();
     let mut map = bundle
         .library()
         .map_private()
         .map_err(|e| InspectError::Malformed(format!("cannot map the sealed library: {e}")))?;
-    let report = examine_in_place(&mut map, policy)?;
+    let report = examine_in_place(&mut map, &Rules::new(policy, danger))?;
     drop(map);
     if let Some(refusal) = report.refusal() {
         return Err(refusal.clone().into());
@@ -794,15 +815,20 @@ const HOST_CLASS: u8 = if cfg!(target_pointer_width = "64") {
     32
 };
 
-/// Inspects ELF bytes under the default (strict) [`ElfPolicy`]: see [`inspect_bytes_with`].
+/// Inspects ELF bytes under the default (strict) [`ElfPolicy`] and no danger knob: see
+/// [`inspect_bytes_with`].
 pub fn inspect_bytes(bytes: &[u8]) -> Result<InspectReport, InspectError> {
-    inspect_bytes_with(bytes, &ElfPolicy::default())
+    inspect_bytes_with(bytes, &ElfPolicy::default(), &ElfDanger::default())
 }
 
-/// Inspects ELF bytes under `policy`: the report of a library that passes every check, or
-/// the first refusal. Never panics on malformed input.
-pub fn inspect_bytes_with(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
-    let report = examine(bytes, policy)?;
+/// Inspects ELF bytes under `policy`, weakened only by `danger`: the report of a library
+/// that passes every check, or the first refusal. Never panics on malformed input.
+pub fn inspect_bytes_with(
+    bytes: &[u8],
+    policy: &ElfPolicy,
+    danger: &ElfDanger,
+) -> Result<InspectReport, InspectError> {
+    let report = examine(bytes, policy, danger)?;
     match report.refusal() {
         Some(refusal) => Err(refusal.clone()),
         None => Ok(report),
@@ -815,18 +841,22 @@ pub fn inspect_bytes_with(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectRep
 ///
 /// Never panics on malformed input: goblin runs under `catch_unwind` as a second line of
 /// defence, and every lookup here is checked.
-pub fn examine(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
+pub fn examine(
+    bytes: &[u8],
+    policy: &ElfPolicy,
+    danger: &ElfDanger,
+) -> Result<InspectReport, InspectError> {
     if bytes.get(..4) != Some(header::ELFMAG.as_slice()) {
         return Err(InspectError::NotElf);
     }
     let copy = without_section_headers(bytes)?;
-    examine_erased(&copy, policy)
+    examine_erased(&copy, &Rules::new(policy, danger))
 }
 
 /// [`examine`] on a private, writable view of the library (a copy-on-write mapping of the
 /// sealed memfd): the section-header fields are erased in place, so only the page holding
 /// the ELF header is ever copied, never the whole library.
-fn examine_in_place(elf: &mut [u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
+fn examine_in_place(elf: &mut [u8], policy: &Rules<'_>) -> Result<InspectReport, InspectError> {
     if elf.get(..4) != Some(header::ELFMAG.as_slice()) {
         return Err(InspectError::NotElf);
     }
@@ -836,7 +866,7 @@ fn examine_in_place(elf: &mut [u8], policy: &ElfPolicy) -> Result<InspectReport,
 }
 
 /// Parses bytes whose ELF header names no section headers, and runs every check.
-fn examine_erased(bytes: &[u8], policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
+fn examine_erased(bytes: &[u8], policy: &Rules<'_>) -> Result<InspectReport, InspectError> {
     let parsed = std::panic::catch_unwind(|| -> Result<InspectReport, InspectError> {
         let elf = Elf::parse(bytes).map_err(|e| {
             // goblin reads the tables a forged header points it at, and can fail there:
@@ -1547,7 +1577,7 @@ fn irelative_type(machine: u16) -> Option<u32> {
 fn examine_parsed(
     elf: &Elf<'_>,
     bytes: &[u8],
-    policy: &ElfPolicy,
+    policy: &Rules<'_>,
 ) -> Result<InspectReport, InspectError> {
     let len = bytes.len();
     let mut checks = Checks(Vec::new());
@@ -1830,7 +1860,7 @@ fn examine_parsed(
             let reason = if !entry.starts_with('/') {
                 Some("relative (resolved against the working directory or $ORIGIN)")
             } else if !policy.allowed_runpaths.iter().any(|a| a == entry) {
-                Some("not listed in the policy's elf.allowed_runpaths")
+                Some("not listed in the policy's danger.elf.allow_runpaths")
             } else {
                 None
             };
@@ -1873,7 +1903,7 @@ fn examine_parsed(
         .needed
         .iter()
         .chain(&facts.filters)
-        .find(|n| !policy.allowed_needed.iter().any(|a| a == *n));
+        .find(|n| !policy.allowed_needed.contains(&n.as_str()));
     checks.record(
         "needed",
         if facts.filters.is_empty() {
@@ -1902,7 +1932,7 @@ fn examine_parsed(
     imports.dedup();
     let denied_imports: Vec<String> = imports
         .iter()
-        .filter(|i| policy.denied_imports.iter().any(|d| d == *i))
+        .filter(|i| policy.denied_imports.contains(&i.as_str()))
         .cloned()
         .collect();
     checks.record(
@@ -2094,7 +2124,8 @@ mod tests {
         ));
         let own = std::fs::read("/proc/self/exe").unwrap();
         for cut in [4, 16, 63, 64, 65, 200, 4096] {
-            let _ = inspect_bytes_with(&own[..cut.min(own.len())], &strict());
+            let _ =
+                inspect_bytes_with(&own[..cut.min(own.len())], &strict(), &ElfDanger::default());
         }
     }
 
@@ -2115,16 +2146,39 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_section_defaults_strict_and_refuses_unknown_fields() {
-        let p: ElfPolicy = serde_json::from_str("{}").unwrap();
-        assert_eq!(p, ElfPolicy::default());
-        assert_eq!(p.min_relro, Relro::Full);
-        assert!(p.denied_imports.iter().any(|d| d == "system"));
-        assert!(serde_json::from_str::<ElfPolicy>(r#"{"allow_execstack":true}"#).is_err());
-        let p: ElfPolicy =
-            serde_json::from_str(r#"{"min_relro":"partial","allowed_needed":[]}"#).unwrap();
-        assert_eq!(p.min_relro, Relro::Partial);
-        assert!(p.allowed_needed.is_empty());
+    fn the_rules_default_strict_and_only_danger_widens_them() {
+        let none = ElfDanger::default();
+        let default = strict();
+        let r = Rules::new(&default, &none);
+        assert_eq!(r.min_relro, Relro::Full);
+        assert!(r.denied_imports.contains(&"system"));
+        assert!(!r.allow_executable_stack && !r.allow_ifunc && r.allowed_runpaths.is_empty());
+        // A normal list edited in code cannot widen: the defaults stay denied and a
+        // library beyond the C runtime stays refused.
+        let mut wide = strict();
+        wide.denied_imports.clear();
+        wide.allowed_needed.push("libz.so.1".into());
+        let r = Rules::new(&wide, &none);
+        assert!(r.denied_imports.contains(&"system"));
+        assert!(!r.allowed_needed.contains(&"libz.so.1"));
+        // Narrowing and extending them works.
+        let mut narrow = strict();
+        narrow.allowed_needed.clear();
+        narrow.denied_imports.push("socket".into());
+        let r = Rules::new(&narrow, &none);
+        assert!(r.allowed_needed.is_empty());
+        assert!(r.denied_imports.contains(&"socket"));
+        // The danger knobs do widen.
+        let mut danger = ElfDanger::default();
+        danger
+            .allow_imports(["system"])
+            .allow_needed(["libz.so.1"])
+            .allow_relro_below_full(RelroFloor::Partial);
+        let r = Rules::new(&default, &danger);
+        assert!(!r.denied_imports.contains(&"system"));
+        assert!(r.denied_imports.contains(&"execve"));
+        assert!(r.allowed_needed.contains(&"libz.so.1"));
+        assert_eq!(r.min_relro, Relro::Partial);
     }
 
     #[test]

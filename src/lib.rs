@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod compat;
+pub mod danger;
 pub mod error;
 pub mod escape;
 pub mod executor;

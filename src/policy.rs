@@ -8,10 +8,23 @@
 //! the policy file's directory. A [`Policy`] built or changed in code (its fields are
 //! public) is checked by the same [`Policy::validate`] when a [`crate::Gate`] is made from
 //! it, so a limit out of range cannot reach a call either way.
+//!
+//! A knob that weakens a check is not a field of the normal sections: it lives in the
+//! `"danger"` section ([`crate::danger`]). The fields that used to weaken a check from the
+//! normal sections (`sandbox.require`, `expiry.warn_only`, `elf.allow_*`, `elf.min_relro`,
+//! `elf.allowed_runpaths`) are refused by name with [`PolicyError::MovedToDanger`], and a
+//! list that would widen a check (`elf.denied_imports` without a default entry,
+//! `elf.allowed_needed` with an entry beyond the defaults) with
+//! [`PolicyError::WideningOutsideDanger`], so an old policy file fails loudly instead of
+//! silently meaning something else.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::danger::{Danger, DangerWire};
+use crate::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -86,7 +99,9 @@ impl Default for Limits {
     }
 }
 
-/// How much of the sandbox must be in force for a plugin to load.
+/// How much of the sandbox must be in force for a plugin to load: [`Requirement::Full`]
+/// unless the policy's danger section sets
+/// [`crate::danger::Danger::sandbox_best_effort`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -110,8 +125,6 @@ pub struct SandboxPolicy {
     pub read_write: Vec<PathBuf>,
     /// TCP ports plugins may be granted to connect to.
     pub connect_tcp: Vec<u16>,
-    /// How much enforcement is required.
-    pub require: Requirement,
 }
 
 #[derive(Deserialize, Default)]
@@ -123,8 +136,9 @@ struct SandboxWire {
     read_write: Vec<PathBuf>,
     #[serde(default)]
     connect_tcp: Vec<u16>,
+    /// Moved: `danger.sandbox_best_effort` (full enforcement is the only normal setting).
     #[serde(default)]
-    require: Requirement,
+    require: Option<IgnoredAny>,
 }
 
 /// Hard ceilings no policy can raise a limit past: they keep a typo from disabling a cap.
@@ -152,10 +166,12 @@ pub struct Policy {
     /// when unset (see [`crate::worker::find_worker`]).
     pub worker: Option<PathBuf>,
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
-    pub elf: crate::inspect::ElfPolicy,
+    pub elf: ElfPolicy,
     /// Signer rules, revocation, rollback and expiry (`signers`, `revoked_keys`,
     /// `state_dir`, `min_versions`, `expiry`).
     pub trust: crate::trust::TrustPolicy,
+    /// Every knob that weakens a check (the `danger` section); none by default.
+    pub danger: Danger,
 }
 
 impl Default for Policy {
@@ -169,8 +185,9 @@ impl Default for Policy {
             limits: Limits::default(),
             sandbox: SandboxPolicy::default(),
             worker: None,
-            elf: crate::inspect::ElfPolicy::default(),
+            elf: ElfPolicy::default(),
             trust: crate::trust::TrustPolicy::default(),
+            danger: Danger::default(),
         }
     }
 }
@@ -213,6 +230,30 @@ pub enum PolicyError {
     /// No trust store directory was given.
     #[error("policy names no trust store (`keys`)")]
     NoTrustStore,
+    /// A field that weakened a check from a normal section, now refused there.
+    #[error(
+        "policy field {field} is no longer accepted: its strict setting is the default, and the weakening it allowed is set as {danger} in the policy's \"danger\" section"
+    )]
+    MovedToDanger {
+        /// The refused field (`elf.allow_ifunc`).
+        field: &'static str,
+        /// Where its weakening is set now (`danger.elf.allow_ifunc`).
+        danger: &'static str,
+    },
+    /// A list of a normal section that would widen a check beyond its defaults.
+    #[error(
+        "policy {field} {change} {entry:?}, which weakens a check: list it in {danger} in the policy's \"danger\" section instead"
+    )]
+    WideningOutsideDanger {
+        /// The list (`elf.denied_imports`).
+        field: &'static str,
+        /// What the list does to the default (`leaves out`, `adds`).
+        change: &'static str,
+        /// The entry.
+        entry: String,
+        /// Where the widening is set (`danger.elf.allow_imports`).
+        danger: &'static str,
+    },
 }
 
 #[derive(Deserialize)]
@@ -228,7 +269,9 @@ struct PolicyWire {
     #[serde(default)]
     worker: Option<PathBuf>,
     #[serde(default)]
-    elf: crate::inspect::ElfPolicy,
+    elf: ElfWire,
+    #[serde(default)]
+    danger: DangerWire,
     #[serde(default)]
     signers: Option<Vec<crate::trust::SignerRuleWire>>,
     #[serde(default)]
@@ -239,6 +282,131 @@ struct PolicyWire {
     min_versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     expiry: crate::trust::ExpiryWire,
+}
+
+/// The `elf` section as written. The fields that weakened a check are still named here,
+/// so that a file using one gets [`PolicyError::MovedToDanger`] instead of a bare "unknown
+/// field".
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ElfWire {
+    #[serde(default)]
+    allowed_needed: Option<Vec<String>>,
+    #[serde(default)]
+    denied_imports: Option<Vec<String>>,
+    #[serde(default)]
+    max_constructors: Option<u64>,
+    #[serde(default)]
+    max_finalizers: Option<u64>,
+    #[serde(default)]
+    require_stack_protector: bool,
+    #[serde(default)]
+    allow_executable_stack: Option<IgnoredAny>,
+    #[serde(default)]
+    allow_writable_executable_segments: Option<IgnoredAny>,
+    #[serde(default)]
+    min_relro: Option<IgnoredAny>,
+    #[serde(default)]
+    allow_text_relocations: Option<IgnoredAny>,
+    #[serde(default)]
+    allow_rpath: Option<IgnoredAny>,
+    #[serde(default)]
+    allowed_runpaths: Option<IgnoredAny>,
+    #[serde(default)]
+    allow_audit: Option<IgnoredAny>,
+    #[serde(default)]
+    allow_ifunc: Option<IgnoredAny>,
+}
+
+impl ElfWire {
+    fn validate(self) -> Result<ElfPolicy, PolicyError> {
+        let moved = [
+            (
+                self.allow_executable_stack.is_some(),
+                "elf.allow_executable_stack",
+                "danger.elf.allow_executable_stack",
+            ),
+            (
+                self.allow_writable_executable_segments.is_some(),
+                "elf.allow_writable_executable_segments",
+                "danger.elf.allow_writable_executable_segments",
+            ),
+            (
+                self.min_relro.is_some(),
+                "elf.min_relro",
+                "danger.elf.min_relro",
+            ),
+            (
+                self.allow_text_relocations.is_some(),
+                "elf.allow_text_relocations",
+                "danger.elf.allow_text_relocations",
+            ),
+            (
+                self.allow_rpath.is_some(),
+                "elf.allow_rpath",
+                "danger.elf.allow_rpath",
+            ),
+            (
+                self.allowed_runpaths.is_some(),
+                "elf.allowed_runpaths",
+                "danger.elf.allow_runpaths",
+            ),
+            (
+                self.allow_audit.is_some(),
+                "elf.allow_audit",
+                "danger.elf.allow_audit",
+            ),
+            (
+                self.allow_ifunc.is_some(),
+                "elf.allow_ifunc",
+                "danger.elf.allow_ifunc",
+            ),
+        ];
+        if let Some((_, field, danger)) = moved.into_iter().find(|(set, _, _)| *set) {
+            return Err(PolicyError::MovedToDanger { field, danger });
+        }
+        let mut elf = ElfPolicy::default();
+        if let Some(needed) = self.allowed_needed {
+            elf.allowed_needed = needed;
+        }
+        if let Some(denied) = self.denied_imports {
+            elf.denied_imports = denied;
+        }
+        elf.max_constructors = self.max_constructors;
+        elf.max_finalizers = self.max_finalizers;
+        elf.require_stack_protector = self.require_stack_protector;
+        check_elf(&elf)?;
+        Ok(elf)
+    }
+}
+
+/// The normal `elf` lists may only tighten: `denied_imports` keeps every default entry and
+/// `allowed_needed` names only default entries. Anything wider is a danger knob.
+fn check_elf(elf: &ElfPolicy) -> Result<(), PolicyError> {
+    if let Some(missing) = DEFAULT_DENIED_IMPORTS
+        .iter()
+        .find(|d| !elf.denied_imports.iter().any(|i| i == *d))
+    {
+        return Err(PolicyError::WideningOutsideDanger {
+            field: "elf.denied_imports",
+            change: "leaves out",
+            entry: (*missing).to_owned(),
+            danger: "danger.elf.allow_imports",
+        });
+    }
+    if let Some(extra) = elf
+        .allowed_needed
+        .iter()
+        .find(|n| !DEFAULT_ALLOWED_NEEDED.contains(&n.as_str()))
+    {
+        return Err(PolicyError::WideningOutsideDanger {
+            field: "elf.allowed_needed",
+            change: "adds",
+            entry: extra.clone(),
+            danger: "danger.elf.allow_needed",
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -331,11 +499,13 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
 
 impl Policy {
     /// Checks the values a policy built in code could get wrong, exactly as
-    /// [`Policy::from_json`] checks a file's: today the limits ([`Limits::validate`]); the
+    /// [`Policy::from_json`] checks a file's: the limits ([`Limits::validate`]) and the
+    /// `elf` lists, which may only tighten (a widening belongs in [`Policy::danger`]); the
     /// trust section can only be built validated. [`crate::Gate`] (and so
     /// [`crate::PluginLoader`]) calls it, so an out-of-range limit never reaches a call.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        self.limits.validate()
+        self.limits.validate()?;
+        check_elf(&self.elf)
     }
 
     /// Reads and validates a policy file. Relative paths in it resolve against the
@@ -381,6 +551,12 @@ impl Policy {
         if wire.keys.as_os_str().is_empty() {
             return Err(PolicyError::NoTrustStore);
         }
+        if wire.sandbox.require.is_some() {
+            return Err(PolicyError::MovedToDanger {
+                field: "sandbox.require",
+                danger: "danger.sandbox_best_effort",
+            });
+        }
         Ok(Policy {
             trusted_roots: wire
                 .trusted_roots
@@ -404,10 +580,9 @@ impl Policy {
                     .map(|p| resolve(base_dir, p))
                     .collect(),
                 connect_tcp: wire.sandbox.connect_tcp,
-                require: wire.sandbox.require,
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
-            elf: wire.elf,
+            elf: wire.elf.validate()?,
             trust: crate::trust::TrustPolicy::from_wire(
                 wire.signers,
                 wire.revoked_keys,
@@ -415,6 +590,7 @@ impl Policy {
                 wire.min_versions,
                 wire.expiry,
             )?,
+            danger: wire.danger.into(),
         })
     }
 }
@@ -538,5 +714,195 @@ mod tests {
         assert_eq!(p.isolation, Isolation::Process);
         assert_eq!(p.limits, Limits::default());
         assert_eq!(p.isolation, Policy::default().isolation);
+        assert!(p.danger.is_strict(), "{:?}", p.danger.in_force());
+        assert_eq!(p.elf, ElfPolicy::default());
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(
+            raw.get("danger").is_none(),
+            "the default policy has no danger section"
+        );
+        assert!(Policy::default().danger.is_strict());
+    }
+
+    const BASE: &str = r#""trusted_roots":[],"keys":"k","isolation":"thread""#;
+
+    fn parse(sections: &str) -> Result<Policy, PolicyError> {
+        Policy::from_json(format!("{{{BASE},{sections}}}").as_bytes(), Path::new("/"))
+    }
+
+    #[test]
+    fn every_weakening_knob_is_refused_outside_danger_with_a_pointer() {
+        for (json, moved, to) in [
+            (
+                r#""sandbox":{"require":"best_effort"}"#,
+                "sandbox.require",
+                "danger.sandbox_best_effort",
+            ),
+            // The strict word too: the field is gone, not just its weak value.
+            (
+                r#""sandbox":{"require":"full"}"#,
+                "sandbox.require",
+                "danger.sandbox_best_effort",
+            ),
+            (
+                r#""expiry":{"warn_only":true}"#,
+                "expiry.warn_only",
+                "danger.expired_plugins_warn_only",
+            ),
+            (
+                r#""elf":{"allow_executable_stack":true}"#,
+                "elf.allow_executable_stack",
+                "danger.elf.allow_executable_stack",
+            ),
+            (
+                r#""elf":{"allow_writable_executable_segments":true}"#,
+                "elf.allow_writable_executable_segments",
+                "danger.elf.allow_writable_executable_segments",
+            ),
+            (
+                r#""elf":{"min_relro":"partial"}"#,
+                "elf.min_relro",
+                "danger.elf.min_relro",
+            ),
+            (
+                r#""elf":{"min_relro":"full"}"#,
+                "elf.min_relro",
+                "danger.elf.min_relro",
+            ),
+            (
+                r#""elf":{"allow_text_relocations":false}"#,
+                "elf.allow_text_relocations",
+                "danger.elf.allow_text_relocations",
+            ),
+            (
+                r#""elf":{"allow_rpath":true}"#,
+                "elf.allow_rpath",
+                "danger.elf.allow_rpath",
+            ),
+            (
+                r#""elf":{"allowed_runpaths":["/opt/x"]}"#,
+                "elf.allowed_runpaths",
+                "danger.elf.allow_runpaths",
+            ),
+            (
+                r#""elf":{"allow_audit":true}"#,
+                "elf.allow_audit",
+                "danger.elf.allow_audit",
+            ),
+            (
+                r#""elf":{"allow_ifunc":true}"#,
+                "elf.allow_ifunc",
+                "danger.elf.allow_ifunc",
+            ),
+        ] {
+            let err = parse(json).unwrap_err();
+            assert!(
+                matches!(err, PolicyError::MovedToDanger { field, danger } if field == moved && danger == to),
+                "{json}: {err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(moved) && msg.contains(to), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_normal_elf_list_that_widens_is_refused_with_a_pointer() {
+        for (json, list, entry, to) in [
+            (
+                r#""elf":{"denied_imports":[]}"#,
+                "elf.denied_imports",
+                "execve",
+                "danger.elf.allow_imports",
+            ),
+            (
+                r#""elf":{"denied_imports":["execve","execv","execvp","execvpe","execl","execlp","execle","fexecve","popen","fork","vfork","posix_spawn","posix_spawnp","ptrace","dlopen","dlmopen"]}"#,
+                "elf.denied_imports",
+                "system",
+                "danger.elf.allow_imports",
+            ),
+            (
+                r#""elf":{"allowed_needed":["libc.so.6","libz.so.1"]}"#,
+                "elf.allowed_needed",
+                "libz.so.1",
+                "danger.elf.allow_needed",
+            ),
+        ] {
+            let err = parse(json).unwrap_err();
+            assert!(
+                matches!(&err, PolicyError::WideningOutsideDanger { field, entry: e, danger, .. }
+                    if *field == list && e == entry && *danger == to),
+                "{json}: {err:?}"
+            );
+            assert!(err.to_string().contains(to), "{err}");
+        }
+        // The same widenings made in code are refused by the validation a Gate runs.
+        let mut p = Policy::default();
+        p.elf.denied_imports.retain(|d| d != "ptrace");
+        assert!(matches!(
+            p.validate(),
+            Err(PolicyError::WideningOutsideDanger { field: "elf.denied_imports", ref entry, .. }) if entry == "ptrace"
+        ));
+        let mut p = Policy::default();
+        p.elf.allowed_needed.push("libz.so.1".into());
+        assert!(matches!(
+            p.validate(),
+            Err(PolicyError::WideningOutsideDanger {
+                field: "elf.allowed_needed",
+                ..
+            })
+        ));
+        // Through the danger knobs they are accepted.
+        let mut p = Policy::default();
+        p.danger
+            .elf_mut()
+            .allow_imports(["ptrace"])
+            .allow_needed(["libz.so.1"]);
+        p.validate().unwrap();
+    }
+
+    #[test]
+    fn the_elf_section_defaults_strict_tightens_and_refuses_unknown_fields() {
+        let p = parse(r#""elf":{}"#).unwrap();
+        assert_eq!(p.elf, ElfPolicy::default());
+        assert!(p.elf.denied_imports.iter().any(|d| d == "system"));
+        assert!(matches!(
+            parse(r#""elf":{"allow_execstack":true}"#),
+            Err(PolicyError::Syntax(_))
+        ));
+        // Tightenings stay in the normal section.
+        let p = parse(
+            r#""elf":{"allowed_needed":[],"denied_imports":["execve","execv","execvp","execvpe","execl","execlp","execle","fexecve","system","popen","fork","vfork","posix_spawn","posix_spawnp","ptrace","dlopen","dlmopen","socket"],"max_constructors":0,"max_finalizers":1,"require_stack_protector":true}"#,
+        )
+        .unwrap();
+        assert!(p.elf.allowed_needed.is_empty());
+        assert!(p.elf.denied_imports.iter().any(|d| d == "socket"));
+        assert_eq!(p.elf.max_constructors, Some(0));
+        assert_eq!(p.elf.max_finalizers, Some(1));
+        assert!(p.elf.require_stack_protector);
+        assert!(p.danger.is_strict());
+    }
+
+    #[test]
+    fn the_danger_section_is_read_into_policy_danger() {
+        let p = parse(
+            r#""danger":{"sandbox_best_effort":true,"elf":{"min_relro":"partial","allow_imports":["system"]}}"#,
+        )
+        .unwrap();
+        assert!(p.danger.is_sandbox_best_effort());
+        assert!(!p.danger.is_expired_plugins_warn_only());
+        assert_eq!(
+            p.danger.elf().relro_floor(),
+            Some(crate::danger::RelroFloor::Partial)
+        );
+        assert_eq!(p.danger.elf().allowed_imports(), ["system"]);
+        assert_eq!(p.elf, ElfPolicy::default());
+        for bad in [
+            r#""danger":{"sandbox":"best_effort"}"#,
+            r#""danger":{"elf":{"min_relro":"full"}}"#,
+            r#""danger":{"elf":{"allowed_runpaths":["/x"]}}"#,
+        ] {
+            assert!(matches!(parse(bad), Err(PolicyError::Syntax(_))), "{bad}");
+        }
     }
 }

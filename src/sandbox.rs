@@ -50,6 +50,7 @@ use landlock::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::danger::Danger;
 use crate::error::Error;
 use crate::manifest::Capabilities;
 use crate::perms::{PermsError, WritableByOthers};
@@ -419,8 +420,14 @@ enum Role {
 impl SandboxPlan {
     /// Intersects the policy's grants with the manifest's requests and opens each granted
     /// path (module docs). A refused grant is kept in the plan and reported when it is
-    /// applied, before anything is loaded.
-    pub(crate) fn new(policy: &SandboxPolicy, requested: &Capabilities, needed: &[String]) -> Self {
+    /// applied, before anything is loaded. Full enforcement is required unless `danger`
+    /// gives it up ([`Danger::sandbox_best_effort`]).
+    pub(crate) fn new(
+        policy: &SandboxPolicy,
+        danger: &Danger,
+        requested: &Capabilities,
+        needed: &[String],
+    ) -> Self {
         // Where a plugin could plant a symlink; no grant is resolved through one there.
         let writable = canonical_all(&policy.read_write);
         let resolve_all = |paths: &[PathBuf]| -> Vec<PathBuf> {
@@ -471,7 +478,11 @@ impl SandboxPlan {
             }
         }
         SandboxPlan {
-            require: policy.require,
+            require: if danger.is_sandbox_best_effort() {
+                Requirement::BestEffort
+            } else {
+                Requirement::Full
+            },
             read,
             read_write,
             connect_tcp,
@@ -784,7 +795,7 @@ mod tests {
             policy.read.push(d.to_path_buf());
             caps.read.push(d.to_str().unwrap().to_owned());
         }
-        SandboxPlan::new(&policy, &caps, &[])
+        SandboxPlan::new(&policy, &Danger::default(), &caps, &[])
     }
 
     #[test]

@@ -215,5 +215,6 @@ pub fn verify_plugin_dir(
         trust,
         limits,
         &crate::trust::TrustPolicy::default(),
+        &crate::danger::Danger::default(),
     )
 }

@@ -34,6 +34,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+use crate::danger::Danger;
 use crate::keys::{KeyId, PublicKey, SecretKey, TrustStore};
 use crate::manifest::Manifest;
 use crate::policy::PolicyError;
@@ -257,8 +258,9 @@ pub(crate) struct SignerRuleWire {
 pub(crate) struct ExpiryWire {
     #[serde(default)]
     skew_seconds: u64,
+    /// Moved: `danger.expired_plugins_warn_only` (refused here, by name).
     #[serde(default)]
-    warn_only: bool,
+    warn_only: Option<serde::de::IgnoredAny>,
 }
 
 /// The trust fields alone, for [`TrustPolicy::from_json`].
@@ -356,10 +358,10 @@ impl SignerRule {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExpiryPolicy {
-    /// Seconds past `expires` still accepted, for hosts whose clock may lag.
+    /// Seconds past `expires` still accepted, for hosts whose clock may lag. Accepting
+    /// expired plugins outright is a danger knob:
+    /// [`crate::danger::Danger::expired_plugins_warn_only`].
     pub skew_seconds: u64,
-    /// Log expired plugins instead of refusing them (air-gapped hosts without a clock).
-    pub warn_only: bool,
 }
 
 /// The trust part of a policy: who may sign what, what is revoked, what was seen.
@@ -448,6 +450,12 @@ impl TrustPolicy {
                 .map_err(|e| invalid(format!("min_versions.{name}: {v:?}: {e}")))?;
             mins.insert(name, v);
         }
+        if expiry.warn_only.is_some() {
+            return Err(PolicyError::MovedToDanger {
+                field: "expiry.warn_only",
+                danger: "danger.expired_plugins_warn_only",
+            });
+        }
         if expiry.skew_seconds > MAX_SKEW_SECONDS {
             return Err(PolicyError::LimitOutOfRange {
                 name: "expiry.skew_seconds",
@@ -462,7 +470,6 @@ impl TrustPolicy {
             min_versions: mins,
             expiry: ExpiryPolicy {
                 skew_seconds: expiry.skew_seconds,
-                warn_only: expiry.warn_only,
             },
         })
     }
@@ -519,15 +526,17 @@ impl TrustPolicy {
     }
 
     /// Signer rules, revocation, expiry, minimum version and the rollback mark, for a
-    /// manifest whose signatures by `signers` verified. Does not raise the mark.
+    /// manifest whose signatures by `signers` verified. Does not raise the mark. An expired
+    /// plugin passes only under [`Danger::expired_plugins_warn_only`].
     pub(crate) fn check(
         &self,
         store: &TrustStore,
         manifest: &Manifest,
         signers: &[KeyId],
+        danger: &Danger,
     ) -> Result<(), TrustError> {
         self.check_signers(store, manifest.name(), signers)?;
-        self.check_expiry(manifest, time::OffsetDateTime::now_utc())?;
+        self.check_expiry(manifest, time::OffsetDateTime::now_utc(), danger)?;
         let name = manifest.name();
         let version = manifest.version();
         if let Some(min) = self.min_versions.get(name)
@@ -595,6 +604,7 @@ impl TrustPolicy {
         &self,
         manifest: &Manifest,
         now: time::OffsetDateTime,
+        danger: &Danger,
     ) -> Result<(), TrustError> {
         let Some(expires) = manifest.expires() else {
             return Ok(());
@@ -615,8 +625,8 @@ impl TrustPolicy {
             now: fmt(now),
             skew_seconds: self.expiry.skew_seconds,
         };
-        if self.expiry.warn_only {
-            tracing::warn!(target: "skillgate::audit", error = %crate::escape::Escaped(&err), "expired plugin accepted (expiry.warn_only)");
+        if danger.is_expired_plugins_warn_only() {
+            tracing::warn!(target: "skillgate::audit", error = %crate::escape::Escaped(&err), "expired plugin accepted (danger.expired_plugins_warn_only)");
             return Ok(());
         }
         Err(err)
@@ -1114,11 +1124,20 @@ mod tests {
                 assert!(matches!(err, PolicyError::Syntax(_)), "{json}: {err:?}");
             }
         }
-        let p = policy(r#"{"state_dir":"state","expiry":{"skew_seconds":60,"warn_only":true}}"#)
-            .unwrap();
+        let err = policy(r#"{"expiry":{"warn_only":true}}"#).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::MovedToDanger {
+                    field: "expiry.warn_only",
+                    danger: "danger.expired_plugins_warn_only"
+                }
+            ),
+            "{err:?}"
+        );
+        let p = policy(r#"{"state_dir":"state","expiry":{"skew_seconds":60}}"#).unwrap();
         assert_eq!(p.state_dir(), Some(Path::new("/etc/skillgate/state")));
         assert_eq!(p.expiry().skew_seconds, 60);
-        assert!(p.expiry().warn_only);
         assert!(p.rules().is_none());
     }
 

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::danger::Danger;
 use crate::error::Error;
 use crate::keys::{KeyId, TrustStore};
 use crate::locate::PluginDir;
@@ -125,11 +126,13 @@ pub enum IntegrityError {
 /// Verifies the plugin directory against the trust store and the trust policy: signature,
 /// manifest, signer rules, revocation, expiry, minimum version and rollback, files. The
 /// plugin's version mark is raised (see [`crate::trust`]) only once every file verified.
+/// `danger` is the policy's weakenings (only `expired_plugins_warn_only` acts here).
 pub fn verify_dir(
     dir: &PluginDir,
     trust: &TrustStore,
     limits: &Limits,
     policy: &TrustPolicy,
+    danger: &Danger,
 ) -> Result<Verified<Bundle>, Error> {
     let manifest_bytes = dir
         .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
@@ -137,7 +140,7 @@ pub fn verify_dir(
     let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
     let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
     let manifest = Manifest::parse(&authentic, limits.files)?;
-    policy.check(trust, &manifest, authentic.signers())?;
+    policy.check(trust, &manifest, authentic.signers(), danger)?;
 
     let dir_path = dir.path().to_path_buf();
     // Two more entries than the manifest may list: the manifest and its signature file.

@@ -77,6 +77,14 @@ fn seeds_are_valid_inputs_where_they_should_be() {
     assert!(skillgate::protocol::decode_frame(&read("ipc_frame", "seed-loaded"), 1 << 20).is_ok());
     assert!(skillgate::ffi::decode_result(&read("ffi_result", "seed-result.json")).is_ok());
     assert!(skillgate::inspect::inspect_bytes(&read("elf", "seed-c-plugin.so")).is_ok());
+    for seed in [
+        "seed-default.json",
+        "seed-thread-sandbox.json",
+        "seed-danger.json",
+    ] {
+        let parsed = skillgate::Policy::from_json(&read("policy", seed), Path::new("/"));
+        assert!(parsed.is_ok(), "{seed}: {parsed:?}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use skillgate::danger::{ElfDanger, RelroFloor};
 use skillgate::error::Error;
 use skillgate::inspect::{
     ElfPolicy, GnuStack, InspectError, InspectReport, Relro, Status, examine, inspect_bytes,
@@ -22,16 +23,23 @@ const SKILLGATE: &str = env!("CARGO_BIN_EXE_skillgate");
 
 // ---- helpers ------------------------------------------------------------------------------
 
-fn strict() -> ElfPolicy {
-    ElfPolicy::default()
+/// What one inspection applies: the normal `elf` section and its danger knobs.
+#[derive(Clone, Default)]
+struct Pol {
+    elf: ElfPolicy,
+    danger: ElfDanger,
 }
 
-fn verdict_with(path: &Path, policy: &ElfPolicy) -> Result<InspectReport, InspectError> {
-    inspect_bytes_with(&std::fs::read(path).unwrap(), policy)
+fn strict() -> Pol {
+    Pol::default()
+}
+
+fn verdict_with(path: &Path, policy: &Pol) -> Result<InspectReport, InspectError> {
+    inspect_bytes_with(&std::fs::read(path).unwrap(), &policy.elf, &policy.danger)
 }
 
 /// The refusal of `path` under `policy`; panics if it passes.
-fn refusal_with(path: &Path, policy: &ElfPolicy) -> InspectError {
+fn refusal_with(path: &Path, policy: &Pol) -> InspectError {
     match verdict_with(path, policy) {
         Ok(r) => panic!("{} passed, expected a refusal: {r:#?}", path.display()),
         Err(e) => e,
@@ -43,7 +51,7 @@ fn refusal(path: &Path) -> InspectError {
 }
 
 /// Asserts that `path` passes `policy`, printing the refusal otherwise.
-fn passes_with(path: &Path, policy: &ElfPolicy) -> InspectReport {
+fn passes_with(path: &Path, policy: &Pol) -> InspectReport {
     match verdict_with(path, policy) {
         Ok(r) => r,
         Err(e) => panic!("{} was refused: {e}", path.display()),
@@ -172,7 +180,7 @@ fn an_executable_stack_is_refused() {
     let lib = good_with(&host, "execstack", &["-Wl,-z,execstack"]);
     assert_eq!(refusal(&lib), InspectError::ExecutableStack);
     let mut p = strict();
-    p.allow_executable_stack = true;
+    p.danger.allow_executable_stack();
     assert_eq!(passes_with(&lib, &p).gnu_stack, GnuStack::Executable);
     assert_eq!(
         passes(&good_with(&host, "noexecstack", &[])).gnu_stack,
@@ -190,7 +198,7 @@ fn a_missing_gnu_stack_header_is_refused() {
     });
     assert_eq!(refusal(&lib), InspectError::MissingGnuStack);
     let mut p = strict();
-    p.allow_executable_stack = true;
+    p.danger.allow_executable_stack();
     assert_eq!(passes_with(&lib, &p).gnu_stack, GnuStack::Missing);
     passes(&good);
 }
@@ -213,7 +221,7 @@ fn a_writable_and_executable_segment_is_refused() {
         refusal(&lib)
     );
     let mut p = strict();
-    p.allow_writable_executable_segments = true;
+    p.danger.allow_writable_executable_segments();
     assert_eq!(passes_with(&lib, &p).wx_segments.len(), 1);
 }
 
@@ -229,7 +237,7 @@ fn lazy_binding_is_partial_relro_and_refused() {
         }
     );
     let mut p = strict();
-    p.min_relro = Relro::Partial;
+    p.danger.allow_relro_below_full(RelroFloor::Partial);
     assert!(!passes_with(&lib, &p).bind_now);
 }
 
@@ -245,7 +253,7 @@ fn no_relro_is_refused() {
         }
     );
     let mut p = strict();
-    p.min_relro = Relro::None;
+    p.danger.allow_relro_below_full(RelroFloor::None);
     assert_eq!(passes_with(&lib, &p).relro, Relro::None);
 }
 
@@ -260,12 +268,12 @@ fn an_rpath_is_refused() {
     assert_eq!(refusal(&lib), InspectError::Rpath("/opt/x".into()));
     // Allowing DT_RPATH still subjects its entries to the search-path rule.
     let mut p = strict();
-    p.allow_rpath = true;
+    p.danger.allow_rpath();
     assert!(matches!(
         refusal_with(&lib, &p),
         InspectError::Runpath { ref entry, .. } if entry == "/opt/x"
     ));
-    p.allowed_runpaths = vec!["/opt/x".into()];
+    p.danger.allow_runpaths(["/opt/x"]);
     assert_eq!(passes_with(&lib, &p).rpath, vec!["/opt/x".to_owned()]);
 }
 
@@ -289,7 +297,7 @@ fn a_runpath_is_refused_unless_absolute_and_allowed() {
     );
     let mut p = strict();
     // Even listed, a relative entry is refused.
-    p.allowed_runpaths = vec!["lib".into(), "$ORIGIN/lib".into(), "/opt/x".into()];
+    p.danger.allow_runpaths(["lib", "$ORIGIN/lib", "/opt/x"]);
     for (lib, entry) in [(&relative, "lib"), (&origin, "$ORIGIN/lib")] {
         assert!(matches!(
             refusal_with(lib, &p),
@@ -326,7 +334,7 @@ fn text_relocations_are_refused() {
     let lib = good_with(&host, "textrel", &[nopic.to_str().unwrap()]);
     assert_eq!(refusal(&lib), InspectError::TextRelocations);
     let mut p = strict();
-    p.allow_text_relocations = true;
+    p.danger.allow_text_relocations();
     assert!(passes_with(&lib, &p).textrel);
     assert!(!passes(&good_with(&host, "notextrel", &[pic.to_str().unwrap()])).textrel);
 }
@@ -343,7 +351,7 @@ fn ifunc_resolvers_are_refused() {
         other => panic!("expected Ifunc, got {other:?}"),
     }
     let mut p = strict();
-    p.allow_ifunc = true;
+    p.danger.allow_ifunc();
     passes_with(&lib, &p);
 }
 
@@ -355,8 +363,15 @@ fn an_unlisted_needed_library_is_refused() {
         refusal(&lib),
         InspectError::NeededNotAllowed("libz.so.1".into())
     );
+    // Listing it in the normal section (in code, never validated) does not let it through.
     let mut p = strict();
-    p.allowed_needed.push("libz.so.1".into());
+    p.elf.allowed_needed.push("libz.so.1".into());
+    assert_eq!(
+        refusal_with(&lib, &p),
+        InspectError::NeededNotAllowed("libz.so.1".into())
+    );
+    let mut p = strict();
+    p.danger.allow_needed(["libz.so.1"]);
     assert!(
         passes_with(&lib, &p)
             .needed
@@ -373,8 +388,16 @@ fn an_import_of_system_is_refused() {
         refusal(&lib),
         InspectError::DeniedImports(vec!["system".into()])
     );
+    // Emptying the normal deny list (a `Policy` edited in code, never validated) does not
+    // let it through: only the danger knob takes a default denial off.
     let mut p = strict();
-    p.denied_imports.retain(|d| d != "system");
+    p.elf.denied_imports.clear();
+    assert_eq!(
+        refusal_with(&lib, &p),
+        InspectError::DeniedImports(vec!["system".into()])
+    );
+    let mut p = strict();
+    p.danger.allow_imports(["system"]);
     assert!(passes_with(&lib, &p).imports.iter().any(|i| i == "system"));
 }
 
@@ -510,7 +533,7 @@ fn constructors_are_counted_and_limited_only_on_request() {
     let base = passes(&good).constructors.total;
     assert_eq!(passes(&ctor).constructors.total, base + 1);
     let mut p = strict();
-    p.max_constructors = Some(base);
+    p.elf.max_constructors = Some(base);
     passes_with(&good, &p);
     assert_eq!(
         refusal_with(&ctor, &p),
@@ -529,7 +552,7 @@ fn a_stack_protector_is_reported_and_required_only_on_request() {
     assert!(!passes(&plain).stack_protector);
     assert!(passes(&canary).stack_protector);
     let mut p = strict();
-    p.require_stack_protector = true;
+    p.elf.require_stack_protector = true;
     assert_eq!(refusal_with(&plain, &p), InspectError::NoStackProtector);
     passes_with(&canary, &p);
 }
@@ -539,20 +562,25 @@ fn the_policy_section_of_a_host_policy_file_is_strict() {
     let base = r#"{"trusted_roots":[],"keys":"k","isolation":"thread""#;
     let p = skillgate::Policy::from_json(format!("{base}}}").as_bytes(), Path::new("/")).unwrap();
     assert_eq!(p.elf, ElfPolicy::default());
+    assert!(p.danger.is_strict());
     let p = skillgate::Policy::from_json(
-        format!(r#"{base},"elf":{{"allow_ifunc":true,"min_relro":"partial"}}}}"#).as_bytes(),
+        format!(r#"{base},"danger":{{"elf":{{"allow_ifunc":true,"min_relro":"partial"}}}}}}"#)
+            .as_bytes(),
         Path::new("/"),
     )
     .unwrap();
-    assert!(p.elf.allow_ifunc);
-    assert_eq!(p.elf.min_relro, Relro::Partial);
+    assert!(p.danger.elf().ifunc_allowed());
+    assert_eq!(p.danger.elf().relro_floor(), Some(RelroFloor::Partial));
     assert!(
-        !p.elf.allow_executable_stack,
+        !p.danger.elf().executable_stack_allowed(),
         "unspecified knobs stay strict"
     );
+    assert_eq!(p.elf, ElfPolicy::default());
     for bad in [
         r#""elf":{"allow_everything":true}"#,
         r#""elf":{"min_relro":"some"}"#,
+        r#""elf":{"allow_ifunc":true}"#,
+        r#""danger":{"elf":{"min_relro":"some"}}"#,
     ] {
         assert!(
             skillgate::Policy::from_json(format!("{base},{bad}}}").as_bytes(), Path::new("/"))
@@ -627,9 +655,11 @@ fn erased_or_lying_section_headers_change_no_verdict() {
     ];
     let mut policies = vec![strict()];
     let mut lenient = strict();
-    lenient.allow_ifunc = true;
-    lenient.allow_text_relocations = true;
-    lenient.denied_imports.clear();
+    lenient
+        .danger
+        .allow_ifunc()
+        .allow_text_relocations()
+        .allow_imports(skillgate::inspect::DEFAULT_DENIED_IMPORTS.iter().copied());
     policies.push(lenient);
     for lib in &libs {
         let bytes = std::fs::read(lib).unwrap();
@@ -642,14 +672,19 @@ fn erased_or_lying_section_headers_change_no_verdict() {
             "the lying copy must fool a parser that reads section headers"
         );
         for p in &policies {
-            let expected = inspect_bytes_with(&bytes, p);
+            let expected = inspect_bytes_with(&bytes, &p.elf, &p.danger);
             assert_eq!(
-                inspect_bytes_with(&erased, p),
+                inspect_bytes_with(&erased, &p.elf, &p.danger),
                 expected,
                 "{}",
                 lib.display()
             );
-            assert_eq!(inspect_bytes_with(&lying, p), expected, "{}", lib.display());
+            assert_eq!(
+                inspect_bytes_with(&lying, &p.elf, &p.danger),
+                expected,
+                "{}",
+                lib.display()
+            );
         }
     }
 }
@@ -729,7 +764,7 @@ fn the_policy_file_elf_section_reaches_the_gate() {
         Error::Inspect(InspectError::DeniedImports(_))
     ));
     let mut policy = host.policy();
-    policy.elf.denied_imports.clear();
+    policy.danger.elf_mut().allow_imports(["system"]);
     let plugin = host.gate_with(policy).verify_and_load(&dir).unwrap();
     assert!(plugin.inspection().imports.iter().any(|i| i == "system"));
 }
@@ -755,9 +790,14 @@ fn inspect_json(path: &Path, extra: &[&str]) -> (i32, Value) {
 }
 
 fn write_policy(host: &Host, elf: &str) -> PathBuf {
+    write_policy_sections(host, &format!(r#""elf":{elf}"#))
+}
+
+/// A policy file with these sections (`"elf":{…},"danger":{…}`) besides the host's own.
+fn write_policy_sections(host: &Host, sections: &str) -> PathBuf {
     let path = host.tmp.path().join("policy.json");
     let json = format!(
-        r#"{{"trusted_roots":[{root:?}],"keys":{keys:?},"isolation":"thread","elf":{elf}}}"#,
+        r#"{{"trusted_roots":[{root:?}],"keys":{keys:?},"isolation":"thread",{sections}}}"#,
         root = host.root.to_str().unwrap(),
         keys = host.keys_dir().to_str().unwrap(),
     );
@@ -820,10 +860,21 @@ fn inspect_exits_0_on_a_passing_library_and_1_on_a_refused_one() {
     assert_eq!(doc["refusal"]["fix"], "link with -Wl,-z,relro -Wl,-z,now");
     assert_eq!(doc["elf"]["relro"], "partial");
 
-    // --policy: the host policy's elf section applies.
-    let policy = write_policy(&host, r#"{"min_relro":"partial"}"#);
+    // --policy: the host policy's danger section applies.
+    let policy = write_policy_sections(&host, r#""danger":{"elf":{"min_relro":"partial"}}"#);
     let (code, doc) = inspect_json(&lazy, &["--policy", policy.to_str().unwrap()]);
     assert_eq!(code, 0, "{doc}");
+    // The weakening in its old place is a policy error (2) that points to the danger
+    // section, not a silent strict default.
+    let moved = write_policy(&host, r#"{"min_relro":"partial"}"#);
+    let (code, _, stderr) = run(&[
+        "inspect",
+        lazy.to_str().unwrap(),
+        "--policy",
+        moved.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("danger.elf.min_relro"), "{stderr}");
 }
 
 #[test]
@@ -900,7 +951,8 @@ fn verify_and_run_exit_1_on_an_inspection_refusal() {
             "{cmd}: {stderr}"
         );
     }
-    let relaxed = write_policy(&host, r#"{"allow_executable_stack":true}"#);
+    let relaxed =
+        write_policy_sections(&host, r#""danger":{"elf":{"allow_executable_stack":true}}"#);
     let (code, _, stderr) = run(&[
         "verify",
         dir.to_str().unwrap(),
@@ -1067,10 +1119,12 @@ fn random_and_mutated_elf_bytes_never_panic_the_inspector() {
         std::fs::read(host.build("elf/ifunc", "fuzzifunc", &[])).unwrap(),
     ];
     let mut lenient = strict();
-    lenient.allow_ifunc = true;
-    lenient.allow_rpath = true;
-    lenient.denied_imports.clear();
-    lenient.max_constructors = Some(1);
+    lenient
+        .danger
+        .allow_ifunc()
+        .allow_rpath()
+        .allow_imports(skillgate::inspect::DEFAULT_DENIED_IMPORTS.iter().copied());
+    lenient.elf.max_constructors = Some(1);
     let policies = [strict(), lenient];
     let mut rng = Rng(0x5eed_1e55_0000_0005);
     let interesting: [u64; 8] = [0, 1, 0x7f, 0x80, 0xff, 0xffff, 0xffff_ffff, u64::MAX];
@@ -1099,8 +1153,8 @@ fn random_and_mutated_elf_bytes_never_panic_the_inspector() {
             }
         }
         for p in &policies {
-            let examined = examine(&bytes, p);
-            let verdict = inspect_bytes_with(&bytes, p);
+            let examined = examine(&bytes, &p.elf, &p.danger);
+            let verdict = inspect_bytes_with(&bytes, &p.elf, &p.danger);
             // The two entry points agree on what they share.
             if let Err(e) = &examined {
                 assert_eq!(verdict.as_ref().err(), Some(e));
@@ -1188,7 +1242,12 @@ fn dynamic_slot(bytes: &[u8], tag: u64) -> usize {
 
 /// The report of every check on a library, whether it passes or not.
 fn examined(path: &Path) -> InspectReport {
-    examine(&std::fs::read(path).unwrap(), &strict()).unwrap()
+    examine(
+        &std::fs::read(path).unwrap(),
+        &ElfPolicy::default(),
+        &ElfDanger::default(),
+    )
+    .unwrap()
 }
 
 fn check_of<'r>(report: &'r InspectReport, name: &str) -> &'r skillgate::inspect::CheckResult {
@@ -1394,7 +1453,7 @@ fn a_dynamic_array_that_runs_past_its_program_header_is_refused() {
         );
     }
     let mut p = strict();
-    p.allowed_needed.push("libz.so.1".into());
+    p.danger.allow_needed(["libz.so.1"]);
     passes_with(&zlib, &p);
 }
 
@@ -1658,9 +1717,9 @@ fn a_relro_segment_that_protects_nothing_is_no_relro() {
     );
     // The detail says why (shown when the policy lets the check pass).
     let mut any = strict();
-    any.min_relro = Relro::None;
+    any.danger.allow_relro_below_full(RelroFloor::None);
     let detail = |lib: &Path| {
-        let r = examine(&std::fs::read(lib).unwrap(), &any).unwrap();
+        let r = examine(&std::fs::read(lib).unwrap(), &any.elf, &any.danger).unwrap();
         check_of(&r, "relro").detail.clone()
     };
     assert!(
@@ -1740,7 +1799,7 @@ fn filter_libraries_are_held_to_the_needed_list() {
             "{flag}"
         );
         let mut p = strict();
-        p.allowed_needed.push("libz.so.1".into());
+        p.danger.allow_needed(["libz.so.1"]);
         assert_eq!(passes_with(&lib, &p).filters, vec!["libz.so.1".to_owned()]);
     }
     assert!(
@@ -1776,7 +1835,7 @@ fn finalizers_are_counted_reported_and_limited_only_on_request() {
     assert!(c.detail.contains("__cxa_atexit") || c.detail.contains("atexit"));
 
     let mut p = strict();
-    p.max_finalizers = Some(base.total);
+    p.elf.max_finalizers = Some(base.total);
     passes_with(&good, &p);
     let e = refusal_with(&dtor, &p);
     assert_eq!(

@@ -60,11 +60,15 @@ fn hostile_with(host: &Host, policy: Policy, capabilities: Value) -> (Gate, Load
     (gate, plugin)
 }
 
-/// `policy` with the ELF import deny list emptied. The hostile plugin imports `execve`,
-/// `posix_spawn` and `ptrace` on purpose, so the default policy refuses it at inspection
-/// (tests/inspect.rs checks that); these tests exercise the sandbox behind the inspector.
+/// `policy` with every import denial taken off (a danger knob). The hostile plugin imports
+/// `execve`, `posix_spawn` and `ptrace` on purpose, so the default policy refuses it at
+/// inspection (tests/inspect.rs checks that); these tests exercise the sandbox behind the
+/// inspector.
 fn hostile_policy(mut policy: Policy) -> Policy {
-    policy.elf.denied_imports.clear();
+    policy
+        .danger
+        .elf_mut()
+        .allow_imports(skillgate::inspect::DEFAULT_DENIED_IMPORTS.iter().copied());
     policy
 }
 
@@ -670,7 +674,7 @@ fn a_library_requiring_an_executable_stack_fails_to_load() {
         // (tests/inspect.rs checks that); allow the executable stack here so the load reaches
         // the sandbox, which must still deny making the stack executable.
         let mut policy = host.policy();
-        policy.elf.allow_executable_stack = true;
+        policy.danger.elf_mut().allow_executable_stack();
         let gate = host.gate_with(policy);
         assert_host_stack_not_executable("before loading");
         let err = gate
@@ -700,7 +704,7 @@ fn constructors_and_ifunc_resolvers_run_sandboxed() {
         // The IFUNC is refused at inspection by default (tests/inspect.rs); allow it so the
         // resolver reaches the sandbox this test is about.
         let mut policy = host.policy();
-        policy.elf.allow_ifunc = true;
+        policy.danger.elf_mut().allow_ifunc();
         let gate = host.gate_with(policy);
         let plugin = gate
             .verify_and_load(&dir)

@@ -549,8 +549,17 @@ fn an_expired_manifest_is_refused() {
             if plugin == "expired" && expires == "2001-02-03T04:05:06Z")
     });
     host.assert_still_serves(&gate);
-    // Demoted to a warning for an air-gapped host.
-    let lenient = gate_with(&host, r#"{"expiry":{"warn_only":true}}"#);
+    // Demoted to a warning for an air-gapped host: a danger knob, refused in its old place.
+    assert!(matches!(
+        TrustPolicy::from_json(br#"{"expiry":{"warn_only":true}}"#, host.tmp.path()),
+        Err(skillgate::policy::PolicyError::MovedToDanger {
+            field: "expiry.warn_only",
+            danger: "danger.expired_plugins_warn_only"
+        })
+    ));
+    let mut policy = host.policy();
+    policy.danger.expired_plugins_warn_only();
+    let lenient = Gate::new(policy).unwrap();
     lenient.verify_and_load(&dir).unwrap();
     // Within the clock-skew margin.
     let now = time::OffsetDateTime::now_utc() - time::Duration::seconds(60);

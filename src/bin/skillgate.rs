@@ -260,6 +260,7 @@ mod inspect_cmd {
 
     use serde_json::{Value, json};
     use skillgate::Policy;
+    use skillgate::danger::ElfDanger;
     use skillgate::error::ErrorClass;
     use skillgate::escape::{Escaped, to_json_pretty};
     use skillgate::inspect::{CheckResult, ElfPolicy, InspectError, Status, examine};
@@ -353,12 +354,16 @@ mod inspect_cmd {
     }
 
     pub(super) fn run(path: &Path, as_json: bool, policy: Option<&Path>) -> ExitCode {
-        let (elf, limits) = match policy {
+        let (elf, danger, limits) = match policy {
             Some(file) => match Policy::from_file(file) {
-                Ok(p) => (p.elf, p.limits),
+                Ok(p) => (p.elf, p.danger.elf().clone(), p.limits),
                 Err(e) => return usage(&format!("policy: {e}")),
             },
-            None => (ElfPolicy::default(), Limits::default()),
+            None => (
+                ElfPolicy::default(),
+                ElfDanger::default(),
+                Limits::default(),
+            ),
         };
         let library = match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => match library_of(path, &limits) {
@@ -372,7 +377,7 @@ mod inspect_cmd {
             Ok(b) => b,
             Err(e) => return usage(&e),
         };
-        let outcome = examine(&bytes, &elf);
+        let outcome = examine(&bytes, &elf, &danger);
         let (checks, refusal, report) = match &outcome {
             Ok(report) => (
                 report.checks.iter().map(check_json).collect(),
