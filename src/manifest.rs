@@ -35,7 +35,7 @@ pub enum ManifestError {
     Missing,
     /// The JSON does not match the manifest schema (unknown or duplicate fields included).
     #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
-    Syntax(serde_json::Error),
+    Syntax(#[source] crate::json::JsonError),
     /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
     #[error(
         "{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')"
@@ -299,7 +299,7 @@ pub fn library_filename(name: &str) -> String {
 }
 
 pub(crate) fn parse_wire(bytes: &[u8]) -> Result<ManifestWire, ManifestError> {
-    serde_json::from_slice(bytes).map_err(ManifestError::Syntax)
+    serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(crate::json::JsonError::new(e)))
 }
 
 /// Checks what an author's template and a signed manifest share: names, version, text.

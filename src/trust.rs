@@ -180,7 +180,7 @@ pub enum RevocationError {
     },
     /// Not JSON of the statement's shape (unknown or duplicate fields included).
     #[error("{0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[source] crate::json::JsonError),
     /// The `format` field is not [`REVOCATION_FORMAT`].
     #[error("format is {found:?}, expected {REVOCATION_FORMAT:?}")]
     WrongFormat {
@@ -946,7 +946,8 @@ fn parse_statement(bytes: &[u8]) -> Result<(RevocationWire, PublicKey), Revocati
             max: MAX_STATEMENT_BYTES,
         });
     }
-    let wire: RevocationWire = serde_json::from_slice(bytes)?;
+    let wire: RevocationWire = serde_json::from_slice(bytes)
+        .map_err(|e| RevocationError::Json(crate::json::JsonError::new(e)))?;
     if wire.format != REVOCATION_FORMAT {
         return Err(RevocationError::WrongFormat { found: wire.format });
     }

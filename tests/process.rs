@@ -1235,14 +1235,17 @@ fn a_dlopen_failure_crosses_the_channel_as_a_load_error() {
     // The worker sends the failure and exits before the host has looked at it through
     // /proc: the failure it sent is reported, not its exit.
     let err = dlopen_failure("undefined");
-    assert!(matches!(err, Error::Load(LoadError::Dlopen(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Load(LoadError::Dlopen { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
     let err = dlopen_failure("undefined-text");
     match &err {
-        Error::Load(LoadError::Dlopen(text)) => assert!(
+        Error::Load(LoadError::Dlopen { detail: text }) => assert!(
             text.contains("skillgate_no_such_function"),
             "dlerror's text is lost: {text:?}"
         ),
