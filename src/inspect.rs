@@ -2189,7 +2189,7 @@ mod tests {
         let own = std::fs::read("/proc/self/exe").unwrap();
         // EI_CLASS 7 names no class: goblin refuses it, in its own words.
         let mut bad_class = own[..64].to_vec();
-        bad_class[usize::from(header::EI_CLASS)] = 7;
+        bad_class[header::EI_CLASS] = 7;
         let err = inspect_bytes(&bad_class).unwrap_err();
         let InspectError::Malformed(MalformedElf::Parse { part: "", detail }) = &err else {
             panic!("expected Malformed(Parse), got {err:?}");
