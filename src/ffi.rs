@@ -218,7 +218,7 @@ pub enum AbiError {
     },
     /// The plugin's metadata could not be read.
     #[error("plugin metadata unreadable: {0}")]
-    Metadata(FaultError),
+    Metadata(#[source] FaultError),
 }
 
 /// Copies a plugin-returned C string into host memory, reading at most `limit + 1` bytes.
