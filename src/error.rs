@@ -13,7 +13,7 @@
 //! chain (anyhow's `{:#}`, `tracing`'s error recording) would reach that raw text. The typed
 //! stage error is the variant's field.
 
-use crate::ffi::{AbiError, FaultError};
+use crate::ffi::{AbiError, FaultError, InputError};
 use crate::inspect::InspectError;
 use crate::keys::KeyError;
 use crate::load::LoadError;
@@ -57,7 +57,7 @@ pub enum Error {
     /// The plugin misbehaved during a call.
     Fault(FaultError),
     /// The call's input could not be serialized.
-    Input(serde_json::Error),
+    Input(InputError),
 }
 
 /// `From` for each stage error, without making it a `source()` (see the module docs).
@@ -84,6 +84,7 @@ from_stage! {
     Load(LoadError),
     Abi(AbiError),
     Fault(FaultError),
+    Input(InputError),
 }
 
 impl std::fmt::Display for Error {
@@ -152,9 +153,15 @@ mod tests {
     fn worker_sent_details_are_printed_escaped() {
         let hostile = "\u{1b}[2J\nskillgate: forged line\u{9b}31m\u{202e}";
         let errors = [
-            Error::Load(LoadError::Worker(hostile.to_owned())),
-            Error::Load(LoadError::Dlopen(hostile.to_owned())),
-            Error::Sandbox(SandboxError::Worker(hostile.to_owned())),
+            Error::Load(LoadError::Worker {
+                detail: hostile.to_owned(),
+            }),
+            Error::Load(LoadError::Dlopen {
+                detail: hostile.to_owned(),
+            }),
+            Error::Sandbox(SandboxError::Worker {
+                detail: hostile.to_owned(),
+            }),
             Error::Fault(FaultError::Protocol(
                 crate::protocol::ProtocolViolation::Malformed {
                     tag: crate::protocol::Tag::Loaded,
@@ -172,5 +179,32 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A call input that cannot be written as JSON is an [`InputError`] carrying the JSON
+    /// failure's kind and text, and [`Error`]'s message includes that text.
+    #[test]
+    fn an_input_error_carries_the_json_failure() {
+        struct Refuses;
+        impl serde::Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom(
+                    "this value refuses to be written",
+                ))
+            }
+        }
+        let Err(e) = serde_json::to_vec(&Refuses) else {
+            panic!("a value that refuses was written as JSON");
+        };
+        let err = Error::Input(InputError::json(e));
+        match &err {
+            Error::Input(InputError::Json(e)) => {
+                assert_eq!(e.kind(), crate::json::JsonErrorKind::Data);
+                assert!(e.to_string().contains("refuses to be written"), "{e}");
+            }
+            other => panic!("expected Input(Json), got {other:?}"),
+        }
+        assert!(err.to_string().contains("refuses to be written"), "{err}");
+        assert_eq!(err.class(), ErrorClass::Usage);
     }
 }

@@ -126,8 +126,9 @@ pub enum FaultError {
     NotJson {
         /// The exported function.
         function: &'static str,
-        /// What serde said.
-        detail: String,
+        /// What the JSON parser said.
+        #[source]
+        detail: crate::json::JsonError,
     },
     /// The call did not finish within the policy's timeout. The plugin's thread may still
     /// be running it; the plugin handle refuses further calls.
@@ -217,7 +218,7 @@ pub enum AbiError {
     },
     /// The plugin's metadata could not be read.
     #[error("plugin metadata unreadable: {0}")]
-    Metadata(FaultError),
+    Metadata(#[source] FaultError),
 }
 
 /// Copies a plugin-returned C string into host memory, reading at most `limit + 1` bytes.
@@ -259,7 +260,7 @@ pub fn decode_result(bytes: &[u8]) -> Result<PluginResult, FaultError> {
     let text = utf8(bytes, SYMBOL_EXECUTE)?;
     serde_json::from_str(text).map_err(|e| FaultError::NotJson {
         function: SYMBOL_EXECUTE,
-        detail: e.to_string(),
+        detail: crate::json::JsonError::new(e),
     })
 }
 
@@ -268,16 +269,39 @@ pub fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError> {
     let text = utf8(bytes, SYMBOL_METADATA)?;
     serde_json::from_str(text).map_err(|e| FaultError::NotJson {
         function: SYMBOL_METADATA,
-        detail: e.to_string(),
+        detail: crate::json::JsonError::new(e),
     })
 }
 
+/// A call's input could not be handed to the plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The context could not be written as JSON.
+    #[error("cannot write the context as JSON: {0}")]
+    Json(#[source] crate::json::JsonError),
+    /// The JSON text holds a NUL byte, so it cannot be passed as a C string. serde_json
+    /// escapes NUL inside strings, so this means a serializer bug, not a caller's value.
+    #[error("the context's JSON holds a NUL byte at offset {offset}")]
+    Nul {
+        /// Where the NUL byte is.
+        offset: usize,
+    },
+}
+
+impl InputError {
+    /// Wraps a serialization failure (crate-private, so serde_json stays out of the API).
+    pub(crate) fn json(e: serde_json::Error) -> Self {
+        InputError::Json(crate::json::JsonError::new(e))
+    }
+}
+
 /// Serializes a context for the plugin as a NUL-terminated string.
-pub(crate) fn encode_context(ctx: &PluginContext) -> Result<std::ffi::CString, serde_json::Error> {
-    let json = serde_json::to_vec(ctx)?;
+pub(crate) fn encode_context(ctx: &PluginContext) -> Result<std::ffi::CString, InputError> {
+    let json = serde_json::to_vec(ctx).map_err(InputError::json)?;
     // serde_json escapes NUL inside strings as \u0000, so the JSON text holds no NUL byte.
-    std::ffi::CString::new(json).map_err(|_| {
-        <serde_json::Error as serde::ser::Error>::custom("context JSON holds a NUL byte")
+    std::ffi::CString::new(json).map_err(|e| InputError::Nul {
+        offset: e.nul_position(),
     })
 }
 

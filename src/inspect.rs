@@ -375,6 +375,86 @@ impl InspectReport {
     }
 }
 
+/// What is wrong with a file that is not well-formed ELF (see [`InspectError::Malformed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedElf {
+    /// goblin could not parse a part of it. `detail` is goblin's message: its error type is
+    /// neither `Clone` nor comparable, which a refusal in an [`InspectReport`] must be, and
+    /// it carries little but that text.
+    #[error("{part}{detail}")]
+    Parse {
+        /// The part being parsed: empty for the whole file, else a prefix such as
+        /// `"program headers: "`.
+        part: &'static str,
+        /// goblin's message.
+        detail: String,
+    },
+    /// The parser panicked on it.
+    #[error("parser panicked")]
+    ParserPanicked,
+    /// The sealed library could not be mapped to be read.
+    #[error("cannot map the sealed library: {}", describe_io(*kind, *os_error))]
+    Map {
+        /// The kind of I/O error.
+        kind: std::io::ErrorKind,
+        /// The system's error number, if the system reported one.
+        os_error: Option<i32>,
+    },
+    /// A header field's offset overflowed.
+    #[error("header offset overflow")]
+    HeaderOffsetOverflow,
+    /// The ELF header is shorter than its fields.
+    #[error("ELF header is truncated")]
+    TruncatedHeader,
+    /// `EI_CLASS` is neither 32- nor 64-bit.
+    #[error("unknown ELF class")]
+    UnknownClass,
+    /// `EI_DATA` is neither little- nor big-endian.
+    #[error("unknown ELF byte order")]
+    UnknownByteOrder,
+    /// `e_phoff` does not fit in this machine's address space.
+    #[error("e_phoff does not fit in memory")]
+    PhoffTooLarge,
+    /// A `PT_LOAD` holds more file bytes than memory.
+    #[error(
+        "program header {index} (PT_LOAD) has p_filesz {filesz:#x} larger than p_memsz {memsz:#x}"
+    )]
+    FileSizeAboveMemSize {
+        /// The program header's index.
+        index: usize,
+        /// Its `p_filesz`.
+        filesz: u64,
+        /// Its `p_memsz`.
+        memsz: u64,
+    },
+    /// A dynamic entry's string lies outside the dynamic string table.
+    #[error("{tag} string at {offset:#x} is outside the dynamic string table")]
+    StringOutsideTable {
+        /// The dynamic tag.
+        tag: &'static str,
+        /// The offset it gives.
+        offset: u64,
+    },
+}
+
+impl MalformedElf {
+    /// goblin's error, as text (see [`MalformedElf::Parse`]).
+    fn parse(part: &'static str, e: goblin::error::Error) -> InspectError {
+        InspectError::Malformed(MalformedElf::Parse {
+            part,
+            detail: e.to_string(),
+        })
+    }
+}
+
+fn describe_io(kind: std::io::ErrorKind, os_error: Option<i32>) -> String {
+    match os_error {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => kind.to_string(),
+    }
+}
+
 /// Why a library was refused before loading. The message names the check and how to fix
 /// the build; [`InspectError::check`] and [`InspectError::fix`] give each alone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -385,7 +465,7 @@ pub enum InspectError {
     NotElf,
     /// The bytes are ELF but goblin could not parse them, or the headers are inconsistent.
     #[error("elf_header: library is not a well-formed ELF file: {0}")]
-    Malformed(String),
+    Malformed(#[source] MalformedElf),
     /// A program header describes bytes beyond the end of the file.
     #[error(
         "segment_bounds: program header {index} ({kind}) covers file bytes {offset}..{offset}+{filesz}, beyond the file's {file_len} bytes (truncated or malformed; rebuild it)"
@@ -793,10 +873,12 @@ pub fn inspect(
     danger: &ElfDanger,
 ) -> Result<Inspected, Error> {
     let bundle = verified.into_inner();
-    let mut map = bundle
-        .library()
-        .map_private()
-        .map_err(|e| InspectError::Malformed(format!("cannot map the sealed library: {e}")))?;
+    let mut map = bundle.library().map_private().map_err(|e| {
+        InspectError::Malformed(MalformedElf::Map {
+            kind: e.kind(),
+            os_error: e.raw_os_error(),
+        })
+    })?;
     let report = examine_in_place(&mut map, &Rules::new(policy, danger))?;
     drop(map);
     if let Some(refusal) = report.refusal() {
@@ -871,13 +953,13 @@ fn examine_erased(bytes: &[u8], policy: &Rules<'_>) -> Result<InspectReport, Ins
         let elf = Elf::parse(bytes).map_err(|e| {
             // goblin reads the tables a forged header points it at, and can fail there:
             // then the forgery, not goblin's complaint, is the refusal.
-            loader_view_problem(bytes).unwrap_or(InspectError::Malformed(e.to_string()))
+            loader_view_problem(bytes).unwrap_or(MalformedElf::parse("", e))
         })?;
         examine_parsed(&elf, bytes, policy)
     });
     match parsed {
         Ok(result) => result,
-        Err(_) => Err(InspectError::Malformed("parser panicked".into())),
+        Err(_) => Err(InspectError::Malformed(MalformedElf::ParserPanicked)),
     }
 }
 
@@ -901,10 +983,10 @@ fn erase_section_header_fields(elf: &mut [u8], is_64: bool) -> Result<(), Inspec
     for (at, width) in fields {
         let end = at
             .checked_add(width)
-            .ok_or_else(|| InspectError::Malformed("header offset overflow".into()))?;
+            .ok_or(InspectError::Malformed(MalformedElf::HeaderOffsetOverflow))?;
         let field = elf
             .get_mut(at..end)
-            .ok_or_else(|| InspectError::Malformed("ELF header is truncated".into()))?;
+            .ok_or(InspectError::Malformed(MalformedElf::TruncatedHeader))?;
         field.fill(0);
     }
     Ok(())
@@ -914,16 +996,16 @@ fn erase_section_header_fields(elf: &mut [u8], is_64: bool) -> Result<(), Inspec
 /// whether the file is 64-bit.
 fn check_program_headers(bytes: &[u8]) -> Result<bool, InspectError> {
     let parsed = std::panic::catch_unwind(|| -> Result<bool, InspectError> {
-        let hdr = Elf::parse_header(bytes).map_err(|e| InspectError::Malformed(e.to_string()))?;
+        let hdr = Elf::parse_header(bytes).map_err(|e| MalformedElf::parse("", e))?;
         let is_64 = match hdr.e_ident.get(header::EI_CLASS).copied() {
             Some(header::ELFCLASS64) => true,
             Some(header::ELFCLASS32) => false,
-            _ => return Err(InspectError::Malformed("unknown ELF class".into())),
+            _ => return Err(InspectError::Malformed(MalformedElf::UnknownClass)),
         };
         let endian = match hdr.e_ident.get(header::EI_DATA).copied() {
             Some(header::ELFDATA2LSB) => Endian::Little,
             Some(header::ELFDATA2MSB) => Endian::Big,
-            _ => return Err(InspectError::Malformed("unknown ELF byte order".into())),
+            _ => return Err(InspectError::Malformed(MalformedElf::UnknownByteOrder)),
         };
         let container = if is_64 {
             Container::Big
@@ -957,15 +1039,15 @@ fn check_program_headers(bytes: &[u8]) -> Result<bool, InspectError> {
             });
         }
         let phoff = usize::try_from(hdr.e_phoff)
-            .map_err(|_| InspectError::Malformed("e_phoff does not fit in memory".into()))?;
+            .map_err(|_| InspectError::Malformed(MalformedElf::PhoffTooLarge))?;
         let phdrs = ProgramHeader::parse(bytes, phoff, usize::from(hdr.e_phnum), ctx)
-            .map_err(|e| InspectError::Malformed(format!("program headers: {e}")))?;
+            .map_err(|e| MalformedElf::parse("program headers: ", e))?;
         check_segment_bounds(&phdrs, bytes.len())?;
         Ok(is_64)
     });
     match parsed {
         Ok(result) => result,
-        Err(_) => Err(InspectError::Malformed("parser panicked".into())),
+        Err(_) => Err(InspectError::Malformed(MalformedElf::ParserPanicked)),
     }
 }
 
@@ -986,10 +1068,13 @@ fn check_segment_bounds(phdrs: &[ProgramHeader], len: usize) -> Result<(), Inspe
             });
         }
         if ph.p_type == program_header::PT_LOAD && ph.p_filesz > ph.p_memsz {
-            return Err(InspectError::Malformed(format!(
-                "program header {index} (PT_LOAD) has p_filesz {:#x} larger than p_memsz {:#x}",
-                ph.p_filesz, ph.p_memsz
-            )));
+            return Err(InspectError::Malformed(
+                MalformedElf::FileSizeAboveMemSize {
+                    index,
+                    filesz: ph.p_filesz,
+                    memsz: ph.p_memsz,
+                },
+            ));
         }
     }
     Ok(())
@@ -1518,18 +1603,17 @@ fn dynamic_facts(
         .and_then(|addr| loads.file_range(addr, last(dynamic::DT_STRSZ).unwrap_or(0)))
         .and_then(|range| bytes.get(range))
         .unwrap_or_default();
-    let string = |tag: &str, value: u64| -> Result<String, InspectError> {
+    let string = |tag: &'static str, value: u64| -> Result<String, InspectError> {
         usize::try_from(value)
             .ok()
             .and_then(|at| strtab.get(at..))
             .and_then(|rest| rest.split(|b| *b == 0).next().filter(|_| rest.contains(&0)))
             .and_then(|raw| std::str::from_utf8(raw).ok())
             .map(str::to_owned)
-            .ok_or_else(|| {
-                InspectError::Malformed(format!(
-                    "{tag} string at {value:#x} is outside the dynamic string table"
-                ))
-            })
+            .ok_or(InspectError::Malformed(MalformedElf::StringOutsideTable {
+                tag,
+                offset: value,
+            }))
     };
     for (tag, value) in entries {
         match *tag {
@@ -2127,6 +2211,50 @@ mod tests {
             let _ =
                 inspect_bytes_with(&own[..cut.min(own.len())], &strict(), &ElfDanger::default());
         }
+    }
+
+    /// A malformed header is refused with what is wrong as data, and the parser's or the
+    /// check's words reach the message.
+    #[test]
+    fn a_malformed_header_says_what_is_wrong() {
+        let own = std::fs::read("/proc/self/exe").unwrap();
+        // EI_CLASS 7 names no class: goblin refuses it, in its own words.
+        let mut bad_class = own[..64].to_vec();
+        bad_class[header::EI_CLASS] = 7;
+        let err = inspect_bytes(&bad_class).unwrap_err();
+        let InspectError::Malformed(MalformedElf::Parse { part: "", detail }) = &err else {
+            panic!("expected Malformed(Parse), got {err:?}");
+        };
+        assert!(!detail.is_empty());
+        assert!(err.to_string().contains(detail.as_str()), "{err}");
+        assert_eq!(err.check(), "elf_header");
+        // A PT_LOAD with more file bytes than memory bytes: the values are carried.
+        let mut big_file = own.clone();
+        let phoff =
+            usize::try_from(u64::from_le_bytes(own[0x20..0x28].try_into().unwrap())).unwrap();
+        let phentsize = usize::from(u16::from_le_bytes(own[0x36..0x38].try_into().unwrap()));
+        let phnum = usize::from(u16::from_le_bytes(own[0x38..0x3a].try_into().unwrap()));
+        let load = (0..phnum)
+            .map(|i| phoff + i * phentsize)
+            .find(|at| {
+                u32::from_le_bytes(own[*at..*at + 4].try_into().unwrap()) == program_header::PT_LOAD
+            })
+            .unwrap();
+        // p_filesz (offset 0x20) = 1, p_memsz (0x28) = 0.
+        big_file[load + 0x20..load + 0x28].copy_from_slice(&1u64.to_le_bytes());
+        big_file[load + 0x28..load + 0x30].copy_from_slice(&0u64.to_le_bytes());
+        let err = inspect_bytes(&big_file).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InspectError::Malformed(MalformedElf::FileSizeAboveMemSize {
+                    filesz: 1,
+                    memsz: 0,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

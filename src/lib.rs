@@ -34,6 +34,7 @@ pub mod ffi;
 pub mod fuzzing;
 pub mod gate;
 pub mod inspect;
+pub mod json;
 pub mod keys;
 pub mod load;
 pub mod locate;

@@ -28,11 +28,19 @@ pub(crate) type FreeStringFn = unsafe extern "C" fn(*const c_char);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// `dlopen` failed. The text is the loader's own (`dlerror`): libloading's error says only
-    /// "dlopen failed" and keeps that text as its source, so the whole source chain is kept
-    /// here. A string, so a worker process can send it across its channel.
-    #[error("dlopen failed: {0}")]
-    Dlopen(String),
+    /// `dlopen` failed.
+    ///
+    /// `detail` is the loader's own message (`dlerror`, which names the object and what it
+    /// lacked). It is text because that is all the loader gives: glibc reports a failure
+    /// as a string, and libloading's error only wraps that string under "dlopen failed".
+    /// Nothing typed is flattened here, and the same text crosses a worker's channel
+    /// unchanged. The path opened is `/proc/self/fd/N` of the sealed memfd, meaningless to
+    /// a reader, so it is not a field (the loader's text starts with it anyway).
+    #[error("dlopen failed: {detail}")]
+    Dlopen {
+        /// The dynamic loader's message.
+        detail: String,
+    },
     /// A required symbol could not be resolved after loading.
     #[error("symbol {name} not found after loading: {detail}")]
     Symbol {
@@ -41,15 +49,34 @@ pub enum LoadError {
         /// What the loader said.
         detail: String,
     },
-    /// The worker process failed before loading (its report, or why it could not start).
-    #[error("worker: {0}")]
-    Worker(String),
+    /// The worker process could not set itself up before loading, as it reported.
+    ///
+    /// `detail` is the worker's own account (its error and every source, rendered in the
+    /// worker): it crossed a process boundary as text, and it is the worker's word, so
+    /// nothing but text is claimed for it.
+    #[error("worker: {detail}")]
+    Worker {
+        /// What the worker reported.
+        detail: String,
+    },
+    /// The worker process could not be started.
+    #[error("cannot start the worker {}: {source}", path.display())]
+    WorkerStart {
+        /// The worker executable.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker could not send its enforcement report to the host, so it loads nothing.
+    #[error("cannot send the enforcement report: {0}")]
+    Report(#[source] std::io::Error),
     /// No worker executable was found.
     #[error("worker executable not found (looked at {0:?}); set `worker` in the policy")]
     WorkerNotFound(Vec<std::path::PathBuf>),
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
 }
 
 /// The plugin's entry points. The library they point into is never unloaded, so the
@@ -81,8 +108,11 @@ pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadEr
     // SAFETY: loading runs the library's initialisers. The bytes passed signature, hash
     // and ELF inspection; running them on this, the plugin's own thread, is the purpose
     // of the call.
-    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(|e| LoadError::Dlopen(dlerror_text(&e)))?;
+    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| {
+        LoadError::Dlopen {
+            detail: dlerror_text(&e),
+        }
+    })?;
     let symbols = resolve(&lib)?;
     // Never dlclose (module docs): forget the handle, keep the descriptor open.
     std::mem::forget(lib);

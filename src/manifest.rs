@@ -35,7 +35,7 @@ pub enum ManifestError {
     Missing,
     /// The JSON does not match the manifest schema (unknown or duplicate fields included).
     #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
-    Syntax(serde_json::Error),
+    Syntax(#[source] crate::json::JsonError),
     /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
     #[error(
         "{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')"
@@ -52,12 +52,12 @@ pub enum ManifestError {
     #[error("file path {0:?} is not a plain relative path")]
     BadPath(String),
     /// The version is not semver.
-    #[error("version {value:?} is not semver: {detail}")]
+    #[error("version {value:?} is not semver: {source}")]
     BadVersion {
         /// The version string.
         value: String,
         /// What the semver parser said.
-        detail: String,
+        source: VersionError,
     },
     /// A text field is longer than [`MAX_TEXT_LEN`], or a list longer than its limit.
     #[error("{field} is too long")]
@@ -97,12 +97,13 @@ pub enum ManifestError {
     #[error("capability path {0:?} must be absolute, without `..` or NUL")]
     BadCapabilityPath(String),
     /// `expires` is not an RFC 3339 timestamp in UTC (`Z` or `+00:00`).
-    #[error("expires {value:?} is not an RFC 3339 UTC timestamp: {detail}")]
+    #[error("expires {value:?} is not an RFC 3339 UTC timestamp: {problem}")]
     BadExpiry {
-        /// The value found.
+        /// The value found (its first 64 characters).
         value: String,
         /// What was wrong.
-        detail: String,
+        #[source]
+        problem: ExpiryProblem,
     },
     /// A `sha256` value is not 64 lowercase hex digits.
     #[error("sha256 of {path:?} is not 64 lowercase hex digits")]
@@ -298,16 +299,65 @@ pub fn library_filename(name: &str) -> String {
     format!("lib{name}.so")
 }
 
+/// A version is not semver. The semver crate's error is kept inside, private, so the
+/// public enums name no dependency's type; its message is this error's `Display`.
+#[derive(Debug)]
+pub struct VersionError(semver::Error);
+
+impl std::fmt::Display for VersionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for VersionError {}
+
+/// Parses a semver version, keeping the parser's error typed.
+pub(crate) fn parse_version(text: &str) -> Result<semver::Version, VersionError> {
+    semver::Version::parse(text).map_err(VersionError)
+}
+
+/// What is wrong with an `expires` value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExpiryProblem {
+    /// Longer than 64 characters.
+    #[error("longer than 64 characters")]
+    TooLong,
+    /// Date and time are not separated by `T` (RFC 3339 allows others; one is enough).
+    #[error("date and time must be separated by 'T'")]
+    Separator,
+    /// Not an RFC 3339 timestamp.
+    #[error("{0}")]
+    Syntax(#[source] TimestampError),
+    /// The offset is not zero.
+    #[error("the offset must be Z (UTC)")]
+    NotUtc,
+}
+
+/// A timestamp is not RFC 3339. The time crate's error is kept inside, private (see
+/// [`VersionError`]); its message is this error's `Display`.
+#[derive(Debug)]
+pub struct TimestampError(time::error::Parse);
+
+impl std::fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
 pub(crate) fn parse_wire(bytes: &[u8]) -> Result<ManifestWire, ManifestError> {
-    serde_json::from_slice(bytes).map_err(ManifestError::Syntax)
+    serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(crate::json::JsonError::new(e)))
 }
 
 /// Checks what an author's template and a signed manifest share: names, version, text.
 pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, ManifestError> {
     check_name("name", &wire.name, MAX_NAME_LEN)?;
-    let version = semver::Version::parse(&wire.version).map_err(|e| ManifestError::BadVersion {
+    let version = parse_version(&wire.version).map_err(|source| ManifestError::BadVersion {
         value: wire.version.clone(),
-        detail: e.to_string(),
+        source,
     })?;
     for (field, text) in [
         ("description", Some(&wire.description)),
@@ -357,21 +407,21 @@ pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, Manif
 
 /// Parses `expires`: RFC 3339, offset zero, at most 64 characters.
 pub(crate) fn parse_expiry(value: &str) -> Result<time::OffsetDateTime, ManifestError> {
-    let bad = |detail: &str| ManifestError::BadExpiry {
+    let bad = |problem| ManifestError::BadExpiry {
         value: value.chars().take(64).collect(),
-        detail: detail.to_owned(),
+        problem,
     };
     if value.len() > 64 {
-        return Err(bad("longer than 64 characters"));
+        return Err(bad(ExpiryProblem::TooLong));
     }
     // RFC 3339 also allows a space or a lowercase `t`; one spelling is enough.
     if value.as_bytes().get(10) != Some(&b'T') {
-        return Err(bad("date and time must be separated by 'T'"));
+        return Err(bad(ExpiryProblem::Separator));
     }
     let t = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| bad(&e.to_string()))?;
+        .map_err(|e| bad(ExpiryProblem::Syntax(TimestampError(e))))?;
     if !t.offset().is_utc() {
-        return Err(bad("the offset must be Z (UTC)"));
+        return Err(bad(ExpiryProblem::NotUtc));
     }
     Ok(t)
 }
@@ -472,16 +522,29 @@ mod tests {
         let m = fuzz_parse(manifest(r#","expires":"2030-01-02T03:04:05Z""#).as_bytes()).unwrap();
         assert_eq!(m.expires().unwrap().unix_timestamp(), 1_893_553_445);
         assert_eq!(fuzz_parse(manifest("").as_bytes()).unwrap().expires(), None);
-        for bad in [
-            "2030-01-02T03:04:05+01:00",
-            "2030-01-02 03:04:05Z",
-            "2030-01-02",
-            "tomorrow",
-            "2030-13-02T03:04:05Z",
+        for (bad, expected) in [
+            ("2030-01-02T03:04:05+01:00", "NotUtc"),
+            ("2030-01-02 03:04:05Z", "Separator"),
+            ("2030-01-02", "Separator"),
+            ("tomorrow", "Separator"),
+            ("2030-13-02T03:04:05Z", "Syntax"),
         ] {
             let e = fuzz_parse(manifest(&format!(r#","expires":"{bad}""#)).as_bytes()).unwrap_err();
-            assert!(matches!(e, ManifestError::BadExpiry { .. }), "{bad}: {e:?}");
+            let ManifestError::BadExpiry { problem, .. } = &e else {
+                panic!("{bad}: {e:?}");
+            };
+            let found = match problem {
+                ExpiryProblem::NotUtc => "NotUtc",
+                ExpiryProblem::Separator => "Separator",
+                ExpiryProblem::Syntax(_) => "Syntax",
+                ExpiryProblem::TooLong => "TooLong",
+            };
+            assert_eq!(found, expected, "{bad}: {e}");
         }
+        // The time parser's own words reach the message.
+        let e =
+            fuzz_parse(manifest(r#","expires":"2030-13-02T03:04:05Z""#).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("month"), "{e}");
         let e = fuzz_parse(manifest(r#","expires":1893553445"#).as_bytes()).unwrap_err();
         assert!(matches!(e, ManifestError::Syntax(_)), "{e:?}");
     }
@@ -526,6 +589,8 @@ mod tests {
     fn bad_versions_paths_and_lists_are_refused() {
         let e = fuzz_parse(manifest("").replace("1.2.3", "1.2").as_bytes()).unwrap_err();
         assert!(matches!(e, ManifestError::BadVersion { .. }));
+        // semver's own words reach the message.
+        assert!(e.to_string().contains("unexpected end of input"), "{e}");
         let e = fuzz_parse(
             manifest("")
                 .replace(r#""abi_version":1"#, r#""abi_version":2"#)

@@ -45,8 +45,8 @@ use std::sync::Arc;
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,14 +129,15 @@ pub enum SandboxError {
     },
     /// The Landlock ruleset could not be built or applied.
     #[error("Landlock: {0}")]
-    Landlock(String),
+    Landlock(#[source] LandlockError),
     /// A loader directory could not be opened for a rule.
-    #[error("cannot open granted path {path}: {detail}")]
+    #[error("cannot open loader path {}: {source}", path.display())]
     GrantPath {
         /// The path.
         path: PathBuf,
         /// Why.
-        detail: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A granted path was refused when the host opened it.
     #[error(transparent)]
@@ -163,19 +164,114 @@ pub enum SandboxError {
     LoaderPlan(std::io::Error),
     /// The loader thread could not be started, or died.
     #[error("loader thread: {0}")]
-    LoaderThread(String),
+    LoaderThread(#[source] LoaderThreadError),
     /// `no_new_privs` could not be set.
     #[error("cannot set no_new_privs: {0}")]
-    NoNewPrivs(std::io::Error),
-    /// The worker process could not restrict itself (its report).
-    #[error("worker: {0}")]
-    Worker(String),
+    NoNewPrivs(#[source] std::io::Error),
+    /// The worker process could not restrict itself, as it reported.
+    ///
+    /// `detail` is the worker's own account of its [`SandboxError`] (every source
+    /// included, rendered in the worker): it crossed a process boundary as text, and it is
+    /// the worker's word, so nothing but text is claimed for it.
+    #[error("worker: {detail}")]
+    Worker {
+        /// What the worker reported.
+        detail: String,
+    },
     /// The seccomp program could not be encoded.
     #[error("cannot build the seccomp filter: {0}")]
     SeccompProgram(#[from] seccomp::BuildError),
     /// The seccomp filter could not be installed.
     #[error("cannot install the seccomp filter: {0}")]
-    Seccomp(std::io::Error),
+    Seccomp(#[source] std::io::Error),
+}
+
+/// Which Landlock step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LandlockStep {
+    /// Declaring the handled access rights.
+    HandleAccess,
+    /// Declaring the scopes.
+    Scope,
+    /// Creating the ruleset (`landlock_create_ruleset`).
+    CreateRuleset,
+    /// Adding a rule (`landlock_add_rule`).
+    AddRule,
+    /// Enforcing the ruleset (`no_new_privs`, `landlock_restrict_self`).
+    RestrictSelf,
+    /// A step this build does not name.
+    Other,
+}
+
+/// A Landlock ruleset could not be built or enforced.
+///
+/// The landlock crate's error is kept inside, private, so the public enums name no
+/// dependency's type; what it says stays reachable: the step ([`LandlockError::step`]),
+/// the system error ([`LandlockError::os_error`], also the `source()`), and its whole
+/// text through `Display`.
+#[derive(Debug)]
+pub struct LandlockError(landlock::RulesetError);
+
+impl LandlockError {
+    /// Which step failed.
+    pub fn step(&self) -> LandlockStep {
+        match &self.0 {
+            landlock::RulesetError::HandleAccesses(_) => LandlockStep::HandleAccess,
+            landlock::RulesetError::Scope(_) => LandlockStep::Scope,
+            landlock::RulesetError::CreateRuleset(_) => LandlockStep::CreateRuleset,
+            landlock::RulesetError::AddRules(_) => LandlockStep::AddRule,
+            landlock::RulesetError::RestrictSelf(_)
+            | landlock::RulesetError::RestrictSelfFlags(_) => LandlockStep::RestrictSelf,
+            _ => LandlockStep::Other,
+        }
+    }
+
+    /// The system call's error, when a system call failed.
+    pub fn os_error(&self) -> Option<&std::io::Error> {
+        let mut next = std::error::Error::source(&self.0);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Some(io);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// Wraps landlock's error (a function, not a `From`, whose impl would name the dependency's
+/// type in the public API).
+fn landlock_error(e: landlock::RulesetError) -> SandboxError {
+    SandboxError::Landlock(LandlockError(e))
+}
+
+impl std::fmt::Display for LandlockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // landlock's message already holds its system error's text.
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for LandlockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.os_error().map(|e| e as _)
+    }
+}
+
+/// Why the loader thread could not do its part.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoaderThreadError {
+    /// It could not be started.
+    #[error("cannot start it: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// It panicked.
+    #[error("it panicked")]
+    Panicked,
+    /// The plugin thread could not restrict itself, so the loader thread loads nothing.
+    #[error("the plugin thread could not restrict itself")]
+    PluginThreadUnrestricted,
 }
 
 /// A granted path the host refused to hand to the plugin.
@@ -612,7 +708,7 @@ impl SandboxPlan {
 
     /// A second Landlock layer on the loader thread: every write right handled, none granted.
     fn forbid_writes(&self) -> Result<(), SandboxError> {
-        let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+        let ll = landlock_error;
         let level = match self.require {
             Requirement::Full => CompatLevel::HardRequirement,
             Requirement::BestEffort => CompatLevel::BestEffort,
@@ -632,7 +728,7 @@ impl SandboxPlan {
         &self,
         loader_read: &[PathBuf],
     ) -> Result<(LandlockStatus, u8, usize, usize), SandboxError> {
-        let ll = |e: landlock::RulesetError| SandboxError::Landlock(e.to_string());
+        let ll = landlock_error;
         let abi = LANDLOCK_ABI;
         let level = match self.require {
             Requirement::Full => CompatLevel::HardRequirement,
@@ -665,10 +761,17 @@ impl SandboxPlan {
         let read_write = AccessFs::from_all(abi);
         // The loader's directories are system paths, owned by root: opened by path.
         for path in loader_read {
-            let fd = PathFd::new(path).map_err(|e| SandboxError::GrantPath {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
+            // As landlock's `PathFd` opens it (`O_PATH`, close-on-exec), keeping the typed
+            // `io::Error` for the refusal.
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let fd = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(path)
+                .map_err(|source| SandboxError::GrantPath {
+                    path: path.clone(),
+                    source,
+                })?;
             let access = if path.is_dir() {
                 read
             } else {
@@ -747,20 +850,20 @@ pub(crate) fn load_sandboxed<T: Send>(
             .spawn_scoped(scope, move || -> Result<T, Error> {
                 let Ok(Some(enforcement)) = wait.recv() else {
                     return Err(SandboxError::LoaderThread(
-                        "the plugin thread could not restrict itself".to_owned(),
+                        LoaderThreadError::PluginThreadUnrestricted,
                     )
                     .into());
                 };
                 plan.restrict(isolation, Role::Loader, loader_read)?;
                 load(&enforcement)
             })
-            .map_err(|e| SandboxError::LoaderThread(e.to_string()))?;
+            .map_err(|e| SandboxError::LoaderThread(LoaderThreadError::Spawn(e)))?;
         let restricted = plan.restrict(isolation, Role::Plugin, loader_read);
         // A closed channel is the same answer as `None`.
         let _ = go.send(restricted.as_ref().ok().cloned());
         let loaded = loader
             .join()
-            .map_err(|_| SandboxError::LoaderThread("the loader thread panicked".to_owned()));
+            .map_err(|_| SandboxError::LoaderThread(LoaderThreadError::Panicked));
         let enforcement = restricted?;
         Ok((loaded??, enforcement))
     })
@@ -897,5 +1000,46 @@ mod tests {
             Err(GrantError::Open { .. })
         ));
         open_grant(&base.join("real")).unwrap();
+    }
+
+    /// A Landlock failure stays typed: its step, no invented system error, and landlock's
+    /// own text in [`Error`]'s message.
+    #[test]
+    fn a_landlock_failure_is_typed_and_keeps_its_text() {
+        // Reading and writing rights are disjoint: their intersection is empty, which
+        // landlock refuses on every kernel before any system call.
+        let empty = AccessFs::from_read(LANDLOCK_ABI) & AccessFs::from_write(LANDLOCK_ABI);
+        let failed = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(empty)
+            .map(|_| ())
+            .map_err(landlock_error);
+        let Err(SandboxError::Landlock(e)) = failed else {
+            panic!("expected Landlock, got {failed:?}");
+        };
+        assert_eq!(e.step(), LandlockStep::HandleAccess);
+        assert!(e.os_error().is_none());
+        assert!(std::error::Error::source(&e).is_none());
+        let text = Error::from(SandboxError::Landlock(e)).to_string();
+        assert!(text.contains("empty access-right"), "{text}");
+    }
+
+    /// A loader path that cannot be opened is refused with the system's typed error.
+    #[test]
+    fn an_unopenable_loader_path_keeps_the_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let plan = plan_reading(&[]);
+        let err = plan
+            .apply_landlock(std::slice::from_ref(&missing))
+            .unwrap_err();
+        match &err {
+            SandboxError::GrantPath { path, source } => {
+                assert_eq!(path, &missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected GrantPath, got {other:?}"),
+        }
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

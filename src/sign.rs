@@ -160,7 +160,8 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
     // Refuse now what every host would refuse later (library missing, reserved names...).
     manifest::Manifest::from_wire(wire.clone(), limits.files)?;
 
-    let mut new_bytes = serde_json::to_vec_pretty(&wire).map_err(ManifestError::Syntax)?;
+    let mut new_bytes = serde_json::to_vec_pretty(&wire)
+        .map_err(|e| ManifestError::Syntax(crate::json::JsonError::new(e)))?;
     new_bytes.push(b'\n');
     let rewritten = new_bytes != old_bytes;
     let existing = match std::fs::read(&signature_path) {

@@ -82,7 +82,7 @@ pub enum SignatureFileError {
     },
     /// Not JSON of the expected shape (including unknown or duplicate fields).
     #[error("{0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[source] crate::json::JsonError),
     /// The `format` field is not [`FORMAT`].
     #[error("format is {found:?}, expected {FORMAT:?}")]
     WrongFormat {
@@ -214,7 +214,8 @@ impl SignatureFile {
                 max: MAX_SIGNATURE_FILE_SIZE,
             });
         }
-        let file: wire::File = serde_json::from_slice(bytes)?;
+        let file: wire::File = serde_json::from_slice(bytes)
+            .map_err(|e| SignatureFileError::Json(crate::json::JsonError::new(e)))?;
         if file.format != FORMAT {
             return Err(SignatureFileError::WrongFormat { found: file.format });
         }

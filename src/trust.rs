@@ -160,13 +160,46 @@ pub enum TrustError {
         source: std::io::Error,
     },
     /// A version mark in the state directory is unreadable: refused rather than ignored.
-    #[error("state {}: corrupt version mark: {detail}", path.display())]
+    #[error("state {}: corrupt version mark: {problem}", path.display())]
     StateCorrupt {
         /// The mark file.
         path: PathBuf,
         /// What is wrong.
-        detail: String,
+        #[source]
+        problem: MarkProblem,
     },
+}
+
+/// What is wrong with a version mark in the state directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MarkProblem {
+    /// The name asked for is not a plugin name, so it names no mark.
+    #[error("{0:?} is not a plugin name")]
+    BadName(String),
+    /// The mark is not a regular file.
+    #[error("not a regular file")]
+    NotRegularFile,
+    /// The mark is larger than a mark can be.
+    #[error("larger than {max} bytes")]
+    TooLarge {
+        /// The cap.
+        max: usize,
+    },
+    /// Not JSON of a mark's shape.
+    #[error("{0}")]
+    Json(#[source] crate::json::JsonError),
+    /// The mark's format or plugin name is not this mark's.
+    #[error("format {format:?} for plugin {name:?}")]
+    Mismatch {
+        /// The format found.
+        format: String,
+        /// The plugin name found.
+        name: String,
+    },
+    /// The recorded version is not semver.
+    #[error("{0}")]
+    Version(#[source] crate::manifest::VersionError),
 }
 
 /// What is wrong with a revocation statement in the trust store.
@@ -181,7 +214,7 @@ pub enum RevocationError {
     },
     /// Not JSON of the statement's shape (unknown or duplicate fields included).
     #[error("{0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[source] crate::json::JsonError),
     /// The `format` field is not [`REVOCATION_FORMAT`].
     #[error("format is {found:?}, expected {REVOCATION_FORMAT:?}")]
     WrongFormat {
@@ -680,7 +713,7 @@ fn mark_path(dir: &Path, name: &str) -> Result<PathBuf, TrustError> {
     if Pattern::parse(name) != Some(Pattern::Exact(name.to_owned())) || name.starts_with('.') {
         return Err(TrustError::StateCorrupt {
             path: dir.to_path_buf(),
-            detail: format!("{name:?} is not a plugin name"),
+            problem: MarkProblem::BadName(name.to_owned()),
         });
     }
     Ok(dir.join(format!("{name}{MARK_SUFFIX}")))
@@ -704,12 +737,12 @@ pub fn read_version_mark(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(state_io(&path)(e)),
     };
-    let corrupt = |detail: String| TrustError::StateCorrupt {
+    let corrupt = |problem| TrustError::StateCorrupt {
         path: path.clone(),
-        detail,
+        problem,
     };
     if !file.metadata().map_err(state_io(&path))?.is_file() {
-        return Err(corrupt("not a regular file".to_owned()));
+        return Err(corrupt(MarkProblem::NotRegularFile));
     }
     let mut bytes = Vec::new();
     (&file)
@@ -717,16 +750,20 @@ pub fn read_version_mark(
         .read_to_end(&mut bytes)
         .map_err(state_io(&path))?;
     if bytes.len() > MAX_STATEMENT_BYTES {
-        return Err(corrupt("too large".to_owned()));
+        return Err(corrupt(MarkProblem::TooLarge {
+            max: MAX_STATEMENT_BYTES,
+        }));
     }
-    let wire: MarkWire = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let wire: MarkWire = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(MarkProblem::Json(crate::json::JsonError::new(e))))?;
     if wire.format != MARK_FORMAT || wire.name != name {
-        return Err(corrupt(format!(
-            "format {:?} for plugin {:?}",
-            wire.format, wire.name
-        )));
+        return Err(corrupt(MarkProblem::Mismatch {
+            format: wire.format,
+            name: wire.name,
+        }));
     }
-    let v = semver::Version::parse(&wire.version).map_err(|e| corrupt(e.to_string()))?;
+    let v = crate::manifest::parse_version(&wire.version)
+        .map_err(|e| corrupt(MarkProblem::Version(e)))?;
     Ok(Some(v))
 }
 
@@ -956,7 +993,8 @@ fn parse_statement(bytes: &[u8]) -> Result<(RevocationWire, PublicKey), Revocati
             max: MAX_STATEMENT_BYTES,
         });
     }
-    let wire: RevocationWire = serde_json::from_slice(bytes)?;
+    let wire: RevocationWire = serde_json::from_slice(bytes)
+        .map_err(|e| RevocationError::Json(crate::json::JsonError::new(e)))?;
     if wire.format != REVOCATION_FORMAT {
         return Err(RevocationError::WrongFormat { found: wire.format });
     }
@@ -1176,12 +1214,33 @@ mod tests {
         std::fs::write(dir.path().join("p.version"), b"garbage").unwrap();
         assert!(matches!(
             read_version_mark(dir.path(), "p"),
-            Err(TrustError::StateCorrupt { .. })
+            Err(TrustError::StateCorrupt {
+                problem: MarkProblem::Json(ref e),
+                ..
+            }) if e.kind() == crate::json::JsonErrorKind::Syntax
         ));
         assert!(matches!(
             read_version_mark(dir.path(), "../p"),
-            Err(TrustError::StateCorrupt { .. })
+            Err(TrustError::StateCorrupt {
+                problem: MarkProblem::BadName(ref n),
+                ..
+            }) if n == "../p"
         ));
+        // A well-formed mark whose version is not semver: semver's error, typed.
+        let mark = format!(r#"{{"format":"{MARK_FORMAT}","name":"p","version":"1.x"}}"#);
+        std::fs::write(dir.path().join("p.version"), mark).unwrap();
+        let err = read_version_mark(dir.path(), "p").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrustError::StateCorrupt {
+                    problem: MarkProblem::Version(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("unexpected character"), "{err}");
     }
 
     #[test]

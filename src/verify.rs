@@ -120,7 +120,7 @@ pub enum IntegrityError {
     },
     /// The sealed copy of the library could not be made.
     #[error("cannot seal a copy of the library: {0}")]
-    Seal(std::io::Error),
+    Seal(#[source] std::io::Error),
 }
 
 /// Verifies the plugin directory against the trust store and the trust policy: signature,

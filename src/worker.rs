@@ -189,13 +189,13 @@ impl LoadFailure {
         };
         match (self, phase) {
             (LoadFailure::Setup { detail }, Phase::Restricting) => {
-                Ok(LoadError::Worker(detail).into())
+                Ok(LoadError::Worker { detail }.into())
             }
             (LoadFailure::Sandbox { detail }, Phase::Restricting) => {
-                Ok(SandboxError::Worker(detail).into())
+                Ok(SandboxError::Worker { detail }.into())
             }
             (LoadFailure::Dlopen { detail }, Phase::Loading) => {
-                Ok(LoadError::Dlopen(detail).into())
+                Ok(LoadError::Dlopen { detail }.into())
             }
             (LoadFailure::Symbol { name, detail }, Phase::Loading) => Ok(LoadError::Symbol {
                 name: static_symbol(&name),
@@ -211,7 +211,9 @@ impl LoadFailure {
             Error::Sandbox(s) => LoadFailure::Sandbox {
                 detail: error_chain(s),
             },
-            Error::Load(LoadError::Dlopen(d)) => LoadFailure::Dlopen { detail: d.clone() },
+            Error::Load(LoadError::Dlopen { detail }) => LoadFailure::Dlopen {
+                detail: detail.clone(),
+            },
             Error::Load(LoadError::Symbol { name, detail }) => LoadFailure::Symbol {
                 name: (*name).to_owned(),
                 detail: detail.clone(),
@@ -615,11 +617,11 @@ impl ProcessExecutor {
     ) -> Result<(Self, Enforcement), Error> {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let deadline = Instant::now() + timeout;
-        let spawn_err = |e: io::Error| {
-            Error::from(LoadError::Worker(format!(
-                "cannot start {}: {e}",
-                worker_path.display()
-            )))
+        let spawn_err = |source: io::Error| {
+            Error::from(LoadError::WorkerStart {
+                path: worker_path.to_path_buf(),
+                source,
+            })
         };
         let (host_end, worker_end) = UnixStream::pair().map_err(spawn_err)?;
         let mut given: Vec<OwnedFd> = Vec::new();
@@ -712,7 +714,8 @@ impl ProcessExecutor {
         timeout: Duration,
     ) -> Result<Enforcement, Refusal> {
         let fail = Refusal::Ended;
-        let init_bytes = serde_json::to_vec(init).map_err(|e| Refusal::Refused(Error::Input(e)))?;
+        let init_bytes = serde_json::to_vec(init)
+            .map_err(|e| Refusal::Refused(Error::Input(crate::ffi::InputError::json(e))))?;
         if let Err(e) = worker.send(deadline, Tag::Init, 0, &init_bytes) {
             return Err(fail(if timed_out(&e) {
                 Ending::Fault(FaultError::Timeout {
@@ -1396,9 +1399,9 @@ fn run_worker() -> Result<(), u8> {
         let sent = serde_json::to_vec(&enforcement)
             .map_err(io::Error::other)
             .and_then(|report| write_frame(channel.get_mut(), Tag::Restricted, 0, &report));
-        if sent.is_err() {
+        if let Err(e) = sent {
             report_failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(LoadError::Worker("cannot send the report".to_owned()).into());
+            return Err(LoadError::Report(e).into());
         }
         crate::load::dlopen_sealed(library).map_err(Error::from)
     });
@@ -1513,9 +1516,15 @@ mod tests {
     fn load_failures_are_accepted_only_in_their_phase() {
         let setup = || LoadFailure::Setup { detail: "x".into() };
         let dlopen = || LoadFailure::Dlopen { detail: "x".into() };
+        let sandbox = || LoadFailure::Sandbox { detail: "x".into() };
+        // The worker's text is carried as it came.
         assert!(matches!(
             setup().into_error(Phase::Restricting),
-            Ok(Error::Load(LoadError::Worker(_)))
+            Ok(Error::Load(LoadError::Worker { detail })) if detail == "x"
+        ));
+        assert!(matches!(
+            sandbox().into_error(Phase::Restricting),
+            Ok(Error::Sandbox(SandboxError::Worker { detail })) if detail == "x"
         ));
         assert!(matches!(
             setup().into_error(Phase::Loading),
@@ -1526,7 +1535,16 @@ mod tests {
         ));
         assert!(matches!(
             dlopen().into_error(Phase::Loading),
-            Ok(Error::Load(LoadError::Dlopen(_)))
+            Ok(Error::Load(LoadError::Dlopen { detail })) if detail == "x"
+        ));
+        // The loader's text crosses the channel unchanged, as the same variant.
+        let words = "/proc/self/fd/3: undefined symbol: f";
+        let sent = LoadFailure::from_error(&Error::Load(LoadError::Dlopen {
+            detail: words.to_owned(),
+        }));
+        assert!(matches!(
+            sent.into_error(Phase::Loading),
+            Ok(Error::Load(LoadError::Dlopen { detail })) if detail == words
         ));
         assert!(matches!(
             dlopen().into_error(Phase::Restricting),

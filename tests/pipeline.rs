@@ -645,7 +645,7 @@ fn a_result_field_named_with_escapes_is_a_fault_printed_escaped() {
         let fault = fault_of(&host, "result_escapes", "resultesc");
         match &fault {
             FaultError::NotJson { detail, .. } => {
-                assert!(detail.contains(HOSTILE_TEXT), "{detail:?}");
+                assert!(detail.to_string().contains(HOSTILE_TEXT), "{detail:?}");
             }
             other => panic!("expected NotJson, got {other:?}"),
         }
@@ -666,7 +666,7 @@ fn a_failed_dlopen_keeps_the_loaders_text() {
         let dir = host.plugin("missing_symbol", "unresolved");
         let err = host.gate().verify_and_load(&dir).unwrap_err();
         match &err {
-            Error::Load(LoadError::Dlopen(detail)) => {
+            Error::Load(LoadError::Dlopen { detail }) => {
                 assert!(
                     detail.contains("undefined symbol")
                         && detail.contains("skillgate_test_no_such_symbol"),

@@ -1118,6 +1118,12 @@ fn a_thread_bomb_is_bounded_per_worker_while_the_user_holds_many_tasks() {
 /// A stand-in worker (a Python script given as the policy's `worker`) that restricts
 /// nothing and sends `report` as its enforcement report, then waits.
 fn lying_worker(host: &Host, report: &serde_json::Value) -> Gate {
+    scripted_worker(host, Tag::Restricted, report)
+}
+
+/// A stand-in worker (a Python script given as the policy's `worker`) that restricts
+/// nothing and sends one frame, `tag` with `payload`, then waits.
+fn scripted_worker(host: &Host, tag: Tag, payload: &serde_json::Value) -> Gate {
     let script = host.tmp.path().join("lying-worker.py");
     std::fs::write(
         &script,
@@ -1129,11 +1135,12 @@ length = struct.unpack("<I", header[:4])[0]
 left = length - 9
 while left > 0:
     left -= len(os.read(4, left))
-payload = {report:?}.encode()
-os.write(4, struct.pack("<IBQ", len(payload) + 9, 3, 0) + payload)
+payload = {payload:?}.encode()
+os.write(4, struct.pack("<IBQ", len(payload) + 9, {tag}, 0) + payload)
 time.sleep(60)
 "#,
-            report = report.to_string()
+            payload = payload.to_string(),
+            tag = tag as u8,
         ),
     )
     .unwrap();
@@ -1218,6 +1225,57 @@ fn a_worker_that_stops_reading_does_not_block_a_call_past_its_deadline() {
     host.assert_still_serves(&gate);
 }
 
+/// A worker's own report of a setup failure reaches the host as `LoadError::Worker`
+/// carrying the worker's text (escaped when printed).
+#[test]
+fn a_workers_setup_failure_carries_its_report() {
+    // Process mode only: there is no worker in thread mode.
+    let host = Host::new();
+    let dir = host.plugin("good", "setup-failure");
+    let words = "setrlimit: out of \u{1b}[2J luck";
+    let gate = scripted_worker(
+        &host,
+        Tag::LoadFailed,
+        &serde_json::json!({ "kind": "setup", "detail": words }),
+    );
+    let err = gate.verify_and_load(&dir).unwrap_err();
+    match &err {
+        Error::Load(LoadError::Worker { detail }) => assert_eq!(detail, words),
+        other => panic!("expected Load(Worker), got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.ends_with(r"setrlimit: out of \u{1b}[2J luck"),
+        "{text}"
+    );
+    host.assert_still_serves(&host.process_gate());
+}
+
+/// A worker executable that cannot be started is `LoadError::WorkerStart`, naming it and
+/// keeping the system's error.
+#[test]
+fn a_worker_that_cannot_start_keeps_the_io_error() {
+    // Process mode only: there is no worker in thread mode.
+    let host = Host::new();
+    let dir = host.plugin("good", "no-start");
+    let script = host.tmp.path().join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut policy = host.process_policy();
+    policy.worker = Some(script.clone());
+    let err = host.gate_with(policy).verify_and_load(&dir).unwrap_err();
+    match &err {
+        Error::Load(LoadError::WorkerStart { path, source }) => {
+            assert_eq!(path, &script);
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);
+        }
+        other => panic!("expected Load(WorkerStart), got {other:?}"),
+    }
+    assert!(err.to_string().contains("not-executable"), "{err}");
+    host.assert_still_serves(&host.process_gate());
+}
+
 /// Loads liar.c built to call a function no library defines: `dlopen` (`RTLD_NOW`) fails
 /// after the worker's report, and the worker exits at once.
 fn dlopen_failure(name: &str) -> Error {
@@ -1235,14 +1293,17 @@ fn a_dlopen_failure_crosses_the_channel_as_a_load_error() {
     // The worker sends the failure and exits before the host has looked at it through
     // /proc: the failure it sent is reported, not its exit.
     let err = dlopen_failure("undefined");
-    assert!(matches!(err, Error::Load(LoadError::Dlopen(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Load(LoadError::Dlopen { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
     let err = dlopen_failure("undefined-text");
     match &err {
-        Error::Load(LoadError::Dlopen(text)) => assert!(
+        Error::Load(LoadError::Dlopen { detail: text }) => assert!(
             text.contains("skillgate_no_such_function"),
             "dlerror's text is lost: {text:?}"
         ),
