@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -685,30 +685,25 @@ pub fn read_version_mark(
     name: &str,
 ) -> Result<Option<semver::Version>, TrustError> {
     let path = mark_path(state_dir, name)?;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(state_io(&path)(e)),
-    };
     let corrupt = |detail: String| TrustError::StateCorrupt {
         path: path.clone(),
         detail,
     };
-    if !file.metadata().map_err(state_io(&path))?.is_file() {
-        return Err(corrupt("not a regular file".to_owned()));
-    }
-    let mut bytes = Vec::new();
-    (&file)
-        .take(MAX_STATEMENT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(state_io(&path))?;
-    if bytes.len() > MAX_STATEMENT_BYTES {
-        return Err(corrupt("too large".to_owned()));
-    }
+    let cap = MAX_STATEMENT_BYTES as u64;
+    let bytes = match crate::capped::read_capped(&path, cap, crate::capped::Links::Refuse) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(
+            crate::capped::CappedError::Open { source, .. }
+            | crate::capped::CappedError::Read { source, .. },
+        ) => return Err(state_io(&path)(source)),
+        Err(crate::capped::CappedError::NotRegularFile { .. }) => {
+            return Err(corrupt("not a regular file".to_owned()));
+        }
+        Err(crate::capped::CappedError::TooLarge { .. }) => {
+            return Err(corrupt("too large".to_owned()));
+        }
+    };
     let wire: MarkWire = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if wire.format != MARK_FORMAT || wire.name != name {
         return Err(corrupt(format!(
