@@ -67,6 +67,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
     }
 }
 
+/// Refuses to write `len` bytes to `path` if verification would refuse to read that many.
+fn within_cap(path: &Path, len: usize, cap: u64) -> Result<(), SignError> {
+    let size = u64::try_from(len).unwrap_or(u64::MAX);
+    if size > cap {
+        return Err(LocateError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            cap,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Fills in the manifest's `files` list and adds a signature by `key`, refusing what a host
 /// with the default [`Limits`] would refuse.
 pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignError> {
@@ -129,10 +143,15 @@ pub fn sign_plugin_dir_with(
         None => (SignatureFile::new(), 0),
     };
     sigs.add_or_replace(key_id, signature)?;
+    let sig_bytes = sigs.to_json_pretty();
+    // The files list made the manifest longer, and a signature was added: both must still
+    // fit under the caps verification reads them with.
+    within_cap(&manifest_path, new_bytes.len(), limits.manifest_bytes)?;
+    within_cap(&signature_path, sig_bytes.len(), limits.signature_bytes)?;
     if rewritten {
         std::fs::write(&manifest_path, &new_bytes).map_err(io(&manifest_path))?;
     }
-    std::fs::write(&signature_path, sigs.to_json_pretty()).map_err(io(&signature_path))?;
+    std::fs::write(&signature_path, sig_bytes).map_err(io(&signature_path))?;
     Ok(SignOutcome {
         key_id,
         manifest_rewritten: rewritten,

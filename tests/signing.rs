@@ -92,8 +92,6 @@ fn every_depth_up_to_the_limit_signs_and_verifies_and_one_past_is_refused_by_bot
         else {
             panic!("{case}: signing gave {signed:?}");
         };
-        assert!(sign_path.ends_with(&deep), "{case}: {sign_path:?}");
-        assert_eq!(sign_max, max, "{case}");
         assert!(
             !dir.join("plugin.json.sig").exists(),
             "{case}: signing wrote a signature"
@@ -112,8 +110,13 @@ fn every_depth_up_to_the_limit_signs_and_verifies_and_one_past_is_refused_by_bot
         else {
             panic!("{case}: verify gave {verified:?}");
         };
-        assert!(verify_path.ends_with(&deep), "{case}: {verify_path:?}");
-        assert_eq!(verify_max, max, "{case}");
+        for (side, path, got) in [
+            ("signing", sign_path, sign_max),
+            ("verify", verify_path, verify_max),
+        ] {
+            assert!(path.ends_with(&deep), "{case}: {side} named {path:?}");
+            assert_eq!(got, max, "{case}: {side}");
+        }
         let by_gate = gate.verify(&dir);
         assert!(
             matches!(by_gate, Err(Error::Locate(LocateError::TooDeep { .. }))),
@@ -278,24 +281,33 @@ fn signing_refuses_a_manifest_over_manifest_bytes_as_verify_does() {
     let host = Host::new();
     let lib = host.build("good", "bigmanifest", &[]);
     let trust = trust(&host);
-    let dir = unsigned_plugin(&host.root, "bigmanifest", &lib);
-    let template_len = std::fs::metadata(dir.join("plugin.json")).unwrap().len();
-    let mut limits = Limits::default();
-    limits.manifest_bytes = template_len - 1;
-    let signed = sign_plugin_dir_with(&dir, &host.key, &limits);
+    for (case, room) in [
+        ("the template", -1_i64),
+        ("the manifest with its files list", 0),
+    ] {
+        let dir = unsigned_plugin(&host.root.join(format!("room{room}")), "bigmanifest", &lib);
+        let template_len = std::fs::metadata(dir.join("plugin.json")).unwrap().len();
+        let mut limits = Limits::default();
+        // One byte below the template, or exactly the template: signing adds the files
+        // list, so the manifest it would write is over the cap either way.
+        limits.manifest_bytes = template_len.checked_add_signed(room).unwrap();
+        let signed = sign_plugin_dir_with(&dir, &host.key, &limits);
+        assert!(
+            !dir.join("plugin.json.sig").exists(),
+            "{case}: signing wrote a signature"
+        );
 
-    // Signed under the defaults, the (rewritten) manifest is refused over a cap one byte
-    // below its size.
-    sign_plugin_dir_with(&dir, &host.key, &Limits::default()).unwrap();
-    let signed_len = std::fs::metadata(dir.join("plugin.json")).unwrap().len();
-    limits.manifest_bytes = signed_len - 1;
-    let verified = verify_plugin_dir(&dir, &trust, &limits);
-    assert_same_refusal("manifest_bytes", signed, verified, |e| {
-        matches!(e, LocateError::TooLarge { .. })
-    });
-    limits.manifest_bytes = signed_len;
-    let verified = verify_plugin_dir(&dir, &trust, &limits);
-    assert!(verified.is_ok(), "control: {verified:?}");
+        // Signed under the defaults, the manifest is refused under the case's cap.
+        sign_plugin_dir_with(&dir, &host.key, &Limits::default()).unwrap();
+        let verified = verify_plugin_dir(&dir, &trust, &limits);
+        assert_same_refusal(case, signed, verified, |e| {
+            matches!(e, LocateError::TooLarge { .. })
+        });
+        // The control: at its signed size, it is read.
+        limits.manifest_bytes = std::fs::metadata(dir.join("plugin.json")).unwrap().len();
+        let verified = verify_plugin_dir(&dir, &trust, &limits);
+        assert!(verified.is_ok(), "{case}: control: {verified:?}");
+    }
 }
 
 /// A symlink in the tree: signing used to follow `read_dir`'s file type, verification its
