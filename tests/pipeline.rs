@@ -532,14 +532,20 @@ const HOSTILE_JSON_TEXT: &str = r"\\u001b[2J\\nskillgate: forged";
 const HOSTILE_TEXT: &str = "\u{1b}[2J\nskillgate: forged";
 
 /// The printed error: one line, no raw control character, the escape sequence visible.
-fn assert_printed_safely(err: &Error) {
+fn assert_printed_safely(case: &str, err: &Error) {
     let text = err.to_string();
     assert!(
         !text.chars().any(skillgate::escape::needs_escape),
-        "raw control character in {text:?}"
+        "{case}: raw control character in {text:?}"
     );
-    assert!(!text.contains('\n') && !text.contains('\x1b'), "{text:?}");
-    assert!(text.contains(r"\u{1b}[2J"), "escaped form missing: {text}");
+    assert!(
+        !text.contains('\n') && !text.contains('\x1b'),
+        "{case}: {text:?}"
+    );
+    assert!(
+        text.contains(r"\u{1b}[2J"),
+        "{case}: escaped form missing: {text}"
+    );
 }
 
 #[test]
@@ -556,7 +562,7 @@ fn a_symlink_named_with_escapes_is_refused_and_printed_escaped() {
             }
             other => panic!("expected Locate(Symlink), got {other:?}"),
         }
-        assert_printed_safely(&err);
+        assert_printed_safely("symlink name", &err);
         host.assert_still_serves(&host.gate());
     }
 }
@@ -584,7 +590,7 @@ fn an_unknown_manifest_field_with_escapes_is_refused_and_printed_escaped() {
             }
             other => panic!("expected Manifest(Syntax), got {other:?}"),
         }
-        assert_printed_safely(&err);
+        assert_printed_safely("manifest field", &err);
         assert!(err.to_string().contains(r"\u{9b}0m"), "{err}");
         host.assert_still_serves(&host.gate());
     }
@@ -607,38 +613,39 @@ fn build_good_with(host: &Host, tag: &str, name: &str, version: &str) -> std::pa
 #[test]
 fn metadata_with_escapes_is_refused_and_printed_escaped() {
     for host in Host::each_mode() {
-        // The name: the metadata says "metaesc" followed by the hostile text.
-        let evil_name = format!("\"metaesc{HOSTILE_JSON_TEXT}\"");
-        let lib = build_good_with(&host, "name", &evil_name, "\"1.0.0\"");
-        let dir = host.install("metaesc", &lib);
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match &err {
-            Error::Abi(AbiError::MetadataMismatch {
-                field: "name",
-                plugin,
-                ..
-            }) => assert_eq!(plugin, &format!("metaesc{HOSTILE_TEXT}")),
-            other => panic!("expected Abi(MetadataMismatch name), got {other:?}"),
+        // (field, the metadata's name and version as C string literals, what the plugin
+        // claims for the field): the hostile text in the name, then in the version.
+        let cases = [
+            (
+                "name",
+                format!("\"metaesc{HOSTILE_JSON_TEXT}\""),
+                "\"1.0.0\"".to_owned(),
+                format!("metaesc{HOSTILE_TEXT}"),
+            ),
+            (
+                "version",
+                "\"metaesc\"".to_owned(),
+                format!("\"1.0.0{HOSTILE_JSON_TEXT}\""),
+                format!("1.0.0{HOSTILE_TEXT}"),
+            ),
+        ];
+        for (case, name, version, claimed) in cases {
+            let dir = host.root.join("metaesc");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+            let lib = build_good_with(&host, case, &name, &version);
+            let dir = host.install("metaesc", &lib);
+            let err = host.gate().verify_and_load(&dir).unwrap_err();
+            match &err {
+                Error::Abi(AbiError::MetadataMismatch { field, plugin, .. }) if *field == case => {
+                    assert_eq!(plugin, &claimed, "{case}")
+                }
+                other => panic!("{case}: expected Abi(MetadataMismatch {case}), got {other:?}"),
+            }
+            assert_printed_safely(case, &err);
+            host.assert_still_serves(&host.gate());
         }
-        assert_printed_safely(&err);
-        host.assert_still_serves(&host.gate());
-
-        // The version.
-        std::fs::remove_dir_all(&dir).unwrap();
-        let evil_version = format!("\"1.0.0{HOSTILE_JSON_TEXT}\"");
-        let lib = build_good_with(&host, "version", "\"metaesc\"", &evil_version);
-        let dir = host.install("metaesc", &lib);
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match &err {
-            Error::Abi(AbiError::MetadataMismatch {
-                field: "version",
-                plugin,
-                ..
-            }) => assert_eq!(plugin, &format!("1.0.0{HOSTILE_TEXT}")),
-            other => panic!("expected Abi(MetadataMismatch version), got {other:?}"),
-        }
-        assert_printed_safely(&err);
-        host.assert_still_serves(&host.gate());
     }
 }
 
@@ -653,7 +660,7 @@ fn a_result_field_named_with_escapes_is_a_fault_printed_escaped() {
             other => panic!("expected NotJson, got {other:?}"),
         }
         let err = Error::Fault(fault);
-        assert_printed_safely(&err);
+        assert_printed_safely("result field", &err);
         assert!(err.to_string().contains(r"\u{9b}31m"), "{err}");
         host.assert_still_serves(&host.gate());
     }
