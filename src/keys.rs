@@ -21,9 +21,7 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::fmt;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -1005,10 +1003,8 @@ fn decode_key_file(text: &[u8]) -> Result<Vec<u8>, KeyError> {
     })
 }
 
-/// Reads at most [`MAX_KEY_FILE_SIZE`] bytes from a regular file.
-///
-/// Opened with `O_NONBLOCK` so a FIFO cannot hang the reader; with `nofollow`, a symlink is
-/// refused. The file type is checked on the open descriptor.
+/// Reads at most [`MAX_KEY_FILE_SIZE`] bytes from a regular file ([`crate::capped`]); with
+/// `nofollow`, a symlink is refused.
 fn read_capped(path: &Path, nofollow: bool) -> Result<Vec<u8>, KeyError> {
     read_capped_inner(path, nofollow, MAX_KEY_FILE_SIZE)
 }
@@ -1019,42 +1015,20 @@ fn read_capped_n(path: &Path, max: usize) -> Result<Vec<u8>, KeyError> {
 }
 
 fn read_capped_inner(path: &Path, nofollow: bool, max: usize) -> Result<Vec<u8>, KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
+    use crate::capped::{CappedError, Links};
+    let links = if nofollow {
+        Links::Refuse
+    } else {
+        Links::Follow
     };
-    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
-    if nofollow {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if nofollow && e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(KeyError::NotRegularFile {
-                path: path.to_path_buf(),
-            });
+    let cap = u64::try_from(max).unwrap_or(u64::MAX);
+    crate::capped::read_capped(path, cap, links).map_err(|e| match e {
+        CappedError::Open { path, source } | CappedError::Read { path, source } => {
+            KeyError::Io { path, source }
         }
-        Err(e) => return Err(io_err(e)),
-    };
-    if !file.metadata().map_err(io_err)?.is_file() {
-        return Err(KeyError::NotRegularFile {
-            path: path.to_path_buf(),
-        });
-    }
-    let cap = u64::try_from(max)
-        .ok()
-        .and_then(|c| c.checked_add(1))
-        .unwrap_or(u64::MAX);
-    let mut text = Vec::new();
-    (&file).take(cap).read_to_end(&mut text).map_err(io_err)?;
-    if text.len() > max {
-        return Err(in_file(path, KeyError::TooLarge { max }));
-    }
-    Ok(text)
+        CappedError::NotRegularFile { path, .. } => KeyError::NotRegularFile { path },
+        CappedError::TooLarge { path, .. } => in_file(&path, KeyError::TooLarge { max }),
+    })
 }
 
 #[cfg(test)]

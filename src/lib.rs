@@ -24,6 +24,7 @@
 //! [`Gate`] is the hardened host's entry point; [`compat`] keeps VT Code's names.
 #![deny(unsafe_code)]
 
+pub mod capped;
 pub mod compat;
 pub mod danger;
 pub mod error;

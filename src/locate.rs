@@ -16,12 +16,11 @@
 //! [`PluginFile`] is read exactly once, and refused if more or fewer bytes arrive than
 //! `fstat` promised.
 
-use std::fmt;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
 
@@ -168,57 +167,7 @@ fn show_roots(roots: &[PathBuf]) -> String {
     shown.join(", ")
 }
 
-/// The kind of a filesystem object, as named in errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FileKind {
-    /// A regular file.
-    Regular,
-    /// A directory.
-    Directory,
-    /// A symbolic link.
-    Symlink,
-    /// A named pipe.
-    Fifo,
-    /// A Unix socket.
-    Socket,
-    /// A character device.
-    CharDevice,
-    /// A block device.
-    BlockDevice,
-    /// Anything else.
-    Unknown,
-}
-
-impl FileKind {
-    fn from_mode(mode: u32) -> Self {
-        match FileType::from_raw_mode(mode) {
-            FileType::RegularFile => Self::Regular,
-            FileType::Directory => Self::Directory,
-            FileType::Symlink => Self::Symlink,
-            FileType::Fifo => Self::Fifo,
-            FileType::Socket => Self::Socket,
-            FileType::CharacterDevice => Self::CharDevice,
-            FileType::BlockDevice => Self::BlockDevice,
-            _ => Self::Unknown,
-        }
-    }
-}
-
-impl fmt::Display for FileKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Regular => "regular file",
-            Self::Directory => "directory",
-            Self::Symlink => "symbolic link",
-            Self::Fifo => "FIFO",
-            Self::Socket => "socket",
-            Self::CharDevice => "character device",
-            Self::BlockDevice => "block device",
-            Self::Unknown => "file of unknown type",
-        })
-    }
-}
+pub use crate::capped::FileKind;
 
 /// How paths beneath a held directory are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -536,6 +485,21 @@ fn validate_rel(rel: &str) -> Result<(), LocateError> {
 }
 
 impl PluginDir {
+    /// Opens the author's plugin directory at `path` for signing, with no trusted root: the
+    /// author names their own directory. Only the last component must not be a symlink (as
+    /// [`locate`] requires of a plugin directory); every file is then listed and read through
+    /// this descriptor exactly as verification does, so signing refuses what loading would.
+    pub(crate) fn open_unrooted(path: &Path) -> Result<Self, LocateError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty())
+            .map_err(|e| resolve_error(e, path.to_path_buf()))?;
+        Ok(PluginDir {
+            fd,
+            path: path.to_path_buf(),
+            resolver: Resolver::detect(),
+        })
+    }
+
     /// The plugin directory's path, for messages (the root's canonical path joined with the
     /// path beneath it). Never reopened.
     pub fn path(&self) -> &Path {
@@ -898,6 +862,7 @@ impl PluginFile {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use rustix::fs::FileType;
     use std::fs;
     use std::os::unix::fs::symlink;
     use std::sync::mpsc;

@@ -511,32 +511,25 @@ impl Policy {
     /// Reads and validates a policy file. Relative paths in it resolve against the
     /// directory that holds the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
-        use std::io::Read;
+        use crate::capped::{CappedError, Links, read_capped};
         let path = path.as_ref();
         let io = |source| PolicyError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let size = file.metadata().map_err(io)?.len();
-        if size > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge {
+        let bytes = read_capped(path, MAX_POLICY_BYTES, Links::Follow).map_err(|e| match e {
+            CappedError::Open { source, .. } | CappedError::Read { source, .. } => io(source),
+            CappedError::TooLarge { found, .. } => PolicyError::TooLarge {
                 path: path.to_path_buf(),
-                size,
+                size: found,
                 max: MAX_POLICY_BYTES,
-            });
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_POLICY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge {
-                path: path.to_path_buf(),
-                size: bytes.len() as u64,
-                max: MAX_POLICY_BYTES,
-            });
-        }
+            },
+            // A FIFO or device as the policy: the typed error stays reachable as the source.
+            not_regular @ CappedError::NotRegularFile { .. } => io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                not_regular,
+            )),
+        })?;
         let base = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),

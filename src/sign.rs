@@ -1,23 +1,24 @@
 //! The author's side: fill in a plugin's file list and sign its manifest.
 //!
 //! Signing is where the `files` list is made, so it refuses what the loader would refuse
-//! (symlinks, special files, bad names) instead of producing a manifest no host accepts.
+//! (symlinks, special files, bad names, a tree too deep or too large for the limits)
+//! instead of producing a manifest no host accepts. It does so by walking and hashing the
+//! directory with the very code verification uses: [`PluginDir::list_files`] through
+//! [`crate::verify`]'s listing, and [`crate::locate::PluginFile::hash_into`] with the same
+//! per-file caps, so signing and verifying cannot disagree about a tree.
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no
 //! longer verify, so they are dropped and the outcome says how many.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::keys::{KeyId, SecretKey, TrustStore};
-use crate::locate::{TrustedRoot, locate};
+use crate::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
 use crate::policy::Limits;
 use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest};
-use crate::verify::{Bundle, Verified, verify_dir};
+use crate::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
 
 /// What [`sign_plugin_dir`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,18 +48,16 @@ pub enum SignError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A symlink, FIFO, socket or device in the plugin directory.
-    #[error("{0}: only regular files and directories may be part of a plugin")]
-    NotRegularFile(PathBuf),
+    /// The plugin directory, or a file in it, is refused exactly as verification would
+    /// refuse it (a symlink or special file, too deep, too many entries, too large).
+    #[error(transparent)]
+    Locate(#[from] LocateError),
     /// The manifest template is invalid.
     #[error("{MANIFEST_FILE_NAME}: {0}")]
     Manifest(#[from] ManifestError),
     /// The existing signature file is malformed.
     #[error("existing {SIGNATURE_FILE_NAME}: {0}")]
     Signature(#[from] crate::signature::SignatureError),
-    /// The directory is deeper or holds more files than the default limits allow.
-    #[error("plugin directory exceeds the default limits ({0})")]
-    TooBig(&'static str),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
@@ -68,90 +67,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
     }
 }
 
-/// Lists every file beneath `dir` (relative, `/`-joined, sorted), refusing anything that is
-/// not a regular file or directory.
-fn walk(dir: &Path, limits: &Limits) -> Result<Vec<String>, SignError> {
-    fn go(
-        base: &Path,
-        rel: &str,
-        depth: usize,
-        limits: &Limits,
-        out: &mut Vec<String>,
-    ) -> Result<(), SignError> {
-        let here = if rel.is_empty() {
-            base.to_path_buf()
-        } else {
-            base.join(rel)
-        };
-        for entry in std::fs::read_dir(&here).map_err(io(&here))? {
-            let entry = entry.map_err(io(&here))?;
-            let path = entry.path();
-            let name = entry.file_name().into_string().map_err(|_| {
-                SignError::Manifest(ManifestError::BadPath(path.display().to_string()))
-            })?;
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let kind = entry.file_type().map_err(io(&path))?;
-            if kind.is_dir() {
-                if depth >= limits.depth {
-                    return Err(SignError::TooBig("depth"));
-                }
-                go(base, &child, depth + 1, limits, out)?;
-            } else if kind.is_file() {
-                if out.len() >= limits.files {
-                    return Err(SignError::TooBig("files"));
-                }
-                out.push(child);
-            } else {
-                return Err(SignError::NotRegularFile(path));
-            }
+/// Refuses to write `len` bytes to `path` if verification would refuse to read that many.
+fn within_cap(path: &Path, len: usize, cap: u64) -> Result<(), SignError> {
+    let size = u64::try_from(len).unwrap_or(u64::MAX);
+    if size > cap {
+        return Err(LocateError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            cap,
         }
-        Ok(())
+        .into());
     }
-    let mut out = Vec::new();
-    go(dir, "", 0, limits, &mut out)?;
-    out.sort();
-    Ok(out)
+    Ok(())
 }
 
-fn hash_file(path: &Path) -> Result<(String, u64), SignError> {
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total: u64 = 0;
-    loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(buf.get(..n).unwrap_or_default());
-        total = total.saturating_add(n as u64);
-    }
-    Ok((hex_digest(&hasher.finalize().into()), total))
-}
-
-/// Fills in the manifest's `files` list and adds a signature by `key`.
+/// Fills in the manifest's `files` list and adds a signature by `key`, refusing what a host
+/// with the default [`Limits`] would refuse.
 pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignError> {
-    let limits = Limits::default();
+    sign_plugin_dir_with(dir, key, &Limits::default())
+}
+
+/// [`sign_plugin_dir`] under the limits of the policy the plugin is meant for.
+pub fn sign_plugin_dir_with(
+    dir: &Path,
+    key: &SecretKey,
+    limits: &Limits,
+) -> Result<SignOutcome, SignError> {
     let manifest_path = dir.join(MANIFEST_FILE_NAME);
     let signature_path = dir.join(SIGNATURE_FILE_NAME);
-    let old_bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
+    let plugin = PluginDir::open_unrooted(dir)?;
+    let old_bytes = plugin
+        .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
+        .ok_or(ManifestError::Missing)?;
     let mut wire = manifest::parse_wire(&old_bytes)?;
     manifest::check_common(&wire)?;
+    let library = wire
+        .library
+        .clone()
+        .unwrap_or_else(|| manifest::library_filename(&wire.name));
 
     let mut files = Vec::new();
-    for rel in walk(dir, &limits)? {
-        if rel == MANIFEST_FILE_NAME || rel == SIGNATURE_FILE_NAME {
-            continue;
-        }
+    for rel in content_files(&plugin, limits)? {
         check_path(&rel)?;
-        let (sha256, size) = hash_file(&dir.join(&rel))?;
+        let cap = file_cap(limits, rel == library);
+        let (sha256, size) = plugin.open_file(&rel, cap)?.hash_into(cap, None)?;
         files.push(FileEntryWire {
             path: rel,
-            sha256,
+            sha256: hex_digest(&sha256),
             size,
         });
     }
@@ -164,10 +126,9 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
         .map_err(|e| ManifestError::Syntax(crate::json::JsonError::new(e)))?;
     new_bytes.push(b'\n');
     let rewritten = new_bytes != old_bytes;
-    let existing = match std::fs::read(&signature_path) {
-        Ok(bytes) => Some(SignatureFile::parse(&bytes)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(&signature_path)(e)),
+    let existing = match plugin.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)? {
+        Some(bytes) => Some(SignatureFile::parse(&bytes)?),
+        None => None,
     };
     let (key_id, signature) = sign_manifest(&new_bytes, key);
     let (mut sigs, dropped) = match existing {
@@ -183,10 +144,15 @@ pub fn sign_plugin_dir(dir: &Path, key: &SecretKey) -> Result<SignOutcome, SignE
         None => (SignatureFile::new(), 0),
     };
     sigs.add_or_replace(key_id, signature)?;
+    let sig_bytes = sigs.to_json_pretty();
+    // The files list made the manifest longer, and a signature was added: both must still
+    // fit under the caps verification reads them with.
+    within_cap(&manifest_path, new_bytes.len(), limits.manifest_bytes)?;
+    within_cap(&signature_path, sig_bytes.len(), limits.signature_bytes)?;
     if rewritten {
         std::fs::write(&manifest_path, &new_bytes).map_err(io(&manifest_path))?;
     }
-    std::fs::write(&signature_path, sigs.to_json_pretty()).map_err(io(&signature_path))?;
+    std::fs::write(&signature_path, sig_bytes).map_err(io(&signature_path))?;
     Ok(SignOutcome {
         key_id,
         manifest_rewritten: rewritten,

@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -727,33 +727,37 @@ pub fn read_version_mark(
     state_dir: &Path,
     name: &str,
 ) -> Result<Option<semver::Version>, TrustError> {
+    use crate::capped::{CappedError, FileKind, Links, read_capped};
     let path = mark_path(state_dir, name)?;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(state_io(&path)(e)),
-    };
     let corrupt = |problem| TrustError::StateCorrupt {
         path: path.clone(),
         problem,
     };
-    if !file.metadata().map_err(state_io(&path))?.is_file() {
-        return Err(corrupt(MarkProblem::NotRegularFile));
-    }
-    let mut bytes = Vec::new();
-    (&file)
-        .take(MAX_STATEMENT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(state_io(&path))?;
-    if bytes.len() > MAX_STATEMENT_BYTES {
-        return Err(corrupt(MarkProblem::TooLarge {
-            max: MAX_STATEMENT_BYTES,
-        }));
-    }
+    let cap = MAX_STATEMENT_BYTES as u64;
+    let bytes = match read_capped(&path, cap, Links::Refuse) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(CappedError::Open { source, .. } | CappedError::Read { source, .. }) => {
+            return Err(state_io(&path)(source));
+        }
+        // O_NOFOLLOW's ELOOP, reported as the I/O error it has always been here.
+        Err(CappedError::NotRegularFile {
+            found: FileKind::Symlink,
+            ..
+        }) => {
+            return Err(state_io(&path)(std::io::Error::from_raw_os_error(
+                libc::ELOOP,
+            )));
+        }
+        Err(CappedError::NotRegularFile { .. }) => {
+            return Err(corrupt(MarkProblem::NotRegularFile));
+        }
+        Err(CappedError::TooLarge { .. }) => {
+            return Err(corrupt(MarkProblem::TooLarge {
+                max: MAX_STATEMENT_BYTES,
+            }));
+        }
+    };
     let wire: MarkWire = serde_json::from_slice(&bytes)
         .map_err(|e| corrupt(MarkProblem::Json(crate::json::JsonError::new(e))))?;
     if wire.format != MARK_FORMAT || wire.name != name {
@@ -1241,6 +1245,55 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("unexpected character"), "{err}");
+    }
+
+    /// The mark is read through the capped reader: a symlink, a FIFO and an oversize file are
+    /// refused as they always were (an I/O error, corrupt, corrupt), and none of them hangs.
+    #[test]
+    fn a_version_mark_that_is_no_small_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = semver::Version::parse("1.0.0").unwrap();
+        record_version(dir.path(), "real", &v).unwrap();
+        let real = dir.path().join("real.version");
+        let mark = dir.path().join("p.version");
+        std::os::unix::fs::symlink(&real, &mark).unwrap();
+        match read_version_mark(dir.path(), "p") {
+            Err(TrustError::State { source, .. }) => {
+                assert_eq!(
+                    source.raw_os_error(),
+                    Some(libc::ELOOP),
+                    "symlink: {source}"
+                );
+            }
+            other => panic!("symlink: {other:?}"),
+        }
+        std::fs::remove_file(&mark).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &mark,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                read_version_mark(dir.path(), "p"),
+                Err(TrustError::StateCorrupt { .. })
+            ),
+            "fifo"
+        );
+        std::fs::remove_file(&mark).unwrap();
+        std::fs::write(&mark, vec![b' '; MAX_STATEMENT_BYTES + 1]).unwrap();
+        assert!(
+            matches!(
+                read_version_mark(dir.path(), "p"),
+                Err(TrustError::StateCorrupt { .. })
+            ),
+            "oversize"
+        );
+        // The control: the file the symlink pointed at reads.
+        assert_eq!(read_version_mark(dir.path(), "real").unwrap(), Some(v));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::danger::Danger;
 use crate::error::Error;
 use crate::keys::{KeyId, TrustStore};
-use crate::locate::PluginDir;
+use crate::locate::{LocateError, PluginDir};
 use crate::manifest::{Manifest, ManifestError, hex_digest};
 use crate::policy::Limits;
 use crate::sealed::{SealedBuilder, SealedFile};
@@ -123,6 +123,30 @@ pub enum IntegrityError {
     Seal(#[source] std::io::Error),
 }
 
+/// Every file beneath the plugin directory except its manifest and signature file, sorted.
+///
+/// The one walk both [`crate::sign`] (which writes the `files` list from it) and
+/// [`verify_dir`] (which compares the list with it) use, through the same descriptor-based
+/// [`PluginDir::list_files`], so an author cannot sign a tree a host then refuses to walk
+/// (too deep, too many entries, a symlink or special file, a name that is not UTF-8).
+pub(crate) fn content_files(dir: &PluginDir, limits: &Limits) -> Result<Vec<String>, LocateError> {
+    // Two more entries than the manifest may list: the manifest and its signature file.
+    let present = dir.list_files(limits.files.saturating_add(2), limits.depth)?;
+    Ok(present
+        .into_iter()
+        .filter(|f| f != MANIFEST_FILE_NAME && f != SIGNATURE_FILE_NAME)
+        .collect())
+}
+
+/// The most bytes a listed file may hold: the library's cap or every other file's.
+pub(crate) fn file_cap(limits: &Limits, is_library: bool) -> u64 {
+    if is_library {
+        limits.library_bytes
+    } else {
+        limits.file_bytes
+    }
+}
+
 /// Verifies the plugin directory against the trust store and the trust policy: signature,
 /// manifest, signer rules, revocation, expiry, minimum version and rollback, files. The
 /// plugin's version mark is raised (see [`crate::trust`]) only once every file verified.
@@ -143,13 +167,8 @@ pub fn verify_dir(
     policy.check(trust, &manifest, authentic.signers(), danger)?;
 
     let dir_path = dir.path().to_path_buf();
-    // Two more entries than the manifest may list: the manifest and its signature file.
-    let present = dir.list_files(limits.files.saturating_add(2), limits.depth)?;
-    let present: BTreeSet<&str> = present
-        .iter()
-        .map(String::as_str)
-        .filter(|f| *f != MANIFEST_FILE_NAME && *f != SIGNATURE_FILE_NAME)
-        .collect();
+    let present = content_files(dir, limits)?;
+    let present: BTreeSet<&str> = present.iter().map(String::as_str).collect();
     let listed: BTreeSet<&str> = manifest.files().iter().map(|f| f.path.as_str()).collect();
     if let Some(extra) = present.difference(&listed).next() {
         return Err(IntegrityError::UnlistedFile {
@@ -169,11 +188,7 @@ pub fn verify_dir(
     let mut library = None;
     for entry in manifest.files() {
         let is_library = entry.path == manifest.library();
-        let cap = if is_library {
-            limits.library_bytes
-        } else {
-            limits.file_bytes
-        };
+        let cap = file_cap(limits, is_library);
         let file = dir.open_file(&entry.path, cap)?;
         if file.size() != entry.size {
             return Err(IntegrityError::SizeMismatch {

@@ -597,3 +597,105 @@ fn inspect_prints_an_unsigned_library_name_escaped() {
             .ends_with("\u{1b}[2J\nlibx.so")
     );
 }
+
+/// Runs a command line, failing the test if it has not exited after a generous 10 s (the
+/// commands below finish in well under a second unless an open or a read blocks).
+fn output_or_hang(program: &str, args: &[&str]) -> Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(program)
+        .args(args)
+        .env_remove("SKILLGATE_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{program} {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command line without a deadline: the controls below derive a key from a password
+/// (scrypt), which takes its time on a loaded machine.
+fn output_of(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .env_remove("SKILLGATE_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+/// The policy file, the password file and the file `inspect` is given are all read through
+/// the one capped reader: a FIFO in their place (which nobody ever writes to) is refused
+/// as not a regular file instead of hanging the command; a regular file in the same place
+/// is read (the control).
+#[test]
+fn a_fifo_named_on_the_command_line_is_refused_without_hanging() {
+    let sg = env!("CARGO_BIN_EXE_skillgate");
+    let ss = env!("CARGO_BIN_EXE_skill-sign");
+    let (host, policy) = host_with_policy();
+    let fifo = host.tmp.path().join("fifo");
+    mkfifo(&fifo);
+    let dir = host.plugin("good", "fifocli");
+
+    // The policy.
+    let out = output_or_hang(sg, &["verify", s(&dir), "--policy", s(&fifo)]);
+    assert_eq!(out.status.code(), Some(2), "policy: {}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "policy: {}", stderr(&out));
+    let out = output_or_hang(sg, &["verify", s(&dir), "--policy", s(&policy)]);
+    assert!(out.status.success(), "policy control: {}", stderr(&out));
+
+    // The file `inspect` reads.
+    let out = output_or_hang(sg, &["inspect", s(&fifo)]);
+    assert_eq!(out.status.code(), Some(2), "inspect: {}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "inspect: {}", stderr(&out));
+    let lib = host.build("good", "fifoinspect", &[]);
+    let out = output_or_hang(sg, &["inspect", s(&lib)]);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "inspect control: {}",
+        stderr(&out)
+    );
+
+    // The password file.
+    let password = host.tmp.path().join("password");
+    std::fs::write(&password, "correct horse\n").unwrap();
+    let (sk, pk) = (
+        host.tmp.path().join("enc.key"),
+        host.tmp.path().join("enc.pub"),
+    );
+    let keygen = [
+        "keygen",
+        "--secret-key",
+        s(&sk),
+        "--public-key",
+        s(&pk),
+        "--password-file",
+    ];
+    let out = output_or_hang(ss, &[&keygen[..], &[s(&fifo)]].concat());
+    assert_eq!(out.status.code(), Some(2), "keygen: {}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "keygen: {}", stderr(&out));
+    assert!(!sk.exists(), "keygen wrote a key without a password");
+    let out = output_of(ss, &[&keygen[..], &[s(&password)]].concat());
+    assert!(out.status.success(), "keygen control: {}", stderr(&out));
+    let sign = ["sign", s(&dir), "--secret-key", s(&sk), "--password-file"];
+    let out = output_or_hang(ss, &[&sign[..], &[s(&fifo)]].concat());
+    assert_eq!(out.status.code(), Some(2), "sign: {}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "sign: {}", stderr(&out));
+    let out = output_of(ss, &[&sign[..], &[s(&password)]].concat());
+    assert!(out.status.success(), "sign control: {}", stderr(&out));
+}

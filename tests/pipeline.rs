@@ -5,7 +5,7 @@
 mod support;
 
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use skillgate::locate::LocateError;
 use skillgate::manifest::ManifestError;
 use skillgate::signature::SignatureError;
 use skillgate::verify::IntegrityError;
-use skillgate::{PluginContext, SecretKey};
+use skillgate::{Isolation, PluginContext, SecretKey};
 use support::{Host, ctx};
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -75,82 +75,191 @@ fn the_rust_example_plugin_loads_and_runs() {
     }
 }
 
-#[test]
-fn a_flipped_library_byte_is_refused_by_its_hash() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("good", "flipped");
-        flip_byte(&dir.join("libflipped.so"), 4000);
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Integrity(IntegrityError::HashMismatch { ref file, .. }) if file == "libflipped.so"),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
+/// A signed plugin tampered with, misplaced or lying about itself, and the refusal it must
+/// meet before anything of it runs.
+struct Tampered {
+    /// The plugin's name, unique per host; names the case in every assertion.
+    name: &'static str,
+    /// Sets the plugin up on `host` and returns the path to load and the refusal expected.
+    setup: fn(&Host, &str) -> (PathBuf, Expect),
 }
 
-#[test]
-fn a_manifest_edited_after_signing_is_refused_by_its_signature() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("good", "edited");
-        let text = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
-        std::fs::write(
-            dir.join("plugin.json"),
-            text.replace("\"1.0.0\"", "\"1.0.1\""),
-        )
-        .unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Signature(SignatureError::Invalid { .. })),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
-}
+type Expect = Box<dyn Fn(&Error) -> bool>;
 
-#[test]
-fn a_missing_signature_is_refused() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("good", "unsigned");
-        std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Signature(SignatureError::Missing)),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
-}
+/// Names the case in the output if a shared helper (`assert_still_serves`) panics within it.
+struct Case<'a>(&'a str, Isolation);
 
-#[test]
-fn a_signature_by_an_untrusted_key_is_refused() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("good", "stranger");
-        std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
-        let stranger = SecretKey::generate();
-        skillgate::sign::sign_plugin_dir(&dir, &stranger).unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match err {
-            Error::Signature(SignatureError::NoTrustedSignature { ref key_ids }) => {
-                assert_eq!(key_ids, &[stranger.id()])
-            }
-            other => panic!("expected NoTrustedSignature, got {other:?}"),
+impl Drop for Case<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("failed in case {:?} ({:?} isolation)", self.0, self.1);
         }
-        host.assert_still_serves(&host.gate());
     }
 }
 
 #[test]
-fn an_unlisted_file_is_refused() {
+fn tampered_and_misplaced_plugins_are_refused_with_the_exact_variant() {
+    let cases = [
+        Tampered {
+            name: "flipped",
+            setup: |host, name| {
+                let dir = host.plugin("good", name);
+                flip_byte(&dir.join("libflipped.so"), 4000);
+                let expect: Expect = Box::new(
+                    |err| matches!(err, Error::Integrity(IntegrityError::HashMismatch { file, .. }) if file == "libflipped.so"),
+                );
+                (dir, expect)
+            },
+        },
+        // A manifest edited after signing is refused by its signature.
+        Tampered {
+            name: "edited",
+            setup: |host, name| {
+                let dir = host.plugin("good", name);
+                let text = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
+                std::fs::write(
+                    dir.join("plugin.json"),
+                    text.replace("\"1.0.0\"", "\"1.0.1\""),
+                )
+                .unwrap();
+                let expect: Expect =
+                    Box::new(|err| matches!(err, Error::Signature(SignatureError::Invalid { .. })));
+                (dir, expect)
+            },
+        },
+        Tampered {
+            name: "unsigned",
+            setup: |host, name| {
+                let dir = host.plugin("good", name);
+                std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
+                let expect: Expect =
+                    Box::new(|err| matches!(err, Error::Signature(SignatureError::Missing)));
+                (dir, expect)
+            },
+        },
+        // A signature by an untrusted key is refused, naming that key.
+        Tampered {
+            name: "stranger",
+            setup: |host, name| {
+                let dir = host.plugin("good", name);
+                std::fs::remove_file(dir.join("plugin.json.sig")).unwrap();
+                let stranger = SecretKey::generate();
+                skillgate::sign::sign_plugin_dir(&dir, &stranger).unwrap();
+                let id = stranger.id();
+                let expect: Expect = Box::new(
+                    move |err| matches!(err, Error::Signature(SignatureError::NoTrustedSignature { key_ids }) if key_ids == &[id]),
+                );
+                (dir, expect)
+            },
+        },
+        Tampered {
+            name: "extra",
+            setup: |host, name| {
+                let dir = host.plugin("good", name);
+                std::fs::write(dir.join("payload.sh"), "#!/bin/sh\n").unwrap();
+                let expect: Expect = Box::new(
+                    |err| matches!(err, Error::Integrity(IntegrityError::UnlistedFile { file, .. }) if file == "payload.sh"),
+                );
+                (dir, expect)
+            },
+        },
+        Tampered {
+            name: "outsider",
+            setup: |host, name| {
+                let lib = host.build("good", name, &[]);
+                let dir = host.install_in(host.tmp.path(), name, &lib);
+                let expect: Expect = Box::new(|err| {
+                    matches!(err, Error::Locate(LocateError::OutsideTrustedRoots { .. }))
+                });
+                (dir, expect)
+            },
+        },
+        // A `..` escape out of the trusted root.
+        Tampered {
+            name: "escaped",
+            setup: |host, name| {
+                let lib = host.build("good", name, &[]);
+                host.install_in(host.tmp.path(), name, &lib);
+                let expect: Expect =
+                    Box::new(|err| matches!(err, Error::Locate(LocateError::EscapesRoot { .. })));
+                (host.root.join("../escaped"), expect)
+            },
+        },
+        // A symlinked plugin directory.
+        Tampered {
+            name: "linked",
+            setup: |host, name| {
+                let lib = host.build("good", name, &[]);
+                let real = host.install_in(host.tmp.path(), name, &lib);
+                symlink(&real, host.root.join(name)).unwrap();
+                let expect: Expect =
+                    Box::new(|err| matches!(err, Error::Locate(LocateError::Symlink { .. })));
+                (host.root.join(name), expect)
+            },
+        },
+        // A symlinked library.
+        Tampered {
+            name: "liblink",
+            setup: |host, name| {
+                let dir = host.plugin("good", name);
+                // The link points at an identical copy, so only the refusal to follow links
+                // stops it.
+                let outside = host.tmp.path().join("libliblink.so");
+                std::fs::rename(dir.join("libliblink.so"), &outside).unwrap();
+                symlink(&outside, dir.join("libliblink.so")).unwrap();
+                let expect: Expect =
+                    Box::new(|err| matches!(err, Error::Locate(LocateError::Symlink { .. })));
+                (dir, expect)
+            },
+        },
+        // An ABI version mismatch.
+        Tampered {
+            name: "abi2",
+            setup: |host, name| {
+                let expect: Expect = Box::new(|err| {
+                    matches!(
+                        err,
+                        Error::Abi(AbiError::VersionMismatch {
+                            manifest: 1,
+                            plugin: 2,
+                            host: 1
+                        })
+                    )
+                });
+                (host.plugin("abi2", name), expect)
+            },
+        },
+        // Metadata naming another plugin.
+        Tampered {
+            name: "honest",
+            setup: |host, name| {
+                let expect: Expect = Box::new(|err| {
+                    matches!(
+                        err,
+                        Error::Abi(AbiError::MetadataMismatch {
+                            field: "name",
+                            manifest,
+                            plugin,
+                        }) if manifest == "honest" && plugin == "someone-else"
+                    )
+                });
+                (host.plugin("wrong_name", name), expect)
+            },
+        },
+    ];
     for host in Host::each_mode() {
-        let dir = host.plugin("good", "extra");
-        std::fs::write(dir.join("payload.sh"), "#!/bin/sh\n").unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Integrity(IntegrityError::UnlistedFile { ref file, .. }) if file == "payload.sh"),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
+        for case in &cases {
+            let _case = Case(case.name, host.isolation);
+            let (path, expect) = (case.setup)(&host, case.name);
+            let err = host.gate().verify_and_load(&path).err();
+            assert!(
+                err.as_ref().is_some_and(&expect),
+                "{} ({:?}): {err:?}",
+                case.name,
+                host.isolation
+            );
+            host.assert_still_serves(&host.gate());
+        }
     }
 }
 
@@ -172,72 +281,6 @@ fn libraries_swapped_between_two_signed_plugins_are_refused() {
                 "{err:?}"
             );
         }
-        host.assert_still_serves(&host.gate());
-    }
-}
-
-#[test]
-fn a_plugin_outside_every_trusted_root_is_refused() {
-    for host in Host::each_mode() {
-        let lib = host.build("good", "outsider", &[]);
-        let dir = host.install_in(host.tmp.path(), "outsider", &lib);
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Locate(LocateError::OutsideTrustedRoots { .. })),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
-}
-
-#[test]
-fn a_dotdot_escape_is_refused() {
-    for host in Host::each_mode() {
-        let lib = host.build("good", "escaped", &[]);
-        host.install_in(host.tmp.path(), "escaped", &lib);
-        let err = host
-            .gate()
-            .verify_and_load(host.root.join("../escaped"))
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::Locate(LocateError::EscapesRoot { .. })),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
-}
-
-#[test]
-fn a_symlinked_plugin_directory_is_refused() {
-    for host in Host::each_mode() {
-        let lib = host.build("good", "linked", &[]);
-        let real = host.install_in(host.tmp.path(), "linked", &lib);
-        symlink(&real, host.root.join("linked")).unwrap();
-        let err = host
-            .gate()
-            .verify_and_load(host.root.join("linked"))
-            .unwrap_err();
-        assert!(
-            matches!(err, Error::Locate(LocateError::Symlink { .. })),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
-}
-
-#[test]
-fn a_symlinked_library_is_refused() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("good", "liblink");
-        // The link points at an identical copy, so only the refusal to follow links stops it.
-        let outside = host.tmp.path().join("libliblink.so");
-        std::fs::rename(dir.join("libliblink.so"), &outside).unwrap();
-        symlink(&outside, dir.join("libliblink.so")).unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Locate(LocateError::Symlink { .. })),
-            "{err:?}"
-        );
         host.assert_still_serves(&host.gate());
     }
 }
@@ -305,46 +348,6 @@ fn a_missing_export_is_refused_before_its_constructor_runs() {
             marker.exists(),
             "control: loading the library runs the constructor"
         );
-    }
-}
-
-#[test]
-fn an_abi_version_mismatch_is_refused() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("abi2", "abi2");
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                Error::Abi(AbiError::VersionMismatch {
-                    manifest: 1,
-                    plugin: 2,
-                    host: 1
-                })
-            ),
-            "{err:?}"
-        );
-        host.assert_still_serves(&host.gate());
-    }
-}
-
-#[test]
-fn metadata_naming_another_plugin_is_refused() {
-    for host in Host::each_mode() {
-        let dir = host.plugin("wrong_name", "honest");
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match err {
-            Error::Abi(AbiError::MetadataMismatch {
-                field: "name",
-                ref manifest,
-                ref plugin,
-            }) => {
-                assert_eq!(manifest, "honest");
-                assert_eq!(plugin, "someone-else");
-            }
-            other => panic!("expected MetadataMismatch, got {other:?}"),
-        }
-        host.assert_still_serves(&host.gate());
     }
 }
 
@@ -529,14 +532,20 @@ const HOSTILE_JSON_TEXT: &str = r"\\u001b[2J\\nskillgate: forged";
 const HOSTILE_TEXT: &str = "\u{1b}[2J\nskillgate: forged";
 
 /// The printed error: one line, no raw control character, the escape sequence visible.
-fn assert_printed_safely(err: &Error) {
+fn assert_printed_safely(case: &str, err: &Error) {
     let text = err.to_string();
     assert!(
         !text.chars().any(skillgate::escape::needs_escape),
-        "raw control character in {text:?}"
+        "{case}: raw control character in {text:?}"
     );
-    assert!(!text.contains('\n') && !text.contains('\x1b'), "{text:?}");
-    assert!(text.contains(r"\u{1b}[2J"), "escaped form missing: {text}");
+    assert!(
+        !text.contains('\n') && !text.contains('\x1b'),
+        "{case}: {text:?}"
+    );
+    assert!(
+        text.contains(r"\u{1b}[2J"),
+        "{case}: escaped form missing: {text}"
+    );
 }
 
 #[test]
@@ -553,7 +562,7 @@ fn a_symlink_named_with_escapes_is_refused_and_printed_escaped() {
             }
             other => panic!("expected Locate(Symlink), got {other:?}"),
         }
-        assert_printed_safely(&err);
+        assert_printed_safely("symlink name", &err);
         host.assert_still_serves(&host.gate());
     }
 }
@@ -581,7 +590,7 @@ fn an_unknown_manifest_field_with_escapes_is_refused_and_printed_escaped() {
             }
             other => panic!("expected Manifest(Syntax), got {other:?}"),
         }
-        assert_printed_safely(&err);
+        assert_printed_safely("manifest field", &err);
         assert!(err.to_string().contains(r"\u{9b}0m"), "{err}");
         host.assert_still_serves(&host.gate());
     }
@@ -604,38 +613,39 @@ fn build_good_with(host: &Host, tag: &str, name: &str, version: &str) -> std::pa
 #[test]
 fn metadata_with_escapes_is_refused_and_printed_escaped() {
     for host in Host::each_mode() {
-        // The name: the metadata says "metaesc" followed by the hostile text.
-        let evil_name = format!("\"metaesc{HOSTILE_JSON_TEXT}\"");
-        let lib = build_good_with(&host, "name", &evil_name, "\"1.0.0\"");
-        let dir = host.install("metaesc", &lib);
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match &err {
-            Error::Abi(AbiError::MetadataMismatch {
-                field: "name",
-                plugin,
-                ..
-            }) => assert_eq!(plugin, &format!("metaesc{HOSTILE_TEXT}")),
-            other => panic!("expected Abi(MetadataMismatch name), got {other:?}"),
+        // (field, the metadata's name and version as C string literals, what the plugin
+        // claims for the field): the hostile text in the name, then in the version.
+        let cases = [
+            (
+                "name",
+                format!("\"metaesc{HOSTILE_JSON_TEXT}\""),
+                "\"1.0.0\"".to_owned(),
+                format!("metaesc{HOSTILE_TEXT}"),
+            ),
+            (
+                "version",
+                "\"metaesc\"".to_owned(),
+                format!("\"1.0.0{HOSTILE_JSON_TEXT}\""),
+                format!("1.0.0{HOSTILE_TEXT}"),
+            ),
+        ];
+        for (case, name, version, claimed) in cases {
+            let dir = host.root.join("metaesc");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+            let lib = build_good_with(&host, case, &name, &version);
+            let dir = host.install("metaesc", &lib);
+            let err = host.gate().verify_and_load(&dir).unwrap_err();
+            match &err {
+                Error::Abi(AbiError::MetadataMismatch { field, plugin, .. }) if *field == case => {
+                    assert_eq!(plugin, &claimed, "{case}")
+                }
+                other => panic!("{case}: expected Abi(MetadataMismatch {case}), got {other:?}"),
+            }
+            assert_printed_safely(case, &err);
+            host.assert_still_serves(&host.gate());
         }
-        assert_printed_safely(&err);
-        host.assert_still_serves(&host.gate());
-
-        // The version.
-        std::fs::remove_dir_all(&dir).unwrap();
-        let evil_version = format!("\"1.0.0{HOSTILE_JSON_TEXT}\"");
-        let lib = build_good_with(&host, "version", "\"metaesc\"", &evil_version);
-        let dir = host.install("metaesc", &lib);
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match &err {
-            Error::Abi(AbiError::MetadataMismatch {
-                field: "version",
-                plugin,
-                ..
-            }) => assert_eq!(plugin, &format!("1.0.0{HOSTILE_TEXT}")),
-            other => panic!("expected Abi(MetadataMismatch version), got {other:?}"),
-        }
-        assert_printed_safely(&err);
-        host.assert_still_serves(&host.gate());
     }
 }
 
@@ -650,7 +660,7 @@ fn a_result_field_named_with_escapes_is_a_fault_printed_escaped() {
             other => panic!("expected NotJson, got {other:?}"),
         }
         let err = Error::Fault(fault);
-        assert_printed_safely(&err);
+        assert_printed_safely("result field", &err);
         assert!(err.to_string().contains(r"\u{9b}31m"), "{err}");
         host.assert_still_serves(&host.gate());
     }

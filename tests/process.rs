@@ -741,37 +741,137 @@ fn assert_liar_survives(plugin: &LoadedPlugin, pid: u32) {
     assert!(is_our_child(pid));
 }
 
-#[test]
-fn a_constructor_that_forges_an_enforcement_report_is_refused() {
-    let host = Host::new();
-    let (err, _) = refused_load(&host, "forge-report", &[("CTOR", "1")]);
-    assert!(
-        matches!(
-            err,
-            Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
-                tag: Tag::Restricted,
-                ..
-            }))
-        ),
-        "{err:?}"
-    );
+/// A liar whose constructor attacks the load (liar.c's `CTOR`), and the refusal it meets.
+struct CtorAttack {
+    /// The plugin's name; names the case in every assertion.
+    name: &'static str,
+    defines: &'static [(&'static str, &'static str)],
+    expect: fn(&Error) -> bool,
+    /// Whether the refusal is the call timeout, so it cannot come sooner than that.
+    times_out: bool,
 }
 
 #[test]
-fn a_constructor_that_forges_readiness_and_serves_calls_is_checked_by_the_host() {
+fn constructors_that_attack_the_load_are_refused_with_the_exact_variant() {
+    let cases = [
+        // A forged enforcement report.
+        CtorAttack {
+            name: "forge-report",
+            defines: &[("CTOR", "1")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
+                        tag: Tag::Restricted,
+                        ..
+                    }))
+                )
+            },
+            times_out: false,
+        },
+        // Forged readiness, then serving calls itself: the host still checks the metadata.
+        CtorAttack {
+            name: "forge-loaded",
+            defines: &[("CTOR", "2"), ("VERSION", "99")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Abi(AbiError::VersionMismatch {
+                        plugin: 99,
+                        manifest: 1,
+                        host: 1
+                    })
+                )
+            },
+            times_out: false,
+        },
+        // A load failure after the report is a protocol violation.
+        CtorAttack {
+            name: "late-failure",
+            defines: &[("CTOR", "3")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
+                        tag: Tag::LoadFailed,
+                        ..
+                    }))
+                )
+            },
+            times_out: false,
+        },
+        // Half a frame, then silence.
+        CtorAttack {
+            name: "half-frame",
+            defines: &[("CTOR", "4")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Fault(FaultError::Timeout {
+                        timeout_ms: LIAR_TIMEOUT_MS
+                    })
+                )
+            },
+            times_out: true,
+        },
+        // A frame flood is refused at the first frame out of turn.
+        CtorAttack {
+            name: "flood",
+            defines: &[("CTOR", "5")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
+                        tag: Tag::Output,
+                        ..
+                    }))
+                )
+            },
+            times_out: false,
+        },
+        // An oversize frame is refused before allocation.
+        CtorAttack {
+            name: "oversize",
+            defines: &[("CTOR", "6")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Fault(FaultError::Protocol(ProtocolViolation::TooLarge {
+                        len: 0xffff_fff0,
+                        ..
+                    }))
+                )
+            },
+            times_out: false,
+        },
+        // A constructor that never returns.
+        CtorAttack {
+            name: "ctor-hang",
+            defines: &[("CTOR", "7")],
+            expect: |err| {
+                matches!(
+                    err,
+                    Error::Fault(FaultError::Timeout {
+                        timeout_ms: LIAR_TIMEOUT_MS
+                    })
+                )
+            },
+            times_out: true,
+        },
+    ];
     let host = Host::new();
-    let (err, _) = refused_load(&host, "forge-loaded", &[("CTOR", "2"), ("VERSION", "99")]);
-    assert!(
-        matches!(
-            err,
-            Error::Abi(AbiError::VersionMismatch {
-                plugin: 99,
-                manifest: 1,
-                host: 1
-            })
-        ),
-        "{err:?}"
-    );
+    for case in &cases {
+        // `refused_load` names the case in its own assertions.
+        let (err, took) = refused_load(&host, case.name, case.defines);
+        assert!((case.expect)(&err), "{}: {err:?}", case.name);
+        if case.times_out {
+            assert!(
+                took >= Duration::from_millis(LIAR_TIMEOUT_MS),
+                "{}: {took:?}",
+                case.name
+            );
+        }
+    }
 }
 
 #[test]
@@ -792,86 +892,6 @@ fn a_forged_relay_with_the_right_values_is_data_not_testimony() {
     assert!(is_our_child(pid));
     drop(plugin);
     assert!(!is_our_child(pid));
-}
-
-#[test]
-fn a_load_failure_after_the_report_is_a_protocol_violation() {
-    let host = Host::new();
-    let (err, _) = refused_load(&host, "late-failure", &[("CTOR", "3")]);
-    assert!(
-        matches!(
-            err,
-            Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
-                tag: Tag::LoadFailed,
-                ..
-            }))
-        ),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn half_a_frame_then_silence_times_out() {
-    let host = Host::new();
-    let (err, took) = refused_load(&host, "half-frame", &[("CTOR", "4")]);
-    assert!(
-        matches!(
-            err,
-            Error::Fault(FaultError::Timeout {
-                timeout_ms: LIAR_TIMEOUT_MS
-            })
-        ),
-        "{err:?}"
-    );
-    assert!(took >= Duration::from_millis(LIAR_TIMEOUT_MS), "{took:?}");
-}
-
-#[test]
-fn a_frame_flood_is_refused_at_the_first_frame_out_of_turn() {
-    let host = Host::new();
-    let (err, _) = refused_load(&host, "flood", &[("CTOR", "5")]);
-    assert!(
-        matches!(
-            err,
-            Error::Fault(FaultError::Protocol(ProtocolViolation::Unexpected {
-                tag: Tag::Output,
-                ..
-            }))
-        ),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn an_oversize_frame_is_refused_before_allocation() {
-    let host = Host::new();
-    let (err, _) = refused_load(&host, "oversize", &[("CTOR", "6")]);
-    assert!(
-        matches!(
-            err,
-            Error::Fault(FaultError::Protocol(ProtocolViolation::TooLarge {
-                len: 0xffff_fff0,
-                ..
-            }))
-        ),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn a_constructor_that_never_returns_times_out() {
-    let host = Host::new();
-    let (err, took) = refused_load(&host, "ctor-hang", &[("CTOR", "7")]);
-    assert!(
-        matches!(
-            err,
-            Error::Fault(FaultError::Timeout {
-                timeout_ms: LIAR_TIMEOUT_MS
-            })
-        ),
-        "{err:?}"
-    );
-    assert!(took >= Duration::from_millis(LIAR_TIMEOUT_MS), "{took:?}");
 }
 
 /// The environment variable that makes the test below run its thread-mode half.

@@ -126,17 +126,15 @@ fn unavailable(detail: impl std::fmt::Display) -> KeyError {
 /// The password from `--password-file`, `SKILLGATE_PASSWORD` or the terminal, in that order.
 /// With `confirm`, a prompted password is asked twice.
 fn password(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    use std::io::Read;
     let mut pw = if let Some(path) = file {
-        let f = std::fs::File::open(path)
-            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let mut text = Zeroizing::new(Vec::new());
-        f.take(MAX_PASSWORD_FILE + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        if text.len() as u64 > MAX_PASSWORD_FILE {
-            return Err(unavailable(format!("{} is too large", path.display())));
-        }
+        skillgate::capped::read_capped_into(
+            path,
+            MAX_PASSWORD_FILE,
+            skillgate::capped::Links::Follow,
+            &mut text,
+        )
+        .map_err(unavailable)?;
         let end = text.iter().position(|b| *b == b'\n').unwrap_or(text.len());
         Zeroizing::new(text.get(..end).unwrap_or_default().to_vec())
     } else if let Some(env) = std::env::var_os(PASSWORD_ENV) {

@@ -253,8 +253,7 @@ fn exit_now(code: u8) -> ! {
 
 /// `skillgate inspect`: the ELF checks of the pipeline, on files an author has not signed yet.
 mod inspect_cmd {
-    use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
 
@@ -276,32 +275,8 @@ mod inspect_cmd {
 
     /// Reads a regular file of at most `max` bytes, without hanging on a FIFO.
     fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-        if !meta.is_file() {
-            return Err(format!("{} is not a regular file", path.display()));
-        }
-        if meta.len() > max {
-            return Err(format!(
-                "{} is {} bytes, more than the {max}-byte limit",
-                path.display(),
-                meta.len()
-            ));
-        }
-        let mut bytes = Vec::new();
-        file.take(max.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if u64::try_from(bytes.len()).map_or(true, |n| n > max) {
-            return Err(format!("{} grew past the {max}-byte limit", path.display()));
-        }
-        Ok(bytes)
+        skillgate::capped::read_capped(path, max, skillgate::capped::Links::Follow)
+            .map_err(|e| e.to_string())
     }
 
     /// The library a plugin directory's (unsigned) plugin.json names.
