@@ -84,6 +84,9 @@ const REAP_BOUND: Duration = Duration::from_secs(5);
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// seccomp filters the worker installs on itself (on top of any the host inherited).
 const WORKER_SECCOMP_FILTERS: u64 = 1;
+/// How long the host still listens, after a report it could not confirm, for the load
+/// failure an exiting worker sent before it began to exit.
+const EXITING_WORKER_GRACE: Duration = Duration::from_millis(500);
 
 /// What bounds the number of tasks a plugin can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -728,16 +731,24 @@ impl ProcessExecutor {
         let mut phase = Phase::Restricting;
         let mut enforcement = None;
         let mut unconfirmed = None;
+        // After a report the host could not confirm, how long it still listens for the
+        // load failure an exiting worker already sent (see below).
+        let mut read_until = deadline;
         loop {
-            let frame = worker
-                .read(
-                    deadline,
-                    CONTROL_CAP.max(
-                        init.output_bytes
-                            .saturating_add(FRAME_OVERHEAD + LOADED_HEADER),
-                    ),
-                )
-                .map_err(|e| fail(read_failure(e, timeout)))?;
+            let frame = match worker.read(
+                read_until,
+                CONTROL_CAP.max(
+                    init.output_bytes
+                        .saturating_add(FRAME_OVERHEAD + LOADED_HEADER),
+                ),
+            ) {
+                Ok(frame) => frame,
+                Err(_) if unconfirmed.is_some() => {
+                    let v = unconfirmed.take().unwrap_or(ProtocolViolation::ChannelClosed);
+                    return Err(fail(violation(v)));
+                }
+                Err(e) => return Err(fail(read_failure(e, timeout))),
+            };
             let waiting = match phase {
                 Phase::Restricting => "waiting for the enforcement report",
                 Phase::Loading => "waiting for the loaded plugin",
@@ -759,12 +770,15 @@ impl ProcessExecutor {
                         })?;
                     match confirm(worker, init, &mut report) {
                         Ok(()) => enforcement = Some(report),
-                        // A worker that died meanwhile (a failed dlopen exits at once) cannot
-                        // be looked at: what it sent last says why; it can never load.
-                        Err(v) if matches!(worker.child.try_wait(), Ok(Some(_))) => {
+                        // A worker that is exiting (a failed dlopen exits at once, and its
+                        // namespaces go before it can be reaped) cannot be looked at: the
+                        // load failure it sent first says why. Listen briefly for it; any
+                        // other frame, or none, and the unconfirmed report refuses the load.
+                        // Either way this worker never serves.
+                        Err(v) => {
                             unconfirmed = Some(v);
+                            read_until = deadline.min(Instant::now() + EXITING_WORKER_GRACE);
                         }
-                        Err(v) => return Err(fail(violation(v))),
                     }
                     phase = Phase::Loading;
                 }
