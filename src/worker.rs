@@ -1174,6 +1174,7 @@ fn parse_loaded(
 /// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame
 /// decoder, then the strict parse of its payload. Shared by the `ipc_frame` fuzz target and
 /// the corpus replay; a hostile worker controls every byte of it.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_host_frame(bytes: &[u8]) {
     let Ok(frame) = crate::protocol::decode_frame(bytes, CONTROL_CAP) else {
