@@ -31,6 +31,7 @@ pub mod error;
 pub mod escape;
 pub mod executor;
 pub mod ffi;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

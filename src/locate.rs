@@ -692,7 +692,7 @@ impl PluginFile {
     /// helper thread while the next chunk is read and copied: each chunk is one owned
     /// buffer that goes to the sink, then to the hasher, and is reused only when the hasher
     /// hands it back, so the hashed bytes are exactly the copied bytes. At most
-    /// [`PIPELINE_BUFFERS`] buffers of [`PIPELINE_CHUNK`] bytes exist at once.
+    /// `PIPELINE_BUFFERS` buffers of `PIPELINE_CHUNK` bytes exist at once.
     pub fn hash_into(
         self,
         cap: u64,

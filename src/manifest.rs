@@ -485,6 +485,7 @@ pub fn hex_digest(d: &[u8; 32]) -> String {
     })
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 /// Entry point shared by the fuzz targets and the corpus replay: parse and validate a
 /// manifest as if its signature had verified.

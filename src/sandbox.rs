@@ -23,7 +23,7 @@
 //! grant: such a path is not granted at all.
 //!
 //! **No executable memory after `dlopen`.** The loader must map the library executable; the
-//! plugin must not map anything it wrote. [`load_sandboxed`] opens the library on a
+//! plugin must not map anything it wrote. `load_sandboxed` opens the library on a
 //! short-lived loader thread under its own restrictions (the plugin's grants, plus a
 //! stacked Landlock layer that refuses every write, plus a filter that refuses new
 //! threads), while the plugin thread restricts itself with a filter that maps nothing

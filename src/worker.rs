@@ -27,7 +27,7 @@
 //!   namespace (counted per namespace and user since Linux 5.14, but never for root), else
 //!   the seccomp filter refuses every thread. The report says which.
 //!
-//! The host side ([`ProcessExecutor`]) never trusts the worker: frames are capped
+//! The host side (`ProcessExecutor`) never trusts the worker: frames are capped
 //! ([`crate::protocol`]), payloads parsed strictly, and the exit status of a dead worker is
 //! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
 //! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
@@ -1191,6 +1191,7 @@ fn parse_loaded(
 /// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame
 /// decoder, then the strict parse of its payload. Shared by the `ipc_frame` fuzz target and
 /// the corpus replay; a hostile worker controls every byte of it.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_host_frame(bytes: &[u8]) {
     let Ok(frame) = crate::protocol::decode_frame(bytes, CONTROL_CAP) else {
