@@ -1226,9 +1226,9 @@ fn a_worker_that_stops_reading_does_not_block_a_call_past_its_deadline() {
     let gate = liar_gate(&host);
     let (plugin, pid) = load(&gate, &liar(&host, "deaf", &[("CTOR", "8")]));
     // 16 MiB of input: far more than the socket buffers, so the write itself must time out.
-    let big = "x".repeat(16 * 1024 * 1024);
+    let big = ctx(serde_json::json!({ "big": "x".repeat(16 * 1024 * 1024) }));
     let started = Instant::now();
-    let result = plugin.execute(&ctx(serde_json::json!({ "big": big })));
+    let result = plugin.execute(&big);
     let took = started.elapsed();
     let f = fault(result);
     assert!(
