@@ -744,7 +744,9 @@ impl ProcessExecutor {
             ) {
                 Ok(frame) => frame,
                 Err(_) if unconfirmed.is_some() => {
-                    let v = unconfirmed.take().unwrap_or(ProtocolViolation::ChannelClosed);
+                    let v = unconfirmed
+                        .take()
+                        .unwrap_or(ProtocolViolation::ChannelClosed);
                     return Err(fail(violation(v)));
                 }
                 Err(e) => return Err(fail(read_failure(e, timeout))),
