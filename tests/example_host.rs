@@ -57,19 +57,7 @@ fn run_example(args: &[&Path]) -> Output {
 /// (so a `--release` test run does not pick a stale debug worker).
 fn host_with_echo() -> (Host, PathBuf, PathBuf) {
     let host = Host::new();
-    let lib = support::build::build_rust_plugin(
-        &support::build::echo_plugin_src(),
-        &host.build_dir.join("rust/libecho.so"),
-    );
-    let dir = host.root.join("echo");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(&lib, dir.join("libecho.so")).unwrap();
-    std::fs::copy(
-        support::build::repo_root().join("examples/echo-plugin/plugin.json"),
-        dir.join("plugin.json"),
-    )
-    .unwrap();
-    skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
+    let dir = host.install_rust_echo();
     let policy = host.tmp.path().join("policy.json");
     let json = serde_json::json!({
         "trusted_roots": ["root"],

@@ -53,19 +53,7 @@ fn a_signed_c_plugin_loads_and_runs() {
 #[test]
 fn the_rust_example_plugin_loads_and_runs() {
     for host in Host::each_mode() {
-        let lib = support::build::build_rust_plugin(
-            &support::build::echo_plugin_src(),
-            &host.build_dir.join("rust/libecho.so"),
-        );
-        let dir = host.root.join("echo");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(&lib, dir.join("libecho.so")).unwrap();
-        std::fs::copy(
-            support::build::repo_root().join("examples/echo-plugin/plugin.json"),
-            dir.join("plugin.json"),
-        )
-        .unwrap();
-        skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
+        let dir = host.install_rust_echo();
         let plugin = host.gate().verify_and_load(&dir).unwrap();
         for n in 1..=3 {
             let out = plugin.execute(&ctx(serde_json::json!({"n": n}))).unwrap();

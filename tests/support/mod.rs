@@ -137,6 +137,25 @@ impl Host {
         dir
     }
 
+    /// Builds the Rust example plugin (`examples/echo-plugin`), installs it as `root/echo`
+    /// with the example's own manifest, and signs it.
+    pub fn install_rust_echo(&self) -> PathBuf {
+        let lib = build::build_rust_plugin(
+            &build::echo_plugin_src(),
+            &self.build_dir.join("rust/libecho.so"),
+        );
+        let dir = self.root.join("echo");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&lib, dir.join("libecho.so")).unwrap();
+        std::fs::copy(
+            build::repo_root().join("examples/echo-plugin/plugin.json"),
+            dir.join("plugin.json"),
+        )
+        .unwrap();
+        sign_plugin_dir(&dir, &self.key).unwrap();
+        dir
+    }
+
     /// Builds, installs and signs a plugin from `tests/plugins/<src>.c` in one go.
     pub fn plugin(&self, src: &str, name: &str) -> PathBuf {
         let lib = self.build(src, name, &[]);
