@@ -430,15 +430,21 @@ impl Channel {
             self.armed_read
         };
         if armed.is_none_or(|armed| armed > remaining.saturating_add(DEADLINE_SLACK)) {
-            if write {
-                self.stream.set_write_timeout(Some(remaining))?;
-                self.armed_write = Some(remaining);
-            } else {
-                self.stream.set_read_timeout(Some(remaining))?;
-                self.armed_read = Some(remaining);
-            }
+            self.set_timeout(write, remaining)?;
         }
         Ok(remaining)
+    }
+
+    /// Sets the socket's send or receive timeout and remembers it.
+    fn set_timeout(&mut self, write: bool, timeout: Duration) -> io::Result<()> {
+        if write {
+            self.stream.set_write_timeout(Some(timeout))?;
+            self.armed_write = Some(timeout);
+        } else {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.armed_read = Some(timeout);
+        }
+        Ok(())
     }
 
     /// After a syscall timed out: lowers the timeout to what is left (it timed out early
@@ -448,14 +454,7 @@ impl Channel {
         if remaining.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        if write {
-            self.stream.set_write_timeout(Some(remaining))?;
-            self.armed_write = Some(remaining);
-        } else {
-            self.stream.set_read_timeout(Some(remaining))?;
-            self.armed_read = Some(remaining);
-        }
-        Ok(())
+        self.set_timeout(write, remaining)
     }
 
     /// Writes a whole frame before the deadline.
