@@ -7,13 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::base::escape::Escaped;
+use crate::base::ffi::{PluginContext, PluginMetadata, PluginResult};
 use crate::error::Error;
-use crate::escape::Escaped;
-use crate::ffi::{PluginContext, PluginMetadata, PluginResult};
 use crate::gate::{Gate, LoadedPlugin};
-use crate::keys::{PublicKey, TrustStore};
 use crate::policy::Policy;
-use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
+use crate::trust::keys::{PublicKey, TrustStore};
+use crate::trust::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
 
 /// Type-erased plugin operations (VT Code's trait; errors are typed).
 pub trait NativePluginTrait: Send + Sync + std::fmt::Debug {
@@ -168,7 +168,7 @@ impl PluginLoader {
 
     /// The library file name for a plugin name on this platform (`lib<name>.so`).
     pub fn library_filename(&self, name: &str) -> String {
-        crate::manifest::library_filename(name)
+        crate::pipeline::manifest::library_filename(name)
     }
 }
 
@@ -180,16 +180,16 @@ pub fn validate_plugin_structure(plugin_dir: &Path) -> Result<Vec<String>, Error
     let manifest = plugin_dir.join(MANIFEST_FILE_NAME);
     match std::fs::read(&manifest) {
         Err(_) => problems.push(format!("Missing {MANIFEST_FILE_NAME}")),
-        Ok(bytes) => match crate::manifest::parse_wire(&bytes) {
+        Ok(bytes) => match crate::pipeline::manifest::parse_wire(&bytes) {
             Err(e) => problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {}", Escaped(e))),
             Ok(wire) => {
-                if let Err(e) = crate::manifest::check_common(&wire) {
+                if let Err(e) = crate::pipeline::manifest::check_common(&wire) {
                     problems.push(format!("Invalid {MANIFEST_FILE_NAME}: {}", Escaped(e)));
                 }
                 let library = wire
                     .library
                     .clone()
-                    .unwrap_or_else(|| crate::manifest::library_filename(&wire.name));
+                    .unwrap_or_else(|| crate::pipeline::manifest::library_filename(&wire.name));
                 if !plugin_dir.join(&library).is_file() {
                     problems.push(format!(
                         "No dynamic library found (expected {})",

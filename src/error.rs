@@ -6,24 +6,24 @@
 //!
 //! Messages carry text a plugin or the filesystem chose (names, serde's "unknown field"
 //! text, a worker's details, file names), so [`Error`]'s `Display` writes its message
-//! through [`crate::escape::EscapeWriter`]: control characters come out as `\u{…}`, and one
+//! through [`crate::base::escape::EscapeWriter`]: control characters come out as `\u{…}`, and one
 //! error is one line, for every host that prints it. The stage enums' own `Display` is raw;
-//! print them through [`crate::escape::Escaped`]. For the same reason [`Error`] reports no
+//! print them through [`crate::base::escape::Escaped`]. For the same reason [`Error`] reports no
 //! `source()`: its message already holds the stage error's, and printers that walk a source
 //! chain (anyhow's `{:#}`, `tracing`'s error recording) would reach that raw text. The typed
 //! stage error is the variant's field.
 
-use crate::ffi::{AbiError, FaultError, InputError};
-use crate::inspect::InspectError;
-use crate::keys::KeyError;
-use crate::load::LoadError;
-use crate::locate::LocateError;
-use crate::manifest::ManifestError;
+use crate::base::ffi::{AbiError, FaultError, InputError};
+use crate::pipeline::inspect::InspectError;
+use crate::pipeline::load::LoadError;
+use crate::pipeline::locate::LocateError;
+use crate::pipeline::manifest::ManifestError;
+use crate::pipeline::verify::IntegrityError;
 use crate::policy::PolicyError;
 use crate::sandbox::SandboxError;
-use crate::signature::SignatureError;
-use crate::trust::TrustError;
-use crate::verify::IntegrityError;
+use crate::trust::keys::KeyError;
+use crate::trust::rules::TrustError;
+use crate::trust::signature::SignatureError;
 
 /// Any failure on the way from a path to a plugin result. Its `Display` is escaped (see the
 /// module documentation).
@@ -90,7 +90,7 @@ from_stage! {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
-        let mut out = crate::escape::EscapeWriter(f);
+        let mut out = crate::base::escape::EscapeWriter(f);
         match self {
             Error::Policy(e) => write!(out, "policy: {e}"),
             Error::Key(e) => write!(out, "keys: {e}"),
@@ -163,8 +163,8 @@ mod tests {
                 detail: hostile.to_owned(),
             }),
             Error::Fault(FaultError::Protocol(
-                crate::protocol::ProtocolViolation::Malformed {
-                    tag: crate::protocol::Tag::Loaded,
+                crate::base::protocol::ProtocolViolation::Malformed {
+                    tag: crate::base::protocol::Tag::Loaded,
                     detail: hostile.to_owned(),
                 },
             )),
@@ -173,7 +173,10 @@ mod tests {
             // No source chain leads around the escaping.
             assert!(std::error::Error::source(&err).is_none());
             let text = err.to_string();
-            assert!(!text.chars().any(crate::escape::needs_escape), "{text:?}");
+            assert!(
+                !text.chars().any(crate::base::escape::needs_escape),
+                "{text:?}"
+            );
             assert!(
                 text.ends_with(r"\u{1b}[2J\u{a}skillgate: forged line\u{9b}31m\u{202e}"),
                 "{text}"
@@ -199,7 +202,7 @@ mod tests {
         let err = Error::Input(InputError::json(e));
         match &err {
             Error::Input(InputError::Json(e)) => {
-                assert_eq!(e.kind(), crate::json::JsonErrorKind::Data);
+                assert_eq!(e.kind(), crate::base::json::JsonErrorKind::Data);
                 assert!(e.to_string().contains("refuses to be written"), "{e}");
             }
             other => panic!("expected Input(Json), got {other:?}"),

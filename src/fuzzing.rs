@@ -8,12 +8,12 @@
 
 use std::path::Path;
 
-use crate::keys::{PublicKey, SecretKey, TrustStore};
-use crate::signature::{SignatureFile, sign_manifest, verify_manifest};
+use crate::trust::keys::{PublicKey, SecretKey, TrustStore};
+use crate::trust::signature::{SignatureFile, sign_manifest, verify_manifest};
 
 /// `plugin.json` as if its signature had verified.
 pub fn manifest(data: &[u8]) {
-    let _ = crate::manifest::fuzz_parse(data);
+    let _ = crate::pipeline::manifest::fuzz_parse(data);
 }
 
 /// `plugin.json.sig`.
@@ -55,21 +55,25 @@ pub fn ffi_result(data: &[u8]) {
     #[allow(unsafe_code)]
     // SAFETY: `buffer` is NUL-terminated and outlives the call.
     let copied = unsafe {
-        crate::ffi::copy_bounded(buffer.as_ptr().cast(), limit, crate::ffi::SYMBOL_EXECUTE)
+        crate::base::ffi::copy_bounded(
+            buffer.as_ptr().cast(),
+            limit,
+            crate::base::ffi::SYMBOL_EXECUTE,
+        )
     };
     if let Ok(bytes) = copied {
-        let _ = crate::ffi::decode_result(&bytes);
+        let _ = crate::base::ffi::decode_result(&bytes);
     }
 }
 
 /// A frame from a (possibly hostile) worker: decoded and its payload parsed as the host does.
 pub fn ipc_frame(data: &[u8]) {
-    crate::worker::fuzz_host_frame(data);
+    crate::exec::worker::fuzz_host_frame(data);
 }
 
 /// ELF bytes given to the inspector.
 pub fn elf(data: &[u8]) {
-    let _ = crate::inspect::inspect_bytes(data);
+    let _ = crate::pipeline::inspect::inspect_bytes(data);
 }
 
 /// The fixed key of the structured target: the fuzzer varies manifests, not keys. It is a
@@ -106,7 +110,7 @@ pub fn signed_roundtrip(fields: &ManifestFields) {
         .map(|(path, size, d)| serde_json::json!({"path": path, "sha256": format!("{:02x}", d).repeat(32), "size": size}))
         .collect();
     files.push(serde_json::json!({
-        "path": crate::manifest::library_filename(&fields.name),
+        "path": crate::pipeline::manifest::library_filename(&fields.name),
         "sha256": "00".repeat(32),
         "size": 1,
     }));
@@ -140,7 +144,7 @@ pub fn signed_roundtrip(fields: &ManifestFields) {
         Err(e) => panic!("a freshly signed manifest must verify: {e}"),
     };
     assert_eq!(authentic.bytes(), &bytes[..]);
-    if let Ok(parsed) = crate::manifest::Manifest::parse(&authentic, usize::MAX) {
+    if let Ok(parsed) = crate::pipeline::manifest::Manifest::parse(&authentic, usize::MAX) {
         assert_eq!(parsed.name(), fields.name);
         assert_eq!(parsed.metadata().description, fields.description);
         assert_eq!(parsed.version(), &semver::Version::new(a, b, c));

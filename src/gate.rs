@@ -2,17 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::error::Error;
-use crate::executor::ThreadExecutor;
-use crate::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
-use crate::inspect::{InspectReport, Inspected, inspect};
-use crate::keys::{KeyId, TrustStore};
-use crate::locate::{TrustedRoot, locate};
-use crate::manifest::Manifest;
+use crate::exec::thread::ThreadExecutor;
+use crate::exec::worker::{ProcessExecutor, find_worker};
+use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
+use crate::pipeline::locate::{TrustedRoot, locate};
+use crate::pipeline::manifest::Manifest;
+use crate::pipeline::verify::{Bundle, Verified, verify_dir};
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
-use crate::verify::{Bundle, Verified, verify_dir};
-use crate::worker::{ProcessExecutor, find_worker};
+use crate::trust::keys::{KeyId, TrustStore};
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
 ///
@@ -136,8 +136,8 @@ impl LoadedPlugin {
                 target: "skillgate::audit",
                 plugin = manifest.name(),
                 version = %manifest.version(),
-                path = %crate::escape::Escaped(path.display()),
-                danger = %crate::escape::Escaped(danger.join(", ")),
+                path = %crate::base::escape::Escaped(path.display()),
+                danger = %crate::base::escape::Escaped(danger.join(", ")),
                 "plugin loaded under a policy that weakens checks"
             );
         }
@@ -165,7 +165,7 @@ impl LoadedPlugin {
             target: "skillgate::audit",
             plugin = manifest.name(),
             version = %manifest.version(),
-            path = %crate::escape::Escaped(path.display()),
+            path = %crate::base::escape::Escaped(path.display()),
             signers = ?signers,
             isolation = %enforcement.isolation,
             landlock_abi = enforcement.landlock_abi,
@@ -198,7 +198,7 @@ impl LoadedPlugin {
         outcome.map_err(|e: FaultError| {
             tracing::warn!(
                 plugin = self.manifest.name(),
-                error = %crate::escape::Escaped(&e),
+                error = %crate::base::escape::Escaped(&e),
                 "plugin fault"
             );
             Error::Fault(e)

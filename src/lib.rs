@@ -24,35 +24,27 @@
 //! [`Gate`] is the hardened host's entry point; [`compat`] keeps VT Code's names.
 #![deny(unsafe_code)]
 
-pub mod capped;
+pub mod base;
 pub mod compat;
 pub mod danger;
 pub mod error;
-pub mod escape;
-pub mod executor;
-pub mod ffi;
+pub mod exec;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
-pub mod inspect;
-pub mod json;
-pub mod keys;
-pub mod load;
-pub mod locate;
-pub mod manifest;
-pub mod perms;
+pub mod pipeline;
 pub mod policy;
-pub mod protocol;
 pub mod sandbox;
-pub mod sealed;
-pub mod seccomp;
 pub mod sign;
-pub mod signature;
-mod spawner;
 pub mod trust;
-pub mod verify;
-pub mod worker;
+
+// The paths of the flat layout, kept while the API is narrowed.
+pub use base::{capped, escape, ffi, json, perms, protocol, sealed};
+pub use exec::{thread as executor, worker};
+pub use pipeline::{inspect, load, locate, manifest, verify};
+pub use sandbox::seccomp;
+pub use trust::{keys, signature};
 
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;

@@ -4,7 +4,7 @@
 //! (symlinks, special files, bad names, a tree too deep or too large for the limits)
 //! instead of producing a manifest no host accepts. It does so by walking and hashing the
 //! directory with the very code verification uses: [`PluginDir::list_files`] through
-//! [`crate::verify`]'s listing, and [`crate::locate::PluginFile::hash_into`] with the same
+//! [`crate::pipeline::verify`]'s listing, and [`crate::pipeline::locate::PluginFile::hash_into`] with the same
 //! per-file caps, so signing and verifying cannot disagree about a tree.
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no
@@ -13,12 +13,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::keys::{KeyId, SecretKey, TrustStore};
-use crate::locate::{LocateError, PluginDir, TrustedRoot, locate};
-use crate::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
+use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
+use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
+use crate::pipeline::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
 use crate::policy::Limits;
-use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest};
-use crate::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
+use crate::trust::keys::{KeyId, SecretKey, TrustStore};
+use crate::trust::signature::{
+    MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest,
+};
 
 /// What [`sign_plugin_dir`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +59,7 @@ pub enum SignError {
     Manifest(#[from] ManifestError),
     /// The existing signature file is malformed.
     #[error("existing {SIGNATURE_FILE_NAME}: {0}")]
-    Signature(#[from] crate::signature::SignatureError),
+    Signature(#[from] crate::trust::signature::SignatureError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
@@ -123,7 +125,7 @@ pub fn sign_plugin_dir_with(
     manifest::Manifest::from_wire(wire.clone(), limits.files)?;
 
     let mut new_bytes = serde_json::to_vec_pretty(&wire)
-        .map_err(|e| ManifestError::Syntax(crate::json::JsonError::new(e)))?;
+        .map_err(|e| ManifestError::Syntax(crate::base::json::JsonError::new(e)))?;
     new_bytes.push(b'\n');
     let rewritten = new_bytes != old_bytes;
     let existing = match plugin.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)? {
@@ -170,10 +172,11 @@ pub fn verify_plugin_dir(
     trust: &TrustStore,
     limits: &Limits,
 ) -> Result<Verified<Bundle>, Error> {
-    let absolute = std::path::absolute(dir).map_err(|source| crate::locate::LocateError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let absolute =
+        std::path::absolute(dir).map_err(|source| crate::pipeline::locate::LocateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     let parent = absolute.parent().unwrap_or(Path::new("/"));
     let root = TrustedRoot::open(parent)?;
     let located = locate(std::slice::from_ref(&root), &absolute)?;
@@ -181,7 +184,7 @@ pub fn verify_plugin_dir(
         &located,
         trust,
         limits,
-        &crate::trust::TrustPolicy::default(),
+        &crate::trust::rules::TrustPolicy::default(),
         &crate::danger::Danger::default(),
     )
 }

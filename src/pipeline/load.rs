@@ -16,8 +16,8 @@
 use std::ffi::c_char;
 use std::os::fd::IntoRawFd;
 
-use crate::ffi::{SYMBOL_EXECUTE, SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
-use crate::sealed::SealedFile;
+use crate::base::ffi::{SYMBOL_EXECUTE, SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
+use crate::base::sealed::SealedFile;
 
 pub(crate) type VersionFn = unsafe extern "C" fn() -> u32;
 pub(crate) type MetadataFn = unsafe extern "C" fn() -> *const c_char;
@@ -174,7 +174,10 @@ impl PluginSymbols {
     }
 
     /// Calls `vtcode_plugin_metadata()` and copies its string out, at most `limit` bytes.
-    pub(crate) fn call_metadata(&self, limit: usize) -> Result<Vec<u8>, crate::ffi::FaultError> {
+    pub(crate) fn call_metadata(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<u8>, crate::base::ffi::FaultError> {
         self.take_string(self.call_metadata_raw(), limit, SYMBOL_METADATA)
     }
 
@@ -189,7 +192,7 @@ impl PluginSymbols {
         &self,
         input: &std::ffi::CStr,
         limit: usize,
-    ) -> Result<Vec<u8>, crate::ffi::FaultError> {
+    ) -> Result<Vec<u8>, crate::base::ffi::FaultError> {
         self.take_string(self.call_execute_raw(input), limit, SYMBOL_EXECUTE)
     }
 
@@ -208,10 +211,10 @@ impl PluginSymbols {
         ptr: *const c_char,
         limit: usize,
         function: &'static str,
-    ) -> Result<Vec<u8>, crate::ffi::FaultError> {
+    ) -> Result<Vec<u8>, crate::base::ffi::FaultError> {
         // SAFETY: the plugin ABI promises a NUL-terminated string or NULL; copy_bounded
         // reads at most limit + 1 bytes of it.
-        let copied = unsafe { crate::ffi::copy_bounded(ptr, limit, function) };
+        let copied = unsafe { crate::base::ffi::copy_bounded(ptr, limit, function) };
         if let (Some(free), false) = (self.free_string, ptr.is_null()) {
             // SAFETY: `ptr` came from this plugin and is released once, after the copy.
             unsafe { free(ptr) };

@@ -59,7 +59,7 @@ pub enum LocateError {
     },
     /// A trusted root that others can write to, or that lies beneath a directory they can.
     #[error("trusted root {0}")]
-    WritableByOthers(crate::perms::WritableByOthers),
+    WritableByOthers(crate::base::perms::WritableByOthers),
     /// The path tries to leave its trusted root or plugin directory (`..`, absolute).
     #[error("{}: escapes the directory it must stay beneath", path.display())]
     EscapesRoot {
@@ -167,7 +167,7 @@ fn show_roots(roots: &[PathBuf]) -> String {
     shown.join(", ")
 }
 
-pub use crate::capped::FileKind;
+pub use crate::base::capped::FileKind;
 
 /// How paths beneath a held directory are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +328,7 @@ impl TrustedRoot {
     /// canonicalized once, here, and the canonical path is then opened without following
     /// any symlink, so the descriptor is the directory the canonical path names. A root
     /// that others can write to, or that lies beneath such a directory, is refused
-    /// ([`crate::perms`]).
+    /// ([`crate::base::perms`]).
     pub fn open(path: &Path) -> Result<Self, LocateError> {
         let configured = std::path::absolute(path).map_err(|e| io_error(path, e))?;
         let canonical = std::fs::canonicalize(path).map_err(|e| match e.kind() {
@@ -352,12 +352,16 @@ impl TrustedRoot {
         };
         let fd = opened.map_err(|e| resolve_error(e, canonical.clone()))?;
         // Whoever can write above the root can swap plugin directories under it.
-        crate::perms::check_not_writable_by_others(fd.as_fd(), &canonical).map_err(
-            |e| match e {
-                crate::perms::PermsError::WritableByOthers(w) => LocateError::WritableByOthers(w),
-                crate::perms::PermsError::Io { path, source } => LocateError::Io { path, source },
-            },
-        )?;
+        crate::base::perms::check_not_writable_by_others(fd.as_fd(), &canonical).map_err(|e| {
+            match e {
+                crate::base::perms::PermsError::WritableByOthers(w) => {
+                    LocateError::WritableByOthers(w)
+                }
+                crate::base::perms::PermsError::Io { path, source } => {
+                    LocateError::Io { path, source }
+                }
+            }
+        })?;
         Ok(Self {
             path: canonical,
             configured,

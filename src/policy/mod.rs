@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::danger::{Danger, DangerWire};
-use crate::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
+use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -163,13 +163,13 @@ pub struct Policy {
     /// What plugins may be granted inside their sandbox.
     pub sandbox: SandboxPolicy,
     /// The worker executable for process isolation; found beside the host executable
-    /// when unset (see [`crate::worker::find_worker`]).
+    /// when unset (see [`crate::exec::worker::find_worker`]).
     pub worker: Option<PathBuf>,
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
     pub elf: ElfPolicy,
     /// Signer rules, revocation, rollback and expiry (`signers`, `revoked_keys`,
     /// `state_dir`, `min_versions`, `expiry`).
-    pub trust: crate::trust::TrustPolicy,
+    pub trust: crate::trust::rules::TrustPolicy,
     /// Every knob that weakens a check (the `danger` section); none by default.
     pub danger: Danger,
 }
@@ -186,7 +186,7 @@ impl Default for Policy {
             sandbox: SandboxPolicy::default(),
             worker: None,
             elf: ElfPolicy::default(),
-            trust: crate::trust::TrustPolicy::default(),
+            trust: crate::trust::rules::TrustPolicy::default(),
             danger: Danger::default(),
         }
     }
@@ -273,7 +273,7 @@ struct PolicyWire {
     #[serde(default)]
     danger: DangerWire,
     #[serde(default)]
-    signers: Option<Vec<crate::trust::SignerRuleWire>>,
+    signers: Option<Vec<crate::trust::rules::SignerRuleWire>>,
     #[serde(default)]
     revoked_keys: Vec<String>,
     #[serde(default)]
@@ -281,7 +281,7 @@ struct PolicyWire {
     #[serde(default)]
     min_versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
-    expiry: crate::trust::ExpiryWire,
+    expiry: crate::trust::rules::ExpiryWire,
 }
 
 /// The `elf` section as written. The fields that weakened a check are still named here,
@@ -511,7 +511,7 @@ impl Policy {
     /// Reads and validates a policy file. Relative paths in it resolve against the
     /// directory that holds the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PolicyError> {
-        use crate::capped::{CappedError, Links, read_capped};
+        use crate::base::capped::{CappedError, Links, read_capped};
         let path = path.as_ref();
         let io = |source| PolicyError::Io {
             path: path.to_path_buf(),
@@ -576,7 +576,7 @@ impl Policy {
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
             elf: wire.elf.validate()?,
-            trust: crate::trust::TrustPolicy::from_wire(
+            trust: crate::trust::rules::TrustPolicy::from_wire(
                 wire.signers,
                 wire.revoked_keys,
                 wire.state_dir.map(|p| resolve(base_dir, p)),

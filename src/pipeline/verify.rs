@@ -11,15 +11,15 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::base::sealed::{SealedBuilder, SealedFile};
 use crate::danger::Danger;
 use crate::error::Error;
-use crate::keys::{KeyId, TrustStore};
-use crate::locate::{LocateError, PluginDir};
-use crate::manifest::{Manifest, ManifestError, hex_digest};
+use crate::pipeline::locate::{LocateError, PluginDir};
+use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
 use crate::policy::Limits;
-use crate::sealed::{SealedBuilder, SealedFile};
-use crate::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
-use crate::trust::TrustPolicy;
+use crate::trust::keys::{KeyId, TrustStore};
+use crate::trust::rules::TrustPolicy;
+use crate::trust::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
 
 /// A value that passed verification. Only this module can build one, so a function that
 /// takes `Verified<T>` cannot be handed unverified data.
@@ -149,7 +149,7 @@ pub(crate) fn file_cap(limits: &Limits, is_library: bool) -> u64 {
 
 /// Verifies the plugin directory against the trust store and the trust policy: signature,
 /// manifest, signer rules, revocation, expiry, minimum version and rollback, files. The
-/// plugin's version mark is raised (see [`crate::trust`]) only once every file verified.
+/// plugin's version mark is raised (see [`crate::trust::rules`]) only once every file verified.
 /// `danger` is the policy's weakenings (only `expired_plugins_warn_only` acts here).
 pub fn verify_dir(
     dir: &PluginDir,
@@ -232,7 +232,7 @@ pub fn verify_dir(
     policy.record(&manifest)?;
     tracing::debug!(
         plugin = manifest.name(),
-        dir = %crate::escape::Escaped(dir_path.display()),
+        dir = %crate::base::escape::Escaped(dir_path.display()),
         "verified"
     );
     Ok(Verified(Bundle {

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ffi::{PLUGIN_ABI_VERSION, PluginMetadata};
-use crate::signature::{AuthenticManifest, MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
+use crate::base::ffi::{PLUGIN_ABI_VERSION, PluginMetadata};
+use crate::trust::signature::{AuthenticManifest, MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
 
 /// Longest plugin name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -35,7 +35,7 @@ pub enum ManifestError {
     Missing,
     /// The JSON does not match the manifest schema (unknown or duplicate fields included).
     #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
-    Syntax(#[source] crate::json::JsonError),
+    Syntax(#[source] crate::base::json::JsonError),
     /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
     #[error(
         "{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')"
@@ -349,7 +349,8 @@ impl std::fmt::Display for TimestampError {
 impl std::error::Error for TimestampError {}
 
 pub(crate) fn parse_wire(bytes: &[u8]) -> Result<ManifestWire, ManifestError> {
-    serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax(crate::json::JsonError::new(e)))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ManifestError::Syntax(crate::base::json::JsonError::new(e)))
 }
 
 /// Checks what an author's template and a signed manifest share: names, version, text.

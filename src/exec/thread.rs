@@ -16,17 +16,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
-use crate::ffi::{
+use crate::base::ffi::{
     AbiError, FaultError, PLUGIN_ABI_VERSION, PluginMetadata, PluginResult, decode_metadata,
     decode_result,
 };
-use crate::load::{LoadError, PluginSymbols, dlopen_sealed};
-use crate::manifest::Manifest;
+use crate::base::sealed::SealedFile;
+use crate::error::Error;
+use crate::pipeline::load::{LoadError, PluginSymbols, dlopen_sealed};
+use crate::pipeline::manifest::Manifest;
 use crate::policy::Isolation;
 use crate::policy::Limits;
 use crate::sandbox::{Enforcement, SandboxPlan};
-use crate::sealed::SealedFile;
 
 /// The one call in flight between the host and the plugin thread. A single slot, reused
 /// for every call (no channel is made per call): callers take turns through

@@ -47,10 +47,10 @@
 use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::{Elf, ProgramHeader, dynamic, header, program_header, reloc, sym};
 
+use crate::base::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
 use crate::danger::{ElfDanger, RelroFloor};
 use crate::error::Error;
-use crate::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
-use crate::verify::{Bundle, Verified};
+use crate::pipeline::verify::{Bundle, Verified};
 
 /// How much RELRO a library has, weakest first.
 #[derive(

@@ -128,7 +128,7 @@ pub enum FaultError {
         function: &'static str,
         /// What the JSON parser said.
         #[source]
-        detail: crate::json::JsonError,
+        detail: crate::base::json::JsonError,
     },
     /// The call did not finish within the policy's timeout. The plugin's thread may still
     /// be running it; the plugin handle refuses further calls.
@@ -147,7 +147,7 @@ pub enum FaultError {
     },
     /// The worker broke the protocol (a hostile or corrupted worker).
     #[error("worker broke the protocol: {0}")]
-    Protocol(crate::protocol::ProtocolViolation),
+    Protocol(crate::base::protocol::ProtocolViolation),
     /// An earlier fault left the plugin unusable.
     #[error("plugin is unusable after an earlier fault")]
     Poisoned,
@@ -260,7 +260,7 @@ pub fn decode_result(bytes: &[u8]) -> Result<PluginResult, FaultError> {
     let text = utf8(bytes, SYMBOL_EXECUTE)?;
     serde_json::from_str(text).map_err(|e| FaultError::NotJson {
         function: SYMBOL_EXECUTE,
-        detail: crate::json::JsonError::new(e),
+        detail: crate::base::json::JsonError::new(e),
     })
 }
 
@@ -269,7 +269,7 @@ pub fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError> {
     let text = utf8(bytes, SYMBOL_METADATA)?;
     serde_json::from_str(text).map_err(|e| FaultError::NotJson {
         function: SYMBOL_METADATA,
-        detail: crate::json::JsonError::new(e),
+        detail: crate::base::json::JsonError::new(e),
     })
 }
 
@@ -279,7 +279,7 @@ pub fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError> {
 pub enum InputError {
     /// The context could not be written as JSON.
     #[error("cannot write the context as JSON: {0}")]
-    Json(#[source] crate::json::JsonError),
+    Json(#[source] crate::base::json::JsonError),
     /// The JSON text holds a NUL byte, so it cannot be passed as a C string. serde_json
     /// escapes NUL inside strings, so this means a serializer bug, not a caller's value.
     #[error("the context's JSON holds a NUL byte at offset {offset}")]
@@ -292,7 +292,7 @@ pub enum InputError {
 impl InputError {
     /// Wraps a serialization failure (crate-private, so serde_json stays out of the API).
     pub(crate) fn json(e: serde_json::Error) -> Self {
-        InputError::Json(crate::json::JsonError::new(e))
+        InputError::Json(crate::base::json::JsonError::new(e))
     }
 }
 

@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::Signature;
 
-use crate::keys::{KeyId, SecretKey, TrustStore};
+use crate::trust::keys::{KeyId, SecretKey, TrustStore};
 
 /// Name of the manifest in a plugin directory.
 pub const MANIFEST_FILE_NAME: &str = "plugin.json";
@@ -82,7 +82,7 @@ pub enum SignatureFileError {
     },
     /// Not JSON of the expected shape (including unknown or duplicate fields).
     #[error("{0}")]
-    Json(#[source] crate::json::JsonError),
+    Json(#[source] crate::base::json::JsonError),
     /// The `format` field is not [`FORMAT`].
     #[error("format is {found:?}, expected {FORMAT:?}")]
     WrongFormat {
@@ -152,7 +152,7 @@ pub fn sign_manifest(manifest: &[u8], key: &SecretKey) -> (KeyId, Signature) {
 mod wire {
     //! The JSON shape of the signature file; checked in [`super::SignatureFile::parse`].
 
-    use crate::keys::KeyId;
+    use crate::trust::keys::KeyId;
 
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -215,7 +215,7 @@ impl SignatureFile {
             });
         }
         let file: wire::File = serde_json::from_slice(bytes)
-            .map_err(|e| SignatureFileError::Json(crate::json::JsonError::new(e)))?;
+            .map_err(|e| SignatureFileError::Json(crate::base::json::JsonError::new(e)))?;
         if file.format != FORMAT {
             return Err(SignatureFileError::WrongFormat { found: file.format });
         }

@@ -3,7 +3,7 @@
 //!
 //! minisign and signify sign bytes, not versions: a validly signed old release with a known
 //! hole verifies forever, one stolen key signs anything, and a key cannot be withdrawn. This
-//! stage runs inside [`crate::verify::verify_dir`], right after the manifest's signatures
+//! stage runs inside [`crate::pipeline::verify::verify_dir`], right after the manifest's signatures
 //! verified and it was parsed, and answers each of those threats offline:
 //!
 //! - **Signer rules** (`signers`): each rule names plugins by pattern, a set of key ids and a
@@ -35,10 +35,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::danger::Danger;
-use crate::keys::{KeyId, PublicKey, SecretKey, TrustStore};
-use crate::manifest::Manifest;
+use crate::pipeline::manifest::Manifest;
 use crate::policy::PolicyError;
-use crate::signature::{SignatureError, SignatureFile};
+use crate::trust::keys::{KeyId, PublicKey, SecretKey, TrustStore};
+use crate::trust::signature::{SignatureError, SignatureFile};
 
 /// Prefix of every signed revocation statement; the statement bytes follow it.
 pub const REVOCATION_DOMAIN_TAG: &[u8] = b"skillgate/ed25519/key-revocation/v1\0";
@@ -188,7 +188,7 @@ pub enum MarkProblem {
     },
     /// Not JSON of a mark's shape.
     #[error("{0}")]
-    Json(#[source] crate::json::JsonError),
+    Json(#[source] crate::base::json::JsonError),
     /// The mark's format or plugin name is not this mark's.
     #[error("format {format:?} for plugin {name:?}")]
     Mismatch {
@@ -199,7 +199,7 @@ pub enum MarkProblem {
     },
     /// The recorded version is not semver.
     #[error("{0}")]
-    Version(#[source] crate::manifest::VersionError),
+    Version(#[source] crate::pipeline::manifest::VersionError),
 }
 
 /// What is wrong with a revocation statement in the trust store.
@@ -214,7 +214,7 @@ pub enum RevocationError {
     },
     /// Not JSON of the statement's shape (unknown or duplicate fields included).
     #[error("{0}")]
-    Json(#[source] crate::json::JsonError),
+    Json(#[source] crate::base::json::JsonError),
     /// The `format` field is not [`REVOCATION_FORMAT`].
     #[error("format is {found:?}, expected {REVOCATION_FORMAT:?}")]
     WrongFormat {
@@ -327,7 +327,7 @@ impl Pattern {
             Some(prefix) => (prefix, true),
             None => (s, false),
         };
-        let ok = literal.len() <= crate::manifest::MAX_NAME_LEN
+        let ok = literal.len() <= crate::pipeline::manifest::MAX_NAME_LEN
             && literal
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
@@ -659,7 +659,7 @@ impl TrustPolicy {
             skew_seconds: self.expiry.skew_seconds,
         };
         if danger.is_expired_plugins_warn_only() {
-            tracing::warn!(target: "skillgate::audit", error = %crate::escape::Escaped(&err), "expired plugin accepted (danger.expired_plugins_warn_only)");
+            tracing::warn!(target: "skillgate::audit", error = %crate::base::escape::Escaped(&err), "expired plugin accepted (danger.expired_plugins_warn_only)");
             return Ok(());
         }
         Err(err)
@@ -727,7 +727,7 @@ pub fn read_version_mark(
     state_dir: &Path,
     name: &str,
 ) -> Result<Option<semver::Version>, TrustError> {
-    use crate::capped::{CappedError, FileKind, Links, read_capped};
+    use crate::base::capped::{CappedError, FileKind, Links, read_capped};
     let path = mark_path(state_dir, name)?;
     let corrupt = |problem| TrustError::StateCorrupt {
         path: path.clone(),
@@ -759,14 +759,14 @@ pub fn read_version_mark(
         }
     };
     let wire: MarkWire = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(MarkProblem::Json(crate::json::JsonError::new(e))))?;
+        .map_err(|e| corrupt(MarkProblem::Json(crate::base::json::JsonError::new(e))))?;
     if wire.format != MARK_FORMAT || wire.name != name {
         return Err(corrupt(MarkProblem::Mismatch {
             format: wire.format,
             name: wire.name,
         }));
     }
-    let v = crate::manifest::parse_version(&wire.version)
+    let v = crate::pipeline::manifest::parse_version(&wire.version)
         .map_err(|e| corrupt(MarkProblem::Version(e)))?;
     Ok(Some(v))
 }
@@ -889,7 +889,7 @@ pub fn reset_version_mark(
     std::fs::File::open(state_dir)
         .and_then(|d| d.sync_all())
         .map_err(state_io(state_dir))?;
-    tracing::warn!(target: "skillgate::audit", plugin = %crate::escape::Escaped(name), old = ?old.as_ref().map(ToString::to_string), "version mark reset by administrator");
+    tracing::warn!(target: "skillgate::audit", plugin = %crate::base::escape::Escaped(name), old = ?old.as_ref().map(ToString::to_string), "version mark reset by administrator");
     Ok(old)
 }
 
@@ -998,7 +998,7 @@ fn parse_statement(bytes: &[u8]) -> Result<(RevocationWire, PublicKey), Revocati
         });
     }
     let wire: RevocationWire = serde_json::from_slice(bytes)
-        .map_err(|e| RevocationError::Json(crate::json::JsonError::new(e)))?;
+        .map_err(|e| RevocationError::Json(crate::base::json::JsonError::new(e)))?;
     if wire.format != REVOCATION_FORMAT {
         return Err(RevocationError::WrongFormat { found: wire.format });
     }
@@ -1221,7 +1221,7 @@ mod tests {
             Err(TrustError::StateCorrupt {
                 problem: MarkProblem::Json(ref e),
                 ..
-            }) if e.kind() == crate::json::JsonErrorKind::Syntax
+            }) if e.kind() == crate::base::json::JsonErrorKind::Syntax
         ));
         assert!(matches!(
             read_version_mark(dir.path(), "../p"),
@@ -1330,7 +1330,7 @@ mod tests {
         // The signatures are domain-separated: a manifest signature over the same bytes
         // does not count.
         let mut file = SignatureFile::new();
-        let (id, sig) = crate::signature::sign_manifest(&stmt, &victim);
+        let (id, sig) = crate::trust::signature::sign_manifest(&stmt, &victim);
         file.add_or_replace(id, sig).unwrap();
         assert!(matches!(
             verify_revocation(&stmt, file.to_json_pretty().as_bytes(), &store, &none),

@@ -10,11 +10,11 @@
 //!   directories of `DT_NEEDED` libraries not yet loaded in the calling process (and
 //!   `/etc/ld.so.cache`), found at apply time from that process's own `/proc/self/maps`.
 //!   The sealed memfd needs no rule: it lives on no visible filesystem.
-//! - **seccomp** (see [`crate::seccomp`]) is a default-deny allowlist that answers `EPERM`.
+//! - **seccomp** (see [`crate::sandbox::seccomp`]) is a default-deny allowlist that answers `EPERM`.
 //!
 //! **Grants by descriptor.** Each granted path is opened once, on the host, when the plan is
 //! made: without following any symlink, checked to be the directory or file the policy's
-//! canonical path named (device and inode) and not writable by others ([`crate::perms`]).
+//! canonical path named (device and inode) and not writable by others ([`crate::base::perms`]).
 //! Landlock's rules are made from those descriptors, in the plugin thread or (handed over
 //! at fixed numbers) in the worker, never from the path again: a symlink swapped in later,
 //! by another user or by the plugin itself, changes nothing. A plugin cannot create
@@ -37,6 +37,8 @@
 //! What this does not do, in thread mode: stop the plugin from writing host memory,
 //! crashing or hanging the process. A thread is not a security boundary.
 
+pub mod seccomp;
+
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -50,12 +52,11 @@ use landlock::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::base::perms::{PermsError, WritableByOthers};
 use crate::danger::Danger;
 use crate::error::Error;
-use crate::manifest::Capabilities;
-use crate::perms::{PermsError, WritableByOthers};
+use crate::pipeline::manifest::Capabilities;
 use crate::policy::{Isolation, Requirement, SandboxPolicy};
-use crate::seccomp;
 
 /// The Landlock ABI this build was tested against; rights newer than it are not handled.
 pub const LANDLOCK_ABI: ABI = ABI::V7;
@@ -108,7 +109,7 @@ pub struct Enforcement {
     pub namespaces: Vec<String>,
     /// What bounds the number of tasks (threads) the plugin can run, and at what count.
     #[serde(default)]
-    pub tasks: crate::worker::TaskBound,
+    pub tasks: crate::exec::worker::TaskBound,
 }
 
 /// The sandbox could not be applied as the policy requires.
@@ -492,7 +493,7 @@ fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> {
             path: path.to_path_buf(),
         });
     }
-    crate::perms::check_not_writable_by_others(fd.as_fd(), path).map_err(|e| match e {
+    crate::base::perms::check_not_writable_by_others(fd.as_fd(), path).map_err(|e| match e {
         PermsError::WritableByOthers(w) => GrantError::WritableByOthers(w),
         other => open_error(other.to_string()),
     })?;
@@ -701,7 +702,7 @@ impl SandboxPlan {
             connect_tcp: self.connect_tcp.clone(),
             loader_read: loader_read.to_vec(),
             namespaces: Vec::new(),
-            tasks: crate::worker::TaskBound::Unbounded,
+            tasks: crate::exec::worker::TaskBound::Unbounded,
         };
         Ok(enforcement)
     }

@@ -209,7 +209,7 @@ pub enum KeyError {
         /// The statement file.
         path: PathBuf,
         /// What is wrong with it.
-        source: Box<crate::trust::RevocationError>,
+        source: Box<crate::trust::rules::RevocationError>,
     },
     /// A key id string is not 16 hexadecimal digits.
     #[error("malformed key id: expected 16 hexadecimal digits")]
@@ -643,7 +643,7 @@ pub struct TrustStore {
     keys: BTreeMap<KeyId, PublicKey>,
     /// Where each key came from, for [`KeyError::DuplicateKey`].
     origins: BTreeMap<KeyId, KeyOrigin>,
-    revocations: BTreeMap<KeyId, crate::trust::Revocation>,
+    revocations: BTreeMap<KeyId, crate::trust::rules::Revocation>,
 }
 
 impl TrustStore {
@@ -670,7 +670,7 @@ impl TrustStore {
 
     /// Loads every `*.pub` file directly in `dir` (not recursively), in file name order,
     /// then every revocation statement `*.revoked` (with its `*.revoked.sig`): see
-    /// [`crate::trust::RevocationStatement`].
+    /// [`crate::trust::rules::RevocationStatement`].
     ///
     /// Fails closed: a `*.pub` or `*.revoked` entry that is a symlink or not a regular file,
     /// or that does not hold a valid, non-weak key or an effective revocation, is an error
@@ -689,7 +689,7 @@ impl TrustStore {
             let is_key = name.as_bytes().ends_with(b".pub");
             let is_revocation = name
                 .as_bytes()
-                .ends_with(crate::trust::REVOCATION_SUFFIX.as_bytes());
+                .ends_with(crate::trust::rules::REVOCATION_SUFFIX.as_bytes());
             if !is_key && !is_revocation {
                 continue;
             }
@@ -726,15 +726,15 @@ impl TrustStore {
             let sig_path = PathBuf::from(sig_path);
             let statement = read_capped(&path, true)?;
             let signatures =
-                match read_capped_n(&sig_path, crate::signature::MAX_SIGNATURE_FILE_SIZE) {
+                match read_capped_n(&sig_path, crate::trust::signature::MAX_SIGNATURE_FILE_SIZE) {
                     Ok(s) => s,
                     Err(KeyError::Io { source, .. })
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {
                         return Err(KeyError::Revocation {
                             path,
-                            source: Box::new(crate::trust::RevocationError::Signatures(
-                                crate::signature::SignatureError::Missing,
+                            source: Box::new(crate::trust::rules::RevocationError::Signatures(
+                                crate::trust::signature::SignatureError::Missing,
                             )),
                         });
                     }
@@ -743,7 +743,7 @@ impl TrustStore {
             statements.push((path, statement, signatures));
         }
         // Self-revocations first: a key that revoked itself does not help revoke others.
-        statements.sort_by_key(|(_, st, sig)| !crate::trust::is_self_revocation(st, sig));
+        statements.sort_by_key(|(_, st, sig)| !crate::trust::rules::is_self_revocation(st, sig));
         let mut self_revoked = std::collections::BTreeSet::new();
         for (path, statement, signatures) in statements {
             store
@@ -769,7 +769,7 @@ impl TrustStore {
         &mut self,
         statement: &[u8],
         signatures: &[u8],
-    ) -> Result<(), crate::trust::RevocationError> {
+    ) -> Result<(), crate::trust::rules::RevocationError> {
         let self_revoked = self
             .revocations
             .values()
@@ -784,14 +784,14 @@ impl TrustStore {
         statement: &[u8],
         signatures: &[u8],
         self_revoked: &std::collections::BTreeSet<KeyId>,
-    ) -> Result<(), crate::trust::RevocationError> {
-        let r = crate::trust::verify_revocation(statement, signatures, self, self_revoked)?;
+    ) -> Result<(), crate::trust::rules::RevocationError> {
+        let r = crate::trust::rules::verify_revocation(statement, signatures, self, self_revoked)?;
         self.revocations.insert(r.revokes(), r);
         Ok(())
     }
 
     /// The effective revocation of `id`, if the store holds one.
-    pub fn revocation(&self, id: &KeyId) -> Option<&crate::trust::Revocation> {
+    pub fn revocation(&self, id: &KeyId) -> Option<&crate::trust::rules::Revocation> {
         self.revocations.get(id)
     }
 
@@ -1003,7 +1003,7 @@ fn decode_key_file(text: &[u8]) -> Result<Vec<u8>, KeyError> {
     })
 }
 
-/// Reads at most [`MAX_KEY_FILE_SIZE`] bytes from a regular file ([`crate::capped`]); with
+/// Reads at most [`MAX_KEY_FILE_SIZE`] bytes from a regular file ([`crate::base::capped`]); with
 /// `nofollow`, a symlink is refused.
 fn read_capped(path: &Path, nofollow: bool) -> Result<Vec<u8>, KeyError> {
     read_capped_inner(path, nofollow, MAX_KEY_FILE_SIZE)
@@ -1015,14 +1015,14 @@ fn read_capped_n(path: &Path, max: usize) -> Result<Vec<u8>, KeyError> {
 }
 
 fn read_capped_inner(path: &Path, nofollow: bool, max: usize) -> Result<Vec<u8>, KeyError> {
-    use crate::capped::{CappedError, Links};
+    use crate::base::capped::{CappedError, Links};
     let links = if nofollow {
         Links::Refuse
     } else {
         Links::Follow
     };
     let cap = u64::try_from(max).unwrap_or(u64::MAX);
-    crate::capped::read_capped(path, cap, links).map_err(|e| match e {
+    crate::base::capped::read_capped(path, cap, links).map_err(|e| match e {
         CappedError::Open { path, source } | CappedError::Read { path, source } => {
             KeyError::Io { path, source }
         }

@@ -28,7 +28,7 @@
 //!   the seccomp filter refuses every thread. The report says which.
 //!
 //! The host side (`ProcessExecutor`) never trusts the worker: frames are capped
-//! ([`crate::protocol`]), payloads parsed strictly, and the exit status of a dead worker is
+//! ([`crate::base::protocol`]), payloads parsed strictly, and the exit status of a dead worker is
 //! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
 //! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
 //! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
@@ -45,17 +45,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
-use crate::ffi::{FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, decode_result};
-use crate::load::LoadError;
-use crate::manifest::Manifest;
-use crate::policy::{Isolation, Limits};
-use crate::protocol::{
+use crate::base::ffi::{FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, decode_result};
+use crate::base::protocol::{
     FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, ProtocolViolation, Tag, encode_frame,
     read_frame, write_frame,
 };
+use crate::base::sealed::SealedFile;
+use crate::error::Error;
+use crate::pipeline::load::LoadError;
+use crate::pipeline::manifest::Manifest;
+use crate::policy::{Isolation, Limits};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
-use crate::sealed::SealedFile;
 
 /// The worker executable's file name.
 pub const WORKER_NAME: &str = "skillgate-worker";
@@ -158,7 +158,7 @@ const METADATA_NULL: u8 = 1;
 const METADATA_TOO_LARGE: u8 = 2;
 
 fn static_symbol(name: &str) -> &'static str {
-    use crate::ffi::{SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
+    use crate::base::ffi::{SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
     [
         SYMBOL_VERSION,
         SYMBOL_METADATA,
@@ -644,8 +644,8 @@ impl ProcessExecutor {
             .stderr(Stdio::null());
         let given = place_fds(&mut command, given).map_err(spawn_err)?;
         let cgroup = Cgroup::create(limits.threads);
-        // Spawned from the long-lived spawner thread: see crate::spawner.
-        let child = crate::spawner::spawn(command).map_err(spawn_err);
+        // Spawned from the long-lived spawner thread: see crate::exec::spawner.
+        let child = crate::exec::spawner::spawn(command).map_err(spawn_err);
         drop(given);
         let child = match child {
             Ok(c) => c,
@@ -717,7 +717,7 @@ impl ProcessExecutor {
     ) -> Result<Enforcement, Refusal> {
         let fail = Refusal::Ended;
         let init_bytes = serde_json::to_vec(init)
-            .map_err(|e| Refusal::Refused(Error::Input(crate::ffi::InputError::json(e))))?;
+            .map_err(|e| Refusal::Refused(Error::Input(crate::base::ffi::InputError::json(e))))?;
         if let Err(e) = worker.send(deadline, Tag::Init, 0, &init_bytes) {
             return Err(fail(if timed_out(&e) {
                 Ending::Fault(FaultError::Timeout {
@@ -799,7 +799,7 @@ impl ProcessExecutor {
                 (Tag::Loaded, Phase::Loading) => {
                     let (version, metadata) = parse_loaded(&frame.payload, init.output_bytes)
                         .map_err(|v| fail(violation(v)))?;
-                    crate::executor::check_abi(expected, version, metadata)
+                    crate::exec::thread::check_abi(expected, version, metadata)
                         .map_err(Refusal::Refused)?;
                     return match (enforcement, unconfirmed) {
                         (Some(e), _) => Ok(e),
@@ -1162,7 +1162,7 @@ fn parse_loaded(
     payload: &[u8],
     output_bytes: usize,
 ) -> Result<(u32, Result<Vec<u8>, FaultError>), ProtocolViolation> {
-    use crate::ffi::SYMBOL_METADATA;
+    use crate::base::ffi::SYMBOL_METADATA;
     let malformed = |detail: &str| ProtocolViolation::Malformed {
         tag: Tag::Loaded,
         detail: detail.to_owned(),
@@ -1195,7 +1195,7 @@ fn parse_loaded(
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub fn fuzz_host_frame(bytes: &[u8]) {
-    let Ok(frame) = crate::protocol::decode_frame(bytes, CONTROL_CAP) else {
+    let Ok(frame) = crate::base::protocol::decode_frame(bytes, CONTROL_CAP) else {
         return;
     };
     match frame.tag {
@@ -1226,7 +1226,7 @@ pub fn fuzz_host_frame(bytes: &[u8]) {
                     allowed_tools: None,
                     thread_safe: false,
                 };
-                let _ = crate::executor::check_abi(&expected, version, metadata);
+                let _ = crate::exec::thread::check_abi(&expected, version, metadata);
             }
         }
         Tag::Init | Tag::Call => {}
@@ -1419,7 +1419,7 @@ fn run_worker() -> Result<(), u8> {
             report_failed.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(LoadError::Report(e).into());
         }
-        crate::load::dlopen_sealed(library).map_err(Error::from)
+        crate::pipeline::load::dlopen_sealed(library).map_err(Error::from)
     });
     let symbols = match loaded {
         Ok((symbols, _)) => symbols,
@@ -1444,7 +1444,7 @@ fn run_worker() -> Result<(), u8> {
 /// Serves calls until the host closes the channel.
 fn serve(
     channel: &mut BufReader<std::fs::File>,
-    symbols: &crate::load::PluginSymbols,
+    symbols: &crate::pipeline::load::PluginSymbols,
     output_bytes: usize,
 ) -> Result<(), u8> {
     let input_cap = CONTROL_CAP.saturating_mul(64);

@@ -1,0 +1,15 @@
+//! The bottom layer: formats and primitives that know nothing of the pipeline.
+//!
+//! Nothing here imports a stage, the policy or the gate. [`ffi`] is the plugin ABI (the C
+//! structs and the JSON the plugin exchanges), [`protocol`] the worker channel's frames,
+//! [`json`] the typed JSON error, [`capped`] the one size-capped file reader, [`perms`] the
+//! ownership and mode checks, [`sealed`] the sealed memfd that holds verified bytes, and
+//! [`escape`] the escaping every printed error and report goes through.
+
+pub mod capped;
+pub mod escape;
+pub mod ffi;
+pub mod json;
+pub mod perms;
+pub mod protocol;
+pub mod sealed;
