@@ -2,7 +2,7 @@
 //!
 //! Everything a plugin returns is hostile input: a NULL pointer, bytes that are not UTF-8,
 //! text that is not JSON, or a string so long it exhausts the host. Strings are read with a
-//! bound ([`Limits::output_bytes`](crate::policy::Limits)), copied, released through the
+//! bound ([`Limits::output_bytes`](crate::base::settings::Limits)), copied, released through the
 //! plugin's own `vtcode_plugin_free_string` when it exports one (VT Code's semantics), and
 //! only then decoded by [`decode_result`] / [`decode_metadata`], which are plain functions on
 //! bytes so they can be fuzzed and tested without a plugin.

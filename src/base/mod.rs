@@ -3,7 +3,8 @@
 //! Nothing here imports a stage, the policy or the gate. [`ffi`] is the plugin ABI (the C
 //! structs and the JSON the plugin exchanges), [`protocol`] the worker channel's frames,
 //! [`json`] the typed JSON error, [`capped`] the one size-capped file reader, [`perms`] the
-//! ownership and mode checks, [`sealed`] the sealed memfd that holds verified bytes, and
+//! ownership and mode checks, [`sealed`] the sealed memfd that holds verified bytes, [`settings`] the isolation
+//! and limits several stages read, and
 //! [`escape`] the escaping every printed error and report goes through.
 
 pub mod capped;
@@ -13,3 +14,4 @@ pub mod json;
 pub mod perms;
 pub mod protocol;
 pub mod sealed;
+pub mod settings;

@@ -21,11 +21,11 @@ use crate::base::ffi::{
     decode_result,
 };
 use crate::base::sealed::SealedFile;
+use crate::base::settings::Isolation;
+use crate::base::settings::Limits;
 use crate::error::Error;
 use crate::pipeline::load::{LoadError, PluginSymbols, dlopen_sealed};
 use crate::pipeline::manifest::Manifest;
-use crate::policy::Isolation;
-use crate::policy::Limits;
 use crate::sandbox::{Enforcement, SandboxPlan};
 
 /// The one call in flight between the host and the plugin thread. A single slot, reused

@@ -51,10 +51,10 @@ use crate::base::protocol::{
     read_frame, write_frame,
 };
 use crate::base::sealed::SealedFile;
+use crate::base::settings::{Isolation, Limits};
 use crate::error::Error;
 use crate::pipeline::load::LoadError;
 use crate::pipeline::manifest::Manifest;
-use crate::policy::{Isolation, Limits};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
 
 /// The worker executable's file name.

@@ -12,11 +12,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::base::sealed::{SealedBuilder, SealedFile};
+use crate::base::settings::Limits;
 use crate::danger::Danger;
 use crate::error::Error;
 use crate::pipeline::locate::{LocateError, PluginDir};
 use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
-use crate::policy::Limits;
 use crate::trust::keys::{KeyId, TrustStore};
 use crate::trust::rules::TrustPolicy;
 use crate::trust::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};

@@ -23,109 +23,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+pub use crate::base::settings::{Isolation, LimitError, Limits};
 use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
+pub use crate::sandbox::{Requirement, SandboxPolicy};
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
-
-/// How a loaded plugin is isolated from the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Isolation {
-    /// A dedicated thread in the host process runs the plugin. It defends against buggy
-    /// plugins, not malicious ones: a thread is not a security boundary.
-    Thread,
-    /// A worker process per plugin (the default): crashes, hangs and escapes end the
-    /// worker, never the host.
-    Process,
-}
-
-impl std::fmt::Display for Isolation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Isolation::Thread => "thread",
-            Isolation::Process => "process",
-        })
-    }
-}
-
-/// Size, count and time limits. The defaults are strict; raise them in the policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// Largest `plugin.json` read, in bytes.
-    pub manifest_bytes: u64,
-    /// Largest `plugin.json.sig` read, in bytes.
-    pub signature_bytes: u64,
-    /// Largest plugin library, in bytes.
-    pub library_bytes: u64,
-    /// Largest other file in a plugin directory, in bytes.
-    pub file_bytes: u64,
-    /// Most files a plugin directory may hold (manifest and signatures included).
-    pub files: usize,
-    /// Deepest subdirectory nesting in a plugin directory.
-    pub depth: usize,
-    /// Largest string a plugin may return from `vtcode_plugin_metadata` or
-    /// `vtcode_plugin_execute`, in bytes, without the terminating NUL.
-    pub output_bytes: usize,
-    /// Longest a caller waits for one plugin call, in milliseconds.
-    pub call_timeout_ms: u64,
-    /// Address-space limit of a worker process, in bytes (process isolation).
-    pub memory_bytes: u64,
-    /// CPU-time limit of a worker process, in seconds (process isolation).
-    pub cpu_seconds: u64,
-    /// Most tasks (its main thread included) one worker process may run (process
-    /// isolation; thread mode cannot bound the plugin's threads).
-    pub threads: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            manifest_bytes: 64 * 1024,
-            signature_bytes: 64 * 1024,
-            library_bytes: 64 * 1024 * 1024,
-            file_bytes: 16 * 1024 * 1024,
-            files: 256,
-            depth: 4,
-            output_bytes: 1024 * 1024,
-            call_timeout_ms: 30_000,
-            memory_bytes: 1024 * 1024 * 1024,
-            cpu_seconds: 60,
-            threads: 64,
-        }
-    }
-}
-
-/// How much of the sandbox must be in force for a plugin to load: [`Requirement::Full`]
-/// unless the policy's danger section sets
-/// [`crate::danger::Danger::sandbox_best_effort`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Requirement {
-    /// Landlock fully enforced at the ABI this build handles, and seccomp installed;
-    /// otherwise the load fails.
-    #[default]
-    Full,
-    /// Whatever Landlock the kernel offers (reported), seccomp still required.
-    BestEffort,
-}
-
-/// The sandbox section: what plugins may be granted, and how strictly it is enforced.
-/// A plugin gets what its manifest requests *and* this section allows.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct SandboxPolicy {
-    /// Paths plugins may be granted read access to (files or directories, recursively).
-    pub read: Vec<PathBuf>,
-    /// Paths plugins may be granted read and write access to.
-    pub read_write: Vec<PathBuf>,
-    /// TCP ports plugins may be granted to connect to.
-    pub connect_tcp: Vec<u16>,
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -140,13 +44,6 @@ struct SandboxWire {
     #[serde(default)]
     require: Option<IgnoredAny>,
 }
-
-/// Hard ceilings no policy can raise a limit past: they keep a typo from disabling a cap.
-const CEILING_BYTES: u64 = 4 * 1024 * 1024 * 1024;
-const CEILING_FILES: usize = 100_000;
-const CEILING_DEPTH: usize = 32;
-const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
-const CEILING_THREADS: u64 = 4096;
 
 /// A validated host policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +151,16 @@ pub enum PolicyError {
         /// Where the widening is set (`danger.elf.allow_imports`).
         danger: &'static str,
     },
+}
+
+impl From<LimitError> for PolicyError {
+    fn from(e: LimitError) -> Self {
+        PolicyError::LimitOutOfRange {
+            name: e.name,
+            value: e.value,
+            max: e.max,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -423,53 +330,6 @@ struct LimitsWire {
     memory_bytes: Option<u64>,
     cpu_seconds: Option<u64>,
     threads: Option<u64>,
-}
-
-/// Ceilings of the limits with a fixed maximum of their own.
-const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
-const CEILING_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
-const CEILING_MEMORY: u64 = 1 << 40;
-const CEILING_CPU_SECONDS: u64 = 24 * 3600;
-
-/// A count as a `u64` for range checks; every ceiling is far below `u64::MAX`.
-fn wide(v: usize) -> u64 {
-    u64::try_from(v).unwrap_or(u64::MAX)
-}
-
-impl Limits {
-    /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
-    fn bounds(&self) -> [(&'static str, u64, u64); 11] {
-        [
-            ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
-            ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
-            ("library_bytes", self.library_bytes, CEILING_BYTES),
-            ("file_bytes", self.file_bytes, CEILING_BYTES),
-            ("files", wide(self.files), wide(CEILING_FILES)),
-            ("depth", wide(self.depth), wide(CEILING_DEPTH)),
-            (
-                "output_bytes",
-                wide(self.output_bytes),
-                wide(CEILING_OUTPUT),
-            ),
-            ("call_timeout_ms", self.call_timeout_ms, CEILING_TIMEOUT_MS),
-            ("memory_bytes", self.memory_bytes, CEILING_MEMORY),
-            ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
-            ("threads", self.threads, CEILING_THREADS),
-        ]
-    }
-
-    /// Checks every limit is at least 1 and at most its hard ceiling. A limit of 0 is never
-    /// "unlimited", and a huge one (`call_timeout_ms = u64::MAX`) never means "no
-    /// deadline": both are [`PolicyError::LimitOutOfRange`]. Policy files and policies
-    /// built in code go through this same check ([`Policy::validate`]).
-    pub fn validate(&self) -> Result<(), PolicyError> {
-        for (name, value, max) in self.bounds() {
-            if value == 0 || value > max {
-                return Err(PolicyError::LimitOutOfRange { name, value, max });
-            }
-        }
-        Ok(())
-    }
 }
 
 impl LimitsWire {

@@ -53,10 +53,10 @@ use landlock::{
 use serde::{Deserialize, Serialize};
 
 use crate::base::perms::{PermsError, WritableByOthers};
+use crate::base::settings::Isolation;
 use crate::danger::Danger;
 use crate::error::Error;
 use crate::pipeline::manifest::Capabilities;
-use crate::policy::{Isolation, Requirement, SandboxPolicy};
 
 /// The Landlock ABI this build was tested against; rights newer than it are not handled.
 pub const LANDLOCK_ABI: ABI = ABI::V7;
@@ -885,6 +885,34 @@ pub fn kernel_landlock_abi() -> u8 {
         )
     };
     u8::try_from(v.max(0)).unwrap_or(u8::MAX)
+}
+
+/// How much of the sandbox must be in force for a plugin to load: [`Requirement::Full`]
+/// unless the policy's danger section sets
+/// [`crate::danger::Danger::sandbox_best_effort`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Requirement {
+    /// Landlock fully enforced at the ABI this build handles, and seccomp installed;
+    /// otherwise the load fails.
+    #[default]
+    Full,
+    /// Whatever Landlock the kernel offers (reported), seccomp still required.
+    BestEffort,
+}
+
+/// The sandbox section: what plugins may be granted, and how strictly it is enforced.
+/// A plugin gets what its manifest requests *and* this section allows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SandboxPolicy {
+    /// Paths plugins may be granted read access to (files or directories, recursively).
+    pub read: Vec<PathBuf>,
+    /// Paths plugins may be granted read and write access to.
+    pub read_write: Vec<PathBuf>,
+    /// TCP ports plugins may be granted to connect to.
+    pub connect_tcp: Vec<u16>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,144 @@
+//! Settings several stages read: how a plugin is isolated, and the size, count and time
+//! limits with the ceilings no policy can raise them past.
+//!
+//! They sit at the bottom so that the stages can take them without importing the policy,
+//! which is built above the stages and composes their settings.
+
+use serde::Deserialize;
+
+/// How a loaded plugin is isolated from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// A dedicated thread in the host process runs the plugin. It defends against buggy
+    /// plugins, not malicious ones: a thread is not a security boundary.
+    Thread,
+    /// A worker process per plugin (the default): crashes, hangs and escapes end the
+    /// worker, never the host.
+    Process,
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isolation::Thread => "thread",
+            Isolation::Process => "process",
+        })
+    }
+}
+
+/// Size, count and time limits. The defaults are strict; raise them in the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest `plugin.json` read, in bytes.
+    pub manifest_bytes: u64,
+    /// Largest `plugin.json.sig` read, in bytes.
+    pub signature_bytes: u64,
+    /// Largest plugin library, in bytes.
+    pub library_bytes: u64,
+    /// Largest other file in a plugin directory, in bytes.
+    pub file_bytes: u64,
+    /// Most files a plugin directory may hold (manifest and signatures included).
+    pub files: usize,
+    /// Deepest subdirectory nesting in a plugin directory.
+    pub depth: usize,
+    /// Largest string a plugin may return from `vtcode_plugin_metadata` or
+    /// `vtcode_plugin_execute`, in bytes, without the terminating NUL.
+    pub output_bytes: usize,
+    /// Longest a caller waits for one plugin call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Address-space limit of a worker process, in bytes (process isolation).
+    pub memory_bytes: u64,
+    /// CPU-time limit of a worker process, in seconds (process isolation).
+    pub cpu_seconds: u64,
+    /// Most tasks (its main thread included) one worker process may run (process
+    /// isolation; thread mode cannot bound the plugin's threads).
+    pub threads: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            manifest_bytes: 64 * 1024,
+            signature_bytes: 64 * 1024,
+            library_bytes: 64 * 1024 * 1024,
+            file_bytes: 16 * 1024 * 1024,
+            files: 256,
+            depth: 4,
+            output_bytes: 1024 * 1024,
+            call_timeout_ms: 30_000,
+            memory_bytes: 1024 * 1024 * 1024,
+            cpu_seconds: 60,
+            threads: 64,
+        }
+    }
+}
+
+/// Hard ceilings no policy can raise a limit past: they keep a typo from disabling a cap.
+const CEILING_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+const CEILING_FILES: usize = 100_000;
+const CEILING_DEPTH: usize = 32;
+const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
+const CEILING_THREADS: u64 = 4096;
+
+/// Ceilings of the limits with a fixed maximum of their own.
+const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
+const CEILING_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+const CEILING_MEMORY: u64 = 1 << 40;
+const CEILING_CPU_SECONDS: u64 = 24 * 3600;
+
+/// A count as a `u64` for range checks; every ceiling is far below `u64::MAX`.
+fn wide(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+impl Limits {
+    /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
+    fn bounds(&self) -> [(&'static str, u64, u64); 11] {
+        [
+            ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
+            ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
+            ("library_bytes", self.library_bytes, CEILING_BYTES),
+            ("file_bytes", self.file_bytes, CEILING_BYTES),
+            ("files", wide(self.files), wide(CEILING_FILES)),
+            ("depth", wide(self.depth), wide(CEILING_DEPTH)),
+            (
+                "output_bytes",
+                wide(self.output_bytes),
+                wide(CEILING_OUTPUT),
+            ),
+            ("call_timeout_ms", self.call_timeout_ms, CEILING_TIMEOUT_MS),
+            ("memory_bytes", self.memory_bytes, CEILING_MEMORY),
+            ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
+            ("threads", self.threads, CEILING_THREADS),
+        ]
+    }
+
+    /// Checks every limit is at least 1 and at most its hard ceiling. A limit of 0 is never
+    /// "unlimited", and a huge one (`call_timeout_ms = u64::MAX`) never means "no
+    /// deadline": both are a [`LimitError`]. Policy files and policies built in code go
+    /// through this same check.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        for (name, value, max) in self.bounds() {
+            if value == 0 || value > max {
+                return Err(LimitError { name, value, max });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A limit of zero or above its ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit {name} = {value} is out of range (1..={max})")]
+#[non_exhaustive]
+pub struct LimitError {
+    /// The limit's field name.
+    pub name: &'static str,
+    /// The value given.
+    pub value: u64,
+    /// The ceiling.
+    pub max: u64,
+}
