@@ -12,8 +12,9 @@ use crate::base::ffi::{PluginContext, PluginMetadata, PluginResult};
 use crate::error::Error;
 use crate::gate::{Gate, LoadedPlugin};
 use crate::policy::Policy;
-use crate::trust::keys::{PublicKey, TrustStore};
+use crate::trust::keys::PublicKey;
 use crate::trust::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
+use crate::trust::store::TrustStore;
 
 /// Type-erased plugin operations (VT Code's trait; errors are typed).
 pub trait NativePluginTrait: Send + Sync + std::fmt::Debug {

@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use crate::trust::keys::{PublicKey, SecretKey, TrustStore};
+use crate::trust::keys::{PublicKey, SecretKey};
 use crate::trust::signature::{SignatureFile, sign_manifest, verify_manifest};
+use crate::trust::store::TrustStore;
 
 /// `plugin.json` as if its signature had verified.
 pub fn manifest(data: &[u8]) {

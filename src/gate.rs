@@ -12,7 +12,8 @@ use crate::pipeline::manifest::Manifest;
 use crate::pipeline::verify::{Bundle, Verified, verify_dir};
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
-use crate::trust::keys::{KeyId, TrustStore};
+use crate::trust::keys::KeyId;
+use crate::trust::store::TrustStore;
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
 ///

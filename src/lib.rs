@@ -53,6 +53,7 @@ pub use ffi::{
     PluginResultFFI,
 };
 pub use gate::{Gate, LoadedPlugin};
-pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
+pub use keys::{KeyId, PublicKey, SecretKey};
 pub use policy::{Isolation, Policy};
+pub use trust::store::TrustStore;
 pub use verify::{Bundle, Verified};

@@ -17,10 +17,11 @@ use crate::error::Error;
 use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
 use crate::pipeline::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
-use crate::trust::keys::{KeyId, SecretKey, TrustStore};
+use crate::trust::keys::{KeyId, SecretKey};
 use crate::trust::signature::{
     MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest,
 };
+use crate::trust::store::TrustStore;
 
 /// What [`sign_plugin_dir`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

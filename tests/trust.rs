@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use skillgate::error::Error;
-use skillgate::keys::{KdfParams, KeyError};
+use skillgate::keys::KeyError;
 use skillgate::policy::{Policy, PolicyError};
 use skillgate::sign::sign_plugin_dir;
 use skillgate::signature::{SignatureError, SignatureFile, SignatureFileError, verify_manifest};
 use skillgate::trust::{
-    RevocationError, RevocationStatement, TrustError, TrustPolicy, read_version_mark,
-    reset_version_mark,
+    KdfParams, RevocationError, RevocationStatement, TrustError, TrustPolicy, Version,
+    read_version_mark, reset_version_mark,
 };
 use skillgate::{Gate, KeyId, PublicKey, SecretKey, TrustStore};
 use support::{Host, manifest_template};
@@ -460,12 +460,12 @@ fn a_rollback_across_a_restart_is_refused_until_an_administrator_resets_the_mark
     let state = host.tmp.path().join("state");
     assert_eq!(
         reset_version_mark(&state, "persisted").unwrap(),
-        Some(semver::Version::new(3, 0, 0))
+        Some(Version::new(3, 0, 0))
     );
     gate.verify_and_load(&dir).unwrap();
     assert_eq!(
         read_version_mark(&state, "persisted").unwrap(),
-        Some(semver::Version::new(2, 0, 0))
+        Some(Version::new(2, 0, 0))
     );
 }
 
@@ -495,7 +495,7 @@ fn a_crash_mid_update_leaves_the_state_readable() {
     gate.verify_and_load(&dir).unwrap();
     assert_eq!(
         read_version_mark(&state, "crashy").unwrap(),
-        Some(semver::Version::new(2, 5, 0))
+        Some(Version::new(2, 5, 0))
     );
     // The stray temporary files were cleaned up under the lock.
     let left: Vec<_> = std::fs::read_dir(&state)

@@ -4,14 +4,17 @@
 //! structs and the JSON the plugin exchanges), [`protocol`] the worker channel's frames,
 //! [`json`] the typed JSON error, [`capped`] the one size-capped file reader, [`perms`] the
 //! ownership and mode checks, [`sealed`] the sealed memfd that holds verified bytes, [`settings`] the isolation
-//! and limits several stages read, and
+//! and limits several stages read, [`name`] and [`version`] the plugin name alphabet and
+//! semver versions several stages check, and
 //! [`escape`] the escaping every printed error and report goes through.
 
 pub mod capped;
 pub mod escape;
 pub mod ffi;
 pub mod json;
+pub mod name;
 pub mod perms;
 pub mod protocol;
 pub mod sealed;
 pub mod settings;
+pub mod version;

@@ -12,9 +12,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgate::escape::Escaped;
-use skillgate::keys::{KdfParams, KeyError};
+use skillgate::keys::{KeyError, PasswordError};
 use skillgate::policy::Limits;
 use skillgate::sign::{sign_plugin_dir, verify_plugin_dir};
+use skillgate::trust::KdfParams;
 use skillgate::trust::RevocationStatement;
 use skillgate::{PublicKey, SecretKey, TrustStore};
 use zeroize::Zeroizing;
@@ -117,10 +118,8 @@ fn write_new(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn unavailable(detail: impl std::fmt::Display) -> KeyError {
-    KeyError::PasswordUnavailable {
-        detail: detail.to_string(),
-    }
+fn unavailable(problem: PasswordError) -> KeyError {
+    KeyError::PasswordUnavailable(problem)
 }
 
 /// The password from `--password-file`, `SKILLGATE_PASSWORD` or the terminal, in that order.
@@ -134,24 +133,24 @@ fn password(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>, Ke
             skillgate::capped::Links::Follow,
             &mut text,
         )
-        .map_err(unavailable)?;
+        .map_err(|e| unavailable(PasswordError::File(e)))?;
         let end = text.iter().position(|b| *b == b'\n').unwrap_or(text.len());
         Zeroizing::new(text.get(..end).unwrap_or_default().to_vec())
     } else if let Some(env) = std::env::var_os(PASSWORD_ENV) {
         use std::os::unix::ffi::OsStrExt;
         Zeroizing::new(env.as_bytes().to_vec())
     } else {
-        let first = Zeroizing::new(rpassword::prompt_password("Password: ").map_err(|e| {
-            unavailable(format!(
-                "no --password-file, no {PASSWORD_ENV} and no terminal to ask on: {e}"
-            ))
-        })?);
+        let first = Zeroizing::new(
+            rpassword::prompt_password("Password: ")
+                .map_err(|e| unavailable(PasswordError::NoSource(e)))?,
+        );
         if confirm {
             let second = Zeroizing::new(
-                rpassword::prompt_password("Password (again): ").map_err(unavailable)?,
+                rpassword::prompt_password("Password (again): ")
+                    .map_err(|e| unavailable(PasswordError::Prompt(e)))?,
             );
             if *first != *second {
-                return Err(unavailable("the two passwords differ"));
+                return Err(unavailable(PasswordError::Mismatch));
             }
         }
         Zeroizing::new(first.as_bytes().to_vec())
@@ -160,9 +159,7 @@ fn password(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<Vec<u8>>, Ke
         pw.pop();
     }
     if confirm && pw.is_empty() {
-        return Err(unavailable(
-            "empty password; use --unencrypted for a key without one",
-        ));
+        return Err(unavailable(PasswordError::Empty));
     }
     Ok(pw)
 }

@@ -13,10 +13,11 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::base::ffi::{PLUGIN_ABI_VERSION, PluginMetadata};
+pub use crate::base::version::VersionError;
+use crate::base::version::parse_version;
 use crate::trust::signature::{AuthenticManifest, MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
 
-/// Longest plugin name.
-pub const MAX_NAME_LEN: usize = 64;
+pub use crate::base::name::MAX_NAME_LEN;
 /// Longest file path component (a file or directory name).
 pub const MAX_COMPONENT_LEN: usize = 255;
 /// Longest relative file path.
@@ -297,24 +298,6 @@ impl Manifest {
 /// The default library file name for a plugin name on this platform.
 pub fn library_filename(name: &str) -> String {
     format!("lib{name}.so")
-}
-
-/// A version is not semver. The semver crate's error is kept inside, private, so the
-/// public enums name no dependency's type; its message is this error's `Display`.
-#[derive(Debug)]
-pub struct VersionError(semver::Error);
-
-impl std::fmt::Display for VersionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for VersionError {}
-
-/// Parses a semver version, keeping the parser's error typed.
-pub(crate) fn parse_version(text: &str) -> Result<semver::Version, VersionError> {
-    semver::Version::parse(text).map_err(VersionError)
 }
 
 /// What is wrong with an `expires` value.

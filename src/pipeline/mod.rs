@@ -12,4 +12,5 @@ pub mod inspect;
 pub mod load;
 pub mod locate;
 pub mod manifest;
+mod rules;
 pub mod verify;

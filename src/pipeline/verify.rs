@@ -17,9 +17,10 @@ use crate::danger::Danger;
 use crate::error::Error;
 use crate::pipeline::locate::{LocateError, PluginDir};
 use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
-use crate::trust::keys::{KeyId, TrustStore};
+use crate::trust::keys::KeyId;
 use crate::trust::rules::TrustPolicy;
 use crate::trust::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
+use crate::trust::store::TrustStore;
 
 /// A value that passed verification. Only this module can build one, so a function that
 /// takes `Verified<T>` cannot be handed unverified data.

@@ -28,6 +28,9 @@ use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 pub use crate::sandbox::{Requirement, SandboxPolicy};
 
+mod trust_section;
+pub use trust_section::TrustSectionError;
+
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
@@ -114,6 +117,10 @@ pub enum PolicyError {
     /// The JSON did not match the policy schema (unknown fields included).
     #[error("policy is not valid: {0}")]
     Syntax(serde_json::Error),
+    /// A value of the trust fields (`signers`, `revoked_keys`, `min_versions`) is not a
+    /// valid setting.
+    #[error("policy is not valid: {0}")]
+    TrustSection(#[source] TrustSectionError),
     /// A limit is zero or above its ceiling.
     #[error("policy limit {name} = {value} is out of range (1..={max})")]
     LimitOutOfRange {
@@ -180,7 +187,7 @@ struct PolicyWire {
     #[serde(default)]
     danger: DangerWire,
     #[serde(default)]
-    signers: Option<Vec<crate::trust::rules::SignerRuleWire>>,
+    signers: Option<Vec<trust_section::SignerRuleWire>>,
     #[serde(default)]
     revoked_keys: Vec<String>,
     #[serde(default)]
@@ -188,7 +195,7 @@ struct PolicyWire {
     #[serde(default)]
     min_versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
-    expiry: crate::trust::rules::ExpiryWire,
+    expiry: trust_section::ExpiryWire,
 }
 
 /// The `elf` section as written. The fields that weakened a check are still named here,
@@ -436,7 +443,7 @@ impl Policy {
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
             elf: wire.elf.validate()?,
-            trust: crate::trust::rules::TrustPolicy::from_wire(
+            trust: trust_section::trust_policy(
                 wire.signers,
                 wire.revoked_keys,
                 wire.state_dir.map(|p| resolve(base_dir, p)),
