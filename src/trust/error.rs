@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use crate::base::capped::CappedError;
 use crate::base::json::JsonError;
 use crate::base::version::VersionError;
-use crate::trust::format::{FORMAT, REVOCATION_FORMAT, SIGNATURE_FILE_NAME};
+use crate::trust::formats::{FORMAT, REVOCATION_FORMAT, SIGNATURE_FILE_NAME};
 use crate::trust::key_id::{KeyId, KeyIds};
 
 /// Where a key in a [`TrustStore`](super::store::TrustStore) came from, for error messages.
@@ -67,7 +67,7 @@ pub enum KeyError {
         /// The offending path.
         path: PathBuf,
     },
-    /// The input is larger than [`MAX_KEY_FILE_SIZE`](super::format::MAX_KEY_FILE_SIZE).
+    /// The input is larger than [`MAX_KEY_FILE_SIZE`](super::formats::MAX_KEY_FILE_SIZE).
     #[error("key file is larger than {max} bytes")]
     TooLarge {
         /// The cap.
@@ -209,7 +209,7 @@ pub enum SignatureError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureFileError {
-    /// The file is larger than [`MAX_SIGNATURE_FILE_SIZE`](super::format::MAX_SIGNATURE_FILE_SIZE).
+    /// The file is larger than [`MAX_SIGNATURE_FILE_SIZE`](super::formats::MAX_SIGNATURE_FILE_SIZE).
     #[error("{size} bytes, more than the {max} allowed")]
     TooLarge {
         /// The file's size.
@@ -226,7 +226,7 @@ pub enum SignatureFileError {
         /// The value found.
         found: String,
     },
-    /// More than [`MAX_SIGNATURES`](super::format::MAX_SIGNATURES) entries.
+    /// More than [`MAX_SIGNATURES`](super::formats::MAX_SIGNATURES) entries.
     #[error("{count} signatures, more than the {max} allowed")]
     TooManyEntries {
         /// Entries found.
@@ -444,7 +444,7 @@ pub enum RevocationError {
         revokes: KeyId,
         /// The other trusted keys whose signatures verified.
         signers: Vec<KeyId>,
-        /// [`REVOCATION_THRESHOLD`](super::format::REVOCATION_THRESHOLD).
+        /// [`REVOCATION_THRESHOLD`](super::formats::REVOCATION_THRESHOLD).
         needed: usize,
     },
 }

@@ -13,7 +13,7 @@
 //!
 //! Reading and writing minisign's key files is [`super::minisign`]'s; the set of trusted keys
 //! is [`super::store`]'s. Every key file is capped in size before it is parsed
-//! ([`read_key_file`]).
+//! (`read_key_file`).
 
 use std::fmt;
 use std::path::Path;
@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::base::capped::{CappedError, Links};
 pub use crate::trust::error::{KeyError, KeyOrigin, PasswordError};
-pub use crate::trust::format::MAX_KEY_FILE_SIZE;
+pub use crate::trust::formats::MAX_KEY_FILE_SIZE;
 pub use crate::trust::key_id::{KeyId, MalformedKeyId};
 
 /// A usable Ed25519 public key: not weak, identified by its derived [`KeyId`].

@@ -10,6 +10,9 @@
 //! The methods here are [`PublicKey`]'s and [`SecretKey`]'s: this module holds their file
 //! format, apart from what a key is ([`super::keys`]). Keys written here are read by
 //! minisign and the other way round (tested against the real `minisign`).
+//!
+//! Longer than most files here because it is one concept, one file format, and most of it
+//! is its tests: a vector file per malformed input and the interop runs against `minisign`.
 
 use std::path::Path;
 
@@ -20,7 +23,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use crate::base::capped::Links;
-use crate::trust::format::MAX_KEY_FILE_SIZE;
+use crate::trust::formats::MAX_KEY_FILE_SIZE;
 use crate::trust::key_id::{KEY_ID_LEN, KeyId};
 use crate::trust::keys::{KeyError, PublicKey, SecretKey, in_file, read_key_file};
 

@@ -4,8 +4,8 @@
 //! Imports point down this list and never up; nothing here imports a pipeline stage or the
 //! policy:
 //!
-//! - [`format`]: the file names, domain tags, format labels and size caps;
-//! - [`key_id`]: [`KeyId`], by which everything else names a key;
+//! - [`formats`]: the file names, domain tags, format labels and size caps;
+//! - [`key_id`]: [`KeyId`](key_id::KeyId), by which everything else names a key;
 //! - [`error`]: the errors of every step below, which nest across steps;
 //! - [`keys`]: public and secret keys; [`minisign`]: their key files;
 //! - [`signature_file`]: the `plugin.json.sig` format and signing;
@@ -14,7 +14,7 @@
 //! - [`marks`]: the version marks on disk; [`rules`]: the trust policy that judges a release.
 
 pub mod error;
-pub mod format;
+pub mod formats;
 pub mod key_id;
 pub mod keys;
 pub mod marks;

@@ -17,8 +17,8 @@ use serde::Deserialize;
 
 use crate::base::json::JsonError;
 pub use crate::trust::error::RevocationError;
-use crate::trust::format::MAX_STATEMENT_BYTES;
-pub use crate::trust::format::{
+use crate::trust::formats::MAX_STATEMENT_BYTES;
+pub use crate::trust::formats::{
     REVOCATION_DOMAIN_TAG, REVOCATION_FORMAT, REVOCATION_SUFFIX, REVOCATION_THRESHOLD,
 };
 use crate::trust::key_id::KeyId;

@@ -4,7 +4,8 @@
 //! minisign and signify sign bytes, not versions: a validly signed old release with a known
 //! hole verifies forever, one stolen key signs anything, and a key cannot be withdrawn. These
 //! rules run inside the verify stage, right after the manifest's signatures verified and it
-//! was parsed, on the [`Release`] it states, and answer each of those threats offline:
+//! was parsed, on the release it states (its name, version and expiry), and answer each of
+//! those threats offline:
 //!
 //! - **Signer rules** (`signers`): each rule names plugins by pattern, a set of key ids and a
 //!   threshold. The most specific rule wins: an exact name beats every glob, and among globs

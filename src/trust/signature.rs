@@ -17,7 +17,7 @@ use crate::trust::key_id::KeyId;
 use crate::trust::store::TrustStore;
 
 pub use crate::trust::error::{SignatureError, SignatureFileError};
-pub use crate::trust::format::{
+pub use crate::trust::formats::{
     DOMAIN_TAG, FORMAT, MANIFEST_FILE_NAME, MAX_SIGNATURE_FILE_SIZE, MAX_SIGNATURES,
     SIGNATURE_FILE_NAME,
 };

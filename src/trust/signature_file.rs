@@ -19,7 +19,7 @@ use ed25519_dalek::Signature;
 
 use crate::base::json::JsonError;
 use crate::trust::error::{SignatureError, SignatureFileError};
-use crate::trust::format::{DOMAIN_TAG, FORMAT, MAX_SIGNATURE_FILE_SIZE, MAX_SIGNATURES};
+use crate::trust::formats::{DOMAIN_TAG, FORMAT, MAX_SIGNATURE_FILE_SIZE, MAX_SIGNATURES};
 use crate::trust::key_id::KeyId;
 use crate::trust::keys::SecretKey;
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::base::capped::Links;
 use crate::trust::error::{KeyError, KeyOrigin, RevocationError, SignatureError};
-use crate::trust::format::{MAX_SIGNATURE_FILE_SIZE, REVOCATION_SUFFIX};
+use crate::trust::formats::{MAX_SIGNATURE_FILE_SIZE, REVOCATION_SUFFIX};
 use crate::trust::key_id::KeyId;
 use crate::trust::keys::{PublicKey, in_file, read_capped_nofollow, read_key_file};
 use crate::trust::revocation::{Revocation, is_self_revocation, verify_revocation};
