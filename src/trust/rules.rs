@@ -409,7 +409,9 @@ pub struct TrustPolicy {
 }
 
 fn invalid(msg: String) -> PolicyError {
-    PolicyError::Syntax(<serde_json::Error as serde::de::Error>::custom(msg))
+    PolicyError::Syntax(crate::base::json::JsonError::new(
+        <serde_json::Error as serde::de::Error>::custom(msg),
+    ))
 }
 
 fn parse_key_id(field: &str, s: &str) -> Result<KeyId, PolicyError> {
@@ -511,7 +513,8 @@ impl TrustPolicy {
     /// `min_versions`, `expiry`) as they appear in a policy file; a relative `state_dir`
     /// resolves against `base_dir`.
     pub fn from_json(bytes: &[u8], base_dir: &Path) -> Result<Self, PolicyError> {
-        let w: TrustWire = serde_json::from_slice(bytes).map_err(PolicyError::Syntax)?;
+        let w: TrustWire = serde_json::from_slice(bytes)
+            .map_err(|e| PolicyError::Syntax(crate::base::json::JsonError::new(e)))?;
         let state_dir = w
             .state_dir
             .map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
