@@ -305,3 +305,36 @@ pub struct LimitError {
     /// The ceiling.
     pub max: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_builder_starts_strict_and_checks_what_it_is_given() {
+        assert_eq!(Limits::builder().build(), Ok(Limits::default()));
+        let raised = Limits::builder().files(1000).depth(8).build().unwrap();
+        assert_eq!((raised.files(), raised.depth()), (1000, 8));
+        assert_eq!(raised.to_builder().build(), Ok(raised.clone()));
+        assert_eq!(
+            raised.to_builder().depth(0).build(),
+            Err(LimitError {
+                name: "depth",
+                value: 0,
+                max: 32
+            })
+        );
+        assert_eq!(
+            Limits::builder().call_timeout_ms(u64::MAX).build(),
+            Err(LimitError {
+                name: "call_timeout_ms",
+                value: u64::MAX,
+                max: CEILING_TIMEOUT_MS
+            })
+        );
+        // Unchecked values reach a policy builder only through `unchecked`, which its own
+        // `build` checks.
+        assert_eq!(Limits::builder().threads(0).unchecked().threads(), 0);
+    }
+}
