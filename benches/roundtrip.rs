@@ -127,10 +127,14 @@ fn main() {
     sign_plugin_dir(&plugin, &key).unwrap();
     let trust = TrustStore::from_keys([key.public()]).unwrap();
     let gate_for = |isolation| {
-        let mut policy = Policy::default();
-        policy.trusted_roots = vec![tmp.path().join("root")];
-        policy.isolation = isolation;
-        policy.worker = Some(PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker")));
+        // The trust store is passed in; the policy still names a directory, as a file must.
+        let policy = Policy::builder()
+            .trusted_roots([tmp.path().join("root")])
+            .keys(tmp.path().join("keys"))
+            .isolation(isolation)
+            .worker(env!("CARGO_BIN_EXE_skillgate-worker"))
+            .build()
+            .unwrap();
         Gate::with_trust_store(policy, trust.clone()).unwrap()
     };
     let ctx = PluginContext::default();

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use skillgate::danger::Danger;
 use skillgate::policy::Policy;
 use skillgate::{Gate, PluginContext};
 use support::Host;
@@ -171,7 +172,7 @@ fn a_load_under_each_danger_knob_is_a_warning_naming_it() {
 
         for (json, name) in KNOBS {
             let policy = policy_with_danger(&host, json);
-            assert_eq!(policy.danger.in_force(), [name], "{json}");
+            assert_eq!(policy.danger().in_force(), [name], "{json}");
             let seen = load_capturing(policy, &dir);
             let warnings = danger_warnings(&seen);
             assert_eq!(warnings.len(), 1, "{json}: {seen:?}");
@@ -199,7 +200,7 @@ fn every_knob_in_force_is_named_in_one_warning() {
         .collect::<Vec<_>>()
         .join(",");
     let policy = policy_with_danger(&host, &format!(r#"{{{all},"elf":{{{elf}}}}}"#));
-    assert_eq!(policy.danger.in_force().len(), KNOBS.len());
+    assert_eq!(policy.danger().in_force().len(), KNOBS.len());
     let seen = load_capturing(policy, &dir);
     let warnings = danger_warnings(&seen);
     assert_eq!(warnings.len(), 1, "one event per load: {seen:?}");
@@ -216,12 +217,9 @@ fn every_knob_in_force_is_named_in_one_warning() {
 fn a_policy_built_in_code_warns_the_same_way() {
     let host = Host::process();
     let dir = host.plugin("good", "coded");
-    let mut policy = host.policy();
-    policy
-        .danger
-        .elf_mut()
-        .allow_ifunc()
-        .allow_imports(["ptrace"]);
+    let mut danger = Danger::default();
+    danger.elf_mut().allow_ifunc().allow_imports(["ptrace"]);
+    let policy = host.policy_with(|p| p.danger(danger));
     let seen = load_capturing(policy, &dir);
     let warnings = danger_warnings(&seen);
     assert_eq!(warnings.len(), 1, "{seen:?}");
@@ -229,18 +227,20 @@ fn a_policy_built_in_code_warns_the_same_way() {
         warnings[0].fields["danger"],
         r#"danger.elf.allow_ifunc, danger.elf.allow_imports=["ptrace"]"#
     );
-    // And a widening written into the normal section instead is refused before any load.
-    let mut policy = host.policy();
-    policy.elf.denied_imports.retain(|d| d != "ptrace");
-    let err = Gate::new(policy).unwrap_err();
+    // And a widening written into the normal section instead cannot be built, so it
+    // never reaches a gate.
+    let mut elf = host.policy().elf().clone();
+    elf.denied_imports.retain(|d| d != "ptrace");
+    let err = host.policy().to_builder().elf(elf).build().unwrap_err();
     assert!(
         matches!(
-            err,
-            skillgate::Error::Policy(skillgate::policy::PolicyError::WideningOutsideDanger {
+            &err,
+            skillgate::policy::PolicyError::WideningOutsideDanger {
                 field: "elf.denied_imports",
                 danger: "danger.elf.allow_imports",
+                entry,
                 ..
-            })
+            } if entry == "ptrace"
         ),
         "{err:?}"
     );

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use skillgate::danger::{ElfDanger, RelroFloor};
+use skillgate::danger::{Danger, ElfDanger, RelroFloor};
 use skillgate::error::Error;
 use skillgate::inspect::{
     ElfPolicy, GnuStack, InspectError, InspectReport, Relro, Status, examine, inspect_bytes,
@@ -561,21 +561,21 @@ fn a_stack_protector_is_reported_and_required_only_on_request() {
 fn the_policy_section_of_a_host_policy_file_is_strict() {
     let base = r#"{"trusted_roots":[],"keys":"k","isolation":"thread""#;
     let p = skillgate::Policy::from_json(format!("{base}}}").as_bytes(), Path::new("/")).unwrap();
-    assert_eq!(p.elf, ElfPolicy::default());
-    assert!(p.danger.is_strict());
+    assert_eq!(p.elf(), &ElfPolicy::default());
+    assert!(p.danger().is_strict());
     let p = skillgate::Policy::from_json(
         format!(r#"{base},"danger":{{"elf":{{"allow_ifunc":true,"min_relro":"partial"}}}}}}"#)
             .as_bytes(),
         Path::new("/"),
     )
     .unwrap();
-    assert!(p.danger.elf().ifunc_allowed());
-    assert_eq!(p.danger.elf().relro_floor(), Some(RelroFloor::Partial));
+    assert!(p.danger().elf().ifunc_allowed());
+    assert_eq!(p.danger().elf().relro_floor(), Some(RelroFloor::Partial));
     assert!(
-        !p.danger.elf().executable_stack_allowed(),
+        !p.danger().elf().executable_stack_allowed(),
         "unspecified knobs stay strict"
     );
-    assert_eq!(p.elf, ElfPolicy::default());
+    assert_eq!(p.elf(), &ElfPolicy::default());
     for bad in [
         r#""elf":{"allow_everything":true}"#,
         r#""elf":{"min_relro":"some"}"#,
@@ -763,8 +763,9 @@ fn the_policy_file_elf_section_reaches_the_gate() {
         host.gate().verify_and_load(&dir).unwrap_err(),
         Error::Inspect(InspectError::DeniedImports(_))
     ));
-    let mut policy = host.policy();
-    policy.danger.elf_mut().allow_imports(["system"]);
+    let mut danger = Danger::default();
+    danger.elf_mut().allow_imports(["system"]);
+    let policy = host.policy_with(|p| p.danger(danger));
     let plugin = host.gate_with(policy).verify_and_load(&dir).unwrap();
     assert!(plugin.inspection().imports.iter().any(|i| i == "system"));
 }

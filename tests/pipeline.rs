@@ -15,6 +15,7 @@ use skillgate::inspect::InspectError;
 use skillgate::load::LoadError;
 use skillgate::locate::LocateError;
 use skillgate::manifest::ManifestError;
+use skillgate::policy::Limits;
 use skillgate::signature::SignatureError;
 use skillgate::verify::IntegrityError;
 use skillgate::{Isolation, PluginContext, SecretKey};
@@ -379,8 +380,12 @@ fn bad_results_are_faults_not_panics() {
 fn a_huge_result_within_a_raised_limit_is_accepted() {
     for host in Host::each_mode() {
         let dir = host.plugin("result_huge", "big");
-        let mut policy = host.policy();
-        policy.limits.output_bytes = 16 * 1024 * 1024;
+        let policy = host
+            .policy()
+            .to_builder()
+            .limits(Limits::builder().output_bytes(16 * 1024 * 1024))
+            .build()
+            .unwrap();
         let plugin = host.gate_with(policy).verify_and_load(&dir).unwrap();
         let out = plugin.execute(&PluginContext::default()).unwrap();
         assert_eq!(out.output["blob"].as_str().unwrap().len(), 8 * 1024 * 1024);
@@ -486,8 +491,12 @@ fn an_empty_trust_store_refuses_everything() {
 fn a_call_that_hangs_times_out_and_poisons_only_its_plugin() {
     for host in Host::each_mode() {
         let dir = host.plugin("counter", "slow");
-        let mut policy = host.policy();
-        policy.limits.call_timeout_ms = 200;
+        let policy = host
+            .policy()
+            .to_builder()
+            .limits(Limits::builder().call_timeout_ms(200))
+            .build()
+            .unwrap();
         let lib = host.build("counter", "sleepy", &[("SLEEP_MS", "5000")]);
         let sleepy = host.install("sleepy", &lib);
         let gate = host.gate_with(policy);

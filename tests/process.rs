@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use skillgate::error::Error;
 use skillgate::ffi::{AbiError, FaultError};
 use skillgate::load::LoadError;
-use skillgate::policy::Policy;
+use skillgate::policy::{Limits, Policy};
 use skillgate::protocol::{ProtocolViolation, Tag};
 use skillgate::worker::TaskBound;
 use skillgate::{Gate, Isolation, LoadedPlugin, PluginResult};
@@ -33,8 +33,12 @@ const CRASH_TIMEOUT_MS: u64 = 5_000;
 
 /// [`Host::process_gate`] with [`CRASH_TIMEOUT_MS`].
 fn crash_gate(host: &Host) -> Gate {
-    let mut policy = host.process_policy();
-    policy.limits.call_timeout_ms = CRASH_TIMEOUT_MS;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().call_timeout_ms(CRASH_TIMEOUT_MS))
+        .build()
+        .unwrap();
     host.gate_with(policy)
 }
 
@@ -192,8 +196,12 @@ fn a_rust_panic_across_the_ffi_boundary_aborts_the_worker_only() {
 #[test]
 fn an_infinite_loop_times_out_and_the_worker_is_killed() {
     let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.call_timeout_ms = 500;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().call_timeout_ms(500))
+        .build()
+        .unwrap();
     let gate = host.gate_with(policy);
     let (plugin, pid) = load(&gate, &faulty(&host, "spinner"));
     let (result, took) = act(&plugin, "loop");
@@ -213,9 +221,12 @@ fn an_infinite_loop_times_out_and_the_worker_is_killed() {
 #[test]
 fn an_infinite_loop_hits_the_cpu_limit_before_a_long_timeout() {
     let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.cpu_seconds = 1;
-    policy.limits.call_timeout_ms = 20_000;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().cpu_seconds(1).call_timeout_ms(20_000))
+        .build()
+        .unwrap();
     let gate = host.gate_with(policy);
     let (plugin, pid) = load(&gate, &faulty(&host, "cpu-hog"));
     let (result, took) = act(&plugin, "loop");
@@ -245,8 +256,12 @@ fn an_infinite_loop_hits_the_cpu_limit_before_a_long_timeout() {
 #[test]
 fn a_memory_bomb_hits_the_address_space_limit() {
     let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.memory_bytes = 256 * 1024 * 1024;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().memory_bytes(256 * 1024 * 1024))
+        .build()
+        .unwrap();
     let gate = host.gate_with(policy);
     let (plugin, pid) = load(&gate, &faulty(&host, "bomber"));
     let (result, took) = act(&plugin, "memory_bomb");
@@ -270,9 +285,16 @@ fn a_memory_bomb_hits_the_address_space_limit() {
 #[test]
 fn a_memory_bomb_that_writes_through_null_kills_the_worker() {
     let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.memory_bytes = 256 * 1024 * 1024;
-    policy.limits.call_timeout_ms = CRASH_TIMEOUT_MS;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(
+            Limits::builder()
+                .memory_bytes(256 * 1024 * 1024)
+                .call_timeout_ms(CRASH_TIMEOUT_MS),
+        )
+        .build()
+        .unwrap();
     let gate = host.gate_with(policy);
     let (plugin, pid) = load(&gate, &faulty(&host, "careless"));
     let (result, took) = act(&plugin, "memory_touch");
@@ -332,7 +354,7 @@ fn descriptor_exhaustion_stops_at_the_worker_limit() {
 fn a_256_mib_result_is_refused_by_the_output_limit() {
     let host = Host::new();
     let gate = host.process_gate();
-    assert_eq!(gate.policy().limits.output_bytes, 1024 * 1024);
+    assert_eq!(gate.policy().limits().output_bytes(), 1024 * 1024);
     let (plugin, pid) = load(&gate, &faulty(&host, "flooder"));
     let (result, took) = act(&plugin, "huge");
     let f = fault(result);
@@ -390,8 +412,12 @@ fn dropping_a_plugin_kills_and_reaps_its_worker() {
 
     // The last handle is dropped on another thread, right after a call there timed out
     // (our `drop` below only releases one reference): nothing is left behind either.
-    let mut policy = host.process_policy();
-    policy.limits.call_timeout_ms = 300;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().call_timeout_ms(300))
+        .build()
+        .unwrap();
     let gate = host.gate_with(policy);
     let (plugin, pid) = load(&gate, &dir);
     let plugin = Arc::new(plugin);
@@ -478,7 +504,7 @@ fn policy_file(host: &Host, name: &str, json: &str) -> PathBuf {
     std::fs::write(&path, json).unwrap();
     // It parses into what the test means.
     let p = Policy::from_file(&path).unwrap();
-    assert_eq!(p.trusted_roots, vec![host.root.clone()]);
+    assert_eq!(p.trusted_roots(), std::slice::from_ref(&host.root));
     path
 }
 
@@ -664,8 +690,12 @@ fn liar(host: &Host, name: &str, defines: &[(&str, &str)]) -> PathBuf {
 }
 
 fn liar_gate(host: &Host) -> Gate {
-    let mut policy = host.process_policy();
-    policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().call_timeout_ms(LIAR_TIMEOUT_MS))
+        .build()
+        .unwrap();
     host.gate_with(policy)
 }
 
@@ -910,8 +940,12 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
         // that might need the loader lock (a first-time dlsym inside std, e.g. while
         // removing a directory, would wait for it forever).
         println!("CTOR_HANG_DIR {}", host.tmp.path().display());
-        let mut policy = host.policy();
-        policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+        let policy = host
+            .policy()
+            .to_builder()
+            .limits(Limits::builder().call_timeout_ms(LIAR_TIMEOUT_MS))
+            .build()
+            .unwrap();
         let gate = host.gate_with(policy);
         let dir = liar(&host, "ctor-hang-thread", &[("CTOR", "7")]);
         use std::io::Write;
@@ -1089,9 +1123,12 @@ fn a_thread_bomb_is_bounded_per_worker_while_the_user_holds_many_tasks() {
     // worker no thread at all, and the control below would fail.
     let _sleepers = Sleepers::start(120);
     let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.threads = 32;
-    policy.limits.call_timeout_ms = 20_000;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .limits(Limits::builder().threads(32).call_timeout_ms(20_000))
+        .build()
+        .unwrap();
     let gate = host.gate_with(policy);
     let (plugin, pid) = load(&gate, &liar(&host, "thread-bomb", &[]));
     let root = std::fs::read_to_string("/proc/self/status")
@@ -1166,9 +1203,13 @@ time.sleep(60)
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut policy = host.process_policy();
-    policy.worker = Some(script);
-    policy.limits.call_timeout_ms = LIAR_TIMEOUT_MS;
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .worker(script)
+        .limits(Limits::builder().call_timeout_ms(LIAR_TIMEOUT_MS))
+        .build()
+        .unwrap();
     host.gate_with(policy)
 }
 
@@ -1282,8 +1323,12 @@ fn a_worker_that_cannot_start_keeps_the_io_error() {
     std::fs::write(&script, "#!/bin/sh\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut policy = host.process_policy();
-    policy.worker = Some(script.clone());
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .worker(script.clone())
+        .build()
+        .unwrap();
     let err = host.gate_with(policy).verify_and_load(&dir).unwrap_err();
     match &err {
         Error::Load(LoadError::WorkerStart { path, source }) => {

@@ -18,10 +18,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use skillgate::danger::Danger;
 use skillgate::error::Error;
 use skillgate::locate::LocateError;
 use skillgate::perms::Exposure;
-use skillgate::policy::Isolation;
+use skillgate::policy::{Isolation, SandboxPolicy};
 use skillgate::sandbox::{GrantError, LandlockStatus, SandboxError};
 use skillgate::{Gate, LoadedPlugin, Policy};
 use support::{Host, ctx, manifest_template};
@@ -64,12 +65,12 @@ fn hostile_with(host: &Host, policy: Policy, capabilities: Value) -> (Gate, Load
 /// `execve`, `posix_spawn` and `ptrace` on purpose, so the default policy refuses it at
 /// inspection (tests/inspect.rs checks that); these tests exercise the sandbox behind the
 /// inspector.
-fn hostile_policy(mut policy: Policy) -> Policy {
-    policy
-        .danger
+fn hostile_policy(policy: Policy) -> Policy {
+    let mut danger = policy.danger().clone();
+    danger
         .elf_mut()
         .allow_imports(skillgate::inspect::DEFAULT_DENIED_IMPORTS.iter().copied());
-    policy
+    policy.to_builder().danger(danger).build().unwrap()
 }
 
 /// `template` with a top-level `"capabilities"` object: `read`, `read_write` and
@@ -673,8 +674,9 @@ fn a_library_requiring_an_executable_stack_fails_to_load() {
         // The default ELF policy refuses this library at inspection, before dlopen
         // (tests/inspect.rs checks that); allow the executable stack here so the load reaches
         // the sandbox, which must still deny making the stack executable.
-        let mut policy = host.policy();
-        policy.danger.elf_mut().allow_executable_stack();
+        let mut danger = Danger::default();
+        danger.elf_mut().allow_executable_stack();
+        let policy = host.policy_with(|p| p.danger(danger));
         let gate = host.gate_with(policy);
         assert_host_stack_not_executable("before loading");
         let err = gate
@@ -703,8 +705,9 @@ fn constructors_and_ifunc_resolvers_run_sandboxed() {
         let dir = host.install("ctorescape", &lib);
         // The IFUNC is refused at inspection by default (tests/inspect.rs); allow it so the
         // resolver reaches the sandbox this test is about.
-        let mut policy = host.policy();
-        policy.danger.elf_mut().allow_ifunc();
+        let mut danger = Danger::default();
+        danger.elf_mut().allow_ifunc();
+        let policy = host.policy_with(|p| p.danger(danger));
         let gate = host.gate_with(policy);
         let plugin = gate
             .verify_and_load(&dir)
@@ -839,8 +842,9 @@ fn a_udp_send_is_denied() {
 fn a_path_granted_and_requested_is_readable() {
     for host in Host::each_mode() {
         let (dir, secret) = secret_dir(&host, "granted");
-        let mut policy = host.policy();
-        policy.sandbox.read.push(dir.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read.push(dir.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(&host, policy, json!({"read": [path_str(&dir)]}));
         let a = attempt(
             &plugin,
@@ -877,8 +881,9 @@ fn a_path_requested_but_not_granted_stays_denied() {
     for host in Host::each_mode() {
         let (granted, _) = secret_dir(&host, "granted");
         let (ungranted, secret) = secret_dir(&host, "ungranted");
-        let mut policy = host.policy();
-        policy.sandbox.read.push(granted.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read.push(granted.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(
             &host,
             policy,
@@ -903,9 +908,10 @@ fn a_path_granted_but_not_requested_stays_denied() {
     for host in Host::each_mode() {
         let (requested, _) = secret_dir(&host, "requested");
         let (unrequested, secret) = secret_dir(&host, "unrequested");
-        let mut policy = host.policy();
-        policy.sandbox.read.push(requested.clone());
-        policy.sandbox.read.push(unrequested.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read.push(requested.clone());
+        sandbox.read.push(unrequested.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(&host, policy, json!({"read": [path_str(&requested)]}));
         let a = attempt(
             &plugin,
@@ -925,8 +931,9 @@ fn a_path_granted_but_not_requested_stays_denied() {
 fn a_read_write_grant_allows_creating_files_there_only() {
     for host in Host::each_mode() {
         let (dir, _) = secret_dir(&host, "scratch");
-        let mut policy = host.policy();
-        policy.sandbox.read_write.push(dir.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read_write.push(dir.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(&host, policy, json!({"read_write": [path_str(&dir)]}));
         let inside = dir.join("out");
         let a = attempt(
@@ -956,8 +963,9 @@ fn a_granted_tcp_port_connects_and_others_stay_denied() {
     for host in Host::each_mode() {
         let granted = Listener::open();
         let other = Listener::open();
-        let mut policy = host.policy();
-        policy.sandbox.connect_tcp.push(granted.port());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.connect_tcp.push(granted.port());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(&host, policy, json!({"connect_tcp": [granted.port()]}));
 
         let a = attempt(
@@ -1018,8 +1026,9 @@ fn mptcp_and_fast_open_cannot_reach_an_ungranted_port() {
     for host in Host::each_mode() {
         let granted = Listener::open();
         let other = Listener::open();
-        let mut policy = host.policy();
-        policy.sandbox.connect_tcp.push(granted.port());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.connect_tcp.push(granted.port());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(&host, policy, json!({"connect_tcp": [granted.port()]}));
         for (action, stage, what) in [
             ("mptcp_connect", "socket", "an MPTCP socket (IPPROTO_MPTCP)"),
@@ -1065,8 +1074,9 @@ fn code_written_to_a_granted_file_cannot_be_mapped_executable() {
     // handed its grant descriptors); until then its loads with grants fail closed.
     for host in Host::each_mode() {
         let (dir, _) = secret_dir(&host, "scratch");
-        let mut policy = host.policy();
-        policy.sandbox.read_write.push(dir.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read_write.push(dir.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let (gate, plugin) = hostile_with(&host, policy, json!({"read_write": [path_str(&dir)]}));
         let code = dir.join("code.bin");
         let a = attempt(
@@ -1134,8 +1144,9 @@ fn a_grant_swapped_for_a_symlink_during_loads_never_grants_the_outside() {
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join("secret"), "granted\n").unwrap();
         let (outside, outside_secret) = secret_dir(&host, "outside");
-        let mut policy = host.policy();
-        policy.sandbox.read.push(base.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read.push(base.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let lib = build_hostile(&host);
         let manifest = manifest_requesting(
             &manifest_template("hostile"),
@@ -1189,9 +1200,10 @@ fn a_symlink_the_plugin_renames_over_its_grant_is_not_followed_by_the_next_load(
         // may rename one).
         let link = base.join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        let mut policy = host.policy();
-        policy.sandbox.read_write.push(base.clone());
-        policy.sandbox.read.push(sub.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read_write.push(base.clone());
+        sandbox.read.push(sub.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let caps = json!({"read_write": [path_str(&base)], "read": [path_str(&sub)]});
         let (gate, plugin) = hostile_with(&host, policy.clone(), caps);
         let through = sub.join("secret");
@@ -1278,8 +1290,9 @@ fn a_trusted_root_others_can_write_to_is_refused() {
 fn a_grant_others_can_write_to_is_refused_at_load() {
     for host in Host::each_mode() {
         let (dir, secret) = secret_dir(&host, "shared");
-        let mut policy = host.policy();
-        policy.sandbox.read.push(dir.clone());
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read.push(dir.clone());
+        let policy = host.policy_with(|p| p.sandbox(sandbox));
         let lib = build_hostile(&host);
         let manifest = manifest_requesting(
             &manifest_template("hostile"),
@@ -1425,7 +1438,7 @@ fn a_memory_bomb_is_bounded_in_a_worker() {
     assert_denied(&a, "malloc", libc::ENOMEM as i64, "allocating 64 GiB");
     let mib = a.value.unwrap();
     assert!(
-        mib * 1024 * 1024 <= i64::try_from(host.policy().limits.memory_bytes).unwrap(),
+        mib * 1024 * 1024 <= i64::try_from(host.policy().limits().memory_bytes()).unwrap(),
         "the worker got {mib} MiB, more than its limit"
     );
     host.assert_still_serves(&gate);

@@ -19,9 +19,7 @@ fn trust(host: &Host) -> TrustStore {
 }
 
 fn gate(host: &Host, limits: &Limits) -> Gate {
-    let mut policy = host.policy();
-    policy.limits = limits.clone();
-    Gate::new(policy).unwrap()
+    Gate::new(host.policy_with(|p| p.limits(limits.clone()))).unwrap()
 }
 
 /// `<parent>/<name>/` holding `lib<name>.so` (a copy of `lib`) and an unsigned manifest.
@@ -48,9 +46,7 @@ fn put(dir: &Path, rel: &str, bytes: &[u8]) {
 
 /// Limits with the given depth and the defaults otherwise.
 fn with_depth(depth: usize) -> Limits {
-    let mut limits = Limits::default();
-    limits.depth = depth;
-    limits
+    Limits::builder().depth(depth).build().unwrap()
 }
 
 #[test]
@@ -59,7 +55,7 @@ fn every_depth_up_to_the_limit_signs_and_verifies_and_one_past_is_refused_by_bot
     let lib = host.build("good", "deep", &[]);
     let trust = trust(&host);
     for limits in [Limits::default(), with_depth(2)] {
-        let max = limits.depth;
+        let max = limits.depth();
         let gate = gate(&host, &limits);
         for depth in 1..=max {
             let case = format!("limit {max}, file at depth {depth}");
@@ -169,11 +165,7 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
             name: "a data file one byte over file_bytes",
             fits: &[("data.bin", 1024)],
             past: &[("data.bin", 1025)],
-            limits: |_| {
-                let mut l = Limits::default();
-                l.file_bytes = 1024;
-                l
-            },
+            limits: |_| Limits::builder().file_bytes(1024).build().unwrap(),
             sign_refusal: |e| {
                 matches!(
                     e,
@@ -200,9 +192,10 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
             fits: &[],
             past: &[],
             limits: |lib_len| {
-                let mut l = Limits::default();
-                l.library_bytes = lib_len - 1;
-                l
+                Limits::builder()
+                    .library_bytes(lib_len - 1)
+                    .build()
+                    .unwrap()
             },
             sign_refusal: |e| matches!(e, SignError::Locate(LocateError::TooLarge { .. })),
             verify_refusal: |e| matches!(e, Error::Locate(LocateError::TooLarge { .. })),
@@ -211,11 +204,7 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
             name: "one file more than limits.files",
             fits: &[("a", 1), ("b", 1)],
             past: &[("a", 1), ("b", 1), ("c", 1)],
-            limits: |_| {
-                let mut l = Limits::default();
-                l.files = 3;
-                l
-            },
+            limits: |_| Limits::builder().files(3).build().unwrap(),
             // Verification parses the signed manifest before it lists the directory, so a
             // manifest listing one file too many is what it refuses; signing refuses to write
             // that manifest.
@@ -243,8 +232,11 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
         for (rel, len) in case.fits {
             put(&dir, rel, &vec![b'x'; *len]);
         }
-        let mut fits = limits.clone();
-        fits.library_bytes = fits.library_bytes.max(lib_len);
+        let fits = limits
+            .to_builder()
+            .library_bytes(limits.library_bytes().max(lib_len))
+            .build()
+            .unwrap();
         let signed = sign_plugin_dir_with(&dir, &host.key, &fits);
         assert!(
             signed.is_ok(),
@@ -287,10 +279,12 @@ fn signing_refuses_a_manifest_over_manifest_bytes_as_verify_does() {
     ] {
         let dir = unsigned_plugin(&host.root.join(format!("room{room}")), "bigmanifest", &lib);
         let template_len = std::fs::metadata(dir.join("plugin.json")).unwrap().len();
-        let mut limits = Limits::default();
         // One byte below the template, or exactly the template: signing adds the files
         // list, so the manifest it would write is over the cap either way.
-        limits.manifest_bytes = template_len.checked_add_signed(room).unwrap();
+        let limits = Limits::builder()
+            .manifest_bytes(template_len.checked_add_signed(room).unwrap())
+            .build()
+            .unwrap();
         let signed = sign_plugin_dir_with(&dir, &host.key, &limits);
         assert!(
             !dir.join("plugin.json.sig").exists(),
@@ -304,7 +298,11 @@ fn signing_refuses_a_manifest_over_manifest_bytes_as_verify_does() {
             matches!(e, LocateError::TooLarge { .. })
         });
         // The control: at its signed size, it is read.
-        limits.manifest_bytes = std::fs::metadata(dir.join("plugin.json")).unwrap().len();
+        let limits = limits
+            .to_builder()
+            .manifest_bytes(std::fs::metadata(dir.join("plugin.json")).unwrap().len())
+            .build()
+            .unwrap();
         let verified = verify_plugin_dir(&dir, &trust, &limits);
         assert!(verified.is_ok(), "{case}: control: {verified:?}");
     }

@@ -8,9 +8,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use skillgate::danger::Danger;
 use skillgate::error::Error;
 use skillgate::keys::KeyError;
-use skillgate::policy::{Policy, PolicyError};
+use skillgate::policy::{LimitError, Limits, LimitsBuilder, Policy, PolicyError};
 use skillgate::sign::sign_plugin_dir;
 use skillgate::signature::{SignatureError, SignatureFile, SignatureFileError, verify_manifest};
 use skillgate::trust::{
@@ -34,9 +35,9 @@ fn trust_key(host: &Host, key: &SecretKey, file: &str) {
 
 /// The host's policy with the trust section given as JSON (paths relative to the host).
 fn policy_with(host: &Host, trust_json: &str) -> Policy {
-    let mut p = host.policy();
-    p.trust = TrustPolicy::from_json(trust_json.as_bytes(), host.tmp.path()).unwrap();
-    p
+    host.policy_with(|p| {
+        p.trust(TrustPolicy::from_json(trust_json.as_bytes(), host.tmp.path()).unwrap())
+    })
 }
 
 fn gate_with(host: &Host, trust_json: &str) -> Gate {
@@ -557,8 +558,9 @@ fn an_expired_manifest_is_refused() {
             danger: "danger.expired_plugins_warn_only"
         })
     ));
-    let mut policy = host.policy();
-    policy.danger.expired_plugins_warn_only();
+    let mut danger = Danger::default();
+    danger.expired_plugins_warn_only();
+    let policy = host.policy_with(|p| p.danger(danger));
     let lenient = Gate::new(policy).unwrap();
     lenient.verify_and_load(&dir).unwrap();
     // Within the clock-skew margin.
@@ -1074,50 +1076,55 @@ fn a_policy_built_in_code_is_validated_like_a_policy_file() {
     let host = Host::new();
     let dir = host.plugin("good", "limited");
     let store = || TrustStore::load_dir(&host.keys_dir()).unwrap();
-    type Edit = fn(&mut Policy);
-    let cases: [(&str, Edit, u64); 4] = [
+    type Edit = fn(LimitsBuilder) -> LimitsBuilder;
+    let day_ms = 24 * 3600 * 1000;
+    let cases: [(&str, Edit, u64, u64); 4] = [
         (
             "call_timeout_ms",
-            |p| p.limits.call_timeout_ms = u64::MAX,
+            |l| l.call_timeout_ms(u64::MAX),
             u64::MAX,
+            day_ms,
         ),
-        ("call_timeout_ms", |p| p.limits.call_timeout_ms = 0, 0),
-        ("output_bytes", |p| p.limits.output_bytes = 0, 0),
-        ("files", |p| p.limits.files = usize::MAX, u64::MAX),
+        ("call_timeout_ms", |l| l.call_timeout_ms(0), 0, day_ms),
+        ("output_bytes", |l| l.output_bytes(0), 0, 1 << 30),
+        ("files", |l| l.files(usize::MAX), u64::MAX, 100_000),
     ];
-    for (field, edit, value) in cases {
-        let mut policy = host.policy();
-        edit(&mut policy);
-        let expect = |err: &Error| {
-            matches!(err, Error::Policy(PolicyError::LimitOutOfRange { name, value: v, .. })
-                if *name == field && *v == value)
-        };
-        let err = Gate::with_trust_store(policy.clone(), store()).unwrap_err();
-        assert!(expect(&err), "{field}: {err:?}");
-        let err = Gate::new(policy.clone()).unwrap_err();
-        assert!(expect(&err), "{field}: {err:?}");
-        // The VT Code loader builds its gate from the same policy: refused the same way.
-        let loader = skillgate::PluginLoader::with_trust(policy.clone(), store());
-        let err = loader.load_plugin(&dir).unwrap_err();
-        assert!(expect(&err), "{field}: {err:?}");
-        assert!(matches!(
-            policy.validate(),
-            Err(PolicyError::LimitOutOfRange { .. })
-        ));
+    for (field, edit, value, max) in cases {
+        // A policy holding the value cannot be built, so no gate or loader can get one:
+        // the builder refuses it with the variant a policy file gets ...
+        let err = host
+            .policy()
+            .to_builder()
+            .limits(edit(Limits::builder()))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, PolicyError::LimitOutOfRange { name, value: v, max: m }
+                if name == field && v == value && m == max),
+            "{field}: {err:?}"
+        );
+        // ... and so does building the limits on their own.
+        let err: LimitError = edit(Limits::builder()).build().unwrap_err();
+        assert_eq!(
+            (err.name, err.value, err.max),
+            (field, value, max),
+            "{field}"
+        );
         // The same value in a policy file is refused with the same variant.
         let json = format!(
             r#"{{"trusted_roots":[],"keys":"k","isolation":"thread","limits":{{"{field}":{value}}}}}"#
         );
         let err = Policy::from_json(json.as_bytes(), Path::new("/")).unwrap_err();
         assert!(
-            matches!(err, PolicyError::LimitOutOfRange { name, value: v, .. } if name == field && v == value),
+            matches!(err, PolicyError::LimitOutOfRange { name, value: v, max: m }
+                if name == field && v == value && m == max),
             "{err:?}"
         );
+        host.assert_still_serves(&host.gate());
     }
     // Control: a limit at its ceiling is accepted, and the host serves.
-    let mut policy = host.policy();
-    policy.limits.call_timeout_ms = 24 * 3600 * 1000;
-    policy.validate().unwrap();
+    let policy = host.policy_with(|p| p.limits(Limits::builder().call_timeout_ms(day_ms)));
+    assert_eq!(policy.limits().call_timeout_ms(), day_ms);
     let gate = Gate::with_trust_store(policy, store()).unwrap();
     assert!(
         gate.verify_and_load(&dir)

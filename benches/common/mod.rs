@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skillgate::policy::Isolation;
+use skillgate::policy::{Isolation, Limits};
 use skillgate::sign::sign_plugin_dir;
 use skillgate::{Gate, Policy, SecretKey, TrustStore};
 
@@ -174,14 +174,17 @@ impl Fixture {
     }
 
     /// The default policy, trusting `root/`, with the library cap raised to 512 MiB (the
-    /// default, 64 MiB, would refuse the 256 MiB plugin).
+    /// default, 64 MiB, would refuse the 256 MiB plugin). A policy names its trust store
+    /// (`keys/`, which [`Fixture::policy_file`] fills); [`Fixture::gate`] passes the store in.
     pub fn policy(&self, isolation: Isolation) -> Policy {
-        let mut policy = Policy::default();
-        policy.trusted_roots = vec![self.root()];
-        policy.isolation = isolation;
-        policy.limits.library_bytes = 512 * MIB as u64;
-        policy.worker = Some(PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker")));
-        policy
+        Policy::builder()
+            .trusted_roots([self.root()])
+            .keys(self.path().join("keys"))
+            .isolation(isolation)
+            .limits(Limits::builder().library_bytes(512 * MIB as u64))
+            .worker(env!("CARGO_BIN_EXE_skillgate-worker"))
+            .build()
+            .unwrap()
     }
 
     pub fn gate(&self, isolation: Isolation) -> Gate {

@@ -28,34 +28,36 @@ impl std::fmt::Display for Isolation {
     }
 }
 
-/// Size, count and time limits. The defaults are strict; raise them in the policy.
+/// Size, count and time limits. The defaults are strict; raise them in the policy file's
+/// `limits` section or with [`Limits::builder`]. Every way of making one checks each limit
+/// against 1..=its ceiling, so a value out of range cannot exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
     /// Largest `plugin.json` read, in bytes.
-    pub manifest_bytes: u64,
+    pub(crate) manifest_bytes: u64,
     /// Largest `plugin.json.sig` read, in bytes.
-    pub signature_bytes: u64,
+    pub(crate) signature_bytes: u64,
     /// Largest plugin library, in bytes.
-    pub library_bytes: u64,
+    pub(crate) library_bytes: u64,
     /// Largest other file in a plugin directory, in bytes.
-    pub file_bytes: u64,
+    pub(crate) file_bytes: u64,
     /// Most files a plugin directory may hold (manifest and signatures included).
-    pub files: usize,
+    pub(crate) files: usize,
     /// Deepest subdirectory nesting in a plugin directory.
-    pub depth: usize,
+    pub(crate) depth: usize,
     /// Largest string a plugin may return from `vtcode_plugin_metadata` or
     /// `vtcode_plugin_execute`, in bytes, without the terminating NUL.
-    pub output_bytes: usize,
+    pub(crate) output_bytes: usize,
     /// Longest a caller waits for one plugin call, in milliseconds.
-    pub call_timeout_ms: u64,
+    pub(crate) call_timeout_ms: u64,
     /// Address-space limit of a worker process, in bytes (process isolation).
-    pub memory_bytes: u64,
+    pub(crate) memory_bytes: u64,
     /// CPU-time limit of a worker process, in seconds (process isolation).
-    pub cpu_seconds: u64,
+    pub(crate) cpu_seconds: u64,
     /// Most tasks (its main thread included) one worker process may run (process
     /// isolation; thread mode cannot bound the plugin's threads).
-    pub threads: u64,
+    pub(crate) threads: u64,
 }
 
 impl Default for Limits {
@@ -95,6 +97,72 @@ fn wide(v: usize) -> u64 {
 }
 
 impl Limits {
+    /// A builder starting from the strict defaults; [`LimitsBuilder::build`] checks every
+    /// value as a policy file's are checked.
+    pub fn builder() -> LimitsBuilder {
+        LimitsBuilder(Limits::default())
+    }
+
+    /// A builder starting from these limits, to raise or lower some of them.
+    pub fn to_builder(&self) -> LimitsBuilder {
+        LimitsBuilder(self.clone())
+    }
+
+    /// Largest `plugin.json` read, in bytes.
+    pub fn manifest_bytes(&self) -> u64 {
+        self.manifest_bytes
+    }
+
+    /// Largest `plugin.json.sig` read, in bytes.
+    pub fn signature_bytes(&self) -> u64 {
+        self.signature_bytes
+    }
+
+    /// Largest plugin library, in bytes.
+    pub fn library_bytes(&self) -> u64 {
+        self.library_bytes
+    }
+
+    /// Largest other file in a plugin directory, in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    /// Most files a plugin directory may hold (manifest and signatures included).
+    pub fn files(&self) -> usize {
+        self.files
+    }
+
+    /// Deepest subdirectory nesting in a plugin directory.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Largest string a plugin may return, in bytes, without the terminating NUL.
+    pub fn output_bytes(&self) -> usize {
+        self.output_bytes
+    }
+
+    /// Longest a caller waits for one plugin call, in milliseconds.
+    pub fn call_timeout_ms(&self) -> u64 {
+        self.call_timeout_ms
+    }
+
+    /// Address-space limit of a worker process, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    /// CPU-time limit of a worker process, in seconds.
+    pub fn cpu_seconds(&self) -> u64 {
+        self.cpu_seconds
+    }
+
+    /// Most tasks one worker process may run, its main thread included.
+    pub fn threads(&self) -> u64 {
+        self.threads
+    }
+
     /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
     fn bounds(&self) -> [(&'static str, u64, u64); 11] {
         [
@@ -118,15 +186,110 @@ impl Limits {
 
     /// Checks every limit is at least 1 and at most its hard ceiling. A limit of 0 is never
     /// "unlimited", and a huge one (`call_timeout_ms = u64::MAX`) never means "no
-    /// deadline": both are a [`LimitError`]. Policy files and policies built in code go
-    /// through this same check.
-    pub fn validate(&self) -> Result<(), LimitError> {
+    /// deadline": both are a [`LimitError`]. Policy files and [`LimitsBuilder::build`] go
+    /// through this same check; inside the crate, where the fields can be written, the
+    /// [`crate::Gate`] runs it once more.
+    pub(crate) fn validate(&self) -> Result<(), LimitError> {
         for (name, value, max) in self.bounds() {
             if value == 0 || value > max {
                 return Err(LimitError { name, value, max });
             }
         }
         Ok(())
+    }
+}
+
+/// Limits being set in code: [`Limits::builder`] or [`Limits::to_builder`], one setter per
+/// limit, then [`LimitsBuilder::build`]. It holds values not checked yet, so it is not a
+/// [`Limits`] and no stage takes it. [`crate::policy::PolicyBuilder::limits`] takes one
+/// too, and then its own `build` reports a value out of range as
+/// [`crate::policy::PolicyError::LimitOutOfRange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct LimitsBuilder(Limits);
+
+impl LimitsBuilder {
+    /// Sets [`Limits::manifest_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn manifest_bytes(mut self, value: u64) -> Self {
+        self.0.manifest_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::signature_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn signature_bytes(mut self, value: u64) -> Self {
+        self.0.signature_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::library_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn library_bytes(mut self, value: u64) -> Self {
+        self.0.library_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::file_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn file_bytes(mut self, value: u64) -> Self {
+        self.0.file_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::files`]; checked by [`LimitsBuilder::build`].
+    pub fn files(mut self, value: usize) -> Self {
+        self.0.files = value;
+        self
+    }
+
+    /// Sets [`Limits::depth`]; checked by [`LimitsBuilder::build`].
+    pub fn depth(mut self, value: usize) -> Self {
+        self.0.depth = value;
+        self
+    }
+
+    /// Sets [`Limits::output_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn output_bytes(mut self, value: usize) -> Self {
+        self.0.output_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::call_timeout_ms`]; checked by [`LimitsBuilder::build`].
+    pub fn call_timeout_ms(mut self, value: u64) -> Self {
+        self.0.call_timeout_ms = value;
+        self
+    }
+
+    /// Sets [`Limits::memory_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn memory_bytes(mut self, value: u64) -> Self {
+        self.0.memory_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::cpu_seconds`]; checked by [`LimitsBuilder::build`].
+    pub fn cpu_seconds(mut self, value: u64) -> Self {
+        self.0.cpu_seconds = value;
+        self
+    }
+
+    /// Sets [`Limits::threads`]; checked by [`LimitsBuilder::build`].
+    pub fn threads(mut self, value: u64) -> Self {
+        self.0.threads = value;
+        self
+    }
+
+    /// Checks every limit (see [`LimitError`]) and returns them.
+    pub fn build(self) -> Result<Limits, LimitError> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+
+    /// The values set so far, unchecked: for a builder that checks them itself.
+    pub(crate) fn unchecked(self) -> Limits {
+        self.0
+    }
+}
+
+impl From<Limits> for LimitsBuilder {
+    fn from(limits: Limits) -> Self {
+        LimitsBuilder(limits)
     }
 }
 
@@ -141,4 +304,37 @@ pub struct LimitError {
     pub value: u64,
     /// The ceiling.
     pub max: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_builder_starts_strict_and_checks_what_it_is_given() {
+        assert_eq!(Limits::builder().build(), Ok(Limits::default()));
+        let raised = Limits::builder().files(1000).depth(8).build().unwrap();
+        assert_eq!((raised.files(), raised.depth()), (1000, 8));
+        assert_eq!(raised.to_builder().build(), Ok(raised.clone()));
+        assert_eq!(
+            raised.to_builder().depth(0).build(),
+            Err(LimitError {
+                name: "depth",
+                value: 0,
+                max: 32
+            })
+        );
+        assert_eq!(
+            Limits::builder().call_timeout_ms(u64::MAX).build(),
+            Err(LimitError {
+                name: "call_timeout_ms",
+                value: u64::MAX,
+                max: CEILING_TIMEOUT_MS
+            })
+        );
+        // Unchecked values reach a policy builder only through `unchecked`, which its own
+        // `build` checks.
+        assert_eq!(Limits::builder().threads(0).unchecked().threads(), 0);
+    }
 }

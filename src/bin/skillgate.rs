@@ -93,7 +93,7 @@ fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage(&e.to_string()),
     };
-    let Some(state_dir) = policy.trust.state_dir() else {
+    let Some(state_dir) = policy.trust().state_dir() else {
         return usage("the policy has no state_dir: there are no rollback marks to reset");
     };
     let name_shown = Escaped(name);
@@ -114,10 +114,10 @@ fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
 }
 
 fn gate(host: &HostArgs) -> Result<Gate, Error> {
-    let mut policy = Policy::from_file(&host.policy)?;
+    let policy = Policy::from_file(&host.policy)?;
     match &host.keys {
         Some(dir) => {
-            policy.keys = dir.clone();
+            let policy = policy.to_builder().keys(dir).build()?;
             let trust = TrustStore::load_dir(dir)?;
             Gate::with_trust_store(policy, trust)
         }
@@ -282,7 +282,7 @@ mod inspect_cmd {
     /// The library a plugin directory's (unsigned) plugin.json names.
     fn library_of(dir: &Path, limits: &Limits) -> Result<PathBuf, String> {
         let manifest = dir.join("plugin.json");
-        let bytes = read_capped(&manifest, limits.manifest_bytes)?;
+        let bytes = read_capped(&manifest, limits.manifest_bytes())?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
         let name = match (value.get("library"), value.get("name")) {
@@ -331,7 +331,11 @@ mod inspect_cmd {
     pub(super) fn run(path: &Path, as_json: bool, policy: Option<&Path>) -> ExitCode {
         let (elf, danger, limits) = match policy {
             Some(file) => match Policy::from_file(file) {
-                Ok(p) => (p.elf, p.danger.elf().clone(), p.limits),
+                Ok(p) => (
+                    p.elf().clone(),
+                    p.danger().elf().clone(),
+                    p.limits().clone(),
+                ),
                 Err(e) => return usage(&format!("policy: {e}")),
             },
             None => (
@@ -348,7 +352,7 @@ mod inspect_cmd {
             Ok(_) => path.to_path_buf(),
             Err(e) => return usage(&format!("cannot stat {}: {e}", path.display())),
         };
-        let bytes = match read_capped(&library, limits.library_bytes) {
+        let bytes = match read_capped(&library, limits.library_bytes()) {
             Ok(b) => b,
             Err(e) => return usage(&e),
         };

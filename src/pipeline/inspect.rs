@@ -90,14 +90,14 @@ pub struct ElfPolicy {
     /// The `DT_NEEDED` names accepted (exact match; this list replaces the default and may
     /// only narrow it). Default: the C runtime — libc, libm, libpthread, libdl, librt,
     /// libgcc_s and the dynamic loader. An entry beyond the defaults is ignored by the
-    /// inspection and refused by [`crate::Policy::validate`]: it belongs in
+    /// inspection and refused by [`crate::policy::PolicyBuilder::build`]: it belongs in
     /// [`crate::danger::ElfDanger::allow_needed`].
     pub allowed_needed: Vec<String>,
     /// Undefined dynamic symbols refused (this list replaces the default and may only
     /// extend it). Default: the exec family, `system`, `popen`, `fork`, `vfork`,
     /// `posix_spawn(p)`, `ptrace`, `dlopen`, `dlmopen`. Evidence, not a sandbox. A default
     /// entry left out is still denied by the inspection and refused by
-    /// [`crate::Policy::validate`]: taking one off is
+    /// [`crate::policy::PolicyBuilder::build`]: taking one off is
     /// [`crate::danger::ElfDanger::allow_imports`].
     pub denied_imports: Vec<String>,
     /// Most constructors accepted (`DT_INIT` plus `DT_INIT_ARRAY` and `DT_PREINIT_ARRAY`

@@ -5,9 +5,10 @@
 //! assumed to be well formed: it is parsed strictly (`deny_unknown_fields`, size cap), so a
 //! misspelled knob is an error instead of a silently ignored weakening. The wire type is
 //! private; [`Policy::from_json`] validates every value and resolves relative paths against
-//! the policy file's directory. A [`Policy`] built or changed in code (its fields are
-//! public) is checked by the same [`Policy::validate`] when a [`crate::Gate`] is made from
-//! it, so a limit out of range cannot reach a call either way.
+//! the policy file's directory. A policy set in code is made by [`Policy::builder`], whose
+//! [`PolicyBuilder::build`] runs the same checks (one function serves both), and its fields
+//! are read through accessors: a limit out of range, or any policy a file could not hold,
+//! cannot be built at all. [`Policy::default`] is the strict policy that trusts nothing.
 //!
 //! A knob that weakens a check is not a field of the normal sections: it lives in the
 //! `"danger"` section ([`crate::danger`]). The fields that used to weaken a check from the
@@ -23,7 +24,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-pub use crate::base::settings::{Isolation, LimitError, Limits};
+use crate::base::json::JsonError;
+pub use crate::base::settings::{Isolation, LimitError, Limits, LimitsBuilder};
 use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 pub use crate::sandbox::{Requirement, SandboxPolicy};
@@ -48,30 +50,31 @@ struct SandboxWire {
     require: Option<IgnoredAny>,
 }
 
-/// A validated host policy.
+/// A validated host policy: read from a file ([`Policy::from_file`]) or set in code
+/// ([`Policy::builder`]); either way every value has been checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Policy {
     /// Directories beneath which plugins may live. Empty means nothing loads.
-    pub trusted_roots: Vec<PathBuf>,
+    pub(crate) trusted_roots: Vec<PathBuf>,
     /// The trust store: a directory of public key files.
-    pub keys: PathBuf,
+    pub(crate) keys: PathBuf,
     /// How loaded plugins are isolated.
-    pub isolation: Isolation,
+    pub(crate) isolation: Isolation,
     /// Size, count and time limits.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// What plugins may be granted inside their sandbox.
-    pub sandbox: SandboxPolicy,
+    pub(crate) sandbox: SandboxPolicy,
     /// The worker executable for process isolation; found beside the host executable
     /// when unset (see [`crate::exec::worker::find_worker`]).
-    pub worker: Option<PathBuf>,
+    pub(crate) worker: Option<PathBuf>,
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
-    pub elf: ElfPolicy,
+    pub(crate) elf: ElfPolicy,
     /// Signer rules, revocation, rollback and expiry (`signers`, `revoked_keys`,
     /// `state_dir`, `min_versions`, `expiry`).
-    pub trust: crate::trust::rules::TrustPolicy,
+    pub(crate) trust: crate::trust::rules::TrustPolicy,
     /// Every knob that weakens a check (the `danger` section); none by default.
-    pub danger: Danger,
+    pub(crate) danger: Danger,
 }
 
 impl Default for Policy {
@@ -116,7 +119,7 @@ pub enum PolicyError {
     },
     /// The JSON did not match the policy schema (unknown fields included).
     #[error("policy is not valid: {0}")]
-    Syntax(serde_json::Error),
+    Syntax(#[source] JsonError),
     /// A value of the trust fields (`signers`, `revoked_keys`, `min_versions`) is not a
     /// valid setting.
     #[error("policy is not valid: {0}")]
@@ -233,7 +236,9 @@ struct ElfWire {
 }
 
 impl ElfWire {
-    fn validate(self) -> Result<ElfPolicy, PolicyError> {
+    /// Refuses the fields that moved to `danger`; the lists are checked with the rest of
+    /// the policy ([`Policy::check`]).
+    fn into_elf(self) -> Result<ElfPolicy, PolicyError> {
         let moved = [
             (
                 self.allow_executable_stack.is_some(),
@@ -289,7 +294,6 @@ impl ElfWire {
         elf.max_constructors = self.max_constructors;
         elf.max_finalizers = self.max_finalizers;
         elf.require_stack_protector = self.require_stack_protector;
-        check_elf(&elf)?;
         Ok(elf)
     }
 }
@@ -340,9 +344,10 @@ struct LimitsWire {
 }
 
 impl LimitsWire {
-    fn validate(self) -> Result<Limits, PolicyError> {
+    /// The file's limits over the defaults, not checked yet ([`Policy::check`] does).
+    fn into_limits(self) -> Limits {
         let d = Limits::default();
-        let limits = Limits {
+        Limits {
             manifest_bytes: self.manifest_bytes.unwrap_or(d.manifest_bytes),
             signature_bytes: self.signature_bytes.unwrap_or(d.signature_bytes),
             library_bytes: self.library_bytes.unwrap_or(d.library_bytes),
@@ -354,9 +359,7 @@ impl LimitsWire {
             memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
             cpu_seconds: self.cpu_seconds.unwrap_or(d.cpu_seconds),
             threads: self.threads.unwrap_or(d.threads),
-        };
-        limits.validate()?;
-        Ok(limits)
+        }
     }
 }
 
@@ -365,12 +368,86 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
 }
 
 impl Policy {
-    /// Checks the values a policy built in code could get wrong, exactly as
-    /// [`Policy::from_json`] checks a file's: the limits ([`Limits::validate`]) and the
-    /// `elf` lists, which may only tighten (a widening belongs in [`Policy::danger`]); the
-    /// trust section can only be built validated. [`crate::Gate`] (and so
-    /// [`crate::PluginLoader`]) calls it, so an out-of-range limit never reaches a call.
-    pub fn validate(&self) -> Result<(), PolicyError> {
+    /// A builder starting from [`Policy::default`]; [`PolicyBuilder::build`] refuses what
+    /// [`Policy::from_json`] would refuse.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder {
+            policy: Policy::default(),
+            limits: Limits::default().into(),
+        }
+    }
+
+    /// A builder starting from this policy's settings, to change some of them.
+    pub fn to_builder(&self) -> PolicyBuilder {
+        PolicyBuilder {
+            policy: self.clone(),
+            limits: self.limits.to_builder(),
+        }
+    }
+
+    /// Directories beneath which plugins may live. Empty means nothing loads.
+    pub fn trusted_roots(&self) -> &[PathBuf] {
+        &self.trusted_roots
+    }
+
+    /// The trust store: a directory of public key files ([`crate::Gate::new`] loads it).
+    pub fn keys(&self) -> &Path {
+        &self.keys
+    }
+
+    /// How loaded plugins are isolated.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Size, count and time limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// What plugins may be granted inside their sandbox.
+    pub fn sandbox(&self) -> &SandboxPolicy {
+        &self.sandbox
+    }
+
+    /// The worker executable for process isolation, if set; found beside the host
+    /// executable when unset.
+    pub fn worker(&self) -> Option<&Path> {
+        self.worker.as_deref()
+    }
+
+    /// ELF hardening checks applied before any `dlopen` (the `elf` section).
+    pub fn elf(&self) -> &ElfPolicy {
+        &self.elf
+    }
+
+    /// Signer rules, revocation, rollback and expiry.
+    pub fn trust(&self) -> &crate::trust::rules::TrustPolicy {
+        &self.trust
+    }
+
+    /// Every knob in force that weakens a check (the `danger` section).
+    pub fn danger(&self) -> &Danger {
+        &self.danger
+    }
+
+    /// The checks of a policy's values, whoever made it: a trust store is named, every
+    /// limit is in 1..=its ceiling, and the `elf` lists only tighten (a widening belongs in
+    /// the `danger` section). [`Policy::from_json`] and [`PolicyBuilder::build`] run it, so
+    /// a policy read and one built refuse the same values; the trust section can only be
+    /// made validated.
+    fn check(&self) -> Result<(), PolicyError> {
+        if self.keys.as_os_str().is_empty() {
+            return Err(PolicyError::NoTrustStore);
+        }
+        self.validate()
+    }
+
+    /// The value checks of [`Policy::check`] without the trust store, which
+    /// [`crate::Gate::with_trust_store`] does not need. Outside the crate every policy has
+    /// passed them; the gate runs them again because code inside the crate can still write
+    /// the fields.
+    pub(crate) fn validate(&self) -> Result<(), PolicyError> {
         self.limits.validate()?;
         check_elf(&self.elf)
     }
@@ -407,7 +484,8 @@ impl Policy {
 
     /// Parses and validates policy JSON; relative paths resolve against `base_dir`.
     pub fn from_json(bytes: &[u8], base_dir: &Path) -> Result<Self, PolicyError> {
-        let wire: PolicyWire = serde_json::from_slice(bytes).map_err(PolicyError::Syntax)?;
+        let wire: PolicyWire =
+            serde_json::from_slice(bytes).map_err(|e| PolicyError::Syntax(JsonError::new(e)))?;
         if wire.keys.as_os_str().is_empty() {
             return Err(PolicyError::NoTrustStore);
         }
@@ -417,7 +495,7 @@ impl Policy {
                 danger: "danger.sandbox_best_effort",
             });
         }
-        Ok(Policy {
+        let policy = Policy {
             trusted_roots: wire
                 .trusted_roots
                 .into_iter()
@@ -425,7 +503,7 @@ impl Policy {
                 .collect(),
             keys: resolve(base_dir, wire.keys),
             isolation: wire.isolation,
-            limits: wire.limits.validate()?,
+            limits: wire.limits.into_limits(),
             sandbox: SandboxPolicy {
                 read: wire
                     .sandbox
@@ -442,7 +520,7 @@ impl Policy {
                 connect_tcp: wire.sandbox.connect_tcp,
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
-            elf: wire.elf.validate()?,
+            elf: wire.elf.into_elf()?,
             trust: trust_section::trust_policy(
                 wire.signers,
                 wire.revoked_keys,
@@ -451,7 +529,104 @@ impl Policy {
                 wire.expiry,
             )?,
             danger: wire.danger.into(),
-        })
+        };
+        policy.check()?;
+        Ok(policy)
+    }
+}
+
+/// A policy being set in code: [`Policy::builder`] or [`Policy::to_builder`], one setter
+/// per field, then [`PolicyBuilder::build`], which runs the checks a policy file gets.
+/// Paths are taken as given (a file's relative paths resolve against its directory; here
+/// the caller's working directory applies).
+///
+/// ```
+/// use skillgate::{Policy, policy::{Isolation, Limits}};
+/// let policy = Policy::builder()
+///     .trusted_roots(["/srv/skills"])
+///     .keys("/etc/skillgate/keys")
+///     .isolation(Isolation::Process)
+///     .limits(Limits::builder().call_timeout_ms(5_000))
+///     .build()?;
+/// assert_eq!(policy.limits().call_timeout_ms(), 5_000);
+/// assert!(Policy::builder().keys("/k").limits(Limits::builder().files(0)).build().is_err());
+/// # Ok::<(), skillgate::policy::PolicyError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PolicyBuilder {
+    /// Every field but the limits, which wait unchecked in `limits`.
+    policy: Policy,
+    limits: LimitsBuilder,
+}
+
+impl PolicyBuilder {
+    /// Sets [`Policy::trusted_roots`].
+    pub fn trusted_roots<P: Into<PathBuf>>(mut self, roots: impl IntoIterator<Item = P>) -> Self {
+        self.policy.trusted_roots = roots.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`Policy::keys`], the trust store directory; required, as in a policy file.
+    pub fn keys(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.policy.keys = dir.into();
+        self
+    }
+
+    /// Sets [`Policy::isolation`].
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.policy.isolation = isolation;
+        self
+    }
+
+    /// Sets [`Policy::limits`]: a [`Limits`], or a [`LimitsBuilder`] whose values
+    /// [`PolicyBuilder::build`] checks (and refuses as [`PolicyError::LimitOutOfRange`]).
+    pub fn limits(mut self, limits: impl Into<LimitsBuilder>) -> Self {
+        self.limits = limits.into();
+        self
+    }
+
+    /// Sets [`Policy::sandbox`].
+    pub fn sandbox(mut self, sandbox: SandboxPolicy) -> Self {
+        self.policy.sandbox = sandbox;
+        self
+    }
+
+    /// Sets [`Policy::worker`], the worker executable for process isolation.
+    pub fn worker(mut self, path: impl Into<PathBuf>) -> Self {
+        self.policy.worker = Some(path.into());
+        self
+    }
+
+    /// Sets [`Policy::elf`]; its lists may only tighten the defaults.
+    pub fn elf(mut self, elf: ElfPolicy) -> Self {
+        self.policy.elf = elf;
+        self
+    }
+
+    /// Sets [`Policy::trust`].
+    pub fn trust(mut self, trust: crate::trust::rules::TrustPolicy) -> Self {
+        self.policy.trust = trust;
+        self
+    }
+
+    /// Sets [`Policy::danger`], the knobs that weaken a check.
+    pub fn danger(mut self, danger: Danger) -> Self {
+        self.policy.danger = danger;
+        self
+    }
+
+    /// Checks the policy as [`Policy::from_json`] checks a file's and returns it: no trust
+    /// store is [`PolicyError::NoTrustStore`], a limit out of range
+    /// [`PolicyError::LimitOutOfRange`], a widening `elf` list
+    /// [`PolicyError::WideningOutsideDanger`].
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        let policy = Policy {
+            limits: self.limits.unchecked(),
+            ..self.policy
+        };
+        policy.check()?;
+        Ok(policy)
     }
 }
 
@@ -719,6 +894,216 @@ mod tests {
             .allow_imports(["ptrace"])
             .allow_needed(["libz.so.1"]);
         p.validate().unwrap();
+    }
+
+    /// `Policy::builder()` with a trust store, the minimum a file must hold too.
+    fn builder() -> PolicyBuilder {
+        Policy::builder().keys("/k")
+    }
+
+    /// Each limit's setter and ceiling, written out here so a changed ceiling fails a test.
+    type Set = fn(LimitsBuilder, u64) -> LimitsBuilder;
+    const LIMITS: [(&str, Set, u64); 11] = [
+        ("manifest_bytes", |l, v| l.manifest_bytes(v), 16 << 20),
+        ("signature_bytes", |l, v| l.signature_bytes(v), 16 << 20),
+        ("library_bytes", |l, v| l.library_bytes(v), 4 << 30),
+        ("file_bytes", |l, v| l.file_bytes(v), 4 << 30),
+        ("files", |l, v| l.files(v as usize), 100_000),
+        ("depth", |l, v| l.depth(v as usize), 32),
+        ("output_bytes", |l, v| l.output_bytes(v as usize), 1 << 30),
+        (
+            "call_timeout_ms",
+            |l, v| l.call_timeout_ms(v),
+            24 * 3600 * 1000,
+        ),
+        ("memory_bytes", |l, v| l.memory_bytes(v), 1 << 40),
+        ("cpu_seconds", |l, v| l.cpu_seconds(v), 24 * 3600),
+        ("threads", |l, v| l.threads(v), 4096),
+    ];
+
+    #[test]
+    fn the_builder_refuses_a_zero_or_over_ceiling_limit_as_a_file_does() {
+        for (name, set, max) in LIMITS {
+            for bad in [0, max + 1] {
+                let built = builder()
+                    .limits(set(Limits::builder(), bad))
+                    .build()
+                    .unwrap_err();
+                assert!(
+                    matches!(built, PolicyError::LimitOutOfRange { name: n, value, max: m }
+                        if n == name && value == bad && m == max),
+                    "{name}={bad}: {built:?}"
+                );
+                let alone = set(Limits::builder(), bad).build().unwrap_err();
+                assert_eq!((alone.name, alone.value, alone.max), (name, bad, max));
+                let read = parse(&format!(r#""limits":{{"{name}":{bad}}}"#)).unwrap_err();
+                assert_eq!(format!("{read:?}"), format!("{built:?}"), "{name}={bad}");
+            }
+            // The control: the ceiling itself is accepted both ways, and read back.
+            let built = builder()
+                .limits(set(Limits::builder(), max))
+                .build()
+                .unwrap();
+            let read = parse(&format!(r#""limits":{{"{name}":{max}}}"#)).unwrap();
+            assert_eq!(built.limits(), read.limits(), "{name}");
+            assert_ne!(built.limits(), &Limits::default(), "{name}");
+            // Raising one limit of a built policy keeps the others.
+            let raised = built
+                .to_builder()
+                .limits(built.limits().to_builder().depth(3))
+                .build()
+                .unwrap();
+            assert_eq!(raised.limits().depth(), 3);
+            if name != "depth" {
+                assert_eq!(
+                    raised
+                        .limits()
+                        .to_builder()
+                        .depth(built.limits().depth())
+                        .build(),
+                    Ok(built.limits().clone()),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_builder_refuses_no_trust_store_and_a_widening_as_a_file_does() {
+        assert!(matches!(
+            Policy::builder().build(),
+            Err(PolicyError::NoTrustStore)
+        ));
+        assert!(matches!(
+            Policy::from_json(
+                br#"{"trusted_roots":[],"keys":"","isolation":"thread"}"#,
+                Path::new("/")
+            ),
+            Err(PolicyError::NoTrustStore)
+        ));
+        // A default policy, the strict one, builds once it names a store.
+        assert_eq!(
+            Policy::default()
+                .to_builder()
+                .keys("/k")
+                .isolation(Isolation::Thread)
+                .build()
+                .unwrap(),
+            parse_bare()
+        );
+        let mut fewer = ElfPolicy::default();
+        fewer.denied_imports.retain(|d| d != "ptrace");
+        let mut more = ElfPolicy::default();
+        more.allowed_needed.push("libz.so.1".into());
+        for (elf, json, field, entry) in [
+            (
+                fewer,
+                r#""elf":{"denied_imports":["execve","execv","execvp","execvpe","execl","execlp","execle","fexecve","system","popen","fork","vfork","posix_spawn","posix_spawnp","dlopen","dlmopen"]}"#,
+                "elf.denied_imports",
+                "ptrace",
+            ),
+            (
+                more,
+                r#""elf":{"allowed_needed":["libc.so.6","libz.so.1"]}"#,
+                "elf.allowed_needed",
+                "libz.so.1",
+            ),
+        ] {
+            let built = builder().elf(elf.clone()).build().unwrap_err();
+            assert!(
+                matches!(&built, PolicyError::WideningOutsideDanger { field: f, entry: e, .. }
+                    if *f == field && e == entry),
+                "{built:?}"
+            );
+            let read = parse(json).unwrap_err();
+            assert_eq!(format!("{read:?}"), format!("{built:?}"));
+            // The control: the same widening set as a danger knob instead builds (the
+            // normal list stays at its default; the knob is what the inspection applies).
+            let mut danger = Danger::default();
+            danger
+                .elf_mut()
+                .allow_imports(["ptrace"])
+                .allow_needed(["libz.so.1"]);
+            assert_ne!(elf, ElfPolicy::default());
+            let p = builder().danger(danger).build().unwrap();
+            assert_eq!(p.danger().in_force().len(), 2);
+        }
+    }
+
+    /// The base policy with no further section.
+    fn parse_bare() -> Policy {
+        Policy::from_json(format!("{{{BASE}}}").as_bytes(), Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn a_built_policy_equals_the_one_read_from_the_same_settings() {
+        let read = Policy::from_json(
+            br#"{
+                "trusted_roots": ["/srv/skills", "/opt/skills"],
+                "keys": "/etc/skillgate/keys",
+                "isolation": "thread",
+                "worker": "/usr/libexec/skillgate-worker",
+                "limits": {"call_timeout_ms": 500, "files": 12, "threads": 8},
+                "sandbox": {"read": ["/data"], "read_write": ["/scratch"], "connect_tcp": [443]},
+                "elf": {"allowed_needed": ["libc.so.6"], "max_constructors": 2,
+                        "require_stack_protector": true},
+                "danger": {"sandbox_best_effort": true, "elf": {"allow_ifunc": true}}
+            }"#,
+            Path::new("/ignored"),
+        )
+        .unwrap();
+        let mut sandbox = SandboxPolicy::default();
+        sandbox.read.push("/data".into());
+        sandbox.read_write.push("/scratch".into());
+        sandbox.connect_tcp.push(443);
+        let elf = ElfPolicy {
+            allowed_needed: vec!["libc.so.6".into()],
+            max_constructors: Some(2),
+            require_stack_protector: true,
+            ..ElfPolicy::default()
+        };
+        let mut danger = Danger::default();
+        danger.sandbox_best_effort().elf_mut().allow_ifunc();
+        let built = Policy::builder()
+            .trusted_roots(["/srv/skills", "/opt/skills"])
+            .keys("/etc/skillgate/keys")
+            .isolation(Isolation::Thread)
+            .worker("/usr/libexec/skillgate-worker")
+            .limits(Limits::builder().call_timeout_ms(500).files(12).threads(8))
+            .sandbox(sandbox)
+            .elf(elf)
+            .danger(danger)
+            .build()
+            .unwrap();
+        assert_eq!(built, read);
+        assert_ne!(built, Policy::default());
+        // The accessors read what was set; a builder from a policy rebuilds it unchanged.
+        assert_eq!(built.trusted_roots().len(), 2);
+        assert_eq!(built.keys(), Path::new("/etc/skillgate/keys"));
+        assert_eq!(built.isolation(), Isolation::Thread);
+        assert_eq!(
+            built.worker(),
+            Some(Path::new("/usr/libexec/skillgate-worker"))
+        );
+        assert_eq!(built.limits().files(), 12);
+        assert_eq!(built.sandbox().connect_tcp, [443]);
+        assert_eq!(built.elf().max_constructors, Some(2));
+        assert!(built.danger().is_sandbox_best_effort());
+        assert_eq!(built.trust(), read.trust());
+        assert_eq!(built.to_builder().build().unwrap(), built);
+    }
+
+    #[test]
+    fn a_syntax_error_carries_the_crate_json_error() {
+        let err = parse(r#""limits":{"files":"many"}"#).unwrap_err();
+        let PolicyError::Syntax(json) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(json.kind(), crate::base::json::JsonErrorKind::Data);
+        assert!(json.line() >= 1, "{json}");
+        assert_eq!(err.to_string(), format!("policy is not valid: {json}"));
+        let source = std::error::Error::source(&err).unwrap();
+        assert_eq!(source.to_string(), json.to_string());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::base::json::JsonError;
 use crate::base::version::{Version, VersionError};
 use crate::policy::PolicyError;
 use crate::trust::key_id::KeyId;
@@ -211,7 +212,8 @@ impl TrustPolicy {
     /// `min_versions`, `expiry`) as they appear in a policy file; a relative `state_dir`
     /// resolves against `base_dir`.
     pub fn from_json(bytes: &[u8], base_dir: &Path) -> Result<Self, PolicyError> {
-        let w: TrustWire = serde_json::from_slice(bytes).map_err(PolicyError::Syntax)?;
+        let w: TrustWire =
+            serde_json::from_slice(bytes).map_err(|e| PolicyError::Syntax(JsonError::new(e)))?;
         let state_dir = w
             .state_dir
             .map(|p| if p.is_absolute() { p } else { base_dir.join(p) });

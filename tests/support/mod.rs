@@ -13,7 +13,7 @@ pub mod build;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use skillgate::policy::{Isolation, Policy};
+use skillgate::policy::{Isolation, Policy, PolicyBuilder};
 use skillgate::sign::sign_plugin_dir;
 use skillgate::{Gate, PluginContext, SecretKey, TrustStore};
 
@@ -64,12 +64,18 @@ impl Host {
     }
 
     pub fn policy(&self) -> Policy {
-        let mut p = Policy::default();
-        p.trusted_roots = vec![self.root.clone()];
-        p.keys = self.keys_dir();
-        p.isolation = self.isolation;
-        p.worker = Some(PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker")));
-        p
+        Policy::builder()
+            .trusted_roots([&self.root])
+            .keys(self.keys_dir())
+            .isolation(self.isolation)
+            .worker(env!("CARGO_BIN_EXE_skillgate-worker"))
+            .build()
+            .unwrap()
+    }
+
+    /// [`Host::policy`] changed by `edit` (through the validating builder).
+    pub fn policy_with(&self, edit: impl FnOnce(PolicyBuilder) -> PolicyBuilder) -> Policy {
+        edit(self.policy().to_builder()).build().unwrap()
     }
 
     pub fn gate(&self) -> Gate {
@@ -197,10 +203,10 @@ pub fn ctx(input: serde_json::Value) -> PluginContext {
 impl Host {
     /// [`Host::policy`] with process isolation and the worker cargo built for these tests.
     pub fn process_policy(&self) -> Policy {
-        let mut p = self.policy();
-        p.isolation = Isolation::Process;
-        p.worker = Some(PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker")));
-        p
+        self.policy_with(|p| {
+            p.isolation(Isolation::Process)
+                .worker(env!("CARGO_BIN_EXE_skillgate-worker"))
+        })
     }
 
     /// A gate over [`Host::process_policy`].
