@@ -4,7 +4,7 @@
 //! (symlinks, special files, bad names, a tree too deep or too large for the limits)
 //! instead of producing a manifest no host accepts. It does so by walking and hashing the
 //! directory with the very code verification uses: [`PluginDir::list_files`] through
-//! [`crate::pipeline::verify`]'s listing, and [`crate::pipeline::locate::PluginFile::hash_into`] with the same
+//! [`crate::pipeline::verify`]'s listing, and [`crate::pipeline::digest`] with the same
 //! per-file caps, so signing and verifying cannot disagree about a tree.
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::base::settings::Limits;
 use crate::error::Error;
+use crate::pipeline::digest::digest_file;
 use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
 use crate::pipeline::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
@@ -112,11 +113,11 @@ pub fn sign_plugin_dir_with(
     for rel in content_files(&plugin, limits)? {
         check_path(&rel)?;
         let cap = file_cap(limits, rel == library);
-        let (sha256, size) = plugin.open_file(&rel, cap)?.hash_into(cap, None)?;
+        let digest = digest_file(plugin.open_file(&rel, cap)?, cap, None)?;
         files.push(FileEntryWire {
             path: rel,
-            sha256: hex_digest(&sha256),
-            size,
+            sha256: hex_digest(&digest.sha256),
+            size: digest.len,
         });
     }
     let file_count = files.len();

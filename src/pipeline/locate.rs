@@ -16,26 +16,18 @@
 //! [`PluginFile`] is read exactly once, and refused if more or fewer bytes arrive than
 //! `fstat` promised.
 
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
-use sha2::{Digest, Sha256};
 
 /// Longest relative file name accepted (Linux `PATH_MAX`).
 const MAX_REL_LEN: usize = 4096;
 /// Longest single path component accepted (Linux `NAME_MAX`).
 const MAX_COMPONENT_LEN: usize = 255;
-/// Size of the read buffer used while hashing.
+/// Size of the read buffer of [`PluginFile::read_all`].
 const CHUNK: usize = 64 * 1024;
-/// Files at least this large that are copied while hashed are hashed on a helper thread.
-const PIPELINE_MIN: u64 = 4 * 1024 * 1024;
-/// Size of each buffer of the hashing pipeline.
-const PIPELINE_CHUNK: usize = 256 * 1024;
-/// Most buffers of the hashing pipeline in existence at once.
-const PIPELINE_BUFFERS: usize = 4;
 /// How often `openat2` is retried when the kernel reports a concurrent rename (`EAGAIN`).
 const OPENAT2_RETRIES: usize = 8;
 
@@ -688,97 +680,14 @@ impl PluginFile {
         &self.rel
     }
 
-    /// Reads the whole file once, feeding every byte to SHA-256 and, if given, to `sink`.
-    /// Refuses if more than `cap` bytes, or another count than `fstat` reported, arrive
-    /// (the file changed under us). Returns the SHA-256 digest and the bytes read.
-    ///
-    /// A large file copied to a sink (the library into its sealed memfd) is hashed on a
-    /// helper thread while the next chunk is read and copied: each chunk is one owned
-    /// buffer that goes to the sink, then to the hasher, and is reused only when the hasher
-    /// hands it back, so the hashed bytes are exactly the copied bytes. At most
-    /// `PIPELINE_BUFFERS` buffers of `PIPELINE_CHUNK` bytes exist at once.
-    pub fn hash_into(
-        self,
-        cap: u64,
-        sink: Option<&mut dyn Write>,
-    ) -> Result<([u8; 32], u64), LocateError> {
-        match sink {
-            Some(sink) if self.size >= PIPELINE_MIN => self.hash_into_pipelined(cap, sink),
-            sink => self.hash_into_serial(cap, sink),
-        }
-    }
-
-    fn hash_into_serial(
-        self,
-        cap: u64,
-        mut sink: Option<&mut dyn Write>,
-    ) -> Result<([u8; 32], u64), LocateError> {
-        let path = self.path.clone();
-        let mut hasher = Sha256::new();
-        let read = self.read_all(cap, |chunk| {
-            hasher.update(chunk);
-            if let Some(sink) = sink.as_mut() {
-                sink.write_all(chunk).map_err(|source| LocateError::Sink {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
-            Ok(())
-        })?;
-        Ok((hasher.finalize().into(), read))
-    }
-
-    fn hash_into_pipelined(
-        self,
-        cap: u64,
-        sink: &mut dyn Write,
-    ) -> Result<([u8; 32], u64), LocateError> {
-        use std::sync::mpsc;
-        let path = self.path.clone();
-        let gone = || io_error(&path, std::io::Error::other("the hashing thread stopped"));
-        std::thread::scope(|scope| {
-            let (to_hasher, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(PIPELINE_BUFFERS);
-            let (give_back, returned) = mpsc::channel::<Vec<u8>>();
-            let hasher = std::thread::Builder::new()
-                .name("skillgate-hash".into())
-                .spawn_scoped(scope, move || {
-                    let mut hasher = Sha256::new();
-                    for (buf, len) in chunks {
-                        hasher.update(buf.get(..len).unwrap_or_default());
-                        // The reader may have stopped on an error; then nobody reuses it.
-                        let _ = give_back.send(buf);
-                    }
-                    <[u8; 32]>::from(hasher.finalize())
-                });
-            let Ok(hasher) = hasher else {
-                return self.hash_into_serial(cap, Some(sink));
-            };
-            let mut buffers = 1;
-            let read = self.read_chunks(cap, vec![0_u8; PIPELINE_CHUNK], |buf, len| {
-                sink.write_all(buf.get(..len).unwrap_or_default())
-                    .map_err(|source| LocateError::Sink {
-                        path: path.clone(),
-                        source,
-                    })?;
-                to_hasher.send((buf, len)).map_err(|_| gone())?;
-                match returned.try_recv() {
-                    Ok(buf) => Ok(buf),
-                    Err(_) if buffers < PIPELINE_BUFFERS => {
-                        buffers += 1;
-                        Ok(vec![0_u8; PIPELINE_CHUNK])
-                    }
-                    Err(_) => returned.recv().map_err(|_| gone()),
-                }
-            });
-            drop(to_hasher);
-            let digest = hasher.join().map_err(|_| gone())?;
-            Ok((digest, read?))
-        })
+    /// The plugin directory's path joined with [`PluginFile::rel`], for messages.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Reads the file to its end, handing each chunk to `each`. At most one byte past the
     /// `fstat` size is ever requested, so growth is seen without reading what was appended.
-    fn read_all(
+    pub(crate) fn read_all(
         self,
         cap: u64,
         mut each: impl FnMut(&[u8]) -> Result<(), LocateError>,
@@ -797,7 +706,7 @@ impl PluginFile {
     /// at its start were read, and returns the (non-empty) buffer to read the next chunk
     /// into. At most one byte past the `fstat` size is ever requested, so growth is seen
     /// without reading what was appended.
-    fn read_chunks(
+    pub(crate) fn read_chunks(
         self,
         cap: u64,
         mut buf: Vec<u8>,
@@ -1173,9 +1082,9 @@ mod tests {
                 matches!(err, LocateError::TooLarge { .. }),
                 "{r:?}: {err:?}"
             );
-            // A smaller cap at hashing time than at opening is honoured too.
+            // A smaller cap at reading time than at opening is honoured too.
             let file = dir.open_file("lib.so", 100).unwrap();
-            let err = file.hash_into(4, None).unwrap_err();
+            let err = file.read_all(4, |_| Ok(())).unwrap_err();
             assert!(
                 matches!(err, LocateError::TooLarge { .. }),
                 "{r:?}: {err:?}"
@@ -1286,135 +1195,6 @@ mod tests {
             let err = dir.list_files(100, 2).unwrap_err();
             assert!(
                 matches!(err, LocateError::TooDeep { max: 2, .. }),
-                "{r:?}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn hash_into_matches_sha256_and_feeds_sink() {
-        let fx = Fixture::new();
-        let big: Vec<u8> = (0..200_000_u32).map(|i| (i % 251) as u8).collect();
-        fs::write(fx.p("trusted/plugin/big.bin"), &big).unwrap();
-        for r in RESOLVERS {
-            let dir = fx.plugin(r);
-            let file = dir.open_file("big.bin", 1 << 20).unwrap();
-            assert_eq!(file.size(), big.len() as u64);
-            assert_eq!(file.rel(), "big.bin");
-            let mut copy = Vec::new();
-            let (digest, n) = file.hash_into(1 << 20, Some(&mut copy)).unwrap();
-            assert_eq!(n, big.len() as u64);
-            assert_eq!(copy, big, "{r:?}");
-            let expected: [u8; 32] = Sha256::digest(&big).into();
-            assert_eq!(digest, expected, "{r:?}");
-
-            let file = dir.open_file("sub/data.txt", 1 << 20).unwrap();
-            let (digest, n) = file.hash_into(1 << 20, None).unwrap();
-            assert_eq!(n, 4);
-            let expected: [u8; 32] = Sha256::digest(b"data").into();
-            assert_eq!(digest, expected);
-        }
-    }
-
-    #[test]
-    fn large_copied_file_is_hashed_on_the_pipeline_byte_for_byte() {
-        let fx = Fixture::new();
-        // Over PIPELINE_MIN and not a multiple of PIPELINE_CHUNK.
-        let len = PIPELINE_MIN as usize + 3 * PIPELINE_CHUNK + 12_345;
-        let big: Vec<u8> = (0..len as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        fs::write(fx.p("trusted/plugin/huge.bin"), &big).unwrap();
-        let expected: [u8; 32] = Sha256::digest(&big).into();
-        for r in RESOLVERS {
-            let dir = fx.plugin(r);
-            let file = dir.open_file("huge.bin", 1 << 30).unwrap();
-            let mut copy = Vec::new();
-            let (digest, n) = file.hash_into(1 << 30, Some(&mut copy)).unwrap();
-            assert_eq!(n, len as u64, "{r:?}");
-            assert!(copy == big, "{r:?}: the copy differs");
-            assert_eq!(digest, expected, "{r:?}");
-            // The cap is still enforced before anything is read.
-            let file = dir.open_file("huge.bin", 1 << 30).unwrap();
-            let err = file
-                .hash_into(len as u64 - 1, Some(&mut Vec::new()))
-                .unwrap_err();
-            assert!(
-                matches!(err, LocateError::TooLarge { .. }),
-                "{r:?}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn large_file_growing_during_the_pipeline_is_refused() {
-        let fx = Fixture::new();
-        let target = fx.p("trusted/plugin/grows-big.bin");
-        let len = PIPELINE_MIN as usize + 1;
-        fs::write(&target, vec![7_u8; len]).unwrap();
-        let dir = fx.plugin(Resolver::Openat2);
-        let file = dir.open_file("grows-big.bin", 1 << 30).unwrap();
-        fs::OpenOptions::new()
-            .append(true)
-            .open(&target)
-            .unwrap()
-            .write_all(b"appended")
-            .unwrap();
-        let err = file.hash_into(1 << 30, Some(&mut Vec::new())).unwrap_err();
-        assert!(matches!(err, LocateError::Changed { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn file_changing_after_open_is_refused() {
-        let fx = Fixture::new();
-        for r in RESOLVERS {
-            let target = fx.p("trusted/plugin/grows.bin");
-            fs::write(&target, b"0123456789").unwrap();
-            let dir = fx.plugin(r);
-
-            let file = dir.open_file("grows.bin", 1 << 20).unwrap();
-            let mut f = fs::OpenOptions::new().append(true).open(&target).unwrap();
-            f.write_all(b"more bytes").unwrap();
-            let mut copy = Vec::new();
-            let err = file.hash_into(1 << 20, Some(&mut copy)).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    LocateError::Changed {
-                        expected: 10,
-                        actual: 11,
-                        ..
-                    }
-                ),
-                "{r:?}: {err:?}"
-            );
-            assert!(
-                copy.len() <= 10 && b"0123456789".starts_with(&copy),
-                "{r:?}: nothing past the fstat size is fed"
-            );
-
-            fs::write(&target, b"0123456789").unwrap();
-            let file = dir.open_file("grows.bin", 10).unwrap();
-            f.write_all(b"x").unwrap();
-            let err = file.hash_into(10, None).unwrap_err();
-            assert!(
-                matches!(err, LocateError::TooLarge { .. }),
-                "{r:?}: {err:?}"
-            );
-
-            fs::write(&target, b"0123456789").unwrap();
-            let file = dir.open_file("grows.bin", 1 << 20).unwrap();
-            fs::write(&target, b"0123").unwrap();
-            let err = file.hash_into(1 << 20, None).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    LocateError::Changed {
-                        expected: 10,
-                        actual: 4,
-                        ..
-                    }
-                ),
                 "{r:?}: {err:?}"
             );
         }

@@ -15,6 +15,7 @@ use crate::base::sealed::{SealedBuilder, SealedFile};
 use crate::base::settings::Limits;
 use crate::danger::Danger;
 use crate::error::Error;
+use crate::pipeline::digest::{FileDigest, digest_file};
 use crate::pipeline::locate::{LocateError, PluginDir};
 use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
 use crate::trust::keys::{KeyId, TrustStore};
@@ -199,13 +200,16 @@ pub fn verify_dir(
             }
             .into());
         }
-        let (digest, read) = if is_library {
+        let FileDigest {
+            sha256: digest,
+            len: read,
+        } = if is_library {
             let mut builder = SealedBuilder::new(manifest.name()).map_err(IntegrityError::Seal)?;
-            let out = file.hash_into(entry.size, Some(&mut builder))?;
+            let out = digest_file(file, entry.size, Some(&mut builder))?;
             library = Some(builder.seal().map_err(IntegrityError::Seal)?);
             out
         } else {
-            file.hash_into(entry.size, None)?
+            digest_file(file, entry.size, None)?
         };
         if read != entry.size {
             return Err(IntegrityError::SizeMismatch {
