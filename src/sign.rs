@@ -13,11 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::base::settings::Limits;
-use crate::error::Error;
 use crate::pipeline::digest::digest_file;
 use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
-use crate::pipeline::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
+use crate::pipeline::verify::{Bundle, Verified, VerifyError, content_files, file_cap, verify_dir};
 use crate::trust::keys::{KeyId, SecretKey, TrustStore};
 use crate::trust::signature::{
     MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest,
@@ -167,17 +166,17 @@ pub fn sign_plugin_dir_with(
 
 /// Verifies a plugin directory the way a host would (signature, manifest, expiry, every
 /// file), trusting exactly the keys in `trust`, any one of which suffices, and keeping no
-/// version marks. The directory's parent serves as trusted root.
+/// version marks. The directory's parent serves as trusted root. The error is the verify
+/// stage's own ([`crate::Error`] has a `From` that gives each step its usual variant).
 pub fn verify_plugin_dir(
     dir: &Path,
     trust: &TrustStore,
     limits: &Limits,
-) -> Result<Verified<Bundle>, Error> {
-    let absolute =
-        std::path::absolute(dir).map_err(|source| crate::pipeline::locate::LocateError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+) -> Result<Verified<Bundle>, VerifyError> {
+    let absolute = std::path::absolute(dir).map_err(|source| LocateError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let parent = absolute.parent().unwrap_or(Path::new("/"));
     let root = TrustedRoot::open(parent)?;
     let located = locate(std::slice::from_ref(&root), &absolute)?;

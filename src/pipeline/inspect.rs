@@ -49,7 +49,6 @@ use goblin::elf::{Elf, ProgramHeader, dynamic, header, program_header, reloc, sy
 
 use crate::base::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
 use crate::danger::{ElfDanger, RelroFloor};
-use crate::error::Error;
 use crate::pipeline::verify::{Bundle, Verified};
 
 /// How much RELRO a library has, weakest first.
@@ -871,7 +870,7 @@ pub fn inspect(
     verified: Verified<Bundle>,
     policy: &ElfPolicy,
     danger: &ElfDanger,
-) -> Result<Inspected, Error> {
+) -> Result<Inspected, InspectError> {
     let bundle = verified.into_inner();
     let mut map = bundle.library().map_private().map_err(|e| {
         InspectError::Malformed(MalformedElf::Map {
@@ -882,7 +881,7 @@ pub fn inspect(
     let report = examine_in_place(&mut map, &Rules::new(policy, danger))?;
     drop(map);
     if let Some(refusal) = report.refusal() {
-        return Err(refusal.clone().into());
+        return Err(refusal.clone());
     }
     Ok(Inspected { bundle, report })
 }
