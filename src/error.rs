@@ -203,7 +203,8 @@ mod tests {
     #[test]
     fn a_verify_error_becomes_the_variant_of_the_step_that_refused() {
         let path = std::path::PathBuf::from("/plugins/x");
-        let cases: [(VerifyError, fn(&Error) -> bool); 5] = [
+        type Expect = fn(&Error) -> bool;
+        let cases: [(VerifyError, Expect); 5] = [
             (
                 VerifyError::Locate(LocateError::NotFound { path: path.clone() }),
                 |e| matches!(e, Error::Locate(LocateError::NotFound { path }) if path.ends_with("x")),
