@@ -4,7 +4,7 @@
 //! (symlinks, special files, bad names, a tree too deep or too large for the limits)
 //! instead of producing a manifest no host accepts. It does so by walking and hashing the
 //! directory with the very code verification uses: [`PluginDir::list_files`] through
-//! [`crate::pipeline::verify`]'s listing, and [`crate::pipeline::digest`] with the same
+//! [`crate::pipeline::verify`]'s listing, and the pipeline's `digest` with the same
 //! per-file caps, so signing and verifying cannot disagree about a tree.
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no

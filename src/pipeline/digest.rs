@@ -2,7 +2,7 @@
 //!
 //! The threat is a gap between the bytes checked and the bytes used: a file hashed on one
 //! read and copied on another can change in between. So a [`PluginFile`] is read exactly
-//! once (by [`PluginFile::read_chunks`], which refuses a file that grows, shrinks or passes
+//! once (by `PluginFile::read_chunks`, which refuses a file that grows, shrinks or passes
 //! its cap while read), and each chunk goes to the hasher and, for the library, to the
 //! sealed memfd that will be mapped: the digest compared with the signed manifest is the
 //! digest of the bytes copied. Signing ([`crate::sign`]) hashes with the same function, so

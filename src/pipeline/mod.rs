@@ -6,10 +6,10 @@
 //!
 //! [`locate`] opens the directory beneath a trusted root and reads its files by descriptor;
 //! [`verify`] checks the signatures, parses the [`manifest`] and checks every file against
-//! it, hashing each on its one read ([`digest`]); [`inspect`] examines the ELF;
+//! it, hashing each on its one read (`digest`); [`inspect`] examines the ELF;
 //! [`load`] maps the verified bytes with the dynamic loader.
 
-pub mod digest;
+pub(crate) mod digest;
 pub mod inspect;
 pub mod load;
 pub mod locate;
