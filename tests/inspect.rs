@@ -174,6 +174,13 @@ fn the_rust_cdylib_imports_what_std_needs_and_nothing_denied() {
 
 // ---- one failing library per check ----------------------------------------------------------
 
+/// What a passing report must show.
+type Shows = fn(&InspectReport) -> bool;
+/// A danger knob set on a policy, and what the report then shows of what it let through.
+type Knob = (fn(&mut Pol), Shows);
+/// A library built without the flaw, and what its passing report shows.
+type Control = (fn(&Host) -> PathBuf, Shows);
+
 /// A library one check refuses under the strict default policy.
 struct Refused {
     /// Names the row in every assertion.
@@ -186,9 +193,9 @@ struct Refused {
     /// edited in code is never validated: the normal lists cannot widen).
     still_refused: Option<fn(&mut Pol)>,
     /// The danger knob that lets it through, and what the report then shows of it.
-    knob: Option<(fn(&mut Pol), fn(&InspectReport) -> bool)>,
+    knob: Option<Knob>,
     /// A control built without the flaw, and what its (passing) report shows.
-    control: Option<(fn(&Host) -> PathBuf, fn(&InspectReport) -> bool)>,
+    control: Option<Control>,
 }
 
 /// The good plugin with its first program header of `p_type` (and flags `want`, if given)
