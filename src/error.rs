@@ -18,7 +18,7 @@ use crate::pipeline::inspect::InspectError;
 use crate::pipeline::load::LoadError;
 use crate::pipeline::locate::LocateError;
 use crate::pipeline::manifest::ManifestError;
-use crate::pipeline::verify::IntegrityError;
+use crate::pipeline::verify::{IntegrityError, VerifyError};
 use crate::policy::PolicyError;
 use crate::sandbox::SandboxError;
 use crate::trust::keys::KeyError;
@@ -85,6 +85,20 @@ from_stage! {
     Abi(AbiError),
     Fault(FaultError),
     Input(InputError),
+}
+
+/// The verify stage's error is the variant of the step that refused, as it was before the
+/// stage had an error of its own: hosts match `Error::Locate`, `Error::Integrity`, ….
+impl From<VerifyError> for Error {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Locate(e) => Error::Locate(e),
+            VerifyError::Signature(e) => Error::Signature(e),
+            VerifyError::Manifest(e) => Error::Manifest(e),
+            VerifyError::Trust(e) => Error::Trust(e),
+            VerifyError::Integrity(e) => Error::Integrity(e),
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -181,6 +195,47 @@ mod tests {
                 text.ends_with(r"\u{1b}[2J\u{a}skillgate: forged line\u{9b}31m\u{202e}"),
                 "{text}"
             );
+        }
+    }
+
+    /// The verify stage's own error reaches hosts as the top-level variant of the step that
+    /// refused, as before the stage had one, with the step's error unchanged inside.
+    #[test]
+    fn a_verify_error_becomes_the_variant_of_the_step_that_refused() {
+        let path = std::path::PathBuf::from("/plugins/x");
+        type Expect = fn(&Error) -> bool;
+        let cases: [(VerifyError, Expect); 5] = [
+            (
+                VerifyError::Locate(LocateError::NotFound { path: path.clone() }),
+                |e| matches!(e, Error::Locate(LocateError::NotFound { path }) if path.ends_with("x")),
+            ),
+            (VerifyError::Signature(SignatureError::Missing), |e| {
+                matches!(e, Error::Signature(SignatureError::Missing))
+            }),
+            (VerifyError::Manifest(ManifestError::Missing), |e| {
+                matches!(e, Error::Manifest(ManifestError::Missing))
+            }),
+            (
+                VerifyError::Trust(TrustError::NoRule {
+                    plugin: "x".into(),
+                    signers: Vec::new(),
+                }),
+                |e| matches!(e, Error::Trust(TrustError::NoRule { plugin, .. }) if plugin == "x"),
+            ),
+            (
+                VerifyError::Integrity(IntegrityError::MissingFile {
+                    dir: path.clone(),
+                    file: "libx.so".into(),
+                }),
+                |e| matches!(e, Error::Integrity(IntegrityError::MissingFile { file, .. }) if file == "libx.so"),
+            ),
+        ];
+        for (verify, expect) in cases {
+            let shown = verify.to_string();
+            let err = Error::from(verify);
+            assert!(expect(&err), "{shown} became {err:?}");
+            // The same words, the stage first, either way it is printed.
+            assert_eq!(err.to_string(), shown);
         }
     }
 

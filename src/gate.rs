@@ -77,22 +77,22 @@ impl Gate {
     /// Locates and verifies a plugin directory: every check short of inspection and loading.
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, Error> {
         let dir = locate(&self.roots, path.as_ref())?;
-        verify_dir(
+        Ok(verify_dir(
             &dir,
             &self.trust,
             &self.policy.limits,
             &self.policy.trust,
             &self.policy.danger,
-        )
+        )?)
     }
 
     /// Verifies and inspects a plugin: every check short of loading it.
     pub fn verify_and_inspect(&self, path: impl AsRef<Path>) -> Result<Inspected, Error> {
-        inspect(
+        Ok(inspect(
             self.verify(path)?,
             &self.policy.elf,
             self.policy.danger.elf(),
-        )
+        )?)
     }
 
     /// Runs every stage and returns a plugin ready for calls, or the error of the stage

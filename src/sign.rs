@@ -4,7 +4,7 @@
 //! (symlinks, special files, bad names, a tree too deep or too large for the limits)
 //! instead of producing a manifest no host accepts. It does so by walking and hashing the
 //! directory with the very code verification uses: [`PluginDir::list_files`] through
-//! [`crate::pipeline::verify`]'s listing, and [`crate::pipeline::locate::PluginFile::hash_into`] with the same
+//! [`crate::pipeline::verify`]'s listing, and the pipeline's `digest` with the same
 //! per-file caps, so signing and verifying cannot disagree about a tree.
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no
@@ -13,10 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::base::settings::Limits;
-use crate::error::Error;
+use crate::pipeline::digest::digest_file;
 use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
-use crate::pipeline::verify::{Bundle, Verified, content_files, file_cap, verify_dir};
+use crate::pipeline::verify::{Bundle, Verified, VerifyError, content_files, file_cap, verify_dir};
 use crate::trust::keys::{KeyId, SecretKey};
 use crate::trust::signature::{
     MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest,
@@ -113,11 +113,11 @@ pub fn sign_plugin_dir_with(
     for rel in content_files(&plugin, limits)? {
         check_path(&rel)?;
         let cap = file_cap(limits, rel == library);
-        let (sha256, size) = plugin.open_file(&rel, cap)?.hash_into(cap, None)?;
+        let digest = digest_file(plugin.open_file(&rel, cap)?, cap, None)?;
         files.push(FileEntryWire {
             path: rel,
-            sha256: hex_digest(&sha256),
-            size,
+            sha256: hex_digest(&digest.sha256),
+            size: digest.len,
         });
     }
     let file_count = files.len();
@@ -167,17 +167,17 @@ pub fn sign_plugin_dir_with(
 
 /// Verifies a plugin directory the way a host would (signature, manifest, expiry, every
 /// file), trusting exactly the keys in `trust`, any one of which suffices, and keeping no
-/// version marks. The directory's parent serves as trusted root.
+/// version marks. The directory's parent serves as trusted root. The error is the verify
+/// stage's own ([`crate::Error`] has a `From` that gives each step its usual variant).
 pub fn verify_plugin_dir(
     dir: &Path,
     trust: &TrustStore,
     limits: &Limits,
-) -> Result<Verified<Bundle>, Error> {
-    let absolute =
-        std::path::absolute(dir).map_err(|source| crate::pipeline::locate::LocateError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+) -> Result<Verified<Bundle>, VerifyError> {
+    let absolute = std::path::absolute(dir).map_err(|source| LocateError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let parent = absolute.parent().unwrap_or(Path::new("/"));
     let root = TrustedRoot::open(parent)?;
     let located = locate(std::slice::from_ref(&root), &absolute)?;

@@ -351,27 +351,35 @@ fn fault_of(host: &Host, src: &str, name: &str) -> FaultError {
 
 #[test]
 fn bad_results_are_faults_not_panics() {
-    for host in Host::each_mode() {
-        assert!(matches!(
-            fault_of(&host, "result_null", "rnull"),
-            FaultError::NullResult { .. }
-        ));
-        assert!(matches!(
-            fault_of(&host, "result_not_utf8", "rutf8"),
-            FaultError::NotUtf8 { .. }
-        ));
-        assert!(matches!(
-            fault_of(&host, "result_not_json", "rjson"),
-            FaultError::NotJson { .. }
-        ));
+    type Expect = fn(&FaultError) -> bool;
+    // (plugin source, plugin name, the exact fault)
+    let rows: [(&str, &str, Expect); 4] = [
+        ("result_null", "rnull", |f| {
+            matches!(f, FaultError::NullResult { .. })
+        }),
+        ("result_not_utf8", "rutf8", |f| {
+            matches!(f, FaultError::NotUtf8 { .. })
+        }),
+        ("result_not_json", "rjson", |f| {
+            matches!(f, FaultError::NotJson { .. })
+        }),
         // 8 MiB against the default 1 MiB output limit.
-        assert!(matches!(
-            fault_of(&host, "result_huge", "rhuge"),
-            FaultError::OutputTooLarge {
-                limit: 1_048_576,
-                ..
-            }
-        ));
+        ("result_huge", "rhuge", |f| {
+            matches!(
+                f,
+                FaultError::OutputTooLarge {
+                    limit: 1_048_576,
+                    ..
+                }
+            )
+        }),
+    ];
+    for host in Host::each_mode() {
+        for (src, name, expect) in rows {
+            let _case = Case(src, host.isolation);
+            let fault = fault_of(&host, src, name);
+            assert!(expect(&fault), "{src} ({:?}): {fault:?}", host.isolation);
+        }
         host.assert_still_serves(&host.gate());
     }
 }
@@ -545,102 +553,123 @@ fn assert_printed_safely(case: &str, err: &Error) {
     );
 }
 
-#[test]
-fn a_symlink_named_with_escapes_is_refused_and_printed_escaped() {
-    // Needs no key: anyone who can write into a signed plugin's directory chooses the name.
-    for host in Host::each_mode() {
-        let dir = host.plugin("good", "linkname");
-        let name = "\u{1b}[2J\nskillgate: forged";
-        symlink("/etc/hostname", dir.join(name)).unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match &err {
-            Error::Locate(LocateError::Symlink { path }) => {
-                assert!(path.to_string_lossy().contains(HOSTILE_TEXT), "{path:?}");
-            }
-            other => panic!("expected Locate(Symlink), got {other:?}"),
-        }
-        assert_printed_safely("symlink name", &err);
-        host.assert_still_serves(&host.gate());
-    }
+/// A plugin refused for text it chose, and how: the exact variant, holding that text raw.
+struct Hostile {
+    /// Names the row in every assertion.
+    name: &'static str,
+    /// Sets the plugin up and returns its directory.
+    setup: fn(&Host) -> PathBuf,
+    /// The exact refusal, with the hostile text reaching its value.
+    refusal: fn(&Error) -> bool,
+    /// Escaped text the printed error must also show.
+    shows: Option<&'static str>,
 }
 
-#[test]
-fn an_unknown_manifest_field_with_escapes_is_refused_and_printed_escaped() {
-    for host in Host::each_mode() {
-        // Signed as is: `skill-sign` itself refuses to sign a manifest with unknown fields,
-        // so the field is added to the signed manifest and the bytes signed directly.
-        let dir = host.plugin("good", "fieldname");
-        let manifest = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
-        let end = manifest.rfind('}').unwrap();
-        let manifest = format!("{},\"{HOSTILE_JSON_TEXT}\\u009b0m\":1}}", &manifest[..end])
-            .replace(r"\\", r"\");
-        std::fs::write(dir.join("plugin.json"), &manifest).unwrap();
-        let (key_id, signature) =
-            skillgate::signature::sign_manifest(manifest.as_bytes(), &host.key);
-        let mut sigs = skillgate::signature::SignatureFile::new();
-        sigs.add_or_replace(key_id, signature).unwrap();
-        std::fs::write(dir.join("plugin.json.sig"), sigs.to_json_pretty()).unwrap();
-        let err = host.gate().verify_and_load(&dir).unwrap_err();
-        match &err {
-            Error::Manifest(ManifestError::Syntax(e)) => {
-                assert!(e.to_string().contains(HOSTILE_TEXT), "{e}");
-            }
-            other => panic!("expected Manifest(Syntax), got {other:?}"),
-        }
-        assert_printed_safely("manifest field", &err);
-        assert!(err.to_string().contains(r"\u{9b}0m"), "{err}");
-        host.assert_still_serves(&host.gate());
-    }
-}
-
-/// Builds `good.c` with the given metadata name and version (C string literals).
-fn build_good_with(host: &Host, tag: &str, name: &str, version: &str) -> std::path::PathBuf {
+/// Builds `good.c` with the given metadata name and version (C string literals) and
+/// installs it, signed, as `metaesc`, replacing an earlier one.
+fn install_good_claiming(host: &Host, tag: &str, name: &str, version: &str) -> PathBuf {
     let out = host
         .build_dir
         .join(format!("{tag}-{}", host.isolation))
         .join("libmetaesc.so");
-    support::build::build_c_plugin(
+    let lib = support::build::build_c_plugin(
         &support::build::test_plugin_src("good"),
         &out,
         &[("PLUGIN_NAME", name), ("PLUGIN_VERSION", version)],
         &[],
-    )
+    );
+    let dir = host.root.join("metaesc");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    host.install("metaesc", &lib)
 }
 
 #[test]
-fn metadata_with_escapes_is_refused_and_printed_escaped() {
+fn text_a_plugin_chose_is_refused_with_its_variant_and_printed_escaped() {
+    let rows = [
+        // Needs no key: anyone who can write into a signed plugin's directory chooses the name.
+        Hostile {
+            name: "symlink name",
+            setup: |host| {
+                let dir = host.plugin("good", "linkname");
+                symlink("/etc/hostname", dir.join(HOSTILE_TEXT)).unwrap();
+                dir
+            },
+            refusal: |err| {
+                matches!(err, Error::Locate(LocateError::Symlink { path })
+                    if path.to_string_lossy().contains(HOSTILE_TEXT))
+            },
+            shows: None,
+        },
+        // Signed as is: `skill-sign` itself refuses to sign a manifest with unknown fields,
+        // so the field is added to the signed manifest and the bytes signed directly.
+        Hostile {
+            name: "manifest field",
+            setup: |host| {
+                let dir = host.plugin("good", "fieldname");
+                let manifest = std::fs::read_to_string(dir.join("plugin.json")).unwrap();
+                let end = manifest.rfind('}').unwrap();
+                let manifest = format!("{},\"{HOSTILE_JSON_TEXT}\\u009b0m\":1}}", &manifest[..end])
+                    .replace(r"\\", r"\");
+                std::fs::write(dir.join("plugin.json"), &manifest).unwrap();
+                let (key_id, signature) =
+                    skillgate::signature::sign_manifest(manifest.as_bytes(), &host.key);
+                let mut sigs = skillgate::signature::SignatureFile::new();
+                sigs.add_or_replace(key_id, signature).unwrap();
+                std::fs::write(dir.join("plugin.json.sig"), sigs.to_json_pretty()).unwrap();
+                dir
+            },
+            refusal: |err| {
+                matches!(err, Error::Manifest(ManifestError::Syntax(e))
+                    if e.to_string().contains(HOSTILE_TEXT))
+            },
+            shows: Some(r"\u{9b}0m"),
+        },
+        // The metadata the plugin reports, in its name and then in its version.
+        Hostile {
+            name: "metadata name",
+            setup: |host| {
+                install_good_claiming(
+                    host,
+                    "name",
+                    &format!("\"metaesc{HOSTILE_JSON_TEXT}\""),
+                    "\"1.0.0\"",
+                )
+            },
+            refusal: |err| {
+                matches!(err, Error::Abi(AbiError::MetadataMismatch { field: "name", plugin, .. })
+                    if *plugin == format!("metaesc{HOSTILE_TEXT}"))
+            },
+            shows: None,
+        },
+        Hostile {
+            name: "metadata version",
+            setup: |host| {
+                install_good_claiming(
+                    host,
+                    "version",
+                    "\"metaesc\"",
+                    &format!("\"1.0.0{HOSTILE_JSON_TEXT}\""),
+                )
+            },
+            refusal: |err| {
+                matches!(err, Error::Abi(AbiError::MetadataMismatch { field: "version", plugin, .. })
+                    if *plugin == format!("1.0.0{HOSTILE_TEXT}"))
+            },
+            shows: None,
+        },
+    ];
     for host in Host::each_mode() {
-        // (field, the metadata's name and version as C string literals, what the plugin
-        // claims for the field): the hostile text in the name, then in the version.
-        let cases = [
-            (
-                "name",
-                format!("\"metaesc{HOSTILE_JSON_TEXT}\""),
-                "\"1.0.0\"".to_owned(),
-                format!("metaesc{HOSTILE_TEXT}"),
-            ),
-            (
-                "version",
-                "\"metaesc\"".to_owned(),
-                format!("\"1.0.0{HOSTILE_JSON_TEXT}\""),
-                format!("1.0.0{HOSTILE_TEXT}"),
-            ),
-        ];
-        for (case, name, version, claimed) in cases {
-            let dir = host.root.join("metaesc");
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).unwrap();
-            }
-            let lib = build_good_with(&host, case, &name, &version);
-            let dir = host.install("metaesc", &lib);
+        for row in &rows {
+            let _case = Case(row.name, host.isolation);
+            let dir = (row.setup)(&host);
             let err = host.gate().verify_and_load(&dir).unwrap_err();
-            match &err {
-                Error::Abi(AbiError::MetadataMismatch { field, plugin, .. }) if *field == case => {
-                    assert_eq!(plugin, &claimed, "{case}")
-                }
-                other => panic!("{case}: expected Abi(MetadataMismatch {case}), got {other:?}"),
+            assert!((row.refusal)(&err), "{}: refused as {err:?}", row.name);
+            assert_printed_safely(row.name, &err);
+            if let Some(shown) = row.shows {
+                assert!(err.to_string().contains(shown), "{}: {err}", row.name);
             }
-            assert_printed_safely(case, &err);
             host.assert_still_serves(&host.gate());
         }
     }

@@ -11,6 +11,7 @@ use skillgate::locate::LocateError;
 use skillgate::manifest::ManifestError;
 use skillgate::policy::Limits;
 use skillgate::sign::{SignError, SignOutcome, sign_plugin_dir_with, verify_plugin_dir};
+use skillgate::verify::VerifyError;
 use skillgate::{Bundle, Error, Gate, PluginContext, TrustStore, Verified};
 use support::{Host, manifest_template};
 
@@ -99,7 +100,7 @@ fn every_depth_up_to_the_limit_signs_and_verifies_and_one_past_is_refused_by_bot
         sign_plugin_dir_with(&dir, &host.key, &limits).unwrap();
         put(&dir, &deep, b"data");
         let verified = verify_plugin_dir(&dir, &trust, &limits);
-        let Err(Error::Locate(LocateError::TooDeep {
+        let Err(VerifyError::Locate(LocateError::TooDeep {
             path: verify_path,
             max: verify_max,
         })) = verified
@@ -127,7 +128,7 @@ fn every_depth_up_to_the_limit_signs_and_verifies_and_one_past_is_refused_by_bot
 fn assert_same_refusal(
     case: &str,
     signed: Result<SignOutcome, SignError>,
-    verified: Result<Verified<Bundle>, Error>,
+    verified: Result<Verified<Bundle>, VerifyError>,
     expect: fn(&LocateError) -> bool,
 ) {
     match &signed {
@@ -135,7 +136,7 @@ fn assert_same_refusal(
         other => panic!("{case}: signing gave {other:?}"),
     }
     match &verified {
-        Err(Error::Locate(e)) if expect(e) => {}
+        Err(VerifyError::Locate(e)) if expect(e) => {}
         other => panic!("{case}: verify gave {other:?}"),
     }
 }
@@ -158,7 +159,7 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
         limits: fn(lib_len: u64) -> Limits,
         /// The refusal signing gives one step past, and the one verification gives.
         sign_refusal: fn(&SignError) -> bool,
-        verify_refusal: fn(&Error) -> bool,
+        verify_refusal: fn(&VerifyError) -> bool,
     }
     let cases = [
         Case {
@@ -179,7 +180,7 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
             verify_refusal: |e| {
                 matches!(
                     e,
-                    Error::Locate(LocateError::TooLarge {
+                    VerifyError::Locate(LocateError::TooLarge {
                         size: 1025,
                         cap: 1024,
                         ..
@@ -198,7 +199,7 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
                     .unwrap()
             },
             sign_refusal: |e| matches!(e, SignError::Locate(LocateError::TooLarge { .. })),
-            verify_refusal: |e| matches!(e, Error::Locate(LocateError::TooLarge { .. })),
+            verify_refusal: |e| matches!(e, VerifyError::Locate(LocateError::TooLarge { .. })),
         },
         Case {
             name: "one file more than limits.files",
@@ -217,7 +218,7 @@ fn signing_refuses_what_verify_refuses_at_the_size_and_count_limits() {
             verify_refusal: |e| {
                 matches!(
                     e,
-                    Error::Manifest(ManifestError::TooManyFiles { count: 4, max: 3 })
+                    VerifyError::Manifest(ManifestError::TooManyFiles { count: 4, max: 3 })
                 )
             },
         },

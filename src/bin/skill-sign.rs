@@ -307,6 +307,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
+                    let e = skillgate::Error::from(e);
                     let class = e.class();
                     eprintln!("skill-sign: refused: {}: {e}", Escaped(dir.display()));
                     ExitCode::from(class.exit_code())

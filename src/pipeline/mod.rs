@@ -4,10 +4,12 @@
 //! path ─locate─▶ PluginDir ─verify─▶ Verified<Bundle> ─inspect─▶ Inspected ─load─▶ symbols
 //! ```
 //!
-//! [`locate`] opens the directory beneath a trusted root; [`verify`] checks the signatures,
-//! parses the [`manifest`] and checks every file against it; [`inspect`] examines the ELF;
+//! [`locate`] opens the directory beneath a trusted root and reads its files by descriptor;
+//! [`verify`] checks the signatures, parses the [`manifest`] and checks every file against
+//! it, hashing each on its one read (`digest`); [`inspect`] examines the ELF;
 //! [`load`] maps the verified bytes with the dynamic loader.
 
+pub(crate) mod digest;
 pub mod inspect;
 pub mod load;
 pub mod locate;

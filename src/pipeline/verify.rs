@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 use crate::base::sealed::{SealedBuilder, SealedFile};
 use crate::base::settings::Limits;
 use crate::danger::Danger;
-use crate::error::Error;
+use crate::pipeline::digest::{FileDigest, digest_file};
 use crate::pipeline::locate::{LocateError, PluginDir};
 use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
+use crate::trust::error::TrustError;
 use crate::trust::keys::KeyId;
 use crate::trust::rules::TrustPolicy;
-use crate::trust::signature::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, verify_manifest};
+use crate::trust::signature::{
+    MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureError, verify_manifest,
+};
 use crate::trust::store::TrustStore;
 
 /// A value that passed verification. Only this module can build one, so a function that
@@ -124,6 +127,52 @@ pub enum IntegrityError {
     Seal(#[source] std::io::Error),
 }
 
+/// Why [`verify_dir`] refused a plugin directory: the step that refused, with its error.
+///
+/// Each variant is the top-level [`crate::Error`] variant of the same name (the `From`
+/// there flattens it). Like the stage errors it holds, its `Display` is raw (print it
+/// through [`crate::base::escape::Escaped`]) and it reports no `source()`, so a printer
+/// walking the chain cannot reach the inner text around that escaping.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The directory or one of its files was refused before its bytes were compared.
+    #[error("locate: {0}")]
+    Locate(LocateError),
+    /// The manifest's signatures did not establish trust.
+    #[error("signature: {0}")]
+    Signature(SignatureError),
+    /// The signed manifest is missing, malformed or breaks a rule.
+    #[error("manifest: {0}")]
+    Manifest(ManifestError),
+    /// The signers, expiry or version break the trust policy, or the version mark could
+    /// not be kept.
+    #[error("trust: {0}")]
+    Trust(TrustError),
+    /// A file disagrees with the signed manifest.
+    #[error("integrity: {0}")]
+    Integrity(IntegrityError),
+}
+
+/// `From` for each step's error, without making it a `source()` (see [`VerifyError`]).
+macro_rules! from_step {
+    ($($variant:ident($ty:ty),)*) => {
+        $(impl From<$ty> for VerifyError {
+            fn from(e: $ty) -> Self {
+                VerifyError::$variant(e)
+            }
+        })*
+    };
+}
+
+from_step! {
+    Locate(LocateError),
+    Signature(SignatureError),
+    Manifest(ManifestError),
+    Trust(TrustError),
+    Integrity(IntegrityError),
+}
+
 /// Every file beneath the plugin directory except its manifest and signature file, sorted.
 ///
 /// The one walk both [`crate::sign`] (which writes the `files` list from it) and
@@ -158,7 +207,7 @@ pub fn verify_dir(
     limits: &Limits,
     policy: &TrustPolicy,
     danger: &Danger,
-) -> Result<Verified<Bundle>, Error> {
+) -> Result<Verified<Bundle>, VerifyError> {
     let manifest_bytes = dir
         .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
         .ok_or(ManifestError::Missing)?;
@@ -200,13 +249,16 @@ pub fn verify_dir(
             }
             .into());
         }
-        let (digest, read) = if is_library {
+        let FileDigest {
+            sha256: digest,
+            len: read,
+        } = if is_library {
             let mut builder = SealedBuilder::new(manifest.name()).map_err(IntegrityError::Seal)?;
-            let out = file.hash_into(entry.size, Some(&mut builder))?;
+            let out = digest_file(file, entry.size, Some(&mut builder))?;
             library = Some(builder.seal().map_err(IntegrityError::Seal)?);
             out
         } else {
-            file.hash_into(entry.size, None)?
+            digest_file(file, entry.size, None)?
         };
         if read != entry.size {
             return Err(IntegrityError::SizeMismatch {
