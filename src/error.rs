@@ -14,6 +14,7 @@
 //! stage error is the variant's field.
 
 use crate::base::ffi::{AbiError, FaultError, InputError};
+use crate::exec::ExecError;
 use crate::pipeline::inspect::InspectError;
 use crate::pipeline::load::LoadError;
 use crate::pipeline::locate::LocateError;
@@ -85,6 +86,20 @@ from_stage! {
     Abi(AbiError),
     Fault(FaultError),
     Input(InputError),
+}
+
+/// An executor's error is the stage error it carries, as the same top-level variant it
+/// was before the executors had their own enum.
+impl From<ExecError> for Error {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Sandbox(e) => Error::Sandbox(e),
+            ExecError::Load(e) => Error::Load(e),
+            ExecError::Abi(e) => Error::Abi(e),
+            ExecError::Fault(e) => Error::Fault(e),
+            ExecError::Input(e) => Error::Input(e),
+        }
+    }
 }
 
 impl std::fmt::Display for Error {

@@ -55,7 +55,6 @@ use serde::{Deserialize, Serialize};
 use crate::base::perms::{PermsError, WritableByOthers};
 use crate::base::settings::Isolation;
 use crate::danger::Danger;
-use crate::error::Error;
 use crate::pipeline::manifest::Capabilities;
 
 /// The Landlock ABI this build was tested against; rights newer than it are not handled.
@@ -109,7 +108,31 @@ pub struct Enforcement {
     pub namespaces: Vec<String>,
     /// What bounds the number of tasks (threads) the plugin can run, and at what count.
     #[serde(default)]
-    pub tasks: crate::exec::worker::TaskBound,
+    pub tasks: TaskBound,
+}
+
+/// What bounds the number of tasks a plugin can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum TaskBound {
+    /// Nothing: thread isolation cannot bound the plugin's threads (they are the host's).
+    #[default]
+    Unbounded,
+    /// A `pids` cgroup the host made for this worker alone, with `pids.max` = `max`.
+    Cgroup {
+        /// Most tasks, the worker's main thread included.
+        max: u64,
+    },
+    /// `RLIMIT_NPROC` = `max` inside the worker's own user namespace, where the kernel
+    /// counts only the worker's tasks (Linux 5.14 and later; never for root, whose tasks
+    /// the kernel does not count).
+    UserNamespaceRlimit {
+        /// Most tasks, the worker's main thread included.
+        max: u64,
+    },
+    /// The seccomp filter refuses every `clone`: the worker is one task.
+    NoThreads,
 }
 
 /// The sandbox could not be applied as the policy requires.
@@ -702,7 +725,7 @@ impl SandboxPlan {
             connect_tcp: self.connect_tcp.clone(),
             loader_read: loader_read.to_vec(),
             namespaces: Vec::new(),
-            tasks: crate::exec::worker::TaskBound::Unbounded,
+            tasks: TaskBound::Unbounded,
         };
         Ok(enforcement)
     }
@@ -836,11 +859,11 @@ impl SandboxPlan {
 /// The loader thread is started before the calling thread restricts itself, so it inherits
 /// none of the calling thread's filter; it waits until that is in force and loads nothing
 /// if it failed.
-pub(crate) fn load_sandboxed<T: Send>(
+pub(crate) fn load_sandboxed<T: Send, E: From<SandboxError> + Send>(
     plan: &SandboxPlan,
     isolation: Isolation,
-    load: impl FnOnce(&Enforcement) -> Result<T, Error> + Send,
-) -> Result<(T, Enforcement), Error> {
+    load: impl FnOnce(&Enforcement) -> Result<T, E> + Send,
+) -> Result<(T, Enforcement), E> {
     plan.usable()?;
     let loader_read = plan.loader_read()?;
     let loader_read = loader_read.as_slice();
@@ -848,7 +871,7 @@ pub(crate) fn load_sandboxed<T: Send>(
         let (go, wait) = std::sync::mpsc::channel::<Option<Enforcement>>();
         let loader = std::thread::Builder::new()
             .name("skillgate-loader".to_owned())
-            .spawn_scoped(scope, move || -> Result<T, Error> {
+            .spawn_scoped(scope, move || -> Result<T, E> {
                 let Ok(Some(enforcement)) = wait.recv() else {
                     return Err(SandboxError::LoaderThread(
                         LoaderThreadError::PluginThreadUnrestricted,
@@ -1032,7 +1055,7 @@ mod tests {
     }
 
     /// A Landlock failure stays typed: its step, no invented system error, and landlock's
-    /// own text in [`Error`]'s message.
+    /// own text in the sandbox error's message (which the top-level error's carries).
     #[test]
     fn a_landlock_failure_is_typed_and_keeps_its_text() {
         // Reading and writing rights are disjoint: their intersection is empty, which
@@ -1049,7 +1072,7 @@ mod tests {
         assert_eq!(e.step(), LandlockStep::HandleAccess);
         assert!(e.os_error().is_none());
         assert!(std::error::Error::source(&e).is_none());
-        let text = Error::from(SandboxError::Landlock(e)).to_string();
+        let text = SandboxError::Landlock(e).to_string();
         assert!(text.contains("empty access-right"), "{text}");
     }
 
