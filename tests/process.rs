@@ -1330,3 +1330,122 @@ fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
         other => panic!("expected Load(Dlopen), got {other:?}"),
     }
 }
+
+/// The worker re-checks the library descriptor it is handed before `dlopen`, against the
+/// signed manifest's digest and size that the host puts in `Init`: a descriptor without all
+/// four seals, with other bytes, or of another size is refused with its own reason, which
+/// the host surfaces typed. Control: the sealed verified bytes load.
+///
+/// Process mode only: in thread mode there is no worker and no descriptor is handed over;
+/// the library is the `SealedFile` the verify stage made, passed in memory.
+#[test]
+fn the_worker_refuses_a_library_that_is_not_the_sealed_signed_bytes() {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    use sha2::Digest as _;
+    use skillgate::exec::ExecError;
+    use skillgate::load::LibraryRefusal;
+    use std::io::Write as _;
+    use std::os::fd::{AsFd as _, OwnedFd};
+
+    let host = Host::process();
+    let gate = host.process_gate();
+    let dir = host.plugin("good", "handed");
+    let bytes = std::fs::read(dir.join("libhanded.so")).unwrap();
+    let hex = |b: &[u8]| {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let sealed = |b: &[u8]| -> OwnedFd {
+        let mut s = skillgate::sealed::SealedBuilder::new("handed").unwrap();
+        s.write_all(b).unwrap();
+        s.seal().unwrap().into_owned_fd()
+    };
+    let with_seals = |b: &[u8], seals: SealFlags| -> OwnedFd {
+        let fd = rustix::fs::memfd_create("handed", MemfdFlags::ALLOW_SEALING).unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.write_all(b).unwrap();
+        let fd = OwnedFd::from(f);
+        rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+        fd
+    };
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 0xff;
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let all = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+    type Check = fn(&Result<skillgate::sandbox::Enforcement, Error>, &str, &str) -> bool;
+    let rows: [(&str, OwnedFd, Check); 6] = [
+        (
+            "control: the sealed verified bytes",
+            sealed(&bytes),
+            |r, _, _| matches!(r, Ok(e) if e.isolation == Isolation::Process),
+        ),
+        (
+            "control: sealed by hand with all four seals",
+            with_seals(&bytes, all),
+            |r, _, _| matches!(r, Ok(e) if e.isolation == Isolation::Process),
+        ),
+        (
+            "no seals",
+            with_seals(&bytes, SealFlags::empty()),
+            |r, _, _| {
+                matches!(
+                    r,
+                    Err(Error::Load(LoadError::Refused(LibraryRefusal::Unsealed {
+                        present: 0,
+                        ..
+                    })))
+                )
+            },
+        ),
+        (
+            "every seal but F_SEAL_SEAL (seals could still be added or not)",
+            with_seals(
+                &bytes,
+                SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK,
+            ),
+            |r, _, _| {
+                matches!(
+                    r,
+                    Err(Error::Load(LoadError::Refused(
+                        LibraryRefusal::Unsealed { .. }
+                    )))
+                )
+            },
+        ),
+        (
+            "other bytes of the same size",
+            sealed(&flipped),
+            |r, signed, other| {
+                matches!(
+                    r,
+                    Err(Error::Load(LoadError::Refused(LibraryRefusal::Digest { expected, actual })))
+                        if expected == signed && actual == other
+                )
+            },
+        ),
+        ("one byte more", sealed(&longer), |r, _, _| {
+            matches!(
+                r,
+                Err(Error::Load(LoadError::Refused(LibraryRefusal::Size { expected, actual })))
+                    if *actual == expected + 1
+            )
+        }),
+    ];
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker"));
+    let (signed, other) = (hex(&bytes), hex(&flipped));
+    for (case, fd, check) in rows {
+        let inspected = gate.verify_and_inspect(&dir).unwrap();
+        let result = skillgate::worker::start_worker_on(
+            inspected,
+            &gate.policy().limits,
+            &worker,
+            fd.as_fd(),
+        )
+        .map_err(|e: ExecError| Error::from(e));
+        assert!(check(&result, &signed, &other), "{case}: {result:?}");
+    }
+    host.assert_still_serves(&gate);
+}

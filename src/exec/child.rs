@@ -10,7 +10,6 @@
 
 use std::io::{self, BufReader};
 use std::os::fd::{OwnedFd, RawFd};
-use std::process::ExitCode;
 
 use crate::base::ffi::FaultError;
 use crate::base::protocol::{FrameError, PROTOCOL_VERSION, Tag, read_frame, write_frame};
@@ -18,7 +17,8 @@ use crate::base::sealed::SealedFile;
 use crate::base::settings::Isolation;
 use crate::sandbox::{SandboxPlan, TaskBound};
 
-use crate::pipeline::load::LoadError;
+use crate::pipeline::load::{LibraryRefusal, LoadError};
+use crate::pipeline::manifest::hex_digest;
 
 use super::ExecError;
 use super::init::{
@@ -26,12 +26,19 @@ use super::init::{
     METADATA_TOO_LARGE, WORKER_FIRST_GRANT, WORKER_MEMFD, error_chain,
 };
 
-/// Entry point of `skillgate-worker`. Not for hosts to call.
-#[doc(hidden)]
-pub fn worker_main() -> ExitCode {
+/// Entry point of `skillgate-worker`, and the only way into this module from outside the
+/// crate: no Rust path names it. The binary declares the symbol and calls it; anything else
+/// that does the same gets no further than the real worker would (it re-checks the library,
+/// the plan and the descriptors it finds before `dlopen`). Returns the process exit code.
+#[allow(unsafe_code)]
+// SAFETY (the attribute): the name is this crate's own (`skillgate_` prefix), so it clashes
+// with no other symbol; the function takes no arguments and returns a plain integer, so a
+// caller through the C ABI cannot misuse it.
+#[unsafe(no_mangle)]
+extern "C" fn skillgate_worker_main() -> u8 {
     match run_worker() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(code) => ExitCode::from(code),
+        Ok(()) => 0,
+        Err(code) => code,
     }
 }
 
@@ -68,6 +75,13 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
     let (Some(memfd), Some(channel)) = (taken.next(), taken.next()) else {
         return Err(10);
     };
+    // The layout, by kind: the library is a regular (memory) file and the channel a
+    // socket. Nothing is reported for a wrong layout: without the channel there is no one
+    // to report to, and the exit code says it.
+    let kind = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| st.st_mode & libc::S_IFMT);
+    if kind(&memfd) != Ok(libc::S_IFREG) || kind(&channel) != Ok(libc::S_IFSOCK) {
+        return Err(15);
+    }
     Ok((memfd, channel, taken.collect()))
 }
 
@@ -147,6 +161,43 @@ fn bound_tasks(
     Ok(TaskBound::NoThreads)
 }
 
+/// Re-checks the library descriptor against what the host's `Init` says the signed
+/// manifest holds: all four seals present (else its bytes could change after this check),
+/// then the size and SHA-256 of the bytes themselves.
+fn check_library(memfd: OwnedFd, init: &Init) -> Result<SealedFile, LoadFailure> {
+    use sha2::{Digest, Sha256};
+    let setup = |detail: String| LoadFailure::Setup { detail };
+    let refused = |refusal| LoadFailure::Library { refusal };
+    let present = rustix::fs::fcntl_get_seals(&memfd)
+        .map_err(|e| setup(format!("cannot read the library's seals: {e}")))?;
+    let required = crate::base::sealed::required_seals();
+    if !present.contains(required) {
+        return Err(refused(LibraryRefusal::Unsealed {
+            present: present.bits(),
+            required: required.bits(),
+        }));
+    }
+    let library = SealedFile::from_inherited(memfd).map_err(|e| setup(error_chain(&e)))?;
+    if library.len() != init.library_size {
+        return Err(refused(LibraryRefusal::Size {
+            expected: init.library_size,
+            actual: library.len(),
+        }));
+    }
+    let map = library
+        .map()
+        .map_err(|e| setup(format!("cannot map the library: {e}")))?;
+    let actual: [u8; 32] = Sha256::digest(map.as_ref()).into();
+    drop(map);
+    if actual != init.library_sha256 {
+        return Err(refused(LibraryRefusal::Digest {
+            expected: hex_digest(&init.library_sha256),
+            actual: hex_digest(&actual),
+        }));
+    }
+    Ok(library)
+}
+
 fn run_worker() -> Result<(), u8> {
     let grants: usize = std::env::args_os()
         .nth(1)
@@ -185,9 +236,9 @@ fn run_worker() -> Result<(), u8> {
     if let Err(e) = set_limits(&init) {
         return Err(fail(&mut channel, setup(format!("setrlimit: {e}"))));
     }
-    let library = match SealedFile::from_inherited(memfd) {
+    let library = match check_library(memfd, &init) {
         Ok(l) => l,
-        Err(e) => return Err(fail(&mut channel, setup(error_chain(&e)))),
+        Err(failure) => return Err(fail(&mut channel, failure)),
     };
     if let Err(e) = plan.adopt_grant_fds(grant_fds) {
         return Err(fail(&mut channel, LoadFailure::from_error(&e.into())));

@@ -34,7 +34,7 @@
 //! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
 
 use std::io::{self, BufReader};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -242,6 +242,21 @@ impl ProcessExecutor {
         plan: SandboxPlan,
         worker_path: &Path,
     ) -> Result<(Self, Enforcement), ExecError> {
+        Self::start_on(library.as_fd(), manifest, limits, plan, worker_path)
+    }
+
+    /// [`ProcessExecutor::start`] with any descriptor as the library: the worker, not this
+    /// function, decides whether it is the sealed, signed library (the hostile tests hand
+    /// it others).
+    fn start_on(
+        library: BorrowedFd<'_>,
+        manifest: &Manifest,
+        limits: &Limits,
+        plan: SandboxPlan,
+        worker_path: &Path,
+    ) -> Result<(Self, Enforcement), ExecError> {
+        let entry = manifest.library_entry().ok_or(LoadError::NoLibraryEntry)?;
+        let (library_sha256, library_size) = (entry.sha256, entry.size);
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let deadline = Instant::now() + timeout;
         let spawn_err = |source: io::Error| {
@@ -252,7 +267,7 @@ impl ProcessExecutor {
         };
         let (host_end, worker_end) = UnixStream::pair().map_err(spawn_err)?;
         let mut given: Vec<OwnedFd> = Vec::new();
-        given.push(library.as_fd().try_clone_to_owned().map_err(spawn_err)?);
+        given.push(library.try_clone_to_owned().map_err(spawn_err)?);
         given.push(OwnedFd::from(worker_end));
         let grants = plan.grant_fds();
         let grant_count = grants.len();
@@ -306,6 +321,8 @@ impl ProcessExecutor {
             file_bytes: limits.file_bytes,
             threads: limits.threads,
             cgroup: worker.cgroup.is_some(),
+            library_sha256,
+            library_size,
         };
         match Self::handshake(&mut worker, &init, manifest.metadata(), deadline, timeout) {
             Ok(enforcement) => {
@@ -592,6 +609,30 @@ impl Drop for ProcessExecutor {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Starts a worker for `inspected` with `library` on its library descriptor instead of the
+/// sealed copy of the verified bytes, and the digest and size of the verified manifest in
+/// `Init`, as the real path does; the worker must refuse a descriptor that is not that
+/// sealed copy. For the hostile tests only (the `fuzzing` feature, which only tests and the
+/// fuzz crate turn on); the worker it starts serves no calls.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn start_worker_on(
+    inspected: crate::pipeline::inspect::Inspected,
+    limits: &Limits,
+    worker: &Path,
+    library: BorrowedFd<'_>,
+) -> Result<Enforcement, ExecError> {
+    let (bundle, report) = inspected.into_parts();
+    let (_, manifest, _, _) = bundle.into_parts();
+    let plan = SandboxPlan::new(
+        &crate::sandbox::SandboxPolicy::default(),
+        &crate::danger::Danger::default(),
+        manifest.capabilities(),
+        &report.needed,
+    );
+    ProcessExecutor::start_on(library, &manifest, limits, plan, worker).map(|(_, e)| e)
 }
 
 /// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame

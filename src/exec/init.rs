@@ -7,12 +7,13 @@
 //! have sent it honestly ([`LoadFailure::into_error`]).
 
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::base::ffi::{FaultError, SYMBOL_EXECUTE};
 use crate::base::protocol::{ProtocolViolation, Tag};
-use crate::pipeline::load::LoadError;
+use crate::pipeline::load::{LibraryRefusal, LoadError};
 use crate::sandbox::{SandboxError, SandboxPlan};
 
 use super::ExecError;
@@ -44,6 +45,10 @@ pub(super) struct Init {
     pub(super) threads: u64,
     /// Whether the host put the worker in a `pids` cgroup of its own (`pids.max` = threads).
     pub(super) cgroup: bool,
+    /// The library's SHA-256 and size as the signed manifest gives them: the worker checks
+    /// the memfd it was handed against them before `dlopen`.
+    pub(super) library_sha256: [u8; 32],
+    pub(super) library_size: u64,
 }
 
 /// Why the worker could not load the plugin, as it reports it.
@@ -54,6 +59,12 @@ pub(super) enum LoadFailure {
     Setup { detail: String },
     /// Before `dlopen`: the sandbox could not be applied.
     Sandbox { detail: String },
+    /// Before `dlopen`: the library descriptor is not the sealed, signed bytes.
+    Library { refusal: LibraryRefusal },
+    /// Before `dlopen`: the worker was not handed the plan's count of grant descriptors.
+    GrantDescriptors { expected: usize, given: usize },
+    /// Before `dlopen`: a grant descriptor is not the object (or kind) the plan names.
+    GrantDescriptorMismatch { index: usize, path: PathBuf },
     /// From `dlopen` (after the report; plugin code may have run, so only ever a refusal).
     Dlopen { detail: String },
     /// A required symbol is missing (after the report, as `Dlopen`).
@@ -114,6 +125,15 @@ impl LoadFailure {
             (LoadFailure::Sandbox { detail }, Phase::Restricting) => {
                 Ok(SandboxError::Worker { detail }.into())
             }
+            (LoadFailure::Library { refusal }, Phase::Restricting) => {
+                Ok(LoadError::Refused(refusal).into())
+            }
+            (LoadFailure::GrantDescriptors { expected, given }, Phase::Restricting) => {
+                Ok(SandboxError::GrantDescriptors { expected, given }.into())
+            }
+            (LoadFailure::GrantDescriptorMismatch { index, path }, Phase::Restricting) => {
+                Ok(SandboxError::GrantDescriptorMismatch { index, path }.into())
+            }
             (LoadFailure::Dlopen { detail }, Phase::Loading) => {
                 Ok(LoadError::Dlopen { detail }.into())
             }
@@ -128,6 +148,21 @@ impl LoadFailure {
 
     pub(super) fn from_error(e: &ExecError) -> LoadFailure {
         match e {
+            ExecError::Load(LoadError::Refused(refusal)) => LoadFailure::Library {
+                refusal: refusal.clone(),
+            },
+            ExecError::Sandbox(SandboxError::GrantDescriptors { expected, given }) => {
+                LoadFailure::GrantDescriptors {
+                    expected: *expected,
+                    given: *given,
+                }
+            }
+            ExecError::Sandbox(SandboxError::GrantDescriptorMismatch { index, path }) => {
+                LoadFailure::GrantDescriptorMismatch {
+                    index: *index,
+                    path: path.clone(),
+                }
+            }
             ExecError::Sandbox(s) => LoadFailure::Sandbox {
                 detail: error_chain(s),
             },
@@ -278,5 +313,66 @@ mod tests {
             dlopen().into_error(Phase::Restricting),
             Err(ProtocolViolation::Unexpected { .. })
         ));
+    }
+
+    /// The worker's typed refusals (of the library, of the plan's descriptors) cross the
+    /// channel as the same variants, and only before the report: after it, plugin code may
+    /// have written the frame.
+    #[test]
+    fn typed_refusals_cross_the_channel_before_the_report_only() {
+        use crate::base::protocol::Tag;
+        let refusal = LibraryRefusal::Digest {
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        let sent = [
+            ExecError::Load(LoadError::Refused(refusal.clone())),
+            ExecError::Sandbox(SandboxError::GrantDescriptors {
+                expected: 2,
+                given: 1,
+            }),
+            ExecError::Sandbox(SandboxError::GrantDescriptorMismatch {
+                index: 1,
+                path: "/g".into(),
+            }),
+        ];
+        for e in &sent {
+            let wire = serde_json::to_vec(&LoadFailure::from_error(e)).unwrap();
+            let back = |phase| {
+                serde_json::from_slice::<LoadFailure>(&wire)
+                    .unwrap()
+                    .into_error(phase)
+            };
+            assert!(matches!(
+                back(Phase::Loading),
+                Err(ProtocolViolation::Unexpected {
+                    tag: Tag::LoadFailed,
+                    ..
+                })
+            ));
+            let got = back(Phase::Restricting).unwrap();
+            let same = match (e, &got) {
+                (
+                    ExecError::Load(LoadError::Refused(a)),
+                    ExecError::Load(LoadError::Refused(b)),
+                ) => a == b,
+                (
+                    ExecError::Sandbox(SandboxError::GrantDescriptors { expected, given }),
+                    ExecError::Sandbox(SandboxError::GrantDescriptors {
+                        expected: e2,
+                        given: g2,
+                    }),
+                ) => expected == e2 && given == g2,
+                (
+                    ExecError::Sandbox(SandboxError::GrantDescriptorMismatch { index, path }),
+                    ExecError::Sandbox(SandboxError::GrantDescriptorMismatch {
+                        index: i2,
+                        path: p2,
+                    }),
+                ) => index == i2 && path == p2,
+                _ => false,
+            };
+            assert!(same, "{e:?} came back as {got:?}");
+        }
     }
 }

@@ -21,11 +21,10 @@ use crate::sandbox::SandboxError;
 
 /// The paths of the flat layout (`skillgate::worker::…`), kept while the API is narrowed.
 pub mod worker {
-    pub use super::child::worker_main;
+    pub use super::host::{WORKER_NAME, find_worker};
     #[cfg(feature = "fuzzing")]
     #[doc(hidden)]
-    pub use super::host::fuzz_host_frame;
-    pub use super::host::{WORKER_NAME, find_worker};
+    pub use super::host::{fuzz_host_frame, start_worker_on};
     pub use super::init::{WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD};
     pub use crate::sandbox::TaskBound;
 }
