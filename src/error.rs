@@ -178,9 +178,10 @@ mod tests {
                 detail: hostile.to_owned(),
             }),
             Error::Fault(FaultError::Protocol(
-                crate::base::protocol::ProtocolViolation::Malformed {
-                    tag: crate::base::protocol::Tag::Loaded,
-                    detail: hostile.to_owned(),
+                crate::base::protocol::ProtocolViolation::Unconfirmed {
+                    what: "namespaces",
+                    reported: hostile.to_owned(),
+                    observed: hostile.to_owned(),
                 },
             )),
         ];
@@ -197,6 +198,38 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A malformed payload's parser text holds what the worker sent (here a field name it
+    /// chose); the printed form escapes it.
+    #[test]
+    fn a_malformed_payload_is_printed_escaped() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Report {
+            #[allow(dead_code)]
+            seccomp: bool,
+        }
+        let hostile = "\u{1b}[2J\nforged\u{202e}";
+        let wire = format!(
+            "{{{}: true}}",
+            serde_json::to_string(hostile).unwrap_or_default()
+        );
+        let Err(e) = serde_json::from_str::<Report>(&wire) else {
+            panic!("an unknown field was accepted");
+        };
+        let err = Error::Fault(FaultError::Protocol(
+            crate::base::protocol::ProtocolViolation::Malformed {
+                tag: crate::base::protocol::Tag::Restricted,
+                reason: crate::base::protocol::PayloadError::json(e),
+            },
+        ));
+        let text = err.to_string();
+        assert!(
+            !text.chars().any(crate::base::escape::needs_escape),
+            "{text:?}"
+        );
+        assert!(text.contains(r"\u{1b}[2J\u{a}forged\u{202e}"), "{text}");
     }
 
     /// A call input that cannot be written as JSON is an [`InputError`] carrying the JSON

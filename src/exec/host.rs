@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 
 use crate::base::ffi::{FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, decode_result};
 use crate::base::protocol::{
-    FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, ProtocolViolation, Tag, read_frame,
+    FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, PayloadError, ProtocolViolation, Tag,
+    read_frame,
 };
 use crate::base::sealed::SealedFile;
 use crate::base::settings::Limits;
@@ -408,7 +409,7 @@ impl ProcessExecutor {
                         serde_json::from_slice(&frame.payload).map_err(|e| {
                             fail(violation(ProtocolViolation::Malformed {
                                 tag: Tag::Restricted,
-                                detail: e.to_string(),
+                                reason: PayloadError::json(e),
                             }))
                         })?;
                     match confirm(worker.child.id(), worker.cgroup.as_ref(), init, &mut report) {
@@ -430,7 +431,7 @@ impl ProcessExecutor {
                         serde_json::from_slice(&frame.payload).map_err(|e| {
                             fail(violation(ProtocolViolation::Malformed {
                                 tag: Tag::LoadFailed,
-                                detail: e.to_string(),
+                                reason: PayloadError::json(e),
                             }))
                         })?;
                     return Err(match failure.into_error(phase) {
@@ -569,7 +570,7 @@ impl ProcessExecutor {
             })),
             Err(e) => Err(violation(ProtocolViolation::Malformed {
                 tag: Tag::Fault,
-                detail: e.to_string(),
+                reason: PayloadError::json(e),
             })),
         }
     }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::base::ffi::{FaultError, SYMBOL_EXECUTE};
-use crate::base::protocol::{ProtocolViolation, Tag};
+use crate::base::protocol::{PayloadError, ProtocolViolation, Tag};
 use crate::pipeline::load::{LibraryRefusal, LoadError};
 use crate::sandbox::{SandboxError, SandboxPlan};
 
@@ -202,20 +202,25 @@ pub(super) fn parse_loaded(
     output_bytes: usize,
 ) -> Result<(u32, Result<Vec<u8>, FaultError>), ProtocolViolation> {
     use crate::base::ffi::SYMBOL_METADATA;
-    let malformed = |detail: &str| ProtocolViolation::Malformed {
+    let malformed = |reason: PayloadError| ProtocolViolation::Malformed {
         tag: Tag::Loaded,
-        detail: detail.to_owned(),
+        reason,
     };
     let (version, rest) = payload
         .split_first_chunk::<4>()
-        .ok_or_else(|| malformed("no version"))?;
+        .ok_or_else(|| malformed(PayloadError::NoVersion))?;
     let (status, bytes) = rest
         .split_first()
-        .ok_or_else(|| malformed("no metadata status"))?;
+        .ok_or_else(|| malformed(PayloadError::NoMetadataStatus))?;
     let version = u32::from_le_bytes(*version);
     let metadata = match *status {
         METADATA_BYTES if bytes.len() <= output_bytes => Ok(bytes.to_vec()),
-        METADATA_BYTES => return Err(malformed("metadata over the output limit")),
+        METADATA_BYTES => {
+            return Err(malformed(PayloadError::MetadataTooLarge {
+                len: bytes.len(),
+                limit: output_bytes,
+            }));
+        }
         METADATA_NULL if bytes.is_empty() => Err(FaultError::NullResult {
             function: SYMBOL_METADATA,
         }),
@@ -223,7 +228,12 @@ pub(super) fn parse_loaded(
             function: SYMBOL_METADATA,
             limit: output_bytes,
         }),
-        _ => return Err(malformed("bad metadata status")),
+        status => {
+            return Err(malformed(PayloadError::BadMetadataStatus {
+                status,
+                len: bytes.len(),
+            }));
+        }
     };
     Ok((version, metadata))
 }
@@ -253,24 +263,30 @@ mod tests {
                 .1,
             Err(FaultError::OutputTooLarge { limit: 10, .. })
         ));
-        for bad in [
-            loaded(1, METADATA_BYTES, &[b'x'; 11]),
-            loaded(1, METADATA_NULL, b"x"),
-            loaded(1, METADATA_TOO_LARGE, b"x"),
-            loaded(1, 3, b""),
-            vec![1, 0, 0, 0],
-            vec![1, 0],
-            vec![],
+        let too_large = |len| PayloadError::MetadataTooLarge { len, limit: 10 };
+        let bad_status = |status, len| PayloadError::BadMetadataStatus { status, len };
+        for (bad, reason) in [
+            (loaded(1, METADATA_BYTES, &[b'x'; 11]), too_large(11)),
+            (loaded(1, METADATA_NULL, b"x"), bad_status(METADATA_NULL, 1)),
+            (
+                loaded(1, METADATA_TOO_LARGE, b"x"),
+                bad_status(METADATA_TOO_LARGE, 1),
+            ),
+            (loaded(1, 3, b""), bad_status(3, 0)),
+            (vec![1, 0, 0, 0], PayloadError::NoMetadataStatus),
+            (vec![1, 0], PayloadError::NoVersion),
+            (vec![], PayloadError::NoVersion),
         ] {
+            let got = parse_loaded(&bad, 10);
             assert!(
                 matches!(
-                    parse_loaded(&bad, 10),
+                    &got,
                     Err(ProtocolViolation::Malformed {
                         tag: Tag::Loaded,
-                        ..
-                    })
+                        reason: got,
+                    }) if got.to_string() == reason.to_string()
                 ),
-                "{bad:?}"
+                "{bad:?}: {got:?}"
             );
         }
     }

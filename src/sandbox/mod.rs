@@ -302,13 +302,25 @@ pub enum LoaderThreadError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum GrantError {
-    /// It could not be opened without following a symlink.
-    #[error("granted path {}: cannot open it without following symlinks: {detail}", path.display())]
+    /// It could not be opened (or examined once open) without following a symlink.
+    #[error("granted path {}: cannot open it without following symlinks: {source}", path.display())]
     Open {
         /// The canonical path.
         path: PathBuf,
-        /// Why.
-        detail: String,
+        /// The system's error.
+        #[source]
+        source: OsError,
+    },
+    /// A directory above it could not be examined for who may write to it.
+    #[error("granted path {}: cannot examine {}: {source}", path.display(), ancestor.display())]
+    Ancestor {
+        /// The canonical path.
+        path: PathBuf,
+        /// The directory that could not be examined.
+        ancestor: PathBuf,
+        /// The system's error.
+        #[source]
+        source: OsError,
     },
     /// It is neither a directory nor a regular file.
     #[error("granted path {}: not a directory or regular file", path.display())]
@@ -326,6 +338,45 @@ pub enum GrantError {
     #[error("granted path: {0}")]
     WritableByOthers(WritableByOthers),
 }
+
+/// A system call's error number, as this crate's own value: a grant refused while planning
+/// travels inside the plan (cloned, compared, serialized), which `std::io::Error` cannot,
+/// and no dependency's type appears in the public errors. `Display` is the system's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OsError(i32);
+
+impl OsError {
+    /// From an I/O error (`EIO` if it carries no error number, which the system calls used
+    /// here never produce).
+    fn from_io(e: &std::io::Error) -> Self {
+        OsError(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+
+    /// The error number (`errno`).
+    pub fn raw_os_error(self) -> i32 {
+        self.0
+    }
+
+    /// Its kind, as `std::io` classifies the number.
+    pub fn kind(self) -> std::io::ErrorKind {
+        std::io::Error::from_raw_os_error(self.0).kind()
+    }
+}
+
+impl From<rustix::io::Errno> for OsError {
+    fn from(e: rustix::io::Errno) -> Self {
+        OsError(e.raw_os_error())
+    }
+}
+
+impl std::fmt::Display for OsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::io::Error::from_raw_os_error(self.0).fmt(f)
+    }
+}
+
+impl std::error::Error for OsError {}
 
 /// Which object a grant is: checked again when a worker adopts its descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,13 +548,13 @@ fn open_no_symlinks(path: &Path) -> rustix::io::Result<OwnedFd> {
 
 /// Opens one granted path and checks it (module docs).
 fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> {
-    let open_error = |detail: String| GrantError::Open {
+    let open_error = |source: OsError| GrantError::Open {
         path: path.to_path_buf(),
-        detail,
+        source,
     };
-    let named = std::fs::metadata(path).map_err(|e| open_error(e.to_string()))?;
-    let fd = open_no_symlinks(path).map_err(|e| open_error(std::io::Error::from(e).to_string()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| open_error(std::io::Error::from(e).to_string()))?;
+    let named = std::fs::metadata(path).map_err(|e| open_error(OsError::from_io(&e)))?;
+    let fd = open_no_symlinks(path).map_err(|e| open_error(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| open_error(e.into()))?;
     let kind = st.st_mode & libc::S_IFMT;
     if kind != libc::S_IFDIR && kind != libc::S_IFREG {
         return Err(GrantError::Kind {
@@ -518,7 +569,14 @@ fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> {
     }
     crate::base::perms::check_not_writable_by_others(fd.as_fd(), path).map_err(|e| match e {
         PermsError::WritableByOthers(w) => GrantError::WritableByOthers(w),
-        other => open_error(other.to_string()),
+        PermsError::Io {
+            path: ancestor,
+            source,
+        } => GrantError::Ancestor {
+            path: path.to_path_buf(),
+            ancestor,
+            source: OsError::from_io(&source),
+        },
     })?;
     let id = GrantId {
         dev: st.st_dev,
@@ -1049,7 +1107,7 @@ mod tests {
         );
         assert!(matches!(
             open_grant(&base.join("link")),
-            Err(GrantError::Open { .. })
+            Err(GrantError::Open { source, .. }) if source.raw_os_error() == libc::ELOOP
         ));
         open_grant(&base.join("real")).unwrap();
     }
