@@ -122,23 +122,6 @@ fn assert_worker_survives(plugin: &LoadedPlugin, pid: u32) {
     assert_eq!(plugin.worker_pid(), Some(pid));
 }
 
-/// One fault that must kill the worker with `signal`.
-fn crash_case(action: &str, signal: i32) {
-    let host = Host::new();
-    let gate = crash_gate(&host);
-    let (plugin, pid) = load(&gate, &faulty(&host, action));
-    let (result, took) = act(&plugin, action);
-    let f = fault(result);
-    assert!(
-        matches!(f, FaultError::Crashed { signal: Some(s), code: None } if s == signal),
-        "{action}: expected Crashed by signal {signal}, got {f:?}"
-    );
-    assert!(f.ends_worker());
-    assert!(took < PROMPT, "{action}: noticed after {took:?}");
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
 #[test]
 fn the_faulty_plugin_behaves_when_asked_to() {
     let host = Host::new();
@@ -149,14 +132,125 @@ fn the_faulty_plugin_behaves_when_asked_to() {
     }
 }
 
-#[test]
-fn a_segfault_kills_the_worker_with_sigsegv_and_the_host_survives() {
-    crash_case("segfault", libc::SIGSEGV);
+/// A fault of `faulty.c` that must end the worker: the plugin's name, the action, the limits
+/// it runs under, the exact fault, and how soon it must be noticed.
+struct Ending {
+    plugin: &'static str,
+    action: &'static str,
+    limits: fn(&mut skillgate::policy::Limits),
+    expected: fn(&FaultError) -> bool,
+    took: fn(Duration) -> bool,
+    when: &'static str,
 }
 
+/// Process mode only, like this whole file: in thread mode these faults would end the test
+/// process itself (a thread is not a boundary; tests/pipeline.rs covers what thread mode
+/// does with a timeout).
 #[test]
-fn an_abort_kills_the_worker_with_sigabrt_and_the_host_survives() {
-    crash_case("abort", libc::SIGABRT);
+fn faults_that_end_the_worker_end_only_the_worker() {
+    let rows = [
+        Ending {
+            plugin: "segfault",
+            action: "segfault",
+            limits: |l| l.call_timeout_ms = CRASH_TIMEOUT_MS,
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGSEGV),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "at once",
+        },
+        Ending {
+            plugin: "abort",
+            action: "abort",
+            limits: |l| l.call_timeout_ms = CRASH_TIMEOUT_MS,
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGABRT),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "at once",
+        },
+        Ending {
+            plugin: "spinner",
+            action: "loop",
+            limits: |l| l.call_timeout_ms = 500,
+            expected: |f| matches!(f, FaultError::Timeout { timeout_ms: 500 }),
+            took: |t| t >= Duration::from_millis(500) && t < Duration::from_secs(5),
+            when: "the deadline is 500 ms",
+        },
+        // The worker sets RLIMIT_CPU soft = hard = 1 s. Observed: SIGKILL, not SIGXCPU — the
+        // kernel checks the hard limit first and, when both are reached at once, sends
+        // SIGKILL. The timing (1 s of CPU, about 1-2 s of wall time here, far below the 20 s
+        // deadline) tells it apart from the host's own timeout kill, reported as `Timeout`.
+        Ending {
+            plugin: "cpu-hog",
+            action: "loop",
+            limits: |l| {
+                l.cpu_seconds = 1;
+                l.call_timeout_ms = 20_000;
+            },
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGKILL),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "1 s of CPU, far from the 20 s timeout",
+        },
+        Ending {
+            plugin: "careless",
+            action: "memory_touch",
+            limits: |l| {
+                l.memory_bytes = 256 * 1024 * 1024;
+                l.call_timeout_ms = CRASH_TIMEOUT_MS;
+            },
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGSEGV),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "at once",
+        },
+    ];
+    for row in rows {
+        let host = Host::new();
+        let mut policy = host.process_policy();
+        (row.limits)(&mut policy.limits);
+        let gate = host.gate_with(policy);
+        let (plugin, pid) = load(&gate, &faulty(&host, row.plugin));
+        let (result, took) = act(&plugin, row.action);
+        let f = fault(result);
+        assert!((row.expected)(&f), "{}: {f:?}", row.action);
+        assert!(f.ends_worker(), "{}: {f:?}", row.action);
+        assert!(
+            (row.took)(took),
+            "{}: {}; took {took:?}",
+            row.action,
+            row.when
+        );
+        assert_worker_ended(&plugin, pid);
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
@@ -190,59 +284,6 @@ fn a_rust_panic_across_the_ffi_boundary_aborts_the_worker_only() {
 }
 
 #[test]
-fn an_infinite_loop_times_out_and_the_worker_is_killed() {
-    let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.call_timeout_ms = 500;
-    let gate = host.gate_with(policy);
-    let (plugin, pid) = load(&gate, &faulty(&host, "spinner"));
-    let (result, took) = act(&plugin, "loop");
-    let f = fault(result);
-    assert!(
-        matches!(f, FaultError::Timeout { timeout_ms: 500 }),
-        "{f:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
-        "the deadline is 500 ms; took {took:?}"
-    );
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
-#[test]
-fn an_infinite_loop_hits_the_cpu_limit_before_a_long_timeout() {
-    let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.cpu_seconds = 1;
-    policy.limits.call_timeout_ms = 20_000;
-    let gate = host.gate_with(policy);
-    let (plugin, pid) = load(&gate, &faulty(&host, "cpu-hog"));
-    let (result, took) = act(&plugin, "loop");
-    let f = fault(result);
-    // The worker sets RLIMIT_CPU soft = hard = 1 s. Observed: SIGKILL, not SIGXCPU — the
-    // kernel checks the hard limit first and, when both are reached at once, sends SIGKILL.
-    // The timing (1 s of CPU, about 1-2 s of wall time here, far below the 20 s deadline)
-    // tells it apart from the host's own timeout kill, which is reported as `Timeout`.
-    assert!(
-        matches!(
-            f,
-            FaultError::Crashed {
-                signal: Some(libc::SIGKILL),
-                code: None
-            }
-        ),
-        "{f:?}"
-    );
-    assert!(
-        took < PROMPT,
-        "1 s of CPU, far from the 20 s timeout; took {took:?}"
-    );
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
-#[test]
 fn a_memory_bomb_hits_the_address_space_limit() {
     let host = Host::new();
     let mut policy = host.process_policy();
@@ -264,31 +305,6 @@ fn a_memory_bomb_hits_the_address_space_limit() {
     assert!(matches!(fault(result), FaultError::NullResult { .. }));
     assert!(took < PROMPT, "{took:?}");
     assert_worker_survives(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
-#[test]
-fn a_memory_bomb_that_writes_through_null_kills_the_worker() {
-    let host = Host::new();
-    let mut policy = host.process_policy();
-    policy.limits.memory_bytes = 256 * 1024 * 1024;
-    policy.limits.call_timeout_ms = CRASH_TIMEOUT_MS;
-    let gate = host.gate_with(policy);
-    let (plugin, pid) = load(&gate, &faulty(&host, "careless"));
-    let (result, took) = act(&plugin, "memory_touch");
-    let f = fault(result);
-    assert!(
-        matches!(
-            f,
-            FaultError::Crashed {
-                signal: Some(libc::SIGSEGV),
-                code: None
-            }
-        ),
-        "{f:?}"
-    );
-    assert!(took < PROMPT, "{took:?}");
-    assert_worker_ended(&plugin, pid);
     host.assert_still_serves(&gate);
 }
 
@@ -1004,59 +1020,49 @@ fn an_extra_reply_frame_is_never_returned_for_the_next_call() {
     host.assert_still_serves(&gate);
 }
 
-/// A call whose plugin attacks the channel: the exact fault, within the bound, worker gone.
-fn channel_attack(action: &str, expected: fn(&FaultError) -> bool) {
-    let host = Host::new();
-    let gate = liar_gate(&host);
-    let (plugin, pid) = load(&gate, &liar(&host, action, &[]));
-    let (result, took) = act(&plugin, action);
-    let f = fault(result);
-    assert!(expected(&f), "{action}: {f:?}");
-    assert!(took < PROMPT, "{action}: {took:?}");
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
+/// A plugin that attacks the channel: the exact fault, within the bound, worker gone.
+/// Process mode only: in thread mode there is no channel.
 #[test]
-fn a_plugin_that_closes_the_channel_and_sleeps_is_ended() {
-    channel_attack("close_channel", |f| {
-        matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
-    });
-}
-
-#[test]
-fn a_plugin_that_closes_every_descriptor_and_sleeps_is_ended() {
-    channel_attack("close_all", |f| {
-        matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
-    });
-}
-
-#[test]
-fn a_plugin_that_puts_dev_null_over_the_channel_is_ended() {
-    // The worker's reply goes to /dev/null, its next read fails and it exits on its own;
-    // the host saw the channel close and reports how the worker ended.
-    channel_attack("dup2_null", |f| {
-        matches!(
-            f,
-            FaultError::Crashed {
-                signal: None,
-                code: Some(_)
-            }
-        )
-    });
-}
-
-#[test]
-fn a_plugin_that_writes_to_every_descriptor_is_ended() {
-    channel_attack("write_every_fd", |f| {
-        matches!(
-            f,
-            FaultError::Protocol(ProtocolViolation::TooLarge {
-                len: 0xffff_fff0,
-                ..
-            })
-        )
-    });
+fn a_plugin_that_attacks_its_channel_is_ended() {
+    let rows: [(&str, fn(&FaultError) -> bool); 4] = [
+        ("close_channel", |f| {
+            matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
+        }),
+        ("close_all", |f| {
+            matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
+        }),
+        // The worker's reply goes to /dev/null, its next read fails and it exits on its own;
+        // the host saw the channel close and reports how the worker ended.
+        ("dup2_null", |f| {
+            matches!(
+                f,
+                FaultError::Crashed {
+                    signal: None,
+                    code: Some(_)
+                }
+            )
+        }),
+        ("write_every_fd", |f| {
+            matches!(
+                f,
+                FaultError::Protocol(ProtocolViolation::TooLarge {
+                    len: 0xffff_fff0,
+                    ..
+                })
+            )
+        }),
+    ];
+    for (action, expected) in rows {
+        let host = Host::new();
+        let gate = liar_gate(&host);
+        let (plugin, pid) = load(&gate, &liar(&host, action, &[]));
+        let (result, took) = act(&plugin, action);
+        let f = fault(result);
+        assert!(expected(&f), "{action}: {f:?}");
+        assert!(took < PROMPT, "{action}: {took:?}");
+        assert_worker_ended(&plugin, pid);
+        host.assert_still_serves(&gate);
+    }
 }
 
 /// Processes of this test's user that hold tasks while a test runs; killed (by pid) and
