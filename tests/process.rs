@@ -1024,7 +1024,8 @@ fn an_extra_reply_frame_is_never_returned_for_the_next_call() {
 /// Process mode only: in thread mode there is no channel.
 #[test]
 fn a_plugin_that_attacks_its_channel_is_ended() {
-    let rows: [(&str, fn(&FaultError) -> bool); 4] = [
+    type Expect = fn(&FaultError) -> bool;
+    let rows: [(&str, Expect); 4] = [
         ("close_channel", |f| {
             matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
         }),
