@@ -1456,3 +1456,81 @@ fn the_worker_refuses_a_library_that_is_not_the_sealed_signed_bytes() {
     }
     host.assert_still_serves(&gate);
 }
+
+/// Runs the real worker with `library` at fd 3 and `channel` at fd 4 and no grants, as a
+/// host would place them, and returns its exit code (it exits at once: nothing sends it
+/// `Init`, the other end of any socket given is already closed).
+#[allow(unsafe_code)]
+fn run_worker_with(library: std::os::fd::OwnedFd, channel: std::os::fd::OwnedFd) -> Option<i32> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skillgate-worker"));
+    command
+        .arg("0")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let (lib, chan) = (library.as_raw_fd(), channel.as_raw_fd());
+    let hook = move || -> std::io::Result<()> {
+        // SAFETY: fcntl and dup2 on descriptor numbers this process holds; both are
+        // async-signal-safe and touch no memory. Sources move above 4 first, so placing one
+        // cannot overwrite the other.
+        unsafe {
+            let (l, c) = (
+                libc::fcntl(lib, libc::F_DUPFD, 10),
+                libc::fcntl(chan, libc::F_DUPFD, 10),
+            );
+            if l < 0 || c < 0 || libc::dup2(l, 3) < 0 || libc::dup2(c, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls (see above).
+    unsafe { command.pre_exec(hook) };
+    let mut child = command.spawn().unwrap();
+    drop((library, channel));
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "the worker did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The worker checks the descriptor layout before it reads anything: fd 3 must be a regular
+/// (memory) file and fd 4 a socket, else it exits at once with its layout code (15) and
+/// reads nothing from what sits there. Control: the right kinds pass the check and the
+/// worker then stops where it finds no `Init` on a closed channel (12). Process mode only:
+/// thread mode has no worker and no descriptor layout.
+#[test]
+fn the_worker_refuses_a_descriptor_layout_that_is_not_the_hosts() {
+    use std::io::Write as _;
+    use std::os::fd::OwnedFd;
+    let memfd = || -> OwnedFd {
+        let mut s = skillgate::sealed::SealedBuilder::new("layout").unwrap();
+        s.write_all(b"\x7fELF").unwrap();
+        s.seal().unwrap().into_owned_fd()
+    };
+    let socket = || -> OwnedFd {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(ours);
+        theirs.into()
+    };
+    let pipe = || -> OwnedFd {
+        let (read, write) = std::io::pipe().unwrap();
+        drop(write);
+        read.into()
+    };
+    let rows: [(&str, OwnedFd, OwnedFd, i32); 3] = [
+        ("control: memfd and socket", memfd(), socket(), 12),
+        ("a pipe as the channel", memfd(), pipe(), 15),
+        ("a pipe as the library", pipe(), socket(), 15),
+    ];
+    for (case, library, channel, code) in rows {
+        assert_eq!(run_worker_with(library, channel), Some(code), "{case}");
+    }
+}
