@@ -22,7 +22,7 @@ const COUNTED_HEADER: usize = 9;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Tag {
-    /// Host → worker: JSON [`crate::exec::worker::Init`].
+    /// Host → worker: JSON, the worker's `Init` (everything it needs to restrict and load).
     Init = 1,
     /// Host → worker: a call's input, the context JSON bytes; the sequence names the call.
     Call = 2,

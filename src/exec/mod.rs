@@ -1,5 +1,5 @@
 //! Running a loaded plugin: on its own thread in this process ([`thread`]) or in a worker
-//! process ([`host`] starts and drives it, [`child`] is the worker's own side, [`init`] the
+//! process (`host` starts and drives it, `child` is the worker's own side, `init` the
 //! protocol between them) started by the spawner.
 //!
 //! These modules return [`ExecError`], never the crate's top-level error: what a load or a
