@@ -113,6 +113,11 @@ impl GrantId {
     }
 }
 
+/// Whether `path` lies beneath one of `roots`.
+pub(super) fn beneath_any(path: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|r| path.starts_with(r))
+}
+
 /// Most symlinks followed while resolving one path (the kernel's limit).
 const MAX_SYMLINKS: usize = 40;
 
@@ -154,7 +159,7 @@ pub(super) fn resolve_trusted(path: &Path, writable: &[PathBuf]) -> Option<PathB
                     continue;
                 }
                 links += 1;
-                if links > MAX_SYMLINKS || super::beneath_any(&current, writable) {
+                if links > MAX_SYMLINKS || beneath_any(&current, writable) {
                     return None;
                 }
                 todo.extend(steps(&std::fs::read_link(&next).ok()?));

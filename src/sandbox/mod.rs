@@ -45,7 +45,7 @@ mod ruleset;
 pub mod seccomp;
 
 pub use grants::{GrantError, OsError};
-use grants::{GrantId, open_grant, resolve_trusted};
+use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
 pub use ruleset::{LandlockError, LandlockStep, kernel_landlock_abi};
 
 use std::collections::BTreeSet;
@@ -264,10 +264,6 @@ const LIBRARY_DIRS: [&str; 6] = [
     "/usr/lib",
 ];
 const LD_SO_CACHE: &str = "/etc/ld.so.cache";
-
-fn beneath_any(path: &Path, roots: &[PathBuf]) -> bool {
-    roots.iter().any(|r| path.starts_with(r))
-}
 
 fn canonical_all(paths: &[PathBuf]) -> Vec<PathBuf> {
     paths.iter().filter_map(|p| p.canonicalize().ok()).collect()
