@@ -14,6 +14,7 @@
 //! stage error is the variant's field.
 
 use crate::base::ffi::{AbiError, FaultError, InputError};
+use crate::exec::ExecError;
 use crate::pipeline::inspect::InspectError;
 use crate::pipeline::load::LoadError;
 use crate::pipeline::locate::LocateError;
@@ -101,6 +102,20 @@ impl From<VerifyError> for Error {
     }
 }
 
+/// An executor's error is the stage error it carries, as the same top-level variant it
+/// was before the executors had their own enum.
+impl From<ExecError> for Error {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Sandbox(e) => Error::Sandbox(e),
+            ExecError::Load(e) => Error::Load(e),
+            ExecError::Abi(e) => Error::Abi(e),
+            ExecError::Fault(e) => Error::Fault(e),
+            ExecError::Input(e) => Error::Input(e),
+        }
+    }
+}
+
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
@@ -177,9 +192,10 @@ mod tests {
                 detail: hostile.to_owned(),
             }),
             Error::Fault(FaultError::Protocol(
-                crate::base::protocol::ProtocolViolation::Malformed {
-                    tag: crate::base::protocol::Tag::Loaded,
-                    detail: hostile.to_owned(),
+                crate::base::protocol::ProtocolViolation::Unconfirmed {
+                    what: "namespaces",
+                    reported: hostile.to_owned(),
+                    observed: hostile.to_owned(),
                 },
             )),
         ];
@@ -237,6 +253,38 @@ mod tests {
             // The same words, the stage first, either way it is printed.
             assert_eq!(err.to_string(), shown);
         }
+    }
+
+    /// A malformed payload's parser text holds what the worker sent (here a field name it
+    /// chose); the printed form escapes it.
+    #[test]
+    fn a_malformed_payload_is_printed_escaped() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Report {
+            #[allow(dead_code)]
+            seccomp: bool,
+        }
+        let hostile = "\u{1b}[2J\nforged\u{202e}";
+        let wire = format!(
+            "{{{}: true}}",
+            serde_json::to_string(hostile).unwrap_or_default()
+        );
+        let Err(e) = serde_json::from_str::<Report>(&wire) else {
+            panic!("an unknown field was accepted");
+        };
+        let err = Error::Fault(FaultError::Protocol(
+            crate::base::protocol::ProtocolViolation::Malformed {
+                tag: crate::base::protocol::Tag::Restricted,
+                reason: crate::base::protocol::PayloadError::json(e),
+            },
+        ));
+        let text = err.to_string();
+        assert!(
+            !text.chars().any(crate::base::escape::needs_escape),
+            "{text:?}"
+        );
+        assert!(text.contains(r"\u{1b}[2J\u{a}forged\u{202e}"), "{text}");
     }
 
     /// A call input that cannot be written as JSON is an [`InputError`] carrying the JSON

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::error::Error;
+use crate::exec::host::{ProcessExecutor, find_worker};
 use crate::exec::thread::ThreadExecutor;
-use crate::exec::worker::{ProcessExecutor, find_worker};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
 use crate::pipeline::locate::{TrustedRoot, locate};
 use crate::pipeline::manifest::Manifest;

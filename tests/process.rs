@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use skillgate::error::Error;
 use skillgate::ffi::{AbiError, FaultError};
 use skillgate::load::LoadError;
-use skillgate::policy::{Limits, Policy};
+use skillgate::policy::{Limits, LimitsBuilder, Policy};
 use skillgate::protocol::{ProtocolViolation, Tag};
 use skillgate::worker::TaskBound;
 use skillgate::{Gate, Isolation, LoadedPlugin, PluginResult};
@@ -126,23 +126,6 @@ fn assert_worker_survives(plugin: &LoadedPlugin, pid: u32) {
     assert_eq!(plugin.worker_pid(), Some(pid));
 }
 
-/// One fault that must kill the worker with `signal`.
-fn crash_case(action: &str, signal: i32) {
-    let host = Host::new();
-    let gate = crash_gate(&host);
-    let (plugin, pid) = load(&gate, &faulty(&host, action));
-    let (result, took) = act(&plugin, action);
-    let f = fault(result);
-    assert!(
-        matches!(f, FaultError::Crashed { signal: Some(s), code: None } if s == signal),
-        "{action}: expected Crashed by signal {signal}, got {f:?}"
-    );
-    assert!(f.ends_worker());
-    assert!(took < PROMPT, "{action}: noticed after {took:?}");
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
 #[test]
 fn the_faulty_plugin_behaves_when_asked_to() {
     let host = Host::new();
@@ -153,14 +136,123 @@ fn the_faulty_plugin_behaves_when_asked_to() {
     }
 }
 
-#[test]
-fn a_segfault_kills_the_worker_with_sigsegv_and_the_host_survives() {
-    crash_case("segfault", libc::SIGSEGV);
+/// A fault of `faulty.c` that must end the worker: the plugin's name, the action, the limits
+/// it runs under, the exact fault, and how soon it must be noticed.
+struct Ending {
+    plugin: &'static str,
+    action: &'static str,
+    limits: fn(LimitsBuilder) -> LimitsBuilder,
+    expected: fn(&FaultError) -> bool,
+    took: fn(Duration) -> bool,
+    when: &'static str,
 }
 
+/// Process mode only, like this whole file: in thread mode these faults would end the test
+/// process itself (a thread is not a boundary; tests/pipeline.rs covers what thread mode
+/// does with a timeout).
 #[test]
-fn an_abort_kills_the_worker_with_sigabrt_and_the_host_survives() {
-    crash_case("abort", libc::SIGABRT);
+fn faults_that_end_the_worker_end_only_the_worker() {
+    let rows = [
+        Ending {
+            plugin: "segfault",
+            action: "segfault",
+            limits: |l| l.call_timeout_ms(CRASH_TIMEOUT_MS),
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGSEGV),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "at once",
+        },
+        Ending {
+            plugin: "abort",
+            action: "abort",
+            limits: |l| l.call_timeout_ms(CRASH_TIMEOUT_MS),
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGABRT),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "at once",
+        },
+        Ending {
+            plugin: "spinner",
+            action: "loop",
+            limits: |l| l.call_timeout_ms(500),
+            expected: |f| matches!(f, FaultError::Timeout { timeout_ms: 500 }),
+            took: |t| t >= Duration::from_millis(500) && t < Duration::from_secs(5),
+            when: "the deadline is 500 ms",
+        },
+        // The worker sets RLIMIT_CPU soft = hard = 1 s. Observed: SIGKILL, not SIGXCPU — the
+        // kernel checks the hard limit first and, when both are reached at once, sends
+        // SIGKILL. The timing (1 s of CPU, about 1-2 s of wall time here, far below the 20 s
+        // deadline) tells it apart from the host's own timeout kill, reported as `Timeout`.
+        Ending {
+            plugin: "cpu-hog",
+            action: "loop",
+            limits: |l| l.cpu_seconds(1).call_timeout_ms(20_000),
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGKILL),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "1 s of CPU, far from the 20 s timeout",
+        },
+        Ending {
+            plugin: "careless",
+            action: "memory_touch",
+            limits: |l| {
+                l.memory_bytes(256 * 1024 * 1024)
+                    .call_timeout_ms(CRASH_TIMEOUT_MS)
+            },
+            expected: |f| {
+                matches!(
+                    f,
+                    FaultError::Crashed {
+                        signal: Some(libc::SIGSEGV),
+                        code: None
+                    }
+                )
+            },
+            took: |t| t < PROMPT,
+            when: "at once",
+        },
+    ];
+    for row in rows {
+        let host = Host::new();
+        let policy = host.process_policy();
+        let limits = (row.limits)(policy.limits().to_builder());
+        let policy = policy.to_builder().limits(limits).build().unwrap();
+        let gate = host.gate_with(policy);
+        let (plugin, pid) = load(&gate, &faulty(&host, row.plugin));
+        let (result, took) = act(&plugin, row.action);
+        let f = fault(result);
+        assert!((row.expected)(&f), "{}: {f:?}", row.action);
+        assert!(f.ends_worker(), "{}: {f:?}", row.action);
+        assert!(
+            (row.took)(took),
+            "{}: {}; took {took:?}",
+            row.action,
+            row.when
+        );
+        assert_worker_ended(&plugin, pid);
+        host.assert_still_serves(&gate);
+    }
 }
 
 #[test]
@@ -194,66 +286,6 @@ fn a_rust_panic_across_the_ffi_boundary_aborts_the_worker_only() {
 }
 
 #[test]
-fn an_infinite_loop_times_out_and_the_worker_is_killed() {
-    let host = Host::new();
-    let policy = host
-        .process_policy()
-        .to_builder()
-        .limits(Limits::builder().call_timeout_ms(500))
-        .build()
-        .unwrap();
-    let gate = host.gate_with(policy);
-    let (plugin, pid) = load(&gate, &faulty(&host, "spinner"));
-    let (result, took) = act(&plugin, "loop");
-    let f = fault(result);
-    assert!(
-        matches!(f, FaultError::Timeout { timeout_ms: 500 }),
-        "{f:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
-        "the deadline is 500 ms; took {took:?}"
-    );
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
-#[test]
-fn an_infinite_loop_hits_the_cpu_limit_before_a_long_timeout() {
-    let host = Host::new();
-    let policy = host
-        .process_policy()
-        .to_builder()
-        .limits(Limits::builder().cpu_seconds(1).call_timeout_ms(20_000))
-        .build()
-        .unwrap();
-    let gate = host.gate_with(policy);
-    let (plugin, pid) = load(&gate, &faulty(&host, "cpu-hog"));
-    let (result, took) = act(&plugin, "loop");
-    let f = fault(result);
-    // The worker sets RLIMIT_CPU soft = hard = 1 s. Observed: SIGKILL, not SIGXCPU — the
-    // kernel checks the hard limit first and, when both are reached at once, sends SIGKILL.
-    // The timing (1 s of CPU, about 1-2 s of wall time here, far below the 20 s deadline)
-    // tells it apart from the host's own timeout kill, which is reported as `Timeout`.
-    assert!(
-        matches!(
-            f,
-            FaultError::Crashed {
-                signal: Some(libc::SIGKILL),
-                code: None
-            }
-        ),
-        "{f:?}"
-    );
-    assert!(
-        took < PROMPT,
-        "1 s of CPU, far from the 20 s timeout; took {took:?}"
-    );
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
-#[test]
 fn a_memory_bomb_hits_the_address_space_limit() {
     let host = Host::new();
     let policy = host
@@ -279,38 +311,6 @@ fn a_memory_bomb_hits_the_address_space_limit() {
     assert!(matches!(fault(result), FaultError::NullResult { .. }));
     assert!(took < PROMPT, "{took:?}");
     assert_worker_survives(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
-#[test]
-fn a_memory_bomb_that_writes_through_null_kills_the_worker() {
-    let host = Host::new();
-    let policy = host
-        .process_policy()
-        .to_builder()
-        .limits(
-            Limits::builder()
-                .memory_bytes(256 * 1024 * 1024)
-                .call_timeout_ms(CRASH_TIMEOUT_MS),
-        )
-        .build()
-        .unwrap();
-    let gate = host.gate_with(policy);
-    let (plugin, pid) = load(&gate, &faulty(&host, "careless"));
-    let (result, took) = act(&plugin, "memory_touch");
-    let f = fault(result);
-    assert!(
-        matches!(
-            f,
-            FaultError::Crashed {
-                signal: Some(libc::SIGSEGV),
-                code: None
-            }
-        ),
-        "{f:?}"
-    );
-    assert!(took < PROMPT, "{took:?}");
-    assert_worker_ended(&plugin, pid);
     host.assert_still_serves(&gate);
 }
 
@@ -1038,59 +1038,50 @@ fn an_extra_reply_frame_is_never_returned_for_the_next_call() {
     host.assert_still_serves(&gate);
 }
 
-/// A call whose plugin attacks the channel: the exact fault, within the bound, worker gone.
-fn channel_attack(action: &str, expected: fn(&FaultError) -> bool) {
-    let host = Host::new();
-    let gate = liar_gate(&host);
-    let (plugin, pid) = load(&gate, &liar(&host, action, &[]));
-    let (result, took) = act(&plugin, action);
-    let f = fault(result);
-    assert!(expected(&f), "{action}: {f:?}");
-    assert!(took < PROMPT, "{action}: {took:?}");
-    assert_worker_ended(&plugin, pid);
-    host.assert_still_serves(&gate);
-}
-
+/// A plugin that attacks the channel: the exact fault, within the bound, worker gone.
+/// Process mode only: in thread mode there is no channel.
 #[test]
-fn a_plugin_that_closes_the_channel_and_sleeps_is_ended() {
-    channel_attack("close_channel", |f| {
-        matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
-    });
-}
-
-#[test]
-fn a_plugin_that_closes_every_descriptor_and_sleeps_is_ended() {
-    channel_attack("close_all", |f| {
-        matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
-    });
-}
-
-#[test]
-fn a_plugin_that_puts_dev_null_over_the_channel_is_ended() {
-    // The worker's reply goes to /dev/null, its next read fails and it exits on its own;
-    // the host saw the channel close and reports how the worker ended.
-    channel_attack("dup2_null", |f| {
-        matches!(
-            f,
-            FaultError::Crashed {
-                signal: None,
-                code: Some(_)
-            }
-        )
-    });
-}
-
-#[test]
-fn a_plugin_that_writes_to_every_descriptor_is_ended() {
-    channel_attack("write_every_fd", |f| {
-        matches!(
-            f,
-            FaultError::Protocol(ProtocolViolation::TooLarge {
-                len: 0xffff_fff0,
-                ..
-            })
-        )
-    });
+fn a_plugin_that_attacks_its_channel_is_ended() {
+    type Expect = fn(&FaultError) -> bool;
+    let rows: [(&str, Expect); 4] = [
+        ("close_channel", |f| {
+            matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
+        }),
+        ("close_all", |f| {
+            matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
+        }),
+        // The worker's reply goes to /dev/null, its next read fails and it exits on its own;
+        // the host saw the channel close and reports how the worker ended.
+        ("dup2_null", |f| {
+            matches!(
+                f,
+                FaultError::Crashed {
+                    signal: None,
+                    code: Some(_)
+                }
+            )
+        }),
+        ("write_every_fd", |f| {
+            matches!(
+                f,
+                FaultError::Protocol(ProtocolViolation::TooLarge {
+                    len: 0xffff_fff0,
+                    ..
+                })
+            )
+        }),
+    ];
+    for (action, expected) in rows {
+        let host = Host::new();
+        let gate = liar_gate(&host);
+        let (plugin, pid) = load(&gate, &liar(&host, action, &[]));
+        let (result, took) = act(&plugin, action);
+        let f = fault(result);
+        assert!(expected(&f), "{action}: {f:?}");
+        assert!(took < PROMPT, "{action}: {took:?}");
+        assert_worker_ended(&plugin, pid);
+        host.assert_still_serves(&gate);
+    }
 }
 
 /// Processes of this test's user that hold tasks while a test runs; killed (by pid) and
@@ -1373,5 +1364,202 @@ fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
             "dlerror's text is lost: {text:?}"
         ),
         other => panic!("expected Load(Dlopen), got {other:?}"),
+    }
+}
+
+/// The worker re-checks the library descriptor it is handed before `dlopen`, against the
+/// signed manifest's digest and size that the host puts in `Init`: a descriptor without all
+/// four seals, with other bytes, or of another size is refused with its own reason, which
+/// the host surfaces typed. Control: the sealed verified bytes load.
+///
+/// Process mode only: in thread mode there is no worker and no descriptor is handed over;
+/// the library is the `SealedFile` the verify stage made, passed in memory.
+#[test]
+fn the_worker_refuses_a_library_that_is_not_the_sealed_signed_bytes() {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    use sha2::Digest as _;
+    use skillgate::exec::ExecError;
+    use skillgate::load::LibraryRefusal;
+    use std::io::Write as _;
+    use std::os::fd::{AsFd as _, OwnedFd};
+
+    let host = Host::process();
+    let gate = host.process_gate();
+    let dir = host.plugin("good", "handed");
+    let bytes = std::fs::read(dir.join("libhanded.so")).unwrap();
+    let hex = |b: &[u8]| {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+    };
+    let sealed = |b: &[u8]| -> OwnedFd {
+        let mut s = skillgate::sealed::SealedBuilder::new("handed").unwrap();
+        s.write_all(b).unwrap();
+        s.seal().unwrap().into_owned_fd()
+    };
+    let with_seals = |b: &[u8], seals: SealFlags| -> OwnedFd {
+        let fd = rustix::fs::memfd_create("handed", MemfdFlags::ALLOW_SEALING).unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.write_all(b).unwrap();
+        let fd = OwnedFd::from(f);
+        rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+        fd
+    };
+    let mut flipped = bytes.clone();
+    *flipped.last_mut().unwrap() ^= 0xff;
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let all = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+    type Check = fn(&Result<skillgate::sandbox::Enforcement, Error>, &str, &str) -> bool;
+    let rows: [(&str, OwnedFd, Check); 6] = [
+        (
+            "control: the sealed verified bytes",
+            sealed(&bytes),
+            |r, _, _| matches!(r, Ok(e) if e.isolation == Isolation::Process),
+        ),
+        (
+            "control: sealed by hand with all four seals",
+            with_seals(&bytes, all),
+            |r, _, _| matches!(r, Ok(e) if e.isolation == Isolation::Process),
+        ),
+        (
+            "no seals",
+            with_seals(&bytes, SealFlags::empty()),
+            |r, _, _| {
+                matches!(
+                    r,
+                    Err(Error::Load(LoadError::Refused(LibraryRefusal::Unsealed {
+                        present: 0,
+                        ..
+                    })))
+                )
+            },
+        ),
+        (
+            "every seal but F_SEAL_SEAL (seals could still be added or not)",
+            with_seals(
+                &bytes,
+                SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK,
+            ),
+            |r, _, _| {
+                matches!(
+                    r,
+                    Err(Error::Load(LoadError::Refused(
+                        LibraryRefusal::Unsealed { .. }
+                    )))
+                )
+            },
+        ),
+        (
+            "other bytes of the same size",
+            sealed(&flipped),
+            |r, signed, other| {
+                matches!(
+                    r,
+                    Err(Error::Load(LoadError::Refused(LibraryRefusal::Digest { expected, actual })))
+                        if expected == signed && actual == other
+                )
+            },
+        ),
+        ("one byte more", sealed(&longer), |r, _, _| {
+            matches!(
+                r,
+                Err(Error::Load(LoadError::Refused(LibraryRefusal::Size { expected, actual })))
+                    if *actual == expected + 1
+            )
+        }),
+    ];
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_skillgate-worker"));
+    let (signed, other) = (hex(&bytes), hex(&flipped));
+    for (case, fd, check) in rows {
+        let inspected = gate.verify_and_inspect(&dir).unwrap();
+        let result = skillgate::worker::start_worker_on(
+            inspected,
+            gate.policy().limits(),
+            &worker,
+            fd.as_fd(),
+        )
+        .map_err(|e: ExecError| Error::from(e));
+        assert!(check(&result, &signed, &other), "{case}: {result:?}");
+    }
+    host.assert_still_serves(&gate);
+}
+
+/// Runs the real worker with `library` at fd 3 and `channel` at fd 4 and no grants, as a
+/// host would place them, and returns its exit code (it exits at once: nothing sends it
+/// `Init`, the other end of any socket given is already closed).
+#[allow(unsafe_code)]
+fn run_worker_with(library: std::os::fd::OwnedFd, channel: std::os::fd::OwnedFd) -> Option<i32> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skillgate-worker"));
+    command
+        .arg("0")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let (lib, chan) = (library.as_raw_fd(), channel.as_raw_fd());
+    let hook = move || -> std::io::Result<()> {
+        // SAFETY: fcntl and dup2 on descriptor numbers this process holds; both are
+        // async-signal-safe and touch no memory. Sources move above 4 first, so placing one
+        // cannot overwrite the other.
+        unsafe {
+            let (l, c) = (
+                libc::fcntl(lib, libc::F_DUPFD, 10),
+                libc::fcntl(chan, libc::F_DUPFD, 10),
+            );
+            if l < 0 || c < 0 || libc::dup2(l, 3) < 0 || libc::dup2(c, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls (see above).
+    unsafe { command.pre_exec(hook) };
+    let mut child = command.spawn().unwrap();
+    drop((library, channel));
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "the worker did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The worker checks the descriptor layout before it reads anything: fd 3 must be a regular
+/// (memory) file and fd 4 a socket, else it exits at once with its layout code (15) and
+/// reads nothing from what sits there. Control: the right kinds pass the check and the
+/// worker then stops where it finds no `Init` on a closed channel (12). Process mode only:
+/// thread mode has no worker and no descriptor layout.
+#[test]
+fn the_worker_refuses_a_descriptor_layout_that_is_not_the_hosts() {
+    use std::io::Write as _;
+    use std::os::fd::OwnedFd;
+    let memfd = || -> OwnedFd {
+        let mut s = skillgate::sealed::SealedBuilder::new("layout").unwrap();
+        s.write_all(b"\x7fELF").unwrap();
+        s.seal().unwrap().into_owned_fd()
+    };
+    let socket = || -> OwnedFd {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(ours);
+        theirs.into()
+    };
+    let pipe = || -> OwnedFd {
+        let (read, write) = std::io::pipe().unwrap();
+        drop(write);
+        read.into()
+    };
+    let rows: [(&str, OwnedFd, OwnedFd, i32); 3] = [
+        ("control: memfd and socket", memfd(), socket(), 12),
+        ("a pipe as the channel", memfd(), pipe(), 15),
+        ("a pipe as the library", pipe(), socket(), 15),
+    ];
+    for (case, library, channel, code) in rows {
+        assert_eq!(run_worker_with(library, channel), Some(code), "{case}");
     }
 }

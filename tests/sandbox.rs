@@ -442,41 +442,55 @@ fn a_thread_the_plugin_spawns_inherits_the_restrictions() {
 
 // ---- processes (seccomp) --------------------------------------------------------------------
 
-#[test]
-fn fork_is_denied() {
-    for host in Host::each_mode() {
-        let (gate, plugin) = hostile(&host);
-        let a = attempt(&plugin, json!({"action": "fork"}));
-        assert_denied(&a, "fork", EPERM, "fork from the plugin thread");
-        host.assert_still_serves(&gate);
-    }
+/// One refusal by seccomp: the action, where the plugin saw the refusal, and what it tried.
+struct Refusal {
+    input: Value,
+    stage: &'static str,
+    what: &'static str,
 }
 
 #[test]
-fn execve_is_denied_and_the_host_survives() {
+fn processes_and_executable_memory_are_denied() {
+    let rows = || {
+        [
+            Refusal {
+                input: json!({"action": "fork"}),
+                stage: "fork",
+                what: "fork from the plugin thread",
+            },
+            // Were it allowed in thread mode, execve would replace the whole test process
+            // with /bin/false, which exits 1, so the test binary fails even though no
+            // assertion ran.
+            Refusal {
+                input: json!({"action": "execve"}),
+                stage: "execve",
+                what: "execve(\"/bin/false\") on the plugin thread",
+            },
+            // glibc tries clone3 (the filter answers ENOSYS), then clone(CLONE_VM|CLONE_VFORK),
+            // which lacks CLONE_THREAD: EPERM, returned by posix_spawn as its result.
+            Refusal {
+                input: json!({"action": "posix_spawn"}),
+                stage: "posix_spawn",
+                what: "posix_spawn(\"/bin/true\")",
+            },
+            Refusal {
+                input: json!({"action": "mprotect_exec"}),
+                stage: "mprotect",
+                what: "mprotect(PROT_READ|PROT_EXEC) of an anonymous page",
+            },
+            Refusal {
+                input: json!({"action": "mmap_exec_anon"}),
+                stage: "mmap",
+                what: "mmap(PROT_READ|PROT_WRITE|PROT_EXEC, MAP_ANONYMOUS)",
+            },
+        ]
+    };
     for host in Host::each_mode() {
         let (gate, plugin) = hostile(&host);
-        // Were it allowed in thread mode, execve would replace the whole test process with
-        // /bin/false, which exits 1, so the test binary fails even though no assertion ran.
-        let a = attempt(&plugin, json!({"action": "execve"}));
-        assert_denied(
-            &a,
-            "execve",
-            EPERM,
-            "execve(\"/bin/false\") on the plugin thread",
-        );
-        host.assert_still_serves(&gate);
-    }
-}
-
-#[test]
-fn posix_spawn_is_denied() {
-    for host in Host::each_mode() {
-        let (gate, plugin) = hostile(&host);
-        // glibc tries clone3 (the filter answers ENOSYS), then clone(CLONE_VM|CLONE_VFORK), which
-        // lacks CLONE_THREAD: EPERM, returned by posix_spawn as its result.
-        let a = attempt(&plugin, json!({"action": "posix_spawn"}));
-        assert_denied(&a, "posix_spawn", EPERM, "posix_spawn(\"/bin/true\")");
+        for row in rows() {
+            let a = attempt(&plugin, row.input);
+            assert_denied(&a, row.stage, EPERM, row.what);
+        }
         host.assert_still_serves(&gate);
     }
 }
@@ -555,115 +569,81 @@ fn signalling_another_process_is_denied() {
     }
 }
 
-#[test]
-fn installing_a_signal_handler_is_denied() {
-    for host in Host::each_mode() {
-        assert!(
-            !host_catches(libc::SIGUSR2),
-            "precondition: the test runner does not catch SIGUSR2"
-        );
-        let (gate, plugin) = hostile(&host);
-        let a = attempt(&plugin, json!({"action": "sigaction"}));
-        assert_denied(&a, "sigaction", EPERM, "sigaction(SIGUSR2) (process-wide)");
-        assert!(
-            !host_catches(libc::SIGUSR2),
-            "the host now has a SIGUSR2 handler: the plugin installed it process-wide"
-        );
-        host.assert_still_serves(&gate);
-    }
-}
-
 // ---- process-wide state (seccomp) ------------------------------------------------------------
 
+/// A process-wide setting the plugin tries to change: how the host reads it, the attempt,
+/// and the raw return the plugin must see (when it says one).
+struct HostState {
+    observe: Box<dyn Fn() -> String>,
+    input: Value,
+    stage: &'static str,
+    what: &'static str,
+    value: Option<i64>,
+}
+
 #[test]
-fn chdir_is_denied_and_the_host_cwd_is_unchanged() {
+fn process_wide_state_is_denied_and_the_host_keeps_its_own() {
+    assert!(
+        !host_catches(libc::SIGUSR2),
+        "precondition: the test runner does not catch SIGUSR2"
+    );
     for host in Host::each_mode() {
-        let before = std::env::current_dir().unwrap();
         let elsewhere = real(host.tmp.path());
-        assert_ne!(before, elsewhere);
+        assert_ne!(std::env::current_dir().unwrap(), elsewhere);
+        let mask = if host_umask() == 0o077 { 0o027 } else { 0o077 };
+        let rows = [
+            HostState {
+                observe: Box::new(|| format!("SIGUSR2 handler: {}", host_catches(libc::SIGUSR2))),
+                input: json!({"action": "sigaction"}),
+                stage: "sigaction",
+                what: "sigaction(SIGUSR2) (process-wide)",
+                value: None,
+            },
+            HostState {
+                observe: Box::new(|| format!("cwd {:?}", std::env::current_dir().unwrap())),
+                input: json!({"action": "chdir", "path": path_str(&elsewhere)}),
+                stage: "chdir",
+                what: "chdir (the cwd is process-wide)",
+                value: None,
+            },
+            // umask's raw return must be -1.
+            HostState {
+                observe: Box::new(|| format!("umask {:o}", host_umask())),
+                input: json!({"action": "umask", "mask": mask}),
+                stage: "umask",
+                what: "umask (process-wide)",
+                value: Some(-1),
+            },
+            // Reading the limit (prlimit64 without a new value) is allowed, so the refusal
+            // comes at the setting.
+            HostState {
+                observe: Box::new(|| format!("RLIMIT_NOFILE {:?}", host_nofile())),
+                input: json!({"action": "setrlimit"}),
+                stage: "setrlimit",
+                what: "lowering RLIMIT_NOFILE (process-wide)",
+                value: None,
+            },
+        ];
         let (gate, plugin) = hostile(&host);
-        let a = attempt(
-            &plugin,
-            json!({"action": "chdir", "path": path_str(&elsewhere)}),
-        );
-        assert_denied(&a, "chdir", EPERM, "chdir (the cwd is process-wide)");
-        assert_eq!(
-            std::env::current_dir().unwrap(),
-            before,
-            "the host's working directory changed"
-        );
-        host.assert_still_serves(&gate);
-    }
-}
-
-#[test]
-fn umask_is_denied_and_the_host_umask_is_unchanged() {
-    for host in Host::each_mode() {
-        let before = host_umask();
-        let mask = if before == 0o077 { 0o027 } else { 0o077 };
-        let (gate, plugin) = hostile(&host);
-        let a = attempt(&plugin, json!({"action": "umask", "mask": mask}));
-        assert_denied(&a, "umask", EPERM, "umask (process-wide)");
-        assert_eq!(a.value, Some(-1), "umask's raw return must be -1: {a:?}");
-        assert_eq!(
-            host_umask(),
-            before,
-            "the host's umask changed from {before:o}"
-        );
-        host.assert_still_serves(&gate);
-    }
-}
-
-#[test]
-fn setrlimit_is_denied_and_the_host_limits_are_unchanged() {
-    for host in Host::each_mode() {
-        let before = host_nofile();
-        let (gate, plugin) = hostile(&host);
-        let a = attempt(&plugin, json!({"action": "setrlimit"}));
-        // Reading the limit (prlimit64 without a new value) is allowed, so the refusal comes at
-        // the setting.
-        assert_denied(
-            &a,
-            "setrlimit",
-            EPERM,
-            "lowering RLIMIT_NOFILE (process-wide)",
-        );
-        assert_eq!(host_nofile(), before, "the host's RLIMIT_NOFILE changed");
+        for row in rows {
+            let before = (row.observe)();
+            let a = attempt(&plugin, row.input);
+            assert_denied(&a, row.stage, EPERM, row.what);
+            if let Some(v) = row.value {
+                assert_eq!(a.value, Some(v), "{}: the raw return: {a:?}", row.what);
+            }
+            assert_eq!(
+                (row.observe)(),
+                before,
+                "{}: the host's state changed",
+                row.what
+            );
+        }
         host.assert_still_serves(&gate);
     }
 }
 
 // ---- executable memory (seccomp) -------------------------------------------------------------
-
-#[test]
-fn mprotect_to_exec_is_denied() {
-    for host in Host::each_mode() {
-        let (gate, plugin) = hostile(&host);
-        let a = attempt(&plugin, json!({"action": "mprotect_exec"}));
-        assert_denied(
-            &a,
-            "mprotect",
-            EPERM,
-            "mprotect(PROT_READ|PROT_EXEC) of an anonymous page",
-        );
-        host.assert_still_serves(&gate);
-    }
-}
-
-#[test]
-fn an_anonymous_rwx_mapping_is_denied() {
-    for host in Host::each_mode() {
-        let (gate, plugin) = hostile(&host);
-        let a = attempt(&plugin, json!({"action": "mmap_exec_anon"}));
-        assert_denied(
-            &a,
-            "mmap",
-            EPERM,
-            "mmap(PROT_READ|PROT_WRITE|PROT_EXEC, MAP_ANONYMOUS)",
-        );
-        host.assert_still_serves(&gate);
-    }
-}
 
 #[test]
 fn a_library_requiring_an_executable_stack_fails_to_load() {

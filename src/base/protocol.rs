@@ -22,7 +22,7 @@ const COUNTED_HEADER: usize = 9;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Tag {
-    /// Host → worker: JSON [`crate::exec::worker::Init`].
+    /// Host → worker: JSON, the worker's `Init` (everything it needs to restrict and load).
     Init = 1,
     /// Host → worker: a call's input, the context JSON bytes; the sequence names the call.
     Call = 2,
@@ -130,12 +130,13 @@ pub enum ProtocolViolation {
         got: u64,
     },
     /// A payload that does not parse.
-    #[error("malformed {tag:?} payload: {detail}")]
+    #[error("malformed {tag:?} payload: {reason}")]
     Malformed {
         /// The frame's tag.
         tag: Tag,
-        /// What the parser said.
-        detail: String,
+        /// What is wrong with it.
+        #[source]
+        reason: PayloadError,
     },
     /// The worker closed its channel but did not exit.
     #[error("the worker closed its channel and lives on")]
@@ -151,6 +152,46 @@ pub enum ProtocolViolation {
         /// What the host saw.
         observed: String,
     },
+}
+
+/// What is wrong with a frame's payload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// A JSON payload (a report, a load failure, a fault) does not parse as its type.
+    #[error("{0}")]
+    Json(#[source] crate::base::json::JsonError),
+    /// A `Loaded` payload ends before its 4-byte version.
+    #[error("no version")]
+    NoVersion,
+    /// A `Loaded` payload ends before its metadata status byte.
+    #[error("no metadata status")]
+    NoMetadataStatus,
+    /// The relayed metadata is longer than the output limit.
+    #[error("metadata of {len} bytes, over the {limit}-byte output limit")]
+    MetadataTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A metadata status byte no frame has, or bytes after a status that carries none.
+    #[error("metadata status {status} with {len} bytes")]
+    BadMetadataStatus {
+        /// The status byte.
+        status: u8,
+        /// Bytes that followed it.
+        len: usize,
+    },
+}
+
+impl PayloadError {
+    /// A JSON payload that did not parse (serde_json's error stays inside [`JsonError`]).
+    ///
+    /// [`JsonError`]: crate::base::json::JsonError
+    pub(crate) fn json(e: serde_json::Error) -> Self {
+        PayloadError::Json(crate::base::json::JsonError::new(e))
+    }
 }
 
 impl ProtocolViolation {

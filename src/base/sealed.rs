@@ -16,7 +16,7 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::io::Errno;
 
 /// The seals a [`SealedFile`] carries.
-fn required_seals() -> SealFlags {
+pub(crate) fn required_seals() -> SealFlags {
     SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL
 }
 

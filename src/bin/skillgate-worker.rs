@@ -3,7 +3,22 @@
 //! Started by the host with `/dev/null` on fds 0-2, the sealed library at fd 3, its socket
 //! to the host at fd 4 and the sandbox's grant descriptors from fd 5 (their count is the one
 //! argument); not meant to be run by hand. See `skillgate::worker`.
+//!
+//! The worker's code is the library's, reached through one symbol rather than a public Rust
+//! path: a host using the library has no function to call that opens a library descriptor
+//! without a `Verified` value behind it.
+
+// Linked for the one symbol below; nothing else of the library is used here.
+extern crate skillgate;
+
+// SAFETY: the declaration matches the definition in `skillgate::exec::child` exactly (no
+// arguments, a `u8` back, C ABI), which is what makes calling it safe.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    /// The worker's main, defined in the library (`exec::child`). Returns the exit code.
+    safe fn skillgate_worker_main() -> u8;
+}
 
 fn main() -> std::process::ExitCode {
-    skillgate::worker::worker_main()
+    std::process::ExitCode::from(skillgate_worker_main())
 }

@@ -1,6 +1,51 @@
 //! Running a loaded plugin: on its own thread in this process ([`thread`]) or in a worker
-//! process ([`worker`]) started by the spawner.
+//! process (`host` starts and drives it, `child` is the worker's own side, `init` the
+//! protocol between them) started by the spawner.
+//!
+//! These modules return [`ExecError`], never the crate's top-level error: what a load or a
+//! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
+//! [`crate::error`] flattens each into the same top-level variant.
 
+mod cgroup;
+mod channel;
+pub(crate) mod child;
+mod confirm;
+pub(crate) mod host;
+mod init;
 mod spawner;
 pub mod thread;
-pub mod worker;
+
+use crate::base::ffi::{AbiError, FaultError, InputError};
+use crate::pipeline::load::LoadError;
+use crate::sandbox::SandboxError;
+
+/// The paths of the flat layout (`skillgate::worker::…`), kept while the API is narrowed.
+pub mod worker {
+    pub use super::host::{WORKER_NAME, find_worker};
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub use super::host::{fuzz_host_frame, start_worker_on};
+    pub use super::init::{WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD};
+    pub use crate::sandbox::TaskBound;
+}
+
+/// Why a plugin could not be started or run by an executor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The sandbox could not be applied.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The library could not be loaded (or the worker refused it).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The loaded plugin disagrees with its manifest or the host's ABI.
+    #[error(transparent)]
+    Abi(#[from] AbiError),
+    /// The plugin or its worker misbehaved.
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+    /// A message to the worker could not be written.
+    #[error(transparent)]
+    Input(#[from] InputError),
+}

@@ -7,9 +7,12 @@
 //! module's thread, which lives as long as the process.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+
+use super::init::WORKER_MEMFD;
 
 struct Request {
     command: Command,
@@ -45,4 +48,70 @@ pub(crate) fn spawn(command: Command) -> io::Result<Child> {
         .send(Request { command, reply })
         .map_err(|_| gone())?;
     result.recv().map_err(|_| gone())?
+}
+
+/// Gives the worker `fds` at [`WORKER_MEMFD`], [`super::init::WORKER_CHANNEL`] and the grant numbers
+/// after them. Returns the host's copies, which must stay open until the spawn returns.
+///
+/// The host is multi-threaded, so between `fork` and `exec` only async-signal-safe calls
+/// are made (`fcntl`, `dup2`, `close_range`) and nothing is allocated.
+#[allow(unsafe_code)]
+pub(super) fn place_fds(command: &mut Command, fds: Vec<OwnedFd>) -> io::Result<Vec<OwnedFd>> {
+    use std::os::unix::process::CommandExt;
+    // Copies at 3 or above: std puts /dev/null on 0-2 before the hook runs, which would
+    // replace a source that happened to sit there (a host with its stdio closed).
+    let mut held = Vec::with_capacity(fds.len());
+    for fd in &fds {
+        held.push(rustix::io::fcntl_dupfd_cloexec(fd, 3)?);
+    }
+    drop(fds);
+    let sources: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut targets = Vec::with_capacity(sources.len());
+    for i in 0..sources.len() {
+        let i = RawFd::try_from(i).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        targets.push(
+            WORKER_MEMFD
+                .checked_add(i)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?,
+        );
+    }
+    let end = targets.last().map_or(WORKER_MEMFD, |t| t.saturating_add(1));
+    let mut temps: Vec<RawFd> = vec![-1; sources.len()];
+    let hook = move || -> io::Result<()> {
+        // Every source first moves above the targets (close-on-exec), so that placing one
+        // target cannot overwrite a source not yet placed; `dup2` onto a different number
+        // then clears close-on-exec on the target.
+        for (src, tmp) in sources.iter().zip(temps.iter_mut()) {
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a descriptor this process holds; no memory
+            // is passed.
+            let t = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, end) };
+            if t < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *tmp = t;
+        }
+        for (tmp, target) in temps.iter().zip(&targets) {
+            // SAFETY: dup2 between two descriptor numbers; whatever the host had at
+            // `target` (close-on-exec, like everything std opens) is replaced in the child.
+            if unsafe { libc::dup2(*tmp, *target) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: close_range with integer arguments, flag CLOSE_RANGE_CLOEXEC: anything
+        // above the targets that a library of the host opened without close-on-exec is
+        // closed by exec. Failure (an old kernel) is harmless: the worker closes them too.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                end,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe system calls on integers captured
+    // before the fork and allocates nothing (see above).
+    unsafe { command.pre_exec(hook) };
+    Ok(held)
 }

@@ -23,10 +23,11 @@ use crate::base::ffi::{
 use crate::base::sealed::SealedFile;
 use crate::base::settings::Isolation;
 use crate::base::settings::Limits;
-use crate::error::Error;
 use crate::pipeline::load::{LoadError, PluginSymbols, dlopen_sealed};
 use crate::pipeline::manifest::Manifest;
 use crate::sandbox::{Enforcement, SandboxPlan};
+
+use super::ExecError;
 
 /// The one call in flight between the host and the plugin thread. A single slot, reused
 /// for every call (no channel is made per call): callers take turns through
@@ -126,7 +127,7 @@ impl ThreadExecutor {
         manifest: &Manifest,
         limits: &Limits,
         plan: SandboxPlan,
-    ) -> Result<(Self, Enforcement), Error> {
+    ) -> Result<(Self, Enforcement), ExecError> {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Idle),
             requests: AtomicU64::new(0),
@@ -134,7 +135,7 @@ impl ThreadExecutor {
             to_plugin: Condvar::new(),
             to_caller: Condvar::new(),
         });
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Enforcement, Error>>(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Enforcement, ExecError>>(1);
         let expected = manifest.metadata().clone();
         let output_limit = limits.output_bytes;
         let thread_slot = Arc::clone(&slot);
@@ -267,7 +268,7 @@ fn run_plugin_thread(
     expected: PluginMetadata,
     output_limit: usize,
     plan: SandboxPlan,
-    ready: mpsc::SyncSender<Result<Enforcement, Error>>,
+    ready: mpsc::SyncSender<Result<Enforcement, ExecError>>,
     slot: &Slot,
 ) {
     // Restrict this thread, and open the library on a restricted loader thread, so its
@@ -304,7 +305,7 @@ pub(crate) fn open_and_check(
     library: SealedFile,
     expected: &PluginMetadata,
     output_limit: usize,
-) -> Result<PluginSymbols, Error> {
+) -> Result<PluginSymbols, ExecError> {
     let symbols = dlopen_sealed(library)?;
     check_abi(
         expected,
@@ -321,14 +322,13 @@ pub(crate) fn check_abi(
     expected: &PluginMetadata,
     plugin_abi: u32,
     metadata: Result<Vec<u8>, FaultError>,
-) -> Result<(), Error> {
+) -> Result<(), AbiError> {
     if plugin_abi != expected.abi_version || plugin_abi != PLUGIN_ABI_VERSION {
         return Err(AbiError::VersionMismatch {
             manifest: expected.abi_version,
             plugin: plugin_abi,
             host: PLUGIN_ABI_VERSION,
-        }
-        .into());
+        });
     }
     let reported = metadata
         .and_then(|b| decode_metadata(&b))
@@ -342,8 +342,7 @@ pub(crate) fn check_abi(
                 field,
                 manifest: manifest.clone(),
                 plugin: plugin.clone(),
-            }
-            .into());
+            });
         }
     }
     if reported.abi_version != expected.abi_version {
@@ -351,8 +350,7 @@ pub(crate) fn check_abi(
             field: "abi_version",
             manifest: expected.abi_version.to_string(),
             plugin: reported.abi_version.to_string(),
-        }
-        .into());
+        });
     }
     Ok(())
 }

@@ -77,6 +77,47 @@ pub enum LoadError {
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The worker refused the library it was handed, before `dlopen`: what sat on its
+    /// library descriptor was not the sealed copy of the verified bytes.
+    #[error("the worker refused the library: {0}")]
+    Refused(LibraryRefusal),
+    /// The verified manifest names no entry for its library, so there is no digest for the
+    /// worker to check the library against.
+    #[error("the manifest has no entry for its library")]
+    NoLibraryEntry,
+}
+
+/// Why a worker refused the library descriptor it was given. The worker checks these itself
+/// before `dlopen` rather than take the word of whoever started it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "refused", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum LibraryRefusal {
+    /// The memfd lacks one of `F_SEAL_WRITE`, `F_SEAL_GROW`, `F_SEAL_SHRINK`, `F_SEAL_SEAL`:
+    /// its bytes could still change after they were checked.
+    #[error("its memfd is not sealed (seals {present:#x}, required {required:#x})")]
+    Unsealed {
+        /// The seals present (`F_GET_SEALS`).
+        present: u32,
+        /// The seals required.
+        required: u32,
+    },
+    /// Its size is not the signed one.
+    #[error("it is {actual} bytes, the signed manifest says {expected}")]
+    Size {
+        /// The signed size.
+        expected: u64,
+        /// The memfd's size.
+        actual: u64,
+    },
+    /// Its SHA-256 is not the signed digest.
+    #[error("its sha256 is {actual}, the signed manifest says {expected}")]
+    Digest {
+        /// The signed digest (hex).
+        expected: String,
+        /// The memfd's digest (hex).
+        actual: String,
+    },
 }
 
 /// The plugin's entry points. The library they point into is never unloaded, so the

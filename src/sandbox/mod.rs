@@ -36,26 +36,28 @@
 //!
 //! What this does not do, in thread mode: stop the plugin from writing host memory,
 //! crashing or hanging the process. A thread is not a security boundary.
+//!
+//! This file holds the plan and how it is applied; `grants` opens and checks the granted
+//! paths, `ruleset` builds the Landlock layers, [`seccomp`] the filters.
 
+mod grants;
+mod ruleset;
 pub mod seccomp;
+
+pub use grants::{GrantError, OsError};
+use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
+pub use ruleset::{LandlockError, LandlockStep, kernel_landlock_abi};
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
-
-use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
-};
+use landlock::ABI;
 use serde::{Deserialize, Serialize};
 
-use crate::base::perms::{PermsError, WritableByOthers};
 use crate::base::settings::Isolation;
 use crate::danger::Danger;
-use crate::error::Error;
 use crate::pipeline::manifest::Capabilities;
 
 /// The Landlock ABI this build was tested against; rights newer than it are not handled.
@@ -109,7 +111,31 @@ pub struct Enforcement {
     pub namespaces: Vec<String>,
     /// What bounds the number of tasks (threads) the plugin can run, and at what count.
     #[serde(default)]
-    pub tasks: crate::exec::worker::TaskBound,
+    pub tasks: TaskBound,
+}
+
+/// What bounds the number of tasks a plugin can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum TaskBound {
+    /// Nothing: thread isolation cannot bound the plugin's threads (they are the host's).
+    #[default]
+    Unbounded,
+    /// A `pids` cgroup the host made for this worker alone, with `pids.max` = `max`.
+    Cgroup {
+        /// Most tasks, the worker's main thread included.
+        max: u64,
+    },
+    /// `RLIMIT_NPROC` = `max` inside the worker's own user namespace, where the kernel
+    /// counts only the worker's tasks (Linux 5.14 and later; never for root, whose tasks
+    /// the kernel does not count).
+    UserNamespaceRlimit {
+        /// Most tasks, the worker's main thread included.
+        max: u64,
+    },
+    /// The seccomp filter refuses every `clone`: the worker is one task.
+    NoThreads,
 }
 
 /// The sandbox could not be applied as the policy requires.
@@ -187,79 +213,6 @@ pub enum SandboxError {
     Seccomp(#[source] std::io::Error),
 }
 
-/// Which Landlock step failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LandlockStep {
-    /// Declaring the handled access rights.
-    HandleAccess,
-    /// Declaring the scopes.
-    Scope,
-    /// Creating the ruleset (`landlock_create_ruleset`).
-    CreateRuleset,
-    /// Adding a rule (`landlock_add_rule`).
-    AddRule,
-    /// Enforcing the ruleset (`no_new_privs`, `landlock_restrict_self`).
-    RestrictSelf,
-    /// A step this build does not name.
-    Other,
-}
-
-/// A Landlock ruleset could not be built or enforced.
-///
-/// The landlock crate's error is kept inside, private, so the public enums name no
-/// dependency's type; what it says stays reachable: the step ([`LandlockError::step`]),
-/// the system error ([`LandlockError::os_error`], also the `source()`), and its whole
-/// text through `Display`.
-#[derive(Debug)]
-pub struct LandlockError(landlock::RulesetError);
-
-impl LandlockError {
-    /// Which step failed.
-    pub fn step(&self) -> LandlockStep {
-        match &self.0 {
-            landlock::RulesetError::HandleAccesses(_) => LandlockStep::HandleAccess,
-            landlock::RulesetError::Scope(_) => LandlockStep::Scope,
-            landlock::RulesetError::CreateRuleset(_) => LandlockStep::CreateRuleset,
-            landlock::RulesetError::AddRules(_) => LandlockStep::AddRule,
-            landlock::RulesetError::RestrictSelf(_)
-            | landlock::RulesetError::RestrictSelfFlags(_) => LandlockStep::RestrictSelf,
-            _ => LandlockStep::Other,
-        }
-    }
-
-    /// The system call's error, when a system call failed.
-    pub fn os_error(&self) -> Option<&std::io::Error> {
-        let mut next = std::error::Error::source(&self.0);
-        while let Some(e) = next {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                return Some(io);
-            }
-            next = e.source();
-        }
-        None
-    }
-}
-
-/// Wraps landlock's error (a function, not a `From`, whose impl would name the dependency's
-/// type in the public API).
-fn landlock_error(e: landlock::RulesetError) -> SandboxError {
-    SandboxError::Landlock(LandlockError(e))
-}
-
-impl std::fmt::Display for LandlockError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // landlock's message already holds its system error's text.
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for LandlockError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.os_error().map(|e| e as _)
-    }
-}
-
 /// Why the loader thread could not do its part.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -273,55 +226,6 @@ pub enum LoaderThreadError {
     /// The plugin thread could not restrict itself, so the loader thread loads nothing.
     #[error("the plugin thread could not restrict itself")]
     PluginThreadUnrestricted,
-}
-
-/// A granted path the host refused to hand to the plugin.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum GrantError {
-    /// It could not be opened without following a symlink.
-    #[error("granted path {}: cannot open it without following symlinks: {detail}", path.display())]
-    Open {
-        /// The canonical path.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// It is neither a directory nor a regular file.
-    #[error("granted path {}: not a directory or regular file", path.display())]
-    Kind {
-        /// The canonical path.
-        path: PathBuf,
-    },
-    /// What was opened is not what the policy's path named a moment before.
-    #[error("granted path {}: replaced while it was opened", path.display())]
-    Changed {
-        /// The canonical path.
-        path: PathBuf,
-    },
-    /// Others can write to it or to a directory above it.
-    #[error("granted path: {0}")]
-    WritableByOthers(WritableByOthers),
-}
-
-/// Which object a grant is: checked again when a worker adopts its descriptor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantId {
-    dev: u64,
-    ino: u64,
-    dir: bool,
-}
-
-impl GrantId {
-    fn of(fd: BorrowedFd<'_>) -> rustix::io::Result<Self> {
-        let st = rustix::fs::fstat(fd)?;
-        Ok(GrantId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
-        })
-    }
 }
 
 /// Everything the plugin thread needs to restrict itself, computed on the host's thread.
@@ -361,63 +265,8 @@ const LIBRARY_DIRS: [&str; 6] = [
 ];
 const LD_SO_CACHE: &str = "/etc/ld.so.cache";
 
-fn beneath_any(path: &Path, roots: &[PathBuf]) -> bool {
-    roots.iter().any(|r| path.starts_with(r))
-}
-
 fn canonical_all(paths: &[PathBuf]) -> Vec<PathBuf> {
     paths.iter().filter_map(|p| p.canonicalize().ok()).collect()
-}
-
-/// Most symlinks followed while resolving one path (the kernel's limit).
-const MAX_SYMLINKS: usize = 40;
-
-/// Resolves `path` as `canonicalize` does, but gives `None` when a symlink met on the way
-/// lies in a directory beneath `writable`: a plugin with a read-write grant there could
-/// have planted it (by renaming one into place) to point a later load's grant elsewhere.
-fn resolve_trusted(path: &Path, writable: &[PathBuf]) -> Option<PathBuf> {
-    use std::path::Component;
-    enum Step {
-        Root,
-        Up,
-        Name(std::ffi::OsString),
-    }
-    let steps = |p: &Path| -> Vec<Step> {
-        p.components()
-            .filter_map(|c| match c {
-                Component::RootDir => Some(Step::Root),
-                Component::ParentDir => Some(Step::Up),
-                Component::Normal(n) => Some(Step::Name(n.to_os_string())),
-                Component::CurDir | Component::Prefix(_) => None,
-            })
-            .rev()
-            .collect()
-    };
-    let absolute = std::path::absolute(path).ok()?;
-    let mut todo = steps(&absolute);
-    let mut current = PathBuf::from("/");
-    let mut links = 0usize;
-    while let Some(step) = todo.pop() {
-        match step {
-            Step::Root => current = PathBuf::from("/"),
-            Step::Up => {
-                current.pop();
-            }
-            Step::Name(name) => {
-                let next = current.join(&name);
-                if !std::fs::symlink_metadata(&next).ok()?.is_symlink() {
-                    current = next;
-                    continue;
-                }
-                links += 1;
-                if links > MAX_SYMLINKS || beneath_any(&current, writable) {
-                    return None;
-                }
-                todo.extend(steps(&std::fs::read_link(&next).ok()?));
-            }
-        }
-    }
-    Some(current)
 }
 
 /// File names of the shared objects mapped into the calling process. An unreadable map is
@@ -430,79 +279,6 @@ fn loaded_objects() -> Result<BTreeSet<String>, SandboxError> {
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter_map(|p| Path::new(p).file_name()?.to_str().map(str::to_owned))
         .collect())
-}
-
-/// Opens `path` (absolute and canonical) as `O_PATH` without following any symlink: with
-/// `openat2(RESOLVE_NO_SYMLINKS)`, or where that is missing, one `O_NOFOLLOW` component at
-/// a time from `/`.
-fn open_no_symlinks(path: &Path) -> rustix::io::Result<OwnedFd> {
-    let is_link = |fd: &OwnedFd| -> rustix::io::Result<bool> {
-        Ok(rustix::fs::fstat(fd)?.st_mode & libc::S_IFMT == libc::S_IFLNK)
-    };
-    // Without O_NOFOLLOW, so that a trailing symlink is ELOOP rather than opened itself.
-    match rustix::fs::openat2(
-        CWD,
-        path,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Err(rustix::io::Errno::NOSYS) => {}
-        other => return other,
-    }
-    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let mut at = rustix::fs::open("/", flags | OFlags::DIRECTORY, Mode::empty())?;
-    for component in path.components() {
-        match component {
-            std::path::Component::RootDir => {}
-            std::path::Component::Normal(name) => {
-                match rustix::fs::fstat(&at)?.st_mode & libc::S_IFMT {
-                    libc::S_IFDIR => {}
-                    libc::S_IFLNK => return Err(rustix::io::Errno::LOOP),
-                    _ => return Err(rustix::io::Errno::NOTDIR),
-                }
-                at = rustix::fs::openat(&at, name, flags, Mode::empty())?;
-            }
-            _ => return Err(rustix::io::Errno::INVAL),
-        }
-    }
-    if is_link(&at)? {
-        return Err(rustix::io::Errno::LOOP);
-    }
-    Ok(at)
-}
-
-/// Opens one granted path and checks it (module docs).
-fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> {
-    let open_error = |detail: String| GrantError::Open {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let named = std::fs::metadata(path).map_err(|e| open_error(e.to_string()))?;
-    let fd = open_no_symlinks(path).map_err(|e| open_error(std::io::Error::from(e).to_string()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| open_error(std::io::Error::from(e).to_string()))?;
-    let kind = st.st_mode & libc::S_IFMT;
-    if kind != libc::S_IFDIR && kind != libc::S_IFREG {
-        return Err(GrantError::Kind {
-            path: path.to_path_buf(),
-        });
-    }
-    use std::os::unix::fs::MetadataExt;
-    if named.dev() != st.st_dev || named.ino() != st.st_ino {
-        return Err(GrantError::Changed {
-            path: path.to_path_buf(),
-        });
-    }
-    crate::base::perms::check_not_writable_by_others(fd.as_fd(), path).map_err(|e| match e {
-        PermsError::WritableByOthers(w) => GrantError::WritableByOthers(w),
-        other => open_error(other.to_string()),
-    })?;
-    let id = GrantId {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        dir: kind == libc::S_IFDIR,
-    };
-    Ok((fd, id))
 }
 
 /// How a thread is restricted: the plugin thread, or the loader thread of [`load_sandboxed`].
@@ -702,126 +478,9 @@ impl SandboxPlan {
             connect_tcp: self.connect_tcp.clone(),
             loader_read: loader_read.to_vec(),
             namespaces: Vec::new(),
-            tasks: crate::exec::worker::TaskBound::Unbounded,
+            tasks: TaskBound::Unbounded,
         };
         Ok(enforcement)
-    }
-
-    /// A second Landlock layer on the loader thread: every write right handled, none granted.
-    fn forbid_writes(&self) -> Result<(), SandboxError> {
-        let ll = landlock_error;
-        let level = match self.require {
-            Requirement::Full => CompatLevel::HardRequirement,
-            Requirement::BestEffort => CompatLevel::BestEffort,
-        };
-        Ruleset::default()
-            .set_compatibility(level)
-            .handle_access(AccessFs::from_write(LANDLOCK_ABI))
-            .map_err(ll)?
-            .create()
-            .map_err(ll)?
-            .restrict_self()
-            .map_err(ll)?;
-        Ok(())
-    }
-
-    fn apply_landlock(
-        &self,
-        loader_read: &[PathBuf],
-    ) -> Result<(LandlockStatus, u8, usize, usize), SandboxError> {
-        let ll = landlock_error;
-        let abi = LANDLOCK_ABI;
-        let level = match self.require {
-            Requirement::Full => CompatLevel::HardRequirement,
-            Requirement::BestEffort => CompatLevel::BestEffort,
-        };
-        let kernel_abi = kernel_landlock_abi();
-        if self.require == Requirement::Full && kernel_abi < LANDLOCK_ABI_NUMBER {
-            return Err(SandboxError::LandlockNotEnforced {
-                status: if kernel_abi == 0 {
-                    LandlockStatus::NotEnforced
-                } else {
-                    LandlockStatus::PartiallyEnforced
-                },
-                kernel_abi,
-                required: LANDLOCK_ABI_NUMBER,
-            });
-        }
-        let mut fs_rules = 0usize;
-        let mut ruleset = Ruleset::default()
-            .set_compatibility(level)
-            .handle_access(AccessFs::from_all(abi))
-            .map_err(ll)?
-            .handle_access(AccessNet::from_all(abi))
-            .map_err(ll)?
-            .scope(Scope::from_all(abi))
-            .map_err(ll)?
-            .create()
-            .map_err(ll)?;
-        let read = AccessFs::from_read(abi);
-        let read_write = AccessFs::from_all(abi);
-        // The loader's directories are system paths, owned by root: opened by path.
-        for path in loader_read {
-            // As landlock's `PathFd` opens it (`O_PATH`, close-on-exec), keeping the typed
-            // `io::Error` for the refusal.
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let fd = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH)
-                .open(path)
-                .map_err(|source| SandboxError::GrantPath {
-                    path: path.clone(),
-                    source,
-                })?;
-            let access = if path.is_dir() {
-                read
-            } else {
-                read & AccessFs::from_file(abi)
-            };
-            ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(ll)?;
-            fs_rules += 1;
-        }
-        // The grants: from the descriptors the host opened, never from their paths.
-        let accesses = std::iter::repeat_n(read, self.read.len())
-            .chain(std::iter::repeat_n(read_write, self.read_write.len()));
-        for ((fd, id), access) in self.fds.iter().zip(&self.grants).zip(accesses) {
-            // A rule on a file may only carry rights that apply to files.
-            let access = if id.dir {
-                access
-            } else {
-                access & AccessFs::from_file(abi)
-            };
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd.as_fd(), access))
-                .map_err(ll)?;
-            fs_rules += 1;
-        }
-        let mut net_rules = 0usize;
-        for port in &self.connect_tcp {
-            ruleset = ruleset
-                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
-                .map_err(ll)?;
-            net_rules += 1;
-        }
-        let status = ruleset.restrict_self().map_err(ll)?;
-        let landlock = match status.ruleset {
-            RulesetStatus::FullyEnforced => LandlockStatus::FullyEnforced,
-            RulesetStatus::PartiallyEnforced => LandlockStatus::PartiallyEnforced,
-            RulesetStatus::NotEnforced => LandlockStatus::NotEnforced,
-        };
-        if self.require == Requirement::Full && landlock != LandlockStatus::FullyEnforced {
-            return Err(SandboxError::LandlockNotEnforced {
-                status: landlock,
-                kernel_abi,
-                required: LANDLOCK_ABI_NUMBER,
-            });
-        }
-        Ok((
-            landlock,
-            kernel_abi.min(LANDLOCK_ABI_NUMBER),
-            fs_rules,
-            net_rules,
-        ))
     }
 }
 
@@ -836,11 +495,11 @@ impl SandboxPlan {
 /// The loader thread is started before the calling thread restricts itself, so it inherits
 /// none of the calling thread's filter; it waits until that is in force and loads nothing
 /// if it failed.
-pub(crate) fn load_sandboxed<T: Send>(
+pub(crate) fn load_sandboxed<T: Send, E: From<SandboxError> + Send>(
     plan: &SandboxPlan,
     isolation: Isolation,
-    load: impl FnOnce(&Enforcement) -> Result<T, Error> + Send,
-) -> Result<(T, Enforcement), Error> {
+    load: impl FnOnce(&Enforcement) -> Result<T, E> + Send,
+) -> Result<(T, Enforcement), E> {
     plan.usable()?;
     let loader_read = plan.loader_read()?;
     let loader_read = loader_read.as_slice();
@@ -848,7 +507,7 @@ pub(crate) fn load_sandboxed<T: Send>(
         let (go, wait) = std::sync::mpsc::channel::<Option<Enforcement>>();
         let loader = std::thread::Builder::new()
             .name("skillgate-loader".to_owned())
-            .spawn_scoped(scope, move || -> Result<T, Error> {
+            .spawn_scoped(scope, move || -> Result<T, E> {
                 let Ok(Some(enforcement)) = wait.recv() else {
                     return Err(SandboxError::LoaderThread(
                         LoaderThreadError::PluginThreadUnrestricted,
@@ -868,23 +527,6 @@ pub(crate) fn load_sandboxed<T: Send>(
         let enforcement = restricted?;
         Ok((loaded??, enforcement))
     })
-}
-
-/// The kernel's Landlock ABI version (0 when unavailable).
-#[allow(unsafe_code)]
-pub fn kernel_landlock_abi() -> u8 {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: the version query takes a NULL attribute pointer and size 0 and touches no
-    // memory.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    u8::try_from(v.max(0)).unwrap_or(u8::MAX)
 }
 
 /// How much of the sandbox must be in force for a plugin to load: [`Requirement::Full`]
@@ -967,7 +609,7 @@ mod tests {
             }
         ));
 
-        let other = open_no_symlinks(&b.path().canonicalize().unwrap()).unwrap();
+        let other = grants::open_no_symlinks(&b.path().canonicalize().unwrap()).unwrap();
         let mut sent = received();
         let err = sent.adopt_grant_fds(vec![other]).unwrap_err();
         assert!(matches!(
@@ -980,95 +622,5 @@ mod tests {
         sent.adopt_grant_fds(vec![dup(plan.grant_fds()[0])])
             .unwrap();
         sent.usable().unwrap();
-    }
-
-    #[test]
-    fn a_symlink_inside_a_read_write_grant_resolves_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().canonicalize().unwrap();
-        let rw = base.join("rw");
-        let outside = base.join("outside");
-        std::fs::create_dir_all(&rw).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, rw.join("link")).unwrap();
-        std::os::unix::fs::symlink(&rw, base.join("to_rw")).unwrap();
-        let writable = [rw.clone()];
-        assert_eq!(resolve_trusted(&rw.join("link"), &writable), None);
-        assert_eq!(resolve_trusted(&rw.join("link/x/.."), &writable), None);
-        // A symlink outside the writable directories is followed, as canonicalize does.
-        assert_eq!(
-            resolve_trusted(&base.join("to_rw"), &writable),
-            Some(rw.clone())
-        );
-        assert_eq!(
-            resolve_trusted(&rw.join("link"), &[]),
-            Some(outside.clone())
-        );
-        assert_eq!(
-            resolve_trusted(&base.join("rw/../outside"), &writable),
-            Some(outside)
-        );
-    }
-
-    #[test]
-    fn a_granted_symlink_is_never_opened() {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().canonicalize().unwrap();
-        std::fs::create_dir(base.join("real")).unwrap();
-        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
-        assert_eq!(
-            open_no_symlinks(&base.join("link")).unwrap_err(),
-            rustix::io::Errno::LOOP
-        );
-        assert_eq!(
-            open_no_symlinks(&base.join("link/x")).unwrap_err(),
-            rustix::io::Errno::LOOP
-        );
-        assert!(matches!(
-            open_grant(&base.join("link")),
-            Err(GrantError::Open { .. })
-        ));
-        open_grant(&base.join("real")).unwrap();
-    }
-
-    /// A Landlock failure stays typed: its step, no invented system error, and landlock's
-    /// own text in [`Error`]'s message.
-    #[test]
-    fn a_landlock_failure_is_typed_and_keeps_its_text() {
-        // Reading and writing rights are disjoint: their intersection is empty, which
-        // landlock refuses on every kernel before any system call.
-        let empty = AccessFs::from_read(LANDLOCK_ABI) & AccessFs::from_write(LANDLOCK_ABI);
-        let failed = Ruleset::default()
-            .set_compatibility(CompatLevel::HardRequirement)
-            .handle_access(empty)
-            .map(|_| ())
-            .map_err(landlock_error);
-        let Err(SandboxError::Landlock(e)) = failed else {
-            panic!("expected Landlock, got {failed:?}");
-        };
-        assert_eq!(e.step(), LandlockStep::HandleAccess);
-        assert!(e.os_error().is_none());
-        assert!(std::error::Error::source(&e).is_none());
-        let text = Error::from(SandboxError::Landlock(e)).to_string();
-        assert!(text.contains("empty access-right"), "{text}");
-    }
-
-    /// A loader path that cannot be opened is refused with the system's typed error.
-    #[test]
-    fn an_unopenable_loader_path_keeps_the_io_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing");
-        let plan = plan_reading(&[]);
-        let err = plan
-            .apply_landlock(std::slice::from_ref(&missing))
-            .unwrap_err();
-        match &err {
-            SandboxError::GrantPath { path, source } => {
-                assert_eq!(path, &missing);
-                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
-            }
-            other => panic!("expected GrantPath, got {other:?}"),
-        }
-        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

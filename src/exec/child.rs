@@ -1,0 +1,322 @@
+//! The worker process's own side: what `skillgate-worker` runs. It takes the descriptors the
+//! host placed, checks them and the library it was handed, restricts itself, reports, loads
+//! and then serves calls until the host closes the channel.
+//!
+//! The worker re-checks what it is given before `dlopen` and does not take the host's (or
+//! whoever started it) word for it: the memfd must carry every seal and hash to the digest
+//! in `Init` (the signed manifest's entry for the library), the grant descriptors must be
+//! the objects, kinds and count the plan names, and the descriptor layout must be the one
+//! [`super::init`] fixes. A refusal is sent to the host as a typed load failure.
+
+use std::io::{self, BufReader};
+use std::os::fd::{OwnedFd, RawFd};
+
+use crate::base::ffi::FaultError;
+use crate::base::protocol::{FrameError, PROTOCOL_VERSION, Tag, read_frame, write_frame};
+use crate::base::sealed::SealedFile;
+use crate::base::settings::Isolation;
+use crate::sandbox::{SandboxPlan, TaskBound};
+
+use crate::pipeline::load::{LibraryRefusal, LoadError};
+use crate::pipeline::manifest::hex_digest;
+
+use super::ExecError;
+use super::init::{
+    CHANNEL_BUFFER, CONTROL_CAP, CallFault, Init, LoadFailure, METADATA_BYTES, METADATA_NULL,
+    METADATA_TOO_LARGE, WORKER_FIRST_GRANT, WORKER_MEMFD, error_chain,
+};
+
+/// Entry point of `skillgate-worker`, and the only way into this module from outside the
+/// crate: no Rust path names it. The binary declares the symbol and calls it; anything else
+/// that does the same gets no further than the real worker would (it re-checks the library,
+/// the plan and the descriptors it finds before `dlopen`). Returns the process exit code.
+#[allow(unsafe_code)]
+// SAFETY (the attribute): the name is this crate's own (`skillgate_` prefix), so it clashes
+// with no other symbol; the function takes no arguments and returns a plain integer, so a
+// caller through the C ABI cannot misuse it.
+#[unsafe(no_mangle)]
+extern "C" fn skillgate_worker_main() -> u8 {
+    match run_worker() {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+/// Takes the descriptors the host placed (memfd, channel, `grants` grant descriptors) and
+/// closes every other one above 2 before anything can reuse a number.
+#[allow(unsafe_code)]
+fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
+    use std::os::fd::FromRawFd;
+    let count = RawFd::try_from(grants).map_err(|_| 10u8)?;
+    let end = WORKER_FIRST_GRANT.checked_add(count).ok_or(10u8)?;
+    let end = u32::try_from(end).map_err(|_| 10u8)?;
+    // SAFETY: close_range with integer arguments: every descriptor from `end` up is
+    // closed. No Rust object owns any of them (the worker has opened nothing yet).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, end, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(10);
+    }
+    let mut taken = Vec::new();
+    for fd in WORKER_MEMFD..WORKER_FIRST_GRANT.saturating_add(count) {
+        if rustix::io::fcntl_getfd(
+            // SAFETY: a borrow for the duration of the check; `fd` is an integer the kernel
+            // answers EBADF for if it is not open.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        )
+        .is_err()
+        {
+            return Err(10);
+        }
+        // SAFETY: the host placed this descriptor here for the worker (see `place_fds`),
+        // it is open (checked above), and it is taken exactly once.
+        taken.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let mut taken = taken.into_iter();
+    let (Some(memfd), Some(channel)) = (taken.next(), taken.next()) else {
+        return Err(10);
+    };
+    // The layout, by kind: the library is a regular (memory) file and the channel a
+    // socket. Nothing is reported for a wrong layout: without the channel there is no one
+    // to report to, and the exit code says it.
+    let kind = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| st.st_mode & libc::S_IFMT);
+    if kind(&memfd) != Ok(libc::S_IFREG) || kind(&channel) != Ok(libc::S_IFSOCK) {
+        return Err(15);
+    }
+    Ok((memfd, channel, taken.collect()))
+}
+
+/// Puts the default action back for SIGSEGV and SIGBUS. Rust's runtime installs handlers for
+/// them (stack-overflow detection) that, for any other fault, restore the default with
+/// `rt_sigaction` and return to fault again; the sandbox denies `rt_sigaction`, so the
+/// worker would spin forever on a plugin's segfault instead of dying with SIGSEGV.
+#[allow(unsafe_code)]
+fn default_fault_signals() {
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: installing SIG_DFL for a signal is async-signal-safe and touches no
+        // Rust state; the worker is still single-threaded here.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+fn set_limit(r: rustix::process::Resource, v: u64) -> io::Result<()> {
+    rustix::process::setrlimit(
+        r,
+        rustix::process::Rlimit {
+            current: Some(v),
+            maximum: Some(v),
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+fn set_limits(init: &Init) -> io::Result<()> {
+    use rustix::process::Resource;
+    set_limit(Resource::As, init.memory_bytes)?;
+    set_limit(Resource::Cpu, init.cpu_seconds)?;
+    set_limit(Resource::Nofile, 64)?;
+    set_limit(Resource::Fsize, init.file_bytes)?;
+    set_limit(Resource::Core, 0)?;
+    Ok(())
+}
+
+/// New user and network namespaces where the kernel allows them (a network namespace has
+/// only a down loopback, so it is skipped when the plugin is granted TCP).
+fn try_namespaces(network: bool) -> Vec<String> {
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    let mut got = Vec::new();
+    let mut try_one = |flag: UnshareFlags, name: &str| {
+        #[allow(unsafe_code)]
+        // SAFETY: the worker is single-threaded here and holds no state that depends on
+        // its namespaces (no open sockets; files are reached by descriptor).
+        let ok = unsafe { unshare_unsafe(flag) }.is_ok();
+        if ok {
+            got.push(name.to_owned());
+        }
+    };
+    try_one(UnshareFlags::NEWUSER, "user");
+    if !network {
+        try_one(UnshareFlags::NEWNET, "net");
+    }
+    got
+}
+
+/// Bounds the worker's tasks (see the module docs). `root`: the worker's real uid was 0
+/// before it entered a user namespace, so `RLIMIT_NPROC` would not be checked.
+fn bound_tasks(
+    init: &Init,
+    plan: &mut SandboxPlan,
+    namespaces: &[String],
+    root: bool,
+) -> io::Result<TaskBound> {
+    if init.cgroup {
+        return Ok(TaskBound::Cgroup { max: init.threads });
+    }
+    if !root && namespaces.iter().any(|n| n == "user") {
+        // Set after entering the namespace: its count starts at this one task, and the
+        // parent's limit recorded when the namespace was made stays the host's.
+        set_limit(rustix::process::Resource::Nproc, init.threads)?;
+        return Ok(TaskBound::UserNamespaceRlimit { max: init.threads });
+    }
+    plan.forbid_threads();
+    Ok(TaskBound::NoThreads)
+}
+
+/// Re-checks the library descriptor against what the host's `Init` says the signed
+/// manifest holds: all four seals present (else its bytes could change after this check),
+/// then the size and SHA-256 of the bytes themselves.
+fn check_library(memfd: OwnedFd, init: &Init) -> Result<SealedFile, LoadFailure> {
+    use sha2::{Digest, Sha256};
+    let setup = |detail: String| LoadFailure::Setup { detail };
+    let refused = |refusal| LoadFailure::Library { refusal };
+    let present = rustix::fs::fcntl_get_seals(&memfd)
+        .map_err(|e| setup(format!("cannot read the library's seals: {e}")))?;
+    let required = crate::base::sealed::required_seals();
+    if !present.contains(required) {
+        return Err(refused(LibraryRefusal::Unsealed {
+            present: present.bits(),
+            required: required.bits(),
+        }));
+    }
+    let library = SealedFile::from_inherited(memfd).map_err(|e| setup(error_chain(&e)))?;
+    if library.len() != init.library_size {
+        return Err(refused(LibraryRefusal::Size {
+            expected: init.library_size,
+            actual: library.len(),
+        }));
+    }
+    let map = library
+        .map()
+        .map_err(|e| setup(format!("cannot map the library: {e}")))?;
+    let actual: [u8; 32] = Sha256::digest(map.as_ref()).into();
+    drop(map);
+    if actual != init.library_sha256 {
+        return Err(refused(LibraryRefusal::Digest {
+            expected: hex_digest(&init.library_sha256),
+            actual: hex_digest(&actual),
+        }));
+    }
+    Ok(library)
+}
+
+fn run_worker() -> Result<(), u8> {
+    let grants: usize = std::env::args_os()
+        .nth(1)
+        .and_then(|a| a.to_str()?.parse().ok())
+        .ok_or(10u8)?;
+    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
+    let _ = rustix::process::setsid();
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|_| 11u8)?;
+    let frame = read_frame(&mut channel, CONTROL_CAP).map_err(|_| 12u8)?;
+    let init: Init = match (frame.tag, serde_json::from_slice::<Init>(&frame.payload)) {
+        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION && init.grants == grants => init,
+        _ => return Err(13),
+    };
+    // The host may have died before the death signal was armed.
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get().unsigned_abs())
+        != Some(init.host_pid)
+    {
+        return Err(14);
+    }
+    let fail = |channel: &mut BufReader<std::fs::File>, failure: LoadFailure| -> u8 {
+        let _ = serde_json::to_vec(&failure)
+            .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, 0, &b));
+        20
+    };
+    let setup = |detail: String| LoadFailure::Setup { detail };
+    default_fault_signals();
+    let root = rustix::process::getuid().is_root();
+    let namespaces = try_namespaces(!init.plan.connect_tcp().is_empty());
+    let mut plan = init.plan.clone();
+    let tasks = match bound_tasks(&init, &mut plan, &namespaces, root) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(&mut channel, setup(format!("RLIMIT_NPROC: {e}")))),
+    };
+    if let Err(e) = set_limits(&init) {
+        return Err(fail(&mut channel, setup(format!("setrlimit: {e}"))));
+    }
+    let library = match check_library(memfd, &init) {
+        Ok(l) => l,
+        Err(failure) => return Err(fail(&mut channel, failure)),
+    };
+    if let Err(e) = plan.adopt_grant_fds(grant_fds) {
+        return Err(fail(&mut channel, LoadFailure::from_error(&e.into())));
+    }
+    // The library is opened on a short-lived loader thread (no writes, no threads) while
+    // this thread, which then serves the calls, can never map anything executable
+    // (`sandbox::load_sandboxed`). The report is sent from the loader thread once both are
+    // restricted and before `dlopen`: it is fixed before any plugin code runs, and the host
+    // confirms it from outside.
+    let report_failed = std::sync::atomic::AtomicBool::new(false);
+    let loaded = crate::sandbox::load_sandboxed(&plan, Isolation::Process, |enforcement| {
+        let mut enforcement = enforcement.clone();
+        enforcement.namespaces = namespaces;
+        enforcement.tasks = tasks;
+        let sent = serde_json::to_vec(&enforcement)
+            .map_err(io::Error::other)
+            .and_then(|report| write_frame(channel.get_mut(), Tag::Restricted, 0, &report));
+        if let Err(e) = sent {
+            report_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(LoadError::Report(e).into());
+        }
+        crate::pipeline::load::dlopen_sealed(library).map_err(ExecError::from)
+    });
+    let symbols = match loaded {
+        Ok((symbols, _)) => symbols,
+        Err(_) if report_failed.load(std::sync::atomic::Ordering::Relaxed) => return Err(22),
+        Err(e) => return Err(fail(&mut channel, LoadFailure::from_error(&e))),
+    };
+    // From here on the plugin could have written anything on the channel: the worker
+    // relays what the plugin returns and the host checks it.
+    let mut loaded = symbols.call_version().to_le_bytes().to_vec();
+    match symbols.call_metadata(init.output_bytes) {
+        Ok(bytes) => {
+            loaded.push(METADATA_BYTES);
+            loaded.extend_from_slice(&bytes);
+        }
+        Err(FaultError::OutputTooLarge { .. }) => loaded.push(METADATA_TOO_LARGE),
+        Err(_) => loaded.push(METADATA_NULL),
+    }
+    write_frame(channel.get_mut(), Tag::Loaded, 0, &loaded).map_err(|_| 22u8)?;
+    serve(&mut channel, &symbols, init.output_bytes)
+}
+
+/// Serves calls until the host closes the channel.
+fn serve(
+    channel: &mut BufReader<std::fs::File>,
+    symbols: &crate::pipeline::load::PluginSymbols,
+    output_bytes: usize,
+) -> Result<(), u8> {
+    let input_cap = CONTROL_CAP.saturating_mul(64);
+    loop {
+        let frame = match read_frame(channel, input_cap) {
+            Ok(f) => f,
+            Err(FrameError::Closed) => return Ok(()),
+            Err(_) => return Err(23),
+        };
+        if frame.tag != Tag::Call {
+            return Err(24);
+        }
+        let mut input = frame.payload;
+        input.push(0);
+        let Ok(input) = std::ffi::CString::from_vec_with_nul(input) else {
+            return Err(25);
+        };
+        let seq = frame.seq;
+        let sent = match symbols.call_execute(&input, output_bytes) {
+            Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, seq, &bytes),
+            Err(FaultError::OutputTooLarge { limit, .. }) => {
+                serde_json::to_vec(&CallFault::OutputTooLarge { limit })
+                    .map_err(io::Error::other)
+                    .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b))
+            }
+            Err(_) => serde_json::to_vec(&CallFault::NullResult)
+                .map_err(io::Error::other)
+                .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b)),
+        };
+        if sent.is_err() {
+            return Err(26);
+        }
+    }
+}

@@ -1,0 +1,681 @@
+//! Worker-process isolation: each plugin runs in its own process, which restricts itself
+//! before `dlopen` and then serves calls one at a time over a socket.
+//!
+//! A thread is not a security boundary; a process nearly is. But once `dlopen` starts, every
+//! byte the worker sends is plugin code's to choose: a constructor can write frames on the
+//! channel, close or `dup2` over descriptors, or never return. So:
+//!
+//! - **Descriptors.** The worker starts with an empty environment, working directory `/`,
+//!   fds 0, 1 and 2 on `/dev/null` (a plugin that prints reaches nothing; capturing its
+//!   output for a log is issue 13), the sealed memfd at fd 3, the channel at fd 4 and the
+//!   plan's grant descriptors from fd 5 on, and nothing else: the host places them in the
+//!   child before `exec` and the worker closes every higher descriptor in its first lines.
+//! - **Reports.** The worker restricts itself (namespaces, rlimits, Landlock, seccomp) and
+//!   sends its enforcement report *before* `dlopen`; the host then confirms it from outside
+//!   (`/proc/<pid>/status`: `Seccomp`, `NoNewPrivs`, `Seccomp_filters`; `/proc/<pid>/ns/*`
+//!   against the host's own; `/proc/<pid>/limits`). After `dlopen` the worker only relays
+//!   what `vtcode_plugin_version` and `vtcode_plugin_metadata` returned, and the host checks
+//!   them: a frame after `dlopen` is data, never testimony. A second report, a load failure
+//!   after the plugin loaded, or any frame out of turn is a protocol violation.
+//! - **Sequence.** Every call carries a sequence number and its reply must carry the same:
+//!   a stale, duplicate or forged reply poisons the handle, it is never returned.
+//! - **Time.** Every read, write and wait of the host ends by the call's deadline (or a fixed
+//!   short one when a worker is being ended): a worker is ended by `SIGKILL`, then reaped
+//!   within a bound. Callers queued behind a hung call wait no longer than their own deadline.
+//! - **Tasks.** A thread bomb is bounded per worker: by a `pids` cgroup of its own where the
+//!   host can make one (a root host), else by `RLIMIT_NPROC` inside the worker's own user
+//!   namespace (counted per namespace and user since Linux 5.14, but never for root), else
+//!   the seccomp filter refuses every thread. The report says which.
+//!
+//! The host side (`ProcessExecutor`) never trusts the worker: frames are capped
+//! ([`crate::base::protocol`]), payloads parsed strictly, and the exit status of a dead worker is
+//! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
+//! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
+//! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
+
+use std::io::{self, BufReader};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::base::ffi::{FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, decode_result};
+use crate::base::protocol::{
+    FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, PayloadError, ProtocolViolation, Tag,
+    read_frame,
+};
+use crate::base::sealed::SealedFile;
+use crate::base::settings::Limits;
+use crate::pipeline::load::LoadError;
+use crate::pipeline::manifest::Manifest;
+use crate::sandbox::{Enforcement, SandboxPlan};
+
+use super::ExecError;
+use super::cgroup::Cgroup;
+use super::channel::{Channel, timed_out};
+use super::confirm::confirm;
+use super::init::{
+    CHANNEL_BUFFER, CONTROL_CAP, CallFault, Init, LOADED_HEADER, LoadFailure, Phase, parse_loaded,
+};
+use super::spawner::place_fds;
+
+/// The worker executable's file name.
+pub const WORKER_NAME: &str = "skillgate-worker";
+/// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
+/// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
+/// reaped when the `Child` is dropped by nobody: it stays until the host exits).
+const REAP_BOUND: Duration = Duration::from_secs(5);
+/// How long a worker whose channel closed may take to exit on its own before it is
+/// treated as having closed its channel deliberately (a process closes its descriptors
+/// while exiting, just before it becomes reapable).
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the host still listens, after a report it could not confirm, for the load
+/// failure an exiting worker sent before it began to exit.
+const EXITING_WORKER_GRACE: Duration = Duration::from_millis(500);
+
+/// Finds the worker executable: the policy's `worker` if set; otherwise `skillgate-worker`
+/// beside the running executable, or in its parent directory (where cargo puts binaries
+/// when the executable is a test in `target/*/deps/`).
+pub fn find_worker(configured: Option<&Path>) -> Result<PathBuf, LoadError> {
+    if let Some(p) = configured {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(LoadError::WorkerNotFound(vec![p.to_path_buf()]))
+        };
+    }
+    let mut searched = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        let mut dir = exe.parent();
+        for _ in 0..2 {
+            let Some(d) = dir else { break };
+            let candidate = d.join(WORKER_NAME);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            searched.push(candidate);
+            dir = d.parent();
+        }
+    }
+    Err(LoadError::WorkerNotFound(searched))
+}
+// ---------------------------------------------------------------------------------------
+// The host's side.
+
+struct Worker {
+    child: Child,
+    channel: BufReader<Channel>,
+    cgroup: Option<Cgroup>,
+    /// Sequence number of the last call sent.
+    seq: u64,
+}
+/// Handle to a plugin's worker process. Calls are serialized: one at a time holds the turn.
+pub(crate) struct ProcessExecutor {
+    /// Whether a call holds the turn; callers wait for it on `turn_free`, up to their
+    /// own deadline.
+    busy: Mutex<bool>,
+    turn_free: Condvar,
+    /// The worker; only the caller holding the turn locks it (or `Drop`).
+    worker: Mutex<Option<Worker>>,
+    timeout: Duration,
+    output_cap: usize,
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for ProcessExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessExecutor")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn crashed(status: Option<ExitStatus>) -> FaultError {
+    FaultError::Crashed {
+        signal: status.and_then(|s| s.signal()),
+        code: status.and_then(|s| s.code()),
+    }
+}
+
+/// Waits up to `bound` for the child to be reapable, then reaps it.
+fn reap_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let until = Instant::now() + bound;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            _ => return None,
+        }
+    }
+}
+
+impl Worker {
+    /// Ends the worker: `SIGKILL`, then a bounded reap, then its cgroup goes. Returns how
+    /// it ended (an exit that came before the kill is reported as such).
+    fn end(mut self) -> Option<ExitStatus> {
+        let _ = self.child.kill();
+        let status = reap_within(&mut self.child, REAP_BOUND);
+        if status.is_none() {
+            tracing::warn!(
+                pid = self.child.id(),
+                "a killed worker was not reapable in time"
+            );
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove();
+        }
+        status
+    }
+
+    /// The channel closed: the worker died (report how), or it closed its channel and
+    /// lives on (a violation; it is ended).
+    fn closed(mut self) -> FaultError {
+        if let Some(status) = reap_within(&mut self.child, EXIT_GRACE) {
+            let fault = crashed(Some(status));
+            let _ = self.end();
+            return fault;
+        }
+        let _ = self.end();
+        FaultError::Protocol(ProtocolViolation::ChannelClosed)
+    }
+
+    fn read(&mut self, deadline: Instant, cap: usize) -> Result<Frame, FrameError> {
+        self.channel.get_mut().deadline = deadline;
+        read_frame(&mut self.channel, cap)
+    }
+
+    fn send(&mut self, deadline: Instant, tag: Tag, seq: u64, payload: &[u8]) -> io::Result<()> {
+        let channel = self.channel.get_mut();
+        channel.deadline = deadline;
+        channel.send(tag, seq, payload)
+    }
+}
+
+/// What ended an exchange with the worker: a fault of the call, or a reason to end it.
+enum Ending {
+    /// The worker is gone or must go; the fault to report.
+    Fault(FaultError),
+    /// The channel closed.
+    Closed,
+}
+
+/// Why a load did not complete.
+enum Refusal {
+    /// The worker reported a failure before `dlopen` (or `dlopen`'s own), or the host's
+    /// checks refused what it relayed: the worker is ended and this is the error.
+    Refused(ExecError),
+    /// The worker must be ended for this reason.
+    Ended(Ending),
+}
+
+/// Maps a failed read to how it ends the worker.
+fn read_failure(e: FrameError, timeout: Duration) -> Ending {
+    match e {
+        FrameError::Io(e) if timed_out(&e) => Ending::Fault(FaultError::Timeout {
+            timeout_ms: duration_ms(timeout),
+        }),
+        FrameError::Closed | FrameError::Io(_) | FrameError::Trailing(_) => Ending::Closed,
+        other => match ProtocolViolation::from_frame(other) {
+            Ok(v) => Ending::Fault(FaultError::Protocol(v)),
+            Err(_) => Ending::Closed,
+        },
+    }
+}
+
+fn violation(v: ProtocolViolation) -> Ending {
+    Ending::Fault(FaultError::Protocol(v))
+}
+
+impl ProcessExecutor {
+    /// Starts the worker and waits until it has restricted itself and loaded the plugin.
+    pub(crate) fn start(
+        library: &SealedFile,
+        manifest: &Manifest,
+        limits: &Limits,
+        plan: SandboxPlan,
+        worker_path: &Path,
+    ) -> Result<(Self, Enforcement), ExecError> {
+        Self::start_on(library.as_fd(), manifest, limits, plan, worker_path)
+    }
+
+    /// [`ProcessExecutor::start`] with any descriptor as the library: the worker, not this
+    /// function, decides whether it is the sealed, signed library (the hostile tests hand
+    /// it others).
+    fn start_on(
+        library: BorrowedFd<'_>,
+        manifest: &Manifest,
+        limits: &Limits,
+        plan: SandboxPlan,
+        worker_path: &Path,
+    ) -> Result<(Self, Enforcement), ExecError> {
+        let entry = manifest.library_entry().ok_or(LoadError::NoLibraryEntry)?;
+        let (library_sha256, library_size) = (entry.sha256, entry.size);
+        let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let spawn_err = |source: io::Error| {
+            ExecError::from(LoadError::WorkerStart {
+                path: worker_path.to_path_buf(),
+                source,
+            })
+        };
+        let (host_end, worker_end) = UnixStream::pair().map_err(spawn_err)?;
+        let mut given: Vec<OwnedFd> = Vec::new();
+        given.push(library.try_clone_to_owned().map_err(spawn_err)?);
+        given.push(OwnedFd::from(worker_end));
+        let grants = plan.grant_fds();
+        let grant_count = grants.len();
+        for fd in grants {
+            given.push(fd.try_clone_to_owned().map_err(spawn_err)?);
+        }
+        let mut command = Command::new(worker_path);
+        command
+            .arg(grant_count.to_string())
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let given = place_fds(&mut command, given).map_err(spawn_err)?;
+        let cgroup = Cgroup::create(limits.threads);
+        // Spawned from the long-lived spawner thread: see crate::exec::spawner.
+        let child = crate::exec::spawner::spawn(command).map_err(spawn_err);
+        drop(given);
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(c) = cgroup {
+                    c.remove();
+                }
+                return Err(e);
+            }
+        };
+        let mut worker = Worker {
+            child,
+            channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
+            cgroup,
+            seq: 0,
+        };
+        // Into its cgroup before it is told anything, so before any plugin code can run.
+        let pid = worker.child.id();
+        if let Some(c) = &worker.cgroup
+            && c.adopt(pid).is_err()
+            && let Some(c) = worker.cgroup.take()
+        {
+            c.remove();
+        }
+        let init = Init {
+            version: PROTOCOL_VERSION,
+            host_pid: std::process::id(),
+            plan,
+            grants: grant_count,
+            output_bytes: limits.output_bytes,
+            memory_bytes: limits.memory_bytes,
+            cpu_seconds: limits.cpu_seconds,
+            file_bytes: limits.file_bytes,
+            threads: limits.threads,
+            cgroup: worker.cgroup.is_some(),
+            library_sha256,
+            library_size,
+        };
+        match Self::handshake(&mut worker, &init, manifest.metadata(), deadline, timeout) {
+            Ok(enforcement) => {
+                let executor = ProcessExecutor {
+                    busy: Mutex::new(false),
+                    turn_free: Condvar::new(),
+                    worker: Mutex::new(Some(worker)),
+                    timeout,
+                    output_cap: limits.output_bytes.saturating_add(FRAME_OVERHEAD),
+                    poisoned: AtomicBool::new(false),
+                };
+                Ok((executor, enforcement))
+            }
+            Err(Refusal::Refused(e)) => {
+                let _ = worker.end();
+                Err(e)
+            }
+            Err(Refusal::Ended(Ending::Fault(f))) => {
+                let _ = worker.end();
+                Err(f.into())
+            }
+            Err(Refusal::Ended(Ending::Closed)) => Err(worker.closed().into()),
+        }
+    }
+
+    /// Init, the report, the loaded plugin. An error carries what to report and whether the
+    /// channel closed (how the worker ended is then found out by the caller).
+    fn handshake(
+        worker: &mut Worker,
+        init: &Init,
+        expected: &PluginMetadata,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Enforcement, Refusal> {
+        let fail = Refusal::Ended;
+        let init_bytes = serde_json::to_vec(init)
+            .map_err(|e| Refusal::Refused(crate::base::ffi::InputError::json(e).into()))?;
+        if let Err(e) = worker.send(deadline, Tag::Init, 0, &init_bytes) {
+            return Err(fail(if timed_out(&e) {
+                Ending::Fault(FaultError::Timeout {
+                    timeout_ms: duration_ms(timeout),
+                })
+            } else {
+                Ending::Closed
+            }));
+        }
+        let mut phase = Phase::Restricting;
+        let mut enforcement = None;
+        let mut unconfirmed = None;
+        // After a report the host could not confirm, how long it still listens for the
+        // load failure an exiting worker already sent (see below).
+        let mut read_until = deadline;
+        loop {
+            let frame = match worker.read(
+                read_until,
+                CONTROL_CAP.max(
+                    init.output_bytes
+                        .saturating_add(FRAME_OVERHEAD + LOADED_HEADER),
+                ),
+            ) {
+                Ok(frame) => frame,
+                Err(_) if unconfirmed.is_some() => {
+                    let v = unconfirmed
+                        .take()
+                        .unwrap_or(ProtocolViolation::ChannelClosed);
+                    return Err(fail(violation(v)));
+                }
+                Err(e) => return Err(fail(read_failure(e, timeout))),
+            };
+            let waiting = match phase {
+                Phase::Restricting => "waiting for the enforcement report",
+                Phase::Loading => "waiting for the loaded plugin",
+            };
+            if frame.seq != 0 {
+                return Err(fail(violation(ProtocolViolation::WrongSequence {
+                    expected: 0,
+                    got: frame.seq,
+                })));
+            }
+            match (frame.tag, phase) {
+                (Tag::Restricted, Phase::Restricting) => {
+                    let mut report: Enforcement =
+                        serde_json::from_slice(&frame.payload).map_err(|e| {
+                            fail(violation(ProtocolViolation::Malformed {
+                                tag: Tag::Restricted,
+                                reason: PayloadError::json(e),
+                            }))
+                        })?;
+                    match confirm(worker.child.id(), worker.cgroup.as_ref(), init, &mut report) {
+                        Ok(()) => enforcement = Some(report),
+                        // A worker that is exiting (a failed dlopen exits at once, and its
+                        // namespaces go before it can be reaped) cannot be looked at: the
+                        // load failure it sent first says why. Listen briefly for it; any
+                        // other frame, or none, and the unconfirmed report refuses the load.
+                        // Either way this worker never serves.
+                        Err(v) => {
+                            unconfirmed = Some(v);
+                            read_until = deadline.min(Instant::now() + EXITING_WORKER_GRACE);
+                        }
+                    }
+                    phase = Phase::Loading;
+                }
+                (Tag::LoadFailed, _) => {
+                    let failure: LoadFailure =
+                        serde_json::from_slice(&frame.payload).map_err(|e| {
+                            fail(violation(ProtocolViolation::Malformed {
+                                tag: Tag::LoadFailed,
+                                reason: PayloadError::json(e),
+                            }))
+                        })?;
+                    return Err(match failure.into_error(phase) {
+                        Ok(e) => Refusal::Refused(e),
+                        Err(v) => fail(violation(v)),
+                    });
+                }
+                (Tag::Loaded, Phase::Loading) => {
+                    let (version, metadata) = parse_loaded(&frame.payload, init.output_bytes)
+                        .map_err(|v| fail(violation(v)))?;
+                    crate::exec::thread::check_abi(expected, version, metadata)
+                        .map_err(|e| Refusal::Refused(e.into()))?;
+                    return match (enforcement, unconfirmed) {
+                        (Some(e), _) => Ok(e),
+                        (None, Some(v)) => Err(fail(violation(v))),
+                        (None, None) => Err(fail(Ending::Closed)),
+                    };
+                }
+                (tag, _) => {
+                    return Err(fail(violation(ProtocolViolation::Unexpected {
+                        tag,
+                        waiting,
+                    })));
+                }
+            }
+        }
+    }
+
+    /// Runs one call in the worker.
+    pub(crate) fn call(&self, input: &[u8]) -> Result<PluginResult, FaultError> {
+        let deadline = Instant::now() + self.timeout;
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(FaultError::Poisoned);
+        }
+        let _turn = self.take_turn(deadline)?;
+        let mut guard = self.lock_worker();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(FaultError::Poisoned);
+        }
+        let Some(worker) = guard.as_mut() else {
+            return Err(FaultError::Poisoned);
+        };
+        match self.exchange(worker, input, deadline) {
+            Ok(result) => result,
+            Err(ending) => {
+                self.poisoned.store(true, Ordering::Release);
+                let Some(worker) = guard.take() else {
+                    return Err(FaultError::Poisoned);
+                };
+                drop(guard);
+                match ending {
+                    Ending::Fault(f) => {
+                        let _ = worker.end();
+                        Err(f)
+                    }
+                    Ending::Closed => Err(worker.closed()),
+                }
+            }
+        }
+    }
+
+    fn lock_worker(&self) -> MutexGuard<'_, Option<Worker>> {
+        self.worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the turn until `deadline`. A caller that does not get it in time gets
+    /// `Timeout` (its call never reached the worker, so the handle is not poisoned by it).
+    fn take_turn(&self, deadline: Instant) -> Result<Turn<'_>, FaultError> {
+        let mut busy = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(FaultError::Timeout {
+                    timeout_ms: duration_ms(self.timeout),
+                });
+            }
+            busy = match self.turn_free.wait_timeout(busy, remaining) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        *busy = true;
+        Ok(Turn(self))
+    }
+
+    /// One call: `Ok` with the call's own result (which may be a fault that leaves the
+    /// worker serving), or `Err` with why the worker must end.
+    fn exchange(
+        &self,
+        worker: &mut Worker,
+        input: &[u8],
+        deadline: Instant,
+    ) -> Result<Result<PluginResult, FaultError>, Ending> {
+        let timeout = || FaultError::Timeout {
+            timeout_ms: duration_ms(self.timeout),
+        };
+        worker.seq = worker.seq.saturating_add(1);
+        let seq = worker.seq;
+        if let Err(e) = worker.send(deadline, Tag::Call, seq, input) {
+            return Err(if timed_out(&e) {
+                Ending::Fault(timeout())
+            } else {
+                Ending::Closed
+            });
+        }
+        let frame = worker
+            .read(deadline, self.output_cap)
+            .map_err(|e| read_failure(e, self.timeout))?;
+        if !matches!(frame.tag, Tag::Output | Tag::Fault) {
+            return Err(violation(ProtocolViolation::Unexpected {
+                tag: frame.tag,
+                waiting: "waiting for a call's reply",
+            }));
+        }
+        if frame.seq != seq {
+            return Err(violation(ProtocolViolation::WrongSequence {
+                expected: seq,
+                got: frame.seq,
+            }));
+        }
+        if frame.tag == Tag::Output {
+            return Ok(decode_result(&frame.payload));
+        }
+        match serde_json::from_slice::<CallFault>(&frame.payload) {
+            Ok(CallFault::NullResult) => Ok(Err(FaultError::NullResult {
+                function: SYMBOL_EXECUTE,
+            })),
+            Ok(CallFault::OutputTooLarge { limit }) => Ok(Err(FaultError::OutputTooLarge {
+                function: SYMBOL_EXECUTE,
+                limit,
+            })),
+            Err(e) => Err(violation(ProtocolViolation::Malformed {
+                tag: Tag::Fault,
+                reason: PayloadError::json(e),
+            })),
+        }
+    }
+
+    /// The worker's process id, while it runs.
+    pub(crate) fn worker_pid(&self) -> Option<u32> {
+        self.lock_worker().as_ref().map(|w| w.child.id())
+    }
+}
+
+/// Holding the turn; releasing it wakes the next caller.
+struct Turn<'a>(&'a ProcessExecutor);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .0
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *busy = false;
+        self.0.turn_free.notify_one();
+    }
+}
+
+impl Drop for ProcessExecutor {
+    fn drop(&mut self) {
+        let worker = match self.worker.get_mut() {
+            Ok(w) => w.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(w) = worker {
+            let _ = w.end();
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Starts a worker for `inspected` with `library` on its library descriptor instead of the
+/// sealed copy of the verified bytes, and the digest and size of the verified manifest in
+/// `Init`, as the real path does; the worker must refuse a descriptor that is not that
+/// sealed copy. For the hostile tests only (the `fuzzing` feature, which only tests and the
+/// fuzz crate turn on); the worker it starts serves no calls.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn start_worker_on(
+    inspected: crate::pipeline::inspect::Inspected,
+    limits: &Limits,
+    worker: &Path,
+    library: BorrowedFd<'_>,
+) -> Result<Enforcement, ExecError> {
+    let (bundle, report) = inspected.into_parts();
+    let (_, manifest, _, _) = bundle.into_parts();
+    let plan = SandboxPlan::new(
+        &crate::sandbox::SandboxPolicy::default(),
+        &crate::danger::Danger::default(),
+        manifest.capabilities(),
+        &report.needed,
+    );
+    ProcessExecutor::start_on(library, &manifest, limits, plan, worker).map(|(_, e)| e)
+}
+
+/// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame
+/// decoder, then the strict parse of its payload. Shared by the `ipc_frame` fuzz target and
+/// the corpus replay; a hostile worker controls every byte of it.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_host_frame(bytes: &[u8]) {
+    let Ok(frame) = crate::base::protocol::decode_frame(bytes, CONTROL_CAP) else {
+        return;
+    };
+    match frame.tag {
+        Tag::Restricted => {
+            let _ = serde_json::from_slice::<Enforcement>(&frame.payload);
+        }
+        Tag::LoadFailed => {
+            if let Ok(failure) = serde_json::from_slice::<LoadFailure>(&frame.payload) {
+                let _ = failure.into_error(Phase::Loading).map(|e| e.to_string());
+            }
+        }
+        Tag::Fault => {
+            let _ = serde_json::from_slice::<CallFault>(&frame.payload);
+        }
+        Tag::Output => {
+            let _ = decode_result(&frame.payload);
+        }
+        Tag::Loaded => {
+            if let Ok((version, metadata)) = parse_loaded(&frame.payload, CONTROL_CAP) {
+                let expected = PluginMetadata {
+                    name: "fuzz".into(),
+                    description: String::new(),
+                    version: "1.0.0".into(),
+                    author: None,
+                    abi_version: 1,
+                    when_to_use: None,
+                    when_not_to_use: None,
+                    allowed_tools: None,
+                    thread_safe: false,
+                };
+                let _ = crate::exec::thread::check_abi(&expected, version, metadata);
+            }
+        }
+        Tag::Init | Tag::Call => {}
+    }
+}
