@@ -25,7 +25,13 @@ fn sdk_plugin_library() -> &'static Path {
         let target = root.join("target").join("sdk-plugin");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "--release", "--offline", "--quiet", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--offline",
+                "--quiet",
+                "--manifest-path",
+            ])
             .arg(root.join("examples/sdk-plugin/Cargo.toml"))
             .arg("--target-dir")
             .arg(&target)

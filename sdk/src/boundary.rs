@@ -212,7 +212,7 @@ fn document(success: bool, output: Map<String, Value>, error: Value, files: Vec<
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
