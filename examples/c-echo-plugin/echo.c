@@ -5,11 +5,11 @@
  *   cc -shared -fPIC -O2 -Wall -Wextra -Werror \
  *      -Wl,-z,now -Wl,-z,relro -Wl,-z,noexecstack -o libc-echo.so echo.c
  *
- * Exports (all functions, default visibility):
- *   uint32_t    vtcode_plugin_version(void)            -> 1
- *   const char *vtcode_plugin_metadata(void)           -> malloc'd JSON
- *   const char *vtcode_plugin_execute(const char *ctx) -> malloc'd JSON, NULL on error
- *   void        vtcode_plugin_free_string(const char *) frees either of the above
+ * Exports the ABI declared in include/skillgate_plugin.h (which also makes them visible):
+ *   vtcode_plugin_version     -> SKILLGATE_PLUGIN_ABI_VERSION
+ *   vtcode_plugin_metadata    -> malloc'd JSON
+ *   vtcode_plugin_execute     -> malloc'd JSON, NULL on error
+ *   vtcode_plugin_free_string    frees either of the above
  *
  * execute returns
  *   {"success":true,"output":{"echo":<ctx>,"lang":"c"},"error":null,"files":[]}
@@ -19,7 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPORT __attribute__((visibility("default")))
+/* Relative, so the build line above needs no -I; a plugin of your own uses -I <skillgate>/include. */
+#include "../../include/skillgate_plugin.h"
 
 static const char METADATA[] =
     "{\"name\":\"c-echo\","
@@ -45,15 +46,15 @@ static char *copy_string(const char *s) {
     return out;
 }
 
-EXPORT uint32_t vtcode_plugin_version(void) {
-    return 1;
+uint32_t vtcode_plugin_version(void) {
+    return SKILLGATE_PLUGIN_ABI_VERSION;
 }
 
-EXPORT const char *vtcode_plugin_metadata(void) {
+const char *vtcode_plugin_metadata(void) {
     return copy_string(METADATA);
 }
 
-EXPORT const char *vtcode_plugin_execute(const char *context_json) {
+const char *vtcode_plugin_execute(const char *context_json) {
     if (context_json == NULL) {
         return NULL;
     }
@@ -73,6 +74,6 @@ EXPORT const char *vtcode_plugin_execute(const char *context_json) {
     return out;
 }
 
-EXPORT void vtcode_plugin_free_string(const char *s) {
+void vtcode_plugin_free_string(const char *s) {
     free((void *)s);
 }
