@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use skillgate::error::LocateError;
 use skillgate::escape::{Escaped, to_json_pretty};
-use skillgate::locate::LocateError;
 use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
 
 fn main() -> ExitCode {

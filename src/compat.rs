@@ -5,6 +5,8 @@
 //! `load_plugin` runs [`Gate::verify_and_load`](crate::Gate::verify_and_load), and a
 //! loader with no trusted keys refuses everything.
 
+/// The file name a plugin's library has on this OS (`lib<name>.so` here).
+pub use crate::pipeline::manifest::library_filename;
 use std::path::{Path, PathBuf};
 
 use crate::base::escape::Escaped;

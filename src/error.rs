@@ -13,18 +13,30 @@
 //! chain (anyhow's `{:#}`, `tracing`'s error recording) would reach that raw text. The typed
 //! stage error is the variant's field.
 
-use crate::base::ffi::{AbiError, FaultError, InputError};
-use crate::exec::ExecError;
-use crate::pipeline::inspect::InspectError;
-use crate::pipeline::load::LoadError;
-use crate::pipeline::locate::LocateError;
-use crate::pipeline::manifest::ManifestError;
-use crate::pipeline::verify::{IntegrityError, VerifyError};
-use crate::policy::PolicyError;
-use crate::sandbox::SandboxError;
-use crate::trust::keys::KeyError;
-use crate::trust::rules::TrustError;
-use crate::trust::signature::SignatureError;
+// Every stage error and the types its variants carry, so a host can match any refusal
+// from this one module.
+pub use crate::base::capped::{CappedError, FileKind};
+pub use crate::base::ffi::{AbiError, FaultError, InputError};
+pub use crate::base::json::{JsonError, JsonErrorKind};
+pub use crate::base::perms::{Exposure, PermsError, WritableByOthers};
+pub use crate::base::protocol::{FrameError, PayloadError, ProtocolViolation, Tag};
+pub use crate::base::settings::LimitError;
+pub use crate::base::version::VersionError;
+pub use crate::exec::ExecError;
+pub use crate::pipeline::inspect::{InspectError, MalformedElf};
+pub use crate::pipeline::load::{LibraryRefusal, LoadError};
+pub use crate::pipeline::locate::LocateError;
+pub use crate::pipeline::manifest::{ExpiryProblem, ManifestError, TimestampError};
+pub use crate::pipeline::verify::{IntegrityError, VerifyError};
+pub use crate::policy::{PolicyError, TrustSectionError};
+pub use crate::sandbox::seccomp::BuildError;
+pub use crate::sandbox::{
+    GrantError, LandlockError, LandlockStep, LoaderThreadError, OsError, SandboxError,
+};
+pub use crate::trust::error::{
+    KeyError, KeyOrigin, MarkProblem, PasswordError, RevocationError, SignatureError,
+    SignatureFileError, TrustError,
+};
 
 /// Any failure on the way from a path to a plugin result. Its `Display` is escaped (see the
 /// module documentation).

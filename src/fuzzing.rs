@@ -9,8 +9,30 @@
 use std::path::Path;
 
 use crate::trust::keys::{PublicKey, SecretKey};
-use crate::trust::signature::{SignatureFile, sign_manifest, verify_manifest};
+use crate::trust::signature::verify_manifest;
+use crate::trust::signature_file::{SignatureFile, sign_manifest};
 use crate::trust::store::TrustStore;
+
+// The process tests' hook that starts the real worker on a descriptor they choose: an
+// internal a normal build does not expose.
+pub use crate::exec::host::start_worker_on;
+
+/// Whether `data` is a valid plugin result, as `vtcode_plugin_execute` would return it (for
+/// the corpus replay: a seed meant to be valid must stay valid).
+pub fn is_valid_result(data: &[u8]) -> bool {
+    crate::base::ffi::decode_result(data).is_ok()
+}
+
+/// Whether `data` is exactly one well-formed worker-channel frame under a `cap`-byte payload
+/// limit.
+pub fn is_valid_frame(data: &[u8], cap: usize) -> bool {
+    crate::base::protocol::decode_frame(data, cap).is_ok()
+}
+
+/// Whether `data` is a valid signed manifest, as if its signature had verified.
+pub fn is_valid_manifest(data: &[u8]) -> bool {
+    crate::pipeline::manifest::fuzz_parse(data).is_ok()
+}
 
 /// `plugin.json` as if its signature had verified.
 pub fn manifest(data: &[u8]) {
@@ -69,7 +91,7 @@ pub fn ffi_result(data: &[u8]) {
 
 /// A frame from a (possibly hostile) worker: decoded and its payload parsed as the host does.
 pub fn ipc_frame(data: &[u8]) {
-    crate::exec::worker::fuzz_host_frame(data);
+    crate::exec::host::fuzz_host_frame(data);
 }
 
 /// ELF bytes given to the inspector.
@@ -148,7 +170,10 @@ pub fn signed_roundtrip(fields: &ManifestFields) {
     if let Ok(parsed) = crate::pipeline::manifest::Manifest::parse(&authentic, usize::MAX) {
         assert_eq!(parsed.name(), fields.name);
         assert_eq!(parsed.metadata().description, fields.description);
-        assert_eq!(parsed.version(), &semver::Version::new(a, b, c));
+        assert_eq!(
+            parsed.version(),
+            &crate::base::version::Version::new(a, b, c)
+        );
     }
     let (at, delta) = fields.flip;
     if delta != 0 && !bytes.is_empty() {

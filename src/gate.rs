@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::exec::host::{ProcessExecutor, find_worker};
 use crate::exec::thread::ThreadExecutor;
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
+use crate::pipeline::load::{Loadable, Unpacked};
 use crate::pipeline::locate::{TrustedRoot, locate};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::verify::{Bundle, Verified, verify_dir};
@@ -127,8 +128,13 @@ enum Executor {
 
 impl LoadedPlugin {
     fn start(inspected: Inspected, policy: &Policy, worker: Option<&Path>) -> Result<Self, Error> {
-        let (bundle, report) = inspected.into_parts();
-        let (path, manifest, signers, library) = bundle.into_parts();
+        let Unpacked {
+            path,
+            manifest,
+            signers,
+            report,
+            library,
+        } = Loadable::unpack(inspected);
         // Every weakening that let this plugin through (or will shape its sandbox) is
         // named where loads are audited, before its code first runs in `dlopen`.
         let danger = policy.danger.in_force();
@@ -153,8 +159,13 @@ impl LoadedPlugin {
         plan.check_grants().map_err(SandboxError::from)?;
         let (executor, enforcement) = match worker {
             Some(worker) => {
-                let (e, report) =
-                    ProcessExecutor::start(&library, &manifest, &policy.limits, plan, worker)?;
+                let (e, report) = ProcessExecutor::start(
+                    library.sealed(),
+                    &manifest,
+                    &policy.limits,
+                    plan,
+                    worker,
+                )?;
                 (Executor::Process(e), report)
             }
             None => {

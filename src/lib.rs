@@ -9,51 +9,99 @@
 //! path ─locate─▶ PluginDir ─verify─▶ Verified<Bundle> ─inspect─▶ Inspected ─load─▶ LoadedPlugin ─execute─▶ PluginResult
 //! ```
 //!
-//! - [`locate`]: the path must lie beneath a trusted root; files are opened by descriptor
+//! - locate: the path must lie beneath a trusted root; files are opened by descriptor
 //!   beneath it, never through a symlink, regular files only, sizes capped before reading.
-//! - [`signature`] and [`keys`]: an Ed25519 signature (strict verification, weak keys
-//!   refused) over a domain tag and the exact manifest bytes, checked before the manifest
-//!   is parsed.
-//! - [`manifest`]: the signed manifest, parsed strictly; [`verify`] then checks the SHA-256
-//!   and size of every file in the directory against it.
+//! - verify: an Ed25519 signature (strict verification, weak keys refused) over a domain
+//!   tag and the exact manifest bytes, checked before the manifest is parsed; then the
+//!   signer rules, and the SHA-256 and size of every file in the directory.
 //! - [`inspect`]: the verified library bytes are inspected as ELF before any `dlopen`.
-//! - [`load`] and [`executor`]: the verified bytes are copied once into a sealed memfd,
-//!   which is what the dynamic loader maps, on the plugin's own thread, which then runs
-//!   every call one at a time.
+//! - load and execute: the verified bytes are copied once into a sealed memfd, which is what
+//!   the dynamic loader maps, in a worker process (or on the plugin's own thread) that has
+//!   restricted itself with Landlock and seccomp first, and which runs every call one at a
+//!   time.
 //!
-//! [`Gate`] is the hardened host's entry point; [`compat`] keeps VT Code's names.
+//! # What is public
+//!
+//! A host needs [`Gate`] (built from a [`Policy`], read from a file or made with
+//! [`PolicyBuilder`]), the [`LoadedPlugin`] it returns with its [`Enforcement`], the
+//! [`inspect`] report, and the [`error`] tree, in which every refusal has its own variant.
+//! An author needs [`keys`] and [`sign`]. [`compat`] keeps VT Code's names; [`danger`] holds
+//! every knob that weakens a check. Everything else is private to the crate.
+//!
+//! # Layout
+//!
+//! The source is layered; imports point down only, and `tests/layers.rs` checks that on
+//! every test run:
+//!
+//! | layer | folder | what it holds |
+//! |---|---|---|
+//! | 0 | `base/`, `danger.rs` | formats and primitives: the plugin ABI, worker frames, JSON errors, the capped reader, sealed memfds, escaping, settings; the weakening knobs |
+//! | 1 | `trust/` | keys, minisign's key files, the trust store, signature files, revocation, version marks, signer rules |
+//! | 2 | `pipeline/` | the stages: locate, digest, manifest, verify, inspect, load |
+//! | 3 | `sandbox/` | the plan, grants, Landlock rulesets, the seccomp program |
+//! | 4 | `exec/` | the thread executor; the worker's host side, child side and protocol |
+//! | 5 | `policy/`, `error.rs` | the policy and the error tree, each composing what the stages own |
+//! | 6 | `gate.rs`, `compat.rs`, `sign.rs` | what hosts and authors call |
 #![deny(unsafe_code)]
+// The public API is what lib.rs re-exports: an item `pub` in a private module is a
+// mistake (unreachable_pub), and so is a public signature naming a type a host cannot
+// name (unnameable_types). CI's clippy run turns both into errors.
+#![warn(unnameable_types, unreachable_pub)]
 
-pub mod base;
+mod base;
 pub mod compat;
 pub mod danger;
 pub mod error;
-pub mod exec;
+mod exec;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gate;
-pub mod pipeline;
+mod gate;
+mod pipeline;
 pub mod policy;
-pub mod sandbox;
+mod sandbox;
 pub mod sign;
-pub mod trust;
+mod trust;
 
-// The paths of the flat layout, kept while the API is narrowed.
-pub use base::{capped, escape, ffi, json, perms, protocol, sealed};
-pub use exec::{thread as executor, worker};
-pub use pipeline::{inspect, load, locate, manifest, verify};
-pub use sandbox::seccomp;
-pub use trust::{keys, signature};
+pub use base::{capped, escape};
+pub use pipeline::inspect;
 
-pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
-pub use error::Error;
-pub use ffi::{
+/// Keys, the trust store and key revocation: what an author signs with and what a host
+/// trusts.
+pub mod keys {
+    pub use crate::trust::keys::{KeyError, KeyId, KeyOrigin, MalformedKeyId, PasswordError};
+    pub use crate::trust::keys::{MAX_KEY_FILE_SIZE, PublicKey, SecretKey};
+    pub use crate::trust::minisign::KdfParams;
+    pub use crate::trust::revocation::{
+        REVOCATION_DOMAIN_TAG, REVOCATION_FORMAT, REVOCATION_SUFFIX, REVOCATION_THRESHOLD,
+        Revocation, RevocationStatement,
+    };
+    pub use crate::trust::store::TrustStore;
+}
+
+/// The signed manifest as a loaded plugin's [`LoadedPlugin::manifest`] returns it: its
+/// name, version, files and the capabilities it requests.
+pub mod manifest {
+    pub use crate::base::version::Version;
+    pub use crate::pipeline::manifest::{Capabilities, FileEntry, Manifest};
+}
+
+/// The version marks that refuse rollbacks, for the administrator who must read or reset
+/// one (`skillgate reset-version`).
+pub mod state {
+    pub use crate::base::version::Version;
+    pub use crate::trust::marks::{read_version_mark, reset_version_mark};
+}
+
+pub use base::ffi::{
     PLUGIN_ABI_VERSION, PluginContext, PluginMetadata, PluginMetadataFFI, PluginResult,
     PluginResultFFI,
 };
+pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
+pub use error::Error;
 pub use gate::{Gate, LoadedPlugin};
-pub use keys::{KeyId, PublicKey, SecretKey};
-pub use policy::{Isolation, Policy};
-pub use trust::store::TrustStore;
-pub use verify::{Bundle, Verified};
+pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
+pub use pipeline::inspect::{InspectReport, Inspected};
+pub use pipeline::verify::{Bundle, Verified};
+pub use policy::{Isolation, Limits, Policy, PolicyBuilder};
+pub use sandbox::{Enforcement, LandlockStatus, TaskBound};

@@ -3,8 +3,8 @@
 //! Signing is where the `files` list is made, so it refuses what the loader would refuse
 //! (symlinks, special files, bad names, a tree too deep or too large for the limits)
 //! instead of producing a manifest no host accepts. It does so by walking and hashing the
-//! directory with the very code verification uses: [`PluginDir::list_files`] through
-//! [`crate::pipeline::verify`]'s listing, and the pipeline's `digest` with the same
+//! directory with the very code verification uses: `PluginDir::list_files` through
+//! `crate::pipeline::verify`'s listing, and the pipeline's `digest` with the same
 //! per-file caps, so signing and verifying cannot disagree about a tree.
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no
@@ -17,11 +17,17 @@ use crate::pipeline::digest::digest_file;
 use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
 use crate::pipeline::verify::{Bundle, Verified, VerifyError, content_files, file_cap, verify_dir};
+pub use crate::trust::formats::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
 use crate::trust::keys::{KeyId, SecretKey};
-use crate::trust::signature::{
-    MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME, SignatureFile, sign_manifest,
-};
 use crate::trust::store::TrustStore;
+
+// The signature file itself, for an author who co-signs a manifest or checks one
+// signature file against a trust store without the rest of the pipeline.
+pub use crate::trust::formats::{DOMAIN_TAG, FORMAT as SIGNATURE_FORMAT};
+pub use crate::trust::signature::{AuthenticManifest, verify_manifest};
+pub use crate::trust::signature_file::{
+    SignatureEntry, SignatureFile, sign_manifest, signed_message,
+};
 
 /// What [`sign_plugin_dir`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -206,7 +206,7 @@ fn the_vt_code_loader_verifies_and_discovers() {
     let err = bare.load_plugin(&host.root.join("one")).unwrap_err();
     assert!(matches!(
         err,
-        skillgate::Error::Signature(skillgate::signature::SignatureError::EmptyTrustStore)
+        skillgate::Error::Signature(skillgate::error::SignatureError::EmptyTrustStore)
     ));
 
     let mut loader = skillgate::PluginLoader::new();

@@ -62,20 +62,27 @@ fn seeds_are_valid_inputs_where_they_should_be() {
         )
         .unwrap()
     };
+    assert!(skillgate::fuzzing::is_valid_manifest(&read(
+        "manifest",
+        "seed-signed-manifest.json"
+    )));
     assert!(
-        skillgate::manifest::fuzz_parse(&read("manifest", "seed-signed-manifest.json")).is_ok()
-    );
-    assert!(
-        skillgate::signature::SignatureFile::parse(&read(
-            "signature_file",
-            "seed-one-signature.json"
-        ))
-        .is_ok()
+        skillgate::sign::SignatureFile::parse(&read("signature_file", "seed-one-signature.json"))
+            .is_ok()
     );
     assert!(skillgate::PublicKey::parse_minisign(&read("public_key", "seed-minisign.pub")).is_ok());
-    assert!(skillgate::protocol::decode_frame(&read("ipc_frame", "seed-output"), 1 << 20).is_ok());
-    assert!(skillgate::protocol::decode_frame(&read("ipc_frame", "seed-loaded"), 1 << 20).is_ok());
-    assert!(skillgate::ffi::decode_result(&read("ffi_result", "seed-result.json")).is_ok());
+    assert!(skillgate::fuzzing::is_valid_frame(
+        &read("ipc_frame", "seed-output"),
+        1 << 20
+    ));
+    assert!(skillgate::fuzzing::is_valid_frame(
+        &read("ipc_frame", "seed-loaded"),
+        1 << 20
+    ));
+    assert!(skillgate::fuzzing::is_valid_result(&read(
+        "ffi_result",
+        "seed-result.json"
+    )));
     assert!(skillgate::inspect::inspect_bytes(&read("elf", "seed-c-plugin.so")).is_ok());
     for seed in [
         "seed-default.json",

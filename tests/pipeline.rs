@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skillgate::error::Error;
-use skillgate::ffi::{AbiError, FaultError};
+use skillgate::error::IntegrityError;
+use skillgate::error::LoadError;
+use skillgate::error::LocateError;
+use skillgate::error::ManifestError;
+use skillgate::error::SignatureError;
+use skillgate::error::{AbiError, FaultError};
 use skillgate::inspect::InspectError;
-use skillgate::load::LoadError;
-use skillgate::locate::LocateError;
-use skillgate::manifest::ManifestError;
 use skillgate::policy::Limits;
-use skillgate::signature::SignatureError;
-use skillgate::verify::IntegrityError;
 use skillgate::{Isolation, PluginContext, SecretKey};
 use support::{Host, ctx};
 
@@ -614,8 +614,8 @@ fn text_a_plugin_chose_is_refused_with_its_variant_and_printed_escaped() {
                     .replace(r"\\", r"\");
                 std::fs::write(dir.join("plugin.json"), &manifest).unwrap();
                 let (key_id, signature) =
-                    skillgate::signature::sign_manifest(manifest.as_bytes(), &host.key);
-                let mut sigs = skillgate::signature::SignatureFile::new();
+                    skillgate::sign::sign_manifest(manifest.as_bytes(), &host.key);
+                let mut sigs = skillgate::sign::SignatureFile::new();
                 sigs.add_or_replace(key_id, signature).unwrap();
                 std::fs::write(dir.join("plugin.json.sig"), sigs.to_json_pretty()).unwrap();
                 dir

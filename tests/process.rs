@@ -8,17 +8,19 @@
 
 mod support;
 
+use rustix::fs::SealFlags;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use skillgate::TaskBound;
 use skillgate::error::Error;
-use skillgate::ffi::{AbiError, FaultError};
-use skillgate::load::LoadError;
+use skillgate::error::LoadError;
+use skillgate::error::{AbiError, FaultError};
+use skillgate::error::{ProtocolViolation, Tag};
 use skillgate::policy::{Limits, LimitsBuilder, Policy};
-use skillgate::protocol::{ProtocolViolation, Tag};
-use skillgate::worker::TaskBound;
 use skillgate::{Gate, Isolation, LoadedPlugin, PluginResult};
 use support::{Host, ctx, is_our_child};
 
@@ -1374,14 +1376,25 @@ fn a_dlopen_failure_keeps_the_loaders_words_across_the_channel() {
 ///
 /// Process mode only: in thread mode there is no worker and no descriptor is handed over;
 /// the library is the `SealedFile` the verify stage made, passed in memory.
+/// A memfd holding `bytes` with `seals` added, as a host (or a stand-in for one) would
+/// hand a worker its library.
+fn sealed_memfd(name: &str, bytes: &[u8], seals: SealFlags) -> OwnedFd {
+    use rustix::fs::MemfdFlags;
+    use std::io::Write as _;
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::ALLOW_SEALING).unwrap();
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes).unwrap();
+    let fd = OwnedFd::from(f);
+    rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+    fd
+}
+
 #[test]
 fn the_worker_refuses_a_library_that_is_not_the_sealed_signed_bytes() {
-    use rustix::fs::{MemfdFlags, SealFlags};
     use sha2::Digest as _;
-    use skillgate::exec::ExecError;
-    use skillgate::load::LibraryRefusal;
-    use std::io::Write as _;
-    use std::os::fd::{AsFd as _, OwnedFd};
+    use skillgate::error::ExecError;
+    use skillgate::error::LibraryRefusal;
+    use std::os::fd::AsFd as _;
 
     let host = Host::process();
     let gate = host.process_gate();
@@ -1393,25 +1406,17 @@ fn the_worker_refuses_a_library_that_is_not_the_sealed_signed_bytes() {
             .map(|x| format!("{x:02x}"))
             .collect::<String>()
     };
-    let sealed = |b: &[u8]| -> OwnedFd {
-        let mut s = skillgate::sealed::SealedBuilder::new("handed").unwrap();
-        s.write_all(b).unwrap();
-        s.seal().unwrap().into_owned_fd()
-    };
-    let with_seals = |b: &[u8], seals: SealFlags| -> OwnedFd {
-        let fd = rustix::fs::memfd_create("handed", MemfdFlags::ALLOW_SEALING).unwrap();
-        let mut f = std::fs::File::from(fd);
-        f.write_all(b).unwrap();
-        let fd = OwnedFd::from(f);
-        rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
-        fd
+    let with_seals = |b: &[u8], seals: SealFlags| sealed_memfd("handed", b, seals);
+    let sealed = |b: &[u8]| {
+        let all = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+        sealed_memfd("handed", b, all)
     };
     let mut flipped = bytes.clone();
     *flipped.last_mut().unwrap() ^= 0xff;
     let mut longer = bytes.clone();
     longer.push(0);
     let all = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
-    type Check = fn(&Result<skillgate::sandbox::Enforcement, Error>, &str, &str) -> bool;
+    type Check = fn(&Result<skillgate::Enforcement, Error>, &str, &str) -> bool;
     let rows: [(&str, OwnedFd, Check); 6] = [
         (
             "control: the sealed verified bytes",
@@ -1474,7 +1479,7 @@ fn the_worker_refuses_a_library_that_is_not_the_sealed_signed_bytes() {
     let (signed, other) = (hex(&bytes), hex(&flipped));
     for (case, fd, check) in rows {
         let inspected = gate.verify_and_inspect(&dir).unwrap();
-        let result = skillgate::worker::start_worker_on(
+        let result = skillgate::fuzzing::start_worker_on(
             inspected,
             gate.policy().limits(),
             &worker,
@@ -1537,12 +1542,10 @@ fn run_worker_with(library: std::os::fd::OwnedFd, channel: std::os::fd::OwnedFd)
 /// thread mode has no worker and no descriptor layout.
 #[test]
 fn the_worker_refuses_a_descriptor_layout_that_is_not_the_hosts() {
-    use std::io::Write as _;
     use std::os::fd::OwnedFd;
     let memfd = || -> OwnedFd {
-        let mut s = skillgate::sealed::SealedBuilder::new("layout").unwrap();
-        s.write_all(b"\x7fELF").unwrap();
-        s.seal().unwrap().into_owned_fd()
+        let all = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+        sealed_memfd("layout", b"\x7fELF", all)
     };
     let socket = || -> OwnedFd {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();

@@ -18,12 +18,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use skillgate::LandlockStatus;
 use skillgate::danger::Danger;
 use skillgate::error::Error;
-use skillgate::locate::LocateError;
-use skillgate::perms::Exposure;
+use skillgate::error::Exposure;
+use skillgate::error::LocateError;
+use skillgate::error::{GrantError, SandboxError};
 use skillgate::policy::{Isolation, SandboxPolicy};
-use skillgate::sandbox::{GrantError, LandlockStatus, SandboxError};
 use skillgate::{Gate, LoadedPlugin, Policy};
 use support::{Host, ctx, manifest_template};
 

@@ -7,11 +7,11 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use skillgate::locate::LocateError;
-use skillgate::manifest::ManifestError;
+use skillgate::error::LocateError;
+use skillgate::error::ManifestError;
+use skillgate::error::VerifyError;
 use skillgate::policy::Limits;
 use skillgate::sign::{SignError, SignOutcome, sign_plugin_dir_with, verify_plugin_dir};
-use skillgate::verify::VerifyError;
 use skillgate::{Bundle, Error, Gate, PluginContext, TrustStore, Verified};
 use support::{Host, manifest_template};
 

@@ -10,14 +10,14 @@ use std::process::{Command, Output, Stdio};
 
 use skillgate::danger::Danger;
 use skillgate::error::Error;
+use skillgate::error::{RevocationError, SignatureError, SignatureFileError, TrustError};
 use skillgate::keys::KeyError;
+use skillgate::keys::{KdfParams, RevocationStatement};
+use skillgate::policy::TrustPolicy;
 use skillgate::policy::{LimitError, Limits, LimitsBuilder, Policy, PolicyError};
 use skillgate::sign::sign_plugin_dir;
-use skillgate::signature::{SignatureError, SignatureFile, SignatureFileError, verify_manifest};
-use skillgate::trust::{
-    KdfParams, RevocationError, RevocationStatement, TrustError, TrustPolicy, Version,
-    read_version_mark, reset_version_mark,
-};
+use skillgate::sign::{SignatureFile, verify_manifest};
+use skillgate::state::{Version, read_version_mark, reset_version_mark};
 use skillgate::{Gate, KeyId, PublicKey, SecretKey, TrustStore};
 use support::{Host, manifest_template};
 
@@ -936,7 +936,7 @@ fn write_vectors() {
             STANDARD.encode(sig)
         )
     };
-    let (_, good) = skillgate::signature::sign_manifest(&manifest, &key);
+    let (_, good) = skillgate::sign::sign_manifest(&manifest, &key);
     std::fs::write(out.join("good.sig"), file_with(good.to_bytes())).unwrap();
     // S + L: the same signature with a non-canonical scalar.
     const L: [u8; 32] = [
@@ -953,7 +953,7 @@ fn write_vectors() {
     assert_eq!(carry, 0);
     std::fs::write(out.join("sig-s-plus-l.sig"), file_with(bytes)).unwrap();
     // The key's id with another key's valid signature.
-    let (_, theirs) = skillgate::signature::sign_manifest(&manifest, &other);
+    let (_, theirs) = skillgate::sign::sign_manifest(&manifest, &other);
     std::fs::write(
         out.join("sig-key-id-mismatch.sig"),
         file_with(theirs.to_bytes()),
@@ -1007,7 +1007,7 @@ fn write_vectors() {
     let stmt = stmt.replace(&other.id().to_string(), &key.id().to_string());
     std::fs::write(out.join("revocation-key-id-mismatch.revoked"), &stmt).unwrap();
     let mut file = SignatureFile::new();
-    let mut msg = skillgate::trust::REVOCATION_DOMAIN_TAG.to_vec();
+    let mut msg = skillgate::keys::REVOCATION_DOMAIN_TAG.to_vec();
     msg.extend_from_slice(stmt.as_bytes());
     file.add_or_replace(other.id(), other.sign(&msg)).unwrap();
     std::fs::write(

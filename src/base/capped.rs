@@ -9,7 +9,7 @@
 //! refused if `fstat` already reports more than the cap, and is read through a window of
 //! one byte past the cap, so growth after the check is still seen and never buffered.
 //!
-//! Files inside a plugin directory are not read here: [`crate::pipeline::locate`] reads those beneath
+//! Files inside a plugin directory are not read here: `crate::pipeline::locate` reads those beneath
 //! a held descriptor and checks them against the signed sizes.
 
 use std::fmt;

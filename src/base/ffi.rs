@@ -17,15 +17,15 @@ use serde::{Deserialize, Serialize};
 pub const PLUGIN_ABI_VERSION: u32 = 1;
 
 /// Exported symbol: `uint32_t vtcode_plugin_version(void)`.
-pub const SYMBOL_VERSION: &str = "vtcode_plugin_version";
+pub(crate) const SYMBOL_VERSION: &str = "vtcode_plugin_version";
 /// Exported symbol: `const char *vtcode_plugin_metadata(void)`.
-pub const SYMBOL_METADATA: &str = "vtcode_plugin_metadata";
+pub(crate) const SYMBOL_METADATA: &str = "vtcode_plugin_metadata";
 /// Exported symbol: `const char *vtcode_plugin_execute(const char *)`.
-pub const SYMBOL_EXECUTE: &str = "vtcode_plugin_execute";
+pub(crate) const SYMBOL_EXECUTE: &str = "vtcode_plugin_execute";
 /// Optional exported symbol: `void vtcode_plugin_free_string(const char *)`.
-pub const SYMBOL_FREE_STRING: &str = "vtcode_plugin_free_string";
+pub(crate) const SYMBOL_FREE_STRING: &str = "vtcode_plugin_free_string";
 /// The exports every plugin must define.
-pub const REQUIRED_EXPORTS: [&str; 3] = [SYMBOL_VERSION, SYMBOL_METADATA, SYMBOL_EXECUTE];
+pub(crate) const REQUIRED_EXPORTS: [&str; 3] = [SYMBOL_VERSION, SYMBOL_METADATA, SYMBOL_EXECUTE];
 
 /// Input to one plugin call (VT Code's JSON shape).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -256,7 +256,7 @@ fn utf8<'a>(bytes: &'a [u8], function: &'static str) -> Result<&'a str, FaultErr
 }
 
 /// Decodes what `vtcode_plugin_execute` returned (bytes before the NUL).
-pub fn decode_result(bytes: &[u8]) -> Result<PluginResult, FaultError> {
+pub(crate) fn decode_result(bytes: &[u8]) -> Result<PluginResult, FaultError> {
     let text = utf8(bytes, SYMBOL_EXECUTE)?;
     serde_json::from_str(text).map_err(|e| FaultError::NotJson {
         function: SYMBOL_EXECUTE,
@@ -265,7 +265,7 @@ pub fn decode_result(bytes: &[u8]) -> Result<PluginResult, FaultError> {
 }
 
 /// Decodes what `vtcode_plugin_metadata` returned (bytes before the NUL).
-pub fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError> {
+pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError> {
     let text = utf8(bytes, SYMBOL_METADATA)?;
     serde_json::from_str(text).map_err(|e| FaultError::NotJson {
         function: SYMBOL_METADATA,

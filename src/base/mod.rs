@@ -10,11 +10,11 @@
 
 pub mod capped;
 pub mod escape;
-pub mod ffi;
-pub mod json;
-pub mod name;
-pub mod perms;
-pub mod protocol;
-pub mod sealed;
-pub mod settings;
-pub mod version;
+pub(crate) mod ffi;
+pub(crate) mod json;
+pub(crate) mod name;
+pub(crate) mod perms;
+pub(crate) mod protocol;
+pub(crate) mod sealed;
+pub(crate) mod settings;
+pub(crate) mod version;

@@ -7,7 +7,7 @@
 //! the version marks check a name again before building a path from it.
 
 /// Longest plugin name.
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 
 /// Whether `b` may appear in a name: `[A-Za-z0-9._+-]`.
 pub(crate) fn is_name_byte(b: u8) -> bool {

@@ -88,7 +88,10 @@ pub enum PermsError {
 const MAX_DEPTH: usize = 2048;
 
 /// Judges the object `fd` (opened from `path`) and every directory above it up to `/`.
-pub fn check_not_writable_by_others(fd: BorrowedFd<'_>, path: &Path) -> Result<(), PermsError> {
+pub(crate) fn check_not_writable_by_others(
+    fd: BorrowedFd<'_>,
+    path: &Path,
+) -> Result<(), PermsError> {
     let euid = rustix::process::geteuid().as_raw();
     let io = |at: &Path, e: rustix::io::Errno| PermsError::Io {
         path: at.to_path_buf(),

@@ -12,9 +12,9 @@
 use std::io::{self, Read, Write};
 
 /// Protocol version; the first frame each side sends carries it.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 /// Bytes a frame adds around its payload: length, tag and sequence number.
-pub const FRAME_OVERHEAD: usize = 13;
+pub(crate) const FRAME_OVERHEAD: usize = 13;
 /// Bytes the length field counts besides the payload: tag and sequence number.
 const COUNTED_HEADER: usize = 9;
 
@@ -56,7 +56,7 @@ impl Tag {
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Its kind.
     pub tag: Tag,
     /// The call it belongs to (0 for frames outside calls).
@@ -89,7 +89,7 @@ pub enum FrameError {
     /// Unknown tag byte.
     #[error("unknown frame tag {0}")]
     UnknownTag(u8),
-    /// Bytes left over after a whole frame (only from [`decode_frame`]).
+    /// Bytes left over after a whole frame (only from `decode_frame`).
     #[error("{0} trailing bytes after the frame")]
     Trailing(usize),
 }
@@ -208,7 +208,7 @@ impl ProtocolViolation {
 
 /// Encodes one frame into a buffer (header and payload together, so a small frame goes
 /// out with one `write`).
-pub fn encode_frame(tag: Tag, seq: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
+pub(crate) fn encode_frame(tag: Tag, seq: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
     let len = u32::try_from(payload.len().saturating_add(COUNTED_HEADER))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut frame = Vec::with_capacity(payload.len().saturating_add(FRAME_OVERHEAD));
@@ -220,13 +220,18 @@ pub fn encode_frame(tag: Tag, seq: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 /// Writes one frame.
-pub fn write_frame(w: &mut impl Write, tag: Tag, seq: u64, payload: &[u8]) -> io::Result<()> {
+pub(crate) fn write_frame(
+    w: &mut impl Write,
+    tag: Tag,
+    seq: u64,
+    payload: &[u8],
+) -> io::Result<()> {
     w.write_all(&encode_frame(tag, seq, payload)?)?;
     w.flush()
 }
 
 /// Reads one frame whose tag, sequence and payload together are at most `cap` bytes.
-pub fn read_frame(r: &mut impl Read, cap: usize) -> Result<Frame, FrameError> {
+pub(crate) fn read_frame(r: &mut impl Read, cap: usize) -> Result<Frame, FrameError> {
     let mut header = [0u8; FRAME_OVERHEAD];
     let mut got = 0;
     while got < FRAME_OVERHEAD {
@@ -261,7 +266,8 @@ pub fn read_frame(r: &mut impl Read, cap: usize) -> Result<Frame, FrameError> {
 }
 
 /// Decodes exactly one frame from a byte slice (fuzz and test entry point).
-pub fn decode_frame(bytes: &[u8], cap: usize) -> Result<Frame, FrameError> {
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn decode_frame(bytes: &[u8], cap: usize) -> Result<Frame, FrameError> {
     let mut cursor = io::Cursor::new(bytes);
     let frame = read_frame(&mut cursor, cap)?;
     let rest = bytes

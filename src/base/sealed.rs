@@ -23,7 +23,7 @@ pub(crate) fn required_seals() -> SealFlags {
 /// Builds a memfd that the verified bytes are written into (with `write(2)` only, so no
 /// writable mapping can exist to make sealing fail or outlive it).
 #[derive(Debug)]
-pub struct SealedBuilder {
+pub(crate) struct SealedBuilder {
     file: File,
     len: u64,
 }
@@ -35,7 +35,7 @@ impl SealedBuilder {
     /// `MFD_EXEC` is asked for as well, because the loader maps the file executable and a
     /// kernel with `vm.memfd_noexec = 1` would otherwise make it non-executable; kernels
     /// older than 6.3 do not know the flag, and are asked again without it.
-    pub fn new(name: &str) -> io::Result<Self> {
+    pub(crate) fn new(name: &str) -> io::Result<Self> {
         let flags = MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC;
         let fd = match rustix::fs::memfd_create(name, flags | MemfdFlags::EXEC) {
             Err(Errno::INVAL) => rustix::fs::memfd_create(name, flags)?,
@@ -47,19 +47,9 @@ impl SealedBuilder {
         })
     }
 
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether nothing has been written yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Seals the file (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), then
     /// checks that all four seals are set and that the size is what was written.
-    pub fn seal(self) -> io::Result<SealedFile> {
+    pub(crate) fn seal(self) -> io::Result<SealedFile> {
         let wanted = required_seals();
         rustix::fs::fcntl_add_seals(&self.file, wanted)?;
         let got = rustix::fs::fcntl_get_seals(&self.file)?;
@@ -101,29 +91,24 @@ impl Write for SealedBuilder {
 /// An immutable in-memory file: its contents can no longer change, so what was hashed is
 /// what gets mapped.
 #[derive(Debug)]
-pub struct SealedFile {
+pub(crate) struct SealedFile {
     fd: OwnedFd,
     len: u64,
 }
 
 impl SealedFile {
     /// Length in bytes.
-    pub fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.len
     }
 
-    /// Whether the file is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The descriptor.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// `/proc/self/fd/N`, the name `dlopen` is given. Valid only while `self` lives.
-    pub fn proc_path(&self) -> PathBuf {
+    pub(crate) fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
@@ -148,7 +133,7 @@ impl SealedFile {
 
     /// Maps the contents read-only. An empty file cannot be mapped (`InvalidInput`).
     #[allow(unsafe_code)]
-    pub fn map(&self) -> io::Result<memmap2::Mmap> {
+    pub(crate) fn map(&self) -> io::Result<memmap2::Mmap> {
         let options = self.whole_file()?;
         // SAFETY: the file is sealed against writes and shrinking for good (see
         // `whole_file`), so nothing can change the mapped bytes.
@@ -158,7 +143,7 @@ impl SealedFile {
     /// A private, copy-on-write mapping: writes to it stay in this process's memory (only
     /// the pages written are copied) and never reach the sealed file.
     #[allow(unsafe_code)]
-    pub fn map_private(&self) -> io::Result<memmap2::MmapMut> {
+    pub(crate) fn map_private(&self) -> io::Result<memmap2::MmapMut> {
         let options = self.whole_file()?;
         // SAFETY: as for `map`, pages not yet copied can never change under the mapping;
         // MAP_PRIVATE keeps this process's writes out of the file.
@@ -168,7 +153,7 @@ impl SealedFile {
     /// Adopts a descriptor handed over by another process (the worker's inherited memfd),
     /// refusing it unless all four seals are already set: the receiver does not take the
     /// sender's word that the bytes cannot change.
-    pub fn from_inherited(fd: OwnedFd) -> io::Result<SealedFile> {
+    pub(crate) fn from_inherited(fd: OwnedFd) -> io::Result<SealedFile> {
         let got = rustix::fs::fcntl_get_seals(&fd)?;
         if !got.contains(required_seals()) {
             return Err(io::Error::other(format!(
@@ -181,7 +166,7 @@ impl SealedFile {
     }
 
     /// Gives up the descriptor (the seals stay with the file).
-    pub fn into_owned_fd(self) -> OwnedFd {
+    pub(crate) fn into_owned_fd(self) -> OwnedFd {
         self.fd
     }
 }
@@ -195,15 +180,16 @@ mod tests {
     fn sealed(bytes: &[u8]) -> SealedFile {
         let mut builder = SealedBuilder::new("skillgate-test").unwrap();
         builder.write_all(bytes).unwrap();
-        assert_eq!(builder.len(), bytes.len() as u64);
-        builder.seal().unwrap()
+        let sealed = builder.seal().unwrap();
+        assert_eq!(sealed.len(), bytes.len() as u64);
+        sealed
     }
 
     #[test]
     fn writes_then_seals_with_all_four_seals() {
         let file = sealed(b"verified bytes");
         assert_eq!(file.len(), 14);
-        assert!(!file.is_empty());
+        assert_ne!(file.len(), 0);
         let seals = rustix::fs::fcntl_get_seals(file.as_fd()).unwrap();
         assert!(seals.contains(required_seals()), "{seals:?}");
     }
@@ -248,7 +234,7 @@ mod tests {
     #[test]
     fn empty_file_is_not_mapped() {
         let file = sealed(b"");
-        assert!(file.is_empty());
+        assert_eq!(file.len(), 0);
         let err = file.map().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }

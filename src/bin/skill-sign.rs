@@ -12,11 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgate::escape::Escaped;
+use skillgate::keys::KdfParams;
+use skillgate::keys::RevocationStatement;
 use skillgate::keys::{KeyError, PasswordError};
 use skillgate::policy::Limits;
 use skillgate::sign::{sign_plugin_dir, verify_plugin_dir};
-use skillgate::trust::KdfParams;
-use skillgate::trust::RevocationStatement;
 use skillgate::{PublicKey, SecretKey, TrustStore};
 use zeroize::Zeroizing;
 

@@ -2,7 +2,7 @@
 //!
 //! Started by the host with `/dev/null` on fds 0-2, the sealed library at fd 3, its socket
 //! to the host at fd 4 and the sandbox's grant descriptors from fd 5 (their count is the one
-//! argument); not meant to be run by hand. See `skillgate::worker`.
+//! argument); not meant to be run by hand. See the `Gate` documentation.
 //!
 //! The worker's code is the library's, reached through one symbol rather than a public Rust
 //! path: a host using the library has no function to call that opens a library descriptor

@@ -97,7 +97,7 @@ fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
         return usage("the policy has no state_dir: there are no rollback marks to reset");
     };
     let name_shown = Escaped(name);
-    match skillgate::trust::reset_version_mark(state_dir, name) {
+    match skillgate::state::reset_version_mark(state_dir, name) {
         Ok(Some(old)) => {
             println!(
                 "reset the rollback mark of {name_shown} (was {})",
@@ -288,7 +288,7 @@ mod inspect_cmd {
         let name = match (value.get("library"), value.get("name")) {
             (Some(Value::String(library)), _) => library.clone(),
             (None | Some(Value::Null), Some(Value::String(name))) => {
-                skillgate::manifest::library_filename(name)
+                skillgate::compat::library_filename(name)
             }
             _ => {
                 return Err(format!(

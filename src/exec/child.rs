@@ -13,12 +13,10 @@ use std::os::fd::{OwnedFd, RawFd};
 
 use crate::base::ffi::FaultError;
 use crate::base::protocol::{FrameError, PROTOCOL_VERSION, Tag, read_frame, write_frame};
-use crate::base::sealed::SealedFile;
 use crate::base::settings::Isolation;
 use crate::sandbox::{SandboxPlan, TaskBound};
 
-use crate::pipeline::load::{LibraryRefusal, LoadError};
-use crate::pipeline::manifest::hex_digest;
+use crate::pipeline::load::{LoadError, Loadable, Recheck};
 
 use super::ExecError;
 use super::init::{
@@ -162,40 +160,14 @@ fn bound_tasks(
 }
 
 /// Re-checks the library descriptor against what the host's `Init` says the signed
-/// manifest holds: all four seals present (else its bytes could change after this check),
-/// then the size and SHA-256 of the bytes themselves.
-fn check_library(memfd: OwnedFd, init: &Init) -> Result<SealedFile, LoadFailure> {
-    use sha2::{Digest, Sha256};
-    let setup = |detail: String| LoadFailure::Setup { detail };
-    let refused = |refusal| LoadFailure::Library { refusal };
-    let present = rustix::fs::fcntl_get_seals(&memfd)
-        .map_err(|e| setup(format!("cannot read the library's seals: {e}")))?;
-    let required = crate::base::sealed::required_seals();
-    if !present.contains(required) {
-        return Err(refused(LibraryRefusal::Unsealed {
-            present: present.bits(),
-            required: required.bits(),
-        }));
-    }
-    let library = SealedFile::from_inherited(memfd).map_err(|e| setup(error_chain(&e)))?;
-    if library.len() != init.library_size {
-        return Err(refused(LibraryRefusal::Size {
-            expected: init.library_size,
-            actual: library.len(),
-        }));
-    }
-    let map = library
-        .map()
-        .map_err(|e| setup(format!("cannot map the library: {e}")))?;
-    let actual: [u8; 32] = Sha256::digest(map.as_ref()).into();
-    drop(map);
-    if actual != init.library_sha256 {
-        return Err(refused(LibraryRefusal::Digest {
-            expected: hex_digest(&init.library_sha256),
-            actual: hex_digest(&actual),
-        }));
-    }
-    Ok(library)
+/// manifest holds (see [`Loadable::recheck`]).
+fn check_library(memfd: OwnedFd, init: &Init) -> Result<Loadable, LoadFailure> {
+    Loadable::recheck(memfd, init.library_size, &init.library_sha256).map_err(|e| match e {
+        Recheck::Refused(refusal) => LoadFailure::Library { refusal },
+        Recheck::Io(what, e) => LoadFailure::Setup {
+            detail: format!("{what}: {}", error_chain(&e)),
+        },
+    })
 }
 
 fn run_worker() -> Result<(), u8> {

@@ -64,7 +64,7 @@ use super::init::{
 use super::spawner::place_fds;
 
 /// The worker executable's file name.
-pub const WORKER_NAME: &str = "skillgate-worker";
+pub(crate) const WORKER_NAME: &str = "skillgate-worker";
 /// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
 /// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
 /// reaped when the `Child` is dropped by nobody: it stays until the host exits).
@@ -80,7 +80,7 @@ const EXITING_WORKER_GRACE: Duration = Duration::from_millis(500);
 /// Finds the worker executable: the policy's `worker` if set; otherwise `skillgate-worker`
 /// beside the running executable, or in its parent directory (where cargo puts binaries
 /// when the executable is a test in `target/*/deps/`).
-pub fn find_worker(configured: Option<&Path>) -> Result<PathBuf, LoadError> {
+pub(crate) fn find_worker(configured: Option<&Path>) -> Result<PathBuf, LoadError> {
     if let Some(p) = configured {
         return if p.is_file() {
             Ok(p.to_path_buf())
@@ -625,8 +625,9 @@ pub fn start_worker_on(
     worker: &Path,
     library: BorrowedFd<'_>,
 ) -> Result<Enforcement, ExecError> {
-    let (bundle, report) = inspected.into_parts();
-    let (_, manifest, _, _) = bundle.into_parts();
+    let crate::pipeline::load::Unpacked {
+        manifest, report, ..
+    } = crate::pipeline::load::Loadable::unpack(inspected);
     let plan = SandboxPlan::new(
         &crate::sandbox::SandboxPolicy::default(),
         &crate::danger::Danger::default(),
@@ -641,7 +642,7 @@ pub fn start_worker_on(
 /// the corpus replay; a hostile worker controls every byte of it.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
-pub fn fuzz_host_frame(bytes: &[u8]) {
+pub(crate) fn fuzz_host_frame(bytes: &[u8]) {
     let Ok(frame) = crate::base::protocol::decode_frame(bytes, CONTROL_CAP) else {
         return;
     };

@@ -19,11 +19,15 @@ use crate::sandbox::{SandboxError, SandboxPlan};
 use super::ExecError;
 
 /// The worker's descriptor for the sealed library.
-pub const WORKER_MEMFD: RawFd = 3;
+pub(super) const WORKER_MEMFD: RawFd = 3;
 /// The worker's descriptor for its channel to the host.
-pub const WORKER_CHANNEL: RawFd = 4;
+pub(super) const WORKER_CHANNEL: RawFd = 4;
 /// The worker's first grant descriptor; the others follow it in the plan's order.
-pub const WORKER_FIRST_GRANT: RawFd = 5;
+pub(super) const WORKER_FIRST_GRANT: RawFd = 5;
+// The spawner places the descriptors, and the worker takes them, as one contiguous run
+// from WORKER_MEMFD: library, channel, then the grants.
+const _: () =
+    assert!(WORKER_CHANNEL == WORKER_MEMFD + 1 && WORKER_FIRST_GRANT == WORKER_CHANNEL + 1);
 /// Largest control frame (init, reports, errors).
 pub(super) const CONTROL_CAP: usize = 1024 * 1024;
 /// Read buffer of each end of the channel: a small frame arrives with one `read`, header

@@ -13,21 +13,11 @@ mod confirm;
 pub(crate) mod host;
 mod init;
 mod spawner;
-pub mod thread;
+pub(crate) mod thread;
 
 use crate::base::ffi::{AbiError, FaultError, InputError};
 use crate::pipeline::load::LoadError;
 use crate::sandbox::SandboxError;
-
-/// The paths of the flat layout (`skillgate::worker::…`), kept while the API is narrowed.
-pub mod worker {
-    pub use super::host::{WORKER_NAME, find_worker};
-    #[cfg(feature = "fuzzing")]
-    #[doc(hidden)]
-    pub use super::host::{fuzz_host_frame, start_worker_on};
-    pub use super::init::{WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD};
-    pub use crate::sandbox::TaskBound;
-}
 
 /// Why a plugin could not be started or run by an executor.
 #[derive(Debug, thiserror::Error)]

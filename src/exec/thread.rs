@@ -20,10 +20,10 @@ use crate::base::ffi::{
     AbiError, FaultError, PLUGIN_ABI_VERSION, PluginMetadata, PluginResult, decode_metadata,
     decode_result,
 };
-use crate::base::sealed::SealedFile;
+
 use crate::base::settings::Isolation;
 use crate::base::settings::Limits;
-use crate::pipeline::load::{LoadError, PluginSymbols, dlopen_sealed};
+use crate::pipeline::load::{LoadError, Loadable, PluginSymbols, dlopen_sealed};
 use crate::pipeline::manifest::Manifest;
 use crate::sandbox::{Enforcement, SandboxPlan};
 
@@ -123,7 +123,7 @@ impl ThreadExecutor {
     /// Starts the plugin thread, which loads the library and checks it against the signed
     /// manifest before accepting calls.
     pub(crate) fn start(
-        library: SealedFile,
+        library: Loadable,
         manifest: &Manifest,
         limits: &Limits,
         plan: SandboxPlan,
@@ -264,7 +264,7 @@ fn reply(slot: &Slot, result: Result<PluginResult, FaultError>) -> bool {
 
 /// Body of the plugin thread.
 fn run_plugin_thread(
-    library: SealedFile,
+    library: Loadable,
     expected: PluginMetadata,
     output_limit: usize,
     plan: SandboxPlan,
@@ -302,7 +302,7 @@ fn run_plugin_thread(
 }
 
 pub(crate) fn open_and_check(
-    library: SealedFile,
+    library: Loadable,
     expected: &PluginMetadata,
     output_limit: usize,
 ) -> Result<PluginSymbols, ExecError> {

@@ -178,7 +178,7 @@ mod tests {
             let dir = fx.plugin(r);
             let file = dir.open_file("big.bin", 1 << 20).unwrap();
             assert_eq!(file.size(), big.len() as u64);
-            assert_eq!(file.rel(), "big.bin");
+            assert!(file.path().ends_with("big.bin"), "{:?}", file.path());
             let mut copy = Vec::new();
             let (digest, n) = hash(file, 1 << 20, Some(&mut copy)).unwrap();
             assert_eq!(n, big.len() as u64);

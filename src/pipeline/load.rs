@@ -14,10 +14,99 @@
 //! `dlopen("/proc/self/fd/N")` would hand back the first plugin.
 
 use std::ffi::c_char;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use crate::base::ffi::{SYMBOL_EXECUTE, SYMBOL_FREE_STRING, SYMBOL_METADATA, SYMBOL_VERSION};
 use crate::base::sealed::SealedFile;
+use crate::pipeline::inspect::{InspectReport, Inspected};
+use crate::pipeline::manifest::{Manifest, hex_digest};
+use crate::trust::key_id::KeyId;
+
+/// The one value [`dlopen_sealed`] accepts: sealed library bytes that passed inspection.
+///
+/// It has two constructors and no other way in, so inside the crate as at its boundary no
+/// code path hands the dynamic loader bytes that were not inspected: [`Loadable::unpack`]
+/// takes an [`Inspected`] (which only the inspection stage builds), and
+/// [`Loadable::recheck`] is the worker's side of the same value: a descriptor it received,
+/// accepted only if all four seals are on it and its size and SHA-256 are those of the
+/// inspected library, which the host sent from the signed manifest.
+#[derive(Debug)]
+pub(crate) struct Loadable(SealedFile);
+
+/// An [`Inspected`] taken apart for loading: the library as a [`Loadable`] and the rest.
+pub(crate) struct Unpacked {
+    pub(crate) path: PathBuf,
+    pub(crate) manifest: Manifest,
+    pub(crate) signers: Vec<KeyId>,
+    pub(crate) report: InspectReport,
+    pub(crate) library: Loadable,
+}
+
+/// Why a worker would not load the descriptor it was given ([`Loadable::recheck`]).
+#[derive(Debug)]
+pub(crate) enum Recheck {
+    /// The descriptor is not the signed, sealed library.
+    Refused(LibraryRefusal),
+    /// The descriptor could not be examined.
+    Io(&'static str, std::io::Error),
+}
+
+impl Loadable {
+    /// Takes an inspected bundle apart, its library becoming the value `dlopen` accepts.
+    pub(crate) fn unpack(inspected: Inspected) -> Unpacked {
+        let (bundle, report) = inspected.into_parts();
+        let (path, manifest, signers, library) = bundle.into_parts();
+        Unpacked {
+            path,
+            manifest,
+            signers,
+            report,
+            library: Loadable(library),
+        }
+    }
+
+    /// Accepts a library descriptor a worker was handed only if it is sealed against every
+    /// change (else its bytes could change after this check) and holds exactly `size`
+    /// bytes whose SHA-256 is `sha256`.
+    pub(crate) fn recheck(memfd: OwnedFd, size: u64, sha256: &[u8; 32]) -> Result<Self, Recheck> {
+        use sha2::{Digest, Sha256};
+        let present = rustix::fs::fcntl_get_seals(&memfd)
+            .map_err(|e| Recheck::Io("cannot read the library's seals", e.into()))?;
+        let required = crate::base::sealed::required_seals();
+        if !present.contains(required) {
+            return Err(Recheck::Refused(LibraryRefusal::Unsealed {
+                present: present.bits(),
+                required: required.bits(),
+            }));
+        }
+        let library = SealedFile::from_inherited(memfd)
+            .map_err(|e| Recheck::Io("cannot use the library descriptor", e))?;
+        if library.len() != size {
+            return Err(Recheck::Refused(LibraryRefusal::Size {
+                expected: size,
+                actual: library.len(),
+            }));
+        }
+        let map = library
+            .map()
+            .map_err(|e| Recheck::Io("cannot map the library", e))?;
+        let actual: [u8; 32] = Sha256::digest(map.as_ref()).into();
+        drop(map);
+        if actual != *sha256 {
+            return Err(Recheck::Refused(LibraryRefusal::Digest {
+                expected: hex_digest(sha256),
+                actual: hex_digest(&actual),
+            }));
+        }
+        Ok(Loadable(library))
+    }
+
+    /// The sealed file, to hand its descriptor to a worker (which re-checks it).
+    pub(crate) fn sealed(&self) -> &SealedFile {
+        &self.0
+    }
+}
 
 pub(crate) type VersionFn = unsafe extern "C" fn() -> u32;
 pub(crate) type MetadataFn = unsafe extern "C" fn() -> *const c_char;
@@ -143,8 +232,9 @@ impl std::fmt::Debug for PluginSymbols {
 /// On success the library and its memfd are kept for the life of the process (see the
 /// module documentation); on failure the memfd is closed.
 #[allow(unsafe_code)]
-pub(crate) fn dlopen_sealed(library: SealedFile) -> Result<PluginSymbols, LoadError> {
+pub(crate) fn dlopen_sealed(library: Loadable) -> Result<PluginSymbols, LoadError> {
     use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    let Loadable(library) = library;
     let path = library.proc_path();
     // SAFETY: loading runs the library's initialisers. The bytes passed signature, hash
     // and ELF inspection; running them on this, the plugin's own thread, is the purpose

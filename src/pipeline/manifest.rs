@@ -13,19 +13,19 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::base::ffi::{PLUGIN_ABI_VERSION, PluginMetadata};
-pub use crate::base::version::VersionError;
-use crate::base::version::parse_version;
+pub(crate) use crate::base::version::VersionError;
+use crate::base::version::{Version, parse_version};
 use crate::trust::signature::{AuthenticManifest, MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
 
-pub use crate::base::name::MAX_NAME_LEN;
+pub(crate) use crate::base::name::MAX_NAME_LEN;
 /// Longest file path component (a file or directory name).
-pub const MAX_COMPONENT_LEN: usize = 255;
+pub(crate) const MAX_COMPONENT_LEN: usize = 255;
 /// Longest relative file path.
-pub const MAX_PATH_LEN: usize = 1024;
+pub(crate) const MAX_PATH_LEN: usize = 1024;
 /// Longest free-text field (description, when_to_use, ...).
-pub const MAX_TEXT_LEN: usize = 4096;
+pub(crate) const MAX_TEXT_LEN: usize = 4096;
 /// Most entries in `allowed_tools`.
-pub const MAX_TOOLS: usize = 256;
+pub(crate) const MAX_TOOLS: usize = 256;
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,7 @@ pub enum ManifestError {
         /// What the semver parser said.
         source: VersionError,
     },
-    /// A text field is longer than [`MAX_TEXT_LEN`], or a list longer than its limit.
+    /// A text field is longer than `MAX_TEXT_LEN`, or a list longer than its limit.
     #[error("{field} is too long")]
     TooLong {
         /// The field.
@@ -182,7 +182,7 @@ pub struct FileEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     metadata: PluginMetadata,
-    version: semver::Version,
+    version: Version,
     library: String,
     capabilities: Capabilities,
     files: Vec<FileEntry>,
@@ -197,7 +197,7 @@ impl Manifest {
     }
 
     pub(crate) fn from_wire(wire: ManifestWire, max_files: usize) -> Result<Self, ManifestError> {
-        let version = check_common(&wire)?;
+        let version = Version::from_semver(check_common(&wire)?);
         let expires = wire.expires.as_deref().map(parse_expiry).transpose()?;
         if wire.abi_version != PLUGIN_ABI_VERSION {
             return Err(ManifestError::AbiVersion {
@@ -270,7 +270,7 @@ impl Manifest {
         &self.metadata.name
     }
     /// The plugin version.
-    pub fn version(&self) -> &semver::Version {
+    pub fn version(&self) -> &Version {
         &self.version
     }
     /// The library's file name.
@@ -461,7 +461,7 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
 }
 
 /// Lowercase hex of a digest, as manifests and messages spell it.
-pub fn hex_digest(d: &[u8; 32]) -> String {
+pub(crate) fn hex_digest(d: &[u8; 32]) -> String {
     use std::fmt::Write;
     d.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -473,7 +473,7 @@ pub fn hex_digest(d: &[u8; 32]) -> String {
 #[doc(hidden)]
 /// Entry point shared by the fuzz targets and the corpus replay: parse and validate a
 /// manifest as if its signature had verified.
-pub fn fuzz_parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+pub(crate) fn fuzz_parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
     Manifest::from_wire(parse_wire(bytes)?, 256)
 }
 
@@ -496,7 +496,7 @@ mod tests {
         let m = fuzz_parse(manifest("").as_bytes()).unwrap();
         assert_eq!(m.name(), "echo");
         assert_eq!(m.library(), "libecho.so");
-        assert_eq!(m.version(), &semver::Version::new(1, 2, 3));
+        assert_eq!(m.version(), &Version::new(1, 2, 3));
         assert_eq!(m.library_entry().unwrap().size, 5);
         assert_eq!(hex_digest(&m.files()[0].sha256), LIB_SHA);
         assert!(!m.metadata().thread_safe);

@@ -11,8 +11,8 @@
 
 pub(crate) mod digest;
 pub mod inspect;
-pub mod load;
-pub mod locate;
-pub mod manifest;
+pub(crate) mod load;
+pub(crate) mod locate;
+pub(crate) mod manifest;
 mod rules;
-pub mod verify;
+pub(crate) mod verify;

@@ -4,7 +4,6 @@
 //! expiry). This is where the verify stage hands them the release its signed, parsed
 //! manifest states, so the trust layer stays below the pipeline.
 
-use crate::base::version::Version;
 use crate::danger::Danger;
 use crate::pipeline::manifest::Manifest;
 use crate::trust::key_id::KeyId;
@@ -14,7 +13,7 @@ use crate::trust::store::TrustStore;
 fn release(manifest: &Manifest) -> Release<'_> {
     Release {
         name: manifest.name(),
-        version: Version::from_semver(manifest.version().clone()),
+        version: manifest.version().clone(),
         expires: manifest.expires(),
     }
 }

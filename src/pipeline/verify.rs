@@ -70,10 +70,12 @@ impl Bundle {
         &self.signers
     }
     /// The library's verified bytes, in a sealed memfd.
-    pub fn library(&self) -> &SealedFile {
+    pub(crate) fn library(&self) -> &SealedFile {
         &self.library
     }
-    pub(crate) fn into_parts(self) -> (PathBuf, Manifest, Vec<KeyId>, SealedFile) {
+    /// Taken apart only inside the pipeline, so the library leaves it only as a
+    /// [`crate::pipeline::load::Loadable`].
+    pub(in crate::pipeline) fn into_parts(self) -> (PathBuf, Manifest, Vec<KeyId>, SealedFile) {
         (self.path, self.manifest, self.signers, self.library)
     }
 }
@@ -127,7 +129,7 @@ pub enum IntegrityError {
     Seal(#[source] std::io::Error),
 }
 
-/// Why [`verify_dir`] refused a plugin directory: the step that refused, with its error.
+/// Why `verify_dir` refused a plugin directory: the step that refused, with its error.
 ///
 /// Each variant is the top-level [`crate::Error`] variant of the same name (the `From`
 /// there flattens it). Like the stage errors it holds, its `Display` is raw (print it
@@ -201,7 +203,7 @@ pub(crate) fn file_cap(limits: &Limits, is_library: bool) -> u64 {
 /// manifest, signer rules, revocation, expiry, minimum version and rollback, files. The
 /// plugin's version mark is raised (see [`crate::trust::rules`]) only once every file verified.
 /// `danger` is the policy's weakenings (only `expired_plugins_warn_only` acts here).
-pub fn verify_dir(
+pub(crate) fn verify_dir(
     dir: &PluginDir,
     trust: &TrustStore,
     limits: &Limits,

@@ -31,6 +31,7 @@ use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, E
 pub use crate::sandbox::{Requirement, SandboxPolicy};
 
 mod trust_section;
+pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
 pub use trust_section::TrustSectionError;
 
 /// Largest policy file accepted.
@@ -66,7 +67,7 @@ pub struct Policy {
     /// What plugins may be granted inside their sandbox.
     pub(crate) sandbox: SandboxPolicy,
     /// The worker executable for process isolation; found beside the host executable
-    /// when unset (see [`crate::exec::worker::find_worker`]).
+    /// when unset (see the `Gate` documentation).
     pub(crate) worker: Option<PathBuf>,
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
     pub(crate) elf: ElfPolicy,

@@ -42,11 +42,11 @@
 
 mod grants;
 mod ruleset;
-pub mod seccomp;
+pub(crate) mod seccomp;
 
 pub use grants::{GrantError, OsError};
 use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
-pub use ruleset::{LandlockError, LandlockStep, kernel_landlock_abi};
+pub use ruleset::{LandlockError, LandlockStep};
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -61,9 +61,9 @@ use crate::danger::Danger;
 use crate::pipeline::manifest::Capabilities;
 
 /// The Landlock ABI this build was tested against; rights newer than it are not handled.
-pub const LANDLOCK_ABI: ABI = ABI::V7;
+pub(crate) const LANDLOCK_ABI: ABI = ABI::V7;
 /// [`LANDLOCK_ABI`] as a number.
-pub const LANDLOCK_ABI_NUMBER: u8 = 7;
+pub(crate) const LANDLOCK_ABI_NUMBER: u8 = 7;
 
 /// How completely Landlock was enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

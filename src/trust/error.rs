@@ -209,7 +209,7 @@ pub enum SignatureError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignatureFileError {
-    /// The file is larger than [`MAX_SIGNATURE_FILE_SIZE`](super::formats::MAX_SIGNATURE_FILE_SIZE).
+    /// The file is larger than `MAX_SIGNATURE_FILE_SIZE`.
     #[error("{size} bytes, more than the {max} allowed")]
     TooLarge {
         /// The file's size.
@@ -226,7 +226,7 @@ pub enum SignatureFileError {
         /// The value found.
         found: String,
     },
-    /// More than [`MAX_SIGNATURES`](super::formats::MAX_SIGNATURES) entries.
+    /// More than `MAX_SIGNATURES` entries.
     #[error("{count} signatures, more than the {max} allowed")]
     TooManyEntries {
         /// Entries found.

@@ -14,9 +14,9 @@ pub const DOMAIN_TAG: &[u8] = b"skillgate/ed25519/plugin-manifest/v1\0";
 /// Value of the `format` field of a signature file.
 pub const FORMAT: &str = "skillgate-signatures-v1";
 /// Largest signature file accepted.
-pub const MAX_SIGNATURE_FILE_SIZE: usize = 64 * 1024;
+pub(crate) const MAX_SIGNATURE_FILE_SIZE: usize = 64 * 1024;
 /// Most signatures one file may carry.
-pub const MAX_SIGNATURES: usize = 64;
+pub(crate) const MAX_SIGNATURES: usize = 64;
 
 /// Largest key file accepted; real ones are under 400 bytes.
 pub const MAX_KEY_FILE_SIZE: usize = 4 * 1024;

@@ -13,25 +13,16 @@
 //! - [`signature`]: a manifest's signatures checked against the store;
 //! - [`marks`]: the version marks on disk; [`rules`]: the trust policy that judges a release.
 
-pub mod error;
-pub mod formats;
-pub mod key_id;
-pub mod keys;
-pub mod marks;
-pub mod minisign;
-pub mod revocation;
-pub mod rules;
-pub mod signature;
-pub mod signature_file;
-pub mod store;
+pub(crate) mod error;
+pub(crate) mod formats;
+pub(crate) mod key_id;
+pub(crate) mod keys;
+pub(crate) mod marks;
+pub(crate) mod minisign;
+pub(crate) mod revocation;
+pub(crate) mod rules;
+pub(crate) mod signature;
+pub(crate) mod signature_file;
+pub(crate) mod store;
 
 // The paths of the flat layout, kept while the API is narrowed.
-pub use crate::base::version::Version;
-pub use error::{MarkProblem, PasswordError, RevocationError, TrustError};
-pub use marks::{read_version_mark, reset_version_mark};
-pub use minisign::KdfParams;
-pub use revocation::{
-    REVOCATION_DOMAIN_TAG, REVOCATION_FORMAT, REVOCATION_SUFFIX, REVOCATION_THRESHOLD, Revocation,
-    RevocationStatement, verify_revocation,
-};
-pub use rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};

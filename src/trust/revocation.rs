@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use crate::base::json::JsonError;
-pub use crate::trust::error::RevocationError;
+pub(crate) use crate::trust::error::RevocationError;
 use crate::trust::formats::MAX_STATEMENT_BYTES;
 pub use crate::trust::formats::{
     REVOCATION_DOMAIN_TAG, REVOCATION_FORMAT, REVOCATION_SUFFIX, REVOCATION_THRESHOLD,
@@ -154,7 +154,7 @@ fn parse_statement(bytes: &[u8]) -> Result<(RevocationWire, PublicKey), Revocati
 /// their signatures do not count towards revoking another key. Signatures by keys
 /// `trusted` does not know are ignored; one by a trusted key (or the revoked key) that does
 /// not verify refuses the statement.
-pub fn verify_revocation<'k>(
+pub(crate) fn verify_revocation<'k>(
     statement: &[u8],
     signatures: &[u8],
     trusted: impl Fn(&KeyId) -> Option<&'k PublicKey>,

@@ -34,7 +34,7 @@ use crate::base::escape::Escaped;
 use crate::base::name::{MAX_NAME_LEN, is_name_byte};
 use crate::base::version::Version;
 use crate::danger::Danger;
-pub use crate::trust::error::TrustError;
+pub(crate) use crate::trust::error::TrustError;
 use crate::trust::key_id::KeyId;
 use crate::trust::marks::{read_version_mark, record_version, refuse_rollback};
 use crate::trust::store::TrustStore;

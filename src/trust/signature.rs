@@ -16,14 +16,9 @@ use std::fmt;
 use crate::trust::key_id::KeyId;
 use crate::trust::store::TrustStore;
 
-pub use crate::trust::error::{SignatureError, SignatureFileError};
-pub use crate::trust::formats::{
-    DOMAIN_TAG, FORMAT, MANIFEST_FILE_NAME, MAX_SIGNATURE_FILE_SIZE, MAX_SIGNATURES,
-    SIGNATURE_FILE_NAME,
-};
-pub use crate::trust::signature_file::{
-    SignatureEntry, SignatureFile, sign_manifest, signed_message,
-};
+pub(crate) use crate::trust::error::SignatureError;
+pub(crate) use crate::trust::formats::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
+pub(crate) use crate::trust::signature_file::{SignatureFile, signed_message};
 
 /// Proof that the manifest bytes carry at least one valid signature by a trusted key.
 ///
@@ -96,7 +91,10 @@ pub fn verify_manifest(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::trust::error::SignatureFileError;
+    use crate::trust::formats::{MAX_SIGNATURE_FILE_SIZE, MAX_SIGNATURES};
     use crate::trust::keys::SecretKey;
+    use crate::trust::signature_file::sign_manifest;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use ed25519_dalek::Signature;

@@ -75,7 +75,7 @@ impl SignatureEntry {
     }
 }
 
-/// A parsed signature file: at most [`MAX_SIGNATURES`] entries, each key id at most once.
+/// A parsed signature file: at most `MAX_SIGNATURES` entries, each key id at most once.
 ///
 /// Parsing checks only the shape; [`verify_manifest`](super::signature::verify_manifest)
 /// checks the signatures.
@@ -159,7 +159,7 @@ impl SignatureFile {
 
     /// Adds a signature, replacing any entry with the same key id.
     ///
-    /// Fails, changing nothing, if the file already holds [`MAX_SIGNATURES`] other entries.
+    /// Fails, changing nothing, if the file already holds `MAX_SIGNATURES` other entries.
     pub fn add_or_replace(
         &mut self,
         key_id: KeyId,

@@ -261,7 +261,8 @@ impl Inspected {
     pub fn report(&self) -> &InspectReport {
         &self.report
     }
-    pub(crate) fn into_parts(self) -> (Bundle, InspectReport) {
+    /// Only [`crate::pipeline::load::Loadable::unpack`] takes an inspected bundle apart.
+    pub(in crate::pipeline) fn into_parts(self) -> (Bundle, InspectReport) {
         (self.bundle, self.report)
     }
 }

@@ -162,7 +162,7 @@ fn show_roots(roots: &[PathBuf]) -> String {
     shown.join(", ")
 }
 
-pub use crate::base::capped::FileKind;
+pub(crate) use crate::base::capped::FileKind;
 
 fn io_error(path: &Path, source: impl Into<std::io::Error>) -> LocateError {
     LocateError::Io {
@@ -173,7 +173,7 @@ fn io_error(path: &Path, source: impl Into<std::io::Error>) -> LocateError {
 
 /// A directory the administrator trusts to hold plugins, held open.
 #[derive(Debug)]
-pub struct TrustedRoot {
+pub(crate) struct TrustedRoot {
     /// Canonical path (no symlinks, no `..`), recorded when the root was opened.
     path: PathBuf,
     /// The path as configured, made absolute lexically (symlinks and `..` kept).
@@ -188,7 +188,7 @@ impl TrustedRoot {
     /// any symlink, so the descriptor is the directory the canonical path names. A root
     /// that others can write to, or that lies beneath such a directory, is refused
     /// ([`crate::base::perms`]).
-    pub fn open(path: &Path) -> Result<Self, LocateError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, LocateError> {
         let configured = std::path::absolute(path).map_err(|e| io_error(path, e))?;
         let canonical = std::fs::canonicalize(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LocateError::NotFound {
@@ -227,16 +227,11 @@ impl TrustedRoot {
             fd,
         })
     }
-
-    /// The canonical path of the root.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// A plugin directory, opened beneath a trusted root. Every file is opened through it.
 #[derive(Debug)]
-pub struct PluginDir {
+pub(crate) struct PluginDir {
     /// The directory, opened `O_RDONLY | O_DIRECTORY`.
     fd: OwnedFd,
     /// For messages: the root's canonical path joined with the path beneath it.
@@ -253,7 +248,7 @@ pub struct PluginDir {
 /// itself can never be a symlink) and matched again, so a path spelled through a symlinked
 /// prefix outside the roots still works. `root/../elsewhere` matches `root` lexically and so
 /// is refused as [`LocateError::EscapesRoot`].
-pub fn locate(roots: &[TrustedRoot], path: &Path) -> Result<PluginDir, LocateError> {
+pub(crate) fn locate(roots: &[TrustedRoot], path: &Path) -> Result<PluginDir, LocateError> {
     locate_with(roots, path, Resolver::detect())
 }
 
@@ -365,13 +360,13 @@ impl PluginDir {
 
     /// The plugin directory's path, for messages (the root's canonical path joined with the
     /// path beneath it). Never reopened.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Reads a small top-level file completely (the manifest, the signature file).
     /// `Ok(None)` if it does not exist.
-    pub fn read_small(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>, LocateError> {
+    pub(crate) fn read_small(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>, LocateError> {
         if name.contains('/') {
             return Err(LocateError::InvalidName {
                 name: name.to_owned(),
@@ -398,7 +393,7 @@ impl PluginDir {
     /// At most `max_entries` files are listed, and at most `max_entries` directories are
     /// descended (a plugin needs no more directories than files), so the work is bounded.
     /// Top-level entries are at depth 1; an entry deeper than `max_depth` is an error.
-    pub fn list_files(
+    pub(crate) fn list_files(
         &self,
         max_entries: usize,
         max_depth: usize,
@@ -419,7 +414,7 @@ impl PluginDir {
 
     /// Opens one file beneath the directory (`rel` may contain '/'): regular files only,
     /// its size checked against `cap` with `fstat` before anything is read.
-    pub fn open_file(&self, rel: &str, cap: u64) -> Result<PluginFile, LocateError> {
+    pub(crate) fn open_file(&self, rel: &str, cap: u64) -> Result<PluginFile, LocateError> {
         validate_rel(rel)?;
         let path = self.path.join(rel);
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
@@ -439,12 +434,7 @@ impl PluginDir {
         if size > cap {
             return Err(LocateError::TooLarge { path, size, cap });
         }
-        Ok(PluginFile {
-            fd,
-            rel: rel.to_owned(),
-            path,
-            size,
-        })
+        Ok(PluginFile { fd, path, size })
     }
 }
 
@@ -527,10 +517,9 @@ impl Listing<'_> {
 
 /// A regular file opened beneath a plugin directory, not yet read.
 #[derive(Debug)]
-pub struct PluginFile {
+pub(crate) struct PluginFile {
     fd: OwnedFd,
-    rel: String,
-    /// For messages: the plugin directory's path joined with `rel`.
+    /// For messages: the plugin directory's path joined with the file's relative name.
     path: PathBuf,
     /// The size `fstat` reported when the file was opened.
     size: u64,
@@ -538,16 +527,11 @@ pub struct PluginFile {
 
 impl PluginFile {
     /// The size `fstat` reported when the file was opened.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    /// The name relative to the plugin directory, as given to [`PluginDir::open_file`].
-    pub fn rel(&self) -> &str {
-        &self.rel
-    }
-
-    /// The plugin directory's path joined with [`PluginFile::rel`], for messages.
+    /// The plugin directory's path joined with the file's relative name, for messages.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

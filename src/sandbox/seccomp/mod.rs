@@ -82,7 +82,7 @@ const TCP_OPTIONS_REFUSED: [u32; 9] = [
     33, /* TCP_FASTOPEN_NO_COOKIE */
 ];
 /// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
-pub const BPF_MAXINSNS: usize = 4096;
+pub(crate) const BPF_MAXINSNS: usize = 4096;
 
 /// The filter program could not be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
