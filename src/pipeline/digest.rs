@@ -129,36 +129,9 @@ fn pipelined(
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::pipeline::locate::{PluginDir, Resolver, TrustedRoot, locate_with};
+    use crate::pipeline::locate::Resolver;
+    use crate::pipeline::locate::tests::{Fixture, RESOLVERS};
     use std::fs;
-    use std::path::PathBuf;
-
-    const RESOLVERS: [Resolver; 2] = [Resolver::Openat2, Resolver::Walk];
-
-    /// `trusted/plugin/{lib.so, sub/data.txt}` in a temporary directory.
-    struct Fixture {
-        tmp: tempfile::TempDir,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            let tmp = tempfile::tempdir().unwrap();
-            let plugin = tmp.path().join("trusted/plugin");
-            fs::create_dir_all(plugin.join("sub")).unwrap();
-            fs::write(plugin.join("lib.so"), b"\x7fELF library bytes").unwrap();
-            fs::write(plugin.join("sub/data.txt"), b"data").unwrap();
-            Self { tmp }
-        }
-
-        fn p(&self, rel: &str) -> PathBuf {
-            self.tmp.path().join(rel)
-        }
-
-        fn plugin(&self, r: Resolver) -> PluginDir {
-            let roots = [TrustedRoot::open(&self.p("trusted")).unwrap()];
-            locate_with(&roots, &self.p("trusted/plugin"), r).unwrap()
-        }
-    }
 
     /// [`digest_file`] as a pair (digest, bytes read).
     fn hash(

@@ -558,11 +558,13 @@ pub struct SandboxPolicy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::sandbox) mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
-    fn plan_reading(dirs: &[&Path]) -> SandboxPlan {
+    /// A plan granting reads of `dirs` (policy and manifest both), as the sandbox's unit
+    /// tests build one.
+    pub(in crate::sandbox) fn plan_reading(dirs: &[&Path]) -> SandboxPlan {
         let mut policy = SandboxPolicy::default();
         let mut caps = Capabilities::default();
         for d in dirs {

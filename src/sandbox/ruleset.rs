@@ -228,19 +228,7 @@ pub(super) fn kernel_landlock_abi() -> u8 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use crate::danger::Danger;
-    use crate::pipeline::manifest::Capabilities;
-    use crate::sandbox::SandboxPolicy;
-
-    fn plan_reading(dirs: &[&std::path::Path]) -> SandboxPlan {
-        let mut policy = SandboxPolicy::default();
-        let mut caps = Capabilities::default();
-        for d in dirs {
-            policy.read.push(d.to_path_buf());
-            caps.read.push(d.to_str().unwrap().to_owned());
-        }
-        SandboxPlan::new(&policy, &Danger::default(), &caps, &[])
-    }
+    use crate::sandbox::tests::plan_reading;
 
     /// A Landlock failure stays typed: its step, no invented system error, and landlock's
     /// own text in the sandbox error's message (which the top-level error's carries).

@@ -438,17 +438,6 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
 
-    macro_rules! vector {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/vectors/keys/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     /// Runs minisign; the interop tests fail if it is missing unless
     /// `SKILLGATE_SKIP_MINISIGN=1` says to skip them.
     fn minisign(args: &[&std::ffi::OsStr], dir: &Path) -> Option<std::process::Output> {

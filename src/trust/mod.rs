@@ -13,6 +13,20 @@
 //! - [`signature`]: a manifest's signatures checked against the store;
 //! - [`marks`]: the version marks on disk; [`rules`]: the trust policy that judges a release.
 
+/// A key-format test vector from `tests/vectors/keys/`, as a byte slice (for the unit tests
+/// of the modules below; defined before them so their tests can use it).
+#[cfg(test)]
+macro_rules! vector {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/keys/",
+            $name
+        ))
+        .as_slice()
+    };
+}
+
 pub(crate) mod error;
 pub(crate) mod formats;
 pub(crate) mod key_id;

@@ -219,17 +219,6 @@ mod tests {
     use super::*;
     use crate::trust::keys::SecretKey;
 
-    macro_rules! vector {
-        ($name:literal) => {
-            include_bytes!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/vectors/keys/",
-                $name
-            ))
-            .as_slice()
-        };
-    }
-
     #[test]
     fn trust_store_from_keys_refuses_duplicates() {
         let a = SecretKey::generate().public();

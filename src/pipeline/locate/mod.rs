@@ -623,4 +623,4 @@ impl PluginFile {
 }
 
 #[cfg(test)]
-mod tests;
+pub(in crate::pipeline) mod tests;

@@ -10,16 +10,16 @@ use std::os::unix::fs::symlink;
 use std::sync::mpsc;
 use std::time::Duration;
 
-const RESOLVERS: [Resolver; 2] = [Resolver::Openat2, Resolver::Walk];
+pub(in crate::pipeline) const RESOLVERS: [Resolver; 2] = [Resolver::Openat2, Resolver::Walk];
 
 /// A temporary tree:
 /// `trusted/plugin/{lib.so, plugin.json, sub/data.txt, sub/deeper/x}`, `outside/`.
-struct Fixture {
+pub(in crate::pipeline) struct Fixture {
     tmp: tempfile::TempDir,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    pub(in crate::pipeline) fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let plugin = tmp.path().join("trusted/plugin");
         fs::create_dir_all(plugin.join("sub/deeper")).unwrap();
@@ -32,7 +32,7 @@ impl Fixture {
         Self { tmp }
     }
 
-    fn p(&self, rel: &str) -> PathBuf {
+    pub(in crate::pipeline) fn p(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
 
@@ -40,7 +40,7 @@ impl Fixture {
         vec![TrustedRoot::open(&self.p("trusted")).unwrap()]
     }
 
-    fn plugin(&self, r: Resolver) -> PluginDir {
+    pub(in crate::pipeline) fn plugin(&self, r: Resolver) -> PluginDir {
         locate_with(&self.roots(), &self.p("trusted/plugin"), r).unwrap()
     }
 }
