@@ -9,14 +9,26 @@
 //! A second signature by another key keeps the first when the manifest bytes are
 //! unchanged; if signing has to rewrite the manifest, signatures over the old bytes can no
 //! longer verify, so they are dropped and the outcome says how many.
+//!
+//! An author should learn that a host will refuse the library when signing it, not from a
+//! user whose host refused it. [`sign_plugin_dir_checked`] (what `skill-sign sign` runs)
+//! first runs the ELF checks a host with a given [`Policy`] runs at its inspect stage, on
+//! the library that host would pick (the signed manifest's own choice, made by the same
+//! parser) and on the very bytes being hashed, and refuses with every failing check and its
+//! fix ([`SignError::Refused`]) before writing anything. [`sign_plugin_dir`] and
+//! [`sign_plugin_dir_with`] keep signing without that check: a host's policy may differ
+//! from the one the author has (`skill-sign sign --no-check`).
 
 use std::path::{Path, PathBuf};
 
 use crate::base::settings::Limits;
+use crate::danger::ElfDanger;
 use crate::pipeline::digest::digest_file;
+use crate::pipeline::inspect::{ElfPolicy, InspectError, examine};
 use crate::pipeline::locate::{LocateError, PluginDir, TrustedRoot, locate};
 use crate::pipeline::manifest::{self, FileEntryWire, ManifestError, check_path, hex_digest};
 use crate::pipeline::verify::{Bundle, Verified, VerifyError, content_files, file_cap, verify_dir};
+use crate::policy::Policy;
 pub use crate::trust::formats::{MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
 use crate::trust::keys::{KeyId, SecretKey};
 use crate::trust::store::TrustStore;
@@ -67,6 +79,37 @@ pub enum SignError {
     /// The existing signature file is malformed.
     #[error("existing {SIGNATURE_FILE_NAME}: {0}")]
     Signature(#[from] crate::trust::signature::SignatureError),
+    /// The library fails ELF checks a host with the policy signed for runs before loading
+    /// it, so that host would refuse the plugin ([`sign_plugin_dir_checked`]). Nothing was
+    /// written. Each failure names its check ([`InspectError::check`]) and the build's fix
+    /// ([`InspectError::fix`]).
+    #[error(
+        "{library}: refused by the ELF checks a host runs before loading it: {}",
+        list(failures)
+    )]
+    Refused {
+        /// The library's file name (in the plugin directory).
+        library: String,
+        /// Every failing check, in the order the host runs them; never empty. A file that
+        /// cannot be examined at all (not ELF, malformed) is one failure.
+        failures: Vec<InspectError>,
+    },
+    /// The library's bytes changed between the hash that went into the manifest and the
+    /// read the ELF checks examined; nothing was written.
+    #[error("{}: changed while it was being signed", path.display())]
+    LibraryChanged {
+        /// The library.
+        path: PathBuf,
+    },
+}
+
+/// The failures of [`SignError::Refused`], each `check: problem; fix`, on one line.
+fn list(failures: &[InspectError]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
@@ -102,6 +145,34 @@ pub fn sign_plugin_dir_with(
     key: &SecretKey,
     limits: &Limits,
 ) -> Result<SignOutcome, SignError> {
+    sign_dir(dir, key, limits, None)
+}
+
+/// Signs as [`sign_plugin_dir_with`] does under `policy`'s limits, but first runs the ELF
+/// checks a host with `policy` runs before loading (its `elf` section and `danger.elf`
+/// knobs) on the library that host would load, and refuses with
+/// [`SignError::Refused`], listing every failing check, if that host would refuse it.
+/// Nothing is written unless the checks pass. `Policy::default()` is the strict default
+/// policy (`policy/default.json` has the same ELF rules).
+pub fn sign_plugin_dir_checked(
+    dir: &Path,
+    key: &SecretKey,
+    policy: &Policy,
+) -> Result<SignOutcome, SignError> {
+    sign_dir(
+        dir,
+        key,
+        policy.limits(),
+        Some((policy.elf(), policy.danger().elf())),
+    )
+}
+
+fn sign_dir(
+    dir: &Path,
+    key: &SecretKey,
+    limits: &Limits,
+    elf_check: Option<(&ElfPolicy, &ElfDanger)>,
+) -> Result<SignOutcome, SignError> {
     let manifest_path = dir.join(MANIFEST_FILE_NAME);
     let signature_path = dir.join(SIGNATURE_FILE_NAME);
     let plugin = PluginDir::open_unrooted(dir)?;
@@ -129,7 +200,10 @@ pub fn sign_plugin_dir_with(
     let file_count = files.len();
     wire.files = Some(files);
     // Refuse now what every host would refuse later (library missing, reserved names...).
-    manifest::Manifest::from_wire(wire.clone(), limits.files)?;
+    let parsed = manifest::Manifest::from_wire(wire.clone(), limits.files)?;
+    if let Some((policy, danger)) = elf_check {
+        check_library(&plugin, &parsed, limits, policy, danger)?;
+    }
 
     let mut new_bytes = serde_json::to_vec_pretty(&wire)
         .map_err(|e| ManifestError::Syntax(crate::base::json::JsonError::new(e)))?;
@@ -169,6 +243,44 @@ pub fn sign_plugin_dir_with(
         signatures: sigs.entries().len(),
         files: file_count,
     })
+}
+
+/// Runs the inspect stage's checks on the library `manifest` names (the one a host loads),
+/// read again through `plugin` and compared with the digest about to be signed, so the
+/// bytes examined are the bytes signed.
+fn check_library(
+    plugin: &PluginDir,
+    manifest: &manifest::Manifest,
+    limits: &Limits,
+    policy: &ElfPolicy,
+    danger: &ElfDanger,
+) -> Result<(), SignError> {
+    let name = manifest.library();
+    let cap = file_cap(limits, true);
+    let mut bytes = Vec::new();
+    let digest = digest_file(plugin.open_file(name, cap)?, cap, Some(&mut bytes))?;
+    let signed = manifest.library_entry();
+    if signed.is_none_or(|e| e.sha256 != digest.sha256 || e.size != digest.len) {
+        return Err(SignError::LibraryChanged {
+            path: plugin.path().join(name),
+        });
+    }
+    let failures = match examine(&bytes, policy, danger) {
+        Ok(report) => report
+            .checks
+            .into_iter()
+            .filter_map(|c| c.refusal)
+            .collect(),
+        Err(whole_file) => vec![whole_file],
+    };
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(SignError::Refused {
+            library: name.to_owned(),
+            failures,
+        })
+    }
 }
 
 /// Verifies a plugin directory the way a host would (signature, manifest, expiry, every

@@ -3,8 +3,12 @@
 //! Key files use minisign's layout, so minisign keys work here and the other way round,
 //! encrypted ones included. A password comes from `--password-file FILE` (first line), else
 //! the environment variable `SKILLGATE_PASSWORD` (for CI), else a prompt on the terminal.
-//! Exit codes: 0 success; 1 verification refused; 2 usage or I/O error (a wrong password
-//! included).
+//! `sign` first runs the ELF checks a host runs before loading the library (under the
+//! default policy, or `--policy FILE`'s `elf` and `danger.elf` sections and limits) and
+//! refuses to sign a library that host would refuse, listing each failing check with the
+//! build flags that fix it; `--no-check` signs anyway, for a host whose policy differs.
+//! Exit codes: 0 success; 1 refused (verification, or signing a library the policy would
+//! refuse); 2 usage or I/O error (a wrong password included).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,11 +16,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgate::escape::Escaped;
+use skillgate::inspect::InspectError;
 use skillgate::keys::KdfParams;
 use skillgate::keys::RevocationStatement;
 use skillgate::keys::{KeyError, PasswordError};
-use skillgate::policy::Limits;
-use skillgate::sign::{sign_plugin_dir, verify_plugin_dir};
+use skillgate::policy::{Limits, Policy};
+use skillgate::sign::{
+    SignError, SignOutcome, sign_plugin_dir_checked, sign_plugin_dir_with, verify_plugin_dir,
+};
 use skillgate::{PublicKey, SecretKey, TrustStore};
 use zeroize::Zeroizing;
 
@@ -54,7 +61,8 @@ enum Command {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
-    /// Fill in the manifest's file list and add a signature.
+    /// Fill in the manifest's file list and add a signature, after checking that a host
+    /// would load the library (its ELF checks, under the default policy or --policy).
     Sign {
         /// Plugin directory.
         dir: PathBuf,
@@ -64,6 +72,13 @@ enum Command {
         /// Read the key's password from the first line of this file.
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Check the library against this host policy (its `elf` section, `danger.elf`
+        /// knobs and limits) instead of the default policy.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Sign without the ELF checks (for a host whose policy differs from the one given).
+        #[arg(long)]
+        no_check: bool,
     },
     /// Write, or add a signature to, a revocation statement for a trust store (`NAME.revoked`
     /// and `NAME.revoked.sig`). A key may revoke itself; otherwise two other trusted keys
@@ -215,6 +230,91 @@ fn revoke(
     ))
 }
 
+/// Exit code for a library the policy would refuse (as for a refused verification).
+const REFUSED: u8 = 1;
+
+/// `skill-sign sign`: the policy first (a bad one is a usage error before any password is
+/// asked for), then the key, then checked signing.
+fn sign(
+    dir: &Path,
+    secret_key: &Path,
+    password_file: Option<&Path>,
+    policy_file: Option<&Path>,
+    no_check: bool,
+) -> ExitCode {
+    let policy = match policy_file.map(Policy::from_file).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return error(format!("policy: {e}")),
+    };
+    let key = match read_secret_key(secret_key, password_file) {
+        Ok(k) => k,
+        Err(e) => return error(e),
+    };
+    let signed = if no_check {
+        eprintln!(
+            "skill-sign: --no-check: the library's ELF checks were skipped; a host whose policy refuses it will refuse the plugin when it loads it"
+        );
+        sign_plugin_dir_with(dir, &key, policy.limits())
+    } else {
+        sign_plugin_dir_checked(dir, &key, &policy)
+    };
+    match signed {
+        Ok(outcome) => {
+            print_signed(dir, &outcome);
+            ExitCode::SUCCESS
+        }
+        Err(SignError::Refused { library, failures }) => {
+            let which = match policy_file {
+                Some(file) => format!("the policy {}", file.display()),
+                None => "the default policy".to_owned(),
+            };
+            print_refusal(dir, &library, &failures, &which);
+            ExitCode::from(REFUSED)
+        }
+        Err(e) => error(format!("{}: {e}", dir.display())),
+    }
+}
+
+fn print_signed(dir: &Path, outcome: &SignOutcome) {
+    if outcome.dropped_signatures > 0 {
+        eprintln!(
+            "skill-sign: the file list changed, so {} earlier signature(s) no longer applied and were removed",
+            outcome.dropped_signatures
+        );
+    }
+    println!(
+        "signed {} with key {} ({} files, {} signature(s))",
+        Escaped(dir.display()),
+        outcome.key_id,
+        outcome.files,
+        outcome.signatures
+    );
+}
+
+/// Every failing check on its own line, its fix on the next; names in the library and the
+/// paths are escaped (the author's, or the filesystem's, choice).
+fn print_refusal(dir: &Path, library: &str, failures: &[InspectError], which: &str) {
+    let mut text = format!(
+        "skill-sign: refused: {}: a host with {} would refuse {}, failing {} ELF check(s); nothing was signed or written\n",
+        Escaped(dir.display()),
+        Escaped(which),
+        Escaped(library),
+        failures.len()
+    );
+    for failure in failures {
+        text.push_str(&format!(
+            "  {}: {}\n    fix: {}\n",
+            failure.check(),
+            Escaped(failure.problem()),
+            failure.fix()
+        ));
+    }
+    text.push_str(
+        "skill-sign: rebuild with the fixes above (`skillgate inspect DIR` runs the same checks), or sign with --no-check for a host whose policy accepts this library\n",
+    );
+    eprint!("{text}");
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Keygen {
@@ -266,31 +366,15 @@ fn main() -> ExitCode {
             dir,
             secret_key,
             password_file,
-        } => {
-            let key = match read_secret_key(&secret_key, password_file.as_deref()) {
-                Ok(k) => k,
-                Err(e) => return error(e),
-            };
-            match sign_plugin_dir(&dir, &key) {
-                Ok(outcome) => {
-                    if outcome.dropped_signatures > 0 {
-                        eprintln!(
-                            "skill-sign: the file list changed, so {} earlier signature(s) no longer applied and were removed",
-                            outcome.dropped_signatures
-                        );
-                    }
-                    println!(
-                        "signed {} with key {} ({} files, {} signature(s))",
-                        Escaped(dir.display()),
-                        outcome.key_id,
-                        outcome.files,
-                        outcome.signatures
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => error(format!("{}: {e}", dir.display())),
-            }
-        }
+            policy,
+            no_check,
+        } => sign(
+            &dir,
+            &secret_key,
+            password_file.as_deref(),
+            policy.as_deref(),
+            no_check,
+        ),
         Command::Verify { dir, public_key } => {
             let trust =
                 match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {

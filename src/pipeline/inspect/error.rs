@@ -388,8 +388,14 @@ impl InspectError {
         }
     }
 
-    /// What was found: the middle of the message, between the check and the fix.
-    fn problem(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// What was found, without the check's name or the fix: the middle of the message, for a
+    /// tool that prints the three parts apart (`skill-sign sign` lists each failing check
+    /// with its fix on a line of its own).
+    pub fn problem(&self) -> impl fmt::Display + '_ {
+        Problem(self)
+    }
+
+    fn write_problem(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InspectError::NotElf => {
                 f.write_str("not an ELF file (no \\x7fELF magic), so not a shared library")
@@ -548,8 +554,17 @@ impl InspectError {
 impl fmt::Display for InspectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.check())?;
-        self.problem(f)?;
+        self.write_problem(f)?;
         write!(f, "; {}", self.fix())
+    }
+}
+
+/// [`InspectError::problem`]'s value.
+struct Problem<'a>(&'a InspectError);
+
+impl fmt::Display for Problem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write_problem(f)
     }
 }
 

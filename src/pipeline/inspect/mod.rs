@@ -99,14 +99,15 @@ impl std::fmt::Display for Relro {
 /// tighten a check. Every check is strict by default, and a default Rust `cdylib` and a C
 /// plugin built with `-fPIC -Wl,-z,now -Wl,-z,relro -Wl,-z,noexecstack` pass it; what would
 /// weaken a check (an executable stack, IFUNC, RELRO below full, a search path, a removed
-/// import denial, a library beyond the C runtime, …) is a knob of
+/// import denial, a library beyond the system runtimes, …) is a knob of
 /// [`crate::danger::ElfDanger`] instead, passed beside this policy.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ElfPolicy {
     /// The `DT_NEEDED` names accepted (exact match; this list replaces the default and may
-    /// only narrow it). Default: the C runtime — libc, libm, libpthread, libdl, librt,
-    /// libgcc_s and the dynamic loader. An entry beyond the defaults is ignored by the
+    /// only narrow it). Default: [`DEFAULT_ALLOWED_NEEDED`], the system runtimes of C, C++
+    /// and Rust — libc, libm, libpthread, libdl, librt, libgcc_s, libstdc++ and the dynamic
+    /// loader. An entry beyond the defaults is ignored by the
     /// inspection and refused by [`crate::policy::PolicyBuilder::build`]: it belongs in
     /// [`crate::danger::ElfDanger::allow_needed`].
     pub allowed_needed: Vec<String>,
@@ -186,7 +187,22 @@ impl<'a> Rules<'a> {
     }
 }
 
-/// The default `allowed_needed`.
+/// The default `allowed_needed`: the system runtimes a plugin written in C, C++ or Rust
+/// links from the system, and nothing else.
+///
+/// - glibc: `libc`, and the parts older toolchains still link separately (`libm`,
+///   `libpthread`, `libdl`, `librt`; since glibc 2.34 the last three are empty stubs).
+/// - `libgcc_s`: the unwinder, linked by every Rust `cdylib` and by C++ (exceptions).
+/// - `libstdc++`: the C++ standard library, which `g++` links to every C++ plugin (VT Code's
+///   plugin guide shows its C example in C++). It imports none of
+///   [`DEFAULT_DENIED_IMPORTS`] and needs only `libm`, `libc`, `libgcc_s` and the loader
+///   (checked on Debian 12's `libstdc++.so.6.0.30`), so allowing it lets no denied function in
+///   through a dependency; like every library here it loads inside the plugin's sandbox.
+/// - The dynamic loader: named in `DT_NEEDED` by a library that uses thread-local storage
+///   (`__tls_get_addr` is defined there), e.g. a C++ `thread_local`.
+///
+/// Anything else (libz, libssl, …) is code no signature covers: the policy's
+/// `danger.elf.allow_needed`.
 pub const DEFAULT_ALLOWED_NEEDED: &[&str] = &[
     "libc.so.6",
     "libm.so.6",
@@ -194,6 +210,7 @@ pub const DEFAULT_ALLOWED_NEEDED: &[&str] = &[
     "libdl.so.2",
     "librt.so.1",
     "libgcc_s.so.1",
+    "libstdc++.so.6",
     "ld-linux-x86-64.so.2",
     "ld-linux-aarch64.so.1",
 ];
