@@ -28,6 +28,25 @@ pub const C_FLAGS: &[&str] = &[
     "-Wl,-z,noexecstack",
 ];
 
+/// Flags the C++ example (`examples/cpp-plugin`) is built with: its Makefile's `CXXFLAGS`
+/// and `HARDENING` (a test checks the Makefile still says so).
+pub const CXX_HARDENED_FLAGS: &[&str] = &[
+    "-std=c++17",
+    "-O2",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-shared",
+    "-fPIC",
+    "-Wl,-z,relro,-z,now",
+    "-Wl,-z,noexecstack",
+];
+
+/// A shared object with no hardening flag, as an author who never read the policy builds
+/// one (`cc -shared -fPIC`, `g++ -shared -fPIC`): Debian's toolchain links it with
+/// partial RELRO.
+pub const PLAIN_FLAGS: &[&str] = &["-shared", "-fPIC"];
+
 /// The skillgate crate root (`CARGO_MANIFEST_DIR`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -79,6 +98,24 @@ pub fn build_c_plugin(
     }
     cmd.arg("-o").arg(out).arg(src).args(extra_args);
     run(cmd, "cc", src);
+    out.to_path_buf()
+}
+
+/// The C++ example's source: `<repo>/examples/cpp-plugin/stats.cpp`.
+pub fn cpp_plugin_src() -> PathBuf {
+    repo_root()
+        .join("examples")
+        .join("cpp-plugin")
+        .join("stats.cpp")
+}
+
+/// Compiles `src` (C or C++) into the shared library `out` with `compiler` (`cc`, `g++`) and
+/// exactly `flags`, and returns `out`. Panics, with the compiler's stderr, if the build fails.
+pub fn build_with_flags(compiler: &str, flags: &[&str], src: &Path, out: &Path) -> PathBuf {
+    create_parent(out);
+    let mut cmd = Command::new(compiler);
+    cmd.args(flags).arg("-o").arg(out).arg(src);
+    run(cmd, compiler, src);
     out.to_path_buf()
 }
 
