@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 use skillgate::error::LocateError;
 use skillgate::error::ManifestError;
 use skillgate::error::VerifyError;
+use skillgate::inspect::{InspectError, Relro};
 use skillgate::policy::Limits;
-use skillgate::sign::{SignError, SignOutcome, sign_plugin_dir_with, verify_plugin_dir};
-use skillgate::{Bundle, Error, Gate, PluginContext, TrustStore, Verified};
+use skillgate::sign::{
+    SignError, SignOutcome, sign_plugin_dir, sign_plugin_dir_checked, sign_plugin_dir_with,
+    verify_plugin_dir,
+};
+use skillgate::{Bundle, Error, Gate, PluginContext, Policy, TrustStore, Verified};
 use support::{Host, manifest_template};
 
 fn trust(host: &Host) -> TrustStore {
@@ -328,4 +332,161 @@ fn signing_refuses_a_symlink_in_the_tree_as_verify_does() {
     assert_same_refusal("symlink", signed, verified, |e| {
         matches!(e, LocateError::Symlink { .. })
     });
+}
+
+// ---- the ELF checks at signing time -----------------------------------------------------------
+
+/// The bytes of every file in `dir`, by name, to show that a refusal changed nothing.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Checked signing refuses a library the default policy's host would refuse, listing every
+/// failing check in the host's order, and writes nothing: neither a first signature nor, over
+/// an earlier release, a changed manifest or signature file. The unchecked API still signs
+/// it (its behaviour is kept), and the host then refuses it with the first of those findings.
+#[test]
+fn checked_signing_lists_every_failing_check_and_writes_nothing() {
+    let host = Host::new();
+    let policy = Policy::default();
+    let bad = host.build_with("good", "lax", &[], &["-Wl,-z,execstack", "-Wl,-z,lazy"]);
+    let expected = vec![
+        InspectError::ExecutableStack,
+        InspectError::WeakRelro {
+            found: Relro::Partial,
+            required: Relro::Full,
+        },
+    ];
+
+    // A first signing.
+    let dir = unsigned_plugin(&host.root.join("first"), "lax", &bad);
+    let before = snapshot(&dir);
+    let signed = sign_plugin_dir_checked(&dir, &host.key, &policy);
+    match &signed {
+        Err(SignError::Refused { library, failures }) => {
+            assert_eq!(library, "liblax.so");
+            assert_eq!(*failures, expected);
+        }
+        other => panic!("checked signing gave {other:?}"),
+    }
+    assert_eq!(snapshot(&dir), before, "a refusal wrote something");
+    let text = signed.unwrap_err().to_string();
+    assert!(
+        text.contains("-Wl,-z,noexecstack") && text.contains("-Wl,-z,now"),
+        "{text}"
+    );
+
+    // A new build over a signed release: the release's files stay as they were.
+    let good = host.build("good", "lax", &[]);
+    let dir = unsigned_plugin(&host.root.join("release"), "lax", &good);
+    sign_plugin_dir_checked(&dir, &host.key, &policy).unwrap();
+    std::fs::copy(&bad, dir.join("liblax.so")).unwrap();
+    let before = snapshot(&dir);
+    let signed = sign_plugin_dir_checked(&dir, &host.key, &policy);
+    assert!(
+        matches!(&signed, Err(SignError::Refused { failures, .. }) if *failures == expected),
+        "{signed:?}"
+    );
+    assert_eq!(snapshot(&dir), before, "a refusal changed the release");
+
+    // The unchecked API signs it, and the host refuses it with the first finding.
+    sign_plugin_dir(&dir, &host.key).unwrap();
+    let gate = host.gate();
+    let err = gate.verify_and_load(&dir).unwrap_err();
+    assert!(
+        matches!(&err, Error::Inspect(e) if *e == expected[0]),
+        "{err:?}"
+    );
+    host.assert_still_serves(&gate);
+}
+
+/// Signing checks the library the host will load, found the way the host finds it: the
+/// manifest's `library` when it names one, not the default `lib<name>.so` beside it.
+#[test]
+fn checked_signing_examines_the_library_the_host_would_load() {
+    let host = Host::new();
+    let policy = Policy::default();
+    let good = host.build("good", "named", &[]);
+    let bad = host.build_with("good", "named", &[], &["-Wl,-z,execstack"]);
+    let manifest = manifest_template("named").replace(
+        r#""abi_version":1"#,
+        r#""abi_version":1,"library":"libimpl.so""#,
+    );
+    let layout = |case: &str, default_lib: &Path, named_lib: &Path| {
+        let dir = host.root.join(case);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(default_lib, dir.join("libnamed.so")).unwrap();
+        std::fs::copy(named_lib, dir.join("libimpl.so")).unwrap();
+        std::fs::write(dir.join("plugin.json"), &manifest).unwrap();
+        dir
+    };
+
+    let dir = layout("bad-named", &good, &bad);
+    let signed = sign_plugin_dir_checked(&dir, &host.key, &policy);
+    assert!(
+        matches!(&signed, Err(SignError::Refused { library, failures })
+            if library == "libimpl.so" && *failures == [InspectError::ExecutableStack]),
+        "{signed:?}"
+    );
+    assert!(!dir.join("plugin.json.sig").exists());
+
+    // Control: the refused build lying beside a good named library is only a data file.
+    let dir = layout("good-named", &bad, &good);
+    sign_plugin_dir_checked(&dir, &host.key, &policy).unwrap();
+    let gate = host.gate();
+    let plugin = gate.verify_and_load(&dir).unwrap();
+    assert!(plugin.execute(&PluginContext::default()).unwrap().success);
+    host.assert_still_serves(&gate);
+}
+
+/// A library that is not ELF at all is one failure, the host's own refusal of it.
+#[test]
+fn checked_signing_refuses_a_library_that_is_not_elf() {
+    let host = Host::new();
+    let dir = host.root.join("text");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("libtext.so"), "not a library\n").unwrap();
+    std::fs::write(dir.join("plugin.json"), manifest_template("text")).unwrap();
+    let signed = sign_plugin_dir_checked(&dir, &host.key, &Policy::default());
+    assert!(
+        matches!(&signed, Err(SignError::Refused { failures, .. })
+            if *failures == [InspectError::NotElf]),
+        "{signed:?}"
+    );
+    assert!(!dir.join("plugin.json.sig").exists());
+}
+
+/// The policy's limits hold for checked signing as for [`sign_plugin_dir_with`].
+#[test]
+fn checked_signing_keeps_the_policys_limits() {
+    let host = Host::new();
+    let lib = host.build("good", "limited", &[]);
+    let dir = unsigned_plugin(&host.root, "limited", &lib);
+    put(&dir, "data.bin", &[b'x'; 1025]);
+    let policy = host.policy_with(|p| p.limits(Limits::builder().file_bytes(1024)));
+    let signed = sign_plugin_dir_checked(&dir, &host.key, &policy);
+    assert!(
+        matches!(
+            signed,
+            Err(SignError::Locate(LocateError::TooLarge {
+                size: 1025,
+                cap: 1024,
+                ..
+            }))
+        ),
+        "{signed:?}"
+    );
+    // Control: the default limits admit it, and the library passes.
+    sign_plugin_dir_checked(&dir, &host.key, &Policy::default()).unwrap();
 }
