@@ -7,8 +7,10 @@
  *
  *   cc -shared -fPIC -O2 -Wl,-z,now -Wl,-z,relro -Wl,-z,noexecstack -o libNAME.so plugin.c
  *
- * (full RELRO, BIND_NOW and a non-executable stack; link nothing beyond the C runtime, or
- * statically, unless the host's policy allows the library). NAME is the manifest's "name".
+ * (full RELRO, BIND_NOW and a non-executable stack; the same flags with g++ for C++; link
+ * nothing beyond the C and C++ runtimes, or statically, unless the host's policy allows the
+ * library). NAME is the manifest's "name". `skill-sign sign` refuses a library built
+ * otherwise, naming the flags to add.
  *
  * Strings: every `const char *` a plugin returns is NUL-terminated UTF-8 JSON that the
  * plugin allocated; the host copies it and then hands it back to the plugin's own

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, from Debian's packages:
-# a C compiler for the test plugins, minisign for the key-format interop tests, checksec
-# (compared with `skillgate inspect`), zlib headers (an extra-DT_NEEDED fixture), and
-# python3 (present on these machines) for one control in the pipeline tests.
+# a C compiler for the test plugins, a C++ compiler for the C++ example plugin, minisign for
+# the key-format interop tests, checksec (compared with `skillgate inspect`), zlib headers
+# (an extra-DT_NEEDED fixture), and python3 (present on these machines) for one control in
+# the pipeline tests.
 set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v g++ >/dev/null || need+=(g++)
 command -v minisign >/dev/null || need+=(minisign)
 command -v python3 >/dev/null || need+=(python3)
 command -v mkfifo >/dev/null || need+=(coreutils)
@@ -17,4 +19,4 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "setup: cc, minisign, checksec, zlib headers and python3 are present"
+echo "setup: cc, g++, minisign, checksec, zlib headers and python3 are present"
