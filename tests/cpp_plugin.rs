@@ -247,6 +247,18 @@ fn the_check_follows_the_policy_file_it_is_given() {
     )
     .unwrap();
     let key = key_file(&host);
+    // A policy file that cannot be read is a usage error, and nothing is signed.
+    let missing = host.tmp.path().join("missing.json");
+    let out = skill_sign(&[
+        "sign",
+        s(&dir),
+        "--secret-key",
+        s(&key),
+        "--policy",
+        s(&missing),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!dir.join("plugin.json.sig").exists());
     let out = skill_sign(&[
         "sign",
         s(&dir),
