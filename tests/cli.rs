@@ -201,7 +201,8 @@ fn the_vt_code_loader_verifies_and_discovers() {
 
     // A loader without keys refuses everything. (`PluginLoader::new()` reads the policy
     // file the environment names; tests/compat.rs covers it. Here the policy is given.)
-    let mut bare = skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
+    let mut bare =
+        skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
     bare.add_trusted_dir(host.root.clone());
     assert!(bare.discover_plugins().unwrap().is_empty());
     let err = bare.load_plugin(&host.root.join("one")).unwrap_err();
@@ -210,7 +211,8 @@ fn the_vt_code_loader_verifies_and_discovers() {
         skillgate::Error::Signature(skillgate::error::SignatureError::EmptyTrustStore)
     ));
 
-    let mut loader = skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
+    let mut loader =
+        skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
     loader
         .add_trusted_dir(host.root.clone())
         .add_trusted_key(host.key.public())
@@ -540,7 +542,8 @@ fn a_refused_plugin_directory_name_is_logged_escaped() {
     std::fs::create_dir(&evil).unwrap();
     std::fs::write(evil.join("plugin.json"), manifest_template("evil")).unwrap();
     host.plugin("good", "fine");
-    let mut loader = skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
+    let mut loader =
+        skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
     loader
         .add_trusted_dir(host.root.clone())
         .add_trusted_key(host.key.public())

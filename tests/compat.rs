@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use skillgate::compat::{NativePluginTrait, PluginLoader};
-use skillgate::error::{
-    AbiError, Error, FaultError, IntegrityError, KeyError, PolicyError,
-};
+use skillgate::error::{AbiError, Error, FaultError, IntegrityError, KeyError, PolicyError};
 use skillgate::policy::{Limits, PolicyEnv};
 use skillgate::sign::sign_plugin_dir;
 use skillgate::{Isolation, PluginContext, TrustStore};
@@ -41,7 +39,10 @@ fn build_good(host: &Host, tag: &str, lib: &str, defines: &[(&str, &str)]) -> Pa
 /// `good.c`'s result with `metrics` (and `padding` bytes in it) after `output`:
 /// `{"success":true,"output":{"echo":…,"marker":"v1"},"metrics":{"ms":"3…"},"error":null,"files":[]}`.
 fn metrics_marker(padding: usize) -> String {
-    format!(r#""v1\"}},\"metrics\":{{\"ms\":\"3{}""#, "a".repeat(padding))
+    format!(
+        r#""v1\"}},\"metrics\":{{\"ms\":\"3{}""#,
+        "a".repeat(padding)
+    )
 }
 
 #[test]
@@ -83,7 +84,11 @@ fn a_result_with_unknown_fields_runs_and_the_output_limit_still_holds() {
 #[test]
 fn a_result_field_named_with_escapes_is_ignored_and_never_printed() {
     for host in Host::each_mode() {
-        let lib = host.build("result_escapes", "unknownfield", &[("AS_UNKNOWN_FIELD", "1")]);
+        let lib = host.build(
+            "result_escapes",
+            "unknownfield",
+            &[("AS_UNKNOWN_FIELD", "1")],
+        );
         let dir = host.install("unknownfield", &lib);
         let gate = host.gate();
         let result = gate
@@ -304,8 +309,7 @@ fn a_loader_without_a_policy_refuses_everything_naming_where_it_looked() {
         host.tmp.path().join("xdg/skillgate/policy.json"),
         host.tmp.path().join("etc/skillgate/policy.json"),
     ];
-    let not_found =
-        |e: &Error| matches!(e, Error::Policy(PolicyError::NotFound { searched }) if *searched == expected);
+    let not_found = |e: &Error| matches!(e, Error::Policy(PolicyError::NotFound { searched }) if *searched == expected);
     let err = loader.load_plugin(&dir).unwrap_err();
     assert!(not_found(&err), "{err:?}");
     let err = loader.discover_plugins().unwrap_err();
@@ -320,7 +324,10 @@ fn a_loader_without_a_policy_refuses_everything_naming_where_it_looked() {
     write_policy(&host, &expected[1], Isolation::Thread);
     let loader = PluginLoader::from_env(&env);
     assert_eq!(loader.trusted_dirs(), [host.root.canonicalize().unwrap()]);
-    assert_eq!(loader.load_plugin(&dir).unwrap().metadata().name, "unreached");
+    assert_eq!(
+        loader.load_plugin(&dir).unwrap().metadata().name,
+        "unreached"
+    );
 }
 
 #[test]
@@ -351,15 +358,24 @@ fn a_broken_policy_is_an_error_never_a_fall_through() {
     );
     // ...is never reached past a named file that is invalid, missing or whose keys fail.
     let invalid = host.tmp.path().join("invalid.json");
-    std::fs::write(&invalid, r#"{"trusted_roots":[],"keys":"k","isolation":"thread","sandbox_off":true}"#)
-        .unwrap();
+    std::fs::write(
+        &invalid,
+        r#"{"trusted_roots":[],"keys":"k","isolation":"thread","sandbox_off":true}"#,
+    )
+    .unwrap();
     let loader = PluginLoader::from_env(&env_in(host.tmp.path(), Some(&invalid)));
     for _ in 0..2 {
         let err = loader.load_plugin(&dir).unwrap_err();
-        assert!(matches!(err, Error::Policy(PolicyError::Syntax(_))), "{err:?}");
+        assert!(
+            matches!(err, Error::Policy(PolicyError::Syntax(_))),
+            "{err:?}"
+        );
     }
     let err = loader.discover().unwrap_err();
-    assert!(matches!(err, Error::Policy(PolicyError::Syntax(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::Policy(PolicyError::Syntax(_))),
+        "{err:?}"
+    );
 
     let missing = host.tmp.path().join("missing.json");
     let loader = PluginLoader::from_env(&env_in(host.tmp.path(), Some(&missing)));
@@ -389,9 +405,8 @@ fn a_broken_policy_is_an_error_never_a_fall_through() {
 fn the_compat_module_replaces_vt_codes_module() {
     // Every name VT Code's module exports, from `skillgate::compat` (and the crate root).
     use skillgate::compat::{
-        NativePlugin, PLUGIN_ABI_VERSION, PluginContext as Ctx, PluginMetadata,
-        PluginMetadataFFI, PluginResult, PluginResultFFI, library_filename,
-        validate_plugin_structure,
+        NativePlugin, PLUGIN_ABI_VERSION, PluginContext as Ctx, PluginMetadata, PluginMetadataFFI,
+        PluginResult, PluginResultFFI, library_filename, validate_plugin_structure,
     };
     fn named<T>() -> &'static str {
         std::any::type_name::<T>()
@@ -400,12 +415,18 @@ fn the_compat_module_replaces_vt_codes_module() {
     assert_eq!(library_filename("x"), "libx.so");
     assert_eq!(named::<Ctx>(), named::<skillgate::PluginContext>());
     assert_eq!(named::<PluginResult>(), named::<skillgate::PluginResult>());
-    assert_eq!(named::<PluginMetadata>(), named::<skillgate::PluginMetadata>());
+    assert_eq!(
+        named::<PluginMetadata>(),
+        named::<skillgate::PluginMetadata>()
+    );
     assert_eq!(
         named::<PluginMetadataFFI>(),
         named::<skillgate::PluginMetadataFFI>()
     );
-    assert_eq!(named::<PluginResultFFI>(), named::<skillgate::PluginResultFFI>());
+    assert_eq!(
+        named::<PluginResultFFI>(),
+        named::<skillgate::PluginResultFFI>()
+    );
     assert_eq!(named::<NativePlugin>(), named::<skillgate::NativePlugin>());
     let problems = validate_plugin_structure(Path::new("/nonexistent")).unwrap();
     assert!(!problems.is_empty());

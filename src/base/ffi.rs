@@ -414,7 +414,8 @@ mod tests {
                 "{missing}"
             );
         }
-        let e = decode_metadata(br#"{"name":"e","description":"d","version":"1","abi_version":"1"}"#);
+        let e =
+            decode_metadata(br#"{"name":"e","description":"d","version":"1","abi_version":"1"}"#);
         assert!(matches!(e, Err(FaultError::NotJson { .. })));
     }
 

@@ -32,8 +32,8 @@ pub use crate::sandbox::{Requirement, SandboxPolicy};
 
 mod find;
 mod trust_section;
-pub use find::{POLICY_ENV_VAR, PolicyEnv, SYSTEM_POLICY_FILE, find_policy_file};
 pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
+pub use find::{POLICY_ENV_VAR, PolicyEnv, SYSTEM_POLICY_FILE, find_policy_file};
 pub use trust_section::TrustSectionError;
 
 /// Largest policy file accepted.

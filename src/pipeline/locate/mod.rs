@@ -297,19 +297,24 @@ fn open_plugin_dir(
     rest: &Path,
     resolver: Resolver,
 ) -> Result<PluginDir, LocateError> {
-    let path = root.path.join(rest);
     let flags = OFlags::RDONLY | OFlags::DIRECTORY;
     if rest.as_os_str().is_empty() {
+        let path = root.path.clone();
         // The root itself is the plugin directory (VT Code trusts a skill's own directory
         // and loads it). It is reopened through the root's held descriptor, never by path:
         // the directory the root check saw is the one read, and every file in it is still
         // opened beneath it with the same rules as for any plugin directory.
-        return match rustix::fs::openat(root.fd.as_fd(), ".", flags | OFlags::CLOEXEC, Mode::empty())
-        {
+        return match rustix::fs::openat(
+            root.fd.as_fd(),
+            ".",
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => Ok(PluginDir { fd, path, resolver }),
             Err(e) => Err(resolve_error(e, path)),
         };
     }
+    let path = root.path.join(rest);
     match open_beneath(resolver, root.fd.as_fd(), rest, flags) {
         Ok(fd) => Ok(PluginDir { fd, path, resolver }),
         Err(e) => Err(resolve_error(e, path)),

@@ -107,6 +107,11 @@ fn a_root_itself_is_a_plugin_dir() {
     for r in RESOLVERS {
         let dir = locate_with(&roots, &fx.p("trusted"), r).unwrap();
         assert_eq!(dir.path(), fs::canonicalize(fx.p("trusted")).unwrap());
+        // Spelled as the root is, with no trailing separator (messages name it so).
+        assert_eq!(
+            dir.path().as_os_str(),
+            fs::canonicalize(fx.p("trusted")).unwrap().as_os_str()
+        );
         // Spelled with a trailing slash or a `.`, too.
         assert!(locate_with(&roots, &fx.p("trusted/"), r).is_ok(), "{r:?}");
         assert!(locate_with(&roots, &fx.p("trusted/."), r).is_ok(), "{r:?}");
