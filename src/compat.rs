@@ -99,7 +99,10 @@ pub struct PluginLoader {
 enum Setup {
     /// Given by the host ([`PluginLoader::with_trust`]) or read from the policy file found.
     /// The policy's trusted roots have moved to the loader's trusted directories.
-    Ready { policy: Policy, trust: TrustStore },
+    Ready {
+        policy: Box<Policy>,
+        trust: TrustStore,
+    },
     /// The search found no policy file.
     NotFound { searched: Vec<PathBuf> },
     /// The policy file found, or its trust store, could not be used. It is read again at
@@ -169,7 +172,10 @@ impl PluginLoader {
     /// host that configures itself in code.
     pub fn with_trust(mut policy: Policy, trust: TrustStore) -> Self {
         let roots = std::mem::take(&mut policy.trusted_roots);
-        let mut loader = Self::unconfigured(Setup::Ready { policy, trust });
+        let mut loader = Self::unconfigured(Setup::Ready {
+            policy: Box::new(policy),
+            trust,
+        });
         for root in roots {
             loader.add_trusted_dir(root);
         }
@@ -264,7 +270,7 @@ impl PluginLoader {
     /// The policy and trust store, or the error every load fails with.
     fn configured(&self) -> Result<(Policy, TrustStore), Error> {
         match &self.setup {
-            Setup::Ready { policy, trust } => Ok((policy.clone(), trust.clone())),
+            Setup::Ready { policy, trust } => Ok((Policy::clone(policy), trust.clone())),
             Setup::NotFound { searched } => Err(PolicyError::NotFound {
                 searched: searched.clone(),
             }
