@@ -155,6 +155,10 @@ impl PluginLoader {
                 );
                 Self::unconfigured(Setup::Unusable { path })
             }
+            Err(PolicyError::NotFound { searched }) => {
+                Self::unconfigured(Setup::NotFound { searched })
+            }
+            // The search returns no other error; were it to, nothing was found either.
             Err(_) => Self::unconfigured(Setup::NotFound {
                 searched: env.candidates(),
             }),
