@@ -181,13 +181,15 @@ fn sign_dir(
         .ok_or(ManifestError::Missing)?;
     let mut wire = manifest::parse_wire(&old_bytes)?;
     manifest::check_common(&wire)?;
-    let library = wire
-        .library
-        .clone()
-        .unwrap_or_else(|| manifest::library_filename(&wire.name));
+    let rels = content_files(&plugin, limits)?;
+    // The same choice the host makes (the named library, else lib<name>.so, then <name>.so),
+    // so the library gets the library's size cap here too.
+    let library = manifest::choose_library(wire.library.as_deref(), &wire.name, |f| {
+        rels.iter().any(|r| r == f)
+    })?;
 
     let mut files = Vec::new();
-    for rel in content_files(&plugin, limits)? {
+    for rel in rels {
         check_path(&rel)?;
         let cap = file_cap(limits, rel == library);
         let digest = digest_file(plugin.open_file(&rel, cap)?, cap, None)?;

@@ -199,8 +199,10 @@ fn the_vt_code_loader_verifies_and_discovers() {
     let bad = host.plugin("good", "three");
     std::fs::write(bad.join("stowaway"), "x").unwrap();
 
-    // A loader without keys refuses everything.
-    let mut bare = skillgate::PluginLoader::new();
+    // A loader without keys refuses everything. (`PluginLoader::new()` reads the policy
+    // file the environment names; tests/compat.rs covers it. Here the policy is given.)
+    let mut bare =
+        skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
     bare.add_trusted_dir(host.root.clone());
     assert!(bare.discover_plugins().unwrap().is_empty());
     let err = bare.load_plugin(&host.root.join("one")).unwrap_err();
@@ -209,7 +211,8 @@ fn the_vt_code_loader_verifies_and_discovers() {
         skillgate::Error::Signature(skillgate::error::SignatureError::EmptyTrustStore)
     ));
 
-    let mut loader = skillgate::PluginLoader::new();
+    let mut loader =
+        skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
     loader
         .add_trusted_dir(host.root.clone())
         .add_trusted_key(host.key.public())
@@ -348,7 +351,7 @@ fn metadata_and_result_text_reach_the_terminal_escaped() {
         assert!(stderr(&out).contains("abi:"), "{}", stderr(&out));
         assert_one_escaped_line(&out);
 
-        // A result with an unknown field whose name holds the same.
+        // A result whose `success` value holds the same (serde quotes it in its message).
         let dir = host.plugin("result_escapes", &format!("result-{isolation}"));
         let out = skillgate(&["run", s(&dir), "--policy", s(&policy)]);
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -539,7 +542,8 @@ fn a_refused_plugin_directory_name_is_logged_escaped() {
     std::fs::create_dir(&evil).unwrap();
     std::fs::write(evil.join("plugin.json"), manifest_template("evil")).unwrap();
     host.plugin("good", "fine");
-    let mut loader = skillgate::PluginLoader::new();
+    let mut loader =
+        skillgate::PluginLoader::with_trust(host.policy(), skillgate::TrustStore::empty());
     loader
         .add_trusted_dir(host.root.clone())
         .add_trusted_key(host.key.public())

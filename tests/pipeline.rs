@@ -676,12 +676,20 @@ fn text_a_plugin_chose_is_refused_with_its_variant_and_printed_escaped() {
 }
 
 #[test]
-fn a_result_field_named_with_escapes_is_a_fault_printed_escaped() {
+fn a_result_value_holding_escapes_is_a_fault_printed_escaped() {
+    // Results ignore unknown fields (as VT Code's do), so the hostile text rides in a value
+    // serde quotes in its message: a string where `success` must be a boolean. (That a field
+    // *named* with it is ignored and never printed: tests/compat.rs.)
     for host in Host::each_mode() {
         let fault = fault_of(&host, "result_escapes", "resultesc");
         match &fault {
             FaultError::NotJson { detail, .. } => {
-                assert!(detail.to_string().contains(HOSTILE_TEXT), "{detail:?}");
+                assert!(
+                    detail
+                        .to_string()
+                        .contains(r"\u{1b}[2J\nskillgate: forged line\u{9b}31m"),
+                    "{detail:?}"
+                );
             }
             other => panic!("expected NotJson, got {other:?}"),
         }

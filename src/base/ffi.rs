@@ -38,9 +38,12 @@ pub struct PluginContext {
     pub config: HashMap<String, serde_json::Value>,
 }
 
-/// Output of one plugin call (VT Code's JSON shape; unknown fields are refused).
+/// Output of one plugin call (VT Code's JSON shape).
+///
+/// Unknown fields (a plugin's `metrics`, say) are ignored, as VT Code ignores them: they are
+/// dropped here and never reach the host. What bounds a hostile result is the output limit
+/// (`limits.output_bytes`), applied to the bytes before they are parsed, not the schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PluginResult {
     /// Whether the plugin succeeded.
     pub success: bool,
@@ -54,8 +57,15 @@ pub struct PluginResult {
 
 /// Plugin metadata (VT Code's JSON shape), as the signed manifest and the plugin's
 /// `vtcode_plugin_metadata()` both state it.
+///
+/// It reads as VT Code's does: `name`, `description`, `version` and `abi_version` are
+/// required, the rest default, and unknown fields are ignored. So a host that parses a
+/// signed `plugin.json` with it (VT Code's discovery does) sees its metadata and skips
+/// `files`, `library`, `capabilities`, `expires` and the rest. This is a reading of
+/// metadata, not a check: the signed manifest is parsed strictly, after its signature
+/// verified, by the pipeline's own wire type, and what a loaded plugin reports through this
+/// type is compared with that manifest field by field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PluginMetadata {
     /// Plugin name (identifier).
     pub name: String,
@@ -345,10 +355,68 @@ mod tests {
             decode_result(b"not json"),
             Err(FaultError::NotJson { .. })
         ));
+        // A missing or mistyped field is still refused.
         assert!(matches!(
-            decode_result(br#"{"success":true,"output":{},"error":null,"files":[],"x":1}"#),
+            decode_result(br#"{"success":true,"output":{},"error":null}"#),
             Err(FaultError::NotJson { .. })
         ));
+        assert!(matches!(
+            decode_result(br#"{"success":"yes","output":{},"error":null,"files":[]}"#),
+            Err(FaultError::NotJson { .. })
+        ));
+    }
+
+    #[test]
+    fn results_ignore_unknown_fields_as_vt_code_does() {
+        let with_metrics = decode_result(
+            br#"{"success":true,"output":{"a":1},"error":null,"files":["f"],"metrics":{"ms":3},"x":[1,{"y":null}]}"#,
+        )
+        .unwrap();
+        let plain =
+            decode_result(br#"{"success":true,"output":{"a":1},"error":null,"files":["f"]}"#)
+                .unwrap();
+        assert_eq!(with_metrics, plain);
+        // The unknown field is dropped: writing the result back never carries it.
+        let again = serde_json::to_string(&with_metrics).unwrap();
+        assert!(!again.contains("metrics"), "{again}");
+    }
+
+    #[test]
+    fn metadata_reads_as_vt_code_reads_it() {
+        // A signed manifest, as VT Code's discovery parses `plugin.json`: every field the
+        // pipeline's strict wire type knows beyond VT Code's nine is skipped.
+        let signed = br#"{"name":"echo","description":"d","version":"1.2.3","abi_version":1,
+            "library":"libecho.so","capabilities":{"read":["/etc"]},
+            "expires":"2030-01-01T00:00:00Z",
+            "files":[{"path":"libecho.so","sha256":"00","size":5}]}"#;
+        let m = decode_metadata(signed).unwrap();
+        assert_eq!(
+            m,
+            PluginMetadata {
+                name: "echo".into(),
+                description: "d".into(),
+                version: "1.2.3".into(),
+                author: None,
+                abi_version: 1,
+                when_to_use: None,
+                when_not_to_use: None,
+                allowed_tools: None,
+                thread_safe: false,
+            }
+        );
+        // VT Code's required fields stay required.
+        for missing in ["name", "description", "version", "abi_version"] {
+            let mut v: serde_json::Value = serde_json::from_slice(signed).unwrap();
+            v.as_object_mut().unwrap().remove(missing);
+            let bytes = serde_json::to_vec(&v).unwrap();
+            assert!(
+                matches!(decode_metadata(&bytes), Err(FaultError::NotJson { .. })),
+                "{missing}"
+            );
+        }
+        let e =
+            decode_metadata(br#"{"name":"e","description":"d","version":"1","abi_version":"1"}"#);
+        assert!(matches!(e, Err(FaultError::NotJson { .. })));
     }
 
     #[test]

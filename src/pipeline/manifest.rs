@@ -86,6 +86,17 @@ pub enum ManifestError {
     /// The library named by the manifest is not in `files`.
     #[error("library {0:?} is not listed in `files`")]
     LibraryNotListed(String),
+    /// The manifest names no `library`, and `files` lists neither name VT Code looks for.
+    /// Only a signed file can be the library: an unlisted one on disk is never chosen.
+    #[error(
+        "manifest names no `library`, and `files` lists neither {first:?} nor {second:?}; name the library in `library` or sign a file with one of these names"
+    )]
+    NoLibraryListed {
+        /// The first name tried (`lib<name>.so` here).
+        first: String,
+        /// The second name tried (`<name>.so` here).
+        second: String,
+    },
     /// More files than the policy allows.
     #[error("manifest lists {count} files, the policy allows {max}")]
     TooManyFiles {
@@ -205,11 +216,9 @@ impl Manifest {
                 host: PLUGIN_ABI_VERSION,
             });
         }
-        let library = wire
-            .library
-            .clone()
-            .unwrap_or_else(|| library_filename(&wire.name));
-        check_name("library", &library, MAX_COMPONENT_LEN)?;
+        if let Some(named) = &wire.library {
+            check_name("library", named, MAX_COMPONENT_LEN)?;
+        }
         let wire_files = wire.files.ok_or(ManifestError::NoFileList)?;
         if wire_files.len() > max_files {
             return Err(ManifestError::TooManyFiles {
@@ -236,9 +245,7 @@ impl Manifest {
                 size: f.size,
             });
         }
-        if !seen.contains(&library) {
-            return Err(ManifestError::LibraryNotListed(library));
-        }
+        let library = choose_library(wire.library.as_deref(), &wire.name, |f| seen.contains(f))?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let metadata = PluginMetadata {
             name: wire.name,
@@ -295,9 +302,55 @@ impl Manifest {
     }
 }
 
-/// The default library file name for a plugin name on this platform.
+/// The file name a plugin's library has on this OS, as VT Code names it: `lib<name>.so`
+/// on Linux (and other Unix), `lib<name>.dylib` on macOS, `<name>.dll` on Windows.
 pub fn library_filename(name: &str) -> String {
-    format!("lib{name}.so")
+    if cfg!(target_os = "macos") {
+        format!("lib{name}.dylib")
+    } else if cfg!(target_os = "windows") {
+        format!("{name}.dll")
+    } else {
+        format!("lib{name}.so")
+    }
+}
+
+/// The second name VT Code tries when [`library_filename`] is absent: the same with the
+/// `lib` prefix dropped (`<name>.so`), or added where the OS has none (`lib<name>.dll`).
+pub(crate) fn alternative_library_filename(name: &str) -> String {
+    if cfg!(target_os = "macos") {
+        format!("{name}.dylib")
+    } else if cfg!(target_os = "windows") {
+        format!("lib{name}.dll")
+    } else {
+        format!("{name}.so")
+    }
+}
+
+/// Which file is the library: the manifest's `library` if it names one (it must be
+/// listed), else [`library_filename`], then [`alternative_library_filename`], whichever
+/// `listed` holds first. `listed` answers for the signed `files` list, so a file lying on
+/// disk unsigned is never the library.
+pub(crate) fn choose_library(
+    named: Option<&str>,
+    name: &str,
+    listed: impl Fn(&str) -> bool,
+) -> Result<String, ManifestError> {
+    if let Some(named) = named {
+        return if listed(named) {
+            Ok(named.to_owned())
+        } else {
+            Err(ManifestError::LibraryNotListed(named.to_owned()))
+        };
+    }
+    let first = library_filename(name);
+    let second = alternative_library_filename(name);
+    if listed(&first) {
+        Ok(first)
+    } else if listed(&second) {
+        Ok(second)
+    } else {
+        Err(ManifestError::NoLibraryListed { first, second })
+    }
 }
 
 /// What is wrong with an `expires` value.
@@ -534,6 +587,73 @@ mod tests {
         assert!(matches!(e, ManifestError::Syntax(_)), "{e:?}");
     }
 
+    /// A manifest for plugin `echo` whose signed `files` are `paths`, with `extra` fields.
+    fn listing(paths: &[&str], extra: &str) -> String {
+        let files: Vec<String> = paths
+            .iter()
+            .map(|p| format!(r#"{{"path":"{p}","sha256":"{LIB_SHA}","size":5}}"#))
+            .collect();
+        format!(
+            r#"{{"name":"echo","description":"d","version":"1.2.3","abi_version":1{extra},"files":[{}]}}"#,
+            files.join(",")
+        )
+    }
+
+    #[test]
+    fn the_library_is_the_named_one_else_lib_name_so_else_name_so_and_always_signed() {
+        let lib = |paths: &[&str], extra: &str| fuzz_parse(listing(paths, extra).as_bytes());
+        // VT Code's order: lib<name>.so first, then <name>.so.
+        assert_eq!(lib(&["libecho.so"], "").unwrap().library(), "libecho.so");
+        assert_eq!(lib(&["echo.so"], "").unwrap().library(), "echo.so");
+        assert_eq!(
+            lib(&["echo.so", "libecho.so"], "").unwrap().library(),
+            "libecho.so"
+        );
+        assert_eq!(
+            lib(&["echo.so"], "").unwrap().library_entry().unwrap().path,
+            "echo.so"
+        );
+        // A named library wins over both defaults, and must itself be signed.
+        let named = r#","library":"custom.so""#;
+        assert_eq!(
+            lib(&["custom.so", "libecho.so"], named).unwrap().library(),
+            "custom.so"
+        );
+        assert!(matches!(
+            lib(&["libecho.so", "echo.so"], named).unwrap_err(),
+            ManifestError::LibraryNotListed(ref l) if l == "custom.so"
+        ));
+        // Neither default is a signed file: the refusal names both. (An unsigned file of
+        // either name on disk is then refused by the integrity check as unlisted.)
+        let e = lib(&["libother.so", "README.md"], "").unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ManifestError::NoLibraryListed { first, second }
+                    if first == "libecho.so" && second == "echo.so"
+            ),
+            "{e:?}"
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("\"libecho.so\"") && shown.contains("\"echo.so\""),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn library_filename_follows_the_os() {
+        let expected = if cfg!(target_os = "macos") {
+            ("libmy-plugin.dylib", "my-plugin.dylib")
+        } else if cfg!(target_os = "windows") {
+            ("my-plugin.dll", "libmy-plugin.dll")
+        } else {
+            ("libmy-plugin.so", "my-plugin.so")
+        };
+        assert_eq!(library_filename("my-plugin"), expected.0);
+        assert_eq!(alternative_library_filename("my-plugin"), expected.1);
+    }
+
     #[test]
     fn unknown_and_duplicate_fields_are_refused() {
         let e = fuzz_parse(manifest(r#","sandbox":"off""#).as_bytes()).unwrap_err();
@@ -590,7 +710,7 @@ mod tests {
             }
         ));
         let e = fuzz_parse(manifest(r#","library":"libother.so""#).as_bytes()).unwrap_err();
-        assert!(matches!(e, ManifestError::LibraryNotListed(_)));
+        assert!(matches!(e, ManifestError::LibraryNotListed(ref l) if l == "libother.so"));
         for p in ["../x", "a//b", "./a", "/abs", "a/../b", ""] {
             let json = manifest("").replace(
                 r#"}]}"#,

@@ -30,8 +30,10 @@ use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 pub use crate::sandbox::{Requirement, SandboxPolicy};
 
+mod find;
 mod trust_section;
 pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
+pub use find::{POLICY_ENV_VAR, PolicyEnv, SYSTEM_POLICY_FILE, find_policy_file};
 pub use trust_section::TrustSectionError;
 
 /// Largest policy file accepted.
@@ -135,6 +137,13 @@ pub enum PolicyError {
         /// The ceiling.
         max: u64,
     },
+    /// No policy file was named and none was found where the search looks
+    /// ([`find_policy_file`]).
+    #[error("no policy file found (looked at: {})", show_paths(searched))]
+    NotFound {
+        /// Every path looked at, in order.
+        searched: Vec<PathBuf>,
+    },
     /// No trust store directory was given.
     #[error("policy names no trust store (`keys`)")]
     NoTrustStore,
@@ -162,6 +171,11 @@ pub enum PolicyError {
         /// Where the widening is set (`danger.elf.allow_imports`).
         danger: &'static str,
     },
+}
+
+fn show_paths(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
 }
 
 impl From<LimitError> for PolicyError {

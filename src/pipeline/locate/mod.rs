@@ -73,12 +73,6 @@ pub enum LocateError {
         /// The path being resolved.
         path: PathBuf,
     },
-    /// The path names a trusted root itself, not a plugin directory beneath it.
-    #[error("{}: is a trusted root itself, not a plugin directory beneath one", path.display())]
-    RootItself {
-        /// The root path.
-        path: PathBuf,
-    },
     /// A regular file was expected.
     #[error("{}: expected a regular file, found a {kind}", path.display())]
     NotRegularFile {
@@ -247,7 +241,8 @@ pub(crate) struct PluginDir {
 /// of `path` canonicalized (the last component is kept as written, so the plugin directory
 /// itself can never be a symlink) and matched again, so a path spelled through a symlinked
 /// prefix outside the roots still works. `root/../elsewhere` matches `root` lexically and so
-/// is refused as [`LocateError::EscapesRoot`].
+/// is refused as [`LocateError::EscapesRoot`]. A path naming a root itself opens that root
+/// as the plugin directory.
 pub(crate) fn locate(roots: &[TrustedRoot], path: &Path) -> Result<PluginDir, LocateError> {
     locate_with(roots, path, Resolver::detect())
 }
@@ -302,11 +297,24 @@ fn open_plugin_dir(
     rest: &Path,
     resolver: Resolver,
 ) -> Result<PluginDir, LocateError> {
-    let path = root.path.join(rest);
-    if rest.as_os_str().is_empty() {
-        return Err(LocateError::RootItself { path });
-    }
     let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    if rest.as_os_str().is_empty() {
+        let path = root.path.clone();
+        // The root itself is the plugin directory (VT Code trusts a skill's own directory
+        // and loads it). It is reopened through the root's held descriptor, never by path:
+        // the directory the root check saw is the one read, and every file in it is still
+        // opened beneath it with the same rules as for any plugin directory.
+        return match rustix::fs::openat(
+            root.fd.as_fd(),
+            ".",
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(PluginDir { fd, path, resolver }),
+            Err(e) => Err(resolve_error(e, path)),
+        };
+    }
+    let path = root.path.join(rest);
     match open_beneath(resolver, root.fd.as_fd(), rest, flags) {
         Ok(fd) => Ok(PluginDir { fd, path, resolver }),
         Err(e) => Err(resolve_error(e, path)),

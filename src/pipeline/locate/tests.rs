@@ -100,13 +100,102 @@ fn path_under_no_root_is_outside() {
 }
 
 #[test]
-fn root_itself_is_not_a_plugin_dir() {
+fn a_root_itself_is_a_plugin_dir() {
+    // VT Code trusts a skill's own directory and loads it: the root is the plugin.
     let fx = Fixture::new();
     let roots = fx.roots();
     for r in RESOLVERS {
-        let err = locate_with(&roots, &fx.p("trusted"), r).unwrap_err();
+        let dir = locate_with(&roots, &fx.p("trusted"), r).unwrap();
+        assert_eq!(dir.path(), fs::canonicalize(fx.p("trusted")).unwrap());
+        // Spelled as the root is, with no trailing separator (messages name it so).
+        assert_eq!(
+            dir.path().as_os_str(),
+            fs::canonicalize(fx.p("trusted")).unwrap().as_os_str()
+        );
+        // Spelled with a trailing slash or a `.`, too.
+        assert!(locate_with(&roots, &fx.p("trusted/"), r).is_ok(), "{r:?}");
+        assert!(locate_with(&roots, &fx.p("trusted/."), r).is_ok(), "{r:?}");
+    }
+    // A plugin directory trusted as its own root reads exactly as it does beneath a parent.
+    let own = vec![TrustedRoot::open(&fx.p("trusted/plugin")).unwrap()];
+    for r in RESOLVERS {
+        let as_root = locate_with(&own, &fx.p("trusted/plugin"), r).unwrap();
+        let beneath = fx.plugin(r);
+        assert_eq!(as_root.path(), beneath.path());
+        assert_eq!(
+            as_root.list_files(100, 8).unwrap(),
+            beneath.list_files(100, 8).unwrap()
+        );
+        assert_eq!(
+            as_root.read_small("plugin.json", 1 << 10).unwrap(),
+            Some(b"{\"name\":\"demo\"}".to_vec())
+        );
+    }
+}
+
+#[test]
+fn a_root_as_plugin_dir_keeps_every_check() {
+    let fx = Fixture::new();
+    let plugin = fx.p("trusted/plugin");
+    symlink(fx.p("outside/evil/lib.so"), plugin.join("evil.so")).unwrap();
+    symlink(fx.p("outside/evil"), plugin.join("escape")).unwrap();
+    symlink(&plugin, fx.p("outside/alias")).unwrap();
+    let own = vec![TrustedRoot::open(&plugin).unwrap()];
+    for r in RESOLVERS {
+        let dir = locate_with(&own, &plugin, r).unwrap();
+        // A symlinked file, a symlinked subdirectory, a `..` or absolute name: refused as
+        // beneath any root.
+        let err = dir.open_file("evil.so", 1 << 20).unwrap_err();
+        assert!(matches!(err, LocateError::Symlink { .. }), "{r:?}: {err:?}");
+        let err = dir.open_file("escape/lib.so", 1 << 20).unwrap_err();
+        assert!(matches!(err, LocateError::Symlink { .. }), "{r:?}: {err:?}");
+        let err = dir.list_files(100, 8).unwrap_err();
+        assert!(matches!(err, LocateError::Symlink { .. }), "{r:?}: {err:?}");
+        for name in ["../outside/evil/lib.so", "/etc/passwd"] {
+            let err = dir.open_file(name, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, LocateError::InvalidName { .. }),
+                "{r:?} {name}: {err:?}"
+            );
+        }
+        // Leaving the root-plugin by `..`, or reaching it through a symlink outside it.
+        let err = locate_with(&own, &plugin.join("../../outside/evil"), r).unwrap_err();
         assert!(
-            matches!(err, LocateError::RootItself { .. }),
+            matches!(err, LocateError::EscapesRoot { .. }),
+            "{r:?}: {err:?}"
+        );
+        let err = locate_with(&own, &plugin.join(".."), r).unwrap_err();
+        assert!(
+            matches!(err, LocateError::EscapesRoot { .. }),
+            "{r:?}: {err:?}"
+        );
+        let err = locate_with(&own, &fx.p("outside/alias"), r).unwrap_err();
+        assert!(
+            matches!(err, LocateError::OutsideTrustedRoots { .. }),
+            "{r:?}: {err:?}"
+        );
+        // Its parent is not trusted by it.
+        let err = locate_with(&own, &fx.p("trusted"), r).unwrap_err();
+        assert!(
+            matches!(err, LocateError::OutsideTrustedRoots { .. }),
+            "{r:?}: {err:?}"
+        );
+        // Control: a plain file in it opens.
+        assert!(dir.open_file("lib.so", 1 << 20).is_ok(), "{r:?}");
+    }
+}
+
+#[test]
+fn a_symlink_named_as_root_plugin_is_not_followed() {
+    // A symlink outside the roots pointing at a root: its last component is never
+    // resolved, so naming it does not reach the root-plugin.
+    let fx = Fixture::new();
+    symlink(fx.p("trusted"), fx.p("outside/root_alias")).unwrap();
+    let roots = fx.roots();
+    for r in RESOLVERS {
+        let err = locate_with(&roots, &fx.p("outside/root_alias"), r).unwrap_err();
+        assert!(
+            matches!(err, LocateError::OutsideTrustedRoots { .. }),
             "{r:?}: {err:?}"
         );
     }
