@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::error::Error;
-use crate::exec::host::{ProcessExecutor, find_worker};
+use crate::exec::host::ProcessExecutor;
+use crate::exec::worker::{WorkerProgram, find};
 use crate::exec::thread::ThreadExecutor;
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
 use crate::pipeline::load::{Loadable, Unpacked};
@@ -31,7 +32,7 @@ pub struct Gate {
     policy: Policy,
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
-    worker: Option<PathBuf>,
+    worker: Option<WorkerProgram>,
 }
 
 impl Gate {
@@ -49,7 +50,7 @@ impl Gate {
     pub fn with_trust_store(policy: Policy, trust: TrustStore) -> Result<Self, Error> {
         policy.validate()?;
         let worker = match policy.isolation {
-            Isolation::Process => Some(find_worker(policy.worker.as_deref())?),
+            Isolation::Process => Some(find(policy.worker.as_deref())?),
             Isolation::Thread => None,
         };
         let roots = policy
@@ -105,7 +106,13 @@ impl Gate {
     /// Loads a plugin that passed verification and inspection. The library is read from
     /// the sealed copy made during verification, never from disk again.
     pub fn load(&self, inspected: Inspected) -> Result<LoadedPlugin, Error> {
-        LoadedPlugin::start(inspected, &self.policy, self.worker.as_deref())
+        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref())
+    }
+
+    /// The program this host's workers run (process isolation), chosen when the Gate was
+    /// built: see [Finding the worker](Gate#finding-the-worker).
+    pub fn worker(&self) -> Option<&WorkerProgram> {
+        self.worker.as_ref()
     }
 }
 
@@ -127,7 +134,11 @@ enum Executor {
 }
 
 impl LoadedPlugin {
-    fn start(inspected: Inspected, policy: &Policy, worker: Option<&Path>) -> Result<Self, Error> {
+    fn start(
+        inspected: Inspected,
+        policy: &Policy,
+        worker: Option<&WorkerProgram>,
+    ) -> Result<Self, Error> {
         let Unpacked {
             path,
             manifest,
@@ -164,7 +175,7 @@ impl LoadedPlugin {
                     &manifest,
                     &policy.limits,
                     plan,
-                    worker,
+                    worker.path(),
                 )?;
                 (Executor::Process(e), report)
             }
