@@ -331,3 +331,42 @@ fn the_cli_alone_runs_a_plugin_in_process_mode() {
     assert!(!bin_dir.join("skillgate-worker").exists());
     assert!(!host.tmp.path().join("skillgate-worker").exists());
 }
+
+/// A setuid executable (`AT_SECURE`) never serves as a worker: whoever starts it with the
+/// worker argument would have it load code of their choosing with its owner's privileges.
+/// As a host it does not re-execute itself (`WorkerNotFound` naming why); started as a
+/// worker it exits at once with its own code (16). Control: the same binary without the
+/// setuid bit gets past that check (and stops where it finds no descriptors). Needs root
+/// (to make a setuid-to-65534 copy it then runs as root) and a filesystem without `nosuid`.
+#[test]
+fn a_privileged_executable_never_serves_as_a_worker() {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    #[allow(unsafe_code)]
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("not root: cannot make a setuid copy; skipped");
+        return;
+    }
+    let setup = setup("worker-host");
+    let plain = setup.add_bin("worker-host");
+    std::os::unix::fs::chown(&setup.bin, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&setup.bin, std::fs::Permissions::from_mode(0o4755)).unwrap();
+
+    let (out, r) = report(&mut setup.command(&[]));
+    assert_eq!(out.status.code(), Some(1), "{r:#}");
+    assert_eq!(r["error_kind"], "WorkerNotFound/Privileged", "{r:#}");
+    assert_eq!(r["children"], serde_json::json!([]), "{r:#}");
+
+    let as_worker = |bin: &Path| {
+        Command::new(bin)
+            .args([skillgate::worker::WORKER_ARG, "0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(as_worker(&setup.bin), Some(16));
+    let control = as_worker(&plain);
+    assert!(control.is_some() && control != Some(16), "{control:?}");
+}
