@@ -83,7 +83,9 @@ pub mod keys {
 /// ([`worker::run_if_worker`], called first in `main`) and the choice of the program a
 /// worker runs (see [Finding the worker](Gate#finding-the-worker)).
 pub mod worker {
-    pub use crate::exec::worker::{WORKER_ARG, WorkerProgram, find, run_if_worker, this_executable};
+    pub use crate::exec::worker::{
+        WORKER_ARG, WorkerProgram, find, run_if_worker, this_executable,
+    };
     pub use crate::pipeline::load::SelfWorker;
 }
 

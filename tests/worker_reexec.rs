@@ -120,7 +120,8 @@ impl Setup {
 
     fn command_with(&self, bin: &Path, extra: &[&str]) -> Command {
         let mut c = Command::new(bin);
-        c.arg(&self.policy).arg(&self.plugin)
+        c.arg(&self.policy)
+            .arg(&self.plugin)
             .arg(&self.probe)
             .args(extra);
         c
@@ -225,7 +226,14 @@ fn an_ordinary_user_host_is_its_own_worker() {
     let setup = setup("worker-host");
     let mut command = Command::new("setpriv");
     command
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
         .arg(&setup.bin)
         .arg(&setup.policy)
         .arg(&setup.plugin)
@@ -254,7 +262,11 @@ fn a_host_without_the_hook_gets_worker_not_found_with_the_fix() {
         "did not call `skillgate::worker::run_if_worker()`",
         "call `skillgate::worker::run_if_worker()` first thing in `main`",
         "set `worker` in the policy",
-        &setup.bin.with_file_name("skillgate-worker").display().to_string(),
+        &setup
+            .bin
+            .with_file_name("skillgate-worker")
+            .display()
+            .to_string(),
     ] {
         assert!(message.contains(needle), "{needle:?} not in {message}");
     }
@@ -271,7 +283,10 @@ fn a_hook_called_after_a_thread_started_is_refused() {
     let setup = setup("late-hook");
     let (out, r) = report(&mut setup.command(&[]));
     assert_eq!(out.status.code(), Some(1), "{r:#}");
-    assert_eq!(r["error_kind"], "WorkerNotFound/Threaded { threads: Some(2) }", "{r:#}");
+    assert_eq!(
+        r["error_kind"], "WorkerNotFound/Threaded { threads: Some(2) }",
+        "{r:#}"
+    );
     assert_eq!(r["children"], serde_json::json!([]), "{r:#}");
     assert!(
         r["message"]

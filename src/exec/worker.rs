@@ -104,6 +104,8 @@ impl std::fmt::Display for WorkerProgram {
 /// `#[tokio::main]` body runs after the runtime's threads started). The worker starts with
 /// an empty environment: an executable that needs one to start (`LD_LIBRARY_PATH`) cannot
 /// serve as its own worker; set the policy's `worker` instead.
+// The example is about `main` itself: where in it the call goes.
+#[allow(clippy::needless_doctest_main)]
 pub fn run_if_worker() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(WORKER_ARG.as_ref()) {
@@ -113,9 +115,7 @@ pub fn run_if_worker() {
     if elevated() {
         std::process::exit(EXIT_PRIVILEGED);
     }
-    let grants = args
-        .next()
-        .and_then(|a| a.to_str()?.parse::<usize>().ok());
+    let grants = args.next().and_then(|a| a.to_str()?.parse::<usize>().ok());
     let code = match grants {
         Some(grants) => i32::from(super::child::worker_main(grants)),
         None => EXIT_ARGUMENTS,
@@ -215,6 +215,7 @@ pub fn find(configured: Option<&Path>) -> Result<WorkerProgram, LoadError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
