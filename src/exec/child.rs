@@ -37,6 +37,31 @@ pub(super) fn worker_main(grants: usize) -> u8 {
     }
 }
 
+/// The `Threads` field of `/proc/self/status`.
+pub(super) fn thread_count() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A worker restricts itself only as the process's one thread: Landlock and seccomp bind
+/// the thread that restricts itself, never one already running (see `exec::worker`). The
+/// error is the worker's account for the host.
+fn single_threaded() -> Result<(), String> {
+    match thread_count() {
+        Some(1) => Ok(()),
+        Some(n) => Err(format!(
+            "{n} threads were running before the worker restricted itself (code before \
+             `run_if_worker` started them); Landlock and seccomp would not bind them"
+        )),
+        None => Err("cannot count the worker's threads (/proc/self/status)".to_owned()),
+    }
+}
+
 /// Takes the descriptors the host placed (memfd, channel, `grants` grant descriptors) and
 /// closes every other one above 2 before anything can reuse a number.
 #[allow(unsafe_code)]
@@ -190,7 +215,7 @@ fn run_worker(grants: usize) -> Result<(), u8> {
         20
     };
     let setup = |detail: String| LoadFailure::Setup { detail };
-    if let Err(detail) = super::worker::single_threaded() {
+    if let Err(detail) = single_threaded() {
         return Err(fail(&mut channel, setup(detail)));
     }
     default_fault_signals();

@@ -21,7 +21,7 @@
 //!   thread it started there would be unrestricted beside plugin code in one address space.
 //!   The hook records [`SelfWorker::Threaded`] in a host that already has threads (so the
 //!   Gate does not use it), and the worker refuses to restrict itself unless it is the only
-//!   thread ([`single_threaded`]).
+//!   thread.
 //! - **Privileged executables.** A worker loads whatever library matches the digest its
 //!   starter sends; started from a setuid, setgid or file-capability executable, that would
 //!   be code of the starter's choosing with privileges the starter does not hold. Such a
@@ -136,33 +136,9 @@ fn assess() -> SelfWorker {
     if elevated() {
         return SelfWorker::Privileged;
     }
-    match thread_count() {
+    match super::child::thread_count() {
         Some(1) => SelfWorker::Ready,
         threads => SelfWorker::Threaded { threads },
-    }
-}
-
-/// The `Threads` field of `/proc/self/status`.
-fn thread_count() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// A worker restricts itself only as the process's one thread (module docs). The error is
-/// the worker's account for the host.
-pub(super) fn single_threaded() -> Result<(), String> {
-    match thread_count() {
-        Some(1) => Ok(()),
-        Some(n) => Err(format!(
-            "{n} threads were running before the worker restricted itself (code before \
-             `run_if_worker` started them); Landlock and seccomp would not bind them"
-        )),
-        None => Err("cannot count the worker's threads (/proc/self/status)".to_owned()),
     }
 }
 
@@ -233,11 +209,11 @@ mod tests {
 
     #[test]
     fn the_threads_are_counted() {
-        assert!(thread_count().is_some_and(|n| n >= 1));
+        let count = super::super::child::thread_count;
+        assert!(count().is_some_and(|n| n >= 1));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || rx.recv());
-        assert!(thread_count().is_some_and(|n| n >= 2));
-        assert!(single_threaded().is_err());
+        assert!(count().is_some_and(|n| n >= 2));
         drop(tx);
         let _ = t.join();
     }
