@@ -21,9 +21,15 @@ use support::Host;
 /// `target/dep-hosts/debug`, where the worker-host project's binaries are built (once per
 /// test run; the shared target dir keeps skillgate's dependencies between runs). `--offline`:
 /// its lock file names only crates the workspace's own build fetched.
+///
+/// `SKILLGATE_WORKER_HOST_BINS` names a directory of binaries already built instead: for
+/// running this test binary as a user who cannot run cargo (uid 65534).
 fn host_bins() -> &'static Path {
     static BINS: OnceLock<PathBuf> = OnceLock::new();
     BINS.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SKILLGATE_WORKER_HOST_BINS") {
+            return PathBuf::from(dir);
+        }
         let root = support::build::repo_root();
         let target = root.join("target").join("dep-hosts");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
