@@ -2,7 +2,7 @@
 //! typed error.
 //!
 //! ```sh
-//! scripts/demo.sh                            # once: builds the worker, signs skills/echo
+//! scripts/demo.sh                            # once: builds the tools, signs skills/echo
 //! cargo run --example host -- skills/echo
 //! ```
 //!
@@ -11,8 +11,8 @@
 //! `target/demo/keys`, which holds the public half of the throwaway key the demo signed
 //! `skills/echo` with. The repository ships no trusted key and no signed plugin, so on a
 //! fresh checkout the demo is the one command to run first. The policy runs the plugin in a
-//! worker process, `skillgate-worker`, found in `target/debug/` beside this example (the demo
-//! builds it, as does `cargo build --bins`).
+//! worker process: this example itself, re-executed, because `main` calls
+//! `skillgate::worker::run_if_worker()` first (no worker file, no `worker` in the policy).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +22,9 @@ use skillgate::escape::{Escaped, to_json_pretty};
 use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
 
 fn main() -> ExitCode {
+    // First in main, before anything else and before any thread: started as a worker, this
+    // process runs the plugin's worker here and never returns.
+    skillgate::worker::run_if_worker();
     let mut args = std::env::args_os().skip(1).map(PathBuf::from);
     let Some(plugin_dir) = args.next() else {
         eprintln!("usage: host PLUGIN_DIR [KEYS_DIR [POLICY_FILE]]");

@@ -24,7 +24,7 @@ pub use crate::base::settings::LimitError;
 pub use crate::base::version::VersionError;
 pub use crate::exec::ExecError;
 pub use crate::pipeline::inspect::{InspectError, MalformedElf};
-pub use crate::pipeline::load::{LibraryRefusal, LoadError};
+pub use crate::pipeline::load::{LibraryRefusal, LoadError, SelfWorker};
 pub use crate::pipeline::locate::LocateError;
 pub use crate::pipeline::manifest::{ExpiryProblem, ManifestError, TimestampError};
 pub use crate::pipeline::verify::{IntegrityError, VerifyError};

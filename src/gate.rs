@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::error::Error;
-use crate::exec::host::{ProcessExecutor, find_worker};
+use crate::exec::host::ProcessExecutor;
 use crate::exec::thread::ThreadExecutor;
+use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
 use crate::pipeline::load::{Loadable, Unpacked};
 use crate::pipeline::locate::{TrustedRoot, locate};
@@ -21,17 +22,46 @@ use crate::trust::store::TrustStore;
 /// ```no_run
 /// # fn main() -> Result<(), skillgate::Error> {
 /// use skillgate::{Gate, Policy, PluginContext};
+/// skillgate::worker::run_if_worker(); // first in main: see "Finding the worker"
 /// let gate = Gate::new(Policy::from_file("policy/default.json")?)?;
 /// let plugin = gate.verify_and_load("skills/echo")?;
 /// let result = plugin.execute(&PluginContext::default())?;
 /// # Ok(()) }
 /// ```
+///
+/// # Finding the worker
+///
+/// Under process isolation (the default) every plugin runs in a worker process. Which
+/// program it runs is chosen when the Gate is built ([`Gate::worker`] says which):
+///
+/// 1. the policy's `worker`, when set (it must be a file; `LoadError::WorkerMissing`
+///    otherwise);
+/// 2. else **this executable**, re-executed through `/proc/self/exe` with
+///    [`crate::worker::WORKER_ARG`], when it called [`crate::worker::run_if_worker`] first
+///    in `main` (the `skillgate` CLI does);
+/// 3. else `skillgate-worker` beside this executable or in its parent directory;
+/// 4. else `LoadError::WorkerNotFound`, which says why this executable cannot serve
+///    ([`crate::worker::SelfWorker`]), where it looked, and the fix.
+///
+/// Why re-execution: a worker that is the host binary itself needs no install step and no
+/// path — a cargo dependency never puts a `skillgate-worker` beside the host — and it is
+/// always the host's own version (`/proc/self/exe` is the file the host was started from,
+/// even after an upgrade replaced or deleted it at its path). The hook must run before
+/// anything else in `main` and before any thread starts: in the worker, everything before
+/// it runs too, and a thread started there would sit outside the sandbox beside the plugin
+/// (the hook refuses to make a threaded host its own worker, and the worker refuses to load
+/// with a second thread). The worker starts with an empty environment, so an executable
+/// that needs one to start cannot serve; nor does a setuid, setgid or capability-raising
+/// executable. The cost is the host's startup per worker: exec, the dynamic loader and
+/// the runtime's start-up before `main` for each plugin loaded (workers live as long as
+/// their handle, so it is paid per load, not per call). An executable that never calls the
+/// hook is never re-executed: its `main` would run as a "worker".
 #[derive(Debug)]
 pub struct Gate {
     policy: Policy,
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
-    worker: Option<PathBuf>,
+    worker: Option<WorkerProgram>,
 }
 
 impl Gate {
@@ -49,7 +79,7 @@ impl Gate {
     pub fn with_trust_store(policy: Policy, trust: TrustStore) -> Result<Self, Error> {
         policy.validate()?;
         let worker = match policy.isolation {
-            Isolation::Process => Some(find_worker(policy.worker.as_deref())?),
+            Isolation::Process => Some(find(policy.worker.as_deref())?),
             Isolation::Thread => None,
         };
         let roots = policy
@@ -105,7 +135,13 @@ impl Gate {
     /// Loads a plugin that passed verification and inspection. The library is read from
     /// the sealed copy made during verification, never from disk again.
     pub fn load(&self, inspected: Inspected) -> Result<LoadedPlugin, Error> {
-        LoadedPlugin::start(inspected, &self.policy, self.worker.as_deref())
+        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref())
+    }
+
+    /// The program this host's workers run (process isolation), chosen when the Gate was
+    /// built: see [Finding the worker](Gate#finding-the-worker).
+    pub fn worker(&self) -> Option<&WorkerProgram> {
+        self.worker.as_ref()
     }
 }
 
@@ -127,7 +163,11 @@ enum Executor {
 }
 
 impl LoadedPlugin {
-    fn start(inspected: Inspected, policy: &Policy, worker: Option<&Path>) -> Result<Self, Error> {
+    fn start(
+        inspected: Inspected,
+        policy: &Policy,
+        worker: Option<&WorkerProgram>,
+    ) -> Result<Self, Error> {
         let Unpacked {
             path,
             manifest,
@@ -164,7 +204,7 @@ impl LoadedPlugin {
                     &manifest,
                     &policy.limits,
                     plan,
-                    worker,
+                    worker.path(),
                 )?;
                 (Executor::Process(e), report)
             }

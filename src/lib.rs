@@ -79,6 +79,16 @@ pub mod keys {
     pub use crate::trust::store::TrustStore;
 }
 
+/// Process isolation's worker: the hook that lets a host's own executable be its worker
+/// ([`worker::run_if_worker`], called first in `main`) and the choice of the program a
+/// worker runs (see [Finding the worker](Gate#finding-the-worker)).
+pub mod worker {
+    pub use crate::exec::worker::{
+        WORKER_ARG, WorkerProgram, find, run_if_worker, this_executable,
+    };
+    pub use crate::pipeline::load::SelfWorker;
+}
+
 /// The signed manifest as a loaded plugin's [`LoadedPlugin::manifest`] returns it: its
 /// name, version, files and the capabilities it requests.
 pub mod manifest {

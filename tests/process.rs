@@ -523,7 +523,8 @@ fn the_cli_exits_3_for_a_segfault_in_process_mode() {
             serde_json::to_string(worker).unwrap()
         ),
     );
-    // Without "worker": the CLI finds skillgate-worker next to itself.
+    // Without "worker": the CLI re-executes itself as the worker (it calls the hook first in
+    // main).
     let beside = policy_file(
         &host,
         "process-beside.json",
@@ -1500,7 +1501,7 @@ fn run_worker_with(library: std::os::fd::OwnedFd, channel: std::os::fd::OwnedFd)
     use std::os::unix::process::CommandExt as _;
     let mut command = Command::new(env!("CARGO_BIN_EXE_skillgate-worker"));
     command
-        .arg("0")
+        .args([skillgate::worker::WORKER_ARG, "0"])
         .env_clear()
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

@@ -1,24 +1,19 @@
-//! `skillgate-worker`: the process a host runs one plugin in (process isolation).
+//! `skillgate-worker`: the process a host runs one plugin in (process isolation), for hosts
+//! that prefer a separate worker file to re-executing themselves (see the `Gate`
+//! documentation, "Finding the worker").
 //!
-//! Started by the host with `/dev/null` on fds 0-2, the sealed library at fd 3, its socket
-//! to the host at fd 4 and the sandbox's grant descriptors from fd 5 (their count is the one
-//! argument); not meant to be run by hand. See the `Gate` documentation.
-//!
-//! The worker's code is the library's, reached through one symbol rather than a public Rust
-//! path: a host using the library has no function to call that opens a library descriptor
-//! without a `Verified` value behind it.
-
-// Linked for the one symbol below; nothing else of the library is used here.
-extern crate skillgate;
-
-// SAFETY: the declaration matches the definition in `skillgate::exec::child` exactly (no
-// arguments, a `u8` back, C ABI), which is what makes calling it safe.
-#[allow(unsafe_code)]
-unsafe extern "C" {
-    /// The worker's main, defined in the library (`exec::child`). Returns the exit code.
-    safe fn skillgate_worker_main() -> u8;
-}
+//! Started by the host with `--skillgate-worker-v1 <grants>` as its arguments, `/dev/null`
+//! on fds 0-2, the sealed library at fd 3, its socket to the host at fd 4 and the sandbox's
+//! grant descriptors from fd 5; not meant to be run by hand. It is the same hook a host calls
+//! first in its own `main`: the worker's code is the library's, and the worker trusts none
+//! of what its starter gives it.
 
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::from(skillgate_worker_main())
+    // Runs the worker and exits when started as one; returns otherwise.
+    skillgate::worker::run_if_worker();
+    eprintln!(
+        "skillgate-worker: a host starts this program as a plugin's worker process; it is \
+         not run by hand"
+    );
+    std::process::ExitCode::from(2)
 }

@@ -153,6 +153,8 @@ fn usage(msg: &str) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // First, before anything else: a worker this CLI started runs here and never returns.
+    skillgate::worker::run_if_worker();
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),

@@ -1,6 +1,7 @@
-//! The worker process's own side: what `skillgate-worker` runs. It takes the descriptors the
-//! host placed, checks them and the library it was handed, restricts itself, reports, loads
-//! and then serves calls until the host closes the channel.
+//! The worker process's own side: what a worker runs (`skillgate-worker`, or a host
+//! re-executed as its own worker through [`super::worker::run_if_worker`]). It takes the
+//! descriptors the host placed, checks them and the library it was handed, restricts itself,
+//! reports, loads and then serves calls until the host closes the channel.
 //!
 //! The worker re-checks what it is given before `dlopen` and does not take the host's (or
 //! whoever started it) word for it: the memfd must carry every seal and hash to the digest
@@ -24,19 +25,40 @@ use super::init::{
     METADATA_TOO_LARGE, WORKER_FIRST_GRANT, WORKER_MEMFD, error_chain,
 };
 
-/// Entry point of `skillgate-worker`, and the only way into this module from outside the
-/// crate: no Rust path names it. The binary declares the symbol and calls it; anything else
-/// that does the same gets no further than the real worker would (it re-checks the library,
-/// the plan and the descriptors it finds before `dlopen`). Returns the process exit code.
-#[allow(unsafe_code)]
-// SAFETY (the attribute): the name is this crate's own (`skillgate_` prefix), so it clashes
-// with no other symbol; the function takes no arguments and returns a plain integer, so a
-// caller through the C ABI cannot misuse it.
-#[unsafe(no_mangle)]
-extern "C" fn skillgate_worker_main() -> u8 {
-    match run_worker() {
+/// The worker's main: what [`super::worker::run_if_worker`] runs in a process started with
+/// the worker argument, in `skillgate-worker` or in a host re-executed as its own worker.
+/// `grants` is the count the starter gave; nothing the starter says is trusted (it re-checks
+/// the library, the plan and the descriptors it finds before `dlopen`). Returns the process
+/// exit code.
+pub(super) fn worker_main(grants: usize) -> u8 {
+    match run_worker(grants) {
         Ok(()) => 0,
         Err(code) => code,
+    }
+}
+
+/// The `Threads` field of `/proc/self/status`.
+pub(super) fn thread_count() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A worker restricts itself only as the process's one thread: Landlock and seccomp bind
+/// the thread that restricts itself, never one already running (see `exec::worker`). The
+/// error is the worker's account for the host.
+fn single_threaded() -> Result<(), String> {
+    match thread_count() {
+        Some(1) => Ok(()),
+        Some(n) => Err(format!(
+            "{n} threads were running before the worker restricted itself (code before \
+             `run_if_worker` started them); Landlock and seccomp would not bind them"
+        )),
+        None => Err("cannot count the worker's threads (/proc/self/status)".to_owned()),
     }
 }
 
@@ -170,11 +192,7 @@ fn check_library(memfd: OwnedFd, init: &Init) -> Result<Loadable, LoadFailure> {
     })
 }
 
-fn run_worker() -> Result<(), u8> {
-    let grants: usize = std::env::args_os()
-        .nth(1)
-        .and_then(|a| a.to_str()?.parse().ok())
-        .ok_or(10u8)?;
+fn run_worker(grants: usize) -> Result<(), u8> {
     let (memfd, channel, grant_fds) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     let _ = rustix::process::setsid();
@@ -197,6 +215,9 @@ fn run_worker() -> Result<(), u8> {
         20
     };
     let setup = |detail: String| LoadFailure::Setup { detail };
+    if let Err(detail) = single_threaded() {
+        return Err(fail(&mut channel, setup(detail)));
+    }
     default_fault_signals();
     let root = rustix::process::getuid().is_root();
     let namespaces = try_namespaces(!init.plan.connect_tcp().is_empty());

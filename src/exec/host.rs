@@ -37,7 +37,7 @@ use std::io::{self, BufReader};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -63,8 +63,6 @@ use super::init::{
 };
 use super::spawner::place_fds;
 
-/// The worker executable's file name.
-pub(crate) const WORKER_NAME: &str = "skillgate-worker";
 /// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
 /// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
 /// reaped when the `Child` is dropped by nobody: it stays until the host exits).
@@ -77,32 +75,6 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// failure an exiting worker sent before it began to exit.
 const EXITING_WORKER_GRACE: Duration = Duration::from_millis(500);
 
-/// Finds the worker executable: the policy's `worker` if set; otherwise `skillgate-worker`
-/// beside the running executable, or in its parent directory (where cargo puts binaries
-/// when the executable is a test in `target/*/deps/`).
-pub(crate) fn find_worker(configured: Option<&Path>) -> Result<PathBuf, LoadError> {
-    if let Some(p) = configured {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(LoadError::WorkerNotFound(vec![p.to_path_buf()]))
-        };
-    }
-    let mut searched = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        let mut dir = exe.parent();
-        for _ in 0..2 {
-            let Some(d) = dir else { break };
-            let candidate = d.join(WORKER_NAME);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-            searched.push(candidate);
-            dir = d.parent();
-        }
-    }
-    Err(LoadError::WorkerNotFound(searched))
-}
 // ---------------------------------------------------------------------------------------
 // The host's side.
 
@@ -277,6 +249,7 @@ impl ProcessExecutor {
         }
         let mut command = Command::new(worker_path);
         command
+            .arg(super::worker::WORKER_ARG)
             .arg(grant_count.to_string())
             .env_clear()
             .current_dir("/")

@@ -1,6 +1,7 @@
 //! Running a loaded plugin: on its own thread in this process ([`thread`]) or in a worker
 //! process (`host` starts and drives it, `child` is the worker's own side, `init` the
-//! protocol between them) started by the spawner.
+//! protocol between them) started by the spawner from the program `worker` finds (this
+//! executable itself, re-executed, when it called `worker::run_if_worker`).
 //!
 //! These modules return [`ExecError`], never the crate's top-level error: what a load or a
 //! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
@@ -14,6 +15,7 @@ pub(crate) mod host;
 mod init;
 mod spawner;
 pub(crate) mod thread;
+pub(crate) mod worker;
 
 use crate::base::ffi::{AbiError, FaultError, InputError};
 use crate::pipeline::load::LoadError;

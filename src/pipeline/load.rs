@@ -160,9 +160,27 @@ pub enum LoadError {
     /// The worker could not send its enforcement report to the host, so it loads nothing.
     #[error("cannot send the enforcement report: {0}")]
     Report(#[source] std::io::Error),
-    /// No worker executable was found.
-    #[error("worker executable not found (looked at {0:?}); set `worker` in the policy")]
-    WorkerNotFound(Vec<std::path::PathBuf>),
+    /// Process isolation has no worker: this executable cannot serve as its own (it did not
+    /// call `skillgate::worker::run_if_worker` at the top of `main`, or could not), no policy
+    /// `worker` is set, and no `skillgate-worker` lies beside the executable.
+    #[error(
+        "no worker for process isolation: {this_executable}, and no `skillgate-worker` at {}; \
+         call `skillgate::worker::run_if_worker()` first thing in `main`, or set `worker` in \
+         the policy",
+        paths(searched)
+    )]
+    WorkerNotFound {
+        /// Why this executable cannot be re-executed as the worker.
+        this_executable: SelfWorker,
+        /// The `skillgate-worker` paths looked at.
+        searched: Vec<PathBuf>,
+    },
+    /// The policy's `worker` is not a file (an explicit worker is used or nothing is).
+    #[error("the policy's worker {} is not a file", path.display())]
+    WorkerMissing {
+        /// The configured path.
+        path: PathBuf,
+    },
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -174,6 +192,45 @@ pub enum LoadError {
     /// worker to check the library against.
     #[error("the manifest has no entry for its library")]
     NoLibraryEntry,
+}
+
+fn paths(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return "no path (the executable's own path is unknown)".to_owned();
+    }
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(" or ")
+}
+
+/// Whether this executable can be re-executed as its own worker: what
+/// `skillgate::worker::run_if_worker` found when (and if) this process called it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelfWorker {
+    /// The hook ran first in `main`: the Gate re-executes this executable as the worker.
+    #[error("this executable serves as its own worker")]
+    Ready,
+    /// The hook was never called in this process.
+    #[error("this executable did not call `skillgate::worker::run_if_worker()`")]
+    NotCalled,
+    /// The hook was called with other threads running (or their number unreadable): the
+    /// same code would run before the hook in a re-executed worker, and a thread it started
+    /// there would be outside the worker's sandbox (Landlock and seccomp bind the threads
+    /// that restrict themselves).
+    #[error(
+        "this executable called `skillgate::worker::run_if_worker()` with {} threads running \
+         (it must run before any thread starts)",
+        threads.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
+    )]
+    Threaded {
+        /// The threads counted, if `/proc/self/status` could be read.
+        threads: Option<u64>,
+    },
+    /// The process was started with elevated privileges (setuid, setgid or file
+    /// capabilities; `AT_SECURE`): whoever starts it as a worker could have it load code of
+    /// their choosing with privileges they do not hold, so it never serves as one.
+    #[error("this executable runs with elevated privileges (setuid, setgid or capabilities)")]
+    Privileged,
 }
 
 /// Why a worker refused the library descriptor it was given. The worker checks these itself

@@ -68,8 +68,9 @@ pub struct Policy {
     pub(crate) limits: Limits,
     /// What plugins may be granted inside their sandbox.
     pub(crate) sandbox: SandboxPolicy,
-    /// The worker executable for process isolation; found beside the host executable
-    /// when unset (see the `Gate` documentation).
+    /// The worker executable for process isolation; when unset, the host executable itself
+    /// if it called `skillgate::worker::run_if_worker`, else `skillgate-worker` beside it
+    /// (see the `Gate` documentation, "Finding the worker").
     pub(crate) worker: Option<PathBuf>,
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
     pub(crate) elf: ElfPolicy,
@@ -425,8 +426,9 @@ impl Policy {
         &self.sandbox
     }
 
-    /// The worker executable for process isolation, if set; found beside the host
-    /// executable when unset.
+    /// The worker executable for process isolation, if set; when unset, the host
+    /// executable itself (if it called [`crate::worker::run_if_worker`]) or a
+    /// `skillgate-worker` beside it.
     pub fn worker(&self) -> Option<&Path> {
         self.worker.as_deref()
     }
