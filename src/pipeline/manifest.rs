@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::base::ffi::{PLUGIN_ABI_VERSION, PluginMetadata};
+use crate::base::settings::WorkspaceAccess;
 pub(crate) use crate::base::version::VersionError;
 use crate::base::version::{Version, parse_version};
 use crate::trust::signature::{AuthenticManifest, MANIFEST_FILE_NAME, SIGNATURE_FILE_NAME};
@@ -141,6 +142,40 @@ pub(crate) struct ManifestWire {
     /// RFC 3339 UTC timestamp after which hosts refuse the plugin (signed, like every field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// How much of the host's workspace the plugin asks for (signed, like every field).
+    /// Absent means none; `null` is refused like any other value but the two requests.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_workspace"
+    )]
+    pub workspace: Option<WorkspaceRequest>,
+}
+
+/// What a manifest may write as `"workspace"`: `"none"` is spelled by leaving it out, so
+/// the strict parse refuses it with every other value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum WorkspaceRequest {
+    Read,
+    ReadWrite,
+}
+
+/// A `"workspace"` that is present must be one of the requests (`null` included).
+fn present_workspace<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<WorkspaceRequest>, D::Error> {
+    WorkspaceRequest::deserialize(d).map(Some)
+}
+
+impl From<Option<WorkspaceRequest>> for WorkspaceAccess {
+    fn from(request: Option<WorkspaceRequest>) -> Self {
+        match request {
+            None => WorkspaceAccess::None,
+            Some(WorkspaceRequest::Read) => WorkspaceAccess::Read,
+            Some(WorkspaceRequest::ReadWrite) => WorkspaceAccess::ReadWrite,
+        }
+    }
 }
 
 /// What a plugin asks to be granted inside its sandbox. A host grants what its policy
@@ -185,6 +220,7 @@ pub struct Manifest {
     version: Version,
     library: String,
     capabilities: Capabilities,
+    workspace: WorkspaceAccess,
     files: Vec<FileEntry>,
     expires: Option<time::OffsetDateTime>,
 }
@@ -256,6 +292,7 @@ impl Manifest {
             version,
             library,
             capabilities: wire.capabilities.unwrap_or_default(),
+            workspace: wire.workspace.into(),
             files,
             expires,
         })
@@ -280,6 +317,11 @@ impl Manifest {
     /// The sandbox capabilities the plugin requests.
     pub fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+    /// How much of the host's workspace the plugin asks for ([`WorkspaceAccess::None`]
+    /// when the manifest has no `"workspace"`).
+    pub fn workspace(&self) -> WorkspaceAccess {
+        self.workspace
     }
     /// Every file of the plugin directory but the manifest and its signatures, by path.
     pub fn files(&self) -> &[FileEntry] {
@@ -532,6 +574,36 @@ mod tests {
         assert!(e.to_string().contains("month"), "{e}");
         let e = fuzz_parse(manifest(r#","expires":1893553445"#).as_bytes()).unwrap_err();
         assert!(matches!(e, ManifestError::Syntax(_)), "{e:?}");
+    }
+
+    #[test]
+    fn workspace_is_read_or_read_write_and_nothing_else() {
+        assert_eq!(
+            fuzz_parse(manifest("").as_bytes()).unwrap().workspace(),
+            WorkspaceAccess::None
+        );
+        for (value, access) in [
+            ("read", WorkspaceAccess::Read),
+            ("read_write", WorkspaceAccess::ReadWrite),
+        ] {
+            let m = fuzz_parse(manifest(&format!(r#","workspace":"{value}""#)).as_bytes()).unwrap();
+            assert_eq!(m.workspace(), access);
+        }
+        // "none" is spelled by leaving the field out; anything else is refused by the parse,
+        // and serde's message names what is accepted.
+        for bad in [
+            r#""none""#,
+            r#""write""#,
+            r#""READ""#,
+            "true",
+            "null",
+            r#"["read"]"#,
+        ] {
+            let e = fuzz_parse(manifest(&format!(r#","workspace":{bad}"#)).as_bytes()).unwrap_err();
+            assert!(matches!(e, ManifestError::Syntax(_)), "{bad}: {e:?}");
+        }
+        let e = fuzz_parse(manifest(r#","workspace":"write""#).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("read_write"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,42 @@ pub enum GrantError {
     /// Others can write to it or to a directory above it.
     #[error("granted path: {0}")]
     WritableByOthers(WritableByOthers),
+    /// The workspace the host named is not a directory.
+    #[error("workspace {}: not a directory", path.display())]
+    NotADirectory {
+        /// The canonical path.
+        path: PathBuf,
+    },
+    /// The workspace's canonical path is not UTF-8, so the plugin could not be told it in
+    /// its context (a JSON string).
+    #[error("workspace {}: its canonical path is not UTF-8", path.display())]
+    NotUtf8 {
+        /// The canonical path.
+        path: PathBuf,
+    },
+    /// The workspace is reached through a symlink lying beneath a read-write grant, which a
+    /// plugin could have put there.
+    #[error(
+        "workspace {}: reached through a symlink beneath a read-write grant, where a plugin could have placed it",
+        path.display()
+    )]
+    ThroughWritableSymlink {
+        /// The path as the host named it.
+        path: PathBuf,
+    },
+    /// A read-write workspace holds, or lies inside, what decides which code the host runs
+    /// (a trusted root, the trust store, the rollback marks, the worker executable).
+    #[error(
+        "workspace {}: a plugin may write there, and it overlaps {}, which decides what code this host runs",
+        path.display(),
+        protected.display()
+    )]
+    Protected {
+        /// The canonical workspace.
+        path: PathBuf,
+        /// The protected path it holds or lies inside.
+        protected: PathBuf,
+    },
 }
 
 /// A system call's error number, as this crate's own value: a grant refused while planning
@@ -247,6 +283,49 @@ pub(super) fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> 
         dir: kind == libc::S_IFDIR,
     };
     Ok((fd, id))
+}
+
+/// Opens the workspace a host named at load (module docs of [`crate::sandbox`]): its
+/// canonical path, reached through no symlink beneath `writable` (canonical read-write
+/// grants), UTF-8, a directory, checked and opened as every grant is. A workspace the
+/// plugin may write must not overlap any of `protected`.
+pub(super) fn open_workspace(
+    dir: &Path,
+    writable: &[PathBuf],
+    protected: &[PathBuf],
+    write: bool,
+) -> Result<(PathBuf, OwnedFd, GrantId), GrantError> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| GrantError::Open {
+        path: dir.to_path_buf(),
+        source: OsError::from_io(&e),
+    })?;
+    let Some(trusted) = resolve_trusted(dir, writable) else {
+        return Err(GrantError::ThroughWritableSymlink {
+            path: dir.to_path_buf(),
+        });
+    };
+    if trusted != canonical {
+        return Err(GrantError::Changed { path: canonical });
+    }
+    if canonical.to_str().is_none() {
+        return Err(GrantError::NotUtf8 { path: canonical });
+    }
+    if write
+        && let Some(p) = protected
+            .iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .find(|p| p.starts_with(&canonical) || canonical.starts_with(p))
+    {
+        return Err(GrantError::Protected {
+            path: canonical,
+            protected: p,
+        });
+    }
+    let (fd, id) = open_grant(&canonical)?;
+    if !id.dir {
+        return Err(GrantError::NotADirectory { path: canonical });
+    }
+    Ok((canonical, fd, id))
 }
 
 #[cfg(test)]

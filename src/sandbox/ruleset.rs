@@ -11,6 +11,8 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
+use crate::base::settings::WorkspaceAccess;
+
 use super::{
     LANDLOCK_ABI, LANDLOCK_ABI_NUMBER, LandlockStatus, Requirement, SandboxError, SandboxPlan,
 };
@@ -164,8 +166,13 @@ impl SandboxPlan {
             fs_rules += 1;
         }
         // The grants: from the descriptors the host opened, never from their paths.
+        let workspace = self.workspace.as_ref().map(|w| match w.access {
+            WorkspaceAccess::ReadWrite => read_write,
+            _ => read,
+        });
         let accesses = std::iter::repeat_n(read, self.read.len())
-            .chain(std::iter::repeat_n(read_write, self.read_write.len()));
+            .chain(std::iter::repeat_n(read_write, self.read_write.len()))
+            .chain(workspace);
         for ((fd, id), access) in self.fds.iter().zip(&self.grants).zip(accesses) {
             // A rule on a file may only carry rights that apply to files.
             let access = if id.dir {
