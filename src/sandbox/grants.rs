@@ -310,6 +310,10 @@ pub(super) fn open_workspace(
     if canonical.to_str().is_none() {
         return Err(GrantError::NotUtf8 { path: canonical });
     }
+    // Checked on the descriptor again below; this gives a file its own refusal first.
+    if !std::fs::metadata(&canonical).is_ok_and(|m| m.is_dir()) {
+        return Err(GrantError::NotADirectory { path: canonical });
+    }
     if write
         && let Some(p) = protected
             .iter()
