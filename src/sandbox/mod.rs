@@ -690,6 +690,114 @@ pub(in crate::sandbox) mod tests {
         .unwrap()
     }
 
+    /// A plan granting reads of `dir` and the workspace `ws` for `requested` under a policy
+    /// allowing `allowed`.
+    fn plan_with_workspace(
+        dir: &Path,
+        ws: &Path,
+        requested: WorkspaceAccess,
+        allowed: WorkspaceAccess,
+    ) -> Result<SandboxPlan, SandboxError> {
+        let mut policy = SandboxPolicy::default();
+        policy.read.push(dir.to_path_buf());
+        policy.workspace = allowed;
+        let caps = Capabilities {
+            read: vec![dir.to_str().unwrap().to_owned()],
+            ..Capabilities::default()
+        };
+        let offer = WorkspaceOffer {
+            dir: Some(ws),
+            requested,
+            protected: &[],
+        };
+        SandboxPlan::new(&policy, &Danger::default(), &caps, offer, &[])
+    }
+
+    #[test]
+    fn the_workspace_is_granted_only_as_far_as_requested_and_allowed() {
+        use WorkspaceAccess::{None, Read, ReadWrite};
+        let dir = tempfile::tempdir().unwrap();
+        let ws = tempfile::tempdir().unwrap();
+        let canonical = ws.path().canonicalize().unwrap();
+        for (requested, allowed, granted) in [
+            (None, None, false),
+            (None, ReadWrite, false),
+            (Read, Read, true),
+            (Read, ReadWrite, true),
+            (ReadWrite, ReadWrite, true),
+        ] {
+            let plan = plan_with_workspace(dir.path(), ws.path(), requested, allowed).unwrap();
+            plan.usable().unwrap();
+            let expected = granted.then(|| WorkspaceGrant {
+                path: canonical.clone(),
+                access: requested,
+            });
+            assert_eq!(
+                plan.workspace(),
+                expected.as_ref(),
+                "{requested} under {allowed}"
+            );
+            assert_eq!(plan.grant_fds().len(), 1 + usize::from(granted));
+        }
+        for (requested, allowed) in [(Read, None), (ReadWrite, None), (ReadWrite, Read)] {
+            let err = plan_with_workspace(dir.path(), ws.path(), requested, allowed).unwrap_err();
+            assert!(
+                matches!(err, SandboxError::WorkspaceNotAllowed { requested: r, allowed: a }
+                    if r == requested && a == allowed),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_worker_checks_the_workspace_descriptor_like_every_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let plan = plan_with_workspace(
+            dir.path(),
+            ws.path(),
+            WorkspaceAccess::Read,
+            WorkspaceAccess::Read,
+        )
+        .unwrap();
+        let json = serde_json::to_string(&plan).unwrap();
+        let received = || serde_json::from_str::<SandboxPlan>(&json).unwrap();
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().unwrap();
+        let fds = plan.grant_fds();
+        assert!(matches!(
+            received().usable(),
+            Err(SandboxError::GrantDescriptors {
+                expected: 2,
+                given: 0
+            })
+        ));
+        // The read grant's descriptor alone: one short.
+        let err = received().adopt_grant_fds(vec![dup(fds[0])]).unwrap_err();
+        assert!(matches!(
+            err,
+            SandboxError::GrantDescriptors {
+                expected: 2,
+                given: 1
+            }
+        ));
+        // Another directory where the workspace should be: refused, naming the workspace.
+        let wrong = grants::open_no_symlinks(&other.path().canonicalize().unwrap()).unwrap();
+        let err = received()
+            .adopt_grant_fds(vec![dup(fds[0]), wrong])
+            .unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::GrantDescriptorMismatch { index: 1, path }
+                if *path == ws.path().canonicalize().unwrap()),
+            "{err:?}"
+        );
+        let mut sent = received();
+        sent.adopt_grant_fds(vec![dup(fds[0]), dup(fds[1])])
+            .unwrap();
+        sent.usable().unwrap();
+        assert_eq!(sent.workspace(), plan.workspace());
+    }
+
     #[test]
     fn a_plan_sent_without_its_descriptors_fails_closed() {
         let dir = tempfile::tempdir().unwrap();
