@@ -598,3 +598,95 @@ fn skillgate_run_grants_the_workspace_it_is_given() {
         "{denied}"
     );
 }
+
+/// The enforcement report is the worker's word; the workspace it names must be the one the
+/// host's plan grants. Process mode only: thread mode has no worker to report.
+#[test]
+fn a_worker_reporting_a_workspace_the_host_did_not_grant_is_refused() {
+    let host = Host::process();
+    let ws = workspace(&host, "project");
+    // A stand-in worker: reads the host's first frame, sends `report` and waits.
+    let lying_worker = |report: &Value| -> Gate {
+        let script = host.tmp.path().join("lying-worker.py");
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/usr/bin/python3
+import os, struct, time
+header = os.read(4, 13)
+left = struct.unpack("<I", header[:4])[0] - 9
+while left > 0:
+    left -= len(os.read(4, left))
+payload = {payload:?}.encode()
+os.write(4, struct.pack("<IBQ", len(payload) + 9, {tag}, 0) + payload)
+time.sleep(60)
+"#,
+                payload = report.to_string(),
+                tag = skillgate::error::Tag::Restricted as u8,
+            ),
+        )
+        .unwrap();
+        set_mode(&script, 0o755);
+        let policy = policy_allowing(&host, WorkspaceAccess::ReadWrite)
+            .to_builder()
+            .worker(&script)
+            .build()
+            .unwrap();
+        host.gate_with(policy)
+    };
+    let claims = |workspace: Value| {
+        json!({
+            "isolation": "process", "landlock_abi": 7, "landlock": "fully_enforced",
+            "seccomp": true, "seccomp_instructions": 100, "no_new_privs": true,
+            "fs_rules": 0, "net_rules": 0, "read": [], "read_write": [], "connect_tcp": [],
+            "loader_read": [], "namespaces": [], "tasks": {"by": "no_threads"},
+            "workspace": workspace
+        })
+    };
+    let root_rw = json!({"path": "/", "access": "read_write"});
+    let ws_read = json!({"path": ws, "access": "read"});
+    for (request, named, claim) in [
+        // Claims a grant the host never made.
+        (None, true, root_rw.clone()),
+        (Some("read"), false, ws_read.clone()),
+        // Claims more, or another directory, than the grant made.
+        (
+            Some("read"),
+            true,
+            json!({"path": ws, "access": "read_write"}),
+        ),
+        (Some("read"), true, json!({"path": "/", "access": "read"})),
+        // Claims none where one was made.
+        (Some("read"), true, Value::Null),
+    ] {
+        let dir = host.install_with_manifest(
+            "reported",
+            &host.build("good", "reported", &[]),
+            &manifest_asking("reported", request),
+        );
+        let options = if named {
+            in_workspace(&ws)
+        } else {
+            LoadOptions::new()
+        };
+        let err = load_err(&lying_worker(&claims(claim.clone())), &dir, &options);
+        assert!(
+            matches!(
+                err,
+                Error::Fault(skillgate::error::FaultError::Protocol(
+                    skillgate::error::ProtocolViolation::Unconfirmed {
+                        what: "workspace",
+                        ..
+                    }
+                ))
+            ),
+            "{request:?}, named {named}, claim {claim}: {err:?}"
+        );
+    }
+    // The control: the real worker's report of the same grant is confirmed.
+    let dir = install_hostile(&host, Some("read"));
+    let gate = host.gate_with(policy_allowing(&host, WorkspaceAccess::Read));
+    let plugin = gate.verify_and_load_with(&dir, &in_workspace(&ws)).unwrap();
+    assert_eq!(plugin.enforcement().workspace.as_ref().unwrap().path, ws);
+    host.assert_still_serves(&gate);
+}
