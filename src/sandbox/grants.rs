@@ -99,7 +99,7 @@ pub struct OsError(i32);
 impl OsError {
     /// From an I/O error (`EIO` if it carries no error number, which the system calls used
     /// here never produce).
-    fn from_io(e: &std::io::Error) -> Self {
+    pub(super) fn from_io(e: &std::io::Error) -> Self {
         OsError(e.raw_os_error().unwrap_or(libc::EIO))
     }
 
@@ -283,53 +283,6 @@ pub(super) fn open_grant(path: &Path) -> Result<(OwnedFd, GrantId), GrantError> 
         dir: kind == libc::S_IFDIR,
     };
     Ok((fd, id))
-}
-
-/// Opens the workspace a host named at load (module docs of [`crate::sandbox`]): its
-/// canonical path, reached through no symlink beneath `writable` (canonical read-write
-/// grants), UTF-8, a directory, checked and opened as every grant is. A workspace the
-/// plugin may write must not overlap any of `protected`.
-pub(super) fn open_workspace(
-    dir: &Path,
-    writable: &[PathBuf],
-    protected: &[PathBuf],
-    write: bool,
-) -> Result<(PathBuf, OwnedFd, GrantId), GrantError> {
-    let canonical = std::fs::canonicalize(dir).map_err(|e| GrantError::Open {
-        path: dir.to_path_buf(),
-        source: OsError::from_io(&e),
-    })?;
-    let Some(trusted) = resolve_trusted(dir, writable) else {
-        return Err(GrantError::ThroughWritableSymlink {
-            path: dir.to_path_buf(),
-        });
-    };
-    if trusted != canonical {
-        return Err(GrantError::Changed { path: canonical });
-    }
-    if canonical.to_str().is_none() {
-        return Err(GrantError::NotUtf8 { path: canonical });
-    }
-    // Checked on the descriptor again below; this gives a file its own refusal first.
-    if !std::fs::metadata(&canonical).is_ok_and(|m| m.is_dir()) {
-        return Err(GrantError::NotADirectory { path: canonical });
-    }
-    if write
-        && let Some(p) = protected
-            .iter()
-            .filter_map(|p| p.canonicalize().ok())
-            .find(|p| p.starts_with(&canonical) || canonical.starts_with(p))
-    {
-        return Err(GrantError::Protected {
-            path: canonical,
-            protected: p,
-        });
-    }
-    let (fd, id) = open_grant(&canonical)?;
-    if !id.dir {
-        return Err(GrantError::NotADirectory { path: canonical });
-    }
-    Ok((canonical, fd, id))
 }
 
 #[cfg(test)]

@@ -22,16 +22,7 @@
 //! the policy or of the manifest) is resolved through a symlink lying beneath a read-write
 //! grant: such a path is not granted at all.
 //!
-//! **The workspace.** A host may name a directory when it loads a plugin (its workspace);
-//! the plugin gets it if its signed manifest asks (`"workspace": "read"` or `"read_write"`)
-//! and the policy's `sandbox.workspace` allows that much: a manifest asking for more is
-//! refused ([`SandboxError::WorkspaceNotAllowed`]) whether or not a workspace is named, so
-//! the mismatch shows on every host. The directory is canonicalized and opened like every
-//! grant (no symlink beneath a read-write grant on the way, by descriptor, not writable by
-//! others), must be a directory with a UTF-8 path (the plugin is told it as
-//! `workspace_root`), and a read-write one must not overlap what decides which code the
-//! host runs (trusted roots, trust store, rollback marks, worker). A read-write workspace
-//! counts as a read-write grant for the symlink rule of the manifest's own grants.
+//! **The workspace** a host names at load is one more grant, made as `workspace` explains.
 //!
 //! **No executable memory after `dlopen`.** The loader must map the library executable; the
 //! plugin must not map anything it wrote. `load_sandboxed` opens the library on a
@@ -49,15 +40,20 @@
 //! crashing or hanging the process. A thread is not a security boundary.
 //!
 //! This file holds the plan and how it is applied; `grants` opens and checks the granted
-//! paths, `ruleset` builds the Landlock layers, [`seccomp`] the filters.
+//! paths, `workspace` the host's workspace, `ruleset` builds the Landlock layers,
+//! [`seccomp`] the filters.
 
 mod grants;
 mod ruleset;
 pub(crate) mod seccomp;
+mod workspace;
 
 pub use grants::{GrantError, OsError};
-use grants::{GrantId, beneath_any, open_grant, open_workspace, resolve_trusted};
+use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
 pub use ruleset::{LandlockError, LandlockStep};
+pub use workspace::WorkspaceGrant;
+pub(crate) use workspace::WorkspaceOffer;
+use workspace::open_workspace;
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -126,17 +122,6 @@ pub struct Enforcement {
     /// The host's workspace, when one was named, requested and allowed.
     #[serde(default)]
     pub workspace: Option<WorkspaceGrant>,
-}
-
-/// The workspace directory a plugin was granted, and how.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct WorkspaceGrant {
-    /// Its canonical path: the `workspace_root` of every call's context.
-    pub path: PathBuf,
-    /// [`WorkspaceAccess::Read`] or [`WorkspaceAccess::ReadWrite`].
-    pub access: WorkspaceAccess,
 }
 
 /// What bounds the number of tasks a plugin can run.
@@ -318,19 +303,6 @@ fn loaded_objects() -> Result<BTreeSet<String>, SandboxError> {
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter_map(|p| Path::new(p).file_name()?.to_str().map(str::to_owned))
         .collect())
-}
-
-/// What a load brings for the workspace: the directory the host named (if any), how much
-/// of it the manifest requests, and what a read-write workspace must not overlap.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct WorkspaceOffer<'a> {
-    /// The directory the host named for this load.
-    pub(crate) dir: Option<&'a Path>,
-    /// The manifest's `"workspace"`.
-    pub(crate) requested: WorkspaceAccess,
-    /// What decides which code the host runs (trusted roots, trust store, rollback marks,
-    /// worker): a workspace the plugin may write must not overlap it.
-    pub(crate) protected: &'a [PathBuf],
 }
 
 /// How a thread is restricted: the plugin thread, or the loader thread of [`load_sandboxed`].
@@ -688,114 +660,6 @@ pub(in crate::sandbox) mod tests {
             &[],
         )
         .unwrap()
-    }
-
-    /// A plan granting reads of `dir` and the workspace `ws` for `requested` under a policy
-    /// allowing `allowed`.
-    fn plan_with_workspace(
-        dir: &Path,
-        ws: &Path,
-        requested: WorkspaceAccess,
-        allowed: WorkspaceAccess,
-    ) -> Result<SandboxPlan, SandboxError> {
-        let mut policy = SandboxPolicy::default();
-        policy.read.push(dir.to_path_buf());
-        policy.workspace = allowed;
-        let caps = Capabilities {
-            read: vec![dir.to_str().unwrap().to_owned()],
-            ..Capabilities::default()
-        };
-        let offer = WorkspaceOffer {
-            dir: Some(ws),
-            requested,
-            protected: &[],
-        };
-        SandboxPlan::new(&policy, &Danger::default(), &caps, offer, &[])
-    }
-
-    #[test]
-    fn the_workspace_is_granted_only_as_far_as_requested_and_allowed() {
-        use WorkspaceAccess::{None, Read, ReadWrite};
-        let dir = tempfile::tempdir().unwrap();
-        let ws = tempfile::tempdir().unwrap();
-        let canonical = ws.path().canonicalize().unwrap();
-        for (requested, allowed, granted) in [
-            (None, None, false),
-            (None, ReadWrite, false),
-            (Read, Read, true),
-            (Read, ReadWrite, true),
-            (ReadWrite, ReadWrite, true),
-        ] {
-            let plan = plan_with_workspace(dir.path(), ws.path(), requested, allowed).unwrap();
-            plan.usable().unwrap();
-            let expected = granted.then(|| WorkspaceGrant {
-                path: canonical.clone(),
-                access: requested,
-            });
-            assert_eq!(
-                plan.workspace(),
-                expected.as_ref(),
-                "{requested} under {allowed}"
-            );
-            assert_eq!(plan.grant_fds().len(), 1 + usize::from(granted));
-        }
-        for (requested, allowed) in [(Read, None), (ReadWrite, None), (ReadWrite, Read)] {
-            let err = plan_with_workspace(dir.path(), ws.path(), requested, allowed).unwrap_err();
-            assert!(
-                matches!(err, SandboxError::WorkspaceNotAllowed { requested: r, allowed: a }
-                    if r == requested && a == allowed),
-                "{err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_worker_checks_the_workspace_descriptor_like_every_grant() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = tempfile::tempdir().unwrap();
-        let other = tempfile::tempdir().unwrap();
-        let plan = plan_with_workspace(
-            dir.path(),
-            ws.path(),
-            WorkspaceAccess::Read,
-            WorkspaceAccess::Read,
-        )
-        .unwrap();
-        let json = serde_json::to_string(&plan).unwrap();
-        let received = || serde_json::from_str::<SandboxPlan>(&json).unwrap();
-        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().unwrap();
-        let fds = plan.grant_fds();
-        assert!(matches!(
-            received().usable(),
-            Err(SandboxError::GrantDescriptors {
-                expected: 2,
-                given: 0
-            })
-        ));
-        // The read grant's descriptor alone: one short.
-        let err = received().adopt_grant_fds(vec![dup(fds[0])]).unwrap_err();
-        assert!(matches!(
-            err,
-            SandboxError::GrantDescriptors {
-                expected: 2,
-                given: 1
-            }
-        ));
-        // Another directory where the workspace should be: refused, naming the workspace.
-        let wrong = grants::open_no_symlinks(&other.path().canonicalize().unwrap()).unwrap();
-        let err = received()
-            .adopt_grant_fds(vec![dup(fds[0]), wrong])
-            .unwrap_err();
-        assert!(
-            matches!(&err, SandboxError::GrantDescriptorMismatch { index: 1, path }
-                if *path == ws.path().canonicalize().unwrap()),
-            "{err:?}"
-        );
-        let mut sent = received();
-        sent.adopt_grant_fds(vec![dup(fds[0]), dup(fds[1])])
-            .unwrap();
-        sent.usable().unwrap();
-        assert_eq!(sent.workspace(), plan.workspace());
     }
 
     #[test]
