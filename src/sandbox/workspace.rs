@@ -167,6 +167,39 @@ mod tests {
         }
     }
 
+    /// A symlink in a read-write workspace (the plugin could have renamed it there) resolves
+    /// none of the other grants, as one in a policy read-write grant does.
+    #[test]
+    fn a_symlink_in_a_read_write_workspace_resolves_no_grant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let (ws, data) = (base.join("ws"), base.join("data"));
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        let planted = ws.join("link");
+        std::os::unix::fs::symlink(&data, &planted).unwrap();
+        let plan = |requested| {
+            let mut policy = SandboxPolicy::default();
+            policy.read.push(data.clone());
+            policy.workspace = WorkspaceAccess::ReadWrite;
+            let caps = Capabilities {
+                read: vec![planted.to_str().unwrap().to_owned()],
+                ..Capabilities::default()
+            };
+            let offer = WorkspaceOffer {
+                dir: Some(&ws),
+                requested,
+                protected: &[],
+            };
+            SandboxPlan::new(&policy, &Danger::default(), &caps, offer, &[]).unwrap()
+        };
+        // The control: with a read workspace the manifest's path resolves to the grant.
+        assert_eq!(plan(WorkspaceAccess::Read).read, vec![data.clone()]);
+        let rw = plan(WorkspaceAccess::ReadWrite);
+        assert!(rw.read.is_empty(), "{:?}", rw.read);
+        assert_eq!(rw.grant_fds().len(), 1);
+    }
+
     #[test]
     fn a_worker_checks_the_workspace_descriptor_like_every_grant() {
         let dir = tempfile::tempdir().unwrap();
