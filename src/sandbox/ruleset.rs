@@ -166,9 +166,14 @@ impl SandboxPlan {
             fs_rules += 1;
         }
         // The grants: from the descriptors the host opened, never from their paths.
-        let workspace = self.workspace.as_ref().map(|w| match w.access {
-            WorkspaceAccess::ReadWrite => read_write,
-            _ => read,
+        // The workspace never carries Execute (which governs `execve` only, refused by
+        // seccomp anyway): reading is ReadFile and ReadDir, writing every other right.
+        let workspace = self.workspace.as_ref().map(|w| {
+            let access = match w.access {
+                WorkspaceAccess::ReadWrite => read_write,
+                _ => read,
+            };
+            access & !AccessFs::Execute
         });
         let accesses = std::iter::repeat_n(read, self.read.len())
             .chain(std::iter::repeat_n(read_write, self.read_write.len()))
