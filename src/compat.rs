@@ -226,6 +226,20 @@ impl PluginLoader {
         Ok(Box::new(NativePlugin::from(plugin)))
     }
 
+    /// [`PluginLoader::load_plugin`] for a host working on `workspace`: a plugin whose
+    /// signed manifest requests `"workspace"` is granted that directory (as far as the
+    /// policy's `sandbox.workspace` allows), and each call's `workspace_root` is it. See
+    /// [`crate::LoadOptions::workspace`].
+    pub fn load_plugin_in_workspace(
+        &self,
+        plugin_path: &Path,
+        workspace: &Path,
+    ) -> Result<Box<dyn NativePluginTrait>, Error> {
+        let options = crate::gate::LoadOptions::new().workspace(workspace);
+        let plugin = self.gate()?.verify_and_load_with(plugin_path, &options)?;
+        Ok(Box::new(NativePlugin::from(plugin)))
+    }
+
     /// Loads every plugin directory (a subdirectory with a `plugin.json`) found directly in
     /// the trusted directories. As in VT Code, a plugin that fails is skipped, with a
     /// `tracing` warning naming the stage that refused it; missing trusted directories are

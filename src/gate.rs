@@ -13,7 +13,7 @@ use crate::pipeline::locate::{TrustedRoot, locate};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::verify::{Bundle, Verified, verify_dir};
 use crate::policy::{Isolation, Policy, PolicyError};
-use crate::sandbox::{Enforcement, SandboxError, SandboxPlan};
+use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
 use crate::trust::keys::KeyId;
 use crate::trust::store::TrustStore;
 
@@ -132,16 +132,90 @@ impl Gate {
         self.load(self.verify_and_inspect(path)?)
     }
 
+    /// [`Gate::verify_and_load`] with what this host gives this load: the workspace.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skillgate::Error> {
+    /// use skillgate::{Gate, LoadOptions, Policy};
+    /// let gate = Gate::new(Policy::from_file("policy/default.json")?)?;
+    /// let plugin =
+    ///     gate.verify_and_load_with("skills/notes", &LoadOptions::new().workspace("/srv/project"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn verify_and_load_with(
+        &self,
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+    ) -> Result<LoadedPlugin, Error> {
+        self.load_with(self.verify_and_inspect(path)?, options)
+    }
+
     /// Loads a plugin that passed verification and inspection. The library is read from
     /// the sealed copy made during verification, never from disk again.
     pub fn load(&self, inspected: Inspected) -> Result<LoadedPlugin, Error> {
-        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref())
+        self.load_with(inspected, &LoadOptions::default())
+    }
+
+    /// [`Gate::load`] with what this host gives this load (see [`LoadOptions`]).
+    pub fn load_with(
+        &self,
+        inspected: Inspected,
+        options: &LoadOptions,
+    ) -> Result<LoadedPlugin, Error> {
+        // What a plugin allowed to write its workspace must not reach: what decides which
+        // code this host runs.
+        let mut protected = self.policy.trusted_roots.clone();
+        protected.push(self.policy.keys.clone());
+        protected.extend(self.policy.trust.state_dir().map(Path::to_path_buf));
+        // A re-executed host is its own worker: `current_exe` below covers it.
+        protected.extend(
+            self.worker
+                .as_ref()
+                .filter(|w| !matches!(w, WorkerProgram::ThisExecutable))
+                .map(|w| w.path().to_path_buf()),
+        );
+        protected.extend(std::env::current_exe().ok());
+        let workspace = WorkspaceOffer {
+            dir: options.workspace.as_deref(),
+            requested: inspected.bundle().manifest().workspace(),
+            protected: &protected,
+        };
+        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref(), workspace)
     }
 
     /// The program this host's workers run (process isolation), chosen when the Gate was
     /// built: see [Finding the worker](Gate#finding-the-worker).
     pub fn worker(&self) -> Option<&WorkerProgram> {
         self.worker.as_ref()
+    }
+}
+
+/// What a host gives one load beyond the policy: `LoadOptions::new().workspace(dir)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    workspace: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// No workspace: the same as [`Gate::verify_and_load`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names the directory the host is working on. A plugin whose signed manifest
+    /// requests `"workspace": "read"` or `"read_write"` (and whose policy's
+    /// `sandbox.workspace` allows that much) is granted that directory tree, canonicalized
+    /// and opened when the plugin loads, and every call's `workspace_root` is set to it.
+    /// A plugin that requests no workspace is granted nothing of it.
+    pub fn workspace(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.workspace = Some(dir.into());
+        self
+    }
+
+    /// The workspace named, if any.
+    pub fn workspace_dir(&self) -> Option<&Path> {
+        self.workspace.as_deref()
     }
 }
 
@@ -153,6 +227,9 @@ pub struct LoadedPlugin {
     signers: Vec<KeyId>,
     report: InspectReport,
     enforcement: Enforcement,
+    /// The granted workspace's canonical path, set as every call's `workspace_root`: the
+    /// host's own record, not the worker's report.
+    workspace_root: Option<String>,
     executor: Executor,
 }
 
@@ -167,6 +244,7 @@ impl LoadedPlugin {
         inspected: Inspected,
         policy: &Policy,
         worker: Option<&WorkerProgram>,
+        workspace: WorkspaceOffer<'_>,
     ) -> Result<Self, Error> {
         let Unpacked {
             path,
@@ -192,11 +270,15 @@ impl LoadedPlugin {
             &policy.sandbox,
             &policy.danger,
             manifest.capabilities(),
+            workspace,
             &report.needed,
-        );
+        )?;
         // A grant refused while planning is the host's finding: report it typed, before a
         // worker (which could only send it back as text) is started.
         plan.check_grants().map_err(SandboxError::from)?;
+        let workspace_root = plan
+            .workspace()
+            .and_then(|w| w.path.to_str().map(str::to_owned));
         let (executor, enforcement) = match worker {
             Some(worker) => {
                 let (e, report) = ProcessExecutor::start(
@@ -228,6 +310,12 @@ impl LoadedPlugin {
             net_rules = enforcement.net_rules,
             namespaces = ?enforcement.namespaces,
             tasks = ?enforcement.tasks,
+            workspace = %crate::base::escape::Escaped(
+                enforcement
+                    .workspace
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |w| format!("{} ({})", w.path.display(), w.access))
+            ),
             "plugin loaded"
         );
         Ok(LoadedPlugin {
@@ -236,12 +324,26 @@ impl LoadedPlugin {
             signers,
             report,
             enforcement,
+            workspace_root,
             executor,
         })
     }
 
     /// Runs the plugin once. Calls from many threads are queued and run one at a time.
+    /// For a plugin granted a workspace, the context's `workspace_root` is the granted
+    /// directory whatever the caller passed; otherwise it is passed as given.
     pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
+        let granted;
+        let ctx = match &self.workspace_root {
+            Some(root) if ctx.workspace_root.as_ref() != Some(root) => {
+                granted = PluginContext {
+                    workspace_root: Some(root.clone()),
+                    ..ctx.clone()
+                };
+                &granted
+            }
+            _ => ctx,
+        };
         let input = encode_context(ctx).map_err(Error::Input)?;
         let outcome = match &self.executor {
             Executor::Thread(t) => t.call(input),

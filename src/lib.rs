@@ -92,6 +92,7 @@ pub mod worker {
 /// The signed manifest as a loaded plugin's [`LoadedPlugin::manifest`] returns it: its
 /// name, version, files and the capabilities it requests.
 pub mod manifest {
+    pub use crate::base::settings::WorkspaceAccess;
     pub use crate::base::version::Version;
     pub use crate::pipeline::manifest::{Capabilities, FileEntry, Manifest};
 }
@@ -109,9 +110,9 @@ pub use base::ffi::{
 };
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
-pub use gate::{Gate, LoadedPlugin};
+pub use gate::{Gate, LoadOptions, LoadedPlugin};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
 pub use pipeline::inspect::{InspectReport, Inspected};
 pub use pipeline::verify::{Bundle, Verified};
 pub use policy::{Isolation, Limits, Policy, PolicyBuilder};
-pub use sandbox::{Enforcement, LandlockStatus, TaskBound};
+pub use sandbox::{Enforcement, LandlockStatus, TaskBound, WorkspaceGrant};

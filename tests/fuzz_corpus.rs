@@ -62,10 +62,12 @@ fn seeds_are_valid_inputs_where_they_should_be() {
         )
         .unwrap()
     };
-    assert!(skillgate::fuzzing::is_valid_manifest(&read(
-        "manifest",
-        "seed-signed-manifest.json"
-    )));
+    for seed in ["seed-signed-manifest.json", "seed-workspace.json"] {
+        assert!(
+            skillgate::fuzzing::is_valid_manifest(&read("manifest", seed)),
+            "{seed}"
+        );
+    }
     assert!(
         skillgate::sign::SignatureFile::parse(&read("signature_file", "seed-one-signature.json"))
             .is_ok()
@@ -88,6 +90,7 @@ fn seeds_are_valid_inputs_where_they_should_be() {
         "seed-default.json",
         "seed-thread-sandbox.json",
         "seed-danger.json",
+        "seed-workspace.json",
     ] {
         let parsed = skillgate::Policy::from_json(&read("policy", seed), Path::new("/"));
         assert!(parsed.is_ok(), "{seed}: {parsed:?}");

@@ -1,5 +1,6 @@
-//! Settings several stages read: how a plugin is isolated, and the size, count and time
-//! limits with the ceilings no policy can raise them past.
+//! Settings several stages read: how a plugin is isolated, how much of the host's workspace
+//! it may reach, and the size, count and time limits with the ceilings no policy can raise
+//! them past.
 //!
 //! They sit at the bottom so that the stages can take them without importing the policy,
 //! which is built above the stages and composes their settings.
@@ -24,6 +25,34 @@ impl std::fmt::Display for Isolation {
         f.write_str(match self {
             Isolation::Thread => "thread",
             Isolation::Process => "process",
+        })
+    }
+}
+
+/// How much of the host's workspace a plugin may reach: what a manifest's `"workspace"`
+/// requests and a policy's `sandbox.workspace` allows. Ordered: `None < Read < ReadWrite`,
+/// so "asks for more than allowed" is a comparison.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkspaceAccess {
+    /// Nothing of the workspace (the default).
+    #[default]
+    None,
+    /// Read files and list directories beneath the workspace.
+    Read,
+    /// Read, and also write, create, rename, remove and truncate beneath it.
+    ReadWrite,
+}
+
+impl std::fmt::Display for WorkspaceAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkspaceAccess::None => "none",
+            WorkspaceAccess::Read => "read",
+            WorkspaceAccess::ReadWrite => "read_write",
         })
     }
 }

@@ -14,13 +14,13 @@
 //! thread, outside the sandbox.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgate::error::ErrorClass;
 use skillgate::escape::{Escaped, to_json_line, to_json_pretty};
-use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
+use skillgate::{Error, Gate, LoadOptions, PluginContext, Policy, TrustStore};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +62,12 @@ enum Command {
         /// Print what was verified and loaded on stderr.
         #[arg(long)]
         verbose: bool,
+        /// The directory the plugin works on: granted to a plugin whose signed manifest
+        /// requests `"workspace"` (as far as the policy's `sandbox.workspace` allows), and
+        /// then its `workspace_root`. Without it the plugin is granted no workspace and
+        /// `workspace_root` is the current directory.
+        #[arg(long)]
+        workspace: Option<PathBuf>,
     },
     /// Check a library (or a plugin directory's library) against the ELF hardening policy,
     /// without loading it and without verifying any signature.
@@ -183,8 +189,9 @@ fn main() -> ExitCode {
             host,
             input,
             verbose,
+            workspace,
         } => {
-            let code = run(&host, &input, verbose);
+            let code = run(&host, &input, verbose, workspace.as_deref());
             exit_now(code)
         }
     }
@@ -192,20 +199,27 @@ fn main() -> ExitCode {
 
 /// `skillgate run`: verify, load, execute once. Returns the exit code; every value that
 /// holds the plugin is dropped before it returns (a worker is killed and reaped then).
-fn run(host: &HostArgs, input: &str, verbose: bool) -> u8 {
+fn run(host: &HostArgs, input: &str, verbose: bool, workspace: Option<&Path>) -> u8 {
     let input = match serde_json::from_str(input) {
         Ok(v) => v,
         Err(e) => return usage_code(&format!("--input is not a JSON object: {e}")),
     };
-    let workspace_root = std::env::current_dir()
-        .ok()
+    // The directory named (or the current one); a granted workspace's canonical path
+    // replaces it in the host.
+    let workspace_root = workspace
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::current_dir().ok())
         .map(|p| p.display().to_string());
     let ctx = PluginContext {
         input,
         workspace_root,
         config: Default::default(),
     };
-    let plugin = match gate(host).and_then(|g| g.verify_and_load(&host.dir)) {
+    let mut options = LoadOptions::new();
+    if let Some(dir) = workspace {
+        options = options.workspace(dir);
+    }
+    let plugin = match gate(host).and_then(|g| g.verify_and_load_with(&host.dir, &options)) {
         Ok(p) => p,
         Err(e) => return report(&host.dir, &e),
     };

@@ -1,7 +1,7 @@
 //! Confirming from outside what a worker reported about its own restrictions before
 //! `dlopen`: `/proc/<pid>/status` (`Seccomp`, `NoNewPrivs`, `Seccomp_filters`),
-//! `/proc/<pid>/ns/*` against the host's own, `/proc/<pid>/limits`, and the cgroup it sits
-//! in. The report is the worker's word; what the kernel shows is the host's.
+//! `/proc/<pid>/ns/*` against the host's own, `/proc/<pid>/limits`, the cgroup it sits
+//! in, and the workspace grant against the host's own plan. The report is the worker's word; what the kernel shows is the host's.
 
 use crate::base::protocol::ProtocolViolation;
 use crate::base::settings::Isolation;
@@ -38,6 +38,14 @@ pub(super) fn confirm(
             "isolation",
             report.isolation.to_string(),
             Isolation::Process.to_string(),
+        ));
+    }
+    // The workspace is the host's grant: the report must name the one the plan holds.
+    if report.workspace.as_ref() != init.plan.workspace() {
+        return Err(unconfirmed(
+            "workspace",
+            format!("{:?}", report.workspace),
+            format!("the plan grants {:?}", init.plan.workspace()),
         ));
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -605,8 +605,9 @@ pub fn start_worker_on(
         &crate::sandbox::SandboxPolicy::default(),
         &crate::danger::Danger::default(),
         manifest.capabilities(),
+        crate::sandbox::WorkspaceOffer::default(),
         &report.needed,
-    );
+    )?;
     ProcessExecutor::start_on(library, &manifest, limits, plan, worker).map(|(_, e)| e)
 }
 

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::base::json::JsonError;
-pub use crate::base::settings::{Isolation, LimitError, Limits, LimitsBuilder};
+pub use crate::base::settings::{Isolation, LimitError, Limits, LimitsBuilder, WorkspaceAccess};
 use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 pub use crate::sandbox::{Requirement, SandboxPolicy};
@@ -48,6 +48,9 @@ struct SandboxWire {
     read_write: Vec<PathBuf>,
     #[serde(default)]
     connect_tcp: Vec<u16>,
+    /// How much of the workspace a host names at load plugins may be granted.
+    #[serde(default)]
+    workspace: WorkspaceAccess,
     /// Moved: `danger.sandbox_best_effort` (full enforcement is the only normal setting).
     #[serde(default)]
     require: Option<IgnoredAny>,
@@ -535,6 +538,7 @@ impl Policy {
                     .map(|p| resolve(base_dir, p))
                     .collect(),
                 connect_tcp: wire.sandbox.connect_tcp,
+                workspace: wire.sandbox.workspace,
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
             elf: wire.elf.into_elf()?,

@@ -123,6 +123,29 @@ fn the_shipped_default_policy_parses() {
         "the default policy has no danger section"
     );
     assert!(Policy::default().danger.is_strict());
+    // The shipped policy lets plugins read the workspace a host names; code's default none.
+    assert_eq!(p.sandbox.workspace, WorkspaceAccess::Read);
+    assert_eq!(Policy::default().sandbox.workspace, WorkspaceAccess::None);
+}
+
+#[test]
+fn sandbox_workspace_is_none_read_or_read_write() {
+    assert_eq!(
+        parse("\"sandbox\":{}").unwrap().sandbox.workspace,
+        WorkspaceAccess::None
+    );
+    for (value, access) in [
+        ("none", WorkspaceAccess::None),
+        ("read", WorkspaceAccess::Read),
+        ("read_write", WorkspaceAccess::ReadWrite),
+    ] {
+        let p = parse(&format!(r#""sandbox":{{"workspace":"{value}"}}"#)).unwrap();
+        assert_eq!(p.sandbox.workspace, access);
+    }
+    for bad in [r#""write""#, "true", "null", r#""/srv/work""#] {
+        let err = parse(&format!(r#""sandbox":{{"workspace":{bad}}}"#)).unwrap_err();
+        assert!(matches!(err, PolicyError::Syntax(_)), "{bad}: {err:?}");
+    }
 }
 
 const BASE: &str = r#""trusted_roots":[],"keys":"k","isolation":"thread""#;
@@ -409,7 +432,8 @@ fn a_built_policy_equals_the_one_read_from_the_same_settings() {
             "isolation": "thread",
             "worker": "/usr/libexec/skillgate-worker",
             "limits": {"call_timeout_ms": 500, "files": 12, "threads": 8},
-            "sandbox": {"read": ["/data"], "read_write": ["/scratch"], "connect_tcp": [443]},
+            "sandbox": {"read": ["/data"], "read_write": ["/scratch"], "connect_tcp": [443],
+                        "workspace": "read_write"},
             "elf": {"allowed_needed": ["libc.so.6"], "max_constructors": 2,
                     "require_stack_protector": true},
             "danger": {"sandbox_best_effort": true, "elf": {"allow_ifunc": true}}
@@ -421,6 +445,7 @@ fn a_built_policy_equals_the_one_read_from_the_same_settings() {
     sandbox.read.push("/data".into());
     sandbox.read_write.push("/scratch".into());
     sandbox.connect_tcp.push(443);
+    sandbox.workspace = WorkspaceAccess::ReadWrite;
     let elf = ElfPolicy {
         allowed_needed: vec!["libc.so.6".into()],
         max_constructors: Some(2),

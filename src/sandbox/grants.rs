@@ -51,6 +51,42 @@ pub enum GrantError {
     /// Others can write to it or to a directory above it.
     #[error("granted path: {0}")]
     WritableByOthers(WritableByOthers),
+    /// The workspace the host named is not a directory.
+    #[error("workspace {}: not a directory", path.display())]
+    NotADirectory {
+        /// The canonical path.
+        path: PathBuf,
+    },
+    /// The workspace's canonical path is not UTF-8, so the plugin could not be told it in
+    /// its context (a JSON string).
+    #[error("workspace {}: its canonical path is not UTF-8", path.display())]
+    NotUtf8 {
+        /// The canonical path.
+        path: PathBuf,
+    },
+    /// The workspace is reached through a symlink lying beneath a read-write grant, which a
+    /// plugin could have put there.
+    #[error(
+        "workspace {}: reached through a symlink beneath a read-write grant, where a plugin could have placed it",
+        path.display()
+    )]
+    ThroughWritableSymlink {
+        /// The path as the host named it.
+        path: PathBuf,
+    },
+    /// A read-write workspace holds, or lies inside, what decides which code the host runs
+    /// (a trusted root, the trust store, the rollback marks, the worker executable).
+    #[error(
+        "workspace {}: a plugin may write there, and it overlaps {}, which decides what code this host runs",
+        path.display(),
+        protected.display()
+    )]
+    Protected {
+        /// The canonical workspace.
+        path: PathBuf,
+        /// The protected path it holds or lies inside.
+        protected: PathBuf,
+    },
 }
 
 /// A system call's error number, as this crate's own value: a grant refused while planning
@@ -63,7 +99,7 @@ pub struct OsError(i32);
 impl OsError {
     /// From an I/O error (`EIO` if it carries no error number, which the system calls used
     /// here never produce).
-    fn from_io(e: &std::io::Error) -> Self {
+    pub(super) fn from_io(e: &std::io::Error) -> Self {
         OsError(e.raw_os_error().unwrap_or(libc::EIO))
     }
 

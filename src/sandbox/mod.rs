@@ -22,6 +22,8 @@
 //! the policy or of the manifest) is resolved through a symlink lying beneath a read-write
 //! grant: such a path is not granted at all.
 //!
+//! **The workspace** a host names at load is one more grant, made as `workspace` explains.
+//!
 //! **No executable memory after `dlopen`.** The loader must map the library executable; the
 //! plugin must not map anything it wrote. `load_sandboxed` opens the library on a
 //! short-lived loader thread under its own restrictions (the plugin's grants, plus a
@@ -38,15 +40,20 @@
 //! crashing or hanging the process. A thread is not a security boundary.
 //!
 //! This file holds the plan and how it is applied; `grants` opens and checks the granted
-//! paths, `ruleset` builds the Landlock layers, [`seccomp`] the filters.
+//! paths, `workspace` the host's workspace, `ruleset` builds the Landlock layers,
+//! [`seccomp`] the filters.
 
 mod grants;
 mod ruleset;
 pub(crate) mod seccomp;
+mod workspace;
 
 pub use grants::{GrantError, OsError};
 use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
 pub use ruleset::{LandlockError, LandlockStep};
+pub use workspace::WorkspaceGrant;
+pub(crate) use workspace::WorkspaceOffer;
+use workspace::open_workspace;
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -56,7 +63,7 @@ use std::sync::Arc;
 use landlock::ABI;
 use serde::{Deserialize, Serialize};
 
-use crate::base::settings::Isolation;
+use crate::base::settings::{Isolation, WorkspaceAccess};
 use crate::danger::Danger;
 use crate::pipeline::manifest::Capabilities;
 
@@ -112,6 +119,9 @@ pub struct Enforcement {
     /// What bounds the number of tasks (threads) the plugin can run, and at what count.
     #[serde(default)]
     pub tasks: TaskBound,
+    /// The host's workspace, when one was named, requested and allowed.
+    #[serde(default)]
+    pub workspace: Option<WorkspaceGrant>,
 }
 
 /// What bounds the number of tasks a plugin can run.
@@ -169,6 +179,17 @@ pub enum SandboxError {
     /// A granted path was refused when the host opened it.
     #[error(transparent)]
     Grant(#[from] GrantError),
+    /// The manifest asks for more of the workspace than the policy's `sandbox.workspace`
+    /// allows.
+    #[error(
+        "the manifest asks for workspace access {requested}; the policy's sandbox.workspace allows {allowed}"
+    )]
+    WorkspaceNotAllowed {
+        /// The manifest's `"workspace"`.
+        requested: WorkspaceAccess,
+        /// The policy's `sandbox.workspace`.
+        allowed: WorkspaceAccess,
+    },
     /// The plan holds grants but not the descriptors that carry them (a worker that was
     /// not handed them, or handed the wrong number).
     #[error("the plan holds {expected} grants but {given} grant descriptors")]
@@ -242,6 +263,9 @@ pub(crate) struct SandboxPlan {
     grants: Vec<GrantId>,
     /// A grant refused when the plan was made: applying the plan fails with it.
     refused: Option<GrantError>,
+    /// The workspace granted; its descriptor is the last of `fds`.
+    #[serde(default)]
+    workspace: Option<WorkspaceGrant>,
     /// Whether the plugin may start threads (see [`SandboxPlan::forbid_threads`]).
     #[serde(default = "threads_allowed")]
     threads: bool,
@@ -292,17 +316,50 @@ enum Role {
 
 impl SandboxPlan {
     /// Intersects the policy's grants with the manifest's requests and opens each granted
-    /// path (module docs). A refused grant is kept in the plan and reported when it is
-    /// applied, before anything is loaded. Full enforcement is required unless `danger`
-    /// gives it up ([`Danger::sandbox_best_effort`]).
+    /// path, the workspace included (module docs). A manifest asking for more of the
+    /// workspace than the policy allows is refused here; a grant refused while opening is
+    /// kept in the plan and reported when it is applied, before anything is loaded. Full
+    /// enforcement is required unless `danger` gives it up ([`Danger::sandbox_best_effort`]).
     pub(crate) fn new(
         policy: &SandboxPolicy,
         danger: &Danger,
         requested: &Capabilities,
+        workspace: WorkspaceOffer<'_>,
         needed: &[String],
-    ) -> Self {
+    ) -> Result<Self, SandboxError> {
+        if workspace.requested > policy.workspace {
+            return Err(SandboxError::WorkspaceNotAllowed {
+                requested: workspace.requested,
+                allowed: policy.workspace,
+            });
+        }
         // Where a plugin could plant a symlink; no grant is resolved through one there.
-        let writable = canonical_all(&policy.read_write);
+        let mut writable = canonical_all(&policy.read_write);
+        let mut refused = None;
+        // The workspace first: a read-write one is where this plugin could plant symlinks.
+        let workspace = match workspace.dir {
+            Some(dir) if workspace.requested != WorkspaceAccess::None => {
+                let write = workspace.requested == WorkspaceAccess::ReadWrite;
+                match open_workspace(dir, &writable, workspace.protected, write) {
+                    Ok((path, fd, id)) => {
+                        if write {
+                            writable.push(path.clone());
+                        }
+                        let grant = WorkspaceGrant {
+                            path,
+                            access: workspace.requested,
+                        };
+                        Some((grant, fd, id))
+                    }
+                    Err(e) => {
+                        refused = Some(e);
+                        None
+                    }
+                }
+            }
+            // Not requested, or no workspace named: nothing of it is granted.
+            _ => None,
+        };
         let resolve_all = |paths: &[PathBuf]| -> Vec<PathBuf> {
             paths
                 .iter()
@@ -335,22 +392,28 @@ impl SandboxPlan {
 
         let mut fds = Vec::new();
         let mut grants = Vec::new();
-        let mut refused = None;
         for path in read.iter().chain(&read_write) {
+            if refused.is_some() {
+                break;
+            }
             match open_grant(path) {
                 Ok((fd, id)) => {
                     fds.push(Arc::new(fd));
                     grants.push(id);
                 }
-                Err(e) => {
-                    refused = Some(e);
-                    fds.clear();
-                    grants.clear();
-                    break;
-                }
+                Err(e) => refused = Some(e),
             }
         }
-        SandboxPlan {
+        let workspace = workspace.map(|(grant, fd, id)| {
+            fds.push(Arc::new(fd));
+            grants.push(id);
+            grant
+        });
+        if refused.is_some() {
+            fds.clear();
+            grants.clear();
+        }
+        Ok(SandboxPlan {
             require: if danger.is_sandbox_best_effort() {
                 Requirement::BestEffort
             } else {
@@ -362,9 +425,24 @@ impl SandboxPlan {
             needed: needed.to_vec(),
             grants,
             refused,
+            workspace,
             threads: true,
             fds,
-        }
+        })
+    }
+
+    /// The paths of the grants, in the order of their descriptors: `read`, `read_write`,
+    /// then the workspace.
+    fn grant_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.read
+            .iter()
+            .chain(&self.read_write)
+            .chain(self.workspace.as_ref().map(|w| &w.path))
+    }
+
+    /// The workspace granted, if any.
+    pub(crate) fn workspace(&self) -> Option<&WorkspaceGrant> {
+        self.workspace.as_ref()
     }
 
     /// Refuses thread creation in the seccomp filter: the fallback bound on tasks where
@@ -388,7 +466,7 @@ impl SandboxPlan {
                 given: fds.len(),
             });
         }
-        let paths = self.read.iter().chain(&self.read_write);
+        let paths = self.grant_paths();
         for (index, ((fd, want), path)) in fds.iter().zip(&self.grants).zip(paths).enumerate() {
             if GrantId::of(fd.as_fd()).ok().as_ref() != Some(want) {
                 return Err(SandboxError::GrantDescriptorMismatch {
@@ -417,11 +495,10 @@ impl SandboxPlan {
         if let Some(refused) = &self.refused {
             return Err(refused.clone().into());
         }
-        if self.fds.len() != self.grants.len()
-            || self.grants.len() != self.read.len() + self.read_write.len()
-        {
+        let expected = self.grant_paths().count();
+        if self.fds.len() != self.grants.len() || self.grants.len() != expected {
             return Err(SandboxError::GrantDescriptors {
-                expected: self.read.len() + self.read_write.len(),
+                expected,
                 given: self.fds.len(),
             });
         }
@@ -479,6 +556,7 @@ impl SandboxPlan {
             loader_read: loader_read.to_vec(),
             namespaces: Vec::new(),
             tasks: TaskBound::Unbounded,
+            workspace: self.workspace.clone(),
         };
         Ok(enforcement)
     }
@@ -555,6 +633,9 @@ pub struct SandboxPolicy {
     pub read_write: Vec<PathBuf>,
     /// TCP ports plugins may be granted to connect to.
     pub connect_tcp: Vec<u16>,
+    /// How much of the workspace a host names at load (its directory tree) plugins may be
+    /// granted, if their manifest requests it; a manifest requesting more is refused.
+    pub workspace: WorkspaceAccess,
 }
 
 #[cfg(test)]
@@ -571,7 +652,14 @@ pub(in crate::sandbox) mod tests {
             policy.read.push(d.to_path_buf());
             caps.read.push(d.to_str().unwrap().to_owned());
         }
-        SandboxPlan::new(&policy, &Danger::default(), &caps, &[])
+        SandboxPlan::new(
+            &policy,
+            &Danger::default(),
+            &caps,
+            WorkspaceOffer::default(),
+            &[],
+        )
+        .unwrap()
     }
 
     #[test]

@@ -11,6 +11,8 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
+use crate::base::settings::WorkspaceAccess;
+
 use super::{
     LANDLOCK_ABI, LANDLOCK_ABI_NUMBER, LandlockStatus, Requirement, SandboxError, SandboxPlan,
 };
@@ -164,8 +166,18 @@ impl SandboxPlan {
             fs_rules += 1;
         }
         // The grants: from the descriptors the host opened, never from their paths.
+        // The workspace never carries Execute (which governs `execve` only, refused by
+        // seccomp anyway): reading is ReadFile and ReadDir, writing every other right.
+        let workspace = self.workspace.as_ref().map(|w| {
+            let access = match w.access {
+                WorkspaceAccess::ReadWrite => read_write,
+                _ => read,
+            };
+            access & !AccessFs::Execute
+        });
         let accesses = std::iter::repeat_n(read, self.read.len())
-            .chain(std::iter::repeat_n(read_write, self.read_write.len()));
+            .chain(std::iter::repeat_n(read_write, self.read_write.len()))
+            .chain(workspace);
         for ((fd, id), access) in self.fds.iter().zip(&self.grants).zip(accesses) {
             // A rule on a file may only carry rights that apply to files.
             let access = if id.dir {
