@@ -6,8 +6,9 @@
 //! channel, close or `dup2` over descriptors, or never return. So:
 //!
 //! - **Descriptors.** The worker starts with an empty environment, working directory `/`,
-//!   fds 0, 1 and 2 on `/dev/null` (a plugin that prints reaches nothing; capturing its
-//!   output for a log is issue 13), the sealed memfd at fd 3, the channel at fd 4 and the
+//!   fd 0 on `/dev/null`, fds 1 and 2 on pipes only the host reads (a plugin that prints
+//!   writes to its log, never to the channel: see [`super::log`]), the sealed memfd at fd 3,
+//!   the channel at fd 4 and the
 //!   plan's grant descriptors from fd 5 on, and nothing else: the host places them in the
 //!   child before `exec` and the worker closes every higher descriptor in its first lines.
 //! - **Reports.** The worker restricts itself (namespaces, rlimits, Landlock, seccomp) and
@@ -61,6 +62,7 @@ use super::confirm::confirm;
 use super::init::{
     CHANNEL_BUFFER, CONTROL_CAP, CallFault, Init, LOADED_HEADER, LoadFailure, Phase, parse_loaded,
 };
+use super::log::PluginLog;
 use super::spawner::place_fds;
 
 /// The worker executable's file name.
@@ -110,6 +112,8 @@ struct Worker {
     child: Child,
     channel: BufReader<Channel>,
     cgroup: Option<Cgroup>,
+    /// The reader of its stdout and stderr; ended after the worker is.
+    log: Option<PluginLog>,
     /// Sequence number of the last call sent.
     seq: u64,
 }
@@ -172,6 +176,8 @@ impl Worker {
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove();
         }
+        // After the reap: what the worker wrote last is drained, within a bound.
+        drop(self.log.take());
         status
     }
 
@@ -275,14 +281,18 @@ impl ProcessExecutor {
         for fd in grants {
             given.push(fd.try_clone_to_owned().map_err(spawn_err)?);
         }
+        // The log reader first, so output from the worker's first instruction on is drained;
+        // the write ends go into the command only, and are closed in the host once it ran.
+        let (log, pipes) =
+            PluginLog::start(manifest.name(), limits.log_bytes).map_err(spawn_err)?;
         let mut command = Command::new(worker_path);
         command
             .arg(grant_count.to_string())
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::from(pipes.stdout))
+            .stderr(Stdio::from(pipes.stderr));
         let given = place_fds(&mut command, given).map_err(spawn_err)?;
         let cgroup = Cgroup::create(limits.threads);
         // Spawned from the long-lived spawner thread: see crate::exec::spawner.
@@ -301,6 +311,7 @@ impl ProcessExecutor {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
             cgroup,
+            log: Some(log),
             seq: 0,
         };
         // Into its cgroup before it is told anything, so before any plugin code can run.
@@ -535,6 +546,9 @@ impl ProcessExecutor {
         };
         worker.seq = worker.seq.saturating_add(1);
         let seq = worker.seq;
+        if let Some(log) = &worker.log {
+            log.new_window();
+        }
         if let Err(e) = worker.send(deadline, Tag::Call, seq, input) {
             return Err(if timed_out(&e) {
                 Ending::Fault(timeout())

@@ -1,0 +1,647 @@
+//! The plugin's log: what a worker process writes to its stdout and stderr.
+//!
+//! VT Code's plugins print, and a plugin that prints must neither break its worker nor reach
+//! the host's control channel. So a worker's fds 1 and 2 are the write ends of two pipes
+//! whose read ends only the host holds (never the channel at fd 4), and one reader thread per
+//! worker drains them for as long as the worker lives. Each line becomes a `tracing` event
+//! with target [`TARGET`] (`skillgate::plugin`), fields `plugin` and `stream`
+//! (`"stdout"`/`"stderr"`), the line as the message.
+//!
+//! Every byte is the plugin's choice, so:
+//!
+//! - **Text is escaped** ([`crate::base::escape`]): a line cannot forge a second log line or
+//!   reach a terminal as a control sequence. Invalid UTF-8 is shown replaced.
+//! - **Lines are cut** at [`LINE_CAP`] bytes (the event says `truncated = true`); the rest
+//!   of the line is read and dropped.
+//! - **Volume is bounded per call**: at most `limits.log_bytes` bytes (newlines included) are
+//!   surfaced between the start of one call and the start of the next (the load, with its
+//!   constructors, counts as the first). Past that the output is read and dropped, and when
+//!   the call's window closes (the next call starts, or the worker ends) one warning says how
+//!   many bytes were dropped. Windows follow the host's calls, not the plugin's writes: bytes
+//!   still in the pipe when the next call starts count toward the window they are read in,
+//!   so attribution at a boundary is approximate, but no window surfaces more than the limit.
+//! - **Draining never waits on the call path.** The reader is a thread of its own rather
+//!   than a `poll` in the call's read of the channel: the channel code keeps its deadlines
+//!   unchanged, and output is drained between calls too (a plugin's own threads may print
+//!   then), so a plugin never blocks on a full pipe because the host is not in a call.
+//! - **Ending never waits on the plugin.** When the worker is ended (killed and reaped) the
+//!   reader is told to stop: it drains what is left until end of file or for at most
+//!   [`DRAIN_GRACE`], and the host waits at most [`JOIN_BOUND`] for it, then leaves it
+//!   (detached; it still stops at its own grace). A process that kept a copy of the pipe
+//!   (the worker's seccomp filter forbids `fork`, but nothing here relies on it) cannot hang
+//!   the host.
+//!
+//! The events are sent to the `tracing` dispatcher that was current where the plugin was
+//! loaded (the reader thread adopts it), so a subscriber set for the loading thread sees
+//! its plugin's log.
+//!
+//! stdout and stderr are separate pipes: lines of one stream keep their order; the
+//! interleaving of the two is as the reader happened to see it.
+
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
+
+use crate::base::escape::escape;
+
+/// The `tracing` target of a plugin's log lines and of the "dropped" warning.
+pub(crate) const TARGET: &str = "skillgate::plugin";
+/// Longest line surfaced, in bytes; the rest of a longer line is dropped.
+pub(crate) const LINE_CAP: usize = 4096;
+/// How long a reader told to stop still drains output that is left.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// How long ending a worker waits for its reader before leaving it to stop on its own.
+const JOIN_BOUND: Duration = Duration::from_secs(2);
+/// Bytes read per `read`.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per stream when a window closes, to attribute what the last call wrote to it
+/// (bounded, so a stream written without pause cannot keep the window open).
+const DRAIN_READS: usize = 16;
+
+/// Which of the worker's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// The write ends of the log pipes, for the worker's fds 1 and 2.
+pub(crate) struct LogPipes {
+    pub(crate) stdout: io::PipeWriter,
+    pub(crate) stderr: io::PipeWriter,
+}
+
+/// What the host and the reader share: a wake-up (an eventfd, which never raises `SIGPIPE`
+/// in the host, whoever closed what) and whether it means "stop".
+struct Wake {
+    eventfd: OwnedFd,
+    stop: AtomicBool,
+}
+
+impl Wake {
+    fn ring(&self) {
+        // A full counter (never, in practice) already means "wake up": ignore errors.
+        let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
+    }
+}
+
+/// The host's handle on one worker's log reader. Dropping it stops the reader (see the
+/// module docs): drop it after the worker is gone.
+pub(crate) struct PluginLog {
+    wake: Arc<Wake>,
+    /// Disconnected when the reader thread has finished.
+    done: mpsc::Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PluginLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLog").finish_non_exhaustive()
+    }
+}
+
+impl PluginLog {
+    /// Makes the pipes and starts the reader for plugin `plugin`, surfacing at most `limit`
+    /// bytes per call window. The caller gives the returned write ends to the worker and
+    /// keeps no copy of them.
+    pub(crate) fn start(plugin: &str, limit: usize) -> io::Result<(PluginLog, LogPipes)> {
+        let (stdout_r, stdout_w) = io::pipe()?;
+        let (stderr_r, stderr_w) = io::pipe()?;
+        for r in [&stdout_r, &stderr_r] {
+            rustix::io::ioctl_fionbio(r, true)?;
+        }
+        let eventfd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let wake = Arc::new(Wake {
+            eventfd,
+            stop: AtomicBool::new(false),
+        });
+        let mut reader = Reader {
+            lines: Lines::new(plugin.to_owned(), limit),
+            sources: [
+                Source::new(Stream::Stdout, stdout_r),
+                Source::new(Stream::Stderr, stderr_r),
+            ],
+            wake: Arc::clone(&wake),
+        };
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let (finished, done) = mpsc::sync_channel::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("skillgate-log".into())
+            .spawn(move || {
+                // Dropped when the thread ends, however it ends: that is the "done" signal.
+                let _finished = finished;
+                tracing::dispatcher::with_default(&dispatch, || reader.run());
+            })?;
+        let log = PluginLog {
+            wake,
+            done,
+            thread: Some(thread),
+        };
+        let pipes = LogPipes {
+            stdout: stdout_w,
+            stderr: stderr_w,
+        };
+        Ok((log, pipes))
+    }
+
+    /// A call starts: the previous window closes (with its "dropped" warning, if any) and a
+    /// new one opens.
+    pub(crate) fn new_window(&self) {
+        self.wake.ring();
+    }
+}
+
+impl Drop for PluginLog {
+    fn drop(&mut self) {
+        self.wake.stop.store(true, Ordering::Release);
+        self.wake.ring();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        match self.done.recv_timeout(JOIN_BOUND) {
+            Err(mpsc::RecvTimeoutError::Disconnected) | Ok(()) => {
+                // It has finished (or is returning): the join is immediate.
+                let _ = thread.join();
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    target: TARGET,
+                    "a plugin log reader did not finish in time; it is left to stop on its own"
+                );
+            }
+        }
+    }
+}
+
+/// One output pipe of the worker, as the reader sees it.
+struct Source {
+    stream: Stream,
+    /// `None` once it reached end of file (or failed).
+    pipe: Option<io::PipeReader>,
+}
+
+impl Source {
+    fn new(stream: Stream, pipe: io::PipeReader) -> Source {
+        Source {
+            stream,
+            pipe: Some(pipe),
+        }
+    }
+}
+
+/// The reader thread's state.
+struct Reader {
+    lines: Lines,
+    sources: [Source; 2],
+    wake: Arc<Wake>,
+}
+
+impl Reader {
+    fn run(&mut self) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut stop_at: Option<Instant> = None;
+        loop {
+            if self.sources.iter().all(|s| s.pipe.is_none()) {
+                break;
+            }
+            let timeout = match stop_at {
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    Some(Timespec::try_from(left).unwrap_or(Timespec {
+                        tv_sec: 1,
+                        tv_nsec: 0,
+                    }))
+                }
+                None => None,
+            };
+            let mut ready = [false; 3];
+            {
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+                let mut slots: Vec<usize> = Vec::with_capacity(3);
+                for (i, s) in self.sources.iter().enumerate() {
+                    if let Some(p) = &s.pipe {
+                        fds.push(PollFd::new(p, PollFlags::IN));
+                        slots.push(i);
+                    }
+                }
+                // Once stopping, the wake-up is no longer watched (it stays readable).
+                if stop_at.is_none() {
+                    fds.push(PollFd::new(&self.wake.eventfd, PollFlags::IN));
+                    slots.push(2);
+                }
+                match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break,
+                }
+                for (fd, slot) in fds.iter().zip(slots) {
+                    if let Some(r) = ready.get_mut(slot) {
+                        *r = !fd.revents().is_empty();
+                    }
+                }
+            }
+            let [out_ready, err_ready, wake_ready] = ready;
+            if out_ready {
+                self.read(0, &mut buf, 1);
+            }
+            if err_ready {
+                self.read(1, &mut buf, 1);
+            }
+            if wake_ready {
+                let mut counter = [0u8; 8];
+                let _ = rustix::io::read(&self.wake.eventfd, &mut counter);
+                if self.wake.stop.load(Ordering::Acquire) {
+                    stop_at = Some(Instant::now() + DRAIN_GRACE);
+                } else {
+                    // What the ending call wrote is in the pipes by now: count it there.
+                    self.read(0, &mut buf, DRAIN_READS);
+                    self.read(1, &mut buf, DRAIN_READS);
+                    self.lines.close_window();
+                }
+            }
+        }
+        for s in &self.sources {
+            self.lines.flush(s.stream);
+        }
+        self.lines.close_window();
+    }
+
+    /// Up to `reads` reads from source `i`, until it would block.
+    fn read(&mut self, i: usize, buf: &mut [u8], reads: usize) {
+        let Some(source) = self.sources.get_mut(i) else {
+            return;
+        };
+        let stream = source.stream;
+        for _ in 0..reads {
+            let Some(pipe) = source.pipe.as_mut() else {
+                return;
+            };
+            match pipe.read(buf) {
+                Ok(0) => {
+                    source.pipe = None;
+                    self.lines.flush(stream);
+                    return;
+                }
+                Ok(n) => self.lines.feed(stream, buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    source.pipe = None;
+                    self.lines.flush(stream);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A line being assembled from one stream.
+#[derive(Default)]
+struct Pending {
+    text: Vec<u8>,
+    /// Bytes of this line were dropped (cut at [`LINE_CAP`] or past the limit).
+    truncated: bool,
+}
+
+/// Splits output into lines, applies the line cap and the per-window limit, and emits the
+/// events. Pure bookkeeping: no descriptors, so it is tested on its own.
+struct Lines {
+    plugin: String,
+    limit: usize,
+    stdout: Pending,
+    stderr: Pending,
+    /// Bytes surfaced in the current window.
+    used: usize,
+    /// Bytes dropped in the current window because it reached the limit.
+    dropped: u64,
+}
+
+impl Lines {
+    fn new(plugin: String, limit: usize) -> Lines {
+        Lines {
+            plugin,
+            limit,
+            stdout: Pending::default(),
+            stderr: Pending::default(),
+            used: 0,
+            dropped: 0,
+        }
+    }
+
+    fn pending(&mut self, stream: Stream) -> &mut Pending {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+
+    fn feed(&mut self, stream: Stream, data: &[u8]) {
+        for piece in data.split_inclusive(|b| *b == b'\n') {
+            match piece.split_last() {
+                Some((b'\n', text)) => {
+                    self.take(stream, text);
+                    self.end_line(stream);
+                }
+                _ => self.take(stream, piece),
+            }
+        }
+    }
+
+    /// Adds text without a newline to the stream's line, within the line cap and the limit.
+    fn take(&mut self, stream: Stream, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        let room_budget = self.limit.saturating_sub(self.used);
+        let pending = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        let room_line = if pending.truncated {
+            0
+        } else {
+            LINE_CAP.saturating_sub(pending.text.len())
+        };
+        let n = text.len().min(room_line).min(room_budget);
+        let (kept, rest) = text.split_at(n);
+        pending.text.extend_from_slice(kept);
+        self.used = self.used.saturating_add(n);
+        if !rest.is_empty() {
+            pending.truncated = true;
+            if room_budget <= room_line {
+                self.dropped = self.dropped.saturating_add(wide(rest.len()));
+            }
+        }
+    }
+
+    /// A newline: it counts toward the limit like any byte, and the line is emitted.
+    fn end_line(&mut self, stream: Stream) {
+        if self.used < self.limit {
+            self.used = self.used.saturating_add(1);
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+        self.flush(stream);
+    }
+
+    /// Emits the stream's line so far, if it has any text.
+    fn flush(&mut self, stream: Stream) {
+        let line = std::mem::take(self.pending(stream));
+        if line.text.is_empty() {
+            return;
+        }
+        let text = escape(&String::from_utf8_lossy(&line.text));
+        tracing::info!(
+            target: TARGET,
+            plugin = %self.plugin,
+            stream = stream.name(),
+            truncated = line.truncated,
+            "{text}"
+        );
+    }
+
+    /// The window ends: one warning if anything was dropped, then the count restarts.
+    fn close_window(&mut self) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: TARGET,
+                plugin = %self.plugin,
+                dropped = self.dropped,
+                limit = self.limit,
+                "plugin output past limits.log_bytes for this call was dropped"
+            );
+        }
+        self.used = 0;
+        self.dropped = 0;
+    }
+}
+
+fn wide(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use std::io::Write;
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+
+    /// One captured event: its level and fields as text.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        level: tracing::Level,
+        fields: std::collections::BTreeMap<String, String>,
+    }
+
+    impl Seen {
+        fn get(&self, k: &str) -> &str {
+            self.fields.get(k).map(String::as_str).unwrap_or("")
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Seen>>>);
+
+    struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().into(), format!("{value:?}"));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name().into(), value.into());
+        }
+    }
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            m.target() == TARGET
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = std::collections::BTreeMap::new();
+            event.record(&mut Fields(&mut fields));
+            self.0.lock().unwrap().push(Seen {
+                level: *event.metadata().level(),
+                fields,
+            });
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    fn captured(f: impl FnOnce()) -> Vec<Seen> {
+        let capture = Capture::default();
+        tracing::subscriber::with_default(capture.clone(), f);
+        capture.0.lock().unwrap().clone()
+    }
+
+    fn lines_of(seen: &[Seen]) -> Vec<(String, String, String)> {
+        seen.iter()
+            .filter(|s| s.level == tracing::Level::INFO)
+            .map(|s| {
+                (
+                    s.get("stream").to_owned(),
+                    s.get("message").to_owned(),
+                    s.get("truncated").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_split_per_stream_escaped_and_cut() {
+        let seen = captured(|| {
+            let mut l = Lines::new("p".into(), 1 << 20);
+            l.feed(Stream::Stdout, b"one\ntw");
+            l.feed(Stream::Stderr, b"err \x1b[2J\n");
+            l.feed(Stream::Stdout, b"o\n\n");
+            l.feed(Stream::Stdout, &vec![b'x'; LINE_CAP + 10]);
+            l.feed(Stream::Stdout, b"yyy\nlast");
+            l.flush(Stream::Stdout);
+            l.close_window();
+        });
+        let got = lines_of(&seen);
+        let cut = "x".repeat(LINE_CAP);
+        let want: Vec<(&str, &str, &str)> = vec![
+            ("stdout", "one", "false"),
+            ("stderr", r"err \u{1b}[2J", "false"),
+            ("stdout", "two", "false"),
+            ("stdout", &cut, "true"),
+            ("stdout", "last", "false"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .into_iter()
+            .map(|(a, b, c)| (a.into(), b.into(), c.into()))
+            .collect();
+        assert_eq!(got, want);
+        // A long line is cut, not "dropped past the limit": no warning.
+        assert!(seen.iter().all(|s| s.level == tracing::Level::INFO));
+        assert!(seen.iter().all(|s| s.get("plugin") == "p"));
+    }
+
+    #[test]
+    fn a_window_surfaces_at_most_the_limit_and_warns_once_with_the_count() {
+        let limit = 1000;
+        let line = [b'a'; 99];
+        let seen = captured(|| {
+            let mut l = Lines::new("p".into(), limit);
+            for _ in 0..100 {
+                l.feed(Stream::Stdout, &line);
+                l.feed(Stream::Stdout, b"\n");
+            }
+            l.close_window();
+            // The next window surfaces again.
+            l.feed(Stream::Stderr, b"again\n");
+            l.close_window();
+        });
+        let surfaced: usize = seen
+            .iter()
+            .filter(|s| s.level == tracing::Level::INFO && s.get("stream") == "stdout")
+            .map(|s| s.get("message").len() + 1)
+            .sum();
+        assert_eq!(surfaced, limit);
+        let warnings: Vec<&Seen> = seen
+            .iter()
+            .filter(|s| s.level == tracing::Level::WARN)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{seen:?}");
+        assert_eq!(warnings[0].get("dropped"), (100 * 100 - limit).to_string());
+        assert_eq!(warnings[0].get("limit"), limit.to_string());
+        assert_eq!(
+            lines_of(&seen).last().unwrap(),
+            &("stderr".into(), "again".into(), "false".into())
+        );
+    }
+
+    #[test]
+    fn the_reader_delivers_to_the_loading_threads_subscriber_and_ends_on_eof() {
+        let seen = captured(|| {
+            let (log, pipes) = PluginLog::start("p", 1 << 20).unwrap();
+            let LogPipes { stdout, stderr } = pipes;
+            let (mut out, mut err) = (stdout, stderr);
+            out.write_all(b"hello\npartial").unwrap();
+            err.write_all(b"oops\n").unwrap();
+            drop((out, err));
+            drop(log);
+        });
+        let mut got = lines_of(&seen);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("stderr".into(), "oops".into(), "false".into()),
+                ("stdout".into(), "hello".into(), "false".into()),
+                ("stdout".into(), "partial".into(), "false".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_writer_that_keeps_the_pipe_open_cannot_hold_the_host() {
+        let (log, pipes) = PluginLog::start("p", 1 << 20).unwrap();
+        // Another process kept a copy of the write end and never closes it: ending the log
+        // must return anyway (a plain join would wait for end of file forever).
+        let (ended, wait) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(log);
+            let _ = ended.send(());
+        });
+        let result = wait.recv_timeout(Duration::from_secs(10));
+        assert_eq!(result, Ok(()), "ending the log waited on the writer");
+        drop(pipes);
+    }
+
+    #[test]
+    fn a_flood_does_not_block_the_writer_and_is_bounded() {
+        let seen = captured(|| {
+            let (log, pipes) = PluginLog::start("p", 4096).unwrap();
+            let mut out = pipes.stdout;
+            let line = [b'z'; 127];
+            let started = Instant::now();
+            // 8 MiB: far more than a pipe holds, so the reader must drain as it goes.
+            for _ in 0..(8 << 20) / 128 {
+                out.write_all(&line).unwrap();
+                out.write_all(b"\n").unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(10));
+            drop(out);
+            drop(pipes.stderr);
+            drop(log);
+        });
+        let surfaced: usize = seen
+            .iter()
+            .filter(|s| s.level == tracing::Level::INFO)
+            .map(|s| s.get("message").len() + 1)
+            .sum();
+        assert!(surfaced <= 4096, "{surfaced}");
+        let warnings = seen
+            .iter()
+            .filter(|s| s.level == tracing::Level::WARN)
+            .count();
+        assert_eq!(warnings, 1);
+    }
+}
