@@ -13,13 +13,13 @@
 //!   reach a terminal as a control sequence. Invalid UTF-8 is shown replaced.
 //! - **Lines are cut** at [`LINE_CAP`] bytes (the event says `truncated = true`); the rest
 //!   of the line is read and dropped.
-//! - **Volume is bounded per call**: at most `limits.log_bytes` bytes (newlines included) are
-//!   surfaced between the start of one call and the start of the next (the load, with its
-//!   constructors, counts as the first). Past that the output is read and dropped, and when
-//!   the call's window closes (the next call starts, or the worker ends) one warning says how
-//!   many bytes were dropped. Windows follow the host's calls, not the plugin's writes: bytes
-//!   still in the pipe when the next call starts count toward the window they are read in,
-//!   so attribution at a boundary is approximate, but no window surfaces more than the limit.
+//! - **Volume is bounded per call**: at most `limits.log_bytes` bytes (newlines included) of
+//!   what the worker writes from the moment one call is sent until the next is are surfaced
+//!   (the load, with its constructors, is the first such window). Past that the output is
+//!   read and dropped, and when the window closes (the reader reaches the next call's
+//!   start, or the worker ends) one warning says how many bytes were dropped. The boundary
+//!   is exact: when a call is sent the host notes how many bytes each pipe holds unread
+//!   (`FIONREAD`) and the reader never reads across that offset, however late it runs.
 //! - **Draining never waits on the call path.** The reader is a thread of its own rather
 //!   than a `poll` in the call's read of the channel: the channel code keeps its deadlines
 //!   unchanged, and output is drained between calls too (a plugin's own threads may print
@@ -38,11 +38,11 @@
 //! stdout and stderr are separate pipes: lines of one stream keep their order; the
 //! interleaving of the two is as the reader happened to see it.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -86,14 +86,42 @@ pub(crate) struct LogPipes {
     pub(crate) stderr: io::PipeWriter,
 }
 
-/// What the host and the reader share: a wake-up (an eventfd, which never raises `SIGPIPE`
-/// in the host, whoever closed what) and whether it means "stop".
-struct Wake {
+/// Most window boundaries waiting for the reader; past it the newest replaces the last
+/// (two short windows become one). Calls are serialized, so this is only reached if the
+/// reader is starved for many calls in a row.
+const MAX_BOUNDARIES: usize = 64;
+
+/// What the host and the reader share.
+struct Shared {
+    /// The read ends, stdout then stderr. Only the reader reads them; the host asks them how
+    /// many bytes are unread (`FIONREAD`) when a call starts.
+    pipes: [io::PipeReader; 2],
+    /// Bytes read so far per stream, and where the next windows begin.
+    offsets: Mutex<Offsets>,
+    /// The wake-up: an eventfd, which never raises `SIGPIPE` in the host, whoever closed
+    /// what.
     eventfd: OwnedFd,
+    /// Whether the wake-up means "stop".
     stop: AtomicBool,
 }
 
-impl Wake {
+#[derive(Default)]
+struct Offsets {
+    /// Bytes read from each stream so far.
+    read: [u64; 2],
+    /// Per stream, the offset at which each pending window begins, oldest first. A read
+    /// never crosses the first one, so every byte is counted in the window it was written
+    /// in: a call's window starts after what the worker had written when the call was sent.
+    boundaries: VecDeque<[u64; 2]>,
+}
+
+impl Shared {
+    fn offsets(&self) -> MutexGuard<'_, Offsets> {
+        self.offsets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn ring(&self) {
         // A full counter (never, in practice) already means "wake up": ignore errors.
         let _ = rustix::io::write(&self.eventfd, &1u64.to_ne_bytes());
@@ -103,7 +131,7 @@ impl Wake {
 /// The host's handle on one worker's log reader. Dropping it stops the reader (see the
 /// module docs): drop it after the worker is gone.
 pub(crate) struct PluginLog {
-    wake: Arc<Wake>,
+    shared: Arc<Shared>,
     /// Disconnected when the reader thread has finished.
     done: mpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
@@ -126,17 +154,16 @@ impl PluginLog {
             rustix::io::ioctl_fionbio(r, true)?;
         }
         let eventfd = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
-        let wake = Arc::new(Wake {
+        let shared = Arc::new(Shared {
+            pipes: [stdout_r, stderr_r],
+            offsets: Mutex::new(Offsets::default()),
             eventfd,
             stop: AtomicBool::new(false),
         });
         let mut reader = Reader {
             lines: Lines::new(plugin.to_owned(), limit),
-            sources: [
-                Source::new(Stream::Stdout, stdout_r),
-                Source::new(Stream::Stderr, stderr_r),
-            ],
-            wake: Arc::clone(&wake),
+            open: [true, true],
+            shared: Arc::clone(&shared),
         };
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let (finished, done) = mpsc::sync_channel::<()>(0);
@@ -148,7 +175,7 @@ impl PluginLog {
                 tracing::dispatcher::with_default(&dispatch, || reader.run());
             })?;
         let log = PluginLog {
-            wake,
+            shared,
             done,
             thread: Some(thread),
         };
@@ -159,17 +186,29 @@ impl PluginLog {
         Ok((log, pipes))
     }
 
-    /// A call starts: the previous window closes (with its "dropped" warning, if any) and a
-    /// new one opens.
+    /// A call is about to be sent: the window open so far ends after what the worker has
+    /// written by now (its "dropped" warning, if any, comes when the reader gets there) and
+    /// the call's window begins.
     pub(crate) fn new_window(&self) {
-        self.wake.ring();
+        {
+            let mut offsets = self.shared.offsets();
+            let mut at = offsets.read;
+            for (pipe, at) in self.shared.pipes.iter().zip(at.iter_mut()) {
+                *at = at.saturating_add(rustix::io::ioctl_fionread(pipe).unwrap_or(0));
+            }
+            if offsets.boundaries.len() >= MAX_BOUNDARIES {
+                offsets.boundaries.pop_back();
+            }
+            offsets.boundaries.push_back(at);
+        }
+        self.shared.ring();
     }
 }
 
 impl Drop for PluginLog {
     fn drop(&mut self) {
-        self.wake.stop.store(true, Ordering::Release);
-        self.wake.ring();
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.ring();
         let Some(thread) = self.thread.take() else {
             return;
         };
@@ -188,27 +227,14 @@ impl Drop for PluginLog {
     }
 }
 
-/// One output pipe of the worker, as the reader sees it.
-struct Source {
-    stream: Stream,
-    /// `None` once it reached end of file (or failed).
-    pipe: Option<io::PipeReader>,
-}
-
-impl Source {
-    fn new(stream: Stream, pipe: io::PipeReader) -> Source {
-        Source {
-            stream,
-            pipe: Some(pipe),
-        }
-    }
-}
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
 
 /// The reader thread's state.
 struct Reader {
     lines: Lines,
-    sources: [Source; 2],
-    wake: Arc<Wake>,
+    /// Per stream: not at end of file yet.
+    open: [bool; 2],
+    shared: Arc<Shared>,
 }
 
 impl Reader {
@@ -216,7 +242,7 @@ impl Reader {
         let mut buf = vec![0u8; READ_CHUNK];
         let mut stop_at: Option<Instant> = None;
         loop {
-            if self.sources.iter().all(|s| s.pipe.is_none()) {
+            if !self.open.contains(&true) {
                 break;
             }
             let timeout = match stop_at {
@@ -236,15 +262,16 @@ impl Reader {
             {
                 let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
                 let mut slots: Vec<usize> = Vec::with_capacity(3);
-                for (i, s) in self.sources.iter().enumerate() {
-                    if let Some(p) = &s.pipe {
-                        fds.push(PollFd::new(p, PollFlags::IN));
+                for (i, pipe) in self.shared.pipes.iter().enumerate() {
+                    // A stream at a window boundary waits (unwatched) for the other.
+                    if self.open.get(i) == Some(&true) && self.room(i) != Some(0) {
+                        fds.push(PollFd::new(pipe, PollFlags::IN));
                         slots.push(i);
                     }
                 }
                 // Once stopping, the wake-up is no longer watched (it stays readable).
                 if stop_at.is_none() {
-                    fds.push(PollFd::new(&self.wake.eventfd, PollFlags::IN));
+                    fds.push(PollFd::new(&self.shared.eventfd, PollFlags::IN));
                     slots.push(2);
                 }
                 match rustix::event::poll(&mut fds, timeout.as_ref()) {
@@ -267,49 +294,111 @@ impl Reader {
             }
             if wake_ready {
                 let mut counter = [0u8; 8];
-                let _ = rustix::io::read(&self.wake.eventfd, &mut counter);
-                if self.wake.stop.load(Ordering::Acquire) {
+                let _ = rustix::io::read(&self.shared.eventfd, &mut counter);
+                if self.shared.stop.load(Ordering::Acquire) {
                     stop_at = Some(Instant::now() + DRAIN_GRACE);
                 } else {
-                    // What the ending call wrote is in the pipes by now: count it there.
+                    // What the ending window holds is in the pipes: read up to the boundary.
                     self.read(0, &mut buf, DRAIN_READS);
                     self.read(1, &mut buf, DRAIN_READS);
-                    self.lines.close_window();
                 }
             }
+            self.advance();
         }
-        for s in &self.sources {
-            self.lines.flush(s.stream);
+        for stream in STREAMS {
+            self.lines.flush(stream);
         }
+        // Every window still pending ends here.
+        self.shared.offsets().boundaries.clear();
         self.lines.close_window();
     }
 
-    /// Up to `reads` reads from source `i`, until it would block.
-    fn read(&mut self, i: usize, buf: &mut [u8], reads: usize) {
-        let Some(source) = self.sources.get_mut(i) else {
-            return;
-        };
-        let stream = source.stream;
-        for _ in 0..reads {
-            let Some(pipe) = source.pipe.as_mut() else {
-                return;
-            };
-            match pipe.read(buf) {
-                Ok(0) => {
-                    source.pipe = None;
-                    self.lines.flush(stream);
+    /// How many bytes stream `i` may read before the next window boundary, if one is set.
+    fn room(&self, i: usize) -> Option<u64> {
+        let offsets = self.shared.offsets();
+        let (front, read) = (offsets.boundaries.front()?, offsets.read.get(i)?);
+        Some(front.get(i)?.saturating_sub(*read))
+    }
+
+    /// Closes every window whose boundary both streams have reached (or cannot reach).
+    fn advance(&mut self) {
+        loop {
+            {
+                let mut offsets = self.shared.offsets();
+                let Some(front) = offsets.boundaries.front().copied() else {
+                    return;
+                };
+                let reached = (0..2).all(|i| {
+                    self.open.get(i) != Some(&true)
+                        || offsets.read.get(i).copied().unwrap_or(0) >= front.get(i).copied().unwrap_or(0)
+                });
+                if !reached {
                     return;
                 }
-                Ok(n) => self.lines.feed(stream, buf.get(..n).unwrap_or_default()),
+                offsets.boundaries.pop_front();
+            }
+            self.lines.close_window();
+        }
+    }
+
+    /// Up to `reads` reads from stream `i`, until it would block or reaches a boundary.
+    fn read(&mut self, i: usize, buf: &mut [u8], reads: usize) {
+        let Some(stream) = STREAMS.get(i).copied() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let Some(mut pipe) = shared.pipes.get(i) else {
+            return;
+        };
+        for _ in 0..reads {
+            if self.open.get(i) != Some(&true) {
+                return;
+            }
+            // The count is updated under the lock the host takes to set a boundary, so a
+            // boundary is always at or past what has been read.
+            let mut offsets = shared.offsets();
+            let room = offsets
+                .boundaries
+                .front()
+                .and_then(|b| b.get(i))
+                .map(|b| b.saturating_sub(offsets.read.get(i).copied().unwrap_or(0)));
+            let len = match room {
+                Some(0) => return,
+                Some(room) => buf.len().min(usize::try_from(room).unwrap_or(usize::MAX)),
+                None => buf.len(),
+            };
+            let Some(into) = buf.get_mut(..len) else {
+                return;
+            };
+            match pipe.read(into) {
+                Ok(0) => {
+                    drop(offsets);
+                    self.end_of(i, stream);
+                    return;
+                }
+                Ok(n) => {
+                    if let Some(r) = offsets.read.get_mut(i) {
+                        *r = r.saturating_add(wide(n));
+                    }
+                    drop(offsets);
+                    self.lines.feed(stream, into.get(..n).unwrap_or_default());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
-                    source.pipe = None;
-                    self.lines.flush(stream);
+                    drop(offsets);
+                    self.end_of(i, stream);
                     return;
                 }
             }
         }
+    }
+
+    fn end_of(&mut self, i: usize, stream: Stream) {
+        if let Some(open) = self.open.get_mut(i) {
+            *open = false;
+        }
+        self.lines.flush(stream);
     }
 }
 
@@ -598,6 +687,40 @@ mod tests {
                 ("stdout".into(), "partial".into(), "false".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_window_ends_exactly_where_the_call_was_sent_however_late_the_reader_runs() {
+        let seen = captured(|| {
+            let (log, pipes) = PluginLog::start("p", 10).unwrap();
+            let (mut out, mut err) = (pipes.stdout, pipes.stderr);
+            // The load's window: 10 bytes fit, 5 more are dropped.
+            out.write_all(b"aaaaaaaaa\nbbbb\n").unwrap();
+            err.write_all(b"e\n").unwrap();
+            log.new_window();
+            // The call's window, whether or not the reader has read the above yet.
+            out.write_all(b"cccc\n").unwrap();
+            err.write_all(b"dd\n").unwrap();
+            drop((out, err));
+            drop(log);
+        });
+        let mut got = lines_of(&seen);
+        got.sort();
+        let want: Vec<(String, String, String)> = [
+            ("stderr", "dd"),
+            ("stdout", "aaaaaaaaa"),
+            ("stdout", "cccc"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.into(), b.into(), "false".into()))
+        .collect();
+        assert_eq!(got, want);
+        let warnings: Vec<&Seen> = seen
+            .iter()
+            .filter(|s| s.level == tracing::Level::WARN)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{seen:?}");
+        assert_eq!(warnings[0].get("dropped"), "7");
     }
 
     #[test]
