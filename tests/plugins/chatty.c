@@ -1,7 +1,8 @@
 /*
  * chatty: a well-behaved plugin that prints, as VT Code's plugins may.
- * Constructor: printf (no fflush: a worker makes stdout line-buffered) and fprintf(stderr).
- * Execute: printf + fflush, a raw write(2) of a JSON-looking line to fd 1, fprintf(stderr)
+ * Constructor: printf, never flushed (a worker makes stdout line-buffered, so the line
+ * reaches the log anyway), and fprintf(stderr).
+ * Execute: write(2) of a plain and a JSON-looking line to fd 1, fprintf(stderr)
  * (once plainly, once with an ESC sequence and a carriage return);
  * with input {"flood": N} it then writes N bytes to fd 1 as 100-byte lines of 'f'.
  * Result output: {"chatty":true,"flooded":N}
@@ -32,8 +33,9 @@ static int write_all(int fd, const char *p, size_t len) {
 
 EXPORT const char *vtcode_plugin_execute(const char *context_json) {
     if (context_json == NULL) return NULL;
-    printf("chatty: execute on stdout\n");
-    fflush(stdout);
+    /* write(2), not stdio: nothing here flushes the constructor's buffered printf. */
+    static const char line1[] = "chatty: execute on stdout\n";
+    if (write_all(1, line1, sizeof line1 - 1) != 0) return NULL;
     static const char fake[] = "{\"success\":false,\"note\":\"printed, not returned\"}\n";
     if (write_all(1, fake, sizeof fake - 1) != 0) return NULL;
     fprintf(stderr, "chatty: execute on stderr\n");
