@@ -443,15 +443,14 @@ impl Lines {
     }
 
     fn feed(&mut self, stream: Stream, data: &[u8]) {
-        for piece in data.split_inclusive(|b| *b == b'\n') {
-            match piece.split_last() {
-                Some((b'\n', text)) => {
-                    self.take(stream, text);
-                    self.end_line(stream);
-                }
-                _ => self.take(stream, piece),
-            }
+        let mut rest = data;
+        while let Some(at) = newline(rest) {
+            let (text, tail) = rest.split_at(at);
+            self.take(stream, text);
+            self.end_line(stream);
+            rest = tail.get(1..).unwrap_or_default();
         }
+        self.take(stream, rest);
     }
 
     /// Adds text without a newline to the stream's line, within the line cap and the limit.
@@ -521,6 +520,21 @@ impl Lines {
         self.used = 0;
         self.dropped = 0;
     }
+}
+
+/// Where the first newline in `data` is. glibc's `memchr` rather than a loop over bytes:
+/// a plugin may write hundreds of MiB, and the reader must keep up with it even in a debug
+/// build, where an iterator is tens of times slower.
+#[allow(unsafe_code)]
+fn newline(data: &[u8]) -> Option<usize> {
+    let start = data.as_ptr();
+    // SAFETY: memchr reads at most `data.len()` bytes from `start`, all inside the slice,
+    // and returns null or a pointer into it.
+    let found = unsafe { libc::memchr(start.cast(), i32::from(b'\n'), data.len()) };
+    if found.is_null() {
+        return None;
+    }
+    (found as usize).checked_sub(start as usize)
 }
 
 fn wide(n: usize) -> u64 {
