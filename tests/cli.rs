@@ -484,7 +484,14 @@ fn run_keeps_stdout_for_the_result_and_verbose_prints_the_plugin_log() {
         let name = format!("chatty-{isolation}");
         let dir = host.plugin("chatty", &name);
         for verbose in [false, true] {
-            let mut args = vec!["run", s(&dir), "--policy", s(&policy), "--input", r#"{"q":1}"#];
+            let mut args = vec![
+                "run",
+                s(&dir),
+                "--policy",
+                s(&policy),
+                "--input",
+                r#"{"q":1}"#,
+            ];
             if verbose {
                 args.push("--verbose");
             }

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use skillgate::Isolation;
 use skillgate::error::{Error, FaultError};
 use skillgate::policy::Limits;
-use skillgate::Isolation;
 use support::{Host, ctx};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -254,7 +254,9 @@ fn a_worker_whose_log_pipe_outlives_it_cannot_hold_the_host() {
         .and_then(|p| p.trim().parse().ok());
     if let Some(pid) = left {
         // The process the stand-in left behind.
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
     }
     assert!(left.is_some(), "the stand-in left a process behind");
     assert!(

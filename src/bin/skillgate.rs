@@ -239,12 +239,12 @@ fn run(host: &HostArgs, input: &str, verbose: bool) -> u8 {
         }
     }
     match plugin.execute(&ctx) {
-        Ok(result) => match to_json_pretty(&result).map_err(std::io::Error::other).and_then(
-            |text| {
+        Ok(result) => match to_json_pretty(&result)
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
                 writeln!(result_out, "{text}")?;
                 result_out.flush()
-            },
-        ) {
+            }) {
             Ok(()) => 0,
             Err(e) => usage_code(&format!("cannot print the result: {e}")),
         },

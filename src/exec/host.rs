@@ -112,8 +112,9 @@ struct Worker {
     child: Child,
     channel: BufReader<Channel>,
     cgroup: Option<Cgroup>,
-    /// The reader of its stdout and stderr; ended after the worker is.
-    log: Option<PluginLog>,
+    /// The reader of its stdout and stderr; ended after the worker is. Boxed: it is not on
+    /// the call path, and the executor stays small.
+    log: Option<Box<PluginLog>>,
     /// Sequence number of the last call sent.
     seq: u64,
 }
@@ -311,7 +312,7 @@ impl ProcessExecutor {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
             cgroup,
-            log: Some(log),
+            log: Some(Box::new(log)),
             seq: 0,
         };
         // Into its cgroup before it is told anything, so before any plugin code can run.
