@@ -12,10 +12,13 @@ use serde::Deserialize;
 #[non_exhaustive]
 pub enum Isolation {
     /// A dedicated thread in the host process runs the plugin. It defends against buggy
-    /// plugins, not malicious ones: a thread is not a security boundary.
+    /// plugins, not malicious ones: a thread is not a security boundary. The plugin shares
+    /// the host's descriptors: what it prints goes to the host's own stdout and stderr,
+    /// uncaptured.
     Thread,
     /// A worker process per plugin (the default): crashes, hangs and escapes end the
-    /// worker, never the host.
+    /// worker, never the host. What the plugin prints is captured as its log (`tracing`
+    /// events with target `skillgate::plugin`, bounded by [`Limits::log_bytes`]).
     Process,
 }
 
