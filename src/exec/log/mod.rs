@@ -33,7 +33,7 @@
 //!
 //! The events are sent to the `tracing` dispatcher that was current where the plugin was
 //! loaded (the reader thread adopts it), so a subscriber set for the loading thread sees
-//! its plugin's log.
+//! its plugin's log; with none there, to the global default.
 //!
 //! stdout and stderr are separate pipes: lines of one stream keep their order; the
 //! interleaving of the two is as the reader happened to see it.
@@ -131,6 +131,8 @@ impl Shared {
 /// The host's handle on one worker's log reader. Dropping it stops the reader (see the
 /// module docs): drop it after the worker is gone.
 pub(crate) struct PluginLog {
+    /// The plugin's name, for the warning about a reader left behind.
+    plugin: String,
     shared: Arc<Shared>,
     /// Disconnected when the reader thread has finished.
     done: mpsc::Receiver<()>,
@@ -165,16 +167,23 @@ impl PluginLog {
             open: [true, true],
             shared: Arc::clone(&shared),
         };
+        // The loading thread's subscriber, if it has one; otherwise the reader looks up the
+        // global default at each event, like any thread (one set later is seen too).
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        let dispatch = (!dispatch.is::<tracing::subscriber::NoSubscriber>()).then_some(dispatch);
         let (finished, done) = mpsc::sync_channel::<()>(0);
         let thread = std::thread::Builder::new()
             .name("skillgate-log".into())
             .spawn(move || {
                 // Dropped when the thread ends, however it ends: that is the "done" signal.
                 let _finished = finished;
-                tracing::dispatcher::with_default(&dispatch, || reader.run());
+                match dispatch {
+                    Some(dispatch) => tracing::dispatcher::with_default(&dispatch, || reader.run()),
+                    None => reader.run(),
+                }
             })?;
         let log = PluginLog {
+            plugin: plugin.to_owned(),
             shared,
             done,
             thread: Some(thread),
@@ -220,7 +229,8 @@ impl Drop for PluginLog {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(
                     target: TARGET,
-                    "a plugin log reader did not finish in time; it is left to stop on its own"
+                    plugin = %self.plugin,
+                    "the log reader did not finish in time; it is left to stop on its own"
                 );
             }
         }
