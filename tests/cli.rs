@@ -476,6 +476,67 @@ fn run_leaves_without_running_plugin_finalizers() {
     }
 }
 
+/// Issue 13, item 3: a plugin that prints. `run`'s stdout is the result alone in both modes
+/// (in thread mode the plugin's prints land on stderr, in process mode in its log);
+/// `--verbose` prints a process-mode plugin's log on stderr, escaped.
+#[test]
+fn run_keeps_stdout_for_the_result_and_verbose_prints_the_plugin_log() {
+    let (host, _) = host_with_policy();
+    for isolation in ["thread", "process"] {
+        let policy = policy_for(&host, isolation);
+        let name = format!("chatty-{isolation}");
+        let dir = host.plugin("chatty", &name);
+        for verbose in [false, true] {
+            let mut args = vec![
+                "run",
+                s(&dir),
+                "--policy",
+                s(&policy),
+                "--input",
+                r#"{"q":1}"#,
+            ];
+            if verbose {
+                args.push("--verbose");
+            }
+            let out = skillgate(&args);
+            let err = stderr(&out);
+            let case = format!("{isolation}, verbose {verbose}");
+            assert_eq!(out.status.code(), Some(0), "{case}: {err}");
+            let result: skillgate::PluginResult = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{case}: stdout is not the result ({e}): {:?}",
+                        String::from_utf8_lossy(&out.stdout)
+                    )
+                });
+            assert!(result.success, "{case}");
+            assert_eq!(result.output["chatty"], true, "{case}");
+            let prefix = format!("skillgate: plugin {name}");
+            match (isolation, verbose) {
+                // The plugin wrote to this process's fd 1, which pointed at stderr.
+                ("thread", _) => {
+                    assert!(err.contains("chatty: execute on stdout\n"), "{case}: {err}");
+                    assert!(err.contains("printed, not returned"), "{case}: {err}");
+                }
+                ("process", true) => {
+                    for line in [
+                        format!("{prefix} stdout: chatty: constructor on stdout\n"),
+                        format!("{prefix} stderr: chatty: constructor on stderr\n"),
+                        format!("{prefix} stdout: chatty: execute on stdout\n"),
+                        format!("{prefix} stderr: chatty: execute on stderr\n"),
+                        format!("{prefix} stderr: chatty: \\u{{1b}}[2J cleared\\u{{d}}\n"),
+                    ] {
+                        assert!(err.contains(&line), "{case}: {line:?} in {err}");
+                    }
+                    assert!(!err.contains('\x1b'), "{case}: raw ESC on stderr: {err:?}");
+                }
+                // Without --verbose the log goes to no subscriber: nothing is printed.
+                _ => assert!(!err.contains("chatty:"), "{case}: {err}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn the_structure_lint_escapes_what_the_unsigned_manifest_says() {
     let tmp = tempfile::tempdir().unwrap();

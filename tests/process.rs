@@ -1053,7 +1053,8 @@ fn a_plugin_that_attacks_its_channel_is_ended() {
         ("close_all", |f| {
             matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed))
         }),
-        // The worker's reply goes to /dev/null, its next read fails and it exits on its own;
+        // The worker's reply goes to its stdout pipe (the plugin's log, never the channel),
+        // its next read fails and it exits on its own;
         // the host saw the channel close and reports how the worker ended.
         ("dup2_null", |f| {
             matches!(

@@ -13,10 +13,13 @@ use serde::Deserialize;
 #[non_exhaustive]
 pub enum Isolation {
     /// A dedicated thread in the host process runs the plugin. It defends against buggy
-    /// plugins, not malicious ones: a thread is not a security boundary.
+    /// plugins, not malicious ones: a thread is not a security boundary. The plugin shares
+    /// the host's descriptors: what it prints goes to the host's own stdout and stderr,
+    /// uncaptured.
     Thread,
     /// A worker process per plugin (the default): crashes, hangs and escapes end the
-    /// worker, never the host.
+    /// worker, never the host. What the plugin prints is captured as its log (`tracing`
+    /// events with target `skillgate::plugin`, bounded by [`Limits::log_bytes`]).
     Process,
 }
 
@@ -87,6 +90,10 @@ pub struct Limits {
     /// Most tasks (its main thread included) one worker process may run (process
     /// isolation; thread mode cannot bound the plugin's threads).
     pub(crate) threads: u64,
+    /// Most bytes of a worker's stdout and stderr surfaced as the plugin's log per call
+    /// (the load counts as one call); past it the output is read and dropped (process
+    /// isolation; in thread mode the plugin writes to the host's own descriptors).
+    pub(crate) log_bytes: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +110,7 @@ impl Default for Limits {
             memory_bytes: 1024 * 1024 * 1024,
             cpu_seconds: 60,
             threads: 64,
+            log_bytes: 64 * 1024,
         }
     }
 }
@@ -113,6 +121,7 @@ const CEILING_FILES: usize = 100_000;
 const CEILING_DEPTH: usize = 32;
 const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
 const CEILING_THREADS: u64 = 4096;
+const CEILING_LOG: usize = 64 * 1024 * 1024;
 
 /// Ceilings of the limits with a fixed maximum of their own.
 const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
@@ -192,8 +201,13 @@ impl Limits {
         self.threads
     }
 
+    /// Most bytes of a worker's stdout and stderr logged per call (the load counts as one).
+    pub fn log_bytes(&self) -> usize {
+        self.log_bytes
+    }
+
     /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
-    fn bounds(&self) -> [(&'static str, u64, u64); 11] {
+    fn bounds(&self) -> [(&'static str, u64, u64); 12] {
         [
             ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
             ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
@@ -210,6 +224,7 @@ impl Limits {
             ("memory_bytes", self.memory_bytes, CEILING_MEMORY),
             ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
             ("threads", self.threads, CEILING_THREADS),
+            ("log_bytes", wide(self.log_bytes), wide(CEILING_LOG)),
         ]
     }
 
@@ -301,6 +316,12 @@ impl LimitsBuilder {
     /// Sets [`Limits::threads`]; checked by [`LimitsBuilder::build`].
     pub fn threads(mut self, value: u64) -> Self {
         self.0.threads = value;
+        self
+    }
+
+    /// Sets [`Limits::log_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn log_bytes(mut self, value: usize) -> Self {
+        self.0.log_bytes = value;
         self
     }
 

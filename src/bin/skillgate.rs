@@ -12,6 +12,13 @@
 //! `run` leaves with `_exit` after flushing its output: a thread-mode plugin's library is
 //! never unloaded, and a normal exit would run its `atexit` handlers and destructors on this
 //! thread, outside the sandbox.
+//!
+//! `run`'s stdout carries the result and nothing else: before anything is loaded, fd 1 is
+//! copied aside and pointed at stderr, and the result is written to the copy. So a
+//! thread-mode plugin that prints (it shares this process's descriptors) lands on stderr,
+//! and the result stays parseable. This keeps an honest plugin's `printf` out of the
+//! result; a hostile thread-mode plugin can still write to any descriptor of the process.
+//! A process-mode plugin's output is its log (`--verbose` prints it on stderr).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,7 +66,8 @@ enum Command {
         /// The `input` object passed to the plugin (JSON).
         #[arg(long, default_value = "{}")]
         input: String,
-        /// Print what was verified and loaded on stderr.
+        /// Print what was verified and loaded, and the plugin's log (its stdout and stderr,
+        /// in process isolation), on stderr.
         #[arg(long)]
         verbose: bool,
         /// The directory the plugin works on: granted to a plugin whose signed manifest
@@ -204,6 +212,13 @@ fn run(host: &HostArgs, input: &str, verbose: bool, workspace: Option<&Path>) ->
         Ok(v) => v,
         Err(e) => return usage_code(&format!("--input is not a JSON object: {e}")),
     };
+    let mut result_out = match plugin_log::stdout_for_the_result() {
+        Ok(out) => out,
+        Err(e) => return usage_code(&format!("cannot set stdout aside for the result: {e}")),
+    };
+    if verbose {
+        plugin_log::print_on_stderr();
+    }
     // The directory named (or the current one); a granted workspace's canonical path
     // replaces it in the host.
     let workspace_root = workspace
@@ -240,11 +255,13 @@ fn run(host: &HostArgs, input: &str, verbose: bool, workspace: Option<&Path>) ->
         }
     }
     match plugin.execute(&ctx) {
-        Ok(result) => match to_json_pretty(&result) {
-            Ok(text) => {
-                println!("{text}");
-                0
-            }
+        Ok(result) => match to_json_pretty(&result)
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
+                writeln!(result_out, "{text}")?;
+                result_out.flush()
+            }) {
+            Ok(()) => 0,
             Err(e) => usage_code(&format!("cannot print the result: {e}")),
         },
         Err(e) => report(&host.dir, &e),
@@ -265,6 +282,88 @@ fn exit_now(code: u8) -> ! {
     // SAFETY: `_exit` ends the process without running atexit handlers or destructors; it
     // takes a plain integer and touches no Rust state. Output was flushed above.
     unsafe { libc::_exit(i32::from(code)) }
+}
+
+/// `run`'s output: the result alone on stdout, the plugin's log on stderr.
+mod plugin_log {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    use std::os::fd::AsFd;
+
+    use skillgate::escape::Escaped;
+    use tracing::field::{Field, Visit};
+
+    /// The `tracing` target of a plugin's log lines.
+    const TARGET: &str = "skillgate::plugin";
+
+    /// Copies fd 1 aside (close-on-exec, above 2) and points fd 1 at stderr; returns the
+    /// copy, where the result goes. See the crate docs for why.
+    pub(super) fn stdout_for_the_result() -> std::io::Result<std::fs::File> {
+        std::io::stdout().lock().flush()?;
+        let saved = rustix::io::fcntl_dupfd_cloexec(std::io::stdout().as_fd(), 3)?;
+        rustix::stdio::dup2_stdout(std::io::stderr().as_fd())?;
+        Ok(std::fs::File::from(saved))
+    }
+
+    /// Prints the plugin's log events on stderr, one line each, every field escaped.
+    pub(super) fn print_on_stderr() {
+        // Fails only if a subscriber is set already, and then that one sees the events.
+        let _ = tracing::subscriber::set_global_default(Printer);
+    }
+
+    struct Printer;
+
+    struct Fields(BTreeMap<&'static str, String>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name(), format!("{value:?}"));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name(), value.to_owned());
+        }
+    }
+
+    impl tracing::Subscriber for Printer {
+        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+            metadata.target() == TARGET
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+
+        /// `skillgate: plugin NAME stdout: TEXT`, or for the "dropped" warning
+        /// `skillgate: plugin NAME: MESSAGE (dropped=N limit=L)`.
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields(BTreeMap::new());
+            event.record(&mut fields);
+            let mut f = fields.0;
+            let plugin = f.remove("plugin").unwrap_or_default();
+            let message = f.remove("message").unwrap_or_default();
+            let mut line = format!("skillgate: plugin {}", Escaped(plugin));
+            if let Some(stream) = f.remove("stream") {
+                let _ = write!(line, " {}", Escaped(stream));
+            }
+            let _ = write!(line, ": {}", Escaped(message));
+            if f.get("truncated").is_some_and(|t| t == "true") {
+                line.push_str(" [truncated]");
+            }
+            f.remove("truncated");
+            if !f.is_empty() {
+                let rest: Vec<String> = f
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", Escaped(v)))
+                    .collect();
+                let _ = write!(line, " ({})", rest.join(" "));
+            }
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+    }
 }
 
 /// `skillgate inspect`: the ELF checks of the pipeline, on files an author has not signed yet.

@@ -118,6 +118,27 @@ fn default_fault_signals() {
     }
 }
 
+/// Makes the C library's `stdout` line-buffered. On a pipe glibc buffers it in blocks, and a
+/// worker is killed, never exits, so a C plugin's `printf("…\n")` without `fflush` would
+/// never reach its log; line by line, it does (stderr is unbuffered already). Called before
+/// anything is written to the stream, as `setvbuf` requires.
+#[allow(unsafe_code)]
+fn line_buffered_stdout() {
+    unsafe extern "C" {
+        /// glibc's `stdout` stream (the `libc` crate does not declare it for Linux).
+        static mut stdout: *mut libc::FILE;
+    }
+    // SAFETY: reads the pointer value of glibc's `stdout` (initialised before `main`); the
+    // worker is single-threaded here, so nothing writes it concurrently.
+    let stream = unsafe { stdout };
+    if stream.is_null() {
+        return;
+    }
+    // SAFETY: `stream` is glibc's own open stream; a null buffer asks glibc to allocate
+    // one, and nothing has been written to the stream yet.
+    unsafe { libc::setvbuf(stream, std::ptr::null_mut(), libc::_IOLBF, 0) };
+}
+
 fn set_limit(r: rustix::process::Resource, v: u64) -> io::Result<()> {
     rustix::process::setrlimit(
         r,
@@ -219,6 +240,7 @@ fn run_worker(grants: usize) -> Result<(), u8> {
         return Err(fail(&mut channel, setup(detail)));
     }
     default_fault_signals();
+    line_buffered_stdout();
     let root = rustix::process::getuid().is_root();
     let namespaces = try_namespaces(!init.plan.connect_tcp().is_empty());
     let mut plan = init.plan.clone();

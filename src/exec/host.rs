@@ -6,8 +6,9 @@
 //! channel, close or `dup2` over descriptors, or never return. So:
 //!
 //! - **Descriptors.** The worker starts with an empty environment, working directory `/`,
-//!   fds 0, 1 and 2 on `/dev/null` (a plugin that prints reaches nothing; capturing its
-//!   output for a log is issue 13), the sealed memfd at fd 3, the channel at fd 4 and the
+//!   fd 0 on `/dev/null`, fds 1 and 2 on pipes only the host reads (a plugin that prints
+//!   writes to its log, never to the channel: see [`super::log`]), the sealed memfd at fd 3,
+//!   the channel at fd 4 and the
 //!   plan's grant descriptors from fd 5 on, and nothing else: the host places them in the
 //!   child before `exec` and the worker closes every higher descriptor in its first lines.
 //! - **Reports.** The worker restricts itself (namespaces, rlimits, Landlock, seccomp) and
@@ -61,6 +62,7 @@ use super::confirm::confirm;
 use super::init::{
     CHANNEL_BUFFER, CONTROL_CAP, CallFault, Init, LOADED_HEADER, LoadFailure, Phase, parse_loaded,
 };
+use super::log::PluginLog;
 use super::spawner::place_fds;
 
 /// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
@@ -82,6 +84,9 @@ struct Worker {
     child: Child,
     channel: BufReader<Channel>,
     cgroup: Option<Cgroup>,
+    /// The reader of its stdout and stderr; ended after the worker is. Boxed: it is not on
+    /// the call path, and the executor stays small.
+    log: Option<Box<PluginLog>>,
     /// Sequence number of the last call sent.
     seq: u64,
 }
@@ -144,6 +149,8 @@ impl Worker {
         if let Some(cgroup) = self.cgroup.take() {
             cgroup.remove();
         }
+        // After the reap: what the worker wrote last is drained, within a bound.
+        drop(self.log.take());
         status
     }
 
@@ -247,6 +254,10 @@ impl ProcessExecutor {
         for fd in grants {
             given.push(fd.try_clone_to_owned().map_err(spawn_err)?);
         }
+        // The log reader first, so output from the worker's first instruction on is drained;
+        // the write ends go into the command only, and are closed in the host once it ran.
+        let (log, pipes) =
+            PluginLog::start(manifest.name(), limits.log_bytes).map_err(spawn_err)?;
         let mut command = Command::new(worker_path);
         command
             .arg(super::worker::WORKER_ARG)
@@ -254,8 +265,8 @@ impl ProcessExecutor {
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::from(pipes.stdout))
+            .stderr(Stdio::from(pipes.stderr));
         let given = place_fds(&mut command, given).map_err(spawn_err)?;
         let cgroup = Cgroup::create(limits.threads);
         // Spawned from the long-lived spawner thread: see crate::exec::spawner.
@@ -274,6 +285,7 @@ impl ProcessExecutor {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
             cgroup,
+            log: Some(Box::new(log)),
             seq: 0,
         };
         // Into its cgroup before it is told anything, so before any plugin code can run.
@@ -508,6 +520,9 @@ impl ProcessExecutor {
         };
         worker.seq = worker.seq.saturating_add(1);
         let seq = worker.seq;
+        if let Some(log) = &worker.log {
+            log.new_window();
+        }
         if let Err(e) = worker.send(deadline, Tag::Call, seq, input) {
             return Err(if timed_out(&e) {
                 Ending::Fault(timeout())

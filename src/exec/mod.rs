@@ -1,7 +1,8 @@
 //! Running a loaded plugin: on its own thread in this process ([`thread`]) or in a worker
 //! process (`host` starts and drives it, `child` is the worker's own side, `init` the
 //! protocol between them) started by the spawner from the program `worker` finds (this
-//! executable itself, re-executed, when it called `worker::run_if_worker`).
+//! executable itself, re-executed, when it called `worker::run_if_worker`); `log` drains a
+//! worker's stdout and stderr into the plugin's log).
 //!
 //! These modules return [`ExecError`], never the crate's top-level error: what a load or a
 //! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
@@ -13,6 +14,7 @@ pub(crate) mod child;
 mod confirm;
 pub(crate) mod host;
 mod init;
+mod log;
 mod spawner;
 pub(crate) mod thread;
 pub(crate) mod worker;

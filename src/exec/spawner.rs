@@ -58,7 +58,7 @@ pub(crate) fn spawn(command: Command) -> io::Result<Child> {
 #[allow(unsafe_code)]
 pub(super) fn place_fds(command: &mut Command, fds: Vec<OwnedFd>) -> io::Result<Vec<OwnedFd>> {
     use std::os::unix::process::CommandExt;
-    // Copies at 3 or above: std puts /dev/null on 0-2 before the hook runs, which would
+    // Copies at 3 or above: std puts the child's stdio on 0-2 before the hook runs, which would
     // replace a source that happened to sit there (a host with its stdio closed).
     let mut held = Vec::with_capacity(fds.len());
     for fd in &fds {

@@ -360,6 +360,7 @@ struct LimitsWire {
     memory_bytes: Option<u64>,
     cpu_seconds: Option<u64>,
     threads: Option<u64>,
+    log_bytes: Option<usize>,
 }
 
 impl LimitsWire {
@@ -378,6 +379,7 @@ impl LimitsWire {
             memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
             cpu_seconds: self.cpu_seconds.unwrap_or(d.cpu_seconds),
             threads: self.threads.unwrap_or(d.threads),
+            log_bytes: self.log_bytes.unwrap_or(d.log_bytes),
         }
     }
 }

@@ -23,7 +23,7 @@
  *                   from 1), then returns {"call":n}
  *   close_channel   closes fd 4 and sleeps
  *   close_all       closes every descriptor and sleeps
- *   dup2_null       puts /dev/null (fd 1) over fd 4 and returns normally
+ *   dup2_null       puts fd 1 (/dev/null once, now the log pipe) over fd 4 and returns
  *   write_every_fd  writes a ~4 GiB frame header to every descriptor number, returns
  *   chatter         printf/puts/fprintf(stderr), then returns {"chatter":true}
  *   stderr_flood    writes 32 MiB to fd 1 and to fd 2, then returns {"flooded":true}
