@@ -210,7 +210,7 @@ impl LoadedPlugin {
         outcome.map_err(|e: FaultError| {
             tracing::warn!(
                 plugin = self.manifest.name(),
-                error = %crate::base::escape::Escaped(&e),
+                error = %crate::error::chain(&e),
                 "plugin fault"
             );
             Error::Fault(e)

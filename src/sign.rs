@@ -50,7 +50,7 @@ pub struct SignOutcome {
 #[non_exhaustive]
 pub enum SignError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -63,10 +63,23 @@ pub enum SignError {
     Locate(#[from] LocateError),
     /// The manifest template is invalid.
     #[error("{MANIFEST_FILE_NAME}: {0}")]
-    Manifest(#[from] ManifestError),
+    Manifest(ManifestError),
     /// The existing signature file is malformed.
     #[error("existing {SIGNATURE_FILE_NAME}: {0}")]
-    Signature(#[from] crate::trust::signature::SignatureError),
+    Signature(crate::trust::signature::SignatureError),
+}
+
+// `From` without `source()`: the message already holds the inner error (crate::error docs).
+impl From<ManifestError> for SignError {
+    fn from(e: ManifestError) -> Self {
+        SignError::Manifest(e)
+    }
+}
+
+impl From<crate::trust::signature::SignatureError> for SignError {
+    fn from(e: crate::trust::signature::SignatureError) -> Self {
+        SignError::Signature(e)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {

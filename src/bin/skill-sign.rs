@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skillgate::error::chain;
 use skillgate::escape::Escaped;
 use skillgate::keys::KdfParams;
 use skillgate::keys::RevocationStatement;
@@ -175,8 +176,9 @@ fn revoke(
     reason: Option<&str>,
     password_file: Option<&Path>,
 ) -> Result<String, String> {
-    let revoked = PublicKey::read_file(public_key).map_err(|e| e.to_string())?;
-    let signer = read_secret_key(secret_key, password_file).map_err(|e| e.to_string())?;
+    let revoked = PublicKey::read_file(public_key).map_err(|e| chain(&e).to_string())?;
+    let signer =
+        read_secret_key(secret_key, password_file).map_err(|e| chain(&e).to_string())?;
     let mut sig_path = out.as_os_str().to_owned();
     sig_path.push(".sig");
     let sig_path = PathBuf::from(sig_path);
@@ -231,7 +233,7 @@ fn main() -> ExitCode {
                     .and_then(|pw| key.to_minisign_string_encrypted(&pw, KdfParams::MINISIGN))
                 {
                     Ok(t) => t,
-                    Err(e) => return error(e),
+                    Err(e) => return error(chain(&e)),
                 }
             };
             if let Err(e) = write_new(&secret_key, &text, 0o600) {
@@ -269,7 +271,7 @@ fn main() -> ExitCode {
         } => {
             let key = match read_secret_key(&secret_key, password_file.as_deref()) {
                 Ok(k) => k,
-                Err(e) => return error(e),
+                Err(e) => return error(chain(&e)),
             };
             match sign_plugin_dir(&dir, &key) {
                 Ok(outcome) => {
@@ -288,14 +290,14 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(e) => error(format!("{}: {e}", dir.display())),
+                Err(e) => error(format!("{}: {}", dir.display(), chain(&e))),
             }
         }
         Command::Verify { dir, public_key } => {
             let trust =
                 match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {
                     Ok(t) => t,
-                    Err(e) => return error(e),
+                    Err(e) => return error(chain(&e)),
                 };
             match verify_plugin_dir(&dir, &trust, &Limits::default()) {
                 Ok(v) => {
@@ -319,7 +321,7 @@ fn main() -> ExitCode {
                 println!("{}", k.id());
                 ExitCode::SUCCESS
             }
-            Err(e) => error(e),
+            Err(e) => error(chain(&e)),
         },
     }
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use skillgate::error::ErrorClass;
+use skillgate::error::{ErrorClass, chain};
 use skillgate::escape::{Escaped, to_json_line, to_json_pretty};
 use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
 
@@ -91,7 +91,7 @@ enum Command {
 fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
     let policy = match Policy::from_file(policy) {
         Ok(p) => p,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => return usage(&chain(&e).to_string()),
     };
     let Some(state_dir) = policy.trust().state_dir() else {
         return usage("the policy has no state_dir: there are no rollback marks to reset");
@@ -109,7 +109,7 @@ fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
             println!("{name_shown} had no rollback mark");
             ExitCode::SUCCESS
         }
-        Err(e) => usage(&e.to_string()),
+        Err(e) => usage(&chain(&e).to_string()),
     }
 }
 
@@ -133,8 +133,13 @@ fn report(dir: &std::path::Path, e: &Error) -> u8 {
         ErrorClass::Usage => "error",
         ErrorClass::Fault => "plugin fault",
     };
-    // `Error`'s Display is escaped already; the directory is escaped here.
-    eprintln!("skillgate: {word}: {}: {e}", Escaped(dir.display()));
+    // `Error`'s Display is escaped already; the directory is escaped here. A fault's own
+    // kind is the word already ("plugin fault"), so its detail follows the directory alone.
+    let dir = Escaped(dir.display());
+    match e {
+        Error::Fault(_) => eprintln!("skillgate: {word}: {dir}: {}", e.detail()),
+        _ => eprintln!("skillgate: {word}: {dir}: {e}"),
+    }
     class.exit_code()
 }
 
@@ -276,7 +281,7 @@ mod inspect_cmd {
     /// Reads a regular file of at most `max` bytes, without hanging on a FIFO.
     fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         skillgate::capped::read_capped(path, max, skillgate::capped::Links::Follow)
-            .map_err(|e| e.to_string())
+            .map_err(|e| skillgate::error::chain(&e).to_string())
     }
 
     /// The library a plugin directory's (unsigned) plugin.json names.
@@ -336,7 +341,7 @@ mod inspect_cmd {
                     p.danger().elf().clone(),
                     p.limits().clone(),
                 ),
-                Err(e) => return usage(&format!("policy: {e}")),
+                Err(e) => return usage(&skillgate::Error::from(e).to_string()),
             },
             None => (
                 ElfPolicy::default(),

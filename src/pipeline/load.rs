@@ -149,7 +149,7 @@ pub enum LoadError {
         detail: String,
     },
     /// The worker process could not be started.
-    #[error("cannot start the worker {}: {source}", path.display())]
+    #[error("cannot start the worker {}", path.display())]
     WorkerStart {
         /// The worker executable.
         path: std::path::PathBuf,
@@ -159,13 +159,13 @@ pub enum LoadError {
     },
     /// The worker could not send its enforcement report to the host, so it loads nothing.
     #[error("cannot send the enforcement report: {0}")]
-    Report(#[source] std::io::Error),
+    Report(std::io::Error),
     /// No worker executable was found.
     #[error("worker executable not found (looked at {0:?}); set `worker` in the policy")]
     WorkerNotFound(Vec<std::path::PathBuf>),
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
     /// The worker refused the library it was handed, before `dlopen`: what sat on its
     /// library descriptor was not the sealed copy of the verified bytes.
     #[error("the worker refused the library: {0}")]

@@ -36,7 +36,7 @@ pub enum ManifestError {
     Missing,
     /// The JSON does not match the manifest schema (unknown or duplicate fields included).
     #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
-    Syntax(#[source] crate::base::json::JsonError),
+    Syntax(crate::base::json::JsonError),
     /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
     #[error(
         "{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')"
@@ -53,7 +53,7 @@ pub enum ManifestError {
     #[error("file path {0:?} is not a plain relative path")]
     BadPath(String),
     /// The version is not semver.
-    #[error("version {value:?} is not semver: {source}")]
+    #[error("version {value:?} is not semver")]
     BadVersion {
         /// The version string.
         value: String,
@@ -103,7 +103,6 @@ pub enum ManifestError {
         /// The value found (its first 64 characters).
         value: String,
         /// What was wrong.
-        #[source]
         problem: ExpiryProblem,
     },
     /// A `sha256` value is not 64 lowercase hex digits.
@@ -312,7 +311,7 @@ pub enum ExpiryProblem {
     Separator,
     /// Not an RFC 3339 timestamp.
     #[error("{0}")]
-    Syntax(#[source] TimestampError),
+    Syntax(TimestampError),
     /// The offset is not zero.
     #[error("the offset must be Z (UTC)")]
     NotUtc,
@@ -574,8 +573,11 @@ mod tests {
     fn bad_versions_paths_and_lists_are_refused() {
         let e = fuzz_parse(manifest("").replace("1.2.3", "1.2").as_bytes()).unwrap_err();
         assert!(matches!(e, ManifestError::BadVersion { .. }));
-        // semver's own words reach the message.
-        assert!(e.to_string().contains("unexpected end of input"), "{e}");
+        // semver's own words reach the message, once: as the source, which the printed
+        // chain (and `Error`'s message) carries.
+        let printed = crate::error::chain(&e).to_string();
+        assert!(printed.contains("unexpected end of input"), "{printed}");
+        assert_eq!(printed.matches("unexpected end of input").count(), 1, "{printed}");
         let e = fuzz_parse(
             manifest("")
                 .replace(r#""abi_version":1"#, r#""abi_version":2"#)

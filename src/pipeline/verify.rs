@@ -126,7 +126,7 @@ pub enum IntegrityError {
     },
     /// The sealed copy of the library could not be made.
     #[error("cannot seal a copy of the library: {0}")]
-    Seal(#[source] std::io::Error),
+    Seal(std::io::Error),
 }
 
 /// Why `verify_dir` refused a plugin directory: the step that refused, with its error.

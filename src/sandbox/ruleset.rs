@@ -37,7 +37,7 @@ pub enum LandlockStep {
 ///
 /// The landlock crate's error is kept inside, private, so the public enums name no
 /// dependency's type; what it says stays reachable: the step ([`LandlockError::step`]),
-/// the system error ([`LandlockError::os_error`], also the `source()`), and its whole
+/// the system error ([`LandlockError::os_error`]), and its whole
 /// text through `Display`.
 #[derive(Debug)]
 pub struct LandlockError(landlock::RulesetError);
@@ -82,11 +82,9 @@ impl std::fmt::Display for LandlockError {
     }
 }
 
-impl std::error::Error for LandlockError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.os_error().map(|e| e as _)
-    }
-}
+/// No `source()`: landlock's message already holds its system error's text, which
+/// [`LandlockError::os_error`] returns typed (crate::error's convention).
+impl std::error::Error for LandlockError {}
 
 impl SandboxPlan {
     /// A second Landlock layer on the loader thread: every write right handled, none granted.
