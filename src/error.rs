@@ -243,6 +243,44 @@ impl Error {
         }
     }
 
+    /// What to do about it, where the answer does not depend on the host's intent: the
+    /// linker flags for an ELF refusal, re-signing for a file that changed, and so on.
+    /// `None` where only the host's administrator can judge (a trust rule, a revocation).
+    pub fn fix(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::Inspect(e) => e.fix(),
+            Error::Signature(SignatureError::Missing) => {
+                "sign the plugin directory: skill-sign sign DIR --secret-key KEY"
+            }
+            Error::Signature(SignatureError::EmptyTrustStore) => {
+                "put the signer's public key in the trust store (the policy's `keys` directory)"
+            }
+            Error::Signature(SignatureError::NoTrustedSignature { .. }) => {
+                "sign with a key the host trusts, or add the signer's public key to the trust store"
+            }
+            Error::Signature(SignatureError::Invalid { .. }) => {
+                "plugin.json or its signature changed after signing: re-sign it (skill-sign sign DIR)"
+            }
+            Error::Integrity(IntegrityError::Seal(_)) => return None,
+            Error::Integrity(_) => {
+                "restore the signed files, or re-sign the directory after changing them (skill-sign sign DIR)"
+            }
+            Error::Sandbox(SandboxError::LandlockNotEnforced { .. }) => {
+                "run on a kernel with Landlock enabled at the ABI this build handles (`skillgate doctor` shows what this one gives)"
+            }
+            Error::Load(LoadError::WorkerNotFound(_)) => {
+                "set `worker` in the policy to the skillgate-worker executable"
+            }
+            Error::Abi(AbiError::MetadataMismatch { .. }) => {
+                "make the library's vtcode_plugin_metadata agree with the signed plugin.json, then re-sign"
+            }
+            Error::Abi(AbiError::VersionMismatch { .. }) => {
+                "build the plugin for ABI version 1 and say so in plugin.json's abi_version"
+            }
+            _ => return None,
+        })
+    }
+
     /// Classifies the error for exit codes.
     pub fn class(&self) -> ErrorClass {
         match self {

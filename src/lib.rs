@@ -99,7 +99,8 @@ pub use base::ffi::{
 };
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
-pub use gate::{Gate, LoadedPlugin};
+pub use gate::{Gate, LoadedPlugin, StageError};
+pub use pipeline::stage::Stage;
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
 pub use pipeline::inspect::{InspectReport, Inspected};
 pub use pipeline::verify::{Bundle, Verified};

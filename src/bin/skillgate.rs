@@ -19,8 +19,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgate::error::{ErrorClass, chain};
-use skillgate::escape::{Escaped, to_json_line, to_json_pretty};
-use skillgate::{Error, Gate, PluginContext, Policy, TrustStore};
+use skillgate::escape::{Escaped, escape, to_json_line, to_json_pretty};
+use skillgate::{Error, Gate, PluginContext, Policy, Stage, StageError, TrustStore};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,10 @@ enum Command {
     Verify {
         #[command(flatten)]
         host: HostArgs,
+        /// Print one JSON object on stdout: each stage's verdict (format
+        /// "skillgate-verdict-v1", see the README).
+        #[arg(long)]
+        json: bool,
     },
     /// Verify, load and execute the plugin once; print its result JSON on stdout.
     Run {
@@ -62,6 +66,10 @@ enum Command {
         /// Print what was verified and loaded on stderr.
         #[arg(long)]
         verbose: bool,
+        /// Print one JSON object on stdout instead of the result alone: each stage's
+        /// verdict, the enforcement and the result (format "skillgate-verdict-v1").
+        #[arg(long)]
+        json: bool,
     },
     /// Check a library (or a plugin directory's library) against the ELF hardening policy,
     /// without loading it and without verifying any signature.
@@ -143,8 +151,32 @@ fn report(dir: &std::path::Path, e: &Error) -> u8 {
     class.exit_code()
 }
 
-fn fail(dir: &std::path::Path, e: &Error) -> ExitCode {
-    ExitCode::from(report(dir, e))
+/// `skillgate verify`: every stage short of loading. Returns the exit code.
+fn verify(host: &HostArgs, json: bool) -> u8 {
+    let mut trail = Trail::new("verify", &host.dir, json);
+    let gate = match gate(host) {
+        Ok(g) => g,
+        Err(e) => return trail.refused_setup(&host.dir, &e),
+    };
+    trail.setup_passed(host, &gate);
+    let inspected = match gate.verify_and_inspect_staged(&host.dir) {
+        Ok(i) => i,
+        Err(e) => return trail.refused(&host.dir, &e),
+    };
+    trail.verified(&gate, &inspected);
+    if !json {
+        let bundle = inspected.bundle();
+        let m = bundle.manifest();
+        let signers: Vec<String> = bundle.signers().iter().map(ToString::to_string).collect();
+        println!(
+            "verified {} {} ({} files; signed by {})",
+            Escaped(m.name()),
+            Escaped(m.version()),
+            m.files().len(),
+            Escaped(signers.join(", "))
+        );
+    }
+    trail.finish(0)
 }
 
 /// Prints a usage or host-side error (escaped) and returns exit code 2.
@@ -162,32 +194,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),
         Command::ResetVersion { name, policy } => reset_version(&name, &policy),
-        Command::Verify { host } => {
-            let result = gate(&host).and_then(|g| g.verify_and_inspect(&host.dir));
-            match result {
-                Ok(inspected) => {
-                    let bundle = inspected.bundle();
-                    let m = bundle.manifest();
-                    let signers: Vec<String> =
-                        bundle.signers().iter().map(ToString::to_string).collect();
-                    println!(
-                        "verified {} {} ({} files; signed by {})",
-                        Escaped(m.name()),
-                        Escaped(m.version()),
-                        m.files().len(),
-                        Escaped(signers.join(", "))
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&host.dir, &e),
-            }
-        }
+        Command::Verify { host, json } => ExitCode::from(verify(&host, json)),
         Command::Run {
             host,
             input,
             verbose,
+            json,
         } => {
-            let code = run(&host, &input, verbose);
+            let code = run(&host, &input, verbose, json);
             exit_now(code)
         }
     }
@@ -195,10 +209,11 @@ fn main() -> ExitCode {
 
 /// `skillgate run`: verify, load, execute once. Returns the exit code; every value that
 /// holds the plugin is dropped before it returns (a worker is killed and reaped then).
-fn run(host: &HostArgs, input: &str, verbose: bool) -> u8 {
+fn run(host: &HostArgs, input: &str, verbose: bool, json: bool) -> u8 {
+    let mut trail = Trail::new("run", &host.dir, json);
     let input = match serde_json::from_str(input) {
         Ok(v) => v,
-        Err(e) => return usage_code(&format!("--input is not a JSON object: {e}")),
+        Err(e) => return trail.usage(&format!("--input is not a JSON object: {e}")),
     };
     let workspace_root = std::env::current_dir()
         .ok()
@@ -208,10 +223,21 @@ fn run(host: &HostArgs, input: &str, verbose: bool) -> u8 {
         workspace_root,
         config: Default::default(),
     };
-    let plugin = match gate(host).and_then(|g| g.verify_and_load(&host.dir)) {
-        Ok(p) => p,
-        Err(e) => return report(&host.dir, &e),
+    let gate = match gate(host) {
+        Ok(g) => g,
+        Err(e) => return trail.refused_setup(&host.dir, &e),
     };
+    trail.setup_passed(host, &gate);
+    let inspected = match gate.verify_and_inspect_staged(&host.dir) {
+        Ok(i) => i,
+        Err(e) => return trail.refused(&host.dir, &e),
+    };
+    trail.verified(&gate, &inspected);
+    let plugin = match gate.load_staged(inspected) {
+        Ok(p) => p,
+        Err(e) => return trail.refused(&host.dir, &e),
+    };
+    trail.loaded(&plugin);
     if verbose {
         let signers: Vec<String> = plugin.signers().iter().map(ToString::to_string).collect();
         let needed = format!("{:?}", plugin.inspection().needed);
@@ -225,18 +251,296 @@ fn run(host: &HostArgs, input: &str, verbose: bool) -> u8 {
         );
         match to_json_line(plugin.enforcement()) {
             Ok(json) => eprintln!("skillgate: enforcement {json}"),
-            Err(e) => return usage_code(&format!("cannot print the enforcement report: {e}")),
+            Err(e) => return trail.usage(&format!("cannot print the enforcement report: {e}")),
         }
     }
     match plugin.execute(&ctx) {
-        Ok(result) => match to_json_pretty(&result) {
-            Ok(text) => {
-                println!("{text}");
-                0
+        Ok(result) => {
+            if json {
+                trail.called(&result);
+                return trail.finish(0);
             }
-            Err(e) => usage_code(&format!("cannot print the result: {e}")),
-        },
-        Err(e) => report(&host.dir, &e),
+            match to_json_pretty(&result) {
+                Ok(text) => {
+                    println!("{text}");
+                    0
+                }
+                Err(e) => usage_code(&format!("cannot print the result: {e}")),
+            }
+        }
+        Err(e) => trail.refused_at(&host.dir, Stage::Call, &e),
+    }
+}
+
+/// What `verify --json` and `run --json` print: each stage's verdict as the pipeline ran,
+/// collected as the command goes (and, without `--json`, only the exit codes and the
+/// one-line refusal on stderr it always printed).
+///
+/// The object (format "skillgate-verdict-v1"): `command`, `path`, `ok`, `exit_code`,
+/// `plugin` (name, version, signers; once the manifest verified), `stages`, `refusal`
+/// (the refusing stage, the error's kind and class, its message and fix), `enforcement`
+/// (once loaded) and, for `run`, `result`. Each stage is `{stage, ok, detail, fix}`: `ok`
+/// is `true` for a stage that passed, `false` for the one that refused, and `null` for a
+/// stage not run because an earlier one refused (its `detail` says so); `fix` is `null`
+/// unless the refusal has one. The stages are `setup` (the policy, trust store, trusted
+/// roots, worker and command line) and then [`Stage::ALL`] in order, through `inspect` for
+/// `verify` and `call` for `run`; `inspect` also lists its `checks`.
+struct Trail {
+    json: bool,
+    doc: serde_json::Map<String, serde_json::Value>,
+    stages: Vec<serde_json::Value>,
+    /// The stages this command runs, `setup` first.
+    planned: Vec<&'static str>,
+}
+
+impl Trail {
+    fn new(command: &'static str, dir: &std::path::Path, json: bool) -> Trail {
+        use serde_json::Value;
+        let last = if command == "run" {
+            Stage::Call
+        } else {
+            Stage::Inspect
+        };
+        let mut planned = vec!["setup"];
+        planned.extend(
+            Stage::ALL
+                .iter()
+                .filter(|s| **s <= last)
+                .map(|s| s.name()),
+        );
+        let mut doc = serde_json::Map::new();
+        doc.insert("format".into(), "skillgate-verdict-v1".into());
+        doc.insert("command".into(), command.into());
+        doc.insert("path".into(), dir.display().to_string().into());
+        for key in ["plugin", "refusal", "enforcement"] {
+            doc.insert(key.into(), Value::Null);
+        }
+        if command == "run" {
+            doc.insert("result".into(), Value::Null);
+        }
+        Trail {
+            json,
+            doc,
+            stages: Vec::new(),
+            planned,
+        }
+    }
+
+    fn push(&mut self, stage: &str, ok: bool, detail: String, fix: Option<&str>) {
+        self.stages.push(serde_json::json!({
+            "stage": stage, "ok": ok, "detail": detail, "fix": fix,
+        }));
+    }
+
+    /// Marks every planned stage before `stage` that has no verdict yet as passed.
+    fn passed_until(&mut self, stage: &str) {
+        let done = self.stages.len();
+        let upto = self
+            .planned
+            .iter()
+            .position(|s| *s == stage)
+            .unwrap_or(done);
+        for name in self.planned.clone().into_iter().take(upto).skip(done) {
+            let detail = Stage::ALL
+                .iter()
+                .find(|s| s.name() == name)
+                .map_or("passed", |s| s.passed());
+            self.push(name, true, detail.to_owned(), None);
+        }
+    }
+
+    fn setup_passed(&mut self, host: &HostArgs, gate: &Gate) {
+        let detail = format!(
+            "policy {}: trust store loaded, trusted roots opened, {} isolation",
+            host.policy.display(),
+            match gate.policy().isolation() {
+                skillgate::Isolation::Process => "process (worker found)",
+                _ => "thread",
+            }
+        );
+        self.push("setup", true, detail, None);
+    }
+
+    /// Everything short of loading passed.
+    fn verified(&mut self, gate: &Gate, inspected: &skillgate::Inspected) {
+        let bundle = inspected.bundle();
+        let m = bundle.manifest();
+        let signers: Vec<String> = bundle.signers().iter().map(ToString::to_string).collect();
+        self.doc.insert(
+            "plugin".into(),
+            serde_json::json!({"name": m.name(), "version": m.version().to_string(), "signers": signers}),
+        );
+        self.push(
+            "locate",
+            true,
+            format!("{}: {}", bundle.path().display(), Stage::Locate.passed()),
+            None,
+        );
+        self.push(
+            "manifest",
+            true,
+            format!(
+                "{} {} signed by {}: {}",
+                m.name(),
+                m.version(),
+                signers.join(", "),
+                Stage::Manifest.passed()
+            ),
+            None,
+        );
+        self.passed_until("digests");
+        self.push(
+            "digests",
+            true,
+            format!("{} files: {}", m.files().len(), Stage::Digests.passed()),
+            None,
+        );
+        let mark = match gate.policy().trust().state_dir() {
+            Some(dir) => format!(
+                "the rollback mark of {} is at least {} in {}",
+                m.name(),
+                m.version(),
+                dir.display()
+            ),
+            None => "the policy has no state_dir: no rollback mark is kept".to_owned(),
+        };
+        self.push("version_mark", true, mark, None);
+        let checks: Vec<serde_json::Value> = inspected
+            .report()
+            .checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({"check": c.check, "status": c.status, "detail": c.detail, "fix": c.fix})
+            })
+            .collect();
+        self.push("inspect", true, Stage::Inspect.passed().to_owned(), None);
+        if let Some(serde_json::Value::Object(entry)) = self.stages.last_mut() {
+            entry.insert("checks".into(), checks.into());
+        }
+    }
+
+    fn loaded(&mut self, plugin: &skillgate::LoadedPlugin) {
+        let e = plugin.enforcement();
+        let sandbox = format!(
+            "{} isolation: Landlock {} at ABI {}, seccomp {} ({} instructions), no_new_privs {}, {} filesystem and {} network rules, namespaces [{}], tasks {}",
+            e.isolation,
+            to_json_line(&e.landlock).unwrap_or_default(),
+            e.landlock_abi,
+            e.seccomp,
+            e.seccomp_instructions,
+            e.no_new_privs,
+            e.fs_rules,
+            e.net_rules,
+            e.namespaces.join(", "),
+            to_json_line(&e.tasks).unwrap_or_default(),
+        );
+        self.push("sandbox", true, sandbox, None);
+        let load = match plugin.worker_pid() {
+            Some(pid) => format!("worker {pid}: {}", Stage::Load.passed()),
+            None => Stage::Load.passed().to_owned(),
+        };
+        self.push("load", true, load, None);
+        self.doc.insert(
+            "enforcement".into(),
+            serde_json::to_value(e).unwrap_or_default(),
+        );
+    }
+
+    fn called(&mut self, result: &skillgate::PluginResult) {
+        self.push(
+            "call",
+            true,
+            format!(
+                "{}; success: {}",
+                Stage::Call.passed(),
+                result.success
+            ),
+            None,
+        );
+        self.doc.insert(
+            "result".into(),
+            serde_json::to_value(result).unwrap_or_default(),
+        );
+    }
+
+    /// A refusal at `stage`: printed on stderr as always, recorded, and the report ends.
+    fn refused_at(&mut self, dir: &std::path::Path, stage: Stage, e: &Error) -> u8 {
+        let code = report(dir, e);
+        self.refusal(stage.name(), e, code)
+    }
+
+    fn refused(&mut self, dir: &std::path::Path, e: &StageError) -> u8 {
+        self.refused_at(dir, e.stage, &e.error)
+    }
+
+    fn refused_setup(&mut self, dir: &std::path::Path, e: &Error) -> u8 {
+        let code = report(dir, e);
+        self.refusal("setup", e, code)
+    }
+
+    fn refusal(&mut self, stage: &str, e: &Error, code: u8) -> u8 {
+        self.passed_until(stage);
+        let class = match e.class() {
+            ErrorClass::Refused => "refused",
+            ErrorClass::Usage => "usage",
+            _ => "fault",
+        };
+        self.push(stage, false, e.to_string(), e.fix());
+        if let (Some(serde_json::Value::Object(entry)), Error::Inspect(i)) =
+            (self.stages.last_mut(), e)
+        {
+            entry.insert(
+                "checks".into(),
+                serde_json::json!([{"check": i.check(), "status": "fail", "detail": e.detail(), "fix": i.fix()}]),
+            );
+        }
+        self.doc.insert(
+            "refusal".into(),
+            serde_json::json!({"stage": stage, "kind": e.kind(), "class": class, "message": e.to_string(), "fix": e.fix()}),
+        );
+        self.finish(code)
+    }
+
+    /// A usage problem of the command line itself (exit 2), before any stage ran.
+    fn usage(&mut self, msg: &str) -> u8 {
+        let code = usage_code(msg);
+        if self.stages.is_empty() {
+            self.push("setup", false, escape(msg), None);
+        }
+        self.doc.insert(
+            "refusal".into(),
+            serde_json::json!({"stage": "setup", "kind": "usage", "class": "usage", "message": escape(msg), "fix": null}),
+        );
+        self.finish(code)
+    }
+
+    /// Prints the object (with `--json`) and returns `code`.
+    fn finish(&mut self, code: u8) -> u8 {
+        if !self.json {
+            return code;
+        }
+        let done = self.stages.len();
+        for name in self.planned.iter().skip(done) {
+            self.stages.push(serde_json::json!({
+                "stage": name, "ok": null, "detail": "not run: an earlier stage refused", "fix": null,
+            }));
+        }
+        self.doc.insert("ok".into(), (code == 0).into());
+        self.doc.insert("exit_code".into(), code.into());
+        self.doc
+            .insert("stages".into(), std::mem::take(&mut self.stages).into());
+        let printed = to_json_pretty(&self.doc)
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes())?;
+                out.write_all(b"\n")?;
+                out.flush()
+            });
+        match printed {
+            Ok(()) => code,
+            Err(e) => usage_code(&format!("cannot print the verdicts: {e}")),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::danger::Danger;
 use crate::pipeline::digest::{FileDigest, digest_file};
 use crate::pipeline::locate::{LocateError, PluginDir};
 use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
+use crate::pipeline::stage::Stage;
 use crate::trust::error::TrustError;
 use crate::trust::keys::KeyId;
 use crate::trust::rules::TrustPolicy;
@@ -210,13 +211,29 @@ pub(crate) fn verify_dir(
     policy: &TrustPolicy,
     danger: &Danger,
 ) -> Result<Verified<Bundle>, VerifyError> {
+    verify_dir_at(dir, trust, limits, policy, danger, &mut Stage::Manifest)
+}
+
+/// [`verify_dir`], keeping in `at` the step it is in: after an error, the step that
+/// refused (whatever the error's type: a symlink met while listing files is `Digests`).
+pub(crate) fn verify_dir_at(
+    dir: &PluginDir,
+    trust: &TrustStore,
+    limits: &Limits,
+    policy: &TrustPolicy,
+    danger: &Danger,
+    at: &mut Stage,
+) -> Result<Verified<Bundle>, VerifyError> {
+    *at = Stage::Manifest;
     let manifest_bytes = dir
         .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
         .ok_or(ManifestError::Missing)?;
     let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
     let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
     let manifest = Manifest::parse(&authentic, limits.files)?;
+    *at = Stage::Trust;
     policy.check(trust, &manifest, authentic.signers(), danger)?;
+    *at = Stage::Digests;
 
     let dir_path = dir.path().to_path_buf();
     let present = content_files(dir, limits)?;
@@ -284,6 +301,7 @@ pub(crate) fn verify_dir(
     // The manifest parser guarantees the library is listed, and every listed file was read.
     let library =
         library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
+    *at = Stage::VersionMark;
     policy.record(&manifest)?;
     tracing::debug!(
         plugin = manifest.name(),
