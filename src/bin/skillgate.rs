@@ -85,6 +85,18 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Report what this kernel and setup give: Landlock's ABI, the sandbox applied as the
+    /// policy requires, user and network namespaces, the worker. Exits 0 when a plugin the
+    /// policy accepts can load here, 1 when it cannot (naming what is missing).
+    Doctor {
+        /// Host policy file; without it, the default policy (process isolation, full
+        /// sandbox).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print one JSON object (format "skillgate-doctor-v1") instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lower a plugin's rollback mark (an administrative act): forget the highest version
     /// seen for NAME in the policy's `state_dir`, so an older signed version may load again.
     ResetVersion {
@@ -194,6 +206,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),
         Command::ResetVersion { name, policy } => reset_version(&name, &policy),
+        Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
         Command::Verify { host, json } => ExitCode::from(verify(&host, json)),
         Command::Run {
             host,
@@ -558,6 +571,136 @@ fn exit_now(code: u8) -> ! {
     // SAFETY: `_exit` ends the process without running atexit handlers or destructors; it
     // takes a plain integer and touches no Rust state. Output was flushed above.
     unsafe { libc::_exit(i32::from(code)) }
+}
+
+/// `skillgate doctor`: what this kernel and setup give a policy, from the library's own
+/// probes ([`skillgate::policy::doctor`]).
+mod doctor_cmd {
+    use std::io::Write;
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use serde_json::{Value, json};
+    use skillgate::Policy;
+    use skillgate::error::{ErrorClass, chain};
+    use skillgate::escape::{Escaped, to_json_pretty};
+    use skillgate::policy::doctor::{Diagnosis, diagnose};
+
+    /// Exit code when the policy's requirement cannot be met here.
+    const UNMET: u8 = 1;
+
+    fn probe<E: std::error::Error + 'static>(r: &Result<impl Sized, E>, yes: &str) -> Value {
+        match r {
+            Ok(_) => json!({"ok": true, "detail": yes}),
+            Err(e) => json!({"ok": false, "detail": chain(e).to_string()}),
+        }
+    }
+
+    fn report(d: &Diagnosis, policy: Option<&Path>) -> Value {
+        let unmet = d.unmet();
+        json!({
+            "format": "skillgate-doctor-v1",
+            "policy": policy.map_or("default".to_owned(), |p| p.display().to_string()),
+            "requirement": d.requirement,
+            "isolation": d.isolation.to_string(),
+            "landlock": {"kernel_abi": d.landlock_abi, "handled_abi": d.landlock_abi_handled},
+            "sandbox": match &d.sandbox {
+                Ok(e) => json!({"ok": true, "seccomp": e.seccomp, "landlock": e.landlock, "enforcement": e}),
+                Err(e) => json!({"ok": false, "detail": chain(e).to_string()}),
+            },
+            "namespaces": {
+                "user": probe(&d.user_namespace, "a child can enter a new user namespace"),
+                "net": probe(&d.net_namespace, "a child can enter a new network namespace"),
+            },
+            "worker": match &d.worker {
+                Ok(p) => json!({"ok": true, "path": p.display().to_string()}),
+                Err(e) => json!({"ok": false, "path": null, "detail": chain(e).to_string()}),
+            },
+            "can_load": unmet.is_empty(),
+            "unmet": unmet,
+        })
+    }
+
+    fn text(d: &Diagnosis) -> String {
+        let yes_no = |ok: bool| if ok { "yes" } else { "NO" };
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18} {}\n", Escaped(v)));
+        line("requirement", format!("{:?}", d.requirement).to_lowercase());
+        line("isolation", d.isolation.to_string());
+        line(
+            "landlock abi",
+            format!(
+                "{} (this build handles {})",
+                d.landlock_abi, d.landlock_abi_handled
+            ),
+        );
+        match &d.sandbox {
+            Ok(e) => {
+                line(
+                    "landlock",
+                    skillgate::escape::to_json_line(&e.landlock)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned(),
+                );
+                line("seccomp", yes_no(e.seccomp).to_owned());
+                line("no_new_privs", yes_no(e.no_new_privs).to_owned());
+            }
+            Err(e) => line("sandbox", format!("NO: {}", chain(e))),
+        }
+        for (name, r) in [("user namespace", &d.user_namespace), ("net namespace", &d.net_namespace)] {
+            match r {
+                Ok(()) => line(name, "yes".to_owned()),
+                Err(e) => line(name, format!("no ({e}); workers run without it")),
+            }
+        }
+        match &d.worker {
+            Ok(p) => line("worker", p.display().to_string()),
+            Err(e) => line("worker", format!("NOT FOUND: {}", chain(e))),
+        }
+        let unmet = d.unmet();
+        if unmet.is_empty() {
+            line("verdict", "plugins this policy accepts can load here".to_owned());
+        } else {
+            for u in unmet {
+                line("UNMET", u);
+            }
+        }
+        out
+    }
+
+    pub(super) fn run(policy: Option<&Path>, as_json: bool) -> ExitCode {
+        let loaded = match policy {
+            Some(file) => Policy::from_file(file),
+            None => Ok(Policy::default()),
+        };
+        let policy_value = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("skillgate: error: {}", skillgate::Error::from(e));
+                return ExitCode::from(ErrorClass::Usage.exit_code());
+            }
+        };
+        let d = diagnose(&policy_value);
+        let printed = if as_json {
+            to_json_pretty(&report(&d, policy)).map(|t| t + "\n")
+        } else {
+            Ok(text(&d))
+        };
+        let mut out = std::io::stdout().lock();
+        let written = printed
+            .map_err(std::io::Error::other)
+            .and_then(|t| out.write_all(t.as_bytes()).and_then(|()| out.flush()));
+        if let Err(e) = written {
+            eprintln!("skillgate: error: cannot print the report: {}", Escaped(e));
+            return ExitCode::from(ErrorClass::Usage.exit_code());
+        }
+        if d.can_load() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(UNMET)
+        }
+    }
 }
 
 /// `skillgate inspect`: the ELF checks of the pipeline, on files an author has not signed yet.

@@ -12,6 +12,7 @@ pub(crate) mod child;
 mod confirm;
 pub(crate) mod host;
 mod init;
+pub(crate) mod probe;
 mod spawner;
 pub(crate) mod thread;
 

@@ -81,12 +81,14 @@ impl Bundle {
     }
 }
 
-/// A file in the plugin directory disagrees with the signed manifest.
+/// A file in the plugin directory disagrees with the signed manifest. The messages name
+/// the file, not `dir`: whoever prints a refusal names the plugin already (`skillgate`'s
+/// "refused: DIR: …"), and the line would say the directory twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IntegrityError {
     /// A file is present that the manifest does not list.
-    #[error("{dir}: file {file:?} is not listed in the signed manifest")]
+    #[error("file {file:?} is not listed in the signed manifest")]
     UnlistedFile {
         /// The plugin directory.
         dir: PathBuf,
@@ -94,7 +96,7 @@ pub enum IntegrityError {
         file: String,
     },
     /// A listed file is absent.
-    #[error("{dir}: listed file {file:?} is missing")]
+    #[error("listed file {file:?} is missing")]
     MissingFile {
         /// The plugin directory.
         dir: PathBuf,
@@ -102,7 +104,7 @@ pub enum IntegrityError {
         file: String,
     },
     /// A file's size differs from the signed size.
-    #[error("{dir}: {file:?} is {actual} bytes, the signed manifest says {expected}")]
+    #[error("{file:?} is {actual} bytes, the signed manifest says {expected}")]
     SizeMismatch {
         /// The plugin directory.
         dir: PathBuf,
@@ -114,7 +116,7 @@ pub enum IntegrityError {
         actual: u64,
     },
     /// A file's SHA-256 differs from the signed digest.
-    #[error("{dir}: sha256 of {file:?} is {actual}, the signed manifest says {expected}")]
+    #[error("sha256 of {file:?} is {actual}, the signed manifest says {expected}")]
     HashMismatch {
         /// The plugin directory.
         dir: PathBuf,

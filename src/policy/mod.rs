@@ -30,6 +30,7 @@ use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 pub use crate::sandbox::{Requirement, SandboxPolicy};
 
+pub mod doctor;
 mod trust_section;
 pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
 pub use trust_section::TrustSectionError;

@@ -207,7 +207,7 @@ impl SandboxPlan {
 
 /// The kernel's Landlock ABI version (0 when unavailable).
 #[allow(unsafe_code)]
-pub(super) fn kernel_landlock_abi() -> u8 {
+pub(crate) fn kernel_landlock_abi() -> u8 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: the version query takes a NULL attribute pointer and size 0 and touches no
     // memory.
