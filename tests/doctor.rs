@@ -49,7 +49,10 @@ fn doctor_reports_what_this_machine_gives_and_exits_0() {
         assert_eq!(doc["format"], "skillgate-doctor-v1");
         assert_eq!(doc["requirement"], "full");
         assert_eq!(doc["isolation"], isolation);
-        assert!(doc["landlock"]["kernel_abi"].as_u64().unwrap() >= 1, "{doc:#}");
+        assert!(
+            doc["landlock"]["kernel_abi"].as_u64().unwrap() >= 1,
+            "{doc:#}"
+        );
         assert_eq!(doc["landlock"]["handled_abi"], 7);
         assert_eq!(doc["sandbox"]["ok"], true, "{doc:#}");
         assert_eq!(doc["sandbox"]["seccomp"], true);
@@ -85,7 +88,10 @@ fn a_policy_this_setup_cannot_meet_exits_1_naming_what_is_missing() {
     let unmet = doc["unmet"].as_array().unwrap();
     assert_eq!(unmet.len(), 1, "{doc:#}");
     assert!(
-        unmet[0].as_str().unwrap().contains(missing.to_str().unwrap()),
+        unmet[0]
+            .as_str()
+            .unwrap()
+            .contains(missing.to_str().unwrap()),
         "{doc:#}"
     );
     let out = doctor(&["--policy", policy.to_str().unwrap()]);

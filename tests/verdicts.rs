@@ -145,7 +145,11 @@ fn a_good_plugin_passes_every_stage_and_run_reports_enforcement_and_result() {
         assert_eq!(doc["refusal"], Value::Null);
         assert_eq!(doc["enforcement"], Value::Null, "verify loads nothing");
         let checks = stage(&doc, "inspect")["checks"].as_array().unwrap();
-        assert!(checks.iter().any(|c| c["check"] == "relro" && c["status"] == "pass"));
+        assert!(
+            checks
+                .iter()
+                .any(|c| c["check"] == "relro" && c["status"] == "pass")
+        );
 
         let (out, doc) = verdicts("run", &host, &dir, &["--input", r#"{"q":42}"#]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -190,7 +194,12 @@ fn a_tampered_library_is_refused_at_digests_and_nothing_after_runs() {
                 .unwrap()
                 .contains("sha256 of \"libtampered.so\"")
         );
-        assert!(stage(&doc, "digests")["fix"].as_str().unwrap().contains("re-sign"));
+        assert!(
+            stage(&doc, "digests")["fix"]
+                .as_str()
+                .unwrap()
+                .contains("re-sign")
+        );
         assert_eq!(doc["enforcement"], Value::Null);
         assert_eq!(doc["result"], Value::Null);
         // The same refusal through the library names the same stage and variant.
@@ -239,7 +248,11 @@ fn an_unsigned_plugin_is_refused_at_the_manifest_with_the_fix() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_refused_at(&doc, "verify", "manifest");
     assert_eq!(doc["refusal"]["kind"], "signature");
-    assert_eq!(doc["plugin"], Value::Null, "nothing unsigned is reported as the plugin");
+    assert_eq!(
+        doc["plugin"],
+        Value::Null,
+        "nothing unsigned is reported as the plugin"
+    );
     let fix = stage(&doc, "manifest")["fix"].as_str().unwrap();
     assert!(fix.contains("skill-sign sign"), "{fix}");
     let err = host.gate().verify_staged(&dir).unwrap_err();

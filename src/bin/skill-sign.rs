@@ -177,8 +177,7 @@ fn revoke(
     password_file: Option<&Path>,
 ) -> Result<String, String> {
     let revoked = PublicKey::read_file(public_key).map_err(|e| chain(&e).to_string())?;
-    let signer =
-        read_secret_key(secret_key, password_file).map_err(|e| chain(&e).to_string())?;
+    let signer = read_secret_key(secret_key, password_file).map_err(|e| chain(&e).to_string())?;
     let mut sig_path = out.as_os_str().to_owned();
     sig_path.push(".sig");
     let sig_path = PathBuf::from(sig_path);

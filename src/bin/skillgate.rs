@@ -315,12 +315,7 @@ impl Trail {
             Stage::Inspect
         };
         let mut planned = vec!["setup"];
-        planned.extend(
-            Stage::ALL
-                .iter()
-                .filter(|s| **s <= last)
-                .map(|s| s.name()),
-        );
+        planned.extend(Stage::ALL.iter().filter(|s| **s <= last).map(|s| s.name()));
         let mut doc = serde_json::Map::new();
         doc.insert("format".into(), "skillgate-verdict-v1".into());
         doc.insert("command".into(), command.into());
@@ -463,11 +458,7 @@ impl Trail {
         self.push(
             "call",
             true,
-            format!(
-                "{}; success: {}",
-                Stage::Call.passed(),
-                result.success
-            ),
+            format!("{}; success: {}", Stage::Call.passed(), result.success),
             None,
         );
         self.doc.insert(
@@ -648,7 +639,10 @@ mod doctor_cmd {
             }
             Err(e) => line("sandbox", format!("NO: {}", chain(e))),
         }
-        for (name, r) in [("user namespace", &d.user_namespace), ("net namespace", &d.net_namespace)] {
+        for (name, r) in [
+            ("user namespace", &d.user_namespace),
+            ("net namespace", &d.net_namespace),
+        ] {
             match r {
                 Ok(()) => line(name, "yes".to_owned()),
                 Err(e) => line(name, format!("no ({e}); workers run without it")),
@@ -660,7 +654,10 @@ mod doctor_cmd {
         }
         let unmet = d.unmet();
         if unmet.is_empty() {
-            line("verdict", "plugins this policy accepts can load here".to_owned());
+            line(
+                "verdict",
+                "plugins this policy accepts can load here".to_owned(),
+            );
         } else {
             for u in unmet {
                 line("UNMET", u);

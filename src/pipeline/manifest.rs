@@ -577,7 +577,11 @@ mod tests {
         // chain (and `Error`'s message) carries.
         let printed = crate::error::chain(&e).to_string();
         assert!(printed.contains("unexpected end of input"), "{printed}");
-        assert_eq!(printed.matches("unexpected end of input").count(), 1, "{printed}");
+        assert_eq!(
+            printed.matches("unexpected end of input").count(),
+            1,
+            "{printed}"
+        );
         let e = fuzz_parse(
             manifest("")
                 .replace(r#""abi_version":1"#, r#""abi_version":2"#)

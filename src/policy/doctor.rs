@@ -98,9 +98,7 @@ pub fn diagnose(policy: &Policy) -> Diagnosis {
             load_sandboxed(&plan, Isolation::Thread, |_| Ok::<(), SandboxError>(()))
                 .map(|((), enforcement)| enforcement)
         })
-        .map_err(|e| {
-            SandboxError::LoaderThread(crate::sandbox::LoaderThreadError::Spawn(e))
-        })
+        .map_err(|e| SandboxError::LoaderThread(crate::sandbox::LoaderThreadError::Spawn(e)))
         .and_then(|trial| {
             trial.join().unwrap_or(Err(SandboxError::LoaderThread(
                 crate::sandbox::LoaderThreadError::Panicked,

@@ -46,8 +46,8 @@ pub(crate) mod seccomp;
 
 pub use grants::{GrantError, OsError};
 use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
-pub use ruleset::{LandlockError, LandlockStep};
 pub(crate) use ruleset::kernel_landlock_abi;
+pub use ruleset::{LandlockError, LandlockStep};
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
