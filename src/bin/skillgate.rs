@@ -505,15 +505,22 @@ impl Trail {
         self.finish(code)
     }
 
-    /// A usage problem of the command line itself (exit 2), before any stage ran.
+    /// A usage or host-side problem that is no plugin's refusal (exit 2): `--input` that
+    /// is not JSON (at `setup`), or output that cannot be written (at the next stage).
     fn usage(&mut self, msg: &str) -> u8 {
         let code = usage_code(msg);
-        if self.stages.is_empty() {
-            self.push("setup", false, escape(msg), None);
+        let stage = self
+            .planned
+            .get(self.stages.len())
+            .or(self.planned.last())
+            .copied()
+            .unwrap_or("setup");
+        if self.stages.len() < self.planned.len() {
+            self.push(stage, false, escape(msg), None);
         }
         self.doc.insert(
             "refusal".into(),
-            serde_json::json!({"stage": "setup", "kind": "usage", "class": "usage", "message": escape(msg), "fix": null}),
+            serde_json::json!({"stage": stage, "kind": "usage", "class": "usage", "message": escape(msg), "fix": null}),
         );
         self.finish(code)
     }
