@@ -317,6 +317,63 @@ fn load_and_call_refusals_name_their_stage_in_both_modes() {
     }
 }
 
+/// A grant others can write to is the sandbox's refusal: `sandbox` refused, nothing loaded.
+/// Control: the same plugin and grant, made private, loads and reports the rule.
+#[test]
+fn a_sandbox_refusal_is_refused_at_sandbox_before_anything_loads() {
+    use std::os::unix::fs::PermissionsExt;
+    for host in Host::each_mode() {
+        let shared = host.tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let shared = shared.canonicalize().unwrap();
+        let lib = host.build("good", "granted", &[]);
+        let manifest = support::manifest_template("granted").replace(
+            r#""thread_safe":false}"#,
+            &format!(
+                r#""thread_safe":false,"capabilities":{{"read":[{}]}}}}"#,
+                serde_json::to_string(&shared).unwrap()
+            ),
+        );
+        let dir = host.install_with_manifest("granted", &lib, &manifest);
+        let policy = policy_file(&host);
+        let mut with_grant: Value =
+            serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+        with_grant["sandbox"] = serde_json::json!({ "read": [shared] });
+        std::fs::write(&policy, with_grant.to_string()).unwrap();
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_refused_at(&doc, "run", "sandbox");
+        assert_eq!(doc["refusal"]["kind"], "sandbox");
+        assert_eq!(doc["enforcement"], Value::Null);
+        let gate = host.gate_with(host.policy_with(|b| {
+            b.sandbox({
+                let mut sandbox = skillgate::policy::SandboxPolicy::default();
+                sandbox.read.push(shared.clone());
+                sandbox
+            })
+        }));
+        let err = gate
+            .load_staged(gate.verify_and_inspect(&dir).unwrap())
+            .unwrap_err();
+        assert_eq!(err.stage, Stage::Sandbox);
+        assert!(matches!(
+            err.error,
+            Error::Sandbox(skillgate::error::SandboxError::Grant(
+                skillgate::error::GrantError::WritableByOthers(_)
+            ))
+        ));
+        // Control: private, the grant is given and the plugin runs.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = skillgate(&["run", s(&dir), "--policy", s(&policy), "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["enforcement"]["read"], serde_json::json!([shared]));
+        host.assert_still_serves(&gate);
+    }
+}
+
 #[test]
 fn a_setup_failure_is_still_one_object() {
     let host = Host::new();
