@@ -8,10 +8,28 @@
 //! text, a worker's details, file names), so [`Error`]'s `Display` writes its message
 //! through [`crate::base::escape::EscapeWriter`]: control characters come out as `\u{…}`, and one
 //! error is one line, for every host that prints it. The stage enums' own `Display` is raw;
-//! print them through [`crate::base::escape::Escaped`]. For the same reason [`Error`] reports no
-//! `source()`: its message already holds the stage error's, and printers that walk a source
-//! chain (anyhow's `{:#}`, `tracing`'s error recording) would reach that raw text. The typed
-//! stage error is the variant's field.
+//! print them through [`crate::base::escape::Escaped`] (or [`chain`], which adds their
+//! sources). For the same reason [`Error`] reports no `source()`: its message already holds
+//! the stage error's, and printers that walk a source chain (anyhow's `{:#}`, `tracing`'s
+//! error recording) would reach that raw text. The typed stage error is the variant's field.
+//!
+//! # No message repeats itself
+//!
+//! One convention holds for every error in the crate: **an inner error's text appears once,
+//! either in its parent's message or as its parent's `source()`, never both.**
+//!
+//! - A variant that writes the inner error into its message (`"…: {0}"`, `"…: {detail}"`)
+//!   returns no `source()`: no `#[source]`/`#[from]` on that field; a `From` it needs is
+//!   written out by hand.
+//! - A variant whose inner error is its `source()` (a field named `source`, which thiserror
+//!   always makes the source) leaves it out of its message.
+//! - `#[error(transparent)]` passes both on unchanged.
+//!
+//! [`Error`]'s `Display` then writes the stage error's message followed by every
+//! `source()` beneath it (`": "` between), each once: the whole story, one line, escaped,
+//! whichever way an error was built. A printer that walks a chain itself (anyhow's `{:#}`)
+//! gets the same text from a stage error without a segment twice; `tests/verdicts.rs`
+//! checks both on a table of refusals, through the command line too.
 
 // Every stage error and the types its variants carry, so a host can match any refusal
 // from this one module.
@@ -130,23 +148,29 @@ impl From<ExecError> for Error {
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.detail())
+    }
+}
+
+/// An error and every `source()` beneath it, `": "` between, each once, escaped: how the
+/// crate prints a stage error whose inner error is its `source()` (module docs).
+pub fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
+    Chain(e)
+}
+
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
         let mut out = crate::base::escape::EscapeWriter(f);
-        match self {
-            Error::Policy(e) => write!(out, "policy: {e}"),
-            Error::Key(e) => write!(out, "keys: {e}"),
-            Error::Locate(e) => write!(out, "locate: {e}"),
-            Error::Signature(e) => write!(out, "signature: {e}"),
-            Error::Trust(e) => write!(out, "trust: {e}"),
-            Error::Manifest(e) => write!(out, "manifest: {e}"),
-            Error::Integrity(e) => write!(out, "integrity: {e}"),
-            Error::Inspect(e) => write!(out, "inspect: {e}"),
-            Error::Sandbox(e) => write!(out, "sandbox: {e}"),
-            Error::Load(e) => write!(out, "load: {e}"),
-            Error::Abi(e) => write!(out, "abi: {e}"),
-            Error::Fault(e) => write!(out, "plugin fault: {e}"),
-            Error::Input(e) => write!(out, "input: {e}"),
+        write!(out, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(out, ": {e}")?;
+            next = e.source();
         }
+        Ok(())
     }
 }
 
@@ -173,6 +197,93 @@ impl ErrorClass {
 }
 
 impl Error {
+    /// The word that starts the message: the stage or part that failed (`"integrity"`,
+    /// `"inspect"`, `"plugin fault"`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Policy(_) => "policy",
+            Error::Key(_) => "keys",
+            Error::Locate(_) => "locate",
+            Error::Signature(_) => "signature",
+            Error::Trust(_) => "trust",
+            Error::Manifest(_) => "manifest",
+            Error::Integrity(_) => "integrity",
+            Error::Inspect(_) => "inspect",
+            Error::Sandbox(_) => "sandbox",
+            Error::Load(_) => "load",
+            Error::Abi(_) => "abi",
+            Error::Fault(_) => "plugin fault",
+            Error::Input(_) => "input",
+        }
+    }
+
+    /// The stage error as the part of the message after [`Error::kind`]: its message and
+    /// every `source()` beneath it, escaped (for a printer that names the kind itself, as
+    /// `skillgate`'s "plugin fault: DIR: …" does).
+    pub fn detail(&self) -> String {
+        chain(self.stage_error()).to_string()
+    }
+
+    /// The stage error inside, as a `std::error::Error`.
+    fn stage_error(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            Error::Policy(e) => e,
+            Error::Key(e) => e,
+            Error::Locate(e) => e,
+            Error::Signature(e) => e,
+            Error::Trust(e) => e,
+            Error::Manifest(e) => e,
+            Error::Integrity(e) => e,
+            Error::Inspect(e) => e,
+            Error::Sandbox(e) => e,
+            Error::Load(e) => e,
+            Error::Abi(e) => e,
+            Error::Fault(e) => e,
+            Error::Input(e) => e,
+        }
+    }
+
+    /// What to do about it, where the answer does not depend on the host's intent: the
+    /// linker flags for an ELF refusal, re-signing for a file that changed, and so on.
+    /// `None` where only the host's administrator can judge (a trust rule, a revocation).
+    pub fn fix(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::Inspect(e) => e.fix(),
+            Error::Signature(SignatureError::Missing) => {
+                "sign the plugin directory: skill-sign sign DIR --secret-key KEY"
+            }
+            Error::Signature(SignatureError::EmptyTrustStore) => {
+                "put the signer's public key in the trust store (the policy's `keys` directory)"
+            }
+            Error::Signature(SignatureError::NoTrustedSignature { .. }) => {
+                "sign with a key the host trusts, or add the signer's public key to the trust store"
+            }
+            Error::Signature(SignatureError::Invalid { .. }) => {
+                "plugin.json or its signature changed after signing: re-sign it (skill-sign sign DIR)"
+            }
+            Error::Integrity(IntegrityError::Seal(_)) => return None,
+            Error::Integrity(_) => {
+                "restore the signed files, or re-sign the directory after changing them (skill-sign sign DIR)"
+            }
+            Error::Sandbox(SandboxError::LandlockNotEnforced { .. }) => {
+                "run on a kernel with Landlock enabled at the ABI this build handles (`skillgate doctor` shows what this one gives)"
+            }
+            Error::Load(LoadError::WorkerNotFound { .. }) => {
+                "call skillgate::worker::run_if_worker() first thing in the host's main, or set `worker` in the policy to a skillgate-worker executable"
+            }
+            Error::Load(LoadError::WorkerMissing { .. }) => {
+                "point `worker` in the policy at an existing skillgate-worker executable, or remove it to use the host itself"
+            }
+            Error::Abi(AbiError::MetadataMismatch { .. }) => {
+                "make the library's vtcode_plugin_metadata agree with the signed plugin.json, then re-sign"
+            }
+            Error::Abi(AbiError::VersionMismatch { .. }) => {
+                "build the plugin for ABI version 1 and say so in plugin.json's abi_version"
+            }
+            _ => return None,
+        })
+    }
+
     /// Classifies the error for exit codes.
     pub fn class(&self) -> ErrorClass {
         match self {

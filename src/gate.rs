@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
+use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
 use crate::exec::host::ProcessExecutor;
 use crate::exec::thread::ThreadExecutor;
@@ -11,7 +12,8 @@ use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
 use crate::pipeline::load::{Loadable, Unpacked};
 use crate::pipeline::locate::{TrustedRoot, locate};
 use crate::pipeline::manifest::Manifest;
-use crate::pipeline::verify::{Bundle, Verified, verify_dir};
+use crate::pipeline::stage::Stage;
+use crate::pipeline::verify::{Bundle, Verified, verify_dir_at};
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
 use crate::trust::keys::KeyId;
@@ -107,23 +109,13 @@ impl Gate {
 
     /// Locates and verifies a plugin directory: every check short of inspection and loading.
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, Error> {
-        let dir = locate(&self.roots, path.as_ref())?;
-        Ok(verify_dir(
-            &dir,
-            &self.trust,
-            &self.policy.limits,
-            &self.policy.trust,
-            &self.policy.danger,
-        )?)
+        self.verify_staged(path).map_err(StageError::into_error)
     }
 
     /// Verifies and inspects a plugin: every check short of loading it.
     pub fn verify_and_inspect(&self, path: impl AsRef<Path>) -> Result<Inspected, Error> {
-        Ok(inspect(
-            self.verify(path)?,
-            &self.policy.elf,
-            self.policy.danger.elf(),
-        )?)
+        self.verify_and_inspect_staged(path)
+            .map_err(StageError::into_error)
     }
 
     /// Runs every stage and returns a plugin ready for calls, or the error of the stage
@@ -162,6 +154,62 @@ impl Gate {
         inspected: Inspected,
         options: &LoadOptions,
     ) -> Result<LoadedPlugin, Error> {
+        self.load_staged_with(inspected, options)
+            .map_err(StageError::into_error)
+    }
+
+    /// [`Gate::verify`], naming the [`Stage`] that refused: `Locate`, `Manifest`,
+    /// `Trust`, `Digests` or `VersionMark`, as the pipeline ran them (not from the error's
+    /// type: a symlink met while the files are listed is a `Digests` refusal).
+    pub fn verify_staged(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, StageError> {
+        let dir = locate(&self.roots, path.as_ref()).map_err(|e| StageError {
+            stage: Stage::Locate,
+            error: e.into(),
+        })?;
+        let mut at = Stage::Manifest;
+        verify_dir_at(
+            &dir,
+            &self.trust,
+            &self.policy.limits,
+            &self.policy.trust,
+            &self.policy.danger,
+            &mut at,
+        )
+        .map_err(|e| StageError {
+            stage: at,
+            error: e.into(),
+        })
+    }
+
+    /// [`Gate::verify_and_inspect`], naming the [`Stage`] that refused (as
+    /// [`Gate::verify_staged`], or `Inspect`).
+    pub fn verify_and_inspect_staged(
+        &self,
+        path: impl AsRef<Path>,
+    ) -> Result<Inspected, StageError> {
+        let verified = self.verify_staged(path)?;
+        inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| StageError {
+            stage: Stage::Inspect,
+            error: e.into(),
+        })
+    }
+
+    /// [`Gate::load`], naming the [`Stage`] that refused: `Sandbox` for an
+    /// [`Error::Sandbox`] (a grant refused, a restriction that could not be applied) and
+    /// for a worker's report of its restrictions that the host could not confirm
+    /// (`Fault(Protocol(Unconfirmed))`); `Load` for everything else on the way to a ready
+    /// plugin (starting the worker or thread, `dlopen`, the ABI and metadata checks, a
+    /// fault while loading).
+    pub fn load_staged(&self, inspected: Inspected) -> Result<LoadedPlugin, StageError> {
+        self.load_staged_with(inspected, &LoadOptions::default())
+    }
+
+    /// [`Gate::load_with`], naming the [`Stage`] that refused (as [`Gate::load_staged`]).
+    pub fn load_staged_with(
+        &self,
+        inspected: Inspected,
+        options: &LoadOptions,
+    ) -> Result<LoadedPlugin, StageError> {
         // What a plugin allowed to write its workspace must not reach: what decides which
         // code this host runs.
         let mut protected = self.policy.trusted_roots.clone();
@@ -180,7 +228,18 @@ impl Gate {
             requested: inspected.bundle().manifest().workspace(),
             protected: &protected,
         };
-        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref(), workspace)
+        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref(), workspace).map_err(
+            |error| {
+                let stage = match &error {
+                    Error::Sandbox(_)
+                    | Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
+                        ..
+                    })) => Stage::Sandbox,
+                    _ => Stage::Load,
+                };
+                StageError { stage, error }
+            },
+        )
     }
 
     /// The program this host's workers run (process isolation), chosen when the Gate was
@@ -218,6 +277,33 @@ impl LoadOptions {
         self.workspace.as_deref()
     }
 }
+
+/// A refusal and the [`Stage`] of the pipeline that made it (from the `*_staged` methods
+/// of [`Gate`]). Its `Display` is the error's.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StageError {
+    /// Where the pipeline refused.
+    pub stage: Stage,
+    /// Why.
+    pub error: Error,
+}
+
+impl StageError {
+    /// The error alone.
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+}
+
+impl std::fmt::Display for StageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// No `source()`, as [`Error`] has none (see [`crate::error`]).
+impl std::error::Error for StageError {}
 
 /// A verified, inspected plugin loaded on its own thread.
 #[derive(Debug)]
@@ -352,7 +438,7 @@ impl LoadedPlugin {
         outcome.map_err(|e: FaultError| {
             tracing::warn!(
                 plugin = self.manifest.name(),
-                error = %crate::base::escape::Escaped(&e),
+                error = %crate::error::chain(&e),
                 "plugin fault"
             );
             Error::Fault(e)

@@ -110,9 +110,10 @@ pub use base::ffi::{
 };
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
-pub use gate::{Gate, LoadOptions, LoadedPlugin};
+pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
 pub use pipeline::inspect::{InspectReport, Inspected};
+pub use pipeline::stage::Stage;
 pub use pipeline::verify::{Bundle, Verified};
 pub use policy::{Isolation, Limits, Policy, PolicyBuilder};
 pub use sandbox::{Enforcement, LandlockStatus, TaskBound, WorkspaceGrant};

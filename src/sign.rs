@@ -62,7 +62,7 @@ pub struct SignOutcome {
 #[non_exhaustive]
 pub enum SignError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -75,10 +75,10 @@ pub enum SignError {
     Locate(#[from] LocateError),
     /// The manifest template is invalid.
     #[error("{MANIFEST_FILE_NAME}: {0}")]
-    Manifest(#[from] ManifestError),
+    Manifest(ManifestError),
     /// The existing signature file is malformed.
     #[error("existing {SIGNATURE_FILE_NAME}: {0}")]
-    Signature(#[from] crate::trust::signature::SignatureError),
+    Signature(crate::trust::signature::SignatureError),
     /// The library fails ELF checks a host with the policy signed for runs before loading
     /// it, so that host would refuse the plugin ([`sign_plugin_dir_checked`]). Nothing was
     /// written. Each failure names its check ([`InspectError::check`]) and the build's fix
@@ -110,6 +110,19 @@ fn list(failures: &[InspectError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" | ")
+}
+
+// `From` without `source()`: the message already holds the inner error (crate::error docs).
+impl From<ManifestError> for SignError {
+    fn from(e: ManifestError) -> Self {
+        SignError::Manifest(e)
+    }
+}
+
+impl From<crate::trust::signature::SignatureError> for SignError {
+    fn from(e: crate::trust::signature::SignatureError) -> Self {
+        SignError::Signature(e)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {

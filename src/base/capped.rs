@@ -85,7 +85,7 @@ pub enum Links {
 #[non_exhaustive]
 pub enum CappedError {
     /// The file could not be opened.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -112,7 +112,7 @@ pub enum CappedError {
         found: u64,
     },
     /// Reading (or `fstat` of the open file) failed.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,

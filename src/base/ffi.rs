@@ -137,7 +137,6 @@ pub enum FaultError {
         /// The exported function.
         function: &'static str,
         /// What the JSON parser said.
-        #[source]
         detail: crate::base::json::JsonError,
     },
     /// The call did not finish within the policy's timeout. The plugin's thread may still
@@ -228,7 +227,7 @@ pub enum AbiError {
     },
     /// The plugin's metadata could not be read.
     #[error("plugin metadata unreadable: {0}")]
-    Metadata(#[source] FaultError),
+    Metadata(FaultError),
 }
 
 /// Copies a plugin-returned C string into host memory, reading at most `limit + 1` bytes.
@@ -289,7 +288,7 @@ pub(crate) fn decode_metadata(bytes: &[u8]) -> Result<PluginMetadata, FaultError
 pub enum InputError {
     /// The context could not be written as JSON.
     #[error("cannot write the context as JSON: {0}")]
-    Json(#[source] crate::base::json::JsonError),
+    Json(crate::base::json::JsonError),
     /// The JSON text holds a NUL byte, so it cannot be passed as a C string. serde_json
     /// escapes NUL inside strings, so this means a serializer bug, not a caller's value.
     #[error("the context's JSON holds a NUL byte at offset {offset}")]

@@ -21,7 +21,8 @@ pub enum JsonErrorKind {
 }
 
 /// A JSON document could not be parsed or produced. `Display` is serde_json's message
-/// (with line and column when known); `source()` is the I/O error, if any.
+/// (with line and column when known), the I/O error's text included for an `Io` failure,
+/// so it returns no `source()` (crate::error's convention).
 #[derive(Debug)]
 pub struct JsonError(serde_json::Error);
 
@@ -58,13 +59,7 @@ impl std::fmt::Display for JsonError {
     }
 }
 
-impl std::error::Error for JsonError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        // serde_json's own source is the I/O error of an `Io` failure, nothing else; the
-        // message is already this error's `Display`.
-        std::error::Error::source(&self.0)
-    }
-}
+impl std::error::Error for JsonError {}
 
 #[cfg(test)]
 mod tests {

@@ -75,7 +75,7 @@ pub enum PermsError {
     #[error(transparent)]
     WritableByOthers(#[from] WritableByOthers),
     /// An ancestor could not be opened or examined.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The object being examined.
         path: PathBuf,

@@ -74,7 +74,7 @@ pub enum FrameError {
     Closed,
     /// The channel failed, or closed inside a frame.
     #[error("channel I/O: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The announced length is over the cap.
     #[error("frame of {len} bytes exceeds the {cap}-byte cap")]
     TooLarge {
@@ -92,6 +92,13 @@ pub enum FrameError {
     /// Bytes left over after a whole frame (only from `decode_frame`).
     #[error("{0} trailing bytes after the frame")]
     Trailing(usize),
+}
+
+// `From` without `source()`: the message already holds the inner error (crate::error docs).
+impl From<io::Error> for FrameError {
+    fn from(e: io::Error) -> Self {
+        FrameError::Io(e)
+    }
 }
 
 /// How a worker broke the protocol. Every one ends the worker and poisons the handle.
@@ -135,7 +142,6 @@ pub enum ProtocolViolation {
         /// The frame's tag.
         tag: Tag,
         /// What is wrong with it.
-        #[source]
         reason: PayloadError,
     },
     /// The worker closed its channel but did not exit.
@@ -160,7 +166,7 @@ pub enum ProtocolViolation {
 pub enum PayloadError {
     /// A JSON payload (a report, a load failure, a fault) does not parse as its type.
     #[error("{0}")]
-    Json(#[source] crate::base::json::JsonError),
+    Json(crate::base::json::JsonError),
     /// A `Loaded` payload ends before its 4-byte version.
     #[error("no version")]
     NoVersion,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skillgate::error::chain;
 use skillgate::escape::Escaped;
 use skillgate::inspect::InspectError;
 use skillgate::keys::KdfParams;
@@ -190,8 +191,8 @@ fn revoke(
     reason: Option<&str>,
     password_file: Option<&Path>,
 ) -> Result<String, String> {
-    let revoked = PublicKey::read_file(public_key).map_err(|e| e.to_string())?;
-    let signer = read_secret_key(secret_key, password_file).map_err(|e| e.to_string())?;
+    let revoked = PublicKey::read_file(public_key).map_err(|e| chain(&e).to_string())?;
+    let signer = read_secret_key(secret_key, password_file).map_err(|e| chain(&e).to_string())?;
     let mut sig_path = out.as_os_str().to_owned();
     sig_path.push(".sig");
     let sig_path = PathBuf::from(sig_path);
@@ -244,11 +245,11 @@ fn sign(
 ) -> ExitCode {
     let policy = match policy_file.map(Policy::from_file).transpose() {
         Ok(p) => p.unwrap_or_default(),
-        Err(e) => return error(format!("policy: {e}")),
+        Err(e) => return error(format!("policy: {}", chain(&e))),
     };
     let key = match read_secret_key(secret_key, password_file) {
         Ok(k) => k,
-        Err(e) => return error(e),
+        Err(e) => return error(chain(&e)),
     };
     let signed = if no_check {
         eprintln!(
@@ -271,7 +272,7 @@ fn sign(
             print_refusal(dir, &library, &failures, &which);
             ExitCode::from(REFUSED)
         }
-        Err(e) => error(format!("{}: {e}", dir.display())),
+        Err(e) => error(format!("{}: {}", dir.display(), chain(&e))),
     }
 }
 
@@ -331,7 +332,7 @@ fn main() -> ExitCode {
                     .and_then(|pw| key.to_minisign_string_encrypted(&pw, KdfParams::MINISIGN))
                 {
                     Ok(t) => t,
-                    Err(e) => return error(e),
+                    Err(e) => return error(chain(&e)),
                 }
             };
             if let Err(e) = write_new(&secret_key, &text, 0o600) {
@@ -379,7 +380,7 @@ fn main() -> ExitCode {
             let trust =
                 match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {
                     Ok(t) => t,
-                    Err(e) => return error(e),
+                    Err(e) => return error(chain(&e)),
                 };
             match verify_plugin_dir(&dir, &trust, &Limits::default()) {
                 Ok(v) => {
@@ -403,7 +404,7 @@ fn main() -> ExitCode {
                 println!("{}", k.id());
                 ExitCode::SUCCESS
             }
-            Err(e) => error(e),
+            Err(e) => error(chain(&e)),
         },
     }
 }

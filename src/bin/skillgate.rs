@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use skillgate::error::ErrorClass;
-use skillgate::escape::{Escaped, to_json_line, to_json_pretty};
-use skillgate::{Error, Gate, LoadOptions, PluginContext, Policy, TrustStore};
+use skillgate::error::{ErrorClass, chain};
+use skillgate::escape::{Escaped, escape, to_json_line, to_json_pretty};
+use skillgate::{Error, Gate, LoadOptions, PluginContext, Policy, Stage, StageError, TrustStore};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,10 @@ enum Command {
     Verify {
         #[command(flatten)]
         host: HostArgs,
+        /// Print one JSON object on stdout: each stage's verdict (format
+        /// "skillgate-verdict-v1", see the README).
+        #[arg(long)]
+        json: bool,
     },
     /// Verify, load and execute the plugin once; print its result JSON on stdout.
     Run {
@@ -76,6 +80,10 @@ enum Command {
         /// `workspace_root` is the current directory.
         #[arg(long)]
         workspace: Option<PathBuf>,
+        /// Print one JSON object on stdout instead of the result alone: each stage's
+        /// verdict, the enforcement and the result (format "skillgate-verdict-v1").
+        #[arg(long)]
+        json: bool,
     },
     /// Check a library (or a plugin directory's library) against the ELF hardening policy,
     /// without loading it and without verifying any signature.
@@ -91,6 +99,18 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Report what this kernel and setup give: Landlock's ABI, the sandbox applied as the
+    /// policy requires, user and network namespaces, the worker. Exits 0 when a plugin the
+    /// policy accepts can load here, 1 when it cannot (naming what is missing).
+    Doctor {
+        /// Host policy file; without it, the default policy (process isolation, full
+        /// sandbox).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print one JSON object (format "skillgate-doctor-v1") instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lower a plugin's rollback mark (an administrative act): forget the highest version
     /// seen for NAME in the policy's `state_dir`, so an older signed version may load again.
     ResetVersion {
@@ -105,7 +125,7 @@ enum Command {
 fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
     let policy = match Policy::from_file(policy) {
         Ok(p) => p,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => return usage(&chain(&e).to_string()),
     };
     let Some(state_dir) = policy.trust().state_dir() else {
         return usage("the policy has no state_dir: there are no rollback marks to reset");
@@ -123,7 +143,7 @@ fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
             println!("{name_shown} had no rollback mark");
             ExitCode::SUCCESS
         }
-        Err(e) => usage(&e.to_string()),
+        Err(e) => usage(&chain(&e).to_string()),
     }
 }
 
@@ -147,13 +167,42 @@ fn report(dir: &std::path::Path, e: &Error) -> u8 {
         ErrorClass::Usage => "error",
         ErrorClass::Fault => "plugin fault",
     };
-    // `Error`'s Display is escaped already; the directory is escaped here.
-    eprintln!("skillgate: {word}: {}: {e}", Escaped(dir.display()));
+    // `Error`'s Display is escaped already; the directory is escaped here. A fault's own
+    // kind is the word already ("plugin fault"), so its detail follows the directory alone.
+    let dir = Escaped(dir.display());
+    match e {
+        Error::Fault(_) => eprintln!("skillgate: {word}: {dir}: {}", e.detail()),
+        _ => eprintln!("skillgate: {word}: {dir}: {e}"),
+    }
     class.exit_code()
 }
 
-fn fail(dir: &std::path::Path, e: &Error) -> ExitCode {
-    ExitCode::from(report(dir, e))
+/// `skillgate verify`: every stage short of loading. Returns the exit code.
+fn verify(host: &HostArgs, json: bool) -> u8 {
+    let mut trail = Trail::new("verify", &host.dir, json);
+    let gate = match gate(host) {
+        Ok(g) => g,
+        Err(e) => return trail.refused_setup(&host.dir, &e),
+    };
+    trail.setup_passed(host, &gate);
+    let inspected = match gate.verify_and_inspect_staged(&host.dir) {
+        Ok(i) => i,
+        Err(e) => return trail.refused(&host.dir, &e),
+    };
+    trail.verified(&gate, &inspected);
+    if !json {
+        let bundle = inspected.bundle();
+        let m = bundle.manifest();
+        let signers: Vec<String> = bundle.signers().iter().map(ToString::to_string).collect();
+        println!(
+            "verified {} {} ({} files; signed by {})",
+            Escaped(m.name()),
+            Escaped(m.version()),
+            m.files().len(),
+            Escaped(signers.join(", "))
+        );
+    }
+    trail.finish(0)
 }
 
 /// Prints a usage or host-side error (escaped) and returns exit code 2.
@@ -173,33 +222,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),
         Command::ResetVersion { name, policy } => reset_version(&name, &policy),
-        Command::Verify { host } => {
-            let result = gate(&host).and_then(|g| g.verify_and_inspect(&host.dir));
-            match result {
-                Ok(inspected) => {
-                    let bundle = inspected.bundle();
-                    let m = bundle.manifest();
-                    let signers: Vec<String> =
-                        bundle.signers().iter().map(ToString::to_string).collect();
-                    println!(
-                        "verified {} {} ({} files; signed by {})",
-                        Escaped(m.name()),
-                        Escaped(m.version()),
-                        m.files().len(),
-                        Escaped(signers.join(", "))
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&host.dir, &e),
-            }
-        }
+        Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
+        Command::Verify { host, json } => ExitCode::from(verify(&host, json)),
         Command::Run {
             host,
             input,
             verbose,
             workspace,
+            json,
         } => {
-            let code = run(&host, &input, verbose, workspace.as_deref());
+            let code = run(&host, &input, verbose, json, workspace.as_deref());
             exit_now(code)
         }
     }
@@ -207,15 +239,21 @@ fn main() -> ExitCode {
 
 /// `skillgate run`: verify, load, execute once. Returns the exit code; every value that
 /// holds the plugin is dropped before it returns (a worker is killed and reaped then).
-fn run(host: &HostArgs, input: &str, verbose: bool, workspace: Option<&Path>) -> u8 {
+fn run(host: &HostArgs, input: &str, verbose: bool, json: bool, workspace: Option<&Path>) -> u8 {
+    let mut trail = Trail::new("run", &host.dir, json);
     let input = match serde_json::from_str(input) {
         Ok(v) => v,
-        Err(e) => return usage_code(&format!("--input is not a JSON object: {e}")),
+        Err(e) => return trail.usage(&format!("--input is not a JSON object: {e}")),
     };
     let mut result_out = match plugin_log::stdout_for_the_result() {
         Ok(out) => out,
-        Err(e) => return usage_code(&format!("cannot set stdout aside for the result: {e}")),
+        Err(e) => return trail.usage(&format!("cannot set stdout aside for the result: {e}")),
     };
+    // The verdicts, like the result, go to the real stdout set aside.
+    match result_out.try_clone() {
+        Ok(out) => trail.out = Some(out),
+        Err(e) => return trail.usage(&format!("cannot set stdout aside for the result: {e}")),
+    }
     if verbose {
         plugin_log::print_on_stderr();
     }
@@ -234,10 +272,21 @@ fn run(host: &HostArgs, input: &str, verbose: bool, workspace: Option<&Path>) ->
     if let Some(dir) = workspace {
         options = options.workspace(dir);
     }
-    let plugin = match gate(host).and_then(|g| g.verify_and_load_with(&host.dir, &options)) {
-        Ok(p) => p,
-        Err(e) => return report(&host.dir, &e),
+    let gate = match gate(host) {
+        Ok(g) => g,
+        Err(e) => return trail.refused_setup(&host.dir, &e),
     };
+    trail.setup_passed(host, &gate);
+    let inspected = match gate.verify_and_inspect_staged(&host.dir) {
+        Ok(i) => i,
+        Err(e) => return trail.refused(&host.dir, &e),
+    };
+    trail.verified(&gate, &inspected);
+    let plugin = match gate.load_staged_with(inspected, &options) {
+        Ok(p) => p,
+        Err(e) => return trail.refused(&host.dir, &e),
+    };
+    trail.loaded(&plugin);
     if verbose {
         let signers: Vec<String> = plugin.signers().iter().map(ToString::to_string).collect();
         let needed = format!("{:?}", plugin.inspection().needed);
@@ -251,20 +300,307 @@ fn run(host: &HostArgs, input: &str, verbose: bool, workspace: Option<&Path>) ->
         );
         match to_json_line(plugin.enforcement()) {
             Ok(json) => eprintln!("skillgate: enforcement {json}"),
-            Err(e) => return usage_code(&format!("cannot print the enforcement report: {e}")),
+            Err(e) => return trail.usage(&format!("cannot print the enforcement report: {e}")),
         }
     }
     match plugin.execute(&ctx) {
-        Ok(result) => match to_json_pretty(&result)
+        Ok(result) => {
+            if json {
+                trail.called(&result);
+                return trail.finish(0);
+            }
+            match to_json_pretty(&result)
+                .map_err(std::io::Error::other)
+                .and_then(|text| {
+                    writeln!(result_out, "{text}")?;
+                    result_out.flush()
+                }) {
+                Ok(()) => 0,
+                Err(e) => usage_code(&format!("cannot print the result: {e}")),
+            }
+        }
+        Err(e) => trail.refused_at(&host.dir, Stage::Call, &e),
+    }
+}
+
+/// What `verify --json` and `run --json` print: each stage's verdict as the pipeline ran,
+/// collected as the command goes (and, without `--json`, only the exit codes and the
+/// one-line refusal on stderr it always printed).
+///
+/// The object (format "skillgate-verdict-v1"): `command`, `path`, `ok`, `exit_code`,
+/// `plugin` (name, version, signers; once the manifest verified), `stages`, `refusal`
+/// (the refusing stage, the error's kind and class, its message and fix), `enforcement`
+/// (once loaded) and, for `run`, `result`. Each stage is `{stage, ok, detail, fix}`: `ok`
+/// is `true` for a stage that passed, `false` for the one that refused, and `null` for a
+/// stage not run because an earlier one refused (its `detail` says so); `fix` is `null`
+/// unless the refusal has one. The stages are `setup` (the policy, trust store, trusted
+/// roots, worker and command line) and then [`Stage::ALL`] in order, through `inspect` for
+/// `verify` and `call` for `run`; `inspect` also lists its `checks`.
+struct Trail {
+    json: bool,
+    /// Where the object goes: stdout, or (for `run`) the real stdout set aside while fd 1
+    /// points at stderr.
+    out: Option<std::fs::File>,
+    doc: serde_json::Map<String, serde_json::Value>,
+    stages: Vec<serde_json::Value>,
+    /// The stages this command runs, `setup` first.
+    planned: Vec<&'static str>,
+}
+
+impl Trail {
+    fn new(command: &'static str, dir: &std::path::Path, json: bool) -> Trail {
+        use serde_json::Value;
+        let last = if command == "run" {
+            Stage::Call
+        } else {
+            Stage::Inspect
+        };
+        let mut planned = vec!["setup"];
+        planned.extend(Stage::ALL.iter().filter(|s| **s <= last).map(|s| s.name()));
+        let mut doc = serde_json::Map::new();
+        doc.insert("format".into(), "skillgate-verdict-v1".into());
+        doc.insert("command".into(), command.into());
+        doc.insert("path".into(), dir.display().to_string().into());
+        for key in ["plugin", "refusal", "enforcement"] {
+            doc.insert(key.into(), Value::Null);
+        }
+        if command == "run" {
+            doc.insert("result".into(), Value::Null);
+        }
+        Trail {
+            json,
+            out: None,
+            doc,
+            stages: Vec::new(),
+            planned,
+        }
+    }
+
+    fn push(&mut self, stage: &str, ok: bool, detail: String, fix: Option<&str>) {
+        self.stages.push(serde_json::json!({
+            "stage": stage, "ok": ok, "detail": detail, "fix": fix,
+        }));
+    }
+
+    /// Marks every planned stage before `stage` that has no verdict yet as passed.
+    fn passed_until(&mut self, stage: &str) {
+        let done = self.stages.len();
+        let upto = self
+            .planned
+            .iter()
+            .position(|s| *s == stage)
+            .unwrap_or(done);
+        for name in self.planned.clone().into_iter().take(upto).skip(done) {
+            let detail = Stage::ALL
+                .iter()
+                .find(|s| s.name() == name)
+                .map_or("passed", |s| s.passed());
+            self.push(name, true, detail.to_owned(), None);
+        }
+    }
+
+    fn setup_passed(&mut self, host: &HostArgs, gate: &Gate) {
+        let detail = format!(
+            "policy {}: trust store loaded, trusted roots opened, {} isolation",
+            host.policy.display(),
+            match gate.policy().isolation() {
+                skillgate::Isolation::Process => "process (worker found)",
+                _ => "thread",
+            }
+        );
+        self.push("setup", true, detail, None);
+    }
+
+    /// Everything short of loading passed.
+    fn verified(&mut self, gate: &Gate, inspected: &skillgate::Inspected) {
+        let bundle = inspected.bundle();
+        let m = bundle.manifest();
+        let signers: Vec<String> = bundle.signers().iter().map(ToString::to_string).collect();
+        self.doc.insert(
+            "plugin".into(),
+            serde_json::json!({"name": m.name(), "version": m.version().to_string(), "signers": signers}),
+        );
+        self.push(
+            "locate",
+            true,
+            format!("{}: {}", bundle.path().display(), Stage::Locate.passed()),
+            None,
+        );
+        self.push(
+            "manifest",
+            true,
+            format!(
+                "{} {} signed by {}: {}",
+                m.name(),
+                m.version(),
+                signers.join(", "),
+                Stage::Manifest.passed()
+            ),
+            None,
+        );
+        self.passed_until("digests");
+        self.push(
+            "digests",
+            true,
+            format!("{} files: {}", m.files().len(), Stage::Digests.passed()),
+            None,
+        );
+        let mark = match gate.policy().trust().state_dir() {
+            Some(dir) => format!(
+                "the rollback mark of {} is at least {} in {}",
+                m.name(),
+                m.version(),
+                dir.display()
+            ),
+            None => "the policy has no state_dir: no rollback mark is kept".to_owned(),
+        };
+        self.push("version_mark", true, mark, None);
+        let checks: Vec<serde_json::Value> = inspected
+            .report()
+            .checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({"check": c.check, "status": c.status, "detail": c.detail, "fix": c.fix})
+            })
+            .collect();
+        self.push("inspect", true, Stage::Inspect.passed().to_owned(), None);
+        if let Some(serde_json::Value::Object(entry)) = self.stages.last_mut() {
+            entry.insert("checks".into(), checks.into());
+        }
+    }
+
+    fn loaded(&mut self, plugin: &skillgate::LoadedPlugin) {
+        let e = plugin.enforcement();
+        let sandbox = format!(
+            "{} isolation: Landlock {} at ABI {}, seccomp {} ({} instructions), no_new_privs {}, {} filesystem and {} network rules, namespaces [{}], tasks {}",
+            e.isolation,
+            to_json_line(&e.landlock).unwrap_or_default(),
+            e.landlock_abi,
+            e.seccomp,
+            e.seccomp_instructions,
+            e.no_new_privs,
+            e.fs_rules,
+            e.net_rules,
+            e.namespaces.join(", "),
+            to_json_line(&e.tasks).unwrap_or_default(),
+        );
+        self.push("sandbox", true, sandbox, None);
+        let load = match plugin.worker_pid() {
+            Some(pid) => format!("worker {pid}: {}", Stage::Load.passed()),
+            None => Stage::Load.passed().to_owned(),
+        };
+        self.push("load", true, load, None);
+        self.doc.insert(
+            "enforcement".into(),
+            serde_json::to_value(e).unwrap_or_default(),
+        );
+    }
+
+    fn called(&mut self, result: &skillgate::PluginResult) {
+        self.push(
+            "call",
+            true,
+            format!("{}; success: {}", Stage::Call.passed(), result.success),
+            None,
+        );
+        self.doc.insert(
+            "result".into(),
+            serde_json::to_value(result).unwrap_or_default(),
+        );
+    }
+
+    /// A refusal at `stage`: printed on stderr as always, recorded, and the report ends.
+    fn refused_at(&mut self, dir: &std::path::Path, stage: Stage, e: &Error) -> u8 {
+        let code = report(dir, e);
+        self.refusal(stage.name(), e, code)
+    }
+
+    fn refused(&mut self, dir: &std::path::Path, e: &StageError) -> u8 {
+        self.refused_at(dir, e.stage, &e.error)
+    }
+
+    fn refused_setup(&mut self, dir: &std::path::Path, e: &Error) -> u8 {
+        let code = report(dir, e);
+        self.refusal("setup", e, code)
+    }
+
+    fn refusal(&mut self, stage: &str, e: &Error, code: u8) -> u8 {
+        self.passed_until(stage);
+        let class = match e.class() {
+            ErrorClass::Refused => "refused",
+            ErrorClass::Usage => "usage",
+            _ => "fault",
+        };
+        self.push(stage, false, e.to_string(), e.fix());
+        if let (Some(serde_json::Value::Object(entry)), Error::Inspect(i)) =
+            (self.stages.last_mut(), e)
+        {
+            entry.insert(
+                "checks".into(),
+                serde_json::json!([{"check": i.check(), "status": "fail", "detail": e.detail(), "fix": i.fix()}]),
+            );
+        }
+        self.doc.insert(
+            "refusal".into(),
+            serde_json::json!({"stage": stage, "kind": e.kind(), "class": class, "message": e.to_string(), "fix": e.fix()}),
+        );
+        self.finish(code)
+    }
+
+    /// A usage or host-side problem that is no plugin's refusal (exit 2): `--input` that
+    /// is not JSON (at `setup`), or output that cannot be written (at the next stage).
+    fn usage(&mut self, msg: &str) -> u8 {
+        let code = usage_code(msg);
+        let stage = self
+            .planned
+            .get(self.stages.len())
+            .or(self.planned.last())
+            .copied()
+            .unwrap_or("setup");
+        if self.stages.len() < self.planned.len() {
+            self.push(stage, false, escape(msg), None);
+        }
+        self.doc.insert(
+            "refusal".into(),
+            serde_json::json!({"stage": stage, "kind": "usage", "class": "usage", "message": escape(msg), "fix": null}),
+        );
+        self.finish(code)
+    }
+
+    /// Prints the object (with `--json`) and returns `code`.
+    fn finish(&mut self, code: u8) -> u8 {
+        if !self.json {
+            return code;
+        }
+        let done = self.stages.len();
+        for name in self.planned.iter().skip(done) {
+            self.stages.push(serde_json::json!({
+                "stage": name, "ok": null, "detail": "not run: an earlier stage refused", "fix": null,
+            }));
+        }
+        self.doc.insert("ok".into(), (code == 0).into());
+        self.doc.insert("exit_code".into(), code.into());
+        self.doc
+            .insert("stages".into(), std::mem::take(&mut self.stages).into());
+        let printed = to_json_pretty(&self.doc)
             .map_err(std::io::Error::other)
-            .and_then(|text| {
-                writeln!(result_out, "{text}")?;
-                result_out.flush()
-            }) {
-            Ok(()) => 0,
-            Err(e) => usage_code(&format!("cannot print the result: {e}")),
-        },
-        Err(e) => report(&host.dir, &e),
+            .and_then(|text| match &mut self.out {
+                Some(out) => {
+                    out.write_all(text.as_bytes())?;
+                    out.write_all(b"\n")?;
+                    out.flush()
+                }
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())?;
+                    out.write_all(b"\n")?;
+                    out.flush()
+                }
+            });
+        match printed {
+            Ok(()) => code,
+            Err(e) => usage_code(&format!("cannot print the verdicts: {e}")),
+        }
     }
 }
 
@@ -366,6 +702,142 @@ mod plugin_log {
     }
 }
 
+/// `skillgate doctor`: what this kernel and setup give a policy, from the library's own
+/// probes ([`skillgate::policy::doctor`]).
+mod doctor_cmd {
+    use std::io::Write;
+    use std::path::Path;
+    use std::process::ExitCode;
+
+    use serde_json::{Value, json};
+    use skillgate::Policy;
+    use skillgate::error::{ErrorClass, chain};
+    use skillgate::escape::{Escaped, to_json_pretty};
+    use skillgate::policy::doctor::{Diagnosis, diagnose};
+
+    /// Exit code when the policy's requirement cannot be met here.
+    const UNMET: u8 = 1;
+
+    fn probe<E: std::error::Error + 'static>(r: &Result<impl Sized, E>, yes: &str) -> Value {
+        match r {
+            Ok(_) => json!({"ok": true, "detail": yes}),
+            Err(e) => json!({"ok": false, "detail": chain(e).to_string()}),
+        }
+    }
+
+    fn report(d: &Diagnosis, policy: Option<&Path>) -> Value {
+        let unmet = d.unmet();
+        json!({
+            "format": "skillgate-doctor-v1",
+            "policy": policy.map_or("default".to_owned(), |p| p.display().to_string()),
+            "requirement": d.requirement,
+            "isolation": d.isolation.to_string(),
+            "landlock": {"kernel_abi": d.landlock_abi, "handled_abi": d.landlock_abi_handled},
+            "sandbox": match &d.sandbox {
+                Ok(e) => json!({"ok": true, "seccomp": e.seccomp, "landlock": e.landlock, "enforcement": e}),
+                Err(e) => json!({"ok": false, "detail": chain(e).to_string()}),
+            },
+            "namespaces": {
+                "user": probe(&d.user_namespace, "a child can enter a new user namespace"),
+                "net": probe(&d.net_namespace, "a child can enter a new network namespace"),
+            },
+            "worker": match &d.worker {
+                Ok(p) => json!({"ok": true, "path": p.path().display().to_string(), "program": p.to_string()}),
+                Err(e) => json!({"ok": false, "path": null, "detail": chain(e).to_string()}),
+            },
+            "can_load": unmet.is_empty(),
+            "unmet": unmet,
+        })
+    }
+
+    fn text(d: &Diagnosis) -> String {
+        let yes_no = |ok: bool| if ok { "yes" } else { "NO" };
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<18} {}\n", Escaped(v)));
+        line("requirement", format!("{:?}", d.requirement).to_lowercase());
+        line("isolation", d.isolation.to_string());
+        line(
+            "landlock abi",
+            format!(
+                "{} (this build handles {})",
+                d.landlock_abi, d.landlock_abi_handled
+            ),
+        );
+        match &d.sandbox {
+            Ok(e) => {
+                line(
+                    "landlock",
+                    skillgate::escape::to_json_line(&e.landlock)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned(),
+                );
+                line("seccomp", yes_no(e.seccomp).to_owned());
+                line("no_new_privs", yes_no(e.no_new_privs).to_owned());
+            }
+            Err(e) => line("sandbox", format!("NO: {}", chain(e))),
+        }
+        for (name, r) in [
+            ("user namespace", &d.user_namespace),
+            ("net namespace", &d.net_namespace),
+        ] {
+            match r {
+                Ok(()) => line(name, "yes".to_owned()),
+                Err(e) => line(name, format!("no ({e}); workers run without it")),
+            }
+        }
+        match &d.worker {
+            Ok(p) => line("worker", p.to_string()),
+            Err(e) => line("worker", format!("NOT FOUND: {}", chain(e))),
+        }
+        let unmet = d.unmet();
+        if unmet.is_empty() {
+            line(
+                "verdict",
+                "plugins this policy accepts can load here".to_owned(),
+            );
+        } else {
+            for u in unmet {
+                line("UNMET", u);
+            }
+        }
+        out
+    }
+
+    pub(super) fn run(policy: Option<&Path>, as_json: bool) -> ExitCode {
+        let loaded = match policy {
+            Some(file) => Policy::from_file(file),
+            None => Ok(Policy::default()),
+        };
+        let policy_value = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("skillgate: error: {}", skillgate::Error::from(e));
+                return ExitCode::from(ErrorClass::Usage.exit_code());
+            }
+        };
+        let d = diagnose(&policy_value);
+        let printed = if as_json {
+            to_json_pretty(&report(&d, policy)).map(|t| t + "\n")
+        } else {
+            Ok(text(&d))
+        };
+        let mut out = std::io::stdout().lock();
+        let written = printed
+            .map_err(std::io::Error::other)
+            .and_then(|t| out.write_all(t.as_bytes()).and_then(|()| out.flush()));
+        if let Err(e) = written {
+            eprintln!("skillgate: error: cannot print the report: {}", Escaped(e));
+            return ExitCode::from(ErrorClass::Usage.exit_code());
+        }
+        if d.can_load() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(UNMET)
+        }
+    }
+}
+
 /// `skillgate inspect`: the ELF checks of the pipeline, on files an author has not signed yet.
 mod inspect_cmd {
     use std::io::Write;
@@ -391,7 +863,7 @@ mod inspect_cmd {
     /// Reads a regular file of at most `max` bytes, without hanging on a FIFO.
     fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, String> {
         skillgate::capped::read_capped(path, max, skillgate::capped::Links::Follow)
-            .map_err(|e| e.to_string())
+            .map_err(|e| skillgate::error::chain(&e).to_string())
     }
 
     /// The library a plugin directory's (unsigned) plugin.json names.
@@ -403,7 +875,14 @@ mod inspect_cmd {
         let name = match (value.get("library"), value.get("name")) {
             (Some(Value::String(library)), _) => library.clone(),
             (None | Some(Value::Null), Some(Value::String(name))) => {
-                skillgate::compat::library_filename(name)
+                // As the host chooses: lib<name>.so, else <name>.so (the same without "lib").
+                let first = skillgate::compat::library_filename(name);
+                let second = first.strip_prefix("lib").unwrap_or(&first).to_owned();
+                if !dir.join(&first).exists() && dir.join(&second).exists() {
+                    second
+                } else {
+                    first
+                }
             }
             _ => {
                 return Err(format!(
@@ -451,7 +930,7 @@ mod inspect_cmd {
                     p.danger().elf().clone(),
                     p.limits().clone(),
                 ),
-                Err(e) => return usage(&format!("policy: {e}")),
+                Err(e) => return usage(&skillgate::Error::from(e).to_string()),
             },
             None => (
                 ElfPolicy::default(),

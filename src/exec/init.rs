@@ -185,16 +185,14 @@ impl LoadFailure {
 }
 
 /// An error and every `source` under it, joined: what crosses the channel is the whole
-/// story (a `dlerror` text included), not the top line.
+/// story (a `dlerror` text included), not the top line. No link repeats another: an error's
+/// message never holds its own `source()`'s text (crate::error's convention).
 pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
+        text.push_str(": ");
+        text.push_str(&s.to_string());
         next = s.source();
     }
     text

@@ -149,7 +149,7 @@ pub enum LoadError {
         detail: String,
     },
     /// The worker process could not be started.
-    #[error("cannot start the worker {}: {source}", path.display())]
+    #[error("cannot start the worker {}", path.display())]
     WorkerStart {
         /// The worker executable.
         path: std::path::PathBuf,
@@ -159,7 +159,7 @@ pub enum LoadError {
     },
     /// The worker could not send its enforcement report to the host, so it loads nothing.
     #[error("cannot send the enforcement report: {0}")]
-    Report(#[source] std::io::Error),
+    Report(std::io::Error),
     /// Process isolation has no worker: this executable cannot serve as its own (it did not
     /// call `skillgate::worker::run_if_worker` at the top of `main`, or could not), no policy
     /// `worker` is set, and no `skillgate-worker` lies beside the executable.
@@ -183,7 +183,7 @@ pub enum LoadError {
     },
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
     /// The worker refused the library it was handed, before `dlopen`: what sat on its
     /// library descriptor was not the sealed copy of the verified bytes.
     #[error("the worker refused the library: {0}")]

@@ -17,6 +17,7 @@ use crate::danger::Danger;
 use crate::pipeline::digest::{FileDigest, digest_file};
 use crate::pipeline::locate::{LocateError, PluginDir};
 use crate::pipeline::manifest::{Manifest, ManifestError, hex_digest};
+use crate::pipeline::stage::Stage;
 use crate::trust::error::TrustError;
 use crate::trust::keys::KeyId;
 use crate::trust::rules::TrustPolicy;
@@ -80,12 +81,14 @@ impl Bundle {
     }
 }
 
-/// A file in the plugin directory disagrees with the signed manifest.
+/// A file in the plugin directory disagrees with the signed manifest. The messages name
+/// the file, not `dir`: whoever prints a refusal names the plugin already (`skillgate`'s
+/// "refused: DIR: …"), and the line would say the directory twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IntegrityError {
     /// A file is present that the manifest does not list.
-    #[error("{dir}: file {file:?} is not listed in the signed manifest")]
+    #[error("file {file:?} is not listed in the signed manifest")]
     UnlistedFile {
         /// The plugin directory.
         dir: PathBuf,
@@ -93,7 +96,7 @@ pub enum IntegrityError {
         file: String,
     },
     /// A listed file is absent.
-    #[error("{dir}: listed file {file:?} is missing")]
+    #[error("listed file {file:?} is missing")]
     MissingFile {
         /// The plugin directory.
         dir: PathBuf,
@@ -101,7 +104,7 @@ pub enum IntegrityError {
         file: String,
     },
     /// A file's size differs from the signed size.
-    #[error("{dir}: {file:?} is {actual} bytes, the signed manifest says {expected}")]
+    #[error("{file:?} is {actual} bytes, the signed manifest says {expected}")]
     SizeMismatch {
         /// The plugin directory.
         dir: PathBuf,
@@ -113,7 +116,7 @@ pub enum IntegrityError {
         actual: u64,
     },
     /// A file's SHA-256 differs from the signed digest.
-    #[error("{dir}: sha256 of {file:?} is {actual}, the signed manifest says {expected}")]
+    #[error("sha256 of {file:?} is {actual}, the signed manifest says {expected}")]
     HashMismatch {
         /// The plugin directory.
         dir: PathBuf,
@@ -126,7 +129,7 @@ pub enum IntegrityError {
     },
     /// The sealed copy of the library could not be made.
     #[error("cannot seal a copy of the library: {0}")]
-    Seal(#[source] std::io::Error),
+    Seal(std::io::Error),
 }
 
 /// Why `verify_dir` refused a plugin directory: the step that refused, with its error.
@@ -210,13 +213,29 @@ pub(crate) fn verify_dir(
     policy: &TrustPolicy,
     danger: &Danger,
 ) -> Result<Verified<Bundle>, VerifyError> {
+    verify_dir_at(dir, trust, limits, policy, danger, &mut Stage::Manifest)
+}
+
+/// [`verify_dir`], keeping in `at` the step it is in: after an error, the step that
+/// refused (whatever the error's type: a symlink met while listing files is `Digests`).
+pub(crate) fn verify_dir_at(
+    dir: &PluginDir,
+    trust: &TrustStore,
+    limits: &Limits,
+    policy: &TrustPolicy,
+    danger: &Danger,
+    at: &mut Stage,
+) -> Result<Verified<Bundle>, VerifyError> {
+    *at = Stage::Manifest;
     let manifest_bytes = dir
         .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
         .ok_or(ManifestError::Missing)?;
     let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
     let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
     let manifest = Manifest::parse(&authentic, limits.files)?;
+    *at = Stage::Trust;
     policy.check(trust, &manifest, authentic.signers(), danger)?;
+    *at = Stage::Digests;
 
     let dir_path = dir.path().to_path_buf();
     let present = content_files(dir, limits)?;
@@ -284,6 +303,7 @@ pub(crate) fn verify_dir(
     // The manifest parser guarantees the library is listed, and every listed file was read.
     let library =
         library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
+    *at = Stage::VersionMark;
     policy.record(&manifest)?;
     tracing::debug!(
         plugin = manifest.name(),

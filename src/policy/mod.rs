@@ -30,6 +30,7 @@ use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
 pub use crate::sandbox::{Requirement, SandboxPolicy};
 
+pub mod doctor;
 mod find;
 mod trust_section;
 pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
@@ -107,7 +108,7 @@ impl Default for Policy {
 #[non_exhaustive]
 pub enum PolicyError {
     /// The policy file could not be read.
-    #[error("cannot read policy {path}: {source}")]
+    #[error("cannot read policy {path}")]
     Io {
         /// The policy file.
         path: PathBuf,
@@ -126,11 +127,11 @@ pub enum PolicyError {
     },
     /// The JSON did not match the policy schema (unknown fields included).
     #[error("policy is not valid: {0}")]
-    Syntax(#[source] JsonError),
+    Syntax(JsonError),
     /// A value of the trust fields (`signers`, `revoked_keys`, `min_versions`) is not a
     /// valid setting.
     #[error("policy is not valid: {0}")]
-    TrustSection(#[source] TrustSectionError),
+    TrustSection(TrustSectionError),
     /// A limit is zero or above its ceiling.
     #[error("policy limit {name} = {value} is out of range (1..={max})")]
     LimitOutOfRange {

@@ -493,8 +493,9 @@ fn a_syntax_error_carries_the_crate_json_error() {
     assert_eq!(json.kind(), crate::base::json::JsonErrorKind::Data);
     assert!(json.line() >= 1, "{json}");
     assert_eq!(err.to_string(), format!("policy is not valid: {json}"));
-    let source = std::error::Error::source(&err).unwrap();
-    assert_eq!(source.to_string(), json.to_string());
+    // The message holds the JSON error, so it is not also the source (crate::error's
+    // convention): a printer walking the chain shows it once.
+    assert!(std::error::Error::source(&err).is_none());
 }
 
 #[test]

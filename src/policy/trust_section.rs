@@ -93,7 +93,7 @@ pub enum TrustSectionError {
         name: String,
     },
     /// A `min_versions` value is not semver.
-    #[error("min_versions.{plugin}: {value:?}: {source}")]
+    #[error("min_versions.{plugin}: {value:?}")]
     BadVersion {
         /// The plugin.
         plugin: String,

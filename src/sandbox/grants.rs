@@ -17,7 +17,7 @@ use crate::base::perms::{PermsError, WritableByOthers};
 #[non_exhaustive]
 pub enum GrantError {
     /// It could not be opened (or examined once open) without following a symlink.
-    #[error("granted path {}: cannot open it without following symlinks: {source}", path.display())]
+    #[error("granted path {}: cannot open it without following symlinks", path.display())]
     Open {
         /// The canonical path.
         path: PathBuf,
@@ -26,7 +26,7 @@ pub enum GrantError {
         source: OsError,
     },
     /// A directory above it could not be examined for who may write to it.
-    #[error("granted path {}: cannot examine {}: {source}", path.display(), ancestor.display())]
+    #[error("granted path {}: cannot examine {}", path.display(), ancestor.display())]
     Ancestor {
         /// The canonical path.
         path: PathBuf,

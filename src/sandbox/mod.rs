@@ -50,6 +50,7 @@ mod workspace;
 
 pub use grants::{GrantError, OsError};
 use grants::{GrantId, beneath_any, open_grant, resolve_trusted};
+pub(crate) use ruleset::kernel_landlock_abi;
 pub use ruleset::{LandlockError, LandlockStep};
 pub use workspace::WorkspaceGrant;
 pub(crate) use workspace::WorkspaceOffer;
@@ -166,9 +167,9 @@ pub enum SandboxError {
     },
     /// The Landlock ruleset could not be built or applied.
     #[error("Landlock: {0}")]
-    Landlock(#[source] LandlockError),
+    Landlock(LandlockError),
     /// A loader directory could not be opened for a rule.
-    #[error("cannot open loader path {}: {source}", path.display())]
+    #[error("cannot open loader path {}", path.display())]
     GrantPath {
         /// The path.
         path: PathBuf,
@@ -212,10 +213,10 @@ pub enum SandboxError {
     LoaderPlan(std::io::Error),
     /// The loader thread could not be started, or died.
     #[error("loader thread: {0}")]
-    LoaderThread(#[source] LoaderThreadError),
+    LoaderThread(LoaderThreadError),
     /// `no_new_privs` could not be set.
     #[error("cannot set no_new_privs: {0}")]
-    NoNewPrivs(#[source] std::io::Error),
+    NoNewPrivs(std::io::Error),
     /// The worker process could not restrict itself, as it reported.
     ///
     /// `detail` is the worker's own account of its [`SandboxError`] (every source
@@ -228,10 +229,17 @@ pub enum SandboxError {
     },
     /// The seccomp program could not be encoded.
     #[error("cannot build the seccomp filter: {0}")]
-    SeccompProgram(#[from] seccomp::BuildError),
+    SeccompProgram(seccomp::BuildError),
     /// The seccomp filter could not be installed.
     #[error("cannot install the seccomp filter: {0}")]
-    Seccomp(#[source] std::io::Error),
+    Seccomp(std::io::Error),
+}
+
+// `From` without `source()`: the message already holds the inner error (crate::error docs).
+impl From<seccomp::BuildError> for SandboxError {
+    fn from(e: seccomp::BuildError) -> Self {
+        SandboxError::SeccompProgram(e)
+    }
 }
 
 /// Why the loader thread could not do its part.
@@ -240,7 +248,7 @@ pub enum SandboxError {
 pub enum LoaderThreadError {
     /// It could not be started.
     #[error("cannot start it: {0}")]
-    Spawn(#[source] std::io::Error),
+    Spawn(std::io::Error),
     /// It panicked.
     #[error("it panicked")]
     Panicked,

@@ -39,7 +39,7 @@ pub enum LandlockStep {
 ///
 /// The landlock crate's error is kept inside, private, so the public enums name no
 /// dependency's type; what it says stays reachable: the step ([`LandlockError::step`]),
-/// the system error ([`LandlockError::os_error`], also the `source()`), and its whole
+/// the system error ([`LandlockError::os_error`]), and its whole
 /// text through `Display`.
 #[derive(Debug)]
 pub struct LandlockError(landlock::RulesetError);
@@ -84,11 +84,9 @@ impl std::fmt::Display for LandlockError {
     }
 }
 
-impl std::error::Error for LandlockError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.os_error().map(|e| e as _)
-    }
-}
+/// No `source()`: landlock's message already holds its system error's text, which
+/// [`LandlockError::os_error`] returns typed (crate::error's convention).
+impl std::error::Error for LandlockError {}
 
 impl SandboxPlan {
     /// A second Landlock layer on the loader thread: every write right handled, none granted.
@@ -221,7 +219,7 @@ impl SandboxPlan {
 
 /// The kernel's Landlock ABI version (0 when unavailable).
 #[allow(unsafe_code)]
-pub(super) fn kernel_landlock_abi() -> u8 {
+pub(crate) fn kernel_landlock_abi() -> u8 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: the version query takes a NULL attribute pointer and size 0 and touches no
     // memory.

@@ -45,7 +45,7 @@ impl fmt::Display for KeyOrigin {
 #[non_exhaustive]
 pub enum KeyError {
     /// A key file or the trust store directory could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// A key file could not be used; `source` says why.
-    #[error("key file {}: {source}", path.display())]
+    #[error("key file {}", path.display())]
     InFile {
         /// The file.
         path: PathBuf,
@@ -103,7 +103,7 @@ pub enum KeyError {
     PasswordRequired,
     /// The password could not be obtained (prompt, file or environment).
     #[error("cannot get the password: {0}")]
-    PasswordUnavailable(#[source] PasswordError),
+    PasswordUnavailable(PasswordError),
     /// The encrypted secret key's checksum does not match after decryption: the password
     /// is wrong (or the file was altered).
     #[error("wrong password for this secret key (its checksum does not match)")]
@@ -153,7 +153,7 @@ pub enum KeyError {
         second: KeyOrigin,
     },
     /// A revocation statement in the trust store is malformed or not signed well enough.
-    #[error("revocation statement {}: {source}", path.display())]
+    #[error("revocation statement {}", path.display())]
     Revocation {
         /// The statement file.
         path: PathBuf,
@@ -185,7 +185,7 @@ pub enum SignatureError {
     EmptyTrustStore,
     /// The signature file could not be parsed.
     #[error("{SIGNATURE_FILE_NAME} is malformed: {0}")]
-    Malformed(#[from] SignatureFileError),
+    Malformed(SignatureFileError),
     /// A signature by a trusted key does not verify over this manifest.
     #[error(
         "signature by trusted key {key_id} does not verify: the manifest or signature was altered"
@@ -205,6 +205,13 @@ pub enum SignatureError {
     },
 }
 
+// `From` without `source()`: the message already holds the inner error (crate::error docs).
+impl From<SignatureFileError> for SignatureError {
+    fn from(e: SignatureFileError) -> Self {
+        SignatureError::Malformed(e)
+    }
+}
+
 /// What is wrong with a signature file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -219,7 +226,7 @@ pub enum SignatureFileError {
     },
     /// Not JSON of the expected shape (including unknown or duplicate fields).
     #[error("{0}")]
-    Json(#[source] JsonError),
+    Json(JsonError),
     /// The `format` field is not [`FORMAT`].
     #[error("format is {found:?}, expected {FORMAT:?}")]
     WrongFormat {
@@ -345,7 +352,7 @@ pub enum TrustError {
         highest: String,
     },
     /// The state directory could not be read or written.
-    #[error("state {}: {source}", path.display())]
+    #[error("state {}", path.display())]
     State {
         /// The file or directory.
         path: PathBuf,
@@ -358,7 +365,6 @@ pub enum TrustError {
         /// The mark file.
         path: PathBuf,
         /// What is wrong.
-        #[source]
         problem: MarkProblem,
     },
 }
@@ -381,7 +387,7 @@ pub enum MarkProblem {
     },
     /// Not JSON of a mark's shape.
     #[error("{0}")]
-    Json(#[source] JsonError),
+    Json(JsonError),
     /// The mark's format or plugin name is not this mark's.
     #[error("format {format:?} for plugin {name:?}")]
     Mismatch {
@@ -392,7 +398,7 @@ pub enum MarkProblem {
     },
     /// The recorded version is not semver.
     #[error("{0}")]
-    Version(#[source] VersionError),
+    Version(VersionError),
 }
 
 /// What is wrong with a revocation statement in the trust store.
@@ -407,7 +413,7 @@ pub enum RevocationError {
     },
     /// Not JSON of the statement's shape (unknown or duplicate fields included).
     #[error("{0}")]
-    Json(#[source] JsonError),
+    Json(JsonError),
     /// The `format` field is not [`REVOCATION_FORMAT`].
     #[error("format is {found:?}, expected {REVOCATION_FORMAT:?}")]
     WrongFormat {
@@ -455,14 +461,14 @@ pub enum RevocationError {
 pub enum PasswordError {
     /// The password file could not be read (missing, not a regular file, too large).
     #[error("{0}")]
-    File(#[source] CappedError),
+    File(CappedError),
     /// No password file (`--password-file`) and no password in the environment
     /// (`SKILLGATE_PASSWORD`) were given, and no terminal could be asked.
     #[error("no --password-file, no SKILLGATE_PASSWORD and no terminal to ask on: {0}")]
-    NoSource(#[source] io::Error),
+    NoSource(io::Error),
     /// Reading the password from the terminal failed.
     #[error("reading the terminal: {0}")]
-    Prompt(#[source] io::Error),
+    Prompt(io::Error),
     /// A new password was typed twice, differently.
     #[error("the two passwords differ")]
     Mismatch,

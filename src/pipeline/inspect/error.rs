@@ -568,14 +568,9 @@ impl fmt::Display for Problem<'_> {
     }
 }
 
-impl std::error::Error for InspectError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            InspectError::Malformed(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// No `source()`: the message of [`InspectError::Malformed`] already holds the
+/// [`MalformedElf`] (crate::error's convention); the variant's field is the typed value.
+impl std::error::Error for InspectError {}
 
 #[cfg(test)]
 mod tests {

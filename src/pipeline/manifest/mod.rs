@@ -37,7 +37,7 @@ pub enum ManifestError {
     Missing,
     /// The JSON does not match the manifest schema (unknown or duplicate fields included).
     #[error("{MANIFEST_FILE_NAME} is not valid: {0}")]
-    Syntax(#[source] crate::base::json::JsonError),
+    Syntax(crate::base::json::JsonError),
     /// A name is empty, too long, or holds a character outside `[A-Za-z0-9._+-]`.
     #[error(
         "{field} {value:?} is not a valid name (1-{max} characters of A-Z a-z 0-9 . _ + -, not starting with '.')"
@@ -54,7 +54,7 @@ pub enum ManifestError {
     #[error("file path {0:?} is not a plain relative path")]
     BadPath(String),
     /// The version is not semver.
-    #[error("version {value:?} is not semver: {source}")]
+    #[error("version {value:?} is not semver")]
     BadVersion {
         /// The version string.
         value: String,
@@ -115,7 +115,6 @@ pub enum ManifestError {
         /// The value found (its first 64 characters).
         value: String,
         /// What was wrong.
-        #[source]
         problem: ExpiryProblem,
     },
     /// A `sha256` value is not 64 lowercase hex digits.
@@ -407,7 +406,7 @@ pub enum ExpiryProblem {
     Separator,
     /// Not an RFC 3339 timestamp.
     #[error("{0}")]
-    Syntax(#[source] TimestampError),
+    Syntax(TimestampError),
     /// The offset is not zero.
     #[error("the offset must be Z (UTC)")]
     NotUtc,

@@ -190,8 +190,20 @@ fn bad_names_are_refused() {
 fn bad_versions_paths_and_lists_are_refused() {
     let e = fuzz_parse(manifest("").replace("1.2.3", "1.2").as_bytes()).unwrap_err();
     assert!(matches!(e, ManifestError::BadVersion { .. }));
-    // semver's own words reach the message.
-    assert!(e.to_string().contains("unexpected end of input"), "{e}");
+    // semver's own words reach the message, once: as the source, which the printed
+    // chain (and `Error`'s message) carries.
+    let mut printed = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        printed.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    assert!(printed.contains("unexpected end of input"), "{printed}");
+    assert_eq!(
+        printed.matches("unexpected end of input").count(),
+        1,
+        "{printed}"
+    );
     let e = fuzz_parse(
         manifest("")
             .replace(r#""abi_version":1"#, r#""abi_version":2"#)
