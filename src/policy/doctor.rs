@@ -2,7 +2,7 @@
 //! load here at all, found out before any plugin is at stake.
 //!
 //! Nothing is re-implemented: the Landlock ABI comes from the sandbox's own query, the
-//! sandbox trial is the sandbox's own [`crate::sandbox::load_sandboxed`] with the policy's
+//! sandbox trial is the sandbox's own `load_sandboxed` with the policy's
 //! requirement and an empty plan, run on a throwaway thread (the restrictions are the
 //! thread's and end with it), the worker is looked for as [`crate::Gate`] looks for it, and
 //! the namespaces are asked of the kernel by a child, as a worker would ask.
