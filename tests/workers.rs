@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skillgate::error::{Error, FaultError};
-use skillgate::policy::{Isolation, MAX_WORKERS, Policy, PolicyError, SandboxPolicy, WorkspaceAccess};
+use skillgate::policy::{
+    Isolation, MAX_WORKERS, Policy, PolicyError, SandboxPolicy, WorkspaceAccess,
+};
 use skillgate::{Gate, LoadOptions, LoadedPlugin, PluginResult};
 use support::{Host, ctx, is_our_child, manifest_template};
 
@@ -96,15 +98,25 @@ fn two_workers_run_two_calls_at_once_on_different_pids() {
     let pids = plugin.worker_pids();
     assert_eq!(pids.len(), 2, "two workers: {pids:?}");
     assert_ne!(pids[0], pids[1]);
-    assert_eq!(plugin.worker_pid(), Some(pids[0]), "worker_pid is the first");
+    assert_eq!(
+        plugin.worker_pid(),
+        Some(pids[0]),
+        "worker_pid is the first"
+    );
     assert!(pids.iter().all(|p| is_our_child(*p)));
 
     let (a, b) = both(&plugin, &ws);
     let ((pid_a, met_a), (pid_b, met_b)) = (met(&a), met(&b));
     // Each saw the other's file while in flight: the calls overlapped.
-    assert!(met_a && met_b, "the calls did not overlap: a {met_a}, b {met_b}");
+    assert!(
+        met_a && met_b,
+        "the calls did not overlap: a {met_a}, b {met_b}"
+    );
     assert_ne!(pid_a, pid_b, "two calls at once ran on one worker");
-    assert!(pids.contains(&pid_a) && pids.contains(&pid_b), "{pids:?} vs {pid_a}, {pid_b}");
+    assert!(
+        pids.contains(&pid_a) && pids.contains(&pid_b),
+        "{pids:?} vs {pid_a}, {pid_b}"
+    );
     host.assert_still_serves(&gate);
 }
 
@@ -147,7 +159,10 @@ fn a_crash_in_one_worker_poisons_every_worker() {
         // The first call is in its worker once its file exists.
         let started = Instant::now();
         while !ws.join("in-a").exists() {
-            assert!(started.elapsed() < DID_NOT_HANG, "the first call never started");
+            assert!(
+                started.elapsed() < DID_NOT_HANG,
+                "the first call never started"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let crash = meet(&plugin, &ws, "crash", "none").unwrap_err();
@@ -183,7 +198,13 @@ fn a_crash_in_one_worker_poisons_every_worker() {
 #[test]
 fn drop_ends_every_worker() {
     let host = Host::process();
-    let gate = host.gate_with(host.process_policy().to_builder().workers(3).build().unwrap());
+    let gate = host.gate_with(
+        host.process_policy()
+            .to_builder()
+            .workers(3)
+            .build()
+            .unwrap(),
+    );
     let dir = host.plugin("good", "good");
     let plugin = gate.verify_and_load(&dir).unwrap();
     let pids = plugin.worker_pids();
@@ -233,7 +254,12 @@ fn workers_out_of_range_are_refused() {
     }
     // The controls: both ends of the range are accepted.
     for workers in [1, MAX_WORKERS] {
-        assert_eq!(policy_json(&host, "process", workers.into()).unwrap().workers(), workers);
+        assert_eq!(
+            policy_json(&host, "process", workers.into())
+                .unwrap()
+                .workers(),
+            workers
+        );
     }
     assert_eq!(policy_json(&host, "process", 1).unwrap().workers(), 1);
     host.assert_still_serves(&host.process_gate());

@@ -67,8 +67,7 @@ impl WorkerSet {
                     .and_then(|pid| i32::try_from(pid).ok())
                     .and_then(rustix::process::Pid::from_raw)
                     .and_then(|pid| {
-                        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-                            .ok()
+                        rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
                     });
                 Slot { executor, pidfd }
             })

@@ -168,7 +168,9 @@ pub enum PolicyError {
     },
     /// `workers` above 1 under thread isolation: a thread executor cannot be multiplied
     /// safely, since ABI v1 plugins are not reentrant and share one process.
-    #[error("policy workers = {workers} needs process isolation (thread isolation runs one plugin thread)")]
+    #[error(
+        "policy workers = {workers} needs process isolation (thread isolation runs one plugin thread)"
+    )]
     WorkersNeedProcessIsolation {
         /// The value given.
         workers: u32,
