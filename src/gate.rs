@@ -6,6 +6,7 @@ use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, 
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
 use crate::exec::host::ProcessExecutor;
+use crate::exec::set::WorkerSet;
 use crate::exec::thread::ThreadExecutor;
 use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
@@ -322,7 +323,8 @@ pub struct LoadedPlugin {
 #[derive(Debug)]
 enum Executor {
     Thread(ThreadExecutor),
-    Process(ProcessExecutor),
+    /// `policy.workers` worker processes (one by default).
+    Process(WorkerSet),
 }
 
 impl LoadedPlugin {
@@ -367,14 +369,24 @@ impl LoadedPlugin {
             .and_then(|w| w.path.to_str().map(str::to_owned));
         let (executor, enforcement) = match worker {
             Some(worker) => {
-                let (e, report) = ProcessExecutor::start(
-                    library.sealed(),
-                    &manifest,
-                    &policy.limits,
-                    plan,
-                    worker.path(),
-                )?;
-                (Executor::Process(e), report)
+                // Each worker is started and checked as a lone one is; the first one's
+                // report is the handle's. A worker that fails to start drops (ends) the
+                // ones already started.
+                let mut executors = Vec::new();
+                let mut first_report = None;
+                for _ in 0..policy.workers.max(1) {
+                    let (e, report) = ProcessExecutor::start(
+                        library.sealed(),
+                        &manifest,
+                        &policy.limits,
+                        plan.clone(),
+                        worker.path(),
+                    )?;
+                    executors.push(e);
+                    first_report.get_or_insert(report);
+                }
+                let report = first_report.ok_or(FaultError::Poisoned)?;
+                (Executor::Process(WorkerSet::new(executors)), report)
             }
             None => {
                 let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
@@ -415,7 +427,9 @@ impl LoadedPlugin {
         })
     }
 
-    /// Runs the plugin once. Calls from many threads are queued and run one at a time.
+    /// Runs the plugin once. Each worker (process isolation: `policy.workers` of them, one
+    /// by default; thread isolation: the plugin's one thread) runs one call at a time:
+    /// calls from many threads go to a free worker, or wait for one up to the call timeout.
     /// For a plugin granted a workspace, the context's `workspace_root` is the granted
     /// directory whatever the caller passed; otherwise it is passed as given.
     pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
@@ -469,11 +483,19 @@ impl LoadedPlugin {
     pub fn isolation(&self) -> Isolation {
         self.enforcement.isolation
     }
-    /// The worker's process id (process isolation, while the worker runs).
+    /// The (first) worker's process id (process isolation, while the worker runs).
     pub fn worker_pid(&self) -> Option<u32> {
         match &self.executor {
             Executor::Process(p) => p.worker_pid(),
             Executor::Thread(_) => None,
+        }
+    }
+    /// Every running worker's process id, in the order they were started (process
+    /// isolation; empty in thread mode and once a fault ended the workers).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        match &self.executor {
+            Executor::Process(p) => p.worker_pids(),
+            Executor::Thread(_) => Vec::new(),
         }
     }
     /// What the sandbox enforces on the plugin's thread or worker.

@@ -445,9 +445,13 @@ impl ProcessExecutor {
         }
     }
 
-    /// Runs one call in the worker.
-    pub(crate) fn call(&self, input: &[u8]) -> Result<PluginResult, FaultError> {
-        let deadline = Instant::now() + self.timeout;
+    /// Runs one call in the worker, ending by `deadline` (set by the
+    /// [`super::set::WorkerSet`] caller before it waited for a free worker).
+    pub(crate) fn call_until(
+        &self,
+        input: &[u8],
+        deadline: Instant,
+    ) -> Result<PluginResult, FaultError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
@@ -566,6 +570,25 @@ impl ProcessExecutor {
     /// The worker's process id, while it runs.
     pub(crate) fn worker_pid(&self) -> Option<u32> {
         self.lock_worker().as_ref().map(|w| w.child.id())
+    }
+
+    /// Whether a fault ended the worker (every later call fails with `Poisoned`).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Poisons the handle and ends its worker, once any call in flight on it returned.
+    pub(crate) fn end(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        let worker = self.lock_worker().take();
+        if let Some(w) = worker {
+            let _ = w.end();
+        }
+    }
+
+    /// The call timeout of every call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -1,6 +1,6 @@
 //! Running a loaded plugin: on its own thread in this process ([`thread`]) or in a worker
 //! process (`host` starts and drives it, `child` is the worker's own side, `init` the
-//! protocol between them) started by the spawner from the program `worker` finds (this
+//! protocol between them; `set` gives one plugin several workers) started by the spawner from the program `worker` finds (this
 //! executable itself, re-executed, when it called `worker::run_if_worker`); `log` drains a
 //! worker's stdout and stderr into the plugin's log).
 //!
@@ -16,6 +16,7 @@ pub(crate) mod host;
 mod init;
 mod log;
 pub(crate) mod probe;
+pub(crate) mod set;
 mod spawner;
 pub(crate) mod thread;
 pub(crate) mod worker;

@@ -40,6 +40,9 @@ pub use trust_section::TrustSectionError;
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
+/// Most worker processes a policy may give each plugin ([`Policy::workers`]).
+pub const MAX_WORKERS: u32 = 16;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct SandboxWire {
@@ -76,6 +79,8 @@ pub struct Policy {
     /// if it called `skillgate::worker::run_if_worker`, else `skillgate-worker` beside it
     /// (see the `Gate` documentation, "Finding the worker").
     pub(crate) worker: Option<PathBuf>,
+    /// Worker processes per loaded plugin (process isolation), 1..=[`MAX_WORKERS`].
+    pub(crate) workers: u32,
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
     pub(crate) elf: ElfPolicy,
     /// Signer rules, revocation, rollback and expiry (`signers`, `revoked_keys`,
@@ -96,6 +101,7 @@ impl Default for Policy {
             limits: Limits::default(),
             sandbox: SandboxPolicy::default(),
             worker: None,
+            workers: 1,
             elf: ElfPolicy::default(),
             trust: crate::trust::rules::TrustPolicy::default(),
             danger: Danger::default(),
@@ -152,6 +158,23 @@ pub enum PolicyError {
     /// No trust store directory was given.
     #[error("policy names no trust store (`keys`)")]
     NoTrustStore,
+    /// `workers` is zero or above [`MAX_WORKERS`].
+    #[error("policy workers = {value} is out of range (1..={max})")]
+    WorkersOutOfRange {
+        /// The value given.
+        value: u64,
+        /// The most allowed.
+        max: u32,
+    },
+    /// `workers` above 1 under thread isolation: a thread executor cannot be multiplied
+    /// safely, since ABI v1 plugins are not reentrant and share one process.
+    #[error(
+        "policy workers = {workers} needs process isolation (thread isolation runs one plugin thread)"
+    )]
+    WorkersNeedProcessIsolation {
+        /// The value given.
+        workers: u32,
+    },
     /// A field that weakened a check from a normal section, now refused there.
     #[error(
         "policy field {field} is no longer accepted: its strict setting is the default, and the weakening it allowed is set as {danger} in the policy's \"danger\" section"
@@ -205,6 +228,9 @@ struct PolicyWire {
     sandbox: SandboxWire,
     #[serde(default)]
     worker: Option<PathBuf>,
+    /// Wider than the field so that any number is refused by value, not as a type error.
+    #[serde(default = "one_worker")]
+    workers: u64,
     #[serde(default)]
     elf: ElfWire,
     #[serde(default)]
@@ -347,6 +373,21 @@ fn check_elf(elf: &ElfPolicy) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// `workers` is in 1..=[`MAX_WORKERS`], and above 1 only under process isolation.
+fn check_workers(value: u64, isolation: Isolation) -> Result<u32, PolicyError> {
+    let workers = u32::try_from(value)
+        .ok()
+        .filter(|w| (1..=MAX_WORKERS).contains(w))
+        .ok_or(PolicyError::WorkersOutOfRange {
+            value,
+            max: MAX_WORKERS,
+        })?;
+    if workers > 1 && isolation != Isolation::Process {
+        return Err(PolicyError::WorkersNeedProcessIsolation { workers });
+    }
+    Ok(workers)
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitsWire {
@@ -383,6 +424,10 @@ impl LimitsWire {
             log_bytes: self.log_bytes.unwrap_or(d.log_bytes),
         }
     }
+}
+
+fn one_worker() -> u64 {
+    1
 }
 
 fn resolve(base: &Path, p: PathBuf) -> PathBuf {
@@ -439,6 +484,12 @@ impl Policy {
         self.worker.as_deref()
     }
 
+    /// How many worker processes each loaded plugin gets (process isolation; 1 by
+    /// default). Calls go to a free worker; each worker runs one call at a time.
+    pub fn workers(&self) -> u32 {
+        self.workers
+    }
+
     /// ELF hardening checks applied before any `dlopen` (the `elf` section).
     pub fn elf(&self) -> &ElfPolicy {
         &self.elf
@@ -472,6 +523,7 @@ impl Policy {
     /// the fields.
     pub(crate) fn validate(&self) -> Result<(), PolicyError> {
         self.limits.validate()?;
+        check_workers(self.workers.into(), self.isolation)?;
         check_elf(&self.elf)
     }
 
@@ -544,6 +596,7 @@ impl Policy {
                 workspace: wire.sandbox.workspace,
             },
             worker: wire.worker.map(|p| resolve(base_dir, p)),
+            workers: check_workers(wire.workers, wire.isolation)?,
             elf: wire.elf.into_elf()?,
             trust: trust_section::trust_policy(
                 wire.signers,
@@ -622,6 +675,13 @@ impl PolicyBuilder {
         self
     }
 
+    /// Sets [`Policy::workers`]; [`PolicyBuilder::build`] refuses 0, more than
+    /// [`MAX_WORKERS`], and more than 1 under thread isolation.
+    pub fn workers(mut self, workers: u32) -> Self {
+        self.policy.workers = workers;
+        self
+    }
+
     /// Sets [`Policy::elf`]; its lists may only tighten the defaults.
     pub fn elf(mut self, elf: ElfPolicy) -> Self {
         self.policy.elf = elf;
@@ -642,7 +702,9 @@ impl PolicyBuilder {
 
     /// Checks the policy as [`Policy::from_json`] checks a file's and returns it: no trust
     /// store is [`PolicyError::NoTrustStore`], a limit out of range
-    /// [`PolicyError::LimitOutOfRange`], a widening `elf` list
+    /// [`PolicyError::LimitOutOfRange`], `workers` out of range or above 1 in thread mode
+    /// [`PolicyError::WorkersOutOfRange`] or [`PolicyError::WorkersNeedProcessIsolation`], a
+    /// widening `elf` list
     /// [`PolicyError::WideningOutsideDanger`].
     pub fn build(self) -> Result<Policy, PolicyError> {
         let policy = Policy {
