@@ -257,28 +257,32 @@ impl PluginLoader {
             plugins: Vec::new(),
             refused: Vec::new(),
         };
+        let mut candidates: Vec<PathBuf> = Vec::new();
         for dir in &self.trusted_dirs {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
-            let mut candidates: Vec<PathBuf> = entries
+            let mut here: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.path())
                 .filter(|p| p.join(MANIFEST_FILE_NAME).is_file())
                 .collect();
-            candidates.sort();
-            for path in candidates {
-                match gate.verify_and_load(&path) {
-                    Ok(p) => found.plugins.push(Box::new(NativePlugin::from(p))),
-                    Err(e) => {
-                        tracing::warn!(
-                            path = %Escaped(path.display()),
-                            error = %e,
-                            "plugin refused"
-                        );
-                        found.refused.push((path, e));
-                    }
+            here.sort();
+            candidates.extend(here);
+        }
+        // Verification (reading and hashing every file) runs on every core; loading starts
+        // a worker or thread per plugin and stays serial, in the order found.
+        for (path, verified) in gate.verify_many(&candidates) {
+            match verified.and_then(|inspected| gate.load(inspected)) {
+                Ok(p) => found.plugins.push(Box::new(NativePlugin::from(p))),
+                Err(e) => {
+                    tracing::warn!(
+                        path = %Escaped(path.display()),
+                        error = %e,
+                        "plugin refused"
+                    );
+                    found.refused.push((path, e));
                 }
             }
         }
