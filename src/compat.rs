@@ -244,6 +244,10 @@ impl PluginLoader {
     /// the trusted directories. As in VT Code, a plugin that fails is skipped, with a
     /// `tracing` warning naming the stage that refused it; missing trusted directories are
     /// skipped. [`PluginLoader::discover`] returns the refusals too.
+    ///
+    /// Verification runs on every core ([`Gate::verify_many`]); loading then runs one
+    /// plugin at a time, in sorted order. Until its turn to load, each verified plugin holds
+    /// its sealed library copy (see [`Gate::verify_many`] on memory).
     pub fn discover_plugins(&self) -> Result<Vec<Box<dyn NativePluginTrait>>, Error> {
         Ok(self.discover()?.plugins)
     }
