@@ -8,8 +8,14 @@
 //!   the library into a sealed memfd) and `Gate::verify_and_inspect` (plus the ELF checks,
 //!   what `skillgate verify` runs).
 //! - `discover_1000`: list the trusted root, keep directories holding a `plugin.json`, and
-//!   run `Gate::verify` (resp. `verify_and_inspect`) on each, vs the same listing plus
-//!   reading and hashing every file of every plugin.
+//!   run `Gate::verify` (resp. `verify_and_inspect`) on each, one after the other, or
+//!   `Gate::verify_many` on the list (verify and inspect on every core: what
+//!   `PluginLoader::discover_plugins` runs before it loads), vs the same listing plus
+//!   reading and hashing every file of every plugin on one thread (the single-threaded
+//!   floor) and on every core (the same work split as `verify_many` splits it).
+//!
+//! `discover_plugins` itself is not timed here: it also loads each plugin (a thread or a
+//! worker process each, 1,000 per iteration, and thread-mode plugins are never unloaded).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -96,6 +102,23 @@ fn discover(root: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Runs `f` on each item with `available_parallelism` threads taking the next item from a
+/// shared counter (the scheme `Gate::verify_many` uses).
+fn on_every_core<T: Sync>(items: &[T], f: impl Fn(&T) + Sync) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    f(item);
+                }
+            });
+        }
+    });
+}
+
 fn discover_1000(c: &mut Criterion) {
     let count = if full_run() { 1000 } else { 20 };
     let fx = Fixture::new();
@@ -122,6 +145,23 @@ fn discover_1000(c: &mut Criterion) {
                 for entry in std::fs::read_dir(&dir).unwrap() {
                     read_and_hash(&entry.unwrap().path());
                 }
+            }
+        })
+    });
+    group.bench_function("list + read + sha2 every file, all cores (baseline)", |b| {
+        b.iter(|| {
+            let dirs = discover(&root);
+            on_every_core(&dirs, |dir| {
+                for entry in std::fs::read_dir(dir).unwrap() {
+                    read_and_hash(&entry.unwrap().path());
+                }
+            })
+        })
+    });
+    group.bench_function("list + Gate::verify_many", |b| {
+        b.iter(|| {
+            for (_, r) in gate.verify_many(&discover(&root)) {
+                r.unwrap();
             }
         })
     });

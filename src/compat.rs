@@ -244,6 +244,10 @@ impl PluginLoader {
     /// the trusted directories. As in VT Code, a plugin that fails is skipped, with a
     /// `tracing` warning naming the stage that refused it; missing trusted directories are
     /// skipped. [`PluginLoader::discover`] returns the refusals too.
+    ///
+    /// Verification runs on every core ([`Gate::verify_many`]); loading then runs one
+    /// plugin at a time, in sorted order. Until its turn to load, each verified plugin holds
+    /// its sealed library copy (see [`Gate::verify_many`] on memory).
     pub fn discover_plugins(&self) -> Result<Vec<Box<dyn NativePluginTrait>>, Error> {
         Ok(self.discover()?.plugins)
     }
@@ -257,28 +261,32 @@ impl PluginLoader {
             plugins: Vec::new(),
             refused: Vec::new(),
         };
+        let mut candidates: Vec<PathBuf> = Vec::new();
         for dir in &self.trusted_dirs {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 continue;
             };
-            let mut candidates: Vec<PathBuf> = entries
+            let mut here: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 .map(|e| e.path())
                 .filter(|p| p.join(MANIFEST_FILE_NAME).is_file())
                 .collect();
-            candidates.sort();
-            for path in candidates {
-                match gate.verify_and_load(&path) {
-                    Ok(p) => found.plugins.push(Box::new(NativePlugin::from(p))),
-                    Err(e) => {
-                        tracing::warn!(
-                            path = %Escaped(path.display()),
-                            error = %e,
-                            "plugin refused"
-                        );
-                        found.refused.push((path, e));
-                    }
+            here.sort();
+            candidates.extend(here);
+        }
+        // Verification (reading and hashing every file) runs on every core; loading starts
+        // a worker or thread per plugin and stays serial, in the order found.
+        for (path, verified) in gate.verify_many(&candidates) {
+            match verified.and_then(|inspected| gate.load(inspected)) {
+                Ok(p) => found.plugins.push(Box::new(NativePlugin::from(p))),
+                Err(e) => {
+                    tracing::warn!(
+                        path = %Escaped(path.display()),
+                        error = %e,
+                        "plugin refused"
+                    );
+                    found.refused.push((path, e));
                 }
             }
         }

@@ -159,6 +159,88 @@ impl Gate {
             .map_err(StageError::into_error)
     }
 
+    /// [`Gate::verify_and_inspect`] for each of `paths`, on every core: results in the
+    /// order given, each its own `Ok` or `Err` (one refusal never stops the others), every
+    /// path verified by the same code as `verify_and_inspect`. A path given twice is
+    /// verified twice.
+    ///
+    /// Workers: `std::thread::available_parallelism()`, at most one per path; with one (or
+    /// one path) everything runs on the calling thread. Each worker takes the next path
+    /// from a shared counter, so a slow plugin does not hold up the paths behind it.
+    ///
+    /// Memory: while a plugin is verified its files are read in bounded buffers, as in
+    /// `verify_and_inspect`; what stays afterwards is what each `Ok` holds — the manifest
+    /// and the sealed memfd copy of the library (its full size in shared memory and one
+    /// file descriptor) — until the caller drops or loads it. A caller verifying many
+    /// large plugins it will not load at once should pass them in batches.
+    ///
+    /// Version marks (`trust.state_dir`): each raise is serialized by the state
+    /// directory's lock file, so parallel verification never loses one; the mark ends at
+    /// the highest release that verified. When the list holds two releases of the same
+    /// plugin, which is verified first is not fixed: the older one is accepted if it got
+    /// there first and refused as a rollback otherwise (as two hosts sharing a state
+    /// directory would see it).
+    ///
+    /// A panic inside verification (a bug, never an input) is resumed on the calling
+    /// thread after the other workers finish.
+    pub fn verify_many<P: AsRef<Path> + Sync>(
+        &self,
+        paths: &[P],
+    ) -> Vec<(PathBuf, Result<Inspected, Error>)> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(paths.len());
+        let one = |p: &P| self.verify_and_inspect(p);
+        let results: Vec<Result<Inspected, Error>> = if workers <= 1 {
+            paths.iter().map(one).collect()
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let work = || {
+                let mut done = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else {
+                        return done;
+                    };
+                    done.push((i, one(path)));
+                }
+            };
+            let mut slots: Vec<Option<Result<Inspected, Error>>> =
+                std::iter::repeat_with(|| None).take(paths.len()).collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+                let mut panicked = None;
+                for handle in handles {
+                    match handle.join() {
+                        Ok(done) => {
+                            for (i, result) in done {
+                                if let Some(slot) = slots.get_mut(i) {
+                                    *slot = Some(result);
+                                }
+                            }
+                        }
+                        Err(payload) => panicked = Some(payload),
+                    }
+                }
+                if let Some(payload) = panicked {
+                    std::panic::resume_unwind(payload);
+                }
+            });
+            // Every index below `paths.len()` was taken by exactly one worker, and every
+            // worker returned (a panic was resumed above), so no slot is empty.
+            slots
+                .into_iter()
+                .zip(paths)
+                .map(|(slot, path)| slot.unwrap_or_else(|| one(path)))
+                .collect()
+        };
+        paths
+            .iter()
+            .map(|p| p.as_ref().to_path_buf())
+            .zip(results)
+            .collect()
+    }
+
     /// [`Gate::verify`], naming the [`Stage`] that refused: `Locate`, `Manifest`,
     /// `Trust`, `Digests` or `VersionMark`, as the pipeline ran them (not from the error's
     /// type: a symlink met while the files are listed is a `Digests` refusal).

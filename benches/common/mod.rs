@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skillgate::policy::{Isolation, Limits};
-use skillgate::sign::sign_plugin_dir;
+use skillgate::sign::sign_plugin_dir_with;
 use skillgate::{Gate, Policy, SecretKey, TrustStore};
 
 pub const MIB: usize = 1024 * 1024;
@@ -165,7 +165,9 @@ impl Fixture {
             blob_len,
         );
         write_manifest(&dir, name);
-        sign_plugin_dir(&dir, &self.key).unwrap();
+        // Signed under the bench policy's limits: the default cap (64 MiB) refuses to sign
+        // the 256 MiB plugin.
+        sign_plugin_dir_with(&dir, &self.key, self.policy(Isolation::Thread).limits()).unwrap();
         dir
     }
 
