@@ -37,6 +37,11 @@ pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
 pub use find::{POLICY_ENV_VAR, PolicyEnv, SYSTEM_POLICY_FILE, find_policy_file};
 pub use trust_section::TrustSectionError;
 
+/// The largest `pool.size` accepted.
+pub const MAX_POOL_SIZE: usize = crate::exec::pool::MAX_POOL_SIZE;
+/// The `pool.size` of a policy that sets none.
+pub const DEFAULT_POOL_SIZE: usize = crate::exec::pool::DEFAULT_POOL_SIZE;
+
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
@@ -83,6 +88,8 @@ pub struct Policy {
     pub(crate) trust: crate::trust::rules::TrustPolicy,
     /// Every knob that weakens a check (the `danger` section); none by default.
     pub(crate) danger: Danger,
+    /// How many warm workers the Gate keeps ready (process isolation; 0: none).
+    pub(crate) pool_size: usize,
 }
 
 impl Default for Policy {
@@ -99,6 +106,7 @@ impl Default for Policy {
             elf: ElfPolicy::default(),
             trust: crate::trust::rules::TrustPolicy::default(),
             danger: Danger::default(),
+            pool_size: DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -107,6 +115,14 @@ impl Default for Policy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// `pool.size` is above [`MAX_POOL_SIZE`].
+    #[error("policy pool.size = {size} is out of range (0..={max})")]
+    PoolTooLarge {
+        /// The size given.
+        size: usize,
+        /// The ceiling.
+        max: usize,
+    },
     /// The policy file could not be read.
     #[error("cannot read policy {path}")]
     Io {
@@ -219,6 +235,9 @@ struct PolicyWire {
     min_versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     expiry: trust_section::ExpiryWire,
+    /// The warm worker pool (`{"size": n}`).
+    #[serde(default)]
+    pool: PoolWire,
 }
 
 /// The `elf` section as written. The fields that weakened a check are still named here,
@@ -347,6 +366,13 @@ fn check_elf(elf: &ElfPolicy) -> Result<(), PolicyError> {
     Ok(())
 }
 
+/// The `pool` section.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PoolWire {
+    size: Option<usize>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct LimitsWire {
@@ -454,6 +480,12 @@ impl Policy {
         &self.danger
     }
 
+    /// How many workers the Gate starts ahead of loads (`pool.size`; process isolation
+    /// only; 0: every load starts its worker cold).
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
     /// The checks of a policy's values, whoever made it: a trust store is named, every
     /// limit is in 1..=its ceiling, and the `elf` lists only tighten (a widening belongs in
     /// the `danger` section). [`Policy::from_json`] and [`PolicyBuilder::build`] run it, so
@@ -472,6 +504,12 @@ impl Policy {
     /// the fields.
     pub(crate) fn validate(&self) -> Result<(), PolicyError> {
         self.limits.validate()?;
+        if self.pool_size > MAX_POOL_SIZE {
+            return Err(PolicyError::PoolTooLarge {
+                size: self.pool_size,
+                max: MAX_POOL_SIZE,
+            });
+        }
         check_elf(&self.elf)
     }
 
@@ -553,6 +591,7 @@ impl Policy {
                 wire.expiry,
             )?,
             danger: wire.danger.into(),
+            pool_size: wire.pool.size.unwrap_or(DEFAULT_POOL_SIZE),
         };
         policy.check()?;
         Ok(policy)
@@ -631,6 +670,13 @@ impl PolicyBuilder {
     /// Sets [`Policy::trust`].
     pub fn trust(mut self, trust: crate::trust::rules::TrustPolicy) -> Self {
         self.policy.trust = trust;
+        self
+    }
+
+    /// Sets [`Policy::pool_size`]; [`PolicyBuilder::build`] refuses more than
+    /// [`MAX_POOL_SIZE`] ([`PolicyError::PoolTooLarge`]).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.policy.pool_size = size;
         self
     }
 
