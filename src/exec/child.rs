@@ -22,7 +22,7 @@ use crate::pipeline::load::{LoadError, Loadable, Recheck};
 use super::ExecError;
 use super::init::{
     CHANNEL_BUFFER, CONTROL_CAP, CallFault, HANDOVER_MAX_FDS, Init, LoadFailure, METADATA_BYTES,
-    METADATA_NULL, METADATA_TOO_LARGE, POOLED_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD,
+    METADATA_NULL, METADATA_TOO_LARGE, WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD,
     error_chain,
 };
 
@@ -281,7 +281,8 @@ fn run_worker(grants: usize) -> Result<(), u8> {
     load_and_serve(channel, init, early, memfd, grant_fds)
 }
 
-/// The pooled worker's main: started with only its channel (at [`POOLED_CHANNEL`]), it does
+/// The pooled worker's main: started with only its channel (and a placeholder where the
+/// library goes), it does
 /// [`early_setup`] and waits; the host then hands it the log pipes, the library and the
 /// grants over the channel (`SCM_RIGHTS`), and `Init`. From there it is the cold worker:
 /// every check of the descriptors and the library is the same. Returns the exit code.
@@ -292,28 +293,75 @@ pub(super) fn pooled_main() -> u8 {
     }
 }
 
+/// Takes what a pooled worker is started with: a placeholder at [`WORKER_MEMFD`] (the
+/// library's number, until the hand-over) and its channel at [`WORKER_CHANNEL`], and closes
+/// every descriptor above them.
 #[allow(unsafe_code)]
-fn take_pooled_channel() -> Result<OwnedFd, u8> {
+fn take_pooled_fds() -> Result<(OwnedFd, OwnedFd), u8> {
     use std::os::fd::FromRawFd;
-    let end = u32::try_from(POOLED_CHANNEL.saturating_add(1)).map_err(|_| 10u8)?;
-    // SAFETY: close_range with integer arguments: every descriptor above the channel is
-    // closed. No Rust object owns any of them (the worker has opened nothing yet).
+    let end = u32::try_from(WORKER_FIRST_GRANT).map_err(|_| 10u8)?;
+    // SAFETY: close_range with integer arguments: every descriptor from the first grant's
+    // number up is closed. No Rust object owns any of them (the worker has opened nothing).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, end, u32::MAX, 0u32) };
     if rc != 0 {
         return Err(10);
     }
-    // SAFETY: a borrow for the duration of the check; the kernel answers EBADF if closed.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(POOLED_CHANNEL) };
-    if rustix::io::fcntl_getfd(borrowed).is_err() {
-        return Err(10);
+    for fd in [WORKER_MEMFD, WORKER_CHANNEL] {
+        // SAFETY: a borrow for the duration of the check; the kernel answers EBADF if closed.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if rustix::io::fcntl_getfd(borrowed).is_err() {
+            return Err(10);
+        }
     }
-    // SAFETY: the host placed the channel here (see `place_fds`), it is open (checked
-    // above), and it is taken exactly once.
-    let channel = unsafe { OwnedFd::from_raw_fd(POOLED_CHANNEL) };
+    // SAFETY: the host placed both here (see `place_fds`), they are open (checked above),
+    // and each is taken exactly once.
+    let (placeholder, channel) = unsafe {
+        (
+            OwnedFd::from_raw_fd(WORKER_MEMFD),
+            OwnedFd::from_raw_fd(WORKER_CHANNEL),
+        )
+    };
     match rustix::fs::fstat(&channel).map(|st| st.st_mode & libc::S_IFMT) {
-        Ok(libc::S_IFSOCK) => Ok(channel),
+        Ok(libc::S_IFSOCK) => Ok((placeholder, channel)),
         _ => Err(15),
     }
+}
+
+/// Puts the handed-over descriptors where a cold worker finds them: the log pipes on 1 and
+/// 2, the library at [`WORKER_MEMFD`] (over the placeholder), the grants from
+/// [`WORKER_FIRST_GRANT`] on, in order; every one of them is then given up, to be taken and
+/// checked by [`take_fds`] exactly as a cold worker's are. Returns the grant count.
+fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let mut received = received.into_iter();
+    let (Some(stdout), Some(stderr), Some(memfd)) =
+        (received.next(), received.next(), received.next())
+    else {
+        return Err(15);
+    };
+    // The plugin's log from here on (until now 1 and 2 were /dev/null).
+    rustix::stdio::dup2_stdout(&stdout).map_err(|_| 15u8)?;
+    rustix::stdio::dup2_stderr(&stderr).map_err(|_| 15u8)?;
+    rustix::io::dup2(&memfd, &mut placeholder).map_err(|_| 15u8)?;
+    drop((stdout, stderr, memfd));
+    let _ = placeholder.into_raw_fd();
+    // The numbers from the first grant's up are free but for the grants themselves, which
+    // sit above the ones just closed: each copy takes the lowest free number, in order.
+    let mut count: usize = 0;
+    for grant in received {
+        let moved = rustix::io::fcntl_dupfd_cloexec(&grant, WORKER_FIRST_GRANT).map_err(|_| 15u8)?;
+        drop(grant);
+        let expected = RawFd::try_from(count)
+            .ok()
+            .and_then(|c| WORKER_FIRST_GRANT.checked_add(c))
+            .ok_or(15u8)?;
+        if moved.as_raw_fd() != expected {
+            return Err(15);
+        }
+        let _ = moved.into_raw_fd();
+        count = count.saturating_add(1);
+    }
+    Ok(count)
 }
 
 /// Receives the hand-over: one byte carrying the descriptors, close-on-exec. A truncated
@@ -345,33 +393,20 @@ fn receive_handover(channel: &OwnedFd) -> Result<Vec<OwnedFd>, u8> {
 }
 
 fn run_pooled() -> Result<(), u8> {
-    let channel = take_pooled_channel()?;
+    use std::os::fd::IntoRawFd;
+    let (placeholder, channel) = take_pooled_fds()?;
     detach()?;
     let early = early_setup();
-    let mut fds = receive_handover(&channel)?.into_iter();
+    let received = receive_handover(&channel)?;
+    let grants = arrange(received, placeholder)?;
+    // The channel stays at its number; `take_fds` takes it back with the rest.
+    let _ = channel.into_raw_fd();
+    let (memfd, channel, grant_fds) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     let init = read_init(&mut channel)?;
-    let (Some(stdout), Some(stderr), Some(memfd)) = (fds.next(), fds.next(), fds.next()) else {
-        return Err(15);
-    };
-    let grant_fds: Vec<OwnedFd> = fds.collect();
-    // The layout, by kind and count, as `take_fds` checks the cold worker's.
-    let kind = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| st.st_mode & libc::S_IFMT);
-    if kind(&stdout) != Ok(libc::S_IFIFO)
-        || kind(&stderr) != Ok(libc::S_IFIFO)
-        || kind(&memfd) != Ok(libc::S_IFREG)
-        || init.grants != grant_fds.len()
-    {
-        return Err(15);
+    if init.grants != grants {
+        return Err(13);
     }
-    // The plugin's log: its stdout and stderr from here on (until now both were /dev/null).
-    // The plugin's log: its stdout and stderr from here on (until now both were /dev/null).
-    // `dup2` leaves the copies at 1 and 2 without close-on-exec, as the cold worker's are.
-    if rustix::stdio::dup2_stdout(&stdout).is_err() || rustix::stdio::dup2_stderr(&stderr).is_err()
-    {
-        return Err(15);
-    }
-    drop((stdout, stderr));
     load_and_serve(channel, init, early, memfd, grant_fds)
 }
 

@@ -28,9 +28,6 @@ pub(super) const WORKER_FIRST_GRANT: RawFd = 5;
 // from WORKER_MEMFD: library, channel, then the grants.
 const _: () =
     assert!(WORKER_CHANNEL == WORKER_MEMFD + 1 && WORKER_FIRST_GRANT == WORKER_CHANNEL + 1);
-/// A pooled worker's channel: the only descriptor it is started with above stdio (see
-/// [`super::pool`]); the rest arrive with the hand-over.
-pub(super) const POOLED_CHANNEL: RawFd = 3;
 /// Most descriptors one hand-over carries: the two log pipes, the library and the grants.
 /// A plan with more grants is started cold (the worker's `RLIMIT_NOFILE` is 64 anyway).
 pub(super) const HANDOVER_MAX_FDS: usize = 48;

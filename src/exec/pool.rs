@@ -1,8 +1,8 @@
 //! A warm pool of worker processes: started ahead of any load, so a load skips the exec,
 //! the dynamic loader and the worker's setup that does not depend on the plugin.
 //!
-//! A pooled worker is started with only its channel (at [`super::init::POOLED_CHANNEL`]),
-//! `/dev/null` on 0, 1 and 2, closes every other descriptor, leaves the host's session, arms
+//! A pooled worker is started with only its channel (at the usual number, with a `/dev/null`
+//! placeholder where the library goes), `/dev/null` on 0, 1 and 2, closes every other descriptor, leaves the host's session, arms
 //! its parent-death signal, enters its user namespace and then waits on its channel holding
 //! no plugin-specific right: no library, no grant, no log pipe. Everything that depends on
 //! the plugin stays in the per-plugin step, exactly as in a cold start: the network namespace
@@ -10,8 +10,9 @@
 //! joined at hand-over), Landlock, seccomp, the re-check of the library and the grants, and
 //! `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
 //! channel, the log pipes, the sealed memfd and the grant descriptors, then `Init`; the
-//! worker checks their kinds and count against `Init` and the library's seals, size and
-//! digest as the cold worker does ([`super::child`]).
+//! worker puts them at the cold worker's numbers and from there is a cold worker: the same
+//! layout check, the same count check against `Init`, the same re-check of the library's
+//! seals, size and digest and of the grants ([`super::child`]).
 //!
 //! Threats this answers:
 //!
@@ -75,7 +76,10 @@ impl Pooled {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let held = place_fds(&mut command, vec![OwnedFd::from(worker_end)])?;
+        // A placeholder where the library goes, so the channel has its usual number; the
+        // worker puts the library over it at the hand-over.
+        let placeholder = OwnedFd::from(std::fs::File::open("/dev/null")?);
+        let held = place_fds(&mut command, vec![placeholder, OwnedFd::from(worker_end)])?;
         let child = super::spawner::spawn(command);
         drop(held);
         Ok(Pooled {
@@ -150,8 +154,8 @@ fn prune(mut state: MutexGuard<'_, State>) -> MutexGuard<'_, State> {
 pub(crate) struct Pool {
     shared: Arc<Shared>,
     refill: Option<JoinHandle<()>>,
-    /// Disconnected when the refill thread has ended.
-    finished: mpsc::Receiver<()>,
+    /// Disconnected when the refill thread has ended (in a mutex: the Gate is `Sync`).
+    finished: Mutex<mpsc::Receiver<()>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -186,7 +190,7 @@ impl Pool {
         Ok(Some(Pool {
             shared,
             refill: Some(refill),
-            finished,
+            finished: Mutex::new(finished),
         }))
     }
 
@@ -264,7 +268,11 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.wake.notify_all();
-        match self.finished.recv_timeout(JOIN_BOUND) {
+        let finished = self
+            .finished
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match finished.recv_timeout(JOIN_BOUND) {
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 if let Some(t) = self.refill.take() {
                     let _ = t.join();
