@@ -248,18 +248,17 @@ impl Gate {
             self.worker.as_ref(),
             self.pool.as_ref(),
             workspace,
-        ).map_err(
-            |error| {
-                let stage = match &error {
-                    Error::Sandbox(_)
-                    | Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
-                        ..
-                    })) => Stage::Sandbox,
-                    _ => Stage::Load,
-                };
-                StageError { stage, error }
-            },
         )
+        .map_err(|error| {
+            let stage = match &error {
+                Error::Sandbox(_)
+                | Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed { .. })) => {
+                    Stage::Sandbox
+                }
+                _ => Stage::Load,
+            };
+            StageError { stage, error }
+        })
     }
 
     /// The process ids of the warm workers waiting now (empty under thread isolation or

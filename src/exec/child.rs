@@ -169,7 +169,11 @@ fn enter_user_namespace() -> Vec<String> {
     // SAFETY: the worker is single-threaded here and holds no state that depends on its
     // namespaces (no open sockets but its channel; files are reached by descriptor).
     let ok = unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }.is_ok();
-    if ok { vec!["user".to_owned()] } else { Vec::new() }
+    if ok {
+        vec!["user".to_owned()]
+    } else {
+        Vec::new()
+    }
 }
 
 /// A new network namespace where the kernel allows it: it has only a down loopback, so it is
@@ -349,7 +353,8 @@ fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8
     // sit above the ones just closed: each copy takes the lowest free number, in order.
     let mut count: usize = 0;
     for grant in received {
-        let moved = rustix::io::fcntl_dupfd_cloexec(&grant, WORKER_FIRST_GRANT).map_err(|_| 15u8)?;
+        let moved =
+            rustix::io::fcntl_dupfd_cloexec(&grant, WORKER_FIRST_GRANT).map_err(|_| 15u8)?;
         drop(grant);
         let expected = RawFd::try_from(count)
             .ok()
@@ -369,8 +374,8 @@ fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8
 /// that carries none.
 fn receive_handover(channel: &OwnedFd) -> Result<Vec<OwnedFd>, u8> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit();
-        rustix::cmsg_space!(ScmRights(HANDOVER_MAX_FDS))];
+    let mut space =
+        [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(HANDOVER_MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
     let got = rustix::net::recvmsg(

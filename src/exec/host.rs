@@ -214,8 +214,8 @@ enum Warm {
 /// channel of a waiting worker is empty, so the byte never waits for room.
 fn hand_over(channel: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit();
-        rustix::cmsg_space!(ScmRights(HANDOVER_MAX_FDS))];
+    let mut space =
+        [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(HANDOVER_MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if fds.len() > HANDOVER_MAX_FDS || !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::ErrorKind::InvalidInput.into());
@@ -372,7 +372,9 @@ impl ProcessExecutor {
         match refusal {
             Refusal::Refused(e) => e,
             Refusal::Ended(Ending::Fault(f)) => f.into(),
-            Refusal::Ended(Ending::Closed) => FaultError::Protocol(ProtocolViolation::ChannelClosed).into(),
+            Refusal::Ended(Ending::Closed) => {
+                FaultError::Protocol(ProtocolViolation::ChannelClosed).into()
+            }
         }
     }
 
@@ -443,7 +445,8 @@ impl ProcessExecutor {
         };
         let grants = plan.grant_fds();
         let grant_count = grants.len();
-        let mut fds: Vec<BorrowedFd<'_>> = vec![pipes.stdout.as_fd(), pipes.stderr.as_fd(), library];
+        let mut fds: Vec<BorrowedFd<'_>> =
+            vec![pipes.stdout.as_fd(), pipes.stderr.as_fd(), library];
         fds.extend(grants.iter().map(|g| g.as_fd()));
         let sent = hand_over(&pooled.channel, &fds);
         drop(fds);
@@ -458,7 +461,8 @@ impl ProcessExecutor {
             heard: false,
         };
         if let Err(e) = sent {
-            let died = e.kind() == io::ErrorKind::BrokenPipe || e.kind() == io::ErrorKind::ConnectionReset;
+            let died =
+                e.kind() == io::ErrorKind::BrokenPipe || e.kind() == io::ErrorKind::ConnectionReset;
             let _ = worker.end();
             return if died { Warm::DiedWaiting } else { failed(e) };
         }

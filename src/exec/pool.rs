@@ -215,7 +215,12 @@ impl Pool {
 
     /// The process ids of the workers waiting now.
     pub(crate) fn pids(&self) -> Vec<u32> {
-        self.shared.lock().idle.iter().map(|w| w.child.id()).collect()
+        self.shared
+            .lock()
+            .idle
+            .iter()
+            .map(|w| w.child.id())
+            .collect()
     }
 }
 
