@@ -353,7 +353,8 @@ fn a_loaded_plugin_holds_nothing_of_a_pooled_worker() {
     let pooled = wait_for_pool(&gate, 2, &[]);
     let plugin = gate.verify_and_load(&dir).unwrap();
     let loaded = plugin.worker_pid().unwrap();
-    // Load another while one waits, so the spawns and hand-overs interleave.
+    assert!(pooled.contains(&loaded), "{loaded} was pooled");
+    // The refill: one worker spawned after the load, one waiting since before it.
     let waiting = wait_for_pool(&gate, 2, &[loaded]);
     let loaded_fds = fds_of(loaded);
     for p in &waiting {

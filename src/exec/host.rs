@@ -33,6 +33,10 @@
 //! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
 //! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
 //! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
+//!
+//! One concept, one file: starting a worker (cold, or a pooled one handed its descriptors),
+//! the handshake, the calls and ending it all act on the same private `Worker` state and
+//! the same fault rules, which splitting would have to expose to a sibling module.
 
 use std::io::{self, BufReader};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -65,12 +69,8 @@ use super::init::{
 };
 use super::log::PluginLog;
 use super::pool::{Pool, Pooled};
-use super::spawner::place_fds;
+use super::spawner::{REAP_BOUND, place_fds, reap_within};
 
-/// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
-/// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
-/// reaped when the `Child` is dropped by nobody: it stays until the host exits).
-pub(super) const REAP_BOUND: Duration = Duration::from_secs(5);
 /// How long a worker whose channel closed may take to exit on its own before it is
 /// treated as having closed its channel deliberately (a process closes its descriptors
 /// while exiting, just before it becomes reapable).
@@ -120,22 +120,6 @@ fn crashed(status: Option<ExitStatus>) -> FaultError {
     FaultError::Crashed {
         signal: status.and_then(|s| s.signal()),
         code: status.and_then(|s| s.code()),
-    }
-}
-
-/// Waits up to `bound` for the child to be reapable, then reaps it.
-pub(super) fn reap_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
-    let until = Instant::now() + bound;
-    let mut pause = Duration::from_micros(100);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < until => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            _ => return None,
-        }
     }
 }
 
@@ -205,7 +189,7 @@ enum Refusal {
 /// How a load on a pooled worker went.
 enum Warm {
     /// The load's outcome, as a cold start's would be.
-    Started(Result<(ProcessExecutor, Enforcement), ExecError>),
+    Started(Box<Result<(ProcessExecutor, Enforcement), ExecError>>),
     /// The worker was gone before it heard of the plugin: take another, or start cold.
     DiedWaiting,
 }
@@ -292,7 +276,7 @@ impl ProcessExecutor {
                 deadline,
             );
             match warm {
-                Warm::Started(result) => return result,
+                Warm::Started(result) => return *result,
                 Warm::DiedWaiting => continue,
             }
         }
@@ -360,9 +344,12 @@ impl ProcessExecutor {
             library_sha256,
             library_size,
         };
-        Self::finish(worker, init, manifest, limits, deadline).map_err(|(e, w)| match e {
-            Refusal::Ended(Ending::Closed) => w.closed().into(),
-            other => Self::refused(other, w),
+        Self::finish(worker, init, manifest, limits, deadline).map_err(|refused| {
+            let (e, w) = *refused;
+            match e {
+                Refusal::Ended(Ending::Closed) => w.closed().into(),
+                other => Self::refused(other, w),
+            }
         })
     }
 
@@ -387,7 +374,7 @@ impl ProcessExecutor {
         manifest: &Manifest,
         limits: &Limits,
         deadline: Instant,
-    ) -> Result<(Self, Enforcement), (Refusal, Worker)> {
+    ) -> Result<(Self, Enforcement), Box<(Refusal, Worker)>> {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let pid = worker.child.id();
         if let Some(c) = &worker.cgroup
@@ -409,7 +396,7 @@ impl ProcessExecutor {
                 };
                 Ok((executor, enforcement))
             }
-            Err(refusal) => Err((refusal, worker)),
+            Err(refusal) => Err(Box::new((refusal, worker))),
         }
     }
 
@@ -427,14 +414,14 @@ impl ProcessExecutor {
         deadline: Instant,
     ) -> Warm {
         let failed = |source: io::Error| {
-            Warm::Started(Err(ExecError::from(LoadError::WorkerStart {
+            Warm::Started(Box::new(Err(ExecError::from(LoadError::WorkerStart {
                 path: worker_path.to_path_buf(),
                 source,
-            })))
+            }))))
         };
         let Some(entry) = manifest.library_entry() else {
             pooled.end();
-            return Warm::Started(Err(LoadError::NoLibraryEntry.into()));
+            return Warm::Started(Box::new(Err(LoadError::NoLibraryEntry.into())));
         };
         let (log, pipes) = match PluginLog::start(manifest.name(), limits.log_bytes) {
             Ok(l) => l,
@@ -480,14 +467,17 @@ impl ProcessExecutor {
             library_sha256: entry.sha256,
             library_size: entry.size,
         };
-        match Self::finish(worker, init, manifest, limits, deadline) {
-            Ok(started) => Warm::Started(Ok(started)),
-            Err((Refusal::Ended(Ending::Closed), w)) if !w.heard => {
+        let refused = match Self::finish(worker, init, manifest, limits, deadline) {
+            Ok(started) => return Warm::Started(Box::new(Ok(started))),
+            Err(refused) => *refused,
+        };
+        match refused {
+            (Refusal::Ended(Ending::Closed), w) if !w.heard => {
                 let _ = w.closed();
                 Warm::DiedWaiting
             }
-            Err((Refusal::Ended(Ending::Closed), w)) => Warm::Started(Err(w.closed().into())),
-            Err((other, w)) => Warm::Started(Err(Self::refused(other, w))),
+            (Refusal::Ended(Ending::Closed), w) => Warm::Started(Box::new(Err(w.closed().into()))),
+            (other, w) => Warm::Started(Box::new(Err(Self::refused(other, w)))),
         }
     }
 

@@ -42,8 +42,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::host::{REAP_BOUND, reap_within};
-use super::spawner::place_fds;
+use super::spawner::{REAP_BOUND, place_fds, reap_within};
 
 /// The largest pool a policy may ask for.
 pub(crate) const MAX_POOL_SIZE: usize = 16;
