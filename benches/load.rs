@@ -10,6 +10,12 @@
 //!   already verified and inspected plugin — the sandboxed thread, or spawning
 //!   `skillgate-worker`, which restricts itself, maps the memfd and answers the handshake.
 //!
+//! For a 20 KiB plugin in process mode, `load/20KiB-pool`: `verify_and_load` and the load
+//! step alone with the warm pool (`pool.size` 2: each iteration's setup, untimed, waits until
+//! the pool is full, so the timed part takes a pooled worker while the refill thread starts
+//! its replacement beside it), and the same with `pool.size` 0 (a cold start) beside them.
+//! The 1 and 16 MiB process rows above run with `pool.size` 0: they are the cold start.
+//!
 //! Teardown (thread exit, worker kill and reap) is outside the timed part.
 //!
 //! A thread-mode plugin is never unloaded (see `src/load.rs`: no `dlclose`, the memfd stays
@@ -22,11 +28,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Fixture, MIB, full_run};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use skillgate::Isolation;
+use skillgate::{Gate, Isolation};
 
 fn bare_dlopen(lib: &Path) -> libloading::Library {
     // SAFETY: the bench's own synthetic plugin, whose constructors are the C runtime's.
@@ -37,7 +43,7 @@ fn load(c: &mut Criterion) {
     let fx = Fixture::new();
     let sizes: &[usize] = if full_run() { &[1, 16] } else { &[1] };
     let thread = fx.gate(Isolation::Thread);
-    let process = fx.gate(Isolation::Process);
+    let process = cold_gate(&fx);
     for &size in sizes {
         let name = format!("l{size}");
         let dir = fx.plugin(&name, size * MIB);
@@ -74,6 +80,74 @@ fn load(c: &mut Criterion) {
         }
         group.finish();
     }
+    pooled(c, &fx);
+}
+
+/// A process-mode Gate with no pool: every load is a worker cold start.
+fn cold_gate(fx: &Fixture) -> Gate {
+    gate_with_pool(fx, 0)
+}
+
+fn gate_with_pool(fx: &Fixture, size: usize) -> Gate {
+    let policy = fx
+        .policy(Isolation::Process)
+        .to_builder()
+        .pool_size(size)
+        .build()
+        .unwrap();
+    Gate::with_trust_store(policy, fx.trust()).unwrap()
+}
+
+/// Waits (untimed) until `gate`'s pool holds `size` workers.
+fn pool_full(gate: &Gate, size: usize) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while gate.pooled_worker_pids().len() < size {
+        assert!(Instant::now() < until, "the pool never filled");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn pooled(c: &mut Criterion, fx: &Fixture) {
+    const POOL: usize = 2;
+    let dir = fx.plugin("p20k", 16 * 1024);
+    let warm = gate_with_pool(fx, POOL);
+    let cold = cold_gate(fx);
+    let mut group = c.benchmark_group("load/20KiB-pool");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_millis(1));
+    group.bench_function("verify_and_load process, pool", |b| {
+        b.iter_batched(
+            || pool_full(&warm, POOL),
+            |()| warm.verify_and_load(&dir).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("verify_and_load process, cold (pool.size 0)", |b| {
+        b.iter_batched(
+            || (),
+            |()| cold.verify_and_load(&dir).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("load only process, pool", |b| {
+        b.iter_batched(
+            || {
+                pool_full(&warm, POOL);
+                warm.verify_and_inspect(&dir).unwrap()
+            },
+            |inspected| warm.load(inspected).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("load only process, cold (pool.size 0)", |b| {
+        b.iter_batched(
+            || cold.verify_and_inspect(&dir).unwrap(),
+            |inspected| cold.load(inspected).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
 }
 
 fn config() -> Criterion {

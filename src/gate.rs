@@ -6,11 +6,12 @@ use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, 
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
 use crate::exec::host::ProcessExecutor;
+use crate::exec::pool::Pool;
 use crate::exec::set::WorkerSet;
 use crate::exec::thread::ThreadExecutor;
 use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
-use crate::pipeline::load::{Loadable, Unpacked};
+use crate::pipeline::load::{LoadError, Loadable, Unpacked};
 use crate::pipeline::locate::{TrustedRoot, locate};
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::stage::Stage;
@@ -65,6 +66,9 @@ pub struct Gate {
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
     worker: Option<WorkerProgram>,
+    /// Workers started ahead of loads (process isolation, `pool.size` > 0). Declared last:
+    /// dropped after everything else, it ends and reaps every worker still waiting.
+    pool: Option<Pool>,
 }
 
 impl Gate {
@@ -90,11 +94,21 @@ impl Gate {
             .iter()
             .map(|r| TrustedRoot::open(r))
             .collect::<Result<Vec<_>, _>>()?;
+        let pool = match &worker {
+            Some(w) => Pool::start(policy.pool_size, w.path()).map_err(|source| {
+                LoadError::WorkerStart {
+                    path: w.path().to_path_buf(),
+                    source,
+                }
+            })?,
+            None => None,
+        };
         Ok(Gate {
             policy,
             roots,
             trust,
             worker,
+            pool,
         })
     }
 
@@ -311,18 +325,30 @@ impl Gate {
             requested: inspected.bundle().manifest().workspace(),
             protected: &protected,
         };
-        LoadedPlugin::start(inspected, &self.policy, self.worker.as_ref(), workspace).map_err(
-            |error| {
-                let stage = match &error {
-                    Error::Sandbox(_)
-                    | Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed {
-                        ..
-                    })) => Stage::Sandbox,
-                    _ => Stage::Load,
-                };
-                StageError { stage, error }
-            },
+        LoadedPlugin::start(
+            inspected,
+            &self.policy,
+            self.worker.as_ref(),
+            self.pool.as_ref(),
+            workspace,
         )
+        .map_err(|error| {
+            let stage = match &error {
+                Error::Sandbox(_)
+                | Error::Fault(FaultError::Protocol(ProtocolViolation::Unconfirmed { .. })) => {
+                    Stage::Sandbox
+                }
+                _ => Stage::Load,
+            };
+            StageError { stage, error }
+        })
+    }
+
+    /// The process ids of the warm workers waiting now (empty under thread isolation or
+    /// `pool.size` 0). For tests of the pool; a pid here is never the worker of a plugin.
+    #[doc(hidden)]
+    pub fn pooled_worker_pids(&self) -> Vec<u32> {
+        self.pool.as_ref().map(Pool::pids).unwrap_or_default()
     }
 
     /// The program this host's workers run (process isolation), chosen when the Gate was
@@ -414,6 +440,7 @@ impl LoadedPlugin {
         inspected: Inspected,
         policy: &Policy,
         worker: Option<&WorkerProgram>,
+        pool: Option<&Pool>,
         workspace: WorkspaceOffer<'_>,
     ) -> Result<Self, Error> {
         let Unpacked {
@@ -463,6 +490,7 @@ impl LoadedPlugin {
                         &policy.limits,
                         plan.clone(),
                         worker.path(),
+                        pool,
                     )?;
                     executors.push(e);
                     first_report.get_or_insert(report);

@@ -612,7 +612,10 @@ fn a_worker_reporting_a_workspace_the_host_did_not_grant_is_refused() {
             &script,
             format!(
                 r#"#!/usr/bin/python3
-import os, struct, time
+import os, socket, struct, sys, time
+# A pooled worker is first handed its descriptors: one byte carrying them (SCM_RIGHTS).
+if sys.argv[2:3] == ["pooled"]:
+    s = socket.socket(fileno=4); s.recvmsg(1, 4096); s.detach()
 header = os.read(4, 13)
 left = struct.unpack("<I", header[:4])[0] - 9
 while left > 0:

@@ -21,8 +21,9 @@ use crate::pipeline::load::{LoadError, Loadable, Recheck};
 
 use super::ExecError;
 use super::init::{
-    CHANNEL_BUFFER, CONTROL_CAP, CallFault, Init, LoadFailure, METADATA_BYTES, METADATA_NULL,
-    METADATA_TOO_LARGE, WORKER_FIRST_GRANT, WORKER_MEMFD, error_chain,
+    CHANNEL_BUFFER, CONTROL_CAP, CallFault, HANDOVER_MAX_FDS, Init, LoadFailure, METADATA_BYTES,
+    METADATA_NULL, METADATA_TOO_LARGE, WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD,
+    error_chain,
 };
 
 /// The worker's main: what [`super::worker::run_if_worker`] runs in a process started with
@@ -160,25 +161,35 @@ fn set_limits(init: &Init) -> io::Result<()> {
     Ok(())
 }
 
-/// New user and network namespaces where the kernel allows them (a network namespace has
-/// only a down loopback, so it is skipped when the plugin is granted TCP).
-fn try_namespaces(network: bool) -> Vec<String> {
+/// Enters a new user namespace where the kernel allows it (nothing plugin-specific: a pooled
+/// worker does it before it is handed a plugin). Returns the namespaces entered so far.
+fn enter_user_namespace() -> Vec<String> {
     use rustix::thread::{UnshareFlags, unshare_unsafe};
-    let mut got = Vec::new();
-    let mut try_one = |flag: UnshareFlags, name: &str| {
-        #[allow(unsafe_code)]
-        // SAFETY: the worker is single-threaded here and holds no state that depends on
-        // its namespaces (no open sockets; files are reached by descriptor).
-        let ok = unsafe { unshare_unsafe(flag) }.is_ok();
-        if ok {
-            got.push(name.to_owned());
-        }
-    };
-    try_one(UnshareFlags::NEWUSER, "user");
-    if !network {
-        try_one(UnshareFlags::NEWNET, "net");
+    #[allow(unsafe_code)]
+    // SAFETY: the worker is single-threaded here and holds no state that depends on its
+    // namespaces (no open sockets but its channel; files are reached by descriptor).
+    let ok = unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }.is_ok();
+    if ok {
+        vec!["user".to_owned()]
+    } else {
+        Vec::new()
     }
-    got
+}
+
+/// A new network namespace where the kernel allows it: it has only a down loopback, so it is
+/// skipped when the plugin is granted TCP (the plan decides, so this is per-plugin).
+fn enter_net_namespace(network: bool, got: &mut Vec<String>) {
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    if network {
+        return;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: as in `enter_user_namespace`; the channel is a connected socket pair, which a
+    // new network namespace leaves working.
+    let ok = unsafe { unshare_unsafe(UnshareFlags::NEWNET) }.is_ok();
+    if ok {
+        got.push("net".to_owned());
+    }
 }
 
 /// Bounds the worker's tasks (see the module docs). `root`: the worker's real uid was 0
@@ -213,15 +224,44 @@ fn check_library(memfd: OwnedFd, init: &Init) -> Result<Loadable, LoadFailure> {
     })
 }
 
-fn run_worker(grants: usize) -> Result<(), u8> {
-    let (memfd, channel, grant_fds) = take_fds(grants)?;
-    let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
+/// What a worker does before it knows its plugin: nothing here depends on the plan or the
+/// library, so a pooled worker runs it while it waits (see [`super::pool`]).
+struct Early {
+    /// Why the worker may not restrict itself (a second thread), reported after `Init`.
+    threaded: Result<(), String>,
+    /// Whether the real uid was 0 before the user namespace (`RLIMIT_NPROC` is not checked
+    /// for root).
+    root: bool,
+    namespaces: Vec<String>,
+}
+
+fn early_setup() -> Early {
+    let threaded = single_threaded();
+    default_fault_signals();
+    line_buffered_stdout();
+    let root = rustix::process::getuid().is_root();
+    let namespaces = enter_user_namespace();
+    Early {
+        threaded,
+        root,
+        namespaces,
+    }
+}
+
+/// Leaves the starter's session and asks to die with the host.
+fn detach() -> Result<(), u8> {
     let _ = rustix::process::setsid();
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|_| 11u8)?;
-    let frame = read_frame(&mut channel, CONTROL_CAP).map_err(|_| 12u8)?;
+        .map_err(|_| 11u8)
+}
+
+type Channel = BufReader<std::fs::File>;
+
+/// Reads `Init`, which must be this protocol's, and checks the host is still the parent.
+fn read_init(channel: &mut Channel) -> Result<Init, u8> {
+    let frame = read_frame(channel, CONTROL_CAP).map_err(|_| 12u8)?;
     let init: Init = match (frame.tag, serde_json::from_slice::<Init>(&frame.payload)) {
-        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION && init.grants == grants => init,
+        (Tag::Init, Ok(init)) if init.version == PROTOCOL_VERSION => init,
         _ => return Err(13),
     };
     // The host may have died before the death signal was armed.
@@ -230,19 +270,173 @@ fn run_worker(grants: usize) -> Result<(), u8> {
     {
         return Err(14);
     }
-    let fail = |channel: &mut BufReader<std::fs::File>, failure: LoadFailure| -> u8 {
+    Ok(init)
+}
+
+fn run_worker(grants: usize) -> Result<(), u8> {
+    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
+    detach()?;
+    let init = read_init(&mut channel)?;
+    if init.grants != grants {
+        return Err(13);
+    }
+    let early = early_setup();
+    load_and_serve(channel, init, early, memfd, grant_fds)
+}
+
+/// The pooled worker's main: started with only its channel (and a placeholder where the
+/// library goes), it does
+/// [`early_setup`] and waits; the host then hands it the log pipes, the library and the
+/// grants over the channel (`SCM_RIGHTS`), and `Init`. From there it is the cold worker:
+/// every check of the descriptors and the library is the same. Returns the exit code.
+pub(super) fn pooled_main() -> u8 {
+    match run_pooled() {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+/// Takes what a pooled worker is started with: a placeholder at [`WORKER_MEMFD`] (the
+/// library's number, until the hand-over) and its channel at [`WORKER_CHANNEL`], and closes
+/// every descriptor above them.
+#[allow(unsafe_code)]
+fn take_pooled_fds() -> Result<(OwnedFd, OwnedFd), u8> {
+    use std::os::fd::FromRawFd;
+    let end = u32::try_from(WORKER_FIRST_GRANT).map_err(|_| 10u8)?;
+    // SAFETY: close_range with integer arguments: every descriptor from the first grant's
+    // number up is closed. No Rust object owns any of them (the worker has opened nothing).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, end, u32::MAX, 0u32) };
+    if rc != 0 {
+        return Err(10);
+    }
+    for fd in [WORKER_MEMFD, WORKER_CHANNEL] {
+        // SAFETY: a borrow for the duration of the check; the kernel answers EBADF if closed.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if rustix::io::fcntl_getfd(borrowed).is_err() {
+            return Err(10);
+        }
+    }
+    // SAFETY: the host placed both here (see `place_fds`), they are open (checked above),
+    // and each is taken exactly once.
+    let (placeholder, channel) = unsafe {
+        (
+            OwnedFd::from_raw_fd(WORKER_MEMFD),
+            OwnedFd::from_raw_fd(WORKER_CHANNEL),
+        )
+    };
+    match rustix::fs::fstat(&channel).map(|st| st.st_mode & libc::S_IFMT) {
+        Ok(libc::S_IFSOCK) => Ok((placeholder, channel)),
+        _ => Err(15),
+    }
+}
+
+/// Puts the handed-over descriptors where a cold worker finds them: the log pipes on 1 and
+/// 2, the library at [`WORKER_MEMFD`] (over the placeholder), the grants from
+/// [`WORKER_FIRST_GRANT`] on, in order; every one of them is then given up, to be taken and
+/// checked by [`take_fds`] exactly as a cold worker's are. Returns the grant count.
+fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let mut received = received.into_iter();
+    let (Some(stdout), Some(stderr), Some(memfd)) =
+        (received.next(), received.next(), received.next())
+    else {
+        return Err(15);
+    };
+    // The plugin's log from here on (until now 1 and 2 were /dev/null).
+    rustix::stdio::dup2_stdout(&stdout).map_err(|_| 15u8)?;
+    rustix::stdio::dup2_stderr(&stderr).map_err(|_| 15u8)?;
+    rustix::io::dup2(&memfd, &mut placeholder).map_err(|_| 15u8)?;
+    drop((stdout, stderr, memfd));
+    let _ = placeholder.into_raw_fd();
+    // The numbers from the first grant's up are free but for the grants themselves, which
+    // sit above the ones just closed: each copy takes the lowest free number, in order.
+    let mut count: usize = 0;
+    for grant in received {
+        let moved =
+            rustix::io::fcntl_dupfd_cloexec(&grant, WORKER_FIRST_GRANT).map_err(|_| 15u8)?;
+        drop(grant);
+        let expected = RawFd::try_from(count)
+            .ok()
+            .and_then(|c| WORKER_FIRST_GRANT.checked_add(c))
+            .ok_or(15u8)?;
+        if moved.as_raw_fd() != expected {
+            return Err(15);
+        }
+        let _ = moved.into_raw_fd();
+        count = count.saturating_add(1);
+    }
+    Ok(count)
+}
+
+/// Receives the hand-over: one byte carrying the descriptors, close-on-exec. A truncated
+/// control message (more descriptors than [`HANDOVER_MAX_FDS`]) is refused, as is a byte
+/// that carries none.
+fn receive_handover(channel: &OwnedFd) -> Result<Vec<OwnedFd>, u8> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut space =
+        [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(HANDOVER_MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let got = rustix::net::recvmsg(
+        channel,
+        &mut [io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|_| 17u8)?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if got.bytes != 1 || got.flags.contains(ReturnFlags::CTRUNC) || fds.is_empty() {
+        return Err(17);
+    }
+    Ok(fds)
+}
+
+fn run_pooled() -> Result<(), u8> {
+    use std::os::fd::IntoRawFd;
+    let (placeholder, channel) = take_pooled_fds()?;
+    detach()?;
+    let early = early_setup();
+    let received = receive_handover(&channel)?;
+    let grants = arrange(received, placeholder)?;
+    // The channel stays at its number; `take_fds` takes it back with the rest.
+    let _ = channel.into_raw_fd();
+    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
+    let init = read_init(&mut channel)?;
+    if init.grants != grants {
+        return Err(13);
+    }
+    load_and_serve(channel, init, early, memfd, grant_fds)
+}
+
+fn load_and_serve(
+    mut channel: Channel,
+    init: Init,
+    early: Early,
+    memfd: OwnedFd,
+    grant_fds: Vec<OwnedFd>,
+) -> Result<(), u8> {
+    let fail = |channel: &mut Channel, failure: LoadFailure| -> u8 {
         let _ = serde_json::to_vec(&failure)
             .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, 0, &b));
         20
     };
     let setup = |detail: String| LoadFailure::Setup { detail };
-    if let Err(detail) = single_threaded() {
+    if let Err(detail) = early.threaded {
         return Err(fail(&mut channel, setup(detail)));
     }
-    default_fault_signals();
-    line_buffered_stdout();
-    let root = rustix::process::getuid().is_root();
-    let namespaces = try_namespaces(!init.plan.connect_tcp().is_empty());
+    let Early {
+        root,
+        mut namespaces,
+        ..
+    } = early;
+    enter_net_namespace(!init.plan.connect_tcp().is_empty(), &mut namespaces);
     let mut plan = init.plan.clone();
     let tasks = match bound_tasks(&init, &mut plan, &namespaces, root) {
         Ok(t) => t,

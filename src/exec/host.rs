@@ -33,9 +33,13 @@
 //! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
 //! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
 //! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
+//!
+//! One concept, one file: starting a worker (cold, or a pooled one handed its descriptors),
+//! the handshake, the calls and ending it all act on the same private `Worker` state and
+//! the same fault rules, which splitting would have to expose to a sibling module.
 
 use std::io::{self, BufReader};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -60,15 +64,13 @@ use super::cgroup::Cgroup;
 use super::channel::{Channel, timed_out};
 use super::confirm::confirm;
 use super::init::{
-    CHANNEL_BUFFER, CONTROL_CAP, CallFault, Init, LOADED_HEADER, LoadFailure, Phase, parse_loaded,
+    CHANNEL_BUFFER, CONTROL_CAP, CallFault, HANDOVER_MAX_FDS, Init, LOADED_HEADER, LoadFailure,
+    Phase, parse_loaded,
 };
 use super::log::PluginLog;
-use super::spawner::place_fds;
+use super::pool::{Pool, Pooled};
+use super::spawner::{REAP_BOUND, place_fds, reap_within};
 
-/// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
-/// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
-/// reaped when the `Child` is dropped by nobody: it stays until the host exits).
-const REAP_BOUND: Duration = Duration::from_secs(5);
 /// How long a worker whose channel closed may take to exit on its own before it is
 /// treated as having closed its channel deliberately (a process closes its descriptors
 /// while exiting, just before it becomes reapable).
@@ -89,6 +91,9 @@ struct Worker {
     log: Option<Box<PluginLog>>,
     /// Sequence number of the last call sent.
     seq: u64,
+    /// Whether any frame came from it yet: a pooled worker whose channel closed before its
+    /// first frame ran no plugin code, and the load may take another.
+    heard: bool,
 }
 /// Handle to a plugin's worker process. Calls are serialized: one at a time holds the turn.
 pub(crate) struct ProcessExecutor {
@@ -115,22 +120,6 @@ fn crashed(status: Option<ExitStatus>) -> FaultError {
     FaultError::Crashed {
         signal: status.and_then(|s| s.signal()),
         code: status.and_then(|s| s.code()),
-    }
-}
-
-/// Waits up to `bound` for the child to be reapable, then reaps it.
-fn reap_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
-    let until = Instant::now() + bound;
-    let mut pause = Duration::from_micros(100);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < until => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            _ => return None,
-        }
     }
 }
 
@@ -168,7 +157,9 @@ impl Worker {
 
     fn read(&mut self, deadline: Instant, cap: usize) -> Result<Frame, FrameError> {
         self.channel.get_mut().deadline = deadline;
-        read_frame(&mut self.channel, cap)
+        let frame = read_frame(&mut self.channel, cap);
+        self.heard |= frame.is_ok();
+        frame
     }
 
     fn send(&mut self, deadline: Instant, tag: Tag, seq: u64, payload: &[u8]) -> io::Result<()> {
@@ -193,6 +184,37 @@ enum Refusal {
     Refused(ExecError),
     /// The worker must be ended for this reason.
     Ended(Ending),
+}
+
+/// How a load on a pooled worker went.
+enum Warm {
+    /// The load's outcome, as a cold start's would be.
+    Started(Box<Result<(ProcessExecutor, Enforcement), ExecError>>),
+    /// The worker was gone before it heard of the plugin: take another, or start cold.
+    DiedWaiting,
+}
+
+/// Sends a pooled worker its descriptors: one byte carrying them all (`SCM_RIGHTS`). The
+/// channel of a waiting worker is empty, so the byte never waits for room.
+fn hand_over(channel: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space =
+        [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(HANDOVER_MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if fds.len() > HANDOVER_MAX_FDS || !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let sent = rustix::net::sendmsg(
+        channel,
+        &[io::IoSlice::new(&[0])],
+        &mut control,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    if sent == 1 {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::WriteZero.into())
+    }
 }
 
 /// Maps a failed read to how it ends the worker.
@@ -221,8 +243,9 @@ impl ProcessExecutor {
         limits: &Limits,
         plan: SandboxPlan,
         worker_path: &Path,
+        pool: Option<&Pool>,
     ) -> Result<(Self, Enforcement), ExecError> {
-        Self::start_on(library.as_fd(), manifest, limits, plan, worker_path)
+        Self::start_on(library.as_fd(), manifest, limits, plan, worker_path, pool)
     }
 
     /// [`ProcessExecutor::start`] with any descriptor as the library: the worker, not this
@@ -234,11 +257,29 @@ impl ProcessExecutor {
         limits: &Limits,
         plan: SandboxPlan,
         worker_path: &Path,
+        pool: Option<&Pool>,
     ) -> Result<(Self, Enforcement), ExecError> {
         let entry = manifest.library_entry().ok_or(LoadError::NoLibraryEntry)?;
         let (library_sha256, library_size) = (entry.sha256, entry.size);
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let deadline = Instant::now() + timeout;
+        // Warm first: each worker taken is handed this plugin or ended, never returned.
+        let fits = plan.grant_fds().len().saturating_add(3) <= HANDOVER_MAX_FDS;
+        while let Some(pooled) = pool.filter(|_| fits).and_then(Pool::take) {
+            let warm = Self::start_pooled(
+                pooled,
+                library,
+                manifest,
+                limits,
+                plan.clone(),
+                worker_path,
+                deadline,
+            );
+            match warm {
+                Warm::Started(result) => return *result,
+                Warm::DiedWaiting => continue,
+            }
+        }
         let spawn_err = |source: io::Error| {
             ExecError::from(LoadError::WorkerStart {
                 path: worker_path.to_path_buf(),
@@ -281,21 +322,14 @@ impl ProcessExecutor {
                 return Err(e);
             }
         };
-        let mut worker = Worker {
+        let worker = Worker {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
             cgroup,
             log: Some(Box::new(log)),
             seq: 0,
+            heard: false,
         };
-        // Into its cgroup before it is told anything, so before any plugin code can run.
-        let pid = worker.child.id();
-        if let Some(c) = &worker.cgroup
-            && c.adopt(pid).is_err()
-            && let Some(c) = worker.cgroup.take()
-        {
-            c.remove();
-        }
         let init = Init {
             version: PROTOCOL_VERSION,
             host_pid: std::process::id(),
@@ -306,10 +340,50 @@ impl ProcessExecutor {
             cpu_seconds: limits.cpu_seconds,
             file_bytes: limits.file_bytes,
             threads: limits.threads,
-            cgroup: worker.cgroup.is_some(),
+            cgroup: false,
             library_sha256,
             library_size,
         };
+        Self::finish(worker, init, manifest, limits, deadline).map_err(|refused| {
+            let (e, w) = *refused;
+            match e {
+                Refusal::Ended(Ending::Closed) => w.closed().into(),
+                other => Self::refused(other, w),
+            }
+        })
+    }
+
+    /// Ends `worker` for a refusal other than a closed channel; the error to return.
+    fn refused(refusal: Refusal, worker: Worker) -> ExecError {
+        let _ = worker.end();
+        match refusal {
+            Refusal::Refused(e) => e,
+            Refusal::Ended(Ending::Fault(f)) => f.into(),
+            Refusal::Ended(Ending::Closed) => {
+                FaultError::Protocol(ProtocolViolation::ChannelClosed).into()
+            }
+        }
+    }
+
+    /// Puts the started worker in its cgroup (before it is told anything, so before any
+    /// plugin code can run), sends `Init` and waits for the loaded plugin. On a refusal the
+    /// worker is given back, still running, with why.
+    fn finish(
+        mut worker: Worker,
+        mut init: Init,
+        manifest: &Manifest,
+        limits: &Limits,
+        deadline: Instant,
+    ) -> Result<(Self, Enforcement), Box<(Refusal, Worker)>> {
+        let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let pid = worker.child.id();
+        if let Some(c) = &worker.cgroup
+            && c.adopt(pid).is_err()
+            && let Some(c) = worker.cgroup.take()
+        {
+            c.remove();
+        }
+        init.cgroup = worker.cgroup.is_some();
         match Self::handshake(&mut worker, &init, manifest.metadata(), deadline, timeout) {
             Ok(enforcement) => {
                 let executor = ProcessExecutor {
@@ -322,15 +396,88 @@ impl ProcessExecutor {
                 };
                 Ok((executor, enforcement))
             }
-            Err(Refusal::Refused(e)) => {
-                let _ = worker.end();
-                Err(e)
+            Err(refusal) => Err(Box::new((refusal, worker))),
+        }
+    }
+
+    /// Hands a pooled worker its descriptors (one `SCM_RIGHTS` message: the log pipes'
+    /// write ends, the library, the grants) and then `Init`, as [`Self::finish`] does for a
+    /// cold one. A worker whose channel closed before its first frame ran no plugin code:
+    /// it is reaped and the load takes another ([`Warm::DiedWaiting`]).
+    fn start_pooled(
+        pooled: Pooled,
+        library: BorrowedFd<'_>,
+        manifest: &Manifest,
+        limits: &Limits,
+        plan: SandboxPlan,
+        worker_path: &Path,
+        deadline: Instant,
+    ) -> Warm {
+        let failed = |source: io::Error| {
+            Warm::Started(Box::new(Err(ExecError::from(LoadError::WorkerStart {
+                path: worker_path.to_path_buf(),
+                source,
+            }))))
+        };
+        let Some(entry) = manifest.library_entry() else {
+            pooled.end();
+            return Warm::Started(Box::new(Err(LoadError::NoLibraryEntry.into())));
+        };
+        let (log, pipes) = match PluginLog::start(manifest.name(), limits.log_bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                pooled.end();
+                return failed(e);
             }
-            Err(Refusal::Ended(Ending::Fault(f))) => {
-                let _ = worker.end();
-                Err(f.into())
+        };
+        let grants = plan.grant_fds();
+        let grant_count = grants.len();
+        let mut fds: Vec<BorrowedFd<'_>> =
+            vec![pipes.stdout.as_fd(), pipes.stderr.as_fd(), library];
+        fds.extend(grants.iter().map(|g| g.as_fd()));
+        let sent = hand_over(&pooled.channel, &fds);
+        drop(fds);
+        drop(pipes);
+        let Pooled { child, channel } = pooled;
+        let worker = Worker {
+            child,
+            channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(channel)),
+            cgroup: Cgroup::create(limits.threads),
+            log: Some(Box::new(log)),
+            seq: 0,
+            heard: false,
+        };
+        if let Err(e) = sent {
+            let died =
+                e.kind() == io::ErrorKind::BrokenPipe || e.kind() == io::ErrorKind::ConnectionReset;
+            let _ = worker.end();
+            return if died { Warm::DiedWaiting } else { failed(e) };
+        }
+        let init = Init {
+            version: PROTOCOL_VERSION,
+            host_pid: std::process::id(),
+            plan,
+            grants: grant_count,
+            output_bytes: limits.output_bytes,
+            memory_bytes: limits.memory_bytes,
+            cpu_seconds: limits.cpu_seconds,
+            file_bytes: limits.file_bytes,
+            threads: limits.threads,
+            cgroup: false,
+            library_sha256: entry.sha256,
+            library_size: entry.size,
+        };
+        let refused = match Self::finish(worker, init, manifest, limits, deadline) {
+            Ok(started) => return Warm::Started(Box::new(Ok(started))),
+            Err(refused) => *refused,
+        };
+        match refused {
+            (Refusal::Ended(Ending::Closed), w) if !w.heard => {
+                let _ = w.closed();
+                Warm::DiedWaiting
             }
-            Err(Refusal::Ended(Ending::Closed)) => Err(worker.closed().into()),
+            (Refusal::Ended(Ending::Closed), w) => Warm::Started(Box::new(Err(w.closed().into()))),
+            (other, w) => Warm::Started(Box::new(Err(Self::refused(other, w)))),
         }
     }
 
@@ -646,7 +793,7 @@ pub fn start_worker_on(
         crate::sandbox::WorkspaceOffer::default(),
         &report.needed,
     )?;
-    ProcessExecutor::start_on(library, &manifest, limits, plan, worker).map(|(_, e)| e)
+    ProcessExecutor::start_on(library, &manifest, limits, plan, worker, None).map(|(_, e)| e)
 }
 
 /// What the host makes of one frame from a worker, as in [`ProcessExecutor`]: the frame

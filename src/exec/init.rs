@@ -28,6 +28,9 @@ pub(super) const WORKER_FIRST_GRANT: RawFd = 5;
 // from WORKER_MEMFD: library, channel, then the grants.
 const _: () =
     assert!(WORKER_CHANNEL == WORKER_MEMFD + 1 && WORKER_FIRST_GRANT == WORKER_CHANNEL + 1);
+/// Most descriptors one hand-over carries: the two log pipes, the library and the grants.
+/// A plan with more grants is started cold (the worker's `RLIMIT_NOFILE` is 64 anyway).
+pub(super) const HANDOVER_MAX_FDS: usize = 48;
 /// Largest control frame (init, reports, errors).
 pub(super) const CONTROL_CAP: usize = 1024 * 1024;
 /// Read buffer of each end of the channel: a small frame arrives with one `read`, header

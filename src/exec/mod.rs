@@ -15,6 +15,7 @@ mod confirm;
 pub(crate) mod host;
 mod init;
 mod log;
+pub(crate) mod pool;
 pub(crate) mod probe;
 pub(crate) mod set;
 mod spawner;

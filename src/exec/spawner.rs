@@ -8,11 +8,33 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::process::ExitStatus;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::init::WORKER_MEMFD;
+
+/// How long a worker that was sent `SIGKILL` may take to be reaped. Death after `SIGKILL` is
+/// prompt unless the kernel is stuck; past this bound the host stops waiting (the zombie is
+/// reaped when the `Child` is dropped by nobody: it stays until the host exits).
+pub(super) const REAP_BOUND: Duration = Duration::from_secs(5);
+/// Waits up to `bound` for the child to be reapable, then reaps it.
+pub(super) fn reap_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let until = Instant::now() + bound;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            _ => return None,
+        }
+    }
+}
 
 struct Request {
     command: Command,

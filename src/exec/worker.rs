@@ -41,6 +41,11 @@ use crate::pipeline::load::{LoadError, SelfWorker};
 /// worker of different protocol versions refuse each other in their first message anyway.
 pub const WORKER_ARG: &str = "--skillgate-worker-v1";
 
+/// The second argument of a pooled worker (in place of the grant count): it is started
+/// before its plugin is known and is handed its descriptors over its channel (see
+/// [`super::pool`]).
+pub(crate) const POOLED_ARG: &str = "pooled";
+
 /// The worker executable's file name, looked for beside the host's executable.
 pub(crate) const WORKER_NAME: &str = "skillgate-worker";
 
@@ -115,7 +120,11 @@ pub fn run_if_worker() {
     if elevated() {
         std::process::exit(EXIT_PRIVILEGED);
     }
-    let grants = args.next().and_then(|a| a.to_str()?.parse::<usize>().ok());
+    let second = args.next();
+    if second.as_deref() == Some(POOLED_ARG.as_ref()) {
+        std::process::exit(i32::from(super::child::pooled_main()));
+    }
+    let grants = second.and_then(|a| a.to_str()?.parse::<usize>().ok());
     let code = match grants {
         Some(grants) => i32::from(super::child::worker_main(grants)),
         None => EXIT_ARGUMENTS,

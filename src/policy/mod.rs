@@ -27,15 +27,21 @@ use serde::de::IgnoredAny;
 use crate::base::json::JsonError;
 pub use crate::base::settings::{Isolation, LimitError, Limits, LimitsBuilder, WorkspaceAccess};
 use crate::danger::{Danger, DangerWire};
-use crate::pipeline::inspect::{DEFAULT_ALLOWED_NEEDED, DEFAULT_DENIED_IMPORTS, ElfPolicy};
+use crate::pipeline::inspect::ElfPolicy;
 pub use crate::sandbox::{Requirement, SandboxPolicy};
 
 pub mod doctor;
+mod elf_section;
 mod find;
 mod trust_section;
 pub use crate::trust::rules::{ExpiryPolicy, Pattern, SignerRule, TrustPolicy};
 pub use find::{POLICY_ENV_VAR, PolicyEnv, SYSTEM_POLICY_FILE, find_policy_file};
 pub use trust_section::TrustSectionError;
+
+/// The largest `pool.size` accepted.
+pub const MAX_POOL_SIZE: usize = crate::exec::pool::MAX_POOL_SIZE;
+/// The `pool.size` of a policy that sets none.
+pub const DEFAULT_POOL_SIZE: usize = crate::exec::pool::DEFAULT_POOL_SIZE;
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -88,6 +94,8 @@ pub struct Policy {
     pub(crate) trust: crate::trust::rules::TrustPolicy,
     /// Every knob that weakens a check (the `danger` section); none by default.
     pub(crate) danger: Danger,
+    /// How many warm workers the Gate keeps ready (process isolation; 0: none).
+    pub(crate) pool_size: usize,
 }
 
 impl Default for Policy {
@@ -105,6 +113,7 @@ impl Default for Policy {
             elf: ElfPolicy::default(),
             trust: crate::trust::rules::TrustPolicy::default(),
             danger: Danger::default(),
+            pool_size: DEFAULT_POOL_SIZE,
         }
     }
 }
@@ -113,6 +122,14 @@ impl Default for Policy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// `pool.size` is above [`MAX_POOL_SIZE`].
+    #[error("policy pool.size = {size} is out of range (0..={max})")]
+    PoolTooLarge {
+        /// The size given.
+        size: usize,
+        /// The ceiling.
+        max: usize,
+    },
     /// The policy file could not be read.
     #[error("cannot read policy {path}")]
     Io {
@@ -232,7 +249,7 @@ struct PolicyWire {
     #[serde(default = "one_worker")]
     workers: u64,
     #[serde(default)]
-    elf: ElfWire,
+    elf: elf_section::ElfWire,
     #[serde(default)]
     danger: DangerWire,
     #[serde(default)]
@@ -245,132 +262,9 @@ struct PolicyWire {
     min_versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     expiry: trust_section::ExpiryWire,
-}
-
-/// The `elf` section as written. The fields that weakened a check are still named here,
-/// so that a file using one gets [`PolicyError::MovedToDanger`] instead of a bare "unknown
-/// field".
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ElfWire {
+    /// The warm worker pool (`{"size": n}`).
     #[serde(default)]
-    allowed_needed: Option<Vec<String>>,
-    #[serde(default)]
-    denied_imports: Option<Vec<String>>,
-    #[serde(default)]
-    max_constructors: Option<u64>,
-    #[serde(default)]
-    max_finalizers: Option<u64>,
-    #[serde(default)]
-    require_stack_protector: bool,
-    #[serde(default)]
-    allow_executable_stack: Option<IgnoredAny>,
-    #[serde(default)]
-    allow_writable_executable_segments: Option<IgnoredAny>,
-    #[serde(default)]
-    min_relro: Option<IgnoredAny>,
-    #[serde(default)]
-    allow_text_relocations: Option<IgnoredAny>,
-    #[serde(default)]
-    allow_rpath: Option<IgnoredAny>,
-    #[serde(default)]
-    allowed_runpaths: Option<IgnoredAny>,
-    #[serde(default)]
-    allow_audit: Option<IgnoredAny>,
-    #[serde(default)]
-    allow_ifunc: Option<IgnoredAny>,
-}
-
-impl ElfWire {
-    /// Refuses the fields that moved to `danger`; the lists are checked with the rest of
-    /// the policy ([`Policy::check`]).
-    fn into_elf(self) -> Result<ElfPolicy, PolicyError> {
-        let moved = [
-            (
-                self.allow_executable_stack.is_some(),
-                "elf.allow_executable_stack",
-                "danger.elf.allow_executable_stack",
-            ),
-            (
-                self.allow_writable_executable_segments.is_some(),
-                "elf.allow_writable_executable_segments",
-                "danger.elf.allow_writable_executable_segments",
-            ),
-            (
-                self.min_relro.is_some(),
-                "elf.min_relro",
-                "danger.elf.min_relro",
-            ),
-            (
-                self.allow_text_relocations.is_some(),
-                "elf.allow_text_relocations",
-                "danger.elf.allow_text_relocations",
-            ),
-            (
-                self.allow_rpath.is_some(),
-                "elf.allow_rpath",
-                "danger.elf.allow_rpath",
-            ),
-            (
-                self.allowed_runpaths.is_some(),
-                "elf.allowed_runpaths",
-                "danger.elf.allow_runpaths",
-            ),
-            (
-                self.allow_audit.is_some(),
-                "elf.allow_audit",
-                "danger.elf.allow_audit",
-            ),
-            (
-                self.allow_ifunc.is_some(),
-                "elf.allow_ifunc",
-                "danger.elf.allow_ifunc",
-            ),
-        ];
-        if let Some((_, field, danger)) = moved.into_iter().find(|(set, _, _)| *set) {
-            return Err(PolicyError::MovedToDanger { field, danger });
-        }
-        let mut elf = ElfPolicy::default();
-        if let Some(needed) = self.allowed_needed {
-            elf.allowed_needed = needed;
-        }
-        if let Some(denied) = self.denied_imports {
-            elf.denied_imports = denied;
-        }
-        elf.max_constructors = self.max_constructors;
-        elf.max_finalizers = self.max_finalizers;
-        elf.require_stack_protector = self.require_stack_protector;
-        Ok(elf)
-    }
-}
-
-/// The normal `elf` lists may only tighten: `denied_imports` keeps every default entry and
-/// `allowed_needed` names only default entries. Anything wider is a danger knob.
-fn check_elf(elf: &ElfPolicy) -> Result<(), PolicyError> {
-    if let Some(missing) = DEFAULT_DENIED_IMPORTS
-        .iter()
-        .find(|d| !elf.denied_imports.iter().any(|i| i == *d))
-    {
-        return Err(PolicyError::WideningOutsideDanger {
-            field: "elf.denied_imports",
-            change: "leaves out",
-            entry: (*missing).to_owned(),
-            danger: "danger.elf.allow_imports",
-        });
-    }
-    if let Some(extra) = elf
-        .allowed_needed
-        .iter()
-        .find(|n| !DEFAULT_ALLOWED_NEEDED.contains(&n.as_str()))
-    {
-        return Err(PolicyError::WideningOutsideDanger {
-            field: "elf.allowed_needed",
-            change: "adds",
-            entry: extra.clone(),
-            danger: "danger.elf.allow_needed",
-        });
-    }
-    Ok(())
+    pool: PoolWire,
 }
 
 /// `workers` is in 1..=[`MAX_WORKERS`], and above 1 only under process isolation.
@@ -386,6 +280,13 @@ fn check_workers(value: u64, isolation: Isolation) -> Result<u32, PolicyError> {
         return Err(PolicyError::WorkersNeedProcessIsolation { workers });
     }
     Ok(workers)
+}
+
+/// The `pool` section.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PoolWire {
+    size: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -505,6 +406,12 @@ impl Policy {
         &self.danger
     }
 
+    /// How many workers the Gate starts ahead of loads (`pool.size`; process isolation
+    /// only; 0: every load starts its worker cold).
+    pub fn pool_size(&self) -> usize {
+        self.pool_size
+    }
+
     /// The checks of a policy's values, whoever made it: a trust store is named, every
     /// limit is in 1..=its ceiling, and the `elf` lists only tighten (a widening belongs in
     /// the `danger` section). [`Policy::from_json`] and [`PolicyBuilder::build`] run it, so
@@ -524,7 +431,13 @@ impl Policy {
     pub(crate) fn validate(&self) -> Result<(), PolicyError> {
         self.limits.validate()?;
         check_workers(self.workers.into(), self.isolation)?;
-        check_elf(&self.elf)
+        if self.pool_size > MAX_POOL_SIZE {
+            return Err(PolicyError::PoolTooLarge {
+                size: self.pool_size,
+                max: MAX_POOL_SIZE,
+            });
+        }
+        elf_section::check_elf(&self.elf)
     }
 
     /// Reads and validates a policy file. Relative paths in it resolve against the
@@ -606,6 +519,7 @@ impl Policy {
                 wire.expiry,
             )?,
             danger: wire.danger.into(),
+            pool_size: wire.pool.size.unwrap_or(DEFAULT_POOL_SIZE),
         };
         policy.check()?;
         Ok(policy)
@@ -691,6 +605,13 @@ impl PolicyBuilder {
     /// Sets [`Policy::trust`].
     pub fn trust(mut self, trust: crate::trust::rules::TrustPolicy) -> Self {
         self.policy.trust = trust;
+        self
+    }
+
+    /// Sets [`Policy::pool_size`]; [`PolicyBuilder::build`] refuses more than
+    /// [`MAX_POOL_SIZE`] ([`PolicyError::PoolTooLarge`]).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.policy.pool_size = size;
         self
     }
 
