@@ -79,6 +79,31 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// failure an exiting worker sent before it began to exit.
 const EXITING_WORKER_GRACE: Duration = Duration::from_millis(500);
 
+/// The first message a worker reads, cold or pooled: the plan, the grant count, the limits
+/// and the signed library's digest and size, which the worker re-checks before `dlopen`.
+fn init_message(
+    plan: SandboxPlan,
+    grants: usize,
+    limits: &Limits,
+    library_sha256: [u8; 32],
+    library_size: u64,
+) -> Init {
+    Init {
+        version: PROTOCOL_VERSION,
+        host_pid: std::process::id(),
+        plan,
+        grants,
+        output_bytes: limits.output_bytes,
+        memory_bytes: limits.memory_bytes,
+        cpu_seconds: limits.cpu_seconds,
+        file_bytes: limits.file_bytes,
+        threads: limits.threads,
+        cgroup: false,
+        library_sha256,
+        library_size,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The host's side.
 
@@ -330,20 +355,7 @@ impl ProcessExecutor {
             seq: 0,
             heard: false,
         };
-        let init = Init {
-            version: PROTOCOL_VERSION,
-            host_pid: std::process::id(),
-            plan,
-            grants: grant_count,
-            output_bytes: limits.output_bytes,
-            memory_bytes: limits.memory_bytes,
-            cpu_seconds: limits.cpu_seconds,
-            file_bytes: limits.file_bytes,
-            threads: limits.threads,
-            cgroup: false,
-            library_sha256,
-            library_size,
-        };
+        let init = init_message(plan, grant_count, limits, library_sha256, library_size);
         Self::finish(worker, init, manifest, limits, deadline).map_err(|refused| {
             let (e, w) = *refused;
             match e {
@@ -453,20 +465,7 @@ impl ProcessExecutor {
             let _ = worker.end();
             return if died { Warm::DiedWaiting } else { failed(e) };
         }
-        let init = Init {
-            version: PROTOCOL_VERSION,
-            host_pid: std::process::id(),
-            plan,
-            grants: grant_count,
-            output_bytes: limits.output_bytes,
-            memory_bytes: limits.memory_bytes,
-            cpu_seconds: limits.cpu_seconds,
-            file_bytes: limits.file_bytes,
-            threads: limits.threads,
-            cgroup: false,
-            library_sha256: entry.sha256,
-            library_size: entry.size,
-        };
+        let init = init_message(plan, grant_count, limits, entry.sha256, entry.size);
         let refused = match Self::finish(worker, init, manifest, limits, deadline) {
             Ok(started) => return Warm::Started(Box::new(Ok(started))),
             Err(refused) => *refused,
