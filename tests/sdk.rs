@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::json;
@@ -21,28 +20,8 @@ use support::{Host, ctx};
 fn sdk_plugin_library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let root = support::build::repo_root();
-        let target = root.join("target").join("sdk-plugin");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--offline",
-                "--quiet",
-                "--manifest-path",
-            ])
-            .arg(root.join("examples/sdk-plugin/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build of examples/sdk-plugin failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("release").join("libwordcount.so")
+        support::build::build_cargo_project("examples/sdk-plugin", &["--release"], "sdk-plugin")
+            .join("libwordcount.so")
     })
 }
 

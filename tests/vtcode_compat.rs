@@ -20,22 +20,8 @@ use support::Host;
 fn vtcode_host() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = support::build::repo_root();
-        let target = root.join("target").join("dep-hosts");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--offline", "--quiet", "--manifest-path"])
-            .arg(root.join("tests/vtcode-host/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build of tests/vtcode-host failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("debug").join("vtcode-host")
+        support::build::build_cargo_project("tests/vtcode-host", &[], "dep-hosts")
+            .join("vtcode-host")
     })
 }
 

@@ -30,22 +30,7 @@ fn host_bins() -> &'static Path {
         if let Some(dir) = std::env::var_os("SKILLGATE_WORKER_HOST_BINS") {
             return PathBuf::from(dir);
         }
-        let root = support::build::repo_root();
-        let target = root.join("target").join("dep-hosts");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--offline", "--quiet", "--bins", "--manifest-path"])
-            .arg(root.join("tests/worker-host/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build of tests/worker-host failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("debug")
+        support::build::build_cargo_project("tests/worker-host", &["--bins"], "dep-hosts")
     })
 }
 

@@ -192,3 +192,34 @@ fn run(mut cmd: Command, tool: &str, src: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Builds the separate cargo project at `project` (relative to the repository root) with
+/// `cargo build --offline --quiet` plus `args`, into `target/<target>`, and returns the
+/// profile directory holding its outputs (`debug`, or `release` when `args` asks for it).
+/// `--offline`: each project's committed `Cargo.lock` names only crates the workspace's own
+/// build already fetched.
+pub fn build_cargo_project(project: &str, args: &[&str], target: &str) -> PathBuf {
+    let root = repo_root();
+    let target = root.join("target").join(target);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--offline", "--quiet"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(root.join(project).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo build of {project} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile = if args.contains(&"--release") {
+        "release"
+    } else {
+        "debug"
+    };
+    target.join(profile)
+}
