@@ -951,8 +951,40 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
             .unwrap();
         let gate = host.gate_with(policy);
         let dir = liar(&host, "ctor-hang-thread", &[("CTOR", "7")]);
+        let second = liar(&host, "ctor-hang-second", &[]);
         use std::io::Write;
         std::io::stdout().flush().unwrap();
+        // A second load, on a thread that has waited on nothing yet, made once the hung
+        // constructor holds the loader's lock: its dlopen cannot proceed, but its wait must
+        // still end by its deadline. A wait that first registers a thread-local destructor
+        // takes that lock and never returns (the executor's start once did, when it waited
+        // on an mpsc channel). The thread is started before the lock is taken: a new thread
+        // registers destructors of its own as it starts, which would hang it there.
+        // The second thread is never joined: the child leaves with _exit, and a thread's
+        // exit may itself need the loader's lock.
+        let gate = std::sync::Arc::new(gate);
+        let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let answer = std::sync::Arc::new((std::sync::Mutex::new(None), std::sync::Condvar::new()));
+        std::thread::spawn({
+            let (gate, go, answer) = (gate.clone(), go.clone(), answer.clone());
+            move || {
+                go.wait();
+                let started = Instant::now();
+                let result = gate.verify_and_load(&second);
+                let took = started.elapsed();
+                let timed_out = matches!(
+                    result,
+                    Err(Error::Fault(FaultError::Timeout {
+                        timeout_ms: LIAR_TIMEOUT_MS
+                    }))
+                );
+                *answer.0.lock().unwrap() = Some((timed_out, took));
+                answer.1.notify_one();
+                // Keep the result (and its thread) alive: dropping a loaded plugin would
+                // wait for its thread.
+                std::mem::forget(result);
+            }
+        });
         let started = Instant::now();
         let result = gate.verify_and_load(&dir);
         let took = started.elapsed();
@@ -962,9 +994,23 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
                 timeout_ms: LIAR_TIMEOUT_MS
             }))
         );
+        go.wait();
+        let (second_timed_out, second_took) = {
+            let wait_until = Instant::now() + Duration::from_secs(30);
+            let mut got = answer.0.lock().unwrap();
+            while got.is_none() && Instant::now() < wait_until {
+                got = answer
+                    .1
+                    .wait_timeout(got, Duration::from_millis(100))
+                    .unwrap()
+                    .0;
+            }
+            got.unwrap_or((false, Duration::from_secs(30)))
+        };
         let line = format!(
-            "\nCTOR_HANG timed_out={timed_out} took_ms={}\n",
-            took.as_millis()
+            "\nCTOR_HANG timed_out={timed_out} took_ms={} second_timed_out={second_timed_out} second_took_ms={}\n",
+            took.as_millis(),
+            second_took.as_millis()
         );
         // SAFETY: write(2) of a live buffer to this process's stdout.
         let _ = unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
@@ -1007,12 +1053,20 @@ fn a_constructor_that_never_returns_times_out_in_thread_mode_in_a_child_process(
         .lines()
         .find_map(|l| l.split_once("CTOR_HANG ").map(|(_, r)| r))
         .unwrap_or_else(|| panic!("no report from the child: {out}"));
-    assert!(line.contains("timed_out=true"), "{line}");
-    let took: u64 = line.rsplit("took_ms=").next().unwrap().parse().unwrap();
-    assert!(
-        (LIAR_TIMEOUT_MS..10_000).contains(&took),
-        "the load returned after {took} ms"
-    );
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    assert_eq!(field("timed_out"), "true", "{line}");
+    assert_eq!(field("second_timed_out"), "true", "{line}");
+    for name in ["took_ms", "second_took_ms"] {
+        let took: u64 = field(name).parse().unwrap();
+        assert!(
+            (LIAR_TIMEOUT_MS..10_000).contains(&took),
+            "{name}: the load returned after {took} ms"
+        );
+    }
 }
 
 #[test]

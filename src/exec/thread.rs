@@ -13,7 +13,7 @@
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::base::ffi::{
@@ -135,7 +135,11 @@ impl ThreadExecutor {
             to_plugin: Condvar::new(),
             to_caller: Condvar::new(),
         });
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Enforcement, ExecError>>(1);
+        let ready = Arc::new(Ready {
+            state: Mutex::new(ReadyState::Waiting),
+            changed: Condvar::new(),
+        });
+        let ready_tx = ReadySender(Arc::clone(&ready));
         let expected = manifest.metadata().clone();
         let output_limit = limits.output_bytes;
         let thread_slot = Arc::clone(&slot);
@@ -153,14 +157,14 @@ impl ThreadExecutor {
             timeout,
             poisoned: AtomicBool::new(false),
         };
-        match ready_rx.recv_timeout(timeout) {
-            Ok(Ok(enforcement)) => Ok((executor, enforcement)),
-            Ok(Err(e)) => Err(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(FaultError::Timeout {
+        match ready.wait(Instant::now() + timeout) {
+            ReadyState::Sent(Ok(enforcement)) => Ok((executor, enforcement)),
+            ReadyState::Sent(Err(e)) => Err(e),
+            ReadyState::Waiting => Err(FaultError::Timeout {
                 timeout_ms: limits.call_timeout_ms,
             }
             .into()),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(FaultError::ThreadGone.into()),
+            ReadyState::Gone => Err(FaultError::ThreadGone.into()),
         }
     }
 
@@ -262,13 +266,84 @@ fn reply(slot: &Slot, result: Result<PluginResult, FaultError>) -> bool {
     true
 }
 
+/// The plugin thread's one answer to [`ThreadExecutor::start`]: its enforcement, or why it
+/// could not load.
+///
+/// Not an `mpsc` channel, on purpose: a receiver that has to block first initializes a
+/// thread-local with a destructor, and registering that destructor
+/// (`__cxa_thread_atexit_impl`) takes the dynamic loader's lock — the lock a plugin
+/// constructor that never returns holds for the rest of the process. `start` would then wait
+/// past its deadline without end (seen: a load that sometimes never returned on a loaded
+/// machine, when the loader thread reached `dlopen` before the caller first blocked). A mutex
+/// and a condition variable wait on a futex and touch no thread-local state, so the wait ends
+/// by its deadline whatever the loader thread holds.
+struct Ready {
+    state: Mutex<ReadyState>,
+    changed: Condvar,
+}
+
+/// What the plugin thread has said so far.
+enum ReadyState {
+    /// Nothing yet.
+    Waiting,
+    /// Its answer.
+    Sent(Result<Enforcement, ExecError>),
+    /// It ended without answering.
+    Gone,
+}
+
+impl Ready {
+    /// Waits for the answer until `deadline`; `Waiting` if none came in time.
+    fn wait(&self, deadline: Instant) -> ReadyState {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match std::mem::replace(&mut *state, ReadyState::Waiting) {
+                ReadyState::Waiting => {}
+                done => return done,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return ReadyState::Waiting;
+            }
+            state = match self.changed.wait_timeout(state, remaining) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The plugin thread's end of [`Ready`]; dropped unsent, it reports the thread gone.
+struct ReadySender(Arc<Ready>);
+
+impl ReadySender {
+    /// Gives the answer; whether the caller can still take it (it has not timed out).
+    fn send(&self, answer: Result<Enforcement, ExecError>) -> bool {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        *state = ReadyState::Sent(answer);
+        self.0.changed.notify_one();
+        // The caller holds one reference while it waits; this sender the other.
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl Drop for ReadySender {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*state, ReadyState::Waiting) {
+            *state = ReadyState::Gone;
+            self.0.changed.notify_one();
+        }
+    }
+}
+
 /// Body of the plugin thread.
 fn run_plugin_thread(
     library: Loadable,
     expected: PluginMetadata,
     output_limit: usize,
     plan: SandboxPlan,
-    ready: mpsc::SyncSender<Result<Enforcement, ExecError>>,
+    ready: ReadySender,
     slot: &Slot,
 ) {
     // Restrict this thread, and open the library on a restricted loader thread, so its
@@ -280,14 +355,13 @@ fn run_plugin_thread(
     let (symbols, enforcement) = match loaded {
         Ok(ok) => ok,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            ready.send(Err(e));
             return;
         }
     };
-    if ready.send(Ok(enforcement)).is_err() {
+    if !ready.send(Ok(enforcement)) {
         return;
     }
-    drop(ready);
     // Ends when the handle is dropped. A caller that timed out is gone; its late reply
     // stays in the slot, where nobody reads it (the handle is poisoned).
     let mut seen = 0;
