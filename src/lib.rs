@@ -110,6 +110,8 @@ pub use base::ffi::{
 };
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
+pub use exec::cancel::CancelToken;
+pub use exec::options::CallOptions;
 pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
 pub use pipeline::inspect::{InspectReport, Inspected};

@@ -163,6 +163,15 @@ pub enum FaultError {
     /// The plugin's thread ended unexpectedly.
     #[error("plugin thread ended unexpectedly")]
     ThreadGone,
+    /// The call's cancellation token was cancelled (`CallOptions::cancel`). Before the call
+    /// reached the plugin, nothing else happened; while it ran, its worker was killed (or,
+    /// in thread mode, the call abandoned) and the handle is poisoned, as after any fault.
+    #[error("call cancelled{}", if *.running { " while running; the plugin is now unusable" } else { " before it started" })]
+    Cancelled {
+        /// Whether the call was running (its worker killed, the handle poisoned) rather
+        /// than cancelled before it reached the plugin.
+        running: bool,
+    },
 }
 
 impl FaultError {
@@ -171,7 +180,10 @@ impl FaultError {
     pub fn ends_worker(&self) -> bool {
         matches!(
             self,
-            FaultError::Crashed { .. } | FaultError::Protocol(_) | FaultError::Timeout { .. }
+            FaultError::Crashed { .. }
+                | FaultError::Protocol(_)
+                | FaultError::Timeout { .. }
+                | FaultError::Cancelled { running: true }
         )
     }
 }
