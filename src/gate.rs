@@ -432,8 +432,8 @@ pub struct LoadedPlugin {
 enum Executor {
     Thread(ThreadExecutor),
     /// `policy.workers` worker processes (one by default), restartable from the sealed
-    /// copy of the library.
-    Process(Workers),
+    /// copy of the library. Boxed: what a restart needs is large and off the call path.
+    Process(Box<Workers>),
 }
 
 impl LoadedPlugin {
@@ -488,7 +488,7 @@ impl LoadedPlugin {
                     pool,
                     usize::try_from(policy.workers).unwrap_or(1),
                 )?;
-                (Executor::Process(workers), report)
+                (Executor::Process(Box::new(workers)), report)
             }
             None => {
                 let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;

@@ -57,6 +57,7 @@ mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
+pub mod live;
 mod pipeline;
 pub mod policy;
 mod sandbox;
@@ -114,6 +115,7 @@ pub use exec::cancel::CancelToken;
 pub use exec::options::CallOptions;
 pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
+pub use live::{LivePlugin, Reloaded};
 pub use pipeline::inspect::{InspectReport, Inspected};
 pub use pipeline::stage::Stage;
 pub use pipeline::verify::{Bundle, Verified};

@@ -84,7 +84,10 @@ mod tests {
         let o = CallOptions::new().timeout(Duration::from_secs(60));
         assert_eq!(o.effective_timeout(limit, start), limit);
         let o = CallOptions::new().timeout(Duration::from_millis(100));
-        assert_eq!(o.effective_timeout(limit, start), Duration::from_millis(100));
+        assert_eq!(
+            o.effective_timeout(limit, start),
+            Duration::from_millis(100)
+        );
         let o = CallOptions::new()
             .timeout(Duration::from_secs(2))
             .deadline(start + Duration::from_secs(1));

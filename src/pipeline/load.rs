@@ -204,7 +204,9 @@ pub enum LoadError {
         plugin: String,
     },
     /// A reload found another plugin (another manifest name) where the loaded one was.
-    #[error("reload of plugin {loaded:?} found plugin {found:?} instead; the loaded one keeps serving")]
+    #[error(
+        "reload of plugin {loaded:?} found plugin {found:?} instead; the loaded one keeps serving"
+    )]
     OtherPlugin {
         /// The name of the plugin serving.
         loaded: String,
