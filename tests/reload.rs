@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use skillgate::error::{FaultError, IntegrityError, LoadError, TrustError};
+use skillgate::error::{AbiError, FaultError, IntegrityError, LoadError, TrustError};
 use skillgate::live::watch::Watcher;
 use skillgate::policy::{Isolation, Policy, TrustPolicy};
 use skillgate::{CallOptions, CancelToken, Error, Gate, LivePlugin, LoadOptions, Stage};
@@ -144,7 +144,14 @@ fn assert_fault(e: &Error, want: impl Fn(&FaultError) -> bool) {
 fn four_callers_see_one_release_per_call_while_v1_is_replaced_by_v2_then_v3_and_v1_refused() {
     let _s = serial();
     let host = Host::process();
-    let gate = gate(&host, Isolation::Process);
+    // Two workers per release: the four callers share them, and a reload starts two.
+    let gate = host.gate_with(
+        policy(&host, Isolation::Process)
+            .to_builder()
+            .workers(2)
+            .build()
+            .unwrap(),
+    );
     let dir = install(&host, "live", "1.0.0");
     let live = Arc::new(LivePlugin::load(&gate, &dir, LoadOptions::new()).unwrap());
     let v1_pid = live.current().worker_pid().unwrap();
@@ -211,13 +218,34 @@ fn four_callers_see_one_release_per_call_while_v1_is_replaced_by_v2_then_v3_and_
     let at_refusal = calls.load(Ordering::Relaxed);
     wait_calls(at_refusal + 40);
 
+    // A v3 that passes every check before loading and fails once its workers started
+    // (its metadata names another plugin): refused at the load stage, v2 serving on.
+    let lib = host.build("wrong_name", "live", &[("PLUGIN_VERSION", "\"3.0.1\"")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&lib, dir.join("liblive.so")).unwrap();
+    let manifest = manifest_template("live").replace("\"1.0.0\"", "\"3.0.1\"");
+    std::fs::write(dir.join("plugin.json"), manifest).unwrap();
+    skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
+    let refused = live.reload(&gate).unwrap_err();
+    assert_eq!(refused.stage, Stage::Load, "{refused}");
+    assert!(
+        matches!(
+            &refused.error,
+            Error::Abi(AbiError::MetadataMismatch { field: "name", .. })
+        ),
+        "{:?}",
+        refused.error
+    );
+    wait_calls(calls.load(Ordering::Relaxed) + 40);
+
     // The older v1 again: a rollback, v2 serving on.
     install(&host, "live", "1.0.0");
     let refused = live.reload(&gate).unwrap_err();
     assert_eq!(refused.stage, Stage::Trust, "{refused}");
     assert!(
         matches!(&refused.error, Error::Trust(TrustError::Rollback { plugin, version, highest })
-            if plugin == "live" && version == "1.0.0" && highest == "2.0.0"),
+            if plugin == "live" && version == "1.0.0" && highest == "3.0.1"),
         "{:?}",
         refused.error
     );
@@ -560,4 +588,51 @@ fn cancelling_in_thread_mode_abandons_the_call_as_cancelled_and_the_gate_loads_o
     let e = plugin.execute(&quick()).unwrap_err();
     assert_fault(&e, |f| matches!(f, FaultError::Poisoned));
     host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_token_cancelled_after_its_call_returned_reaches_no_worker() {
+    let _s = serial();
+    for host in Host::each_mode() {
+        let gate = gate(&host, host.isolation);
+        let dir = install(&host, "late", "1.0.0");
+        let plugin = gate.verify_and_load(&dir).unwrap();
+        let pid = plugin.worker_pid();
+        let token = CancelToken::new();
+        let ok = plugin
+            .execute_with(&quick(), &CallOptions::new().cancel(&token))
+            .unwrap();
+        assert_eq!(version_of(&ok), "1.0.0");
+        // The call is over: its hook was removed, so this kills nothing.
+        token.cancel();
+        if let Some(pid) = pid {
+            assert!(is_our_child(pid), "a late cancel killed worker {pid}");
+        }
+        assert!(!plugin.is_poisoned());
+        assert_eq!(version_of(&plugin.execute(&quick()).unwrap()), "1.0.0");
+        assert_eq!(plugin.worker_pid(), pid);
+    }
+}
+
+#[test]
+fn a_call_deadline_longer_than_the_policy_is_capped_by_it() {
+    let _s = serial();
+    for host in Host::each_mode() {
+        let policy = policy(&host, host.isolation)
+            .to_builder()
+            .limits(skillgate::Limits::builder().call_timeout_ms(400))
+            .build()
+            .unwrap();
+        let gate = host.gate_with(policy);
+        let dir = install_at(&host, &host.root, "capped", "1.0.0", 3_000);
+        let plugin = gate.verify_and_load(&dir).unwrap();
+        let long = CallOptions::new().timeout(Duration::from_secs(60));
+        assert_eq!(
+            version_of(&plugin.execute_with(&quick(), &long).unwrap()),
+            "1.0.0"
+        );
+        let e = plugin.execute_with(&stalling(), &long).unwrap_err();
+        assert_fault(&e, |f| matches!(f, FaultError::Timeout { timeout_ms: 400 }));
+        host.assert_still_serves(&gate);
+    }
 }
