@@ -139,8 +139,9 @@ pub enum FaultError {
         /// What the JSON parser said.
         detail: crate::base::json::JsonError,
     },
-    /// The call did not finish within the policy's timeout. The plugin's thread may still
-    /// be running it; the plugin handle refuses further calls.
+    /// The call did not finish within its timeout: the policy's, or a shorter one the call
+    /// was given (`CallOptions`). The plugin's thread may still be running it; the plugin
+    /// handle refuses further calls.
     #[error("call did not finish within {timeout_ms} ms; the plugin is now unusable")]
     Timeout {
         /// The timeout that ran out.
