@@ -127,10 +127,10 @@ impl WorkerSet {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
-        let fired = Arc::new(AtomicBool::new(false));
-        let hook = token.map(|t| {
+        // Only a call given a token pays for the hook (a flag, a pidfd duplicate).
+        let fired = token.map(|_| Arc::new(AtomicBool::new(false)));
+        let hook = token.zip(fired.clone()).map(|(t, fired)| {
             let pidfd = slot.pidfd.as_ref().and_then(|p| p.try_clone().ok());
-            let fired = Arc::clone(&fired);
             t.on_cancel(move || {
                 fired.store(true, Ordering::Release);
                 if let Some(pidfd) = &pidfd {
@@ -143,7 +143,7 @@ impl WorkerSet {
         // Removed before the worker is released (`held` drops below): no later cancel()
         // reaches this worker.
         drop(hook);
-        let outcome = if fired.load(Ordering::Acquire) {
+        let outcome = if fired.is_some_and(|f| f.load(Ordering::Acquire)) {
             slot.executor.end();
             Err(FaultError::Cancelled { running: true })
         } else {
