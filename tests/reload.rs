@@ -636,3 +636,106 @@ fn a_call_deadline_longer_than_the_policy_is_capped_by_it() {
         host.assert_still_serves(&gate);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Audit events
+
+/// Collects the `skillgate::audit` events emitted on the thread it is the default for, each
+/// as its fields by name (values as `Debug` or `Display` text).
+#[derive(Default, Clone)]
+struct Audit(Arc<Mutex<Vec<std::collections::BTreeMap<String, String>>>>);
+
+struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl tracing::Subscriber for Audit {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() != "skillgate::audit" {
+            return;
+        }
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert("level".to_owned(), event.metadata().level().to_string());
+        event.record(&mut Fields(&mut fields));
+        self.0.lock().unwrap().push(fields);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+impl Audit {
+    /// The events named `event`, in order.
+    fn named(&self, event: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|f| f.get("event").map(String::as_str) == Some(event))
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn reloads_refusals_cancellations_and_restarts_are_audit_events_with_the_schema_names() {
+    let _s = serial();
+    let host = Host::process();
+    let gate = gate(&host, Isolation::Process);
+    let audit = Audit::default();
+    tracing::subscriber::with_default(audit.clone(), || {
+        let dir = install(&host, "audited", "1.0.0");
+        let live = LivePlugin::load(&gate, &dir, LoadOptions::new()).unwrap();
+        install(&host, "audited", "2.0.0");
+        live.reload(&gate).unwrap();
+        install(&host, "audited", "1.0.0");
+        live.reload(&gate).unwrap_err();
+        let token = CancelToken::new();
+        token.cancel();
+        live.execute_with(&quick(), &CallOptions::new().cancel(&token))
+            .unwrap_err();
+        live.restart().unwrap();
+    });
+    let reloaded = audit.named("reloaded");
+    assert_eq!(reloaded.len(), 1);
+    let r = &reloaded[0];
+    assert_eq!(r["level"], "INFO");
+    assert_eq!(r["plugin"], "audited");
+    assert_eq!(r["version"], "2.0.0");
+    assert_eq!(r["from_version"], "1.0.0");
+    assert_eq!(r["isolation"], "process");
+    assert_eq!(r["sha256"].len(), 64);
+    assert!(r.contains_key("worker_pid") && r.contains_key("path"));
+
+    let refused = audit.named("reload_refused");
+    assert_eq!(refused.len(), 1);
+    let r = &refused[0];
+    assert_eq!(r["level"], "WARN");
+    assert_eq!(r["stage"], Stage::Trust.to_string());
+    assert_eq!(r["kind"], "trust");
+    assert!(r["error"].contains("rollback"), "{r:?}");
+
+    let cancelled = audit.named("cancelled");
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["level"], "WARN");
+    assert_eq!(cancelled[0]["plugin"], "audited");
+
+    let restarted = audit.named("restarted");
+    assert_eq!(restarted.len(), 1);
+    assert_eq!(restarted[0]["level"], "INFO");
+    assert_eq!(restarted[0]["version"], "2.0.0");
+}
