@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
-use crate::exec::host::ProcessExecutor;
+use crate::exec::options::CallOptions;
 use crate::exec::pool::Pool;
-use crate::exec::set::WorkerSet;
+use crate::exec::restart::Workers;
 use crate::exec::thread::ThreadExecutor;
 use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
@@ -431,8 +431,9 @@ pub struct LoadedPlugin {
 #[derive(Debug)]
 enum Executor {
     Thread(ThreadExecutor),
-    /// `policy.workers` worker processes (one by default).
-    Process(WorkerSet),
+    /// `policy.workers` worker processes (one by default), restartable from the sealed
+    /// copy of the library. Boxed: what a restart needs is large and off the call path.
+    Process(Box<Workers>),
 }
 
 impl LoadedPlugin {
@@ -478,25 +479,16 @@ impl LoadedPlugin {
             .and_then(|w| w.path.to_str().map(str::to_owned));
         let (executor, enforcement) = match worker {
             Some(worker) => {
-                // Each worker is started and checked as a lone one is; the first one's
-                // report is the handle's. A worker that fails to start drops (ends) the
-                // ones already started.
-                let mut executors = Vec::new();
-                let mut first_report = None;
-                for _ in 0..policy.workers.max(1) {
-                    let (e, report) = ProcessExecutor::start(
-                        library.sealed(),
-                        &manifest,
-                        &policy.limits,
-                        plan.clone(),
-                        worker.path(),
-                        pool,
-                    )?;
-                    executors.push(e);
-                    first_report.get_or_insert(report);
-                }
-                let report = first_report.ok_or(FaultError::Poisoned)?;
-                (Executor::Process(WorkerSet::new(executors)), report)
+                let (workers, report) = Workers::start(
+                    library,
+                    &manifest,
+                    &policy.limits,
+                    plan,
+                    worker.path(),
+                    pool,
+                    usize::try_from(policy.workers).unwrap_or(1),
+                )?;
+                (Executor::Process(Box::new(workers)), report)
             }
             None => {
                 let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
@@ -543,6 +535,29 @@ impl LoadedPlugin {
     /// For a plugin granted a workspace, the context's `workspace_root` is the granted
     /// directory whatever the caller passed; otherwise it is passed as given.
     pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
+        self.execute_with(ctx, &CallOptions::default())
+    }
+
+    /// [`LoadedPlugin::execute`] with a deadline of this call's own and a cancellation
+    /// token (see [`CallOptions`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skillgate::Error> {
+    /// use std::time::Duration;
+    /// use skillgate::{CallOptions, CancelToken, Gate, PluginContext, Policy};
+    /// let gate = Gate::new(Policy::from_file("policy/default.json")?)?;
+    /// let plugin = gate.verify_and_load("skills/echo")?;
+    /// let token = CancelToken::new();
+    /// // token.clone() goes to whoever may cancel (a UI thread, a shutdown path).
+    /// let options = CallOptions::new().timeout(Duration::from_secs(2)).cancel(&token);
+    /// let result = plugin.execute_with(&PluginContext::default(), &options)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn execute_with(
+        &self,
+        ctx: &PluginContext,
+        options: &CallOptions,
+    ) -> Result<PluginResult, Error> {
         let granted;
         let ctx = match &self.workspace_root {
             Some(root) if ctx.workspace_root.as_ref() != Some(root) => {
@@ -556,17 +571,85 @@ impl LoadedPlugin {
         };
         let input = encode_context(ctx).map_err(Error::Input)?;
         let outcome = match &self.executor {
-            Executor::Thread(t) => t.call(input),
-            Executor::Process(p) => p.call(input.as_bytes()),
+            Executor::Thread(t) => t.call_with(input, options),
+            Executor::Process(p) => p.call_with(input.as_bytes(), options),
         };
         outcome.map_err(|e: FaultError| {
-            tracing::warn!(
-                plugin = self.manifest.name(),
-                error = %crate::error::chain(&e),
-                "plugin fault"
-            );
+            if let FaultError::Cancelled { running } = e {
+                tracing::warn!(
+                    target: "skillgate::audit",
+                    event = "cancelled",
+                    plugin = self.manifest.name(),
+                    version = %self.manifest.version(),
+                    path = %crate::base::escape::Escaped(self.path.display()),
+                    isolation = %self.enforcement.isolation,
+                    running,
+                    "plugin call cancelled"
+                );
+            } else {
+                tracing::warn!(
+                    plugin = self.manifest.name(),
+                    error = %crate::error::chain(&e),
+                    "plugin fault"
+                );
+            }
             Error::Fault(e)
         })
+    }
+
+    /// Starts the plugin's workers again after a fault poisoned the handle (process
+    /// isolation), from the sealed copy of the library this handle already holds: no file
+    /// is read, nothing unsigned is parsed, and each new worker is sandboxed, confirmed and
+    /// checked against the signed manifest exactly as at load. Calls in flight on the old
+    /// workers (if they still served) finish there; new calls go to the new ones. Nothing
+    /// restarts by itself: a plugin that faulted stays poisoned until the host calls this.
+    ///
+    /// Thread isolation: `Error::Load(LoadError::ThreadIsolation)` (a plugin thread cannot
+    /// be ended, nor its library unloaded).
+    pub fn restart(&self) -> Result<(), Error> {
+        let workers = match &self.executor {
+            Executor::Process(w) => w,
+            Executor::Thread(_) => {
+                return Err(LoadError::ThreadIsolation {
+                    operation: "restart",
+                    plugin: self.manifest.name().to_owned(),
+                }
+                .into());
+            }
+        };
+        let was_poisoned = workers.is_poisoned();
+        workers.restart(&self.manifest)?;
+        tracing::info!(
+            target: "skillgate::audit",
+            event = "restarted",
+            plugin = self.manifest.name(),
+            version = %self.manifest.version(),
+            path = %crate::base::escape::Escaped(self.path.display()),
+            sha256 = %self.library_sha256(),
+            isolation = %self.enforcement.isolation,
+            worker_pid = ?self.worker_pid(),
+            was_poisoned,
+            "plugin restarted"
+        );
+        Ok(())
+    }
+
+    /// Whether a fault (or a cancelled call) ended this plugin's workers or abandoned its
+    /// thread: every call fails with `Fault(Poisoned)` until [`LoadedPlugin::restart`]
+    /// (process isolation).
+    pub fn is_poisoned(&self) -> bool {
+        match &self.executor {
+            Executor::Process(w) => w.is_poisoned(),
+            Executor::Thread(t) => t.is_poisoned(),
+        }
+    }
+
+    /// The signed SHA-256 of the library, hex.
+    pub(crate) fn library_sha256(&self) -> String {
+        self.manifest
+            .library_entry()
+            .map(|e| crate::pipeline::manifest::hex_digest(&e.sha256))
+            .unwrap_or_default()
     }
 
     /// The signed metadata (the plugin's own report was checked against it at load).

@@ -57,6 +57,7 @@ mod exec;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
+pub mod live;
 mod pipeline;
 pub mod policy;
 mod sandbox;
@@ -110,8 +111,11 @@ pub use base::ffi::{
 };
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
+pub use exec::cancel::CancelToken;
+pub use exec::options::CallOptions;
 pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
+pub use live::{LivePlugin, Reloaded};
 pub use pipeline::inspect::{InspectReport, Inspected};
 pub use pipeline::stage::Stage;
 pub use pipeline::verify::{Bundle, Verified};

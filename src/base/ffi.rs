@@ -139,8 +139,9 @@ pub enum FaultError {
         /// What the JSON parser said.
         detail: crate::base::json::JsonError,
     },
-    /// The call did not finish within the policy's timeout. The plugin's thread may still
-    /// be running it; the plugin handle refuses further calls.
+    /// The call did not finish within its timeout: the policy's, or a shorter one the call
+    /// was given (`CallOptions`). The plugin's thread may still be running it; the plugin
+    /// handle refuses further calls.
     #[error("call did not finish within {timeout_ms} ms; the plugin is now unusable")]
     Timeout {
         /// The timeout that ran out.
@@ -163,6 +164,15 @@ pub enum FaultError {
     /// The plugin's thread ended unexpectedly.
     #[error("plugin thread ended unexpectedly")]
     ThreadGone,
+    /// The call's cancellation token was cancelled (`CallOptions::cancel`). Before the call
+    /// reached the plugin, nothing else happened; while it ran, its worker was killed (or,
+    /// in thread mode, the call abandoned) and the handle is poisoned, as after any fault.
+    #[error("call cancelled{}", if *.running { " while running; the plugin is now unusable" } else { " before it started" })]
+    Cancelled {
+        /// Whether the call was running (its worker killed, the handle poisoned) rather
+        /// than cancelled before it reached the plugin.
+        running: bool,
+    },
 }
 
 impl FaultError {
@@ -171,7 +181,10 @@ impl FaultError {
     pub fn ends_worker(&self) -> bool {
         matches!(
             self,
-            FaultError::Crashed { .. } | FaultError::Protocol(_) | FaultError::Timeout { .. }
+            FaultError::Crashed { .. }
+                | FaultError::Protocol(_)
+                | FaultError::Timeout { .. }
+                | FaultError::Cancelled { running: true }
         )
     }
 }

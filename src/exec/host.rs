@@ -32,7 +32,9 @@
 //! ([`crate::base::protocol`]), payloads parsed strictly, and the exit status of a dead worker is
 //! reaped and reported. **After a fault that ends the worker (crash, timeout, protocol
 //! violation) the handle fails every later call with `Fault(Poisoned)`; it does not restart
-//! the worker.** A host that wants the plugin back loads it again, which re-verifies it.
+//! the worker by itself.** A host that wants the plugin back calls `LoadedPlugin::restart`
+//! (new workers from the same sealed copy, see `super::restart`) or loads it again, which
+//! re-verifies it.
 //!
 //! One concept, one file: starting a worker (cold, or a pooled one handed its descriptors),
 //! the handshake, the calls and ending it all act on the same private `Worker` state and

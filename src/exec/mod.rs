@@ -8,6 +8,7 @@
 //! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
 //! [`crate::error`] flattens each into the same top-level variant.
 
+pub(crate) mod cancel;
 mod cgroup;
 mod channel;
 pub(crate) mod child;
@@ -15,8 +16,10 @@ mod confirm;
 pub(crate) mod host;
 mod init;
 mod log;
+pub(crate) mod options;
 pub(crate) mod pool;
 pub(crate) mod probe;
+pub(crate) mod restart;
 pub(crate) mod set;
 mod spawner;
 pub(crate) mod thread;

@@ -17,12 +17,21 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::base::ffi::{FaultError, PluginResult};
 
+use super::cancel::CancelToken;
 use super::host::ProcessExecutor;
+use super::options::CallOptions;
+
+/// How often a call waiting for a free worker looks at its cancellation token.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// One worker of the set and the pidfd that can kill it while a call holds it.
 struct Slot {
@@ -83,20 +92,71 @@ impl WorkerSet {
         }
     }
 
-    /// Runs one call on a free worker.
-    pub(crate) fn call(&self, input: &[u8]) -> Result<PluginResult, FaultError> {
-        let deadline = Instant::now() + self.timeout;
+    /// Runs one call on a free worker, under `options`' deadline (capped by the policy's
+    /// timeout) and cancellation token.
+    ///
+    /// Cancelling: a token cancelled before the call holds a worker fails it with
+    /// `Cancelled { running: false }` and touches no worker. Once the call holds its
+    /// worker, a hook on the token kills **that worker** through a duplicate of its pidfd;
+    /// the hook is removed before the worker is released, so a late `cancel()` can never
+    /// reach a worker that serves another call. A call whose hook fired reports
+    /// `Cancelled { running: true }` whatever the worker answered (the kill may have come
+    /// just after the reply), and the set is poisoned as after any fault that ends a
+    /// worker. Without a pidfd (the kernel refused one) the worker cannot be killed
+    /// safely: the call is then failed and the set poisoned when it returns, within its
+    /// deadline.
+    pub(crate) fn call_with(
+        &self,
+        input: &[u8],
+        options: &CallOptions,
+    ) -> Result<PluginResult, FaultError> {
+        let start = Instant::now();
+        let timeout = options.effective_timeout(self.timeout, start);
+        let deadline = start + timeout;
+        let token = options.cancel_token();
+        if token.is_some_and(CancelToken::is_cancelled) {
+            return Err(FaultError::Cancelled { running: false });
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
-        let held = self.take_free(deadline)?;
+        let held = self.take_free(deadline, timeout, token)?;
         let Some(slot) = self.slots.get(held.index) else {
             return Err(FaultError::Poisoned);
         };
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
+        // Only a call given a token pays for the hook (a flag, a pidfd duplicate).
+        let fired = token.map(|_| Arc::new(AtomicBool::new(false)));
+        let hook = token.zip(fired.clone()).map(|(t, fired)| {
+            let pidfd = slot.pidfd.as_ref().and_then(|p| p.try_clone().ok());
+            t.on_cancel(move || {
+                fired.store(true, Ordering::Release);
+                if let Some(pidfd) = &pidfd {
+                    let _ =
+                        rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+                }
+            })
+        });
         let outcome = slot.executor.call_until(input, deadline);
+        // Removed before the worker is released (`held` drops below): no later cancel()
+        // reaches this worker.
+        drop(hook);
+        let outcome = if fired.is_some_and(|f| f.load(Ordering::Acquire)) {
+            slot.executor.end();
+            Err(FaultError::Cancelled { running: true })
+        } else {
+            match outcome {
+                // The executor names the policy's timeout; this call ran under its own.
+                Err(FaultError::Timeout { .. }) if timeout < self.timeout => {
+                    Err(FaultError::Timeout {
+                        timeout_ms: duration_ms(timeout),
+                    })
+                }
+                other => other,
+            }
+        };
         if outcome.is_err() && slot.executor.is_poisoned() {
             // This worker ended. The first fault ends the others and is reported; a call
             // whose worker was killed for another's fault reports the poisoning.
@@ -126,7 +186,14 @@ impl WorkerSet {
 
     /// Waits for a free worker until `deadline`. A caller that gets none in time gets
     /// `Timeout` (its call reached no worker, so nothing is poisoned by it).
-    fn take_free(&self, deadline: Instant) -> Result<Held<'_>, FaultError> {
+    /// A cancelled `token` ends the wait with `Cancelled { running: false }` (it is looked
+    /// at every [`CANCEL_POLL`] while waiting).
+    fn take_free(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        token: Option<&CancelToken>,
+    ) -> Result<Held<'_>, FaultError> {
         let mut free = self
             .free
             .lock()
@@ -138,17 +205,28 @@ impl WorkerSet {
             if let Some(index) = free.pop() {
                 return Ok(Held { set: self, index });
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            if token.is_some_and(CancelToken::is_cancelled) {
+                return Err(FaultError::Cancelled { running: false });
+            }
+            let mut remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(FaultError::Timeout {
-                    timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                    timeout_ms: duration_ms(timeout),
                 });
+            }
+            if token.is_some() {
+                remaining = remaining.min(CANCEL_POLL);
             }
             free = match self.freed.wait_timeout(free, remaining) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
+    }
+
+    /// Whether a fault ended these workers.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
     }
 
     /// The first worker's process id, while it runs.

@@ -28,6 +28,8 @@ use crate::pipeline::manifest::Manifest;
 use crate::sandbox::{Enforcement, SandboxPlan};
 
 use super::ExecError;
+use super::cancel::CancelToken;
+use super::options::CallOptions;
 
 /// The one call in flight between the host and the plugin thread. A single slot, reused
 /// for every call (no channel is made per call): callers take turns through
@@ -168,8 +170,21 @@ impl ThreadExecutor {
         }
     }
 
-    /// Runs one call on the plugin thread and waits for its result.
-    pub(crate) fn call(&self, input: CString) -> Result<PluginResult, FaultError> {
+    /// Runs one call on the plugin thread and waits for its result, no longer than
+    /// `options`' timeout (capped by the policy's, counted once the call has its turn).
+    /// A cancelled token fails the call with `Cancelled`: at once, untouched, if it was
+    /// cancelled before the call had its turn; while the call runs, the caller is woken and
+    /// the call abandoned as a timeout is (the handle refuses further calls; the thread
+    /// finishes or hangs on its own).
+    pub(crate) fn call_with(
+        &self,
+        input: CString,
+        options: &CallOptions,
+    ) -> Result<PluginResult, FaultError> {
+        let token = options.cancel_token();
+        if token.is_some_and(CancelToken::is_cancelled) {
+            return Err(FaultError::Cancelled { running: false });
+        }
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
@@ -182,7 +197,21 @@ impl ThreadExecutor {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
-        let deadline = Instant::now() + self.timeout;
+        if token.is_some_and(CancelToken::is_cancelled) {
+            return Err(FaultError::Cancelled { running: false });
+        }
+        let start = Instant::now();
+        let timeout = options.effective_timeout(self.timeout, start);
+        let deadline = start + timeout;
+        // Declared before any guard of the slot's state, so dropped after it: the hook
+        // takes that lock under the token's, never the other way round.
+        let _hook = token.map(|t| {
+            let slot = Arc::clone(&self.slot);
+            t.on_cancel(move || {
+                let _state = slot.lock();
+                slot.to_caller.notify_all();
+            })
+        });
         let mut state = self.slot.lock();
         match *state {
             SlotState::Idle => {}
@@ -208,11 +237,15 @@ impl ThreadExecutor {
                 }
                 waiting => *state = waiting,
             }
+            if token.is_some_and(CancelToken::is_cancelled) {
+                self.poisoned.store(true, Ordering::Release);
+                return Err(FaultError::Cancelled { running: true });
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 self.poisoned.store(true, Ordering::Release);
                 return Err(FaultError::Timeout {
-                    timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX),
+                    timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
                 });
             }
             state = match self.slot.to_caller.wait_timeout(state, remaining) {
@@ -220,6 +253,13 @@ impl ThreadExecutor {
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
+    }
+}
+
+impl ThreadExecutor {
+    /// Whether a call was abandoned (timeout, cancellation): every later call fails.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
     }
 }
 

@@ -192,6 +192,27 @@ pub enum LoadError {
     /// worker to check the library against.
     #[error("the manifest has no entry for its library")]
     NoLibraryEntry,
+    /// Reloading or restarting a plugin needs process isolation: a thread-mode library is
+    /// never unloaded (see this module's unload policy) and its thread cannot be ended.
+    #[error(
+        "cannot {operation} plugin {plugin:?} under thread isolation: its library is never unloaded and its thread cannot be ended; use process isolation"
+    )]
+    ThreadIsolation {
+        /// What was asked: `"reload"` or `"restart"`.
+        operation: &'static str,
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// A reload found another plugin (another manifest name) where the loaded one was.
+    #[error(
+        "reload of plugin {loaded:?} found plugin {found:?} instead; the loaded one keeps serving"
+    )]
+    OtherPlugin {
+        /// The name of the plugin serving.
+        loaded: String,
+        /// The name in the new release's signed manifest.
+        found: String,
+    },
 }
 
 fn paths(paths: &[PathBuf]) -> String {
