@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::base::protocol::ProtocolViolation;
+use crate::call::CallOptions;
 use crate::error::Error;
 use crate::exec::host::ProcessExecutor;
 use crate::exec::pool::Pool;
 use crate::exec::set::WorkerSet;
 use crate::exec::thread::ThreadExecutor;
+use crate::exec::tools::{CallExtras, HostTools, ToolCaller, ToolEnv, enter_call};
 use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
 use crate::pipeline::load::{LoadError, Loadable, Unpacked};
@@ -20,6 +22,7 @@ use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
 use crate::trust::keys::KeyId;
 use crate::trust::store::TrustStore;
+use std::sync::Arc;
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
 ///
@@ -60,9 +63,10 @@ use crate::trust::store::TrustStore;
 /// the runtime's start-up before `main` for each plugin loaded (workers live as long as
 /// their handle, so it is paid per load, not per call). An executable that never calls the
 /// hook is never re-executed: its `main` would run as a "worker".
-#[derive(Debug)]
 pub struct Gate {
     policy: Policy,
+    /// The tools this host offers its plugins (`Gate::with_host_tools`).
+    host_tools: Option<Arc<dyn HostTools>>,
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
     worker: Option<WorkerProgram>,
@@ -71,7 +75,29 @@ pub struct Gate {
     pool: Option<Pool>,
 }
 
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("policy", &self.policy)
+            .field("roots", &self.roots)
+            .field("trust", &self.trust)
+            .field("worker", &self.worker)
+            .field("host_tools", &self.host_tools.is_some())
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
 impl Gate {
+    /// Registers the tools this host offers its plugins (see [`crate::tools`]): a plugin
+    /// loaded afterwards that exports `skillgate_plugin_host_v1` may ask for any tool its
+    /// signed manifest (`"tools"`) and the policy (`host_tools.allow`) both name. Without
+    /// it, every request gets an error result (`no_host_tools`).
+    pub fn with_host_tools(mut self, tools: Arc<dyn HostTools>) -> Self {
+        self.host_tools = Some(tools);
+        self
+    }
+
     /// Builds a host from a policy, loading the trust store from `policy.keys`.
     pub fn new(policy: Policy) -> Result<Self, Error> {
         if policy.keys.as_os_str().is_empty() {
@@ -105,6 +131,7 @@ impl Gate {
         };
         Ok(Gate {
             policy,
+            host_tools: None,
             roots,
             trust,
             worker,
@@ -331,6 +358,7 @@ impl Gate {
             self.worker.as_ref(),
             self.pool.as_ref(),
             workspace,
+            self.host_tools.clone(),
         )
         .map_err(|error| {
             let stage = match &error {
@@ -426,6 +454,8 @@ pub struct LoadedPlugin {
     /// host's own record, not the worker's report.
     workspace_root: Option<String>,
     executor: Executor,
+    /// What the plugin's host tool requests are judged by (its id keys the recursion guard).
+    tools: Arc<ToolEnv>,
 }
 
 #[derive(Debug)]
@@ -442,6 +472,7 @@ impl LoadedPlugin {
         worker: Option<&WorkerProgram>,
         pool: Option<&Pool>,
         workspace: WorkspaceOffer<'_>,
+        host_tools: Option<Arc<dyn HostTools>>,
     ) -> Result<Self, Error> {
         let Unpacked {
             path,
@@ -476,6 +507,24 @@ impl LoadedPlugin {
         let workspace_root = plan
             .workspace()
             .and_then(|w| w.path.to_str().map(str::to_owned));
+        // The tools work beneath the workspace the host named, whether or not the plugin's
+        // sandbox was granted it: a tool acts with the host's authority, as the host chose.
+        let tool_workspace = match plan.workspace() {
+            Some(w) => Some(w.path.clone()),
+            None => workspace.dir.and_then(|d| std::fs::canonicalize(d).ok()),
+        };
+        let tools = Arc::new(ToolEnv::new(
+            ToolCaller {
+                name: manifest.name().to_owned(),
+                version: manifest.version().to_string(),
+                isolation: policy.isolation,
+                workspace: tool_workspace,
+            },
+            host_tools,
+            manifest.tools(),
+            &policy.host_tools,
+            &policy.limits,
+        ));
         let (executor, enforcement) = match worker {
             Some(worker) => {
                 // Each worker is started and checked as a lone one is; the first one's
@@ -484,7 +533,7 @@ impl LoadedPlugin {
                 let mut executors = Vec::new();
                 let mut first_report = None;
                 for _ in 0..policy.workers.max(1) {
-                    let (e, report) = ProcessExecutor::start(
+                    let (mut e, report) = ProcessExecutor::start(
                         library.sealed(),
                         &manifest,
                         &policy.limits,
@@ -492,6 +541,7 @@ impl LoadedPlugin {
                         worker.path(),
                         pool,
                     )?;
+                    e.set_tools(Arc::clone(&tools));
                     executors.push(e);
                     first_report.get_or_insert(report);
                 }
@@ -499,7 +549,13 @@ impl LoadedPlugin {
                 (Executor::Process(WorkerSet::new(executors)), report)
             }
             None => {
-                let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
+                let (e, report) = ThreadExecutor::start(
+                    library,
+                    &manifest,
+                    &policy.limits,
+                    plan,
+                    Arc::clone(&tools),
+                )?;
                 (Executor::Thread(e), report)
             }
         };
@@ -534,6 +590,7 @@ impl LoadedPlugin {
             enforcement,
             workspace_root,
             executor,
+            tools,
         })
     }
 
@@ -543,6 +600,23 @@ impl LoadedPlugin {
     /// For a plugin granted a workspace, the context's `workspace_root` is the granted
     /// directory whatever the caller passed; otherwise it is passed as given.
     pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
+        self.execute_with(ctx, &CallOptions::default())
+    }
+
+    /// [`LoadedPlugin::execute`] with [`CallOptions`]: a progress callback that receives
+    /// the plugin's progress messages while the call runs. A call made by a host tool
+    /// back into the plugin whose request it serves is refused at once
+    /// (`Fault(Reentered)`), before it reaches the plugin.
+    pub fn execute_with(
+        &self,
+        ctx: &PluginContext,
+        options: &CallOptions,
+    ) -> Result<PluginResult, Error> {
+        let chain = enter_call(self.tools.plugin_id).map_err(Error::Fault)?;
+        let extras = CallExtras {
+            on_progress: options.on_progress.clone(),
+            chain,
+        };
         let granted;
         let ctx = match &self.workspace_root {
             Some(root) if ctx.workspace_root.as_ref() != Some(root) => {
@@ -556,8 +630,8 @@ impl LoadedPlugin {
         };
         let input = encode_context(ctx).map_err(Error::Input)?;
         let outcome = match &self.executor {
-            Executor::Thread(t) => t.call(input),
-            Executor::Process(p) => p.call(input.as_bytes()),
+            Executor::Thread(t) => t.call(input, extras),
+            Executor::Process(p) => p.call(input.as_bytes(), extras),
         };
         outcome.map_err(|e: FaultError| {
             tracing::warn!(
@@ -584,6 +658,11 @@ impl LoadedPlugin {
     /// The plugin directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// Whether the plugin exports `skillgate_plugin_host_v1` (it was handed the host table
+    /// at load).
+    pub fn uses_host_tools(&self) -> bool {
+        self.report.exports_host_v1
     }
     /// What ELF inspection found.
     pub fn inspection(&self) -> &InspectReport {

@@ -41,7 +41,7 @@
 //! | 3 | `sandbox/` | the plan, grants, Landlock rulesets, the seccomp program |
 //! | 4 | `exec/` | the thread executor; the worker's host side, child side and protocol |
 //! | 5 | `policy/`, `error.rs` | the policy and the error tree, each composing what the stages own |
-//! | 6 | `gate.rs`, `compat.rs`, `sign.rs` | what hosts and authors call |
+//! | 6 | `gate.rs`, `call.rs`, `compat.rs`, `sign.rs` | what hosts and authors call |
 #![deny(unsafe_code)]
 // The public API is what lib.rs re-exports: an item `pub` in a private module is a
 // mistake (unreachable_pub), and so is a public signature naming a type a host cannot
@@ -49,6 +49,7 @@
 #![warn(unnameable_types, unreachable_pub)]
 
 mod base;
+mod call;
 pub mod compat;
 pub mod danger;
 pub mod error;
@@ -89,6 +90,17 @@ pub mod worker {
     pub use crate::pipeline::load::SelfWorker;
 }
 
+/// Host tools: what a plugin may ask its host to do through the optional export
+/// `skillgate_plugin_host_v1` (the host extension ABI, version [`tools::HOST_TABLE_VERSION`];
+/// see the README's "Host tools" and `include/skillgate_plugin.h`). A host registers a
+/// [`tools::HostTools`] with [`Gate::with_host_tools`]; a request is answered only for a tool
+/// the plugin's signed manifest (`"tools"`) and the policy (`host_tools.allow`) both name.
+pub mod tools {
+    pub use crate::base::host_abi::{HOST_TABLE_VERSION, HostTableV1, RequestError};
+    pub use crate::exec::builtin_tools::WorkspaceTools;
+    pub use crate::exec::tools::{HostTools, ToolCaller, ToolError};
+}
+
 /// The signed manifest as a loaded plugin's [`LoadedPlugin::manifest`] returns it: its
 /// name, version, files and the capabilities it requests.
 pub mod manifest {
@@ -108,6 +120,7 @@ pub use base::ffi::{
     PLUGIN_ABI_VERSION, PluginContext, PluginMetadata, PluginMetadataFFI, PluginResult,
     PluginResultFFI,
 };
+pub use call::CallOptions;
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
 pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};

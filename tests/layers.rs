@@ -30,7 +30,7 @@ fn layer(top: &str) -> Option<u8> {
         "sandbox" => 3,
         "exec" => 4,
         "policy" | "error" => 5,
-        "gate" | "compat" | "sign" | "fuzzing" => 6,
+        "gate" | "compat" | "sign" | "fuzzing" | "call" => 6,
         _ => return None,
     })
 }

@@ -163,6 +163,10 @@ pub enum FaultError {
     /// The plugin's thread ended unexpectedly.
     #[error("plugin thread ended unexpectedly")]
     ThreadGone,
+    /// A host tool called back into the plugin whose request it is serving: the call
+    /// would wait for itself. Refused before it reaches the plugin; nothing is poisoned.
+    #[error("a host tool called back into the plugin it serves (tools nest one level only)")]
+    Reentered,
 }
 
 impl FaultError {

@@ -8,9 +8,11 @@
 //! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
 //! [`crate::error`] flattens each into the same top-level variant.
 
+pub(crate) mod builtin_tools;
 mod cgroup;
 mod channel;
 pub(crate) mod child;
+mod child_tools;
 mod confirm;
 pub(crate) mod host;
 mod init;
@@ -20,6 +22,7 @@ pub(crate) mod probe;
 pub(crate) mod set;
 mod spawner;
 pub(crate) mod thread;
+pub(crate) mod tools;
 pub(crate) mod worker;
 
 use crate::base::ffi::{AbiError, FaultError, InputError};

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::base::ffi::{FaultError, PluginResult};
 
 use super::host::ProcessExecutor;
+use super::tools::CallExtras;
 
 /// One worker of the set and the pidfd that can kill it while a call holds it.
 struct Slot {
@@ -84,7 +85,11 @@ impl WorkerSet {
     }
 
     /// Runs one call on a free worker.
-    pub(crate) fn call(&self, input: &[u8]) -> Result<PluginResult, FaultError> {
+    pub(crate) fn call(
+        &self,
+        input: &[u8],
+        extras: CallExtras,
+    ) -> Result<PluginResult, FaultError> {
         let deadline = Instant::now() + self.timeout;
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
@@ -96,7 +101,7 @@ impl WorkerSet {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
         }
-        let outcome = slot.executor.call_until(input, deadline);
+        let outcome = slot.executor.call_until(input, deadline, extras);
         if outcome.is_err() && slot.executor.is_poisoned() {
             // This worker ended. The first fault ends the others and is reported; a call
             // whose worker was killed for another's fault reports the poisoning.
