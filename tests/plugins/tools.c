@@ -18,28 +18,23 @@
  *   after_reply  a forged reply for call 1, then a tool request for call 1, then returns:
  *                the host takes the forged reply and finds the request at the next call
  *
+ * The table's declaration is include/skillgate_plugin.h's, so this also checks the header.
  * Built with -DNO_HOST_EXPORT it does not export skillgate_plugin_host_v1 (an ABI v1
  * plugin): every op then reports "table": false.
  */
 #include "common.h"
+#include "../../include/skillgate_plugin.h"
 
 #include <stdio.h>
 #include <unistd.h>
-
-struct skillgate_host_v1 {
-    uint32_t version;
-    uint32_t size;
-    char *(*call_tool)(const char *name, const char *json_args);
-    void (*progress)(const char *json);
-    void (*free_string)(char *s);
-};
 
 static const struct skillgate_host_v1 *host;
 static char *early_reply;
 
 #ifndef NO_HOST_EXPORT
 EXPORT void skillgate_plugin_host_v1(const struct skillgate_host_v1 *table) {
-    if (table != NULL && table->version == 1 && table->size >= sizeof(*table)) {
+    if (table != NULL && table->version == SKILLGATE_HOST_TABLE_VERSION &&
+        table->size >= sizeof(*table)) {
         host = table;
         /* Outside any call: the table must answer with an error result, never NULL. */
         char *r = host->call_tool("workspace.read", "{\"path\":\"x\"}");
@@ -53,7 +48,7 @@ EXPORT uint32_t vtcode_plugin_version(void) { return 1; }
 
 EXPORT const char *vtcode_plugin_metadata(void) { return sg_strdup(PLUGIN_METADATA); }
 
-EXPORT void vtcode_plugin_free_string(char *s) { free(s); }
+EXPORT void vtcode_plugin_free_string(const char *s) { free((void *)s); }
 
 /* The string value of "key" in the context (no escapes), copied into out. */
 static int str_field(const char *ctx, const char *key, char *out, size_t cap) {
