@@ -644,3 +644,33 @@ fn the_sdk_example_reads_through_the_host_and_reports_progress() {
 fn gate_with_no_tools_allowed(host: &Host) -> Gate {
     gate(host, policy(host, &[], |l| l))
 }
+
+// ---- inspection --------------------------------------------------------------------------------
+
+#[test]
+fn an_extension_export_that_is_not_a_function_is_refused_before_dlopen() {
+    for host in Host::each_mode() {
+        let dir = install_tools(&host, "dataext", &[], &[("HOST_EXPORT_DATA", "1")]);
+        let gate = gate_allowing_read(&host);
+        let e = gate.verify_and_load(&dir).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Inspect(skillgate::error::InspectError::ExportNotFunction {
+                    name: "skillgate_plugin_host_v1",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        // Control: the same source with the function loads (and is recorded).
+        let ok = install_tools(&host, "funcext", &[], &[]);
+        assert!(
+            gate.verify_and_load(&ok)
+                .unwrap()
+                .inspection()
+                .exports_host_v1
+        );
+        host.assert_still_serves(&gate);
+    }
+}

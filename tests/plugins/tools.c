@@ -19,10 +19,16 @@
  *                the host takes the forged reply and finds the request at the next call
  *
  * The table's declaration is include/skillgate_plugin.h's, so this also checks the header.
+ * Built with -DHOST_EXPORT_DATA it exports a data object of that name instead, which
+ * inspection must refuse.
  * Built with -DNO_HOST_EXPORT it does not export skillgate_plugin_host_v1 (an ABI v1
  * plugin): every op then reports "table": false.
  */
 #include "common.h"
+#ifdef HOST_EXPORT_DATA
+/* The header's prototype goes to another name, so the data object below can take it. */
+#define skillgate_plugin_host_v1 skillgate_plugin_host_v1_prototype
+#endif
 #include "../../include/skillgate_plugin.h"
 
 #include <stdio.h>
@@ -31,7 +37,12 @@
 static const struct skillgate_host_v1 *host;
 static char *early_reply;
 
-#ifndef NO_HOST_EXPORT
+#if defined(HOST_EXPORT_DATA)
+#undef skillgate_plugin_host_v1
+/* A data object under the extension's name: the loader would call it, so inspection must
+ * refuse the library. */
+EXPORT const char skillgate_plugin_host_v1[] = "x";
+#elif !defined(NO_HOST_EXPORT)
 EXPORT void skillgate_plugin_host_v1(const struct skillgate_host_v1 *table) {
     if (table != NULL && table->version == SKILLGATE_HOST_TABLE_VERSION &&
         table->size >= sizeof(*table)) {
