@@ -32,6 +32,9 @@ pub(super) struct WorkerCaps {
     pub(super) progress_bytes: usize,
 }
 
+/// The smallest reply the worker reads: room for any error result the host builds.
+const REPLY_FLOOR: usize = 64 * 1024;
+
 /// The channel, shared by the serve loop and the table (one user at a time).
 static CHANNEL: Mutex<Option<Channel>> = Mutex::new(None);
 /// Whether a call is running, and its sequence number.
@@ -109,7 +112,9 @@ fn exchange(payload: &[u8], reply_cap: usize) -> Vec<u8> {
         if write_frame(channel.get_mut(), Tag::ToolRequest, seq, payload).is_err() {
             out_of_step(27);
         }
-        match read_frame(channel, reply_cap.saturating_add(FRAME_OVERHEAD)) {
+        // The host's own error results (a few hundred bytes) fit whatever the limit.
+        let cap = reply_cap.max(REPLY_FLOOR).saturating_add(FRAME_OVERHEAD);
+        match read_frame(channel, cap) {
             Ok(frame) if frame.tag == Tag::ToolReply && frame.seq == seq => frame.payload,
             _ => out_of_step(28),
         }
