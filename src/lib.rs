@@ -24,7 +24,9 @@
 //!
 //! A host needs [`Gate`] (built from a [`Policy`], read from a file or made with
 //! [`PolicyBuilder`]), the [`LoadedPlugin`] it returns with its [`Enforcement`], the
-//! [`inspect`] report, and the [`error`] tree, in which every refusal has its own variant.
+//! [`inspect`] report, and the [`error`] tree, in which every refusal has its own variant;
+//! a host that offers its plugins tools registers them from [`tools`] and passes
+//! [`CallOptions`] (a progress callback) to [`LoadedPlugin::execute_with`].
 //! An author needs [`keys`] and [`sign`]. [`compat`] keeps VT Code's names; [`danger`] holds
 //! every knob that weakens a check. Everything else is private to the crate.
 //!

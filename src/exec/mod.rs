@@ -2,7 +2,9 @@
 //! process (`host` starts and drives it, `child` is the worker's own side, `init` the
 //! protocol between them; `set` gives one plugin several workers) started by the spawner from the program `worker` finds (this
 //! executable itself, re-executed, when it called `worker::run_if_worker`); `log` drains a
-//! worker's stdout and stderr into the plugin's log).
+//! worker's stdout and stderr into the plugin's log). `tools` answers a plugin's host tool
+//! requests and progress messages in both modes (`child_tools` is the worker's table,
+//! `builtin_tools` the `workspace.*` tools).
 //!
 //! These modules return [`ExecError`], never the crate's top-level error: what a load or a
 //! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
