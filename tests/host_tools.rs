@@ -595,56 +595,6 @@ fn skillgate_run_prints_progress_lines_on_stderr() {
     }
 }
 
-// ---- the Rust SDK ------------------------------------------------------------------------------
-
-#[test]
-fn the_sdk_example_reads_through_the_host_and_reports_progress() {
-    let lib =
-        support::build::build_cargo_project("examples/sdk-plugin", &["--release"], "sdk-plugin")
-            .join("libwordcount.so");
-    for host in Host::each_mode() {
-        let dir = host.root.join("wordcount");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(&lib, dir.join("libwordcount.so")).unwrap();
-        std::fs::copy(
-            support::build::repo_root().join("examples/sdk-plugin/plugin.json"),
-            dir.join("plugin.json"),
-        )
-        .unwrap();
-        skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
-        let gate = gate_allowing_read(&host);
-        let plugin = load(&gate, &dir, &workspace(&host));
-        assert!(plugin.uses_host_tools());
-        let stages = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stages);
-        let options =
-            CallOptions::new().on_progress(move |v| sink.lock().unwrap().push(v["stage"].clone()));
-        let r = plugin
-            .execute_with(&ctx(json!({"path": "notes.txt"})), &options)
-            .unwrap();
-        assert!(r.success, "{r:?}");
-        assert_eq!(r.output["words"], 3);
-        assert_eq!(
-            *stages.lock().unwrap(),
-            [json!("reading"), json!("counting")]
-        );
-        // Under a policy that does not allow the tool, the SDK surfaces the denial.
-        let denying = gate_with_no_tools_allowed(&host);
-        let plugin = load(&denying, &dir, &workspace(&host));
-        let r = plugin.execute(&ctx(json!({"path": "notes.txt"}))).unwrap();
-        assert!(!r.success);
-        assert!(
-            r.error.unwrap().contains("host tool denied"),
-            "{:?}",
-            host.isolation
-        );
-    }
-}
-
-fn gate_with_no_tools_allowed(host: &Host) -> Gate {
-    gate(host, policy(host, &[], |l| l))
-}
-
 // ---- inspection --------------------------------------------------------------------------------
 
 #[test]
