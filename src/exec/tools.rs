@@ -637,6 +637,17 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_over_the_bound_becomes_a_limit_result() {
+        let limits = Limits::builder().tool_reply_bytes(64).build().unwrap();
+        let e = env(&["echo"], &["echo"], limits);
+        let small = reply(answer(&request(1, "echo", "\"hi\""), &mut call(1), &e).unwrap());
+        assert_eq!(small["ok"], "hi");
+        let big = format!("\"{}\"", "x".repeat(100));
+        let r = reply(answer(&request(1, "echo", &big), &mut call(1), &e).unwrap());
+        assert_eq!(r["error"]["kind"], "limit", "{r}");
+    }
+
+    #[test]
     fn a_plugin_called_from_a_tool_may_not_call_tools_nor_reenter() {
         let e = env(&["echo"], &["echo"], Limits::default());
         let mut nested = CallState::new(
