@@ -35,6 +35,7 @@
 // from this one module.
 pub use crate::base::capped::{CappedError, FileKind};
 pub use crate::base::ffi::{AbiError, FaultError, InputError};
+pub use crate::base::host_abi::RequestError;
 pub use crate::base::json::{JsonError, JsonErrorKind};
 pub use crate::base::perms::{Exposure, PermsError, WritableByOthers};
 pub use crate::base::protocol::{FrameError, PayloadError, ProtocolViolation, Tag};

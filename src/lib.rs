@@ -24,7 +24,10 @@
 //!
 //! A host needs [`Gate`] (built from a [`Policy`], read from a file or made with
 //! [`PolicyBuilder`]), the [`LoadedPlugin`] it returns with its [`Enforcement`], the
-//! [`inspect`] report, and the [`error`] tree, in which every refusal has its own variant.
+//! [`inspect`] report, and the [`error`] tree, in which every refusal has its own variant;
+//! a host that offers its plugins tools registers them from [`tools`] and passes
+//! [`CallOptions`] (a progress callback, a deadline of its own, a [`CancelToken`]) to
+//! [`LoadedPlugin::execute_with`].
 //! An author needs [`keys`] and [`sign`]. [`compat`] keeps VT Code's names; [`danger`] holds
 //! every knob that weakens a check. Everything else is private to the crate.
 //!
@@ -41,7 +44,7 @@
 //! | 3 | `sandbox/` | the plan, grants, Landlock rulesets, the seccomp program |
 //! | 4 | `exec/` | the thread executor; the worker's host side, child side and protocol |
 //! | 5 | `policy/`, `error.rs` | the policy and the error tree, each composing what the stages own |
-//! | 6 | `gate.rs`, `compat.rs`, `sign.rs` | what hosts and authors call |
+//! | 6 | `gate.rs`, `call.rs`, `compat.rs`, `sign.rs` | what hosts and authors call |
 #![deny(unsafe_code)]
 // The public API is what lib.rs re-exports: an item `pub` in a private module is a
 // mistake (unreachable_pub), and so is a public signature naming a type a host cannot
@@ -88,6 +91,17 @@ pub mod worker {
         WORKER_ARG, WorkerProgram, find, run_if_worker, this_executable,
     };
     pub use crate::pipeline::load::SelfWorker;
+}
+
+/// Host tools: what a plugin may ask its host to do through the optional export
+/// `skillgate_plugin_host_v1` (the host extension ABI, version [`tools::HOST_TABLE_VERSION`];
+/// see the README's "Host tools" and `include/skillgate_plugin.h`). A host registers a
+/// [`tools::HostTools`] with [`Gate::with_host_tools`]; a request is answered only for a tool
+/// the plugin's signed manifest (`"tools"`) and the policy (`host_tools.allow`) both name.
+pub mod tools {
+    pub use crate::base::host_abi::{HOST_TABLE_VERSION, HostTableV1, RequestError};
+    pub use crate::exec::builtin_tools::WorkspaceTools;
+    pub use crate::exec::tools::{HostTools, ToolCaller, ToolError};
 }
 
 /// The signed manifest as a loaded plugin's [`LoadedPlugin::manifest`] returns it: its

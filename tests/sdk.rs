@@ -1,7 +1,9 @@
 //! The plugin SDK end to end: `examples/sdk-plugin` (the `wordcount` plugin, written with
 //! `skillgate-plugin` and no line of its own `unsafe`) built as its author builds it — plain
 //! `cargo build --release` — signed, then verified, loaded and run under the DEFAULT policy
-//! (its ELF checks included) in both isolation modes.
+//! (its ELF checks included) in both isolation modes; and the SDK's host extension
+//! (`skillgate_plugin::host()`): the example reads a workspace file through the host's
+//! `workspace.read` tool and reports progress.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -109,5 +111,52 @@ fn a_handler_panic_is_a_failed_result_and_the_plugin_serves_the_next_call() {
         let result = plugin.execute(&ctx(json!({"text": "a b c"}))).unwrap();
         assert_eq!(result, counted(3, 1, 5), "{:?}", host.isolation);
         host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn the_sdk_example_reads_through_the_host_and_reports_progress() {
+    use skillgate::tools::WorkspaceTools;
+    use skillgate::{CallOptions, LoadOptions};
+    use std::sync::{Arc, Mutex};
+    for host in Host::each_mode() {
+        let dir = install_wordcount(&host);
+        let ws = host.tmp.path().join("ws");
+        std::fs::create_dir_all(&ws).unwrap();
+        std::fs::write(ws.join("notes.txt"), "the workspace's notes\n").unwrap();
+        let allowing = host.policy_with(|p| p.host_tools(["workspace.read"]));
+        let gate = host
+            .gate_with(allowing)
+            .with_host_tools(Arc::new(WorkspaceTools::new()));
+        let plugin = gate
+            .verify_and_load_with(&dir, &LoadOptions::new().workspace(&ws))
+            .unwrap();
+        assert!(plugin.uses_host_tools());
+        let stages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stages);
+        let options =
+            CallOptions::new().on_progress(move |v| sink.lock().unwrap().push(v["stage"].clone()));
+        let r = plugin
+            .execute_with(&ctx(json!({"path": "notes.txt"})), &options)
+            .unwrap();
+        assert!(r.success, "{r:?}");
+        assert_eq!(r.output["words"], 3);
+        assert_eq!(
+            *stages.lock().unwrap(),
+            [json!("reading"), json!("counting")]
+        );
+        // Under a policy that does not allow the tool, the SDK surfaces the denial.
+        let denying = host.gate().with_host_tools(Arc::new(WorkspaceTools::new()));
+        let plugin = denying
+            .verify_and_load_with(&dir, &LoadOptions::new().workspace(&ws))
+            .unwrap();
+        let r = plugin.execute(&ctx(json!({"path": "notes.txt"}))).unwrap();
+        assert!(!r.success);
+        let error = r.error.unwrap();
+        assert!(
+            error.contains("host tool denied"),
+            "{:?}: {error}",
+            host.isolation
+        );
     }
 }

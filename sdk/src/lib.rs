@@ -65,6 +65,26 @@
 //! str`), `allowed_tools` (`&'static [&'static str]`) and `thread_safe` (`bool`; skillgate
 //! records it and still serializes calls).
 //!
+//! # Host tools and progress
+//!
+//! Under skillgate, [`host()`] returns the host's table during a call: [`Host::call_tool`]
+//! asks the host to run a tool the plugin's signed `plugin.json` names in `"tools"` (and the
+//! host's policy allows), for example reading a file of the workspace the host chose to
+//! share; [`Host::progress`] sends a progress message the host receives while the call runs.
+//!
+//! ```no_run
+//! use skillgate_plugin::{host, serde_json::json, Output, PluginContext};
+//!
+//! fn summarize(ctx: PluginContext) -> Result<Output, String> {
+//!     let host = host().ok_or("this host offers no tools")?;
+//!     host.progress(&json!({"stage": "reading"}));
+//!     let file = host
+//!         .call_tool("workspace.read", &json!({"path": ctx.required_str("path")?}))
+//!         .map_err(|e| e.to_string())?;
+//!     Ok(Output::new().with("bytes", file["bytes"].clone()))
+//! }
+//! ```
+//!
 //! Build the plugin with `cargo build --release`: Rust's defaults on Linux (full RELRO,
 //! `BIND_NOW`, a non-executable stack, only the C runtime and `libgcc_s` as `DT_NEEDED`) pass
 //! skillgate's default ELF policy.
@@ -80,10 +100,12 @@ compile_error!(
 
 mod boundary;
 mod context;
+mod host;
 mod metadata;
 mod output;
 
 pub use context::{ContextError, PluginContext};
+pub use host::{host, Host, ToolError, HOST_TABLE_VERSION};
 pub use metadata::Metadata;
 pub use output::Output;
 /// Re-exported so a plugin needs no direct dependency on `serde_json` to build its output.
@@ -96,11 +118,13 @@ pub const ABI_VERSION: u32 = 1;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::boundary::{execute, free_string, metadata};
+    pub use crate::host::{set_table, HostTableV1};
     pub use crate::metadata::check as check_metadata;
 }
 
 /// Defines the four ABI v1 exports (`vtcode_plugin_version`, `vtcode_plugin_metadata`,
-/// `vtcode_plugin_execute`, `vtcode_plugin_free_string`) around one handler function.
+/// `vtcode_plugin_execute`, `vtcode_plugin_free_string`) around one handler function, and
+/// the host extension's optional `skillgate_plugin_host_v1` (see [`host`]).
 ///
 /// Use it once, at the root of a `cdylib` crate:
 ///
@@ -165,6 +189,20 @@ macro_rules! export_plugin {
         #[unsafe(no_mangle)]
         pub extern "C" fn vtcode_plugin_free_string(string: *const ::core::ffi::c_char) {
             $crate::__private::free_string(string)
+        }
+
+        /// The host extension (skillgate): keeps the host's table for
+        /// `skillgate_plugin::host()`. A host without it never calls this.
+        ///
+        /// # Safety
+        ///
+        /// `table` is NULL or a host table that lives as long as the process.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn skillgate_plugin_host_v1(
+            table: *const $crate::__private::HostTableV1,
+        ) {
+            // SAFETY: the caller's promise above is exactly `set_table`'s contract.
+            unsafe { $crate::__private::set_table(table) }
         }
     };
     ($handler:expr $(,)?) => {

@@ -173,6 +173,10 @@ pub enum FaultError {
         /// than cancelled before it reached the plugin.
         running: bool,
     },
+    /// A host tool called back into the plugin whose request it is serving: the call
+    /// would wait for itself. Refused before it reaches the plugin; nothing is poisoned.
+    #[error("a host tool called back into the plugin it serves (tools nest one level only)")]
+    Reentered,
 }
 
 impl FaultError {

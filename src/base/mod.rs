@@ -11,6 +11,7 @@
 pub mod capped;
 pub mod escape;
 pub(crate) mod ffi;
+pub(crate) mod host_abi;
 pub(crate) mod json;
 pub(crate) mod name;
 pub(crate) mod perms;

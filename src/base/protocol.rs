@@ -37,6 +37,14 @@ pub enum Tag {
     /// Worker → host, after `dlopen`: what `vtcode_plugin_version` and
     /// `vtcode_plugin_metadata` returned, relayed for the host to check.
     Loaded = 7,
+    /// Worker → host, during a call: a host tool request (`[u8 name length][name][JSON
+    /// arguments]`, see `crate::base::host_abi`); the sequence is the call's.
+    ToolRequest = 8,
+    /// Host → worker, during a call: the answer to the tool request just read (JSON
+    /// `{"ok":…}` or `{"error":{"kind","message"}}`); the sequence is the call's.
+    ToolReply = 9,
+    /// Worker → host, during a call: one progress message (JSON); no answer.
+    Progress = 10,
 }
 
 impl Tag {
@@ -49,6 +57,9 @@ impl Tag {
             5 => Tag::Output,
             6 => Tag::Fault,
             7 => Tag::Loaded,
+            8 => Tag::ToolRequest,
+            9 => Tag::ToolReply,
+            10 => Tag::Progress,
             _ => return None,
         })
     }
@@ -167,6 +178,9 @@ pub enum PayloadError {
     /// A JSON payload (a report, a load failure, a fault) does not parse as its type.
     #[error("{0}")]
     Json(crate::base::json::JsonError),
+    /// A host tool request that does not parse (`crate::base::host_abi`).
+    #[error("{0}")]
+    Request(crate::base::host_abi::RequestError),
     /// A `Loaded` payload ends before its 4-byte version.
     #[error("no version")]
     NoVersion,

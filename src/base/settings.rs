@@ -94,6 +94,19 @@ pub struct Limits {
     /// (the load counts as one call); past it the output is read and dropped (process
     /// isolation; in thread mode the plugin writes to the host's own descriptors).
     pub(crate) log_bytes: usize,
+    /// Most host tool requests one call may make (`skillgate_plugin_host_v1`); past it each
+    /// request gets an error result (`"kind":"limit"`).
+    pub(crate) tool_requests: u64,
+    /// Largest host tool request (its arguments' JSON), in bytes.
+    pub(crate) tool_request_bytes: usize,
+    /// Largest host tool reply handed to the plugin, in bytes; a larger result becomes an
+    /// error result.
+    pub(crate) tool_reply_bytes: usize,
+    /// Most progress messages one call passes to the host's callback; the rest are
+    /// dropped and counted.
+    pub(crate) progress_messages: u64,
+    /// Largest progress message, in bytes; a larger one is dropped and counted.
+    pub(crate) progress_bytes: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +124,11 @@ impl Default for Limits {
             cpu_seconds: 60,
             threads: 64,
             log_bytes: 64 * 1024,
+            tool_requests: 64,
+            tool_request_bytes: 64 * 1024,
+            tool_reply_bytes: 1024 * 1024,
+            progress_messages: 1024,
+            progress_bytes: 4096,
         }
     }
 }
@@ -122,6 +140,10 @@ const CEILING_DEPTH: usize = 32;
 const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
 const CEILING_THREADS: u64 = 4096;
 const CEILING_LOG: usize = 64 * 1024 * 1024;
+const CEILING_TOOL_REQUESTS: u64 = 100_000;
+const CEILING_TOOL_BYTES: usize = 64 * 1024 * 1024;
+const CEILING_PROGRESS_MESSAGES: u64 = 1_000_000;
+const CEILING_PROGRESS_BYTES: usize = 1024 * 1024;
 
 /// Ceilings of the limits with a fixed maximum of their own.
 const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
@@ -206,8 +228,28 @@ impl Limits {
         self.log_bytes
     }
 
+    /// Most host tool requests per call.
+    pub fn tool_requests(&self) -> u64 {
+        self.tool_requests
+    }
+    /// Largest host tool request, in bytes.
+    pub fn tool_request_bytes(&self) -> usize {
+        self.tool_request_bytes
+    }
+    /// Largest host tool reply, in bytes.
+    pub fn tool_reply_bytes(&self) -> usize {
+        self.tool_reply_bytes
+    }
+    /// Most progress messages per call passed to the callback.
+    pub fn progress_messages(&self) -> u64 {
+        self.progress_messages
+    }
+    /// Largest progress message, in bytes.
+    pub fn progress_bytes(&self) -> usize {
+        self.progress_bytes
+    }
     /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
-    fn bounds(&self) -> [(&'static str, u64, u64); 12] {
+    fn bounds(&self) -> [(&'static str, u64, u64); 17] {
         [
             ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
             ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
@@ -225,6 +267,27 @@ impl Limits {
             ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
             ("threads", self.threads, CEILING_THREADS),
             ("log_bytes", wide(self.log_bytes), wide(CEILING_LOG)),
+            ("tool_requests", self.tool_requests, CEILING_TOOL_REQUESTS),
+            (
+                "tool_request_bytes",
+                wide(self.tool_request_bytes),
+                wide(CEILING_TOOL_BYTES),
+            ),
+            (
+                "tool_reply_bytes",
+                wide(self.tool_reply_bytes),
+                wide(CEILING_TOOL_BYTES),
+            ),
+            (
+                "progress_messages",
+                self.progress_messages,
+                CEILING_PROGRESS_MESSAGES,
+            ),
+            (
+                "progress_bytes",
+                wide(self.progress_bytes),
+                wide(CEILING_PROGRESS_BYTES),
+            ),
         ]
     }
 
@@ -325,6 +388,31 @@ impl LimitsBuilder {
         self
     }
 
+    /// Sets [`Limits::tool_requests`]; checked by [`LimitsBuilder::build`].
+    pub fn tool_requests(mut self, value: u64) -> Self {
+        self.0.tool_requests = value;
+        self
+    }
+    /// Sets [`Limits::tool_request_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn tool_request_bytes(mut self, value: usize) -> Self {
+        self.0.tool_request_bytes = value;
+        self
+    }
+    /// Sets [`Limits::tool_reply_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn tool_reply_bytes(mut self, value: usize) -> Self {
+        self.0.tool_reply_bytes = value;
+        self
+    }
+    /// Sets [`Limits::progress_messages`]; checked by [`LimitsBuilder::build`].
+    pub fn progress_messages(mut self, value: u64) -> Self {
+        self.0.progress_messages = value;
+        self
+    }
+    /// Sets [`Limits::progress_bytes`]; checked by [`LimitsBuilder::build`].
+    pub fn progress_bytes(mut self, value: usize) -> Self {
+        self.0.progress_bytes = value;
+        self
+    }
     /// Checks every limit (see [`LimitError`]) and returns them.
     pub fn build(self) -> Result<Limits, LimitError> {
         self.0.validate()?;

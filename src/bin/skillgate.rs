@@ -180,8 +180,10 @@ fn report(dir: &std::path::Path, e: &Error) -> u8 {
 /// `skillgate verify`: every stage short of loading. Returns the exit code.
 fn verify(host: &HostArgs, json: bool) -> u8 {
     let mut trail = Trail::new("verify", &host.dir, json);
+    // The built-in host tools; the policy's `host_tools.allow` and the plugin's signed
+    // manifest decide which of them it may call.
     let gate = match gate(host) {
-        Ok(g) => g,
+        Ok(g) => g.with_host_tools(std::sync::Arc::new(skillgate::tools::WorkspaceTools::new())),
         Err(e) => return trail.refused_setup(&host.dir, &e),
     };
     trail.setup_passed(host, &gate);
@@ -272,8 +274,10 @@ fn run(host: &HostArgs, input: &str, verbose: bool, json: bool, workspace: Optio
     if let Some(dir) = workspace {
         options = options.workspace(dir);
     }
+    // The built-in host tools; the policy's `host_tools.allow` and the plugin's signed
+    // manifest decide which of them it may call.
     let gate = match gate(host) {
-        Ok(g) => g,
+        Ok(g) => g.with_host_tools(std::sync::Arc::new(skillgate::tools::WorkspaceTools::new())),
         Err(e) => return trail.refused_setup(&host.dir, &e),
     };
     trail.setup_passed(host, &gate);
@@ -303,7 +307,10 @@ fn run(host: &HostArgs, input: &str, verbose: bool, json: bool, workspace: Optio
             Err(e) => return trail.usage(&format!("cannot print the enforcement report: {e}")),
         }
     }
-    match plugin.execute(&ctx) {
+    // Progress lines as they come (JSON, whose strings serde_json escapes: no control
+    // character reaches the terminal).
+    let options = skillgate::CallOptions::new().on_progress(|v| eprintln!("progress: {v}"));
+    match plugin.execute_with(&ctx, &options) {
         Ok(result) => {
             if json {
                 trail.called(&result);

@@ -255,7 +255,7 @@ fn detach() -> Result<(), u8> {
         .map_err(|_| 11u8)
 }
 
-type Channel = BufReader<std::fs::File>;
+use super::child_tools::{Channel, WorkerCaps};
 
 /// Reads `Init`, which must be this protocol's, and checks the host is still the parent.
 fn read_init(channel: &mut Channel) -> Result<Init, u8> {
@@ -488,21 +488,31 @@ fn load_and_serve(
         Err(_) => loaded.push(METADATA_NULL),
     }
     write_frame(channel.get_mut(), Tag::Loaded, 0, &loaded).map_err(|_| 22u8)?;
-    serve(&mut channel, &symbols, init.output_bytes)
+    let caps = WorkerCaps {
+        request_bytes: init.tool_request_bytes,
+        reply_bytes: init.tool_reply_bytes,
+        progress_bytes: init.progress_bytes,
+    };
+    serve(channel, &symbols, init.output_bytes, caps)
 }
 
-/// Serves calls until the host closes the channel.
+/// Serves calls until the host closes the channel. The channel is shared with the host
+/// table ([`super::child_tools`]): during a call the plugin's requests go out on it and
+/// their answers come back on it; between calls only this loop uses it.
 fn serve(
-    channel: &mut BufReader<std::fs::File>,
+    channel: Channel,
     symbols: &crate::pipeline::load::PluginSymbols,
     output_bytes: usize,
+    caps: WorkerCaps,
 ) -> Result<(), u8> {
     let input_cap = CONTROL_CAP.saturating_mul(64);
+    super::child_tools::install(channel, caps);
+    symbols.call_host_init(&super::child_tools::WORKER_TABLE);
     loop {
-        let frame = match read_frame(channel, input_cap) {
-            Ok(f) => f,
-            Err(FrameError::Closed) => return Ok(()),
-            Err(_) => return Err(23),
+        let frame = match super::child_tools::with_channel(|c| read_frame(c, input_cap)) {
+            Some(Ok(f)) => f,
+            Some(Err(FrameError::Closed)) => return Ok(()),
+            Some(Err(_)) | None => return Err(23),
         };
         if frame.tag != Tag::Call {
             return Err(24);
@@ -513,7 +523,10 @@ fn serve(
             return Err(25);
         };
         let seq = frame.seq;
-        let sent = match symbols.call_execute(&input, output_bytes) {
+        super::child_tools::begin_call(seq);
+        let outcome = symbols.call_execute(&input, output_bytes);
+        super::child_tools::end_call();
+        let sent = super::child_tools::with_channel(|channel| match outcome {
             Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, seq, &bytes),
             Err(FaultError::OutputTooLarge { limit, .. }) => {
                 serde_json::to_vec(&CallFault::OutputTooLarge { limit })
@@ -523,8 +536,8 @@ fn serve(
             Err(_) => serde_json::to_vec(&CallFault::NullResult)
                 .map_err(io::Error::other)
                 .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b)),
-        };
-        if sent.is_err() {
+        });
+        if !matches!(sent, Some(Ok(()))) {
             return Err(26);
         }
     }

@@ -72,6 +72,8 @@ use super::init::{
 use super::log::PluginLog;
 use super::pool::{Pool, Pooled};
 use super::spawner::{REAP_BOUND, place_fds, reap_within};
+use super::tools::{self, CallExtras, CallState, ToolEnv};
+use std::sync::Arc;
 
 /// How long a worker whose channel closed may take to exit on its own before it is
 /// treated as having closed its channel deliberately (a process closes its descriptors
@@ -103,6 +105,9 @@ fn init_message(
         cgroup: false,
         library_sha256,
         library_size,
+        tool_request_bytes: limits.tool_request_bytes,
+        tool_reply_bytes: limits.tool_reply_bytes,
+        progress_bytes: limits.progress_bytes,
     }
 }
 
@@ -133,6 +138,8 @@ pub(crate) struct ProcessExecutor {
     timeout: Duration,
     output_cap: usize,
     poisoned: AtomicBool,
+    /// What the plugin's host tool requests are judged by (`tools::answer`).
+    tools: Arc<ToolEnv>,
 }
 
 impl std::fmt::Debug for ProcessExecutor {
@@ -407,6 +414,7 @@ impl ProcessExecutor {
                     timeout,
                     output_cap: limits.output_bytes.saturating_add(FRAME_OVERHEAD),
                     poisoned: AtomicBool::new(false),
+                    tools: Arc::new(ToolEnv::none()),
                 };
                 Ok((executor, enforcement))
             }
@@ -599,6 +607,7 @@ impl ProcessExecutor {
         &self,
         input: &[u8],
         deadline: Instant,
+        extras: CallExtras,
     ) -> Result<PluginResult, FaultError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
@@ -611,7 +620,7 @@ impl ProcessExecutor {
         let Some(worker) = guard.as_mut() else {
             return Err(FaultError::Poisoned);
         };
-        match self.exchange(worker, input, deadline) {
+        match self.exchange(worker, input, deadline, extras) {
             Ok(result) => result,
             Err(ending) => {
                 self.poisoned.store(true, Ordering::Release);
@@ -666,6 +675,7 @@ impl ProcessExecutor {
         worker: &mut Worker,
         input: &[u8],
         deadline: Instant,
+        extras: CallExtras,
     ) -> Result<Result<PluginResult, FaultError>, Ending> {
         let timeout = || FaultError::Timeout {
             timeout_ms: duration_ms(self.timeout),
@@ -682,13 +692,42 @@ impl ProcessExecutor {
                 Ending::Closed
             });
         }
-        let frame = worker
-            .read(deadline, self.output_cap)
-            .map_err(|e| read_failure(e, self.timeout))?;
-        if !matches!(frame.tag, Tag::Output | Tag::Fault) {
-            return Err(violation(ProtocolViolation::Unexpected {
-                tag: frame.tag,
-                waiting: "waiting for a call's reply",
+        // Until the reply: every other frame (a host tool request, a progress message) is
+        // handed to `tools::answer`, which answers it or names the violation.
+        let mut call = CallState::new(seq, deadline, extras);
+        let cap = self.output_cap.max(
+            self.tools
+                .limits
+                .request_payload()
+                .saturating_add(FRAME_OVERHEAD),
+        );
+        let frame = loop {
+            let frame = worker
+                .read(deadline, cap)
+                .map_err(|e| read_failure(e, self.timeout))?;
+            if matches!(frame.tag, Tag::Output | Tag::Fault) {
+                break frame;
+            }
+            match tools::answer(&frame, &mut call, &self.tools) {
+                Ok(None) => {}
+                Ok(Some((tag, reply))) => {
+                    if let Err(e) = worker.send(deadline, tag, seq, &reply) {
+                        return Err(if timed_out(&e) {
+                            Ending::Fault(timeout())
+                        } else {
+                            Ending::Closed
+                        });
+                    }
+                }
+                Err(v) => return Err(violation(v)),
+            }
+        };
+        call.finish(&self.tools);
+        // The read above allowed a request's cap; a reply keeps its own.
+        if frame.payload.len().saturating_add(FRAME_OVERHEAD - 4) > self.output_cap {
+            return Err(violation(ProtocolViolation::TooLarge {
+                len: u64::try_from(frame.payload.len()).unwrap_or(u64::MAX),
+                cap: self.output_cap,
             }));
         }
         if frame.seq != seq {
@@ -713,6 +752,11 @@ impl ProcessExecutor {
                 reason: PayloadError::json(e),
             })),
         }
+    }
+
+    /// Sets what the plugin's host tool requests are judged by (before any call).
+    pub(crate) fn set_tools(&mut self, tools: Arc<ToolEnv>) {
+        self.tools = tools;
     }
 
     /// The worker's process id, while it runs.
@@ -837,6 +881,7 @@ pub(crate) fn fuzz_host_frame(bytes: &[u8]) {
                 let _ = crate::exec::thread::check_abi(&expected, version, metadata);
             }
         }
-        Tag::Init | Tag::Call => {}
+        Tag::ToolRequest | Tag::Progress => super::tools::fuzz_request(&frame),
+        Tag::Init | Tag::Call | Tag::ToolReply => {}
     }
 }

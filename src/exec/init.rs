@@ -56,6 +56,11 @@ pub(super) struct Init {
     /// the memfd it was handed against them before `dlopen`.
     pub(super) library_sha256: [u8; 32],
     pub(super) library_size: u64,
+    /// What the worker's host table bounds before a request or progress message leaves
+    /// it, and the largest tool reply it reads (the host checks all of it again).
+    pub(super) tool_request_bytes: usize,
+    pub(super) tool_reply_bytes: usize,
+    pub(super) progress_bytes: usize,
 }
 
 /// Why the worker could not load the plugin, as it reports it.

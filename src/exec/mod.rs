@@ -2,16 +2,20 @@
 //! process (`host` starts and drives it, `child` is the worker's own side, `init` the
 //! protocol between them; `set` gives one plugin several workers) started by the spawner from the program `worker` finds (this
 //! executable itself, re-executed, when it called `worker::run_if_worker`); `log` drains a
-//! worker's stdout and stderr into the plugin's log).
+//! worker's stdout and stderr into the plugin's log). `tools` answers a plugin's host tool
+//! requests and progress messages in both modes (`child_tools` is the worker's table,
+//! `builtin_tools` the `workspace.*` tools).
 //!
 //! These modules return [`ExecError`], never the crate's top-level error: what a load or a
 //! call can fail with here is the sandbox's, the loader's, the ABI check's or a fault, and
 //! [`crate::error`] flattens each into the same top-level variant.
 
+pub(crate) mod builtin_tools;
 pub(crate) mod cancel;
 mod cgroup;
 mod channel;
 pub(crate) mod child;
+mod child_tools;
 mod confirm;
 pub(crate) mod host;
 mod init;
@@ -23,6 +27,7 @@ pub(crate) mod restart;
 pub(crate) mod set;
 mod spawner;
 pub(crate) mod thread;
+pub(crate) mod tools;
 pub(crate) mod worker;
 
 use crate::base::ffi::{AbiError, FaultError, InputError};

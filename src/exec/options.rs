@@ -1,27 +1,40 @@
 //! What one call may ask for beyond the policy: [`CallOptions`].
 //!
-//! Its own module so that each option (the deadline and cancellation here; others, such as
-//! progress callbacks, beside them) is one field and one builder method, and the executors
-//! read them from one place.
+//! Its own module so that each option (the deadline, cancellation, the progress callback)
+//! is one field and one builder method, and the executors read them from one place.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cancel::CancelToken;
+use super::tools::ProgressFn;
 
 /// Options for one call ([`crate::LoadedPlugin::execute_with`]):
-/// `CallOptions::new().timeout(d).cancel(&token)`.
+/// `CallOptions::new().timeout(d).cancel(&token).on_progress(|v| eprintln!("{v}"))`.
 ///
 /// **A call's own deadline is capped by the policy's call timeout** (`limits.call_timeout_ms`):
 /// the policy is the administrator's bound on how long plugin code may hold a worker, and a
 /// caller can shorten it, never lengthen it. The shorter of the two applies, from the
 /// moment the call is made (waiting for a free worker counts), and a call that runs out of
 /// it fails with `FaultError::Timeout` naming that duration.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct CallOptions {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     cancel: Option<CancelToken>,
+    pub(crate) on_progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("timeout", &self.timeout)
+            .field("deadline", &self.deadline)
+            .field("cancel", &self.cancel)
+            .field("on_progress", &self.on_progress.is_some())
+            .finish()
+    }
 }
 
 impl CallOptions {
@@ -49,6 +62,17 @@ impl CallOptions {
     /// by abandoning the call as a timeout does.
     pub fn cancel(mut self, token: &CancelToken) -> Self {
         self.cancel = Some(token.clone());
+        self
+    }
+
+    /// Receives each progress message the plugin sends during the call
+    /// (`skillgate_plugin_host_v1`'s `progress`), in order, on the calling thread, while the
+    /// call runs. At most `limits.progress_messages` per call of at most
+    /// `limits.progress_bytes` each reach it; the rest are dropped and counted (one `limit`
+    /// audit event), never fatal. The callback should return quickly: the plugin's call
+    /// waits for it, within the call's deadline.
+    pub fn on_progress(mut self, f: impl Fn(&serde_json::Value) + Send + Sync + 'static) -> Self {
+        self.on_progress = Some(Arc::new(f));
         self
     }
 

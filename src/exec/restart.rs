@@ -12,7 +12,7 @@
 //! happens finishes on the workers it started on (bounded by its deadline), and those end
 //! when the last call holding them returns.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::base::ffi::{FaultError, PluginResult};
@@ -26,40 +26,43 @@ use super::host::ProcessExecutor;
 use super::options::CallOptions;
 use super::pool::Pool;
 use super::set::WorkerSet;
+use super::tools::{CallExtras, ToolEnv};
+
+/// What starting a plugin's workers needs, kept for restarts.
+#[derive(Debug)]
+pub(crate) struct WorkerSpec {
+    /// The sealed copy of the verified library.
+    pub(crate) library: Loadable,
+    pub(crate) limits: Limits,
+    pub(crate) plan: SandboxPlan,
+    /// The worker program.
+    pub(crate) worker: PathBuf,
+    /// How many workers (at least one).
+    pub(crate) count: usize,
+    /// What the plugin's host tool requests are judged by, given to every worker started.
+    pub(crate) tools: Arc<ToolEnv>,
+}
 
 /// The workers of one loaded plugin and what starting them again needs.
 #[derive(Debug)]
 pub(crate) struct Workers {
     set: RwLock<Arc<WorkerSet>>,
-    /// The sealed copy of the verified library (kept only for restarts).
-    library: Loadable,
-    limits: Limits,
-    plan: SandboxPlan,
-    worker: PathBuf,
-    count: usize,
+    spec: WorkerSpec,
 }
 
 impl Workers {
-    /// Starts `count` (at least one) workers, each started and checked as a lone one is;
-    /// the first one's report is returned. A worker that fails to start drops (ends) the
-    /// ones already started.
+    /// Starts `spec.count` (at least one) workers, each started and checked as a lone one
+    /// is; the first one's report is returned. A worker that fails to start drops (ends)
+    /// the ones already started.
     pub(crate) fn start(
-        library: Loadable,
+        spec: WorkerSpec,
         manifest: &Manifest,
-        limits: &Limits,
-        plan: SandboxPlan,
-        worker: &Path,
         pool: Option<&Pool>,
-        count: usize,
     ) -> Result<(Self, Enforcement), ExecError> {
-        let (set, report) = start_set(&library, manifest, limits, &plan, worker, pool, count)?;
+        let (set, report) = start_set(&spec, manifest, pool)?;
         let workers = Workers {
             set: RwLock::new(Arc::new(set)),
-            library,
-            limits: limits.clone(),
-            plan,
-            worker: worker.to_path_buf(),
-            count,
+            spec,
         };
         Ok((workers, report))
     }
@@ -79,22 +82,15 @@ impl Workers {
         &self,
         input: &[u8],
         options: &CallOptions,
+        extras: CallExtras,
     ) -> Result<PluginResult, FaultError> {
-        self.current().call_with(input, options)
+        self.current().call_with(input, options, extras)
     }
 
     /// Starts fresh workers from the sealed copy (no pool: a restart takes no worker meant
     /// for a load) and swaps them in; calls in flight finish on the old ones.
     pub(crate) fn restart(&self, manifest: &Manifest) -> Result<Enforcement, ExecError> {
-        let (set, report) = start_set(
-            &self.library,
-            manifest,
-            &self.limits,
-            &self.plan,
-            &self.worker,
-            None,
-            self.count,
-        )?;
+        let (set, report) = start_set(&self.spec, manifest, None)?;
         let old = {
             let mut current = self
                 .set
@@ -124,25 +120,22 @@ impl Workers {
 }
 
 fn start_set(
-    library: &Loadable,
+    spec: &WorkerSpec,
     manifest: &Manifest,
-    limits: &Limits,
-    plan: &SandboxPlan,
-    worker: &Path,
     pool: Option<&Pool>,
-    count: usize,
 ) -> Result<(WorkerSet, Enforcement), ExecError> {
     let mut executors = Vec::new();
     let mut first_report = None;
-    for _ in 0..count.max(1) {
-        let (e, report) = ProcessExecutor::start(
-            library.sealed(),
+    for _ in 0..spec.count.max(1) {
+        let (mut e, report) = ProcessExecutor::start(
+            spec.library.sealed(),
             manifest,
-            limits,
-            plan.clone(),
-            worker,
+            &spec.limits,
+            spec.plan.clone(),
+            &spec.worker,
             pool,
         )?;
+        e.set_tools(Arc::clone(&spec.tools));
         executors.push(e);
         first_report.get_or_insert(report);
     }

@@ -32,6 +32,7 @@ const CANCEL_POLL: Duration = Duration::from_millis(10);
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+use super::tools::CallExtras;
 
 /// One worker of the set and the pidfd that can kill it while a call holds it.
 struct Slot {
@@ -104,11 +105,12 @@ impl WorkerSet {
     /// just after the reply), and the set is poisoned as after any fault that ends a
     /// worker. Without a pidfd (the kernel refused one) the worker cannot be killed
     /// safely: the call is then failed and the set poisoned when it returns, within its
-    /// deadline.
+    /// deadline. `extras` carry the call's progress callback and tool nesting.
     pub(crate) fn call_with(
         &self,
         input: &[u8],
         options: &CallOptions,
+        extras: CallExtras,
     ) -> Result<PluginResult, FaultError> {
         let start = Instant::now();
         let timeout = options.effective_timeout(self.timeout, start);
@@ -139,7 +141,7 @@ impl WorkerSet {
                 }
             })
         });
-        let outcome = slot.executor.call_until(input, deadline);
+        let outcome = slot.executor.call_until(input, deadline, extras);
         // Removed before the worker is released (`held` drops below): no later cancel()
         // reaches this worker.
         drop(hook);

@@ -30,6 +30,14 @@ use crate::sandbox::{Enforcement, SandboxPlan};
 use super::ExecError;
 use super::cancel::CancelToken;
 use super::options::CallOptions;
+use super::tools::{CallExtras, CallState, ToolEnv, answer};
+use crate::base::host_abi::{
+    HOST_TABLE_SIZE, HOST_TABLE_VERSION, HostTableV1, ToolErrorKind, error_reply, free_reply,
+    prepare_progress, prepare_request, reply_to_plugin,
+};
+use crate::base::protocol::{Frame, Tag};
+use std::cell::RefCell;
+use std::ffi::c_char;
 
 /// The one call in flight between the host and the plugin thread. A single slot, reused
 /// for every call (no channel is made per call): callers take turns through
@@ -38,8 +46,13 @@ use super::options::CallOptions;
 enum SlotState {
     /// No call in flight.
     Idle,
-    /// A call's input, waiting for the plugin thread.
-    Request(CString),
+    /// A call's input, its deadline and sequence number, waiting for the plugin thread.
+    Request(CString, Instant, u64),
+    /// The plugin thread, during a call: a host tool request or a progress message, as a
+    /// worker's frame would carry it, waiting for the caller to answer it.
+    Tool(Frame),
+    /// The caller's answer to [`SlotState::Tool`] (empty for progress).
+    ToolAnswer(Vec<u8>),
     /// The plugin thread took the input and is running the call.
     Running,
     /// The call's result, waiting for its caller.
@@ -119,6 +132,10 @@ pub(crate) struct ThreadExecutor {
     turn: Mutex<()>,
     timeout: Duration,
     poisoned: AtomicBool,
+    /// What the plugin's host tool requests are judged by.
+    tools: Arc<ToolEnv>,
+    /// Sequence number of the last call.
+    seq: AtomicU64,
 }
 
 impl ThreadExecutor {
@@ -129,6 +146,7 @@ impl ThreadExecutor {
         manifest: &Manifest,
         limits: &Limits,
         plan: SandboxPlan,
+        tools: Arc<ToolEnv>,
     ) -> Result<(Self, Enforcement), ExecError> {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Idle),
@@ -144,12 +162,24 @@ impl ThreadExecutor {
         let ready_tx = ReadySender(Arc::clone(&ready));
         let expected = manifest.metadata().clone();
         let output_limit = limits.output_bytes;
+        let caps = PluginCaps {
+            request_bytes: limits.tool_request_bytes,
+            progress_bytes: limits.progress_bytes,
+        };
         let thread_slot = Arc::clone(&slot);
         std::thread::Builder::new()
             .name(format!("plugin:{}", manifest.name()))
             .spawn(move || {
                 let guard = ExitGuard(thread_slot);
-                run_plugin_thread(library, expected, output_limit, plan, ready_tx, &guard.0)
+                run_plugin_thread(
+                    library,
+                    expected,
+                    output_limit,
+                    plan,
+                    ready_tx,
+                    &guard.0,
+                    caps,
+                )
             })
             .map_err(LoadError::Thread)?;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
@@ -158,6 +188,8 @@ impl ThreadExecutor {
             turn: Mutex::new(()),
             timeout,
             poisoned: AtomicBool::new(false),
+            tools,
+            seq: AtomicU64::new(0),
         };
         match ready.wait(Instant::now() + timeout) {
             ReadyState::Sent(Ok(enforcement)) => Ok((executor, enforcement)),
@@ -175,11 +207,13 @@ impl ThreadExecutor {
     /// A cancelled token fails the call with `Cancelled`: at once, untouched, if it was
     /// cancelled before the call had its turn; while the call runs, the caller is woken and
     /// the call abandoned as a timeout is (the handle refuses further calls; the thread
-    /// finishes or hangs on its own).
+    /// finishes or hangs on its own). Meanwhile this thread answers the plugin's host tool
+    /// requests and progress messages.
     pub(crate) fn call_with(
         &self,
         input: CString,
         options: &CallOptions,
+        extras: CallExtras,
     ) -> Result<PluginResult, FaultError> {
         let token = options.cancel_token();
         if token.is_some_and(CancelToken::is_cancelled) {
@@ -217,11 +251,17 @@ impl ThreadExecutor {
             SlotState::Idle => {}
             SlotState::Gone | SlotState::Closed => return Err(FaultError::ThreadGone),
             // Only a call that timed out leaves the slot busy, and it poisoned the handle.
-            SlotState::Request(_) | SlotState::Running | SlotState::Reply(_) => {
+            SlotState::Request(..)
+            | SlotState::Running
+            | SlotState::Reply(_)
+            | SlotState::Tool(_)
+            | SlotState::ToolAnswer(_) => {
                 return Err(FaultError::Poisoned);
             }
         }
-        *state = SlotState::Request(input);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let mut call = CallState::new(seq, deadline, extras);
+        *state = SlotState::Request(input, deadline, seq);
         let replies = self.slot.replies.load(Ordering::Acquire);
         self.slot.requests.fetch_add(1, Ordering::Release);
         self.slot.to_plugin.notify_one();
@@ -230,7 +270,28 @@ impl ThreadExecutor {
         let mut state = self.slot.lock();
         loop {
             match std::mem::replace(&mut *state, SlotState::Idle) {
-                SlotState::Reply(result) => return result,
+                SlotState::Reply(result) => {
+                    call.finish(&self.tools);
+                    return result;
+                }
+                SlotState::Tool(frame) => {
+                    // Answered here, on the caller's thread, outside the plugin's sandbox;
+                    // the plugin thread waits for the answer.
+                    *state = SlotState::Running;
+                    drop(state);
+                    let answer = match answer(&frame, &mut call, &self.tools) {
+                        Ok(Some((_, bytes))) => bytes,
+                        Ok(None) => Vec::new(),
+                        // The plugin side built the request; a violation here is its bug.
+                        Err(v) => error_reply(ToolErrorKind::BadRequest, &v.to_string()),
+                    };
+                    state = self.slot.lock();
+                    if matches!(*state, SlotState::Running) {
+                        *state = SlotState::ToolAnswer(answer);
+                        self.slot.to_plugin.notify_all();
+                    }
+                    continue;
+                }
                 SlotState::Gone => {
                     *state = SlotState::Gone;
                     return Err(FaultError::ThreadGone);
@@ -273,14 +334,14 @@ impl Drop for ThreadExecutor {
     }
 }
 
-/// Waits for the next call's input; `None` once the handle is dropped.
-fn next_call(slot: &Slot, seen: &mut u64) -> Option<CString> {
+/// Waits for the next call's input, deadline and sequence; `None` once the handle is dropped.
+fn next_call(slot: &Slot, seen: &mut u64) -> Option<(CString, Instant, u64)> {
     spin_until(|| slot.requests.load(Ordering::Acquire) != *seen);
     *seen = slot.requests.load(Ordering::Acquire);
     let mut state = slot.lock();
     loop {
         match std::mem::replace(&mut *state, SlotState::Running) {
-            SlotState::Request(input) => return Some(input),
+            SlotState::Request(input, deadline, seq) => return Some((input, deadline, seq)),
             SlotState::Closed | SlotState::Gone => {
                 *state = SlotState::Closed;
                 return None;
@@ -384,7 +445,8 @@ fn run_plugin_thread(
     output_limit: usize,
     plan: SandboxPlan,
     ready: ReadySender,
-    slot: &Slot,
+    slot: &Arc<Slot>,
+    caps: PluginCaps,
 ) {
     // Restrict this thread, and open the library on a restricted loader thread, so its
     // constructors and IFUNC resolvers already run restricted and nothing after the load
@@ -399,16 +461,26 @@ fn run_plugin_thread(
             return;
         }
     };
+    PLUGIN_SIDE.with(|p| {
+        *p.borrow_mut() = Some(PluginSide {
+            slot: Arc::clone(slot),
+            call: None,
+            caps,
+        });
+    });
+    symbols.call_host_init(&THREAD_TABLE);
     if !ready.send(Ok(enforcement)) {
         return;
     }
     // Ends when the handle is dropped. A caller that timed out is gone; its late reply
     // stays in the slot, where nobody reads it (the handle is poisoned).
     let mut seen = 0;
-    while let Some(input) = next_call(slot, &mut seen) {
+    while let Some((input, deadline, seq)) = next_call(slot, &mut seen) {
+        set_current_call(Some((seq, deadline)));
         let result = symbols
             .call_execute(&input, output_limit)
             .and_then(|bytes| decode_result(&bytes));
+        set_current_call(None);
         if !reply(slot, result) {
             return;
         }
@@ -467,4 +539,128 @@ pub(crate) fn check_abi(
         });
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The host table in thread mode: the plugin thread hands each request to the caller.
+
+/// What the plugin side bounds before a request leaves it.
+#[derive(Debug, Clone, Copy)]
+struct PluginCaps {
+    request_bytes: usize,
+    progress_bytes: usize,
+}
+
+/// The plugin thread's own record: its slot and the call it is running.
+struct PluginSide {
+    slot: Arc<Slot>,
+    /// The call in flight: its sequence number and deadline.
+    call: Option<(u64, Instant)>,
+    caps: PluginCaps,
+}
+
+thread_local! {
+    /// Set on a plugin thread only; any other thread calling the table gets `no_call`.
+    static PLUGIN_SIDE: RefCell<Option<PluginSide>> = const { RefCell::new(None) };
+}
+
+fn set_current_call(call: Option<(u64, Instant)>) {
+    PLUGIN_SIDE.with(|p| {
+        if let Some(side) = p.borrow_mut().as_mut() {
+            side.call = call;
+        }
+    });
+}
+
+/// The table handed to thread-mode plugins: the same for every plugin, which finds its
+/// call through the plugin thread's own record.
+static THREAD_TABLE: HostTableV1 = HostTableV1 {
+    version: HOST_TABLE_VERSION,
+    size: HOST_TABLE_SIZE,
+    call_tool: thread_call_tool,
+    progress: thread_progress,
+    free_string: free_reply,
+};
+
+/// Hands `frame` to the caller waiting for this call and waits for the answer, until the
+/// call's deadline. `None` when there is no call on this thread, or it ended.
+fn hand_to_caller(
+    make: impl FnOnce(PluginCaps) -> Option<Vec<u8>>,
+    tag: Tag,
+) -> Result<Vec<u8>, Vec<u8>> {
+    let no_call = || {
+        error_reply(
+            ToolErrorKind::NoCall,
+            "no call of this plugin is running on this thread (call the host table from the              thread that runs vtcode_plugin_execute)",
+        )
+    };
+    let (slot, seq, deadline, caps) = PLUGIN_SIDE
+        .with(|p| {
+            p.borrow()
+                .as_ref()
+                .and_then(|s| s.call.map(|(seq, d)| (Arc::clone(&s.slot), seq, d, s.caps)))
+        })
+        .ok_or_else(no_call)?;
+    let payload = make(caps).ok_or_else(Vec::new)?;
+    let mut state = slot.lock();
+    if !matches!(*state, SlotState::Running) {
+        return Err(no_call());
+    }
+    *state = SlotState::Tool(Frame { tag, seq, payload });
+    slot.replies.fetch_add(1, Ordering::Release);
+    slot.to_caller.notify_all();
+    loop {
+        match std::mem::replace(&mut *state, SlotState::Running) {
+            SlotState::ToolAnswer(bytes) => return Ok(bytes),
+            waiting @ SlotState::Tool(_) => *state = waiting,
+            other => {
+                *state = other;
+                return Err(no_call());
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(error_reply(
+                ToolErrorKind::Timeout,
+                "the call's deadline passed",
+            ));
+        }
+        state = match slot.to_plugin.wait_timeout(state, remaining) {
+            Ok((guard, _)) => guard,
+            Err(poisoned) => poisoned.into_inner().0,
+        };
+    }
+}
+
+/// `call_tool` of the thread-mode table.
+#[allow(unsafe_code)]
+unsafe extern "C" fn thread_call_tool(name: *const c_char, args: *const c_char) -> *mut c_char {
+    let mut refused = None;
+    let outcome = hand_to_caller(
+        |caps| {
+            // SAFETY: the extension ABI passes NUL-terminated strings (or NULL).
+            match unsafe { prepare_request(name, args, caps.request_bytes) } {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    refused = Some(e);
+                    None
+                }
+            }
+        },
+        Tag::ToolRequest,
+    );
+    reply_to_plugin(match (refused, outcome) {
+        (Some(e), _) => e,
+        (None, Ok(bytes) | Err(bytes)) => bytes,
+    })
+}
+
+/// `progress` of the thread-mode table.
+#[allow(unsafe_code)]
+unsafe extern "C" fn thread_progress(json: *const c_char) {
+    let _ = hand_to_caller(
+        // SAFETY: the extension ABI passes a NUL-terminated string (or NULL).
+        |caps| unsafe { prepare_progress(json, caps.progress_bytes) },
+        Tag::Progress,
+    );
 }

@@ -295,12 +295,15 @@ pub(crate) struct PluginSymbols {
     pub metadata: MetadataFn,
     pub execute: ExecuteFn,
     pub free_string: Option<FreeStringFn>,
+    /// The optional `skillgate_plugin_host_v1` (the host extension ABI).
+    pub host_init: Option<crate::base::host_abi::HostInitFn>,
 }
 
 impl std::fmt::Debug for PluginSymbols {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginSymbols")
             .field("free_string", &self.free_string.is_some())
+            .field("host_init", &self.host_init.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -366,11 +369,20 @@ fn resolve(lib: &libloading::os::unix::Library) -> Result<PluginSymbols, LoadErr
         unsafe { lib.get::<ExecuteFn>(SYMBOL_EXECUTE.as_bytes()) }.map_err(err(SYMBOL_EXECUTE))?;
     // SAFETY: as above; this export is optional.
     let free_string = unsafe { lib.get::<FreeStringFn>(SYMBOL_FREE_STRING.as_bytes()) }.ok();
+    // SAFETY: as above; optional, and inspection refused the library if a symbol of this
+    // name is defined but not an ordinary global function.
+    let host_init = unsafe {
+        lib.get::<crate::base::host_abi::HostInitFn>(
+            crate::base::host_abi::SYMBOL_HOST_V1.as_bytes(),
+        )
+    }
+    .ok();
     Ok(PluginSymbols {
         version: *version,
         metadata: *metadata,
         execute: *execute,
         free_string: free_string.map(|s| *s),
+        host_init: host_init.map(|s| *s),
     })
 }
 
@@ -380,6 +392,22 @@ impl PluginSymbols {
     pub(crate) fn call_version(&self) -> u32 {
         // SAFETY: a plugin ABI function taking no arguments; the library is never unloaded.
         unsafe { (self.version)() }
+    }
+
+    /// Hands the plugin the host table through `skillgate_plugin_host_v1`, if it exports
+    /// it; returns whether it does. Once per load, after `dlopen`, before any call.
+    #[allow(unsafe_code)]
+    pub(crate) fn call_host_init(
+        &self,
+        table: &'static crate::base::host_abi::HostTableV1,
+    ) -> bool {
+        let Some(init) = self.host_init else {
+            return false;
+        };
+        // SAFETY: the extension ABI's signature; the table is a static that outlives the
+        // library, which is never unloaded.
+        unsafe { init(table) };
+        true
     }
 
     /// Calls `vtcode_plugin_metadata()` and copies its string out, at most `limit` bytes.

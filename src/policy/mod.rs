@@ -96,6 +96,8 @@ pub struct Policy {
     pub(crate) danger: Danger,
     /// How many warm workers the Gate keeps ready (process isolation; 0: none).
     pub(crate) pool_size: usize,
+    /// The host tools a plugin may call, if its signed manifest names them too.
+    pub(crate) host_tools: std::collections::BTreeSet<String>,
 }
 
 impl Default for Policy {
@@ -114,6 +116,7 @@ impl Default for Policy {
             trust: crate::trust::rules::TrustPolicy::default(),
             danger: Danger::default(),
             pool_size: DEFAULT_POOL_SIZE,
+            host_tools: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -122,6 +125,11 @@ impl Default for Policy {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// A `host_tools.allow` entry is not 1-64 characters of `[A-Za-z0-9._+-]`.
+    #[error(
+        "policy host_tools.allow entry {0:?} is not a tool name (1-64 characters of A-Z a-z 0-9 . _ + -)"
+    )]
+    BadToolName(String),
     /// `pool.size` is above [`MAX_POOL_SIZE`].
     #[error("policy pool.size = {size} is out of range (0..={max})")]
     PoolTooLarge {
@@ -265,6 +273,17 @@ struct PolicyWire {
     /// The warm worker pool (`{"size": n}`).
     #[serde(default)]
     pool: PoolWire,
+    /// The host tools plugins may call (`{"allow": [NAME…]}`).
+    #[serde(default)]
+    host_tools: HostToolsWire,
+}
+
+/// The `host_tools` section.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HostToolsWire {
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 /// `workers` is in 1..=[`MAX_WORKERS`], and above 1 only under process isolation.
@@ -304,6 +323,11 @@ struct LimitsWire {
     cpu_seconds: Option<u64>,
     threads: Option<u64>,
     log_bytes: Option<usize>,
+    tool_requests: Option<u64>,
+    tool_request_bytes: Option<usize>,
+    tool_reply_bytes: Option<usize>,
+    progress_messages: Option<u64>,
+    progress_bytes: Option<usize>,
 }
 
 impl LimitsWire {
@@ -323,6 +347,11 @@ impl LimitsWire {
             cpu_seconds: self.cpu_seconds.unwrap_or(d.cpu_seconds),
             threads: self.threads.unwrap_or(d.threads),
             log_bytes: self.log_bytes.unwrap_or(d.log_bytes),
+            tool_requests: self.tool_requests.unwrap_or(d.tool_requests),
+            tool_request_bytes: self.tool_request_bytes.unwrap_or(d.tool_request_bytes),
+            tool_reply_bytes: self.tool_reply_bytes.unwrap_or(d.tool_reply_bytes),
+            progress_messages: self.progress_messages.unwrap_or(d.progress_messages),
+            progress_bytes: self.progress_bytes.unwrap_or(d.progress_bytes),
         }
     }
 }
@@ -412,6 +441,12 @@ impl Policy {
         self.pool_size
     }
 
+    /// The host tools a plugin may call (`host_tools.allow`): a request is answered only
+    /// for a tool named here *and* in the plugin's signed manifest (`"tools"`).
+    pub fn host_tools(&self) -> &std::collections::BTreeSet<String> {
+        &self.host_tools
+    }
+
     /// The checks of a policy's values, whoever made it: a trust store is named, every
     /// limit is in 1..=its ceiling, and the `elf` lists only tighten (a widening belongs in
     /// the `danger` section). [`Policy::from_json`] and [`PolicyBuilder::build`] run it, so
@@ -436,6 +471,13 @@ impl Policy {
                 size: self.pool_size,
                 max: MAX_POOL_SIZE,
             });
+        }
+        if let Some(bad) = self
+            .host_tools
+            .iter()
+            .find(|t| !crate::exec::tools::is_tool_name(t))
+        {
+            return Err(PolicyError::BadToolName(bad.clone()));
         }
         elf_section::check_elf(&self.elf)
     }
@@ -520,6 +562,7 @@ impl Policy {
             )?,
             danger: wire.danger.into(),
             pool_size: wire.pool.size.unwrap_or(DEFAULT_POOL_SIZE),
+            host_tools: wire.host_tools.allow.into_iter().collect(),
         };
         policy.check()?;
         Ok(policy)
@@ -612,6 +655,13 @@ impl PolicyBuilder {
     /// [`MAX_POOL_SIZE`] ([`PolicyError::PoolTooLarge`]).
     pub fn pool_size(mut self, size: usize) -> Self {
         self.policy.pool_size = size;
+        self
+    }
+
+    /// Sets [`Policy::host_tools`], the tools plugins may call (if their manifests name
+    /// them too); [`PolicyBuilder::build`] refuses a name outside the tool alphabet.
+    pub fn host_tools<S: Into<String>>(mut self, tools: impl IntoIterator<Item = S>) -> Self {
+        self.policy.host_tools = tools.into_iter().map(Into::into).collect();
         self
     }
 

@@ -542,3 +542,63 @@ fn the_danger_section_is_read_into_policy_danger() {
         assert!(matches!(parse(bad), Err(PolicyError::Syntax(_))), "{bad}");
     }
 }
+
+#[test]
+fn host_tools_are_tool_names_in_a_file_and_in_code() {
+    let base = r#""trusted_roots":[],"keys":"k","isolation":"thread""#;
+    let p = Policy::from_json(
+        format!(r#"{{{base},"host_tools":{{"allow":["workspace.read"]}},"limits":{{"tool_requests":8,"progress_messages":2}}}}"#)
+            .as_bytes(),
+        Path::new("/"),
+    )
+    .unwrap();
+    assert!(p.host_tools().contains("workspace.read"));
+    assert_eq!(
+        (p.limits().tool_requests(), p.limits().progress_messages()),
+        (8, 2)
+    );
+    assert!(
+        Policy::from_json(format!("{{{base}}}").as_bytes(), Path::new("/"))
+            .unwrap()
+            .host_tools()
+            .is_empty()
+    );
+    for bad in [r#"{"allow":["a/b"]}"#, r#"{"allow":[""]}"#] {
+        let e = Policy::from_json(
+            format!(r#"{{{base},"host_tools":{bad}}}"#).as_bytes(),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, PolicyError::BadToolName(_)), "{bad}: {e:?}");
+    }
+    let e = Policy::from_json(
+        format!(r#"{{{base},"host_tools":{{"deny":[]}}}}"#).as_bytes(),
+        Path::new("/"),
+    )
+    .unwrap_err();
+    assert!(matches!(e, PolicyError::Syntax(_)), "{e:?}");
+    let e = Policy::from_json(
+        format!(r#"{{{base},"limits":{{"tool_requests":0}}}}"#).as_bytes(),
+        Path::new("/"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PolicyError::LimitOutOfRange {
+                name: "tool_requests",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = Policy::builder()
+        .keys("/k")
+        .host_tools(["../x"])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, PolicyError::BadToolName(ref t) if t == "../x"),
+        "{e:?}"
+    );
+}

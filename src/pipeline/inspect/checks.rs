@@ -41,7 +41,7 @@ pub(super) fn examine_parsed(
     let (class, machine_name) = identity(&mut checks, elf);
     let facts = loader_view(&mut checks, elf, bytes)?;
     not_executable(&mut checks, elf, &facts);
-    let exports_free_string = symbols::exports(&mut checks, elf);
+    let (exports_free_string, exports_host_v1) = symbols::exports(&mut checks, elf);
 
     let phdrs = &elf.program_headers;
     let gnu_stack = hardening::gnu_stack(&mut checks, phdrs, rules);
@@ -65,6 +65,7 @@ pub(super) fn examine_parsed(
         machine_name,
         class,
         exports_free_string,
+        exports_host_v1,
         needed: facts.needed,
         relro,
         bind_now: facts.bind_now,

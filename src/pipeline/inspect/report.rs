@@ -91,6 +91,8 @@ pub struct InspectReport {
     pub class: u8,
     /// Whether the optional `vtcode_plugin_free_string` is exported.
     pub exports_free_string: bool,
+    /// Whether the optional `skillgate_plugin_host_v1` (the host extension ABI) is exported.
+    pub exports_host_v1: bool,
     /// The `DT_NEEDED` entries, in order.
     pub needed: Vec<String>,
     /// RELRO level.

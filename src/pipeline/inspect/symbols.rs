@@ -9,6 +9,7 @@ use super::Rules;
 use super::error::InspectError;
 use super::report::Checks;
 use crate::base::ffi::{REQUIRED_EXPORTS, SYMBOL_FREE_STRING};
+use crate::base::host_abi::SYMBOL_HOST_V1;
 
 /// Imports through which a library registers exit handlers at run time.
 pub(super) const ATEXIT_IMPORTS: [&str; 4] = [
@@ -19,22 +20,31 @@ pub(super) const ATEXIT_IMPORTS: [&str; 4] = [
 ];
 
 /// `exports`: the ABI's functions, defined as ordinary global functions. Returns whether
-/// the optional `vtcode_plugin_free_string` is exported too.
-pub(super) fn exports(checks: &mut Checks, elf: &Elf<'_>) -> bool {
+/// the optional `vtcode_plugin_free_string` and `skillgate_plugin_host_v1` are exported too.
+/// The host extension's export is optional, but the loader calls it when it is defined, so
+/// a definition that is not an ordinary global function is refused like a required one.
+pub(super) fn exports(checks: &mut Checks, elf: &Elf<'_>) -> (bool, bool) {
+    let host = match check_export(elf, SYMBOL_HOST_V1) {
+        Ok(()) => Ok(true),
+        Err(InspectError::MissingExport(_)) => Ok(false),
+        Err(e) => Err(e),
+    };
     let outcome = REQUIRED_EXPORTS
         .into_iter()
-        .try_for_each(|name| check_export(elf, name));
+        .try_for_each(|name| check_export(elf, name))
+        .and(host.as_ref().map(|_| ()).map_err(|e| e.clone()));
     let free_string = check_export(elf, SYMBOL_FREE_STRING).is_ok();
-    checks.record(
-        "exports",
-        if free_string {
-            "the ABI's functions, with vtcode_plugin_free_string"
-        } else {
-            "the ABI's functions, without vtcode_plugin_free_string"
-        },
-        outcome,
-    );
-    free_string
+    let host_v1 = host.unwrap_or(false);
+    let detail = match (free_string, host_v1) {
+        (true, true) => {
+            "the ABI's functions, with vtcode_plugin_free_string and skillgate_plugin_host_v1"
+        }
+        (true, false) => "the ABI's functions, with vtcode_plugin_free_string",
+        (false, true) => "the ABI's functions, with skillgate_plugin_host_v1",
+        (false, false) => "the ABI's functions, without vtcode_plugin_free_string",
+    };
+    checks.record("exports", detail, outcome);
+    (free_string, host_v1)
 }
 
 fn check_export(elf: &Elf<'_>, name: &'static str) -> Result<(), InspectError> {

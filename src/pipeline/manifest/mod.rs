@@ -117,6 +117,9 @@ pub enum ManifestError {
         /// What was wrong.
         problem: ExpiryProblem,
     },
+    /// A tool is named twice in `tools`.
+    #[error("tool {0:?} is listed twice in `tools`")]
+    DuplicateTool(String),
     /// A `sha256` value is not 64 lowercase hex digits.
     #[error("sha256 of {path:?} is not 64 lowercase hex digits")]
     BadDigest {
@@ -160,6 +163,14 @@ pub(crate) struct ManifestWire {
         deserialize_with = "present_workspace"
     )]
     pub workspace: Option<WorkspaceRequest>,
+    /// The host tools the plugin may ask for (`skillgate_plugin_host_v1`), by name; a host
+    /// answers a request only for a tool named here and allowed by its policy. Absent: none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_tools"
+    )]
+    pub tools: Option<Vec<String>>,
 }
 
 /// What a manifest may write as `"workspace"`: `"none"` is spelled by leaving it out, so
@@ -176,6 +187,11 @@ fn present_workspace<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<WorkspaceRequest>, D::Error> {
     WorkspaceRequest::deserialize(d).map(Some)
+}
+
+/// A `"tools"` that is present must be a list (`null` is refused).
+fn present_tools<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Vec::<String>::deserialize(d).map(Some)
 }
 
 impl From<Option<WorkspaceRequest>> for WorkspaceAccess {
@@ -233,6 +249,7 @@ pub struct Manifest {
     workspace: WorkspaceAccess,
     files: Vec<FileEntry>,
     expires: Option<time::OffsetDateTime>,
+    tools: Vec<String>,
 }
 
 impl Manifest {
@@ -282,6 +299,8 @@ impl Manifest {
         }
         let library = choose_library(wire.library.as_deref(), &wire.name, |f| seen.contains(f))?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut tools = wire.tools.unwrap_or_default();
+        tools.sort();
         let metadata = PluginMetadata {
             name: wire.name,
             description: wire.description,
@@ -301,6 +320,7 @@ impl Manifest {
             workspace: wire.workspace.into(),
             files,
             expires,
+            tools,
         })
     }
 
@@ -336,6 +356,11 @@ impl Manifest {
     /// When the signed manifest says the plugin expires, if it does.
     pub fn expires(&self) -> Option<time::OffsetDateTime> {
         self.expires
+    }
+    /// The host tools the signed manifest names (`"tools"`), sorted; empty when it names
+    /// none. A request for any other tool is refused whatever the policy allows.
+    pub fn tools(&self) -> &[String] {
+        &self.tools
     }
     /// The entry of the library.
     pub fn library_entry(&self) -> Option<&FileEntry> {
@@ -455,6 +480,18 @@ pub(crate) fn check_common(wire: &ManifestWire) -> Result<semver::Version, Manif
         }
         for t in tools {
             check_name("allowed_tools entry", t, MAX_NAME_LEN)?;
+        }
+    }
+    if let Some(tools) = &wire.tools {
+        if tools.len() > MAX_TOOLS {
+            return Err(ManifestError::TooLong { field: "tools" });
+        }
+        let mut seen = BTreeSet::new();
+        for t in tools {
+            check_name("tools entry", t, MAX_NAME_LEN)?;
+            if !seen.insert(t.as_str()) {
+                return Err(ManifestError::DuplicateTool(t.clone()));
+            }
         }
     }
     if let Some(lib) = &wire.library {

@@ -257,3 +257,45 @@ fn bad_versions_paths_and_lists_are_refused() {
         ManifestError::NoFileList
     ));
 }
+
+#[test]
+fn tools_are_plain_names_listed_once() {
+    assert!(
+        fuzz_parse(manifest("").as_bytes())
+            .unwrap()
+            .tools()
+            .is_empty()
+    );
+    let m = fuzz_parse(manifest(r#","tools":["workspace.write","workspace.read"]"#).as_bytes())
+        .unwrap();
+    assert_eq!(m.tools(), ["workspace.read", "workspace.write"]);
+    let e = fuzz_parse(manifest(r#","tools":["a","a"]"#).as_bytes()).unwrap_err();
+    assert!(
+        matches!(e, ManifestError::DuplicateTool(ref t) if t == "a"),
+        "{e:?}"
+    );
+    for bad in [r#""a/b""#, r#""""#, r#"".x""#, r#""a b""#] {
+        let e = fuzz_parse(manifest(&format!(r#","tools":[{bad}]"#)).as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ManifestError::BadName {
+                    field: "tools entry",
+                    ..
+                }
+            ),
+            "{bad}: {e:?}"
+        );
+    }
+    let many: Vec<String> = (0..=MAX_TOOLS).map(|i| format!("\"t{i}\"")).collect();
+    let e =
+        fuzz_parse(manifest(&format!(r#","tools":[{}]"#, many.join(","))).as_bytes()).unwrap_err();
+    assert!(
+        matches!(e, ManifestError::TooLong { field: "tools" }),
+        "{e:?}"
+    );
+    for bad in ["null", r#""workspace.read""#, "[1]"] {
+        let e = fuzz_parse(manifest(&format!(r#","tools":{bad}"#)).as_bytes()).unwrap_err();
+        assert!(matches!(e, ManifestError::Syntax(_)), "{bad}: {e:?}");
+    }
+}

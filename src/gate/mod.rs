@@ -1,25 +1,27 @@
-//! The hardened host's entry point: [`Gate::verify_and_load`] runs every stage in order.
+//! The hardened host's entry point: [`Gate::verify_and_load`] runs every stage in order;
+//! [`LoadedPlugin`] (in `plugin`) is what a load returns.
+
+mod plugin;
+
+pub use plugin::LoadedPlugin;
 
 use std::path::{Path, PathBuf};
 
-use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
+use crate::base::ffi::FaultError;
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
-use crate::exec::options::CallOptions;
 use crate::exec::pool::Pool;
-use crate::exec::restart::Workers;
-use crate::exec::thread::ThreadExecutor;
+use crate::exec::tools::HostTools;
 use crate::exec::worker::{WorkerProgram, find};
-use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
-use crate::pipeline::load::{LoadError, Loadable, Unpacked};
+use crate::pipeline::inspect::{Inspected, inspect};
+use crate::pipeline::load::LoadError;
 use crate::pipeline::locate::{TrustedRoot, locate};
-use crate::pipeline::manifest::Manifest;
 use crate::pipeline::stage::Stage;
 use crate::pipeline::verify::{Bundle, Verified, verify_dir_at};
 use crate::policy::{Isolation, Policy, PolicyError};
-use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
-use crate::trust::keys::KeyId;
+use crate::sandbox::WorkspaceOffer;
 use crate::trust::store::TrustStore;
+use std::sync::Arc;
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
 ///
@@ -60,9 +62,10 @@ use crate::trust::store::TrustStore;
 /// the runtime's start-up before `main` for each plugin loaded (workers live as long as
 /// their handle, so it is paid per load, not per call). An executable that never calls the
 /// hook is never re-executed: its `main` would run as a "worker".
-#[derive(Debug)]
 pub struct Gate {
     policy: Policy,
+    /// The tools this host offers its plugins (`Gate::with_host_tools`).
+    host_tools: Option<Arc<dyn HostTools>>,
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
     worker: Option<WorkerProgram>,
@@ -71,7 +74,29 @@ pub struct Gate {
     pool: Option<Pool>,
 }
 
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("policy", &self.policy)
+            .field("roots", &self.roots)
+            .field("trust", &self.trust)
+            .field("worker", &self.worker)
+            .field("host_tools", &self.host_tools.is_some())
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
 impl Gate {
+    /// Registers the tools this host offers its plugins (see [`crate::tools`]): a plugin
+    /// loaded afterwards that exports `skillgate_plugin_host_v1` may ask for any tool its
+    /// signed manifest (`"tools"`) and the policy (`host_tools.allow`) both name. Without
+    /// it, every request gets an error result (`no_host_tools`).
+    pub fn with_host_tools(mut self, tools: Arc<dyn HostTools>) -> Self {
+        self.host_tools = Some(tools);
+        self
+    }
+
     /// Builds a host from a policy, loading the trust store from `policy.keys`.
     pub fn new(policy: Policy) -> Result<Self, Error> {
         if policy.keys.as_os_str().is_empty() {
@@ -105,6 +130,7 @@ impl Gate {
         };
         Ok(Gate {
             policy,
+            host_tools: None,
             roots,
             trust,
             worker,
@@ -331,6 +357,7 @@ impl Gate {
             self.worker.as_ref(),
             self.pool.as_ref(),
             workspace,
+            self.host_tools.clone(),
         )
         .map_err(|error| {
             let stage = match &error {
@@ -413,286 +440,3 @@ impl std::fmt::Display for StageError {
 
 /// No `source()`, as [`Error`] has none (see [`crate::error`]).
 impl std::error::Error for StageError {}
-
-/// A verified, inspected plugin loaded on its own thread.
-#[derive(Debug)]
-pub struct LoadedPlugin {
-    path: PathBuf,
-    manifest: Manifest,
-    signers: Vec<KeyId>,
-    report: InspectReport,
-    enforcement: Enforcement,
-    /// The granted workspace's canonical path, set as every call's `workspace_root`: the
-    /// host's own record, not the worker's report.
-    workspace_root: Option<String>,
-    executor: Executor,
-}
-
-#[derive(Debug)]
-enum Executor {
-    Thread(ThreadExecutor),
-    /// `policy.workers` worker processes (one by default), restartable from the sealed
-    /// copy of the library. Boxed: what a restart needs is large and off the call path.
-    Process(Box<Workers>),
-}
-
-impl LoadedPlugin {
-    fn start(
-        inspected: Inspected,
-        policy: &Policy,
-        worker: Option<&WorkerProgram>,
-        pool: Option<&Pool>,
-        workspace: WorkspaceOffer<'_>,
-    ) -> Result<Self, Error> {
-        let Unpacked {
-            path,
-            manifest,
-            signers,
-            report,
-            library,
-        } = Loadable::unpack(inspected);
-        // Every weakening that let this plugin through (or will shape its sandbox) is
-        // named where loads are audited, before its code first runs in `dlopen`.
-        let danger = policy.danger.in_force();
-        if !danger.is_empty() {
-            tracing::warn!(
-                target: "skillgate::audit",
-                plugin = manifest.name(),
-                version = %manifest.version(),
-                path = %crate::base::escape::Escaped(path.display()),
-                danger = %crate::base::escape::Escaped(danger.join(", ")),
-                "plugin loaded under a policy that weakens checks"
-            );
-        }
-        let plan = SandboxPlan::new(
-            &policy.sandbox,
-            &policy.danger,
-            manifest.capabilities(),
-            workspace,
-            &report.needed,
-        )?;
-        // A grant refused while planning is the host's finding: report it typed, before a
-        // worker (which could only send it back as text) is started.
-        plan.check_grants().map_err(SandboxError::from)?;
-        let workspace_root = plan
-            .workspace()
-            .and_then(|w| w.path.to_str().map(str::to_owned));
-        let (executor, enforcement) = match worker {
-            Some(worker) => {
-                let (workers, report) = Workers::start(
-                    library,
-                    &manifest,
-                    &policy.limits,
-                    plan,
-                    worker.path(),
-                    pool,
-                    usize::try_from(policy.workers).unwrap_or(1),
-                )?;
-                (Executor::Process(Box::new(workers)), report)
-            }
-            None => {
-                let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
-                (Executor::Thread(e), report)
-            }
-        };
-        tracing::info!(
-            target: "skillgate::audit",
-            plugin = manifest.name(),
-            version = %manifest.version(),
-            path = %crate::base::escape::Escaped(path.display()),
-            signers = ?signers,
-            isolation = %enforcement.isolation,
-            landlock_abi = enforcement.landlock_abi,
-            landlock = ?enforcement.landlock,
-            seccomp = enforcement.seccomp,
-            no_new_privs = enforcement.no_new_privs,
-            fs_rules = enforcement.fs_rules,
-            net_rules = enforcement.net_rules,
-            namespaces = ?enforcement.namespaces,
-            tasks = ?enforcement.tasks,
-            workspace = %crate::base::escape::Escaped(
-                enforcement
-                    .workspace
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), |w| format!("{} ({})", w.path.display(), w.access))
-            ),
-            "plugin loaded"
-        );
-        Ok(LoadedPlugin {
-            path,
-            manifest,
-            signers,
-            report,
-            enforcement,
-            workspace_root,
-            executor,
-        })
-    }
-
-    /// Runs the plugin once. Each worker (process isolation: `policy.workers` of them, one
-    /// by default; thread isolation: the plugin's one thread) runs one call at a time:
-    /// calls from many threads go to a free worker, or wait for one up to the call timeout.
-    /// For a plugin granted a workspace, the context's `workspace_root` is the granted
-    /// directory whatever the caller passed; otherwise it is passed as given.
-    pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
-        self.execute_with(ctx, &CallOptions::default())
-    }
-
-    /// [`LoadedPlugin::execute`] with a deadline of this call's own and a cancellation
-    /// token (see [`CallOptions`]).
-    ///
-    /// ```no_run
-    /// # fn main() -> Result<(), skillgate::Error> {
-    /// use std::time::Duration;
-    /// use skillgate::{CallOptions, CancelToken, Gate, PluginContext, Policy};
-    /// let gate = Gate::new(Policy::from_file("policy/default.json")?)?;
-    /// let plugin = gate.verify_and_load("skills/echo")?;
-    /// let token = CancelToken::new();
-    /// // token.clone() goes to whoever may cancel (a UI thread, a shutdown path).
-    /// let options = CallOptions::new().timeout(Duration::from_secs(2)).cancel(&token);
-    /// let result = plugin.execute_with(&PluginContext::default(), &options)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn execute_with(
-        &self,
-        ctx: &PluginContext,
-        options: &CallOptions,
-    ) -> Result<PluginResult, Error> {
-        let granted;
-        let ctx = match &self.workspace_root {
-            Some(root) if ctx.workspace_root.as_ref() != Some(root) => {
-                granted = PluginContext {
-                    workspace_root: Some(root.clone()),
-                    ..ctx.clone()
-                };
-                &granted
-            }
-            _ => ctx,
-        };
-        let input = encode_context(ctx).map_err(Error::Input)?;
-        let outcome = match &self.executor {
-            Executor::Thread(t) => t.call_with(input, options),
-            Executor::Process(p) => p.call_with(input.as_bytes(), options),
-        };
-        outcome.map_err(|e: FaultError| {
-            if let FaultError::Cancelled { running } = e {
-                tracing::warn!(
-                    target: "skillgate::audit",
-                    event = "cancelled",
-                    plugin = self.manifest.name(),
-                    version = %self.manifest.version(),
-                    path = %crate::base::escape::Escaped(self.path.display()),
-                    isolation = %self.enforcement.isolation,
-                    running,
-                    "plugin call cancelled"
-                );
-            } else {
-                tracing::warn!(
-                    plugin = self.manifest.name(),
-                    error = %crate::error::chain(&e),
-                    "plugin fault"
-                );
-            }
-            Error::Fault(e)
-        })
-    }
-
-    /// Starts the plugin's workers again after a fault poisoned the handle (process
-    /// isolation), from the sealed copy of the library this handle already holds: no file
-    /// is read, nothing unsigned is parsed, and each new worker is sandboxed, confirmed and
-    /// checked against the signed manifest exactly as at load. Calls in flight on the old
-    /// workers (if they still served) finish there; new calls go to the new ones. Nothing
-    /// restarts by itself: a plugin that faulted stays poisoned until the host calls this.
-    ///
-    /// Thread isolation: `Error::Load(LoadError::ThreadIsolation)` (a plugin thread cannot
-    /// be ended, nor its library unloaded).
-    pub fn restart(&self) -> Result<(), Error> {
-        let workers = match &self.executor {
-            Executor::Process(w) => w,
-            Executor::Thread(_) => {
-                return Err(LoadError::ThreadIsolation {
-                    operation: "restart",
-                    plugin: self.manifest.name().to_owned(),
-                }
-                .into());
-            }
-        };
-        let was_poisoned = workers.is_poisoned();
-        workers.restart(&self.manifest)?;
-        tracing::info!(
-            target: "skillgate::audit",
-            event = "restarted",
-            plugin = self.manifest.name(),
-            version = %self.manifest.version(),
-            path = %crate::base::escape::Escaped(self.path.display()),
-            sha256 = %self.library_sha256(),
-            isolation = %self.enforcement.isolation,
-            worker_pid = ?self.worker_pid(),
-            was_poisoned,
-            "plugin restarted"
-        );
-        Ok(())
-    }
-
-    /// Whether a fault (or a cancelled call) ended this plugin's workers or abandoned its
-    /// thread: every call fails with `Fault(Poisoned)` until [`LoadedPlugin::restart`]
-    /// (process isolation).
-    pub fn is_poisoned(&self) -> bool {
-        match &self.executor {
-            Executor::Process(w) => w.is_poisoned(),
-            Executor::Thread(t) => t.is_poisoned(),
-        }
-    }
-
-    /// The signed SHA-256 of the library, hex.
-    pub(crate) fn library_sha256(&self) -> String {
-        self.manifest
-            .library_entry()
-            .map(|e| crate::pipeline::manifest::hex_digest(&e.sha256))
-            .unwrap_or_default()
-    }
-
-    /// The signed metadata (the plugin's own report was checked against it at load).
-    pub fn metadata(&self) -> &PluginMetadata {
-        self.manifest.metadata()
-    }
-    /// The signed manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-    /// The trusted keys whose signatures verified.
-    pub fn signers(&self) -> &[KeyId] {
-        &self.signers
-    }
-    /// The plugin directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    /// What ELF inspection found.
-    pub fn inspection(&self) -> &InspectReport {
-        &self.report
-    }
-    /// How the plugin is isolated.
-    pub fn isolation(&self) -> Isolation {
-        self.enforcement.isolation
-    }
-    /// The (first) worker's process id (process isolation, while the worker runs).
-    pub fn worker_pid(&self) -> Option<u32> {
-        match &self.executor {
-            Executor::Process(p) => p.worker_pid(),
-            Executor::Thread(_) => None,
-        }
-    }
-    /// Every running worker's process id, in the order they were started (process
-    /// isolation; empty in thread mode and once a fault ended the workers).
-    pub fn worker_pids(&self) -> Vec<u32> {
-        match &self.executor {
-            Executor::Process(p) => p.worker_pids(),
-            Executor::Thread(_) => Vec::new(),
-        }
-    }
-    /// What the sandbox enforces on the plugin's thread or worker.
-    pub fn enforcement(&self) -> &Enforcement {
-        &self.enforcement
-    }
-}

@@ -1,0 +1,344 @@
+//! A loaded plugin: [`LoadedPlugin`] starts its executor (the plugin's thread, or its
+//! workers) from a verified, inspected plugin, runs calls on it, and ends it when dropped.
+
+use std::path::{Path, PathBuf};
+
+use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
+use crate::error::Error;
+use crate::exec::options::CallOptions;
+use crate::exec::pool::Pool;
+use crate::exec::restart::{WorkerSpec, Workers};
+use crate::exec::thread::ThreadExecutor;
+use crate::exec::tools::{CallExtras, HostTools, ToolCaller, ToolEnv, enter_call};
+use crate::exec::worker::WorkerProgram;
+use crate::pipeline::inspect::{InspectReport, Inspected};
+use crate::pipeline::load::{LoadError, Loadable, Unpacked};
+use crate::pipeline::manifest::Manifest;
+use crate::policy::{Isolation, Policy};
+use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
+use crate::trust::keys::KeyId;
+use std::sync::Arc;
+
+/// A verified, inspected plugin loaded on its own thread.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    path: PathBuf,
+    manifest: Manifest,
+    signers: Vec<KeyId>,
+    report: InspectReport,
+    enforcement: Enforcement,
+    /// The granted workspace's canonical path, set as every call's `workspace_root`: the
+    /// host's own record, not the worker's report.
+    workspace_root: Option<String>,
+    executor: Executor,
+    /// What the plugin's host tool requests are judged by (its id keys the recursion guard).
+    tools: Arc<ToolEnv>,
+}
+
+#[derive(Debug)]
+enum Executor {
+    Thread(ThreadExecutor),
+    /// `policy.workers` worker processes (one by default), restartable from the sealed
+    /// copy of the library. Boxed: what a restart needs is large and off the call path.
+    Process(Box<Workers>),
+}
+
+impl LoadedPlugin {
+    pub(super) fn start(
+        inspected: Inspected,
+        policy: &Policy,
+        worker: Option<&WorkerProgram>,
+        pool: Option<&Pool>,
+        workspace: WorkspaceOffer<'_>,
+        host_tools: Option<Arc<dyn HostTools>>,
+    ) -> Result<Self, Error> {
+        let Unpacked {
+            path,
+            manifest,
+            signers,
+            report,
+            library,
+        } = Loadable::unpack(inspected);
+        // Every weakening that let this plugin through (or will shape its sandbox) is
+        // named where loads are audited, before its code first runs in `dlopen`.
+        let danger = policy.danger.in_force();
+        if !danger.is_empty() {
+            tracing::warn!(
+                target: "skillgate::audit",
+                plugin = manifest.name(),
+                version = %manifest.version(),
+                path = %crate::base::escape::Escaped(path.display()),
+                danger = %crate::base::escape::Escaped(danger.join(", ")),
+                "plugin loaded under a policy that weakens checks"
+            );
+        }
+        let plan = SandboxPlan::new(
+            &policy.sandbox,
+            &policy.danger,
+            manifest.capabilities(),
+            workspace,
+            &report.needed,
+        )?;
+        // A grant refused while planning is the host's finding: report it typed, before a
+        // worker (which could only send it back as text) is started.
+        plan.check_grants().map_err(SandboxError::from)?;
+        let workspace_root = plan
+            .workspace()
+            .and_then(|w| w.path.to_str().map(str::to_owned));
+        // The tools work beneath the workspace the host named, whether or not the plugin's
+        // sandbox was granted it: a tool acts with the host's authority, as the host chose.
+        let tool_workspace = match plan.workspace() {
+            Some(w) => Some(w.path.clone()),
+            None => workspace.dir.and_then(|d| std::fs::canonicalize(d).ok()),
+        };
+        let tools = Arc::new(ToolEnv::new(
+            ToolCaller {
+                name: manifest.name().to_owned(),
+                version: manifest.version().to_string(),
+                isolation: policy.isolation,
+                workspace: tool_workspace,
+            },
+            host_tools,
+            manifest.tools(),
+            &policy.host_tools,
+            &policy.limits,
+        ));
+        let (executor, enforcement) = match worker {
+            Some(worker) => {
+                let spec = WorkerSpec {
+                    library,
+                    limits: policy.limits.clone(),
+                    plan,
+                    worker: worker.path().to_path_buf(),
+                    count: usize::try_from(policy.workers).unwrap_or(1),
+                    tools: Arc::clone(&tools),
+                };
+                let (workers, report) = Workers::start(spec, &manifest, pool)?;
+                (Executor::Process(Box::new(workers)), report)
+            }
+            None => {
+                let (e, report) = ThreadExecutor::start(
+                    library,
+                    &manifest,
+                    &policy.limits,
+                    plan,
+                    Arc::clone(&tools),
+                )?;
+                (Executor::Thread(e), report)
+            }
+        };
+        tracing::info!(
+            target: "skillgate::audit",
+            plugin = manifest.name(),
+            version = %manifest.version(),
+            path = %crate::base::escape::Escaped(path.display()),
+            signers = ?signers,
+            isolation = %enforcement.isolation,
+            landlock_abi = enforcement.landlock_abi,
+            landlock = ?enforcement.landlock,
+            seccomp = enforcement.seccomp,
+            no_new_privs = enforcement.no_new_privs,
+            fs_rules = enforcement.fs_rules,
+            net_rules = enforcement.net_rules,
+            namespaces = ?enforcement.namespaces,
+            tasks = ?enforcement.tasks,
+            workspace = %crate::base::escape::Escaped(
+                enforcement
+                    .workspace
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), |w| format!("{} ({})", w.path.display(), w.access))
+            ),
+            "plugin loaded"
+        );
+        Ok(LoadedPlugin {
+            path,
+            manifest,
+            signers,
+            report,
+            enforcement,
+            workspace_root,
+            executor,
+            tools,
+        })
+    }
+
+    /// Runs the plugin once. Each worker (process isolation: `policy.workers` of them, one
+    /// by default; thread isolation: the plugin's one thread) runs one call at a time:
+    /// calls from many threads go to a free worker, or wait for one up to the call timeout.
+    /// For a plugin granted a workspace, the context's `workspace_root` is the granted
+    /// directory whatever the caller passed; otherwise it is passed as given.
+    pub fn execute(&self, ctx: &PluginContext) -> Result<PluginResult, Error> {
+        self.execute_with(ctx, &CallOptions::default())
+    }
+
+    /// [`LoadedPlugin::execute`] with [`CallOptions`]: a deadline of this call's own, a
+    /// cancellation token, and a progress callback that receives the plugin's progress
+    /// messages while the call runs. A call made by a host tool
+    /// back into the plugin whose request it serves is refused at once
+    /// (`Fault(Reentered)`), before it reaches the plugin.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), skillgate::Error> {
+    /// use std::time::Duration;
+    /// use skillgate::{CallOptions, CancelToken, Gate, PluginContext, Policy};
+    /// let gate = Gate::new(Policy::from_file("policy/default.json")?)?;
+    /// let plugin = gate.verify_and_load("skills/echo")?;
+    /// let token = CancelToken::new();
+    /// // token.clone() goes to whoever may cancel (a UI thread, a shutdown path).
+    /// let options = CallOptions::new().timeout(Duration::from_secs(2)).cancel(&token);
+    /// let result = plugin.execute_with(&PluginContext::default(), &options)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn execute_with(
+        &self,
+        ctx: &PluginContext,
+        options: &CallOptions,
+    ) -> Result<PluginResult, Error> {
+        let chain = enter_call(self.tools.plugin_id).map_err(Error::Fault)?;
+        let extras = CallExtras {
+            on_progress: options.on_progress.clone(),
+            chain,
+        };
+        let granted;
+        let ctx = match &self.workspace_root {
+            Some(root) if ctx.workspace_root.as_ref() != Some(root) => {
+                granted = PluginContext {
+                    workspace_root: Some(root.clone()),
+                    ..ctx.clone()
+                };
+                &granted
+            }
+            _ => ctx,
+        };
+        let input = encode_context(ctx).map_err(Error::Input)?;
+        let outcome = match &self.executor {
+            Executor::Thread(t) => t.call_with(input, options, extras),
+            Executor::Process(p) => p.call_with(input.as_bytes(), options, extras),
+        };
+        outcome.map_err(|e: FaultError| {
+            if let FaultError::Cancelled { running } = e {
+                tracing::warn!(
+                    target: "skillgate::audit",
+                    event = "cancelled",
+                    plugin = self.manifest.name(),
+                    version = %self.manifest.version(),
+                    path = %crate::base::escape::Escaped(self.path.display()),
+                    isolation = %self.enforcement.isolation,
+                    running,
+                    "plugin call cancelled"
+                );
+            } else {
+                tracing::warn!(
+                    plugin = self.manifest.name(),
+                    error = %crate::error::chain(&e),
+                    "plugin fault"
+                );
+            }
+            Error::Fault(e)
+        })
+    }
+
+    /// Starts the plugin's workers again after a fault poisoned the handle (process
+    /// isolation), from the sealed copy of the library this handle already holds: no file
+    /// is read, nothing unsigned is parsed, and each new worker is sandboxed, confirmed and
+    /// checked against the signed manifest exactly as at load. Calls in flight on the old
+    /// workers (if they still served) finish there; new calls go to the new ones. Nothing
+    /// restarts by itself: a plugin that faulted stays poisoned until the host calls this.
+    ///
+    /// Thread isolation: `Error::Load(LoadError::ThreadIsolation)` (a plugin thread cannot
+    /// be ended, nor its library unloaded).
+    pub fn restart(&self) -> Result<(), Error> {
+        let workers = match &self.executor {
+            Executor::Process(w) => w,
+            Executor::Thread(_) => {
+                return Err(LoadError::ThreadIsolation {
+                    operation: "restart",
+                    plugin: self.manifest.name().to_owned(),
+                }
+                .into());
+            }
+        };
+        let was_poisoned = workers.is_poisoned();
+        workers.restart(&self.manifest)?;
+        tracing::info!(
+            target: "skillgate::audit",
+            event = "restarted",
+            plugin = self.manifest.name(),
+            version = %self.manifest.version(),
+            path = %crate::base::escape::Escaped(self.path.display()),
+            sha256 = %self.library_sha256(),
+            isolation = %self.enforcement.isolation,
+            worker_pid = ?self.worker_pid(),
+            was_poisoned,
+            "plugin restarted"
+        );
+        Ok(())
+    }
+
+    /// Whether a fault (or a cancelled call) ended this plugin's workers or abandoned its
+    /// thread: every call fails with `Fault(Poisoned)` until [`LoadedPlugin::restart`]
+    /// (process isolation).
+    pub fn is_poisoned(&self) -> bool {
+        match &self.executor {
+            Executor::Process(w) => w.is_poisoned(),
+            Executor::Thread(t) => t.is_poisoned(),
+        }
+    }
+
+    /// The signed SHA-256 of the library, hex.
+    pub(crate) fn library_sha256(&self) -> String {
+        self.manifest
+            .library_entry()
+            .map(|e| crate::pipeline::manifest::hex_digest(&e.sha256))
+            .unwrap_or_default()
+    }
+
+    /// The signed metadata (the plugin's own report was checked against it at load).
+    pub fn metadata(&self) -> &PluginMetadata {
+        self.manifest.metadata()
+    }
+    /// The signed manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The trusted keys whose signatures verified.
+    pub fn signers(&self) -> &[KeyId] {
+        &self.signers
+    }
+    /// The plugin directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Whether the plugin exports `skillgate_plugin_host_v1` (it was handed the host table
+    /// at load).
+    pub fn uses_host_tools(&self) -> bool {
+        self.report.exports_host_v1
+    }
+    /// What ELF inspection found.
+    pub fn inspection(&self) -> &InspectReport {
+        &self.report
+    }
+    /// How the plugin is isolated.
+    pub fn isolation(&self) -> Isolation {
+        self.enforcement.isolation
+    }
+    /// The (first) worker's process id (process isolation, while the worker runs).
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.executor {
+            Executor::Process(p) => p.worker_pid(),
+            Executor::Thread(_) => None,
+        }
+    }
+    /// Every running worker's process id, in the order they were started (process
+    /// isolation; empty in thread mode and once a fault ended the workers).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        match &self.executor {
+            Executor::Process(p) => p.worker_pids(),
+            Executor::Thread(_) => Vec::new(),
+        }
+    }
+    /// What the sandbox enforces on the plugin's thread or worker.
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+}
