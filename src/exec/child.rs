@@ -23,8 +23,9 @@ use super::ExecError;
 use super::init::{
     CHANNEL_BUFFER, CONTROL_CAP, CallFault, HANDOVER_MAX_FDS, Init, LoadFailure, METADATA_BYTES,
     METADATA_NULL, METADATA_TOO_LARGE, WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD,
-    error_chain,
+    WORKER_RING, error_chain,
 };
+use super::ring::{Request, TAG_FAULT, TAG_ON_SOCKET, TAG_OUTPUT, WorkerRing};
 
 /// The worker's main: what [`super::worker::run_if_worker`] runs in a process started with
 /// the worker argument, in `skillgate-worker` or in a host re-executed as its own worker.
@@ -63,10 +64,18 @@ fn single_threaded() -> Result<(), String> {
     }
 }
 
-/// Takes the descriptors the host placed (memfd, channel, `grants` grant descriptors) and
-/// closes every other one above 2 before anything can reuse a number.
+/// The descriptors a worker takes: the library, the channel, the call region (checked once
+/// `Init` names its layout; missing, it is refused then) and the grants.
+struct Taken {
+    memfd: OwnedFd,
+    ring: Option<OwnedFd>,
+    grants: Vec<OwnedFd>,
+}
+
+/// Takes the descriptors the host placed (memfd, channel, call region, `grants` grant
+/// descriptors) and closes every other one above 2 before anything can reuse a number.
 #[allow(unsafe_code)]
-fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
+fn take_fds(grants: usize) -> Result<(OwnedFd, Taken), u8> {
     use std::os::fd::FromRawFd;
     let count = RawFd::try_from(grants).map_err(|_| 10u8)?;
     let end = WORKER_FIRST_GRANT.checked_add(count).ok_or(10u8)?;
@@ -78,6 +87,7 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
         return Err(10);
     }
     let mut taken = Vec::new();
+    let mut ring = None;
     for fd in WORKER_MEMFD..WORKER_FIRST_GRANT.saturating_add(count) {
         if rustix::io::fcntl_getfd(
             // SAFETY: a borrow for the duration of the check; `fd` is an integer the kernel
@@ -86,7 +96,15 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
         )
         .is_err()
         {
+            if fd == WORKER_RING {
+                continue;
+            }
             return Err(10);
+        }
+        if fd == WORKER_RING {
+            // SAFETY: as below.
+            ring = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            continue;
         }
         // SAFETY: the host placed this descriptor here for the worker (see `place_fds`),
         // it is open (checked above), and it is taken exactly once.
@@ -103,7 +121,14 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
     if kind(&memfd) != Ok(libc::S_IFREG) || kind(&channel) != Ok(libc::S_IFSOCK) {
         return Err(15);
     }
-    Ok((memfd, channel, taken.collect()))
+    Ok((
+        channel,
+        Taken {
+            memfd,
+            ring,
+            grants: taken.collect(),
+        },
+    ))
 }
 
 /// Puts the default action back for SIGSEGV and SIGBUS. Rust's runtime installs handlers for
@@ -274,7 +299,7 @@ fn read_init(channel: &mut Channel) -> Result<Init, u8> {
 }
 
 fn run_worker(grants: usize) -> Result<(), u8> {
-    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let (channel, taken) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     detach()?;
     let init = read_init(&mut channel)?;
@@ -282,7 +307,7 @@ fn run_worker(grants: usize) -> Result<(), u8> {
         return Err(13);
     }
     let early = early_setup();
-    load_and_serve(channel, init, early, memfd, grant_fds)
+    load_and_serve(channel, init, early, taken)
 }
 
 /// The pooled worker's main: started with only its channel (and a placeholder where the
@@ -303,8 +328,8 @@ pub(super) fn pooled_main() -> u8 {
 #[allow(unsafe_code)]
 fn take_pooled_fds() -> Result<(OwnedFd, OwnedFd), u8> {
     use std::os::fd::FromRawFd;
-    let end = u32::try_from(WORKER_FIRST_GRANT).map_err(|_| 10u8)?;
-    // SAFETY: close_range with integer arguments: every descriptor from the first grant's
+    let end = u32::try_from(WORKER_RING).map_err(|_| 10u8)?;
+    // SAFETY: close_range with integer arguments: every descriptor from the call region's
     // number up is closed. No Rust object owns any of them (the worker has opened nothing).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, end, u32::MAX, 0u32) };
     if rc != 0 {
@@ -332,9 +357,10 @@ fn take_pooled_fds() -> Result<(OwnedFd, OwnedFd), u8> {
 }
 
 /// Puts the handed-over descriptors where a cold worker finds them: the log pipes on 1 and
-/// 2, the library at [`WORKER_MEMFD`] (over the placeholder), the grants from
-/// [`WORKER_FIRST_GRANT`] on, in order; every one of them is then given up, to be taken and
-/// checked by [`take_fds`] exactly as a cold worker's are. Returns the grant count.
+/// 2, the library at [`WORKER_MEMFD`] (over the placeholder), the call region at
+/// [`WORKER_RING`] and the grants from [`WORKER_FIRST_GRANT`] on, in order; every one of
+/// them is then given up, to be taken and checked by [`take_fds`] exactly as a cold
+/// worker's are. Returns the grant count.
 fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8> {
     use std::os::fd::{AsRawFd, IntoRawFd};
     let mut received = received.into_iter();
@@ -349,16 +375,16 @@ fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8
     rustix::io::dup2(&memfd, &mut placeholder).map_err(|_| 15u8)?;
     drop((stdout, stderr, memfd));
     let _ = placeholder.into_raw_fd();
-    // The numbers from the first grant's up are free but for the grants themselves, which
-    // sit above the ones just closed: each copy takes the lowest free number, in order.
+    // The numbers from the call region's up are free but for the region and the grants
+    // themselves, which sit above the ones just closed: each copy takes the lowest free
+    // number, in order (the region first, at WORKER_RING, then the grants).
     let mut count: usize = 0;
-    for grant in received {
-        let moved =
-            rustix::io::fcntl_dupfd_cloexec(&grant, WORKER_FIRST_GRANT).map_err(|_| 15u8)?;
-        drop(grant);
+    for fd in received {
+        let moved = rustix::io::fcntl_dupfd_cloexec(&fd, WORKER_RING).map_err(|_| 15u8)?;
+        drop(fd);
         let expected = RawFd::try_from(count)
             .ok()
-            .and_then(|c| WORKER_FIRST_GRANT.checked_add(c))
+            .and_then(|c| WORKER_RING.checked_add(c))
             .ok_or(15u8)?;
         if moved.as_raw_fd() != expected {
             return Err(15);
@@ -366,7 +392,8 @@ fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8
         let _ = moved.into_raw_fd();
         count = count.saturating_add(1);
     }
-    Ok(count)
+    // The first one moved was the call region.
+    count.checked_sub(1).ok_or(15)
 }
 
 /// Receives the hand-over: one byte carrying the descriptors, close-on-exec. A truncated
@@ -406,22 +433,21 @@ fn run_pooled() -> Result<(), u8> {
     let grants = arrange(received, placeholder)?;
     // The channel stays at its number; `take_fds` takes it back with the rest.
     let _ = channel.into_raw_fd();
-    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let (channel, taken) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     let init = read_init(&mut channel)?;
     if init.grants != grants {
         return Err(13);
     }
-    load_and_serve(channel, init, early, memfd, grant_fds)
+    load_and_serve(channel, init, early, taken)
 }
 
-fn load_and_serve(
-    mut channel: Channel,
-    init: Init,
-    early: Early,
-    memfd: OwnedFd,
-    grant_fds: Vec<OwnedFd>,
-) -> Result<(), u8> {
+fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) -> Result<(), u8> {
+    let Taken {
+        memfd,
+        ring,
+        grants: grant_fds,
+    } = taken;
     let fail = |channel: &mut Channel, failure: LoadFailure| -> u8 {
         let _ = serde_json::to_vec(&failure)
             .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, 0, &b));
@@ -431,6 +457,15 @@ fn load_and_serve(
     if let Err(detail) = early.threaded {
         return Err(fail(&mut channel, setup(detail)));
     }
+    // Mapped before the sandbox: the filter needs nothing for it.
+    let region = match ring {
+        Some(fd) => WorkerRing::open(fd, init.ring),
+        None => Err(format!("no descriptor at {WORKER_RING}")),
+    };
+    let mut ring = match region {
+        Ok(r) => r,
+        Err(detail) => return Err(fail(&mut channel, LoadFailure::Region { detail })),
+    };
     let Early {
         root,
         mut namespaces,
@@ -488,44 +523,66 @@ fn load_and_serve(
         Err(_) => loaded.push(METADATA_NULL),
     }
     write_frame(channel.get_mut(), Tag::Loaded, 0, &loaded).map_err(|_| 22u8)?;
-    serve(&mut channel, &symbols, init.output_bytes)
+    serve(&mut channel, &mut ring, &symbols, init.output_bytes)
 }
 
-/// Serves calls until the host closes the channel.
+/// Serves calls, each through the call region (or its socket fallback), until the host ends
+/// the worker (it kills it; an idle worker sleeps on the call turn).
 fn serve(
     channel: &mut BufReader<std::fs::File>,
+    ring: &mut WorkerRing,
     symbols: &crate::pipeline::load::PluginSymbols,
     output_bytes: usize,
 ) -> Result<(), u8> {
     let input_cap = CONTROL_CAP.saturating_mul(64);
+    let identity = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
+    let socket = rustix::fs::fstat(channel.get_ref())
+        .map(identity)
+        .map_err(|_| 28u8)?;
     loop {
-        let frame = match read_frame(channel, input_cap) {
-            Ok(f) => f,
-            Err(FrameError::Closed) => return Ok(()),
-            Err(_) => return Err(23),
+        let call = ring.wait_call();
+        let seq = call.seq;
+        let mut input = match call.request {
+            Request::InRegion(len) => ring.request(len).ok_or(27u8)?,
+            Request::OnSocket => {
+                let frame = match read_frame(channel, input_cap) {
+                    Ok(f) => f,
+                    Err(FrameError::Closed) => return Ok(()),
+                    Err(_) => return Err(23),
+                };
+                if frame.tag != Tag::Call || frame.seq != seq {
+                    return Err(24);
+                }
+                frame.payload
+            }
         };
-        if frame.tag != Tag::Call {
-            return Err(24);
-        }
-        let mut input = frame.payload;
         input.push(0);
         let Ok(input) = std::ffi::CString::from_vec_with_nul(input) else {
             return Err(25);
         };
-        let seq = frame.seq;
-        let sent = match symbols.call_execute(&input, output_bytes) {
-            Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, seq, &bytes),
+        let fault = |fault: CallFault| serde_json::to_vec(&fault).map_err(|_| 26u8);
+        let (tag, bytes) = match symbols.call_execute(&input, output_bytes) {
+            Ok(bytes) => (TAG_OUTPUT, bytes),
             Err(FaultError::OutputTooLarge { limit, .. }) => {
-                serde_json::to_vec(&CallFault::OutputTooLarge { limit })
-                    .map_err(io::Error::other)
-                    .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b))
+                (TAG_FAULT, fault(CallFault::OutputTooLarge { limit })?)
             }
-            Err(_) => serde_json::to_vec(&CallFault::NullResult)
-                .map_err(io::Error::other)
-                .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b)),
+            Err(_) => (TAG_FAULT, fault(CallFault::NullResult)?),
         };
-        if sent.is_err() {
-            return Err(26);
+        drop(input);
+        if !ring.publish(seq, tag, &bytes) {
+            // Too large for the area: announced first, then on the socket.
+            ring.publish(seq, TAG_ON_SOCKET, &[]);
+            let frame_tag = if tag == TAG_OUTPUT {
+                Tag::Output
+            } else {
+                Tag::Fault
+            };
+            write_frame(channel.get_mut(), frame_tag, seq, &bytes).map_err(|_| 26u8)?;
+        }
+        // After the reply, off the host's path: a plugin that closed or replaced the
+        // channel's descriptor ends its worker, as a failed read did when calls came on it.
+        if rustix::fs::fstat(channel.get_ref()).map(identity) != Ok(socket) {
+            return Err(28);
         }
     }
 }

@@ -17,6 +17,7 @@ mod init;
 mod log;
 pub(crate) mod pool;
 pub(crate) mod probe;
+pub(crate) mod ring;
 pub(crate) mod set;
 mod spawner;
 pub(crate) mod thread;
