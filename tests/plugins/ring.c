@@ -16,8 +16,8 @@
  *   huge_len   writes a reply with the call's sequence number and a length of 2^40, wakes
  *              the host, sleeps
  *   bad_tag    writes a reply with the call's sequence number and tag 77, wakes, sleeps
- *   hammer     starts a thread that, until the worker ends, keeps writing stale reply
- *              headers (the sequence number before the host's current call, a length of
+ *   hammer     starts a thread that, until the worker ends, keeps writing (every 0.1 to
+ *              1 ms) stale reply headers (the sequence number before the host's current call, a length of
  *              2^40, tag 77, never the reply bytes) and bumping the reply turn; returns
  *              {"echo":<context>,"hammer":1} (0 if the thread could not start)
  *   big        returns {"len":<length of input "data">,"fnv":<FNV-1a 64 of it, as a
@@ -119,9 +119,8 @@ static void *hammer(void *arg) {
         __atomic_store_n(u64_at(base, REPLY_SEQ_AT), call - 1, __ATOMIC_RELEASE);
         __atomic_fetch_add(u32_at(base, REPLY_TURN_AT), 1, __ATOMIC_SEQ_CST);
         wake_host(base);
-        if (i % 64 == 0) {
-            sched_yield();
-        }
+        /* In bursts, so that some calls fall between them and some inside. */
+        usleep((useconds_t)(100 + (i % 7) * 150));
     }
     return NULL;
 }
