@@ -8,6 +8,10 @@
 //! in `Init` (the signed manifest's entry for the library), the grant descriptors must be
 //! the objects, kinds and count the plan names, and the descriptor layout must be the one
 //! [`super::init`] fixes. A refusal is sent to the host as a typed load failure.
+//!
+//! The shared call region ([`super::ring`]) is checked (size, seals, header) and mapped once
+//! `Init` names its layout, before the worker restricts itself, so the seccomp filter needs
+//! nothing for it; calls then come through it, and the socket carries only what does not fit.
 
 use std::io::{self, BufReader};
 use std::os::fd::{OwnedFd, RawFd};

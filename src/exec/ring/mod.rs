@@ -76,6 +76,12 @@
 //!   gets it, so the worker cannot truncate it under the host's mapping (no `SIGBUS` in the
 //!   host), and the worker checks the size and seals before it maps it.
 //! - Every wait of the host ends by the call's deadline (`FUTEX_WAIT` with a timeout).
+//! - The socket stays watched: between slices of a wait, and once more after each reply
+//!   (whatever the worker wrote on it during the call is there by then), a hung-up socket is
+//!   a dead worker (reported as such) and any frame the host did not ask for is a violation
+//!   (`ProcessExecutor::socket_frame_during_call`). The worker checks after each reply that
+//!   its channel's descriptor is still its socket, so a plugin that closes or replaces it
+//!   ends its own worker, as a failed read did when calls came on the socket.
 //! - Any inconsistency is a protocol violation: the worker is killed and the handle poisoned,
 //!   as for a bad frame ([`super::host`]).
 //! - What the host writes, the worker reads once too and bounds by the request area (the host
@@ -237,14 +243,14 @@ impl Mapping {
         true
     }
 
-    /// Copies `len` bytes out of the area at `area` into an owned buffer; `None` if `len` is
-    /// over the area.
+    /// Copies `len` bytes out of the area at `area` into an owned buffer with room for
+    /// `spare` bytes more; `None` if `len` is over the area.
     #[allow(unsafe_code)]
-    fn read_area(&self, area: usize, len: usize) -> Option<Vec<u8>> {
+    fn read_area(&self, area: usize, len: usize, spare: usize) -> Option<Vec<u8>> {
         if len > AREA_BYTES || !(area == REQUEST_AREA || area == REPLY_AREA) {
             return None;
         }
-        let mut out = Vec::with_capacity(len);
+        let mut out = Vec::with_capacity(len.checked_add(spare)?);
         // SAFETY: the source is inside the mapping (checked above) and the destination has
         // capacity for `len` bytes, all of which the copy initialises before `set_len`.
         unsafe {
@@ -429,13 +435,13 @@ impl HostRing {
         if tag == TAG_ON_SOCKET {
             return Ok(Reply::OnSocket);
         }
-        let bytes = self
-            .map
-            .read_area(REPLY_AREA, len)
-            .ok_or(ProtocolViolation::RegionLength {
-                len: fields.len,
-                cap: AREA_BYTES,
-            })?;
+        let bytes =
+            self.map
+                .read_area(REPLY_AREA, len, 0)
+                .ok_or(ProtocolViolation::RegionLength {
+                    len: fields.len,
+                    cap: AREA_BYTES,
+                })?;
         parse_reply(tag, &bytes).map(Reply::Done)
     }
 }

@@ -113,9 +113,7 @@ impl WorkerRing {
     /// the NUL after it; `None` if `len` is over the area.
     pub(in crate::exec) fn request(&self, len: u64) -> Option<Vec<u8>> {
         let len = usize::try_from(len).ok()?;
-        let mut bytes = self.map.read_area(REQUEST_AREA, len)?;
-        bytes.reserve_exact(1);
-        Some(bytes)
+        self.map.read_area(REQUEST_AREA, len, 1)
     }
 
     /// Publishes the reply to call `seq`: `bytes` into the reply area, then the length, the
