@@ -8,9 +8,10 @@
 //! The plugin is `tests/plugins/good.c` (a small JSON echo), built with the machine's `cc`,
 //! signed with a throwaway key. Every variant calls the same exported function with the same
 //! input, so the ratios isolate what skillgate adds: the call region or socket hop, the JSON
-//! decoding and the bounded copy. The 1 MiB rows use `tests/plugins/ring.c` (`big`: it
-//! hashes its input's `data` and returns `size` bytes), and the idle row reads the worker's
-//! CPU time from `/proc/<pid>/stat`.
+//! decoding and the bounded copy. The 1 MiB rows use `tests/plugins/ring.c` (`sink` only
+//! takes the input's length, `fill` returns `size` bytes made with `memset`), so what they
+//! time is the host's JSON work and the transport; the idle row reads the worker's CPU time
+//! from `/proc/<pid>/stat`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -408,14 +409,14 @@ fn main() {
     };
     let loaded = big_gate.verify_and_load(&big).unwrap();
     let mib = 1 << 20;
-    let big_ctx = |size: usize, data: usize| {
+    let big_ctx = |action: &str, size: usize, data: usize| {
         let mut c = PluginContext::default();
-        c.input.insert("action".into(), "big".into());
+        c.input.insert("action".into(), action.into());
         c.input.insert("size".into(), size.into());
         c.input.insert("data".into(), "x".repeat(data).into());
         c
     };
-    let (in_ctx, out_ctx) = (big_ctx(0, mib), big_ctx(mib, 0));
+    let (in_ctx, out_ctx) = (big_ctx("sink", 0, mib), big_ctx("fill", mib, 0));
     let ring_in = measure(transfers, || {
         loaded.execute(&in_ctx).unwrap();
     });

@@ -24,6 +24,9 @@
  *              string>,"data":<"size" bytes of the pattern a..z>,"on_socket":F,
  *              "request_len":L} (F and L from the header, -1 without a region)
  *   burn       spins until this thread used 300 ms of CPU, then returns the echo
+ *   sink       returns {"len":<length of the whole input>} (for the bench: no work per byte
+ *              but strlen)
+ *   fill       returns {"data":<"size" bytes of "x">} (for the bench: memset)
  */
 #include "common.h"
 
@@ -190,6 +193,25 @@ EXPORT const char *vtcode_plugin_execute(const char *ctx) {
     }
     if (is_action(ctx, "big")) {
         return big(ctx);
+    }
+    if (is_action(ctx, "sink")) {
+        char fields[64];
+        snprintf(fields, sizeof fields, "\"len\":%zu", strlen(ctx));
+        return json_result(fields);
+    }
+    if (is_action(ctx, "fill")) {
+        const char *size_at = strstr(ctx, "\"size\":");
+        size_t size = size_at != NULL ? (size_t)strtoull(size_at + 7, NULL, 10) : 0;
+        const char *open = "{\"success\":true,\"output\":{\"data\":\"";
+        const char *tail = "\"},\"error\":null,\"files\":[]}";
+        char *out = malloc(strlen(open) + size + strlen(tail) + 1);
+        if (out == NULL) {
+            return NULL;
+        }
+        memcpy(out, open, strlen(open));
+        memset(out + strlen(open), 'x', size);
+        memcpy(out + strlen(open) + size, tail, strlen(tail) + 1);
+        return out;
     }
     if (is_action(ctx, "burn")) {
         double start = thread_cpu_seconds();
