@@ -1,11 +1,17 @@
 //! Per-call round trip and load latency, thread and process isolation, next to the
 //! baseline a plain loader gives: a direct in-process FFI call under a mutex (what VT Code
-//! does). Prints percentiles and ratios from one run; run with `cargo bench --bench roundtrip`.
+//! does), and the two IPC floors between two processes of this same bench (a unix-socket
+//! ping-pong, and a futex ping-pong over a shared mapping, the peer being this bench binary
+//! re-executed: no fork of a process that may already run threads). Prints percentiles and
+//! ratios from one run; run with `cargo bench --bench roundtrip`.
 //!
 //! The plugin is `tests/plugins/good.c` (a small JSON echo), built with the machine's `cc`,
 //! signed with a throwaway key. Every variant calls the same exported function with the same
-//! input, so the ratios isolate what skillgate adds: the channel or socket hop, the JSON
-//! decoding and the bounded copy.
+//! input, so the ratios isolate what skillgate adds: the call region or socket hop, the JSON
+//! decoding and the bounded copy. The 1 MiB rows use `tests/plugins/ring.c` (`sink` only
+//! takes the input's length, `fill` returns `size` bytes made with `memset`), so what they
+//! time is the host's JSON work and the transport; the idle row reads the worker's CPU time
+//! from `/proc/<pid>/stat`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,8 +20,12 @@
 )]
 
 use std::ffi::{CStr, CString, c_char};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use skillgate::policy::Isolation;
@@ -26,10 +36,15 @@ const CALLS: usize = 20_000;
 const LOADS: usize = 50;
 
 fn build_plugin(dir: &Path) -> PathBuf {
-    let plugin = dir.join("root/bench");
+    build_named(dir, "bench", "good")
+}
+
+/// Builds `tests/plugins/<source>.c` as plugin `name` under `dir/root`.
+fn build_named(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let plugin = dir.join("root").join(name);
     std::fs::create_dir_all(&plugin).unwrap();
-    let lib = plugin.join("libbench.so");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/good.c");
+    let lib = plugin.join(format!("lib{name}.so"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/plugins/{source}.c"));
     let status = std::process::Command::new("cc")
         .args([
             "-shared",
@@ -39,7 +54,7 @@ fn build_plugin(dir: &Path) -> PathBuf {
             "-Wl,-z,relro",
             "-Wl,-z,noexecstack",
         ])
-        .arg("-DPLUGIN_NAME=\"bench\"")
+        .arg(format!("-DPLUGIN_NAME=\"{name}\""))
         .arg("-o")
         .arg(&lib)
         .arg(&src)
@@ -48,10 +63,174 @@ fn build_plugin(dir: &Path) -> PathBuf {
     assert!(status.success());
     std::fs::write(
         plugin.join("plugin.json"),
-        r#"{"name":"bench","description":"bench","version":"1.0.0","abi_version":1}"#,
+        format!(r#"{{"name":"{name}","description":"bench","version":"1.0.0","abi_version":1}}"#),
     )
     .unwrap();
     plugin
+}
+
+/// The environment variable that makes this binary a ping-pong peer (`socket` or `futex`)
+/// serving the descriptor named by [`PEER_FD`].
+const PEER: &str = "SKILLGATE_BENCH_PEER";
+const PEER_FD: &str = "SKILLGATE_BENCH_PEER_FD";
+
+/// The peer's main: echoes on the socket, or answers each ping on the shared mapping.
+#[allow(unsafe_code)]
+fn peer(kind: &str) {
+    let fd: i32 = std::env::var(PEER_FD).unwrap().parse().unwrap();
+    // SAFETY: the parent left this descriptor open (without close-on-exec) for the peer.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    match kind {
+        "socket" => {
+            // [u32 LE request bytes][u32 LE reply bytes][request]: reads it, sends the reply.
+            let mut s = UnixStream::from(fd);
+            let mut buf = vec![0u8; 4 << 20];
+            loop {
+                let mut head = [0u8; 8];
+                if s.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let n = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+                let reply = u32::from_le_bytes(head[4..].try_into().unwrap()) as usize;
+                s.read_exact(&mut buf[..n]).unwrap();
+                s.write_all(&buf[..reply]).unwrap();
+            }
+        }
+        _ => {
+            let shared = Shared::map(fd);
+            let (ping, pong) = (shared.word(0), shared.word(64));
+            let mut seen = 0;
+            loop {
+                while ping.load(Ordering::Acquire) == seen {
+                    futex_wait(ping, seen);
+                }
+                seen = ping.load(Ordering::Acquire);
+                pong.fetch_add(1, Ordering::Release);
+                futex_wake(pong);
+            }
+        }
+    }
+}
+
+fn futex_wait(word: &AtomicU32, value: u32) {
+    use rustix::thread::futex;
+    let _ = futex::wait(word, futex::Flags::empty(), value, None);
+}
+
+fn futex_wake(word: &AtomicU32) {
+    use rustix::thread::futex;
+    let _ = futex::wake(word, futex::Flags::empty(), 1);
+}
+
+/// A page shared by the two processes of the futex ping-pong.
+struct Shared(memmap2::MmapMut);
+
+impl Shared {
+    #[allow(unsafe_code)]
+    fn map(fd: OwnedFd) -> Shared {
+        let file = std::fs::File::from(fd);
+        // SAFETY: a memfd only these two processes hold, accessed only through atomics.
+        Shared(unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap())
+    }
+
+    #[allow(unsafe_code)]
+    fn word(&self, at: usize) -> &AtomicU32 {
+        assert!(at.is_multiple_of(4) && at + 4 <= self.0.len());
+        // SAFETY: aligned, inside the mapping, which lives as long as `self`.
+        unsafe { AtomicU32::from_ptr(self.0.as_ptr().add(at).cast::<u32>().cast_mut()) }
+    }
+}
+
+/// Starts this binary as a `kind` peer serving `theirs`.
+fn start_peer(kind: &str, theirs: &OwnedFd) -> std::process::Child {
+    rustix::io::fcntl_setfd(theirs, rustix::io::FdFlags::empty()).unwrap();
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .env(PEER, kind)
+        .env(PEER_FD, theirs.as_raw_fd().to_string())
+        .spawn()
+        .unwrap()
+}
+
+/// The unix-socket floor: one request of `request` bytes, one reply of `reply` bytes.
+struct SocketPeer {
+    stream: UnixStream,
+    child: std::process::Child,
+    buf: Vec<u8>,
+}
+
+impl SocketPeer {
+    fn start() -> SocketPeer {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let theirs = OwnedFd::from(theirs);
+        let child = start_peer("socket", &theirs);
+        drop(theirs);
+        SocketPeer {
+            stream: ours,
+            child,
+            buf: vec![7u8; 4 << 20],
+        }
+    }
+
+    fn round_trip(&mut self, request: usize, reply: usize) {
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&(request as u32).to_le_bytes());
+        head[4..].copy_from_slice(&(reply as u32).to_le_bytes());
+        self.stream.write_all(&head).unwrap();
+        self.stream.write_all(&self.buf[..request]).unwrap();
+        self.stream.read_exact(&mut self.buf[..reply]).unwrap();
+    }
+}
+
+impl Drop for SocketPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The futex floor: a ping, a wake, a pong, a wake; both sides sleep in `FUTEX_WAIT`.
+struct FutexPeer {
+    shared: Shared,
+    child: std::process::Child,
+}
+
+impl FutexPeer {
+    fn start() -> FutexPeer {
+        let fd = rustix::fs::memfd_create("bench-futex", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        let shared = Shared::map(fd.try_clone().unwrap());
+        let child = start_peer("futex", &fd);
+        FutexPeer { shared, child }
+    }
+
+    fn round_trip(&self) {
+        let (ping, pong) = (self.shared.word(0), self.shared.word(64));
+        let before = pong.load(Ordering::Acquire);
+        ping.fetch_add(1, Ordering::Release);
+        futex_wake(ping);
+        while pong.load(Ordering::Acquire) == before {
+            futex_wait(pong, before);
+        }
+    }
+}
+
+impl Drop for FutexPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of `pid` in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn gbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
 }
 
 struct Stats {
@@ -118,6 +297,10 @@ fn direct_baseline(lib: &Path, input: &CStr) -> Stats {
 }
 
 fn main() {
+    if let Ok(kind) = std::env::var(PEER) {
+        peer(&kind);
+        return;
+    }
     // `cargo bench` passes --bench; `cargo test --benches` runs this as a smoke test.
     let quick = !std::env::args().any(|a| a == "--bench");
     let (calls, loads) = if quick { (200, 3) } else { (CALLS, LOADS) };
@@ -141,12 +324,31 @@ fn main() {
     let input = CString::new(serde_json::to_vec(&ctx).unwrap()).unwrap();
 
     let direct = direct_baseline(&plugin.join("libbench.so"), &input);
-    let mut spaced_rows = Vec::new();
-    let mut rows = vec![(
-        "direct FFI call under a mutex (baseline)",
-        direct.p50,
-        direct.p99,
+    let mut socket = SocketPeer::start();
+    let socket_pp = measure(calls, || socket.round_trip(0, 1));
+    let futex = FutexPeer::start();
+    let futex_pp = measure(calls, || futex.round_trip());
+    let futex_spaced = measure_spaced(calls / 10, Duration::from_micros(500), || {
+        futex.round_trip()
+    });
+    let mut spaced_rows = vec![(
+        "futex ping-pong, two processes (baseline)",
+        futex_spaced.p50,
+        futex_spaced.p99,
     )];
+    let mut rows = vec![
+        (
+            "direct FFI call under a mutex (baseline)",
+            direct.p50,
+            direct.p99,
+        ),
+        (
+            "unix-socket ping-pong, two processes",
+            socket_pp.p50,
+            socket_pp.p99,
+        ),
+        ("futex ping-pong, two processes", futex_pp.p50, futex_pp.p99),
+    ];
     for (label, isolation) in [
         ("thread mode", Isolation::Thread),
         ("process mode", Isolation::Process),
@@ -175,15 +377,93 @@ fn main() {
         );
     }
 
-    println!("the same, calls 500 us apart, {} calls each", calls / 10);
+    println!(
+        "the same, calls 500 us apart, {} calls each (ratio: to the futex ping-pong's wake-up, target <= 1.2x in process mode)",
+        calls / 10
+    );
     for (label, p50, p99) in &spaced_rows {
         println!(
-            "  {label:<42} p50 {:>8.2} us  p99 {:>8.2} us  p50 ratio {:>6.1}x",
+            "  {label:<42} p50 {:>8.2} us  p99 {:>8.2} us  p50 ratio {:>6.2}x",
             us(*p50),
             us(*p99),
-            us(*p50) / us(direct.p50)
+            us(*p50) / us(futex_spaced.p50)
         );
     }
+    drop(futex);
+
+    // 1 MiB each way: through the call region (process mode), against a unix socket moving
+    // the same bytes between two processes.
+    let transfers = if quick { 3 } else { 50 };
+    let big = build_named(tmp.path(), "big", "ring");
+    sign_plugin_dir(&big, &key).unwrap();
+    let big_gate = {
+        let policy = Policy::builder()
+            .trusted_roots([tmp.path().join("root")])
+            .keys(tmp.path().join("keys"))
+            .isolation(Isolation::Process)
+            .worker(env!("CARGO_BIN_EXE_skillgate-worker"))
+            .limits(skillgate::policy::Limits::builder().output_bytes(2 << 20))
+            .build()
+            .unwrap();
+        Gate::with_trust_store(policy, trust.clone()).unwrap()
+    };
+    let loaded = big_gate.verify_and_load(&big).unwrap();
+    let mib = 1 << 20;
+    let big_ctx = |action: &str, size: usize, data: usize| {
+        let mut c = PluginContext::default();
+        c.input.insert("action".into(), action.into());
+        c.input.insert("size".into(), size.into());
+        c.input.insert("data".into(), "x".repeat(data).into());
+        c
+    };
+    let (in_ctx, out_ctx) = (big_ctx("sink", 0, mib), big_ctx("fill", mib, 0));
+    let ring_in = measure(transfers, || {
+        loaded.execute(&in_ctx).unwrap();
+    });
+    let ring_out = measure(transfers, || {
+        loaded.execute(&out_ctx).unwrap();
+    });
+    let sock_in = measure(transfers, || socket.round_trip(mib, 1));
+    let sock_out = measure(transfers, || socket.round_trip(0, mib));
+    drop(socket);
+    println!("1 MiB each way, {transfers} calls each (p50; target >= 1 GB/s each way)");
+    for (label, s, floor) in [
+        (
+            "1 MiB input, process mode (call region)",
+            &ring_in,
+            &sock_in,
+        ),
+        (
+            "1 MiB output, process mode (call region)",
+            &ring_out,
+            &sock_out,
+        ),
+    ] {
+        println!(
+            "  {label:<42} p50 {:>8.2} us  {:>6.2} GB/s   unix socket, same bytes: {:>8.2} us  {:>6.2} GB/s",
+            us(s.p50),
+            gbps(mib, s.p50),
+            us(floor.p50),
+            gbps(mib, floor.p50)
+        );
+    }
+
+    // A loaded plugin that gets no calls: the worker's CPU time over an idle period.
+    let pid = loaded.worker_pid().unwrap();
+    let idle_for = if quick {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(1)
+    };
+    let before = cpu_ticks(pid);
+    std::thread::sleep(idle_for);
+    let ticks = cpu_ticks(pid) - before;
+    println!(
+        "idle worker CPU over {:.1} s: {ticks} ticks ({} ms; target 0)",
+        idle_for.as_secs_f64(),
+        ticks * 10
+    );
+    drop(loaded);
 
     println!("load (verify, inspect, sandbox, dlopen, first handshake), {loads} loads each");
     let mut load_p50 = Vec::new();

@@ -94,6 +94,24 @@ pub fn ipc_frame(data: &[u8]) {
     crate::exec::host::fuzz_host_frame(data);
 }
 
+/// A reply in the shared call region from a (possibly hostile) worker: the first 20 bytes are
+/// the reply's fields (sequence u64, length u64, tag u32, little-endian), the rest the reply
+/// area; checked, copied and parsed as the host does for call 1 under a 1 MiB output limit.
+pub fn ring_reply(data: &[u8]) {
+    let (header, area) = data.split_at(data.len().min(crate::exec::ring::REPLY_FIELDS));
+    let _ = crate::exec::ring::decode_reply(header, area, 1, 1 << 20);
+}
+
+/// Whether `data` (as [`ring_reply`] reads it) is a reply the host accepts for call 1: the
+/// call's result, or a fault of the call.
+pub fn is_valid_ring_reply(data: &[u8]) -> bool {
+    let (header, area) = data.split_at(data.len().min(crate::exec::ring::REPLY_FIELDS));
+    matches!(
+        crate::exec::ring::decode_reply(header, area, 1, 1 << 20),
+        Ok(crate::exec::ring::Reply::Done(_))
+    )
+}
+
 /// ELF bytes given to the inspector.
 pub fn elf(data: &[u8]) {
     let _ = crate::pipeline::inspect::inspect_bytes(data);

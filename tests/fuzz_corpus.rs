@@ -11,7 +11,7 @@ use skillgate::fuzzing;
 /// decoding its bytes the way `arbitrary` would not, so it gets a fixed set of cases below.
 type Entry = fn(&[u8]);
 
-const TARGETS: [(&str, Entry); 8] = [
+const TARGETS: [(&str, Entry); 9] = [
     ("manifest", fuzzing::manifest),
     ("signature_file", fuzzing::signature_file),
     ("public_key", fuzzing::public_key),
@@ -19,6 +19,7 @@ const TARGETS: [(&str, Entry); 8] = [
     ("policy", fuzzing::policy),
     ("ffi_result", fuzzing::ffi_result),
     ("ipc_frame", fuzzing::ipc_frame),
+    ("ring_reply", fuzzing::ring_reply),
     ("elf", fuzzing::elf),
 ];
 
@@ -81,6 +82,23 @@ fn seeds_are_valid_inputs_where_they_should_be() {
         &read("ipc_frame", "seed-loaded"),
         1 << 20
     ));
+    for seed in ["seed-output", "seed-fault-null", "seed-fault-too-large"] {
+        assert!(
+            skillgate::fuzzing::is_valid_ring_reply(&read("ring_reply", seed)),
+            "{seed}"
+        );
+    }
+    for seed in [
+        "seed-wrong-seq",
+        "seed-huge-len",
+        "seed-bad-tag",
+        "seed-on-socket",
+    ] {
+        assert!(
+            !skillgate::fuzzing::is_valid_ring_reply(&read("ring_reply", seed)),
+            "{seed}"
+        );
+    }
     assert!(skillgate::fuzzing::is_valid_result(&read(
         "ffi_result",
         "seed-result.json"

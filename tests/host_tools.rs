@@ -528,19 +528,19 @@ fn a_malformed_request_is_a_violation() {
 }
 
 #[test]
-fn a_request_after_the_calls_reply_is_a_violation_at_the_next_call() {
+fn a_reply_forged_on_the_socket_is_a_violation_of_its_own_call() {
     let host = Host::process();
     let (gate, plugin, r) = hostile_call(&host, "late", "after_reply");
-    // The forged reply answered call 1 (a constructor could do the same: replies are data).
-    assert_eq!(r.unwrap().output["forged"], true);
-    let r = plugin.execute(&ctx(json!({"op": "early"})));
+    // Replies come through the call region: an `Output` frame on the socket during a call
+    // (here with the call's own sequence number, before a request) is never taken as the
+    // call's result, and ends the worker in that same call.
     assert!(
         matches!(
             r,
             Err(Error::Fault(FaultError::Protocol(
-                ProtocolViolation::WrongSequence {
-                    expected: 2,
-                    got: 1
+                ProtocolViolation::Unexpected {
+                    tag: Tag::Output,
+                    ..
                 }
             )))
         ),

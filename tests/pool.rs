@@ -189,9 +189,21 @@ fn a_pooled_load_enforces_exactly_what_a_cold_start_does() {
     );
     let numbers = |fds: &[(u32, PathBuf)]| fds.iter().map(|(n, _)| *n).collect::<Vec<_>>();
     assert_eq!(numbers(&warm_fds), numbers(&cold_fds));
-    assert_eq!(numbers(&warm_fds), vec![0, 1, 2, 3, 4, 5], "{warm_fds:?}");
     assert_eq!(
-        warm_fds[5].1,
+        numbers(&warm_fds),
+        vec![0, 1, 2, 3, 4, 5, 6],
+        "{warm_fds:?}"
+    );
+    assert!(
+        warm_fds[5]
+            .1
+            .to_str()
+            .unwrap()
+            .starts_with("/memfd:skillgate-ring"),
+        "the call region at 5: {warm_fds:?}"
+    );
+    assert_eq!(
+        warm_fds[6].1,
         ws.canonicalize().unwrap(),
         "the workspace at the first grant"
     );
@@ -375,12 +387,21 @@ fn a_loaded_plugin_holds_nothing_of_a_pooled_worker() {
             vec![0, 1, 2, 3, 4]
         );
     }
-    // The loaded worker: stdio, library, its own channel, nothing else.
+    // The loaded worker: stdio, library, its own channel, its own call region, nothing else.
     assert_eq!(
         loaded_fds.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        vec![0, 1, 2, 3, 4],
+        vec![0, 1, 2, 3, 4, 5],
         "{loaded_fds:?}"
     );
+    for (_, region) in loaded_fds.iter().filter(|(n, _)| *n == 5) {
+        assert!(
+            region
+                .to_str()
+                .unwrap()
+                .starts_with("/memfd:skillgate-ring"),
+            "{loaded_fds:?}"
+        );
+    }
     run_good(&plugin);
     host.assert_still_serves(&gate);
 }

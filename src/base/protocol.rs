@@ -155,6 +155,18 @@ pub enum ProtocolViolation {
         /// What is wrong with it.
         reason: PayloadError,
     },
+    /// A reply in the shared call region whose length is over what its tag may carry (the
+    /// region's reply area, and the output limit for an output).
+    #[error("reply of {len} bytes in the call region exceeds the {cap}-byte cap")]
+    RegionLength {
+        /// The length the worker wrote.
+        len: u64,
+        /// The cap.
+        cap: usize,
+    },
+    /// A reply tag in the shared call region that no reply has.
+    #[error("unknown reply tag {0} in the call region")]
+    RegionTag(u32),
     /// The worker closed its channel but did not exit.
     #[error("the worker closed its channel and lives on")]
     ChannelClosed,

@@ -4,8 +4,8 @@
 //!
 //! Started by the host with `--skillgate-worker-v1 <grants>` as its arguments, `/dev/null`
 //! on fd 0, pipes to the host's log reader on fds 1 and 2 (the plugin's log), the sealed
-//! library at fd 3, its socket to the host at fd 4 and the sandbox's grant descriptors from
-//! fd 5; not meant to be run by hand. It is the same hook a host calls first in its own
+//! library at fd 3, its socket to the host at fd 4, the shared call region at fd 5 and the
+//! sandbox's grant descriptors from fd 6; not meant to be run by hand. It is the same hook a host calls first in its own
 //! `main`: the worker's code is the library's, and the worker trusts none of what its
 //! starter gives it.
 

@@ -41,6 +41,11 @@ impl Channel {
         }
     }
 
+    /// The socket (to poll it).
+    pub(super) fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
     /// The time left, or `TimedOut`; re-arms the socket's timeout if it would overrun.
     fn remaining(&mut self, write: bool) -> io::Result<Duration> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());

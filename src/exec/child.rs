@@ -8,6 +8,10 @@
 //! in `Init` (the signed manifest's entry for the library), the grant descriptors must be
 //! the objects, kinds and count the plan names, and the descriptor layout must be the one
 //! [`super::init`] fixes. A refusal is sent to the host as a typed load failure.
+//!
+//! The shared call region ([`super::ring`]) is checked (size, seals, header) and mapped once
+//! `Init` names its layout, before the worker restricts itself, so the seccomp filter needs
+//! nothing for it; calls then come through it, and the socket carries only what does not fit.
 
 use std::io::{self, BufReader};
 use std::os::fd::{OwnedFd, RawFd};
@@ -23,8 +27,9 @@ use super::ExecError;
 use super::init::{
     CHANNEL_BUFFER, CONTROL_CAP, CallFault, HANDOVER_MAX_FDS, Init, LoadFailure, METADATA_BYTES,
     METADATA_NULL, METADATA_TOO_LARGE, WORKER_CHANNEL, WORKER_FIRST_GRANT, WORKER_MEMFD,
-    error_chain,
+    WORKER_RING, error_chain,
 };
+use super::ring::{Request, TAG_FAULT, TAG_ON_SOCKET, TAG_OUTPUT, WorkerRing};
 
 /// The worker's main: what [`super::worker::run_if_worker`] runs in a process started with
 /// the worker argument, in `skillgate-worker` or in a host re-executed as its own worker.
@@ -63,10 +68,18 @@ fn single_threaded() -> Result<(), String> {
     }
 }
 
-/// Takes the descriptors the host placed (memfd, channel, `grants` grant descriptors) and
-/// closes every other one above 2 before anything can reuse a number.
+/// The descriptors a worker takes: the library, the channel, the call region (checked once
+/// `Init` names its layout; missing, it is refused then) and the grants.
+struct Taken {
+    memfd: OwnedFd,
+    ring: Option<OwnedFd>,
+    grants: Vec<OwnedFd>,
+}
+
+/// Takes the descriptors the host placed (memfd, channel, call region, `grants` grant
+/// descriptors) and closes every other one above 2 before anything can reuse a number.
 #[allow(unsafe_code)]
-fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
+fn take_fds(grants: usize) -> Result<(OwnedFd, Taken), u8> {
     use std::os::fd::FromRawFd;
     let count = RawFd::try_from(grants).map_err(|_| 10u8)?;
     let end = WORKER_FIRST_GRANT.checked_add(count).ok_or(10u8)?;
@@ -78,6 +91,7 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
         return Err(10);
     }
     let mut taken = Vec::new();
+    let mut ring = None;
     for fd in WORKER_MEMFD..WORKER_FIRST_GRANT.saturating_add(count) {
         if rustix::io::fcntl_getfd(
             // SAFETY: a borrow for the duration of the check; `fd` is an integer the kernel
@@ -86,7 +100,15 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
         )
         .is_err()
         {
+            if fd == WORKER_RING {
+                continue;
+            }
             return Err(10);
+        }
+        if fd == WORKER_RING {
+            // SAFETY: as below.
+            ring = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            continue;
         }
         // SAFETY: the host placed this descriptor here for the worker (see `place_fds`),
         // it is open (checked above), and it is taken exactly once.
@@ -103,7 +125,14 @@ fn take_fds(grants: usize) -> Result<(OwnedFd, OwnedFd, Vec<OwnedFd>), u8> {
     if kind(&memfd) != Ok(libc::S_IFREG) || kind(&channel) != Ok(libc::S_IFSOCK) {
         return Err(15);
     }
-    Ok((memfd, channel, taken.collect()))
+    Ok((
+        channel,
+        Taken {
+            memfd,
+            ring,
+            grants: taken.collect(),
+        },
+    ))
 }
 
 /// Puts the default action back for SIGSEGV and SIGBUS. Rust's runtime installs handlers for
@@ -274,7 +303,7 @@ fn read_init(channel: &mut Channel) -> Result<Init, u8> {
 }
 
 fn run_worker(grants: usize) -> Result<(), u8> {
-    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let (channel, taken) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     detach()?;
     let init = read_init(&mut channel)?;
@@ -282,7 +311,7 @@ fn run_worker(grants: usize) -> Result<(), u8> {
         return Err(13);
     }
     let early = early_setup();
-    load_and_serve(channel, init, early, memfd, grant_fds)
+    load_and_serve(channel, init, early, taken)
 }
 
 /// The pooled worker's main: started with only its channel (and a placeholder where the
@@ -303,8 +332,8 @@ pub(super) fn pooled_main() -> u8 {
 #[allow(unsafe_code)]
 fn take_pooled_fds() -> Result<(OwnedFd, OwnedFd), u8> {
     use std::os::fd::FromRawFd;
-    let end = u32::try_from(WORKER_FIRST_GRANT).map_err(|_| 10u8)?;
-    // SAFETY: close_range with integer arguments: every descriptor from the first grant's
+    let end = u32::try_from(WORKER_RING).map_err(|_| 10u8)?;
+    // SAFETY: close_range with integer arguments: every descriptor from the call region's
     // number up is closed. No Rust object owns any of them (the worker has opened nothing).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, end, u32::MAX, 0u32) };
     if rc != 0 {
@@ -332,9 +361,10 @@ fn take_pooled_fds() -> Result<(OwnedFd, OwnedFd), u8> {
 }
 
 /// Puts the handed-over descriptors where a cold worker finds them: the log pipes on 1 and
-/// 2, the library at [`WORKER_MEMFD`] (over the placeholder), the grants from
-/// [`WORKER_FIRST_GRANT`] on, in order; every one of them is then given up, to be taken and
-/// checked by [`take_fds`] exactly as a cold worker's are. Returns the grant count.
+/// 2, the library at [`WORKER_MEMFD`] (over the placeholder), the call region at
+/// [`WORKER_RING`] and the grants from [`WORKER_FIRST_GRANT`] on, in order; every one of
+/// them is then given up, to be taken and checked by [`take_fds`] exactly as a cold
+/// worker's are. Returns the grant count.
 fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8> {
     use std::os::fd::{AsRawFd, IntoRawFd};
     let mut received = received.into_iter();
@@ -349,16 +379,16 @@ fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8
     rustix::io::dup2(&memfd, &mut placeholder).map_err(|_| 15u8)?;
     drop((stdout, stderr, memfd));
     let _ = placeholder.into_raw_fd();
-    // The numbers from the first grant's up are free but for the grants themselves, which
-    // sit above the ones just closed: each copy takes the lowest free number, in order.
+    // The numbers from the call region's up are free but for the region and the grants
+    // themselves, which sit above the ones just closed: each copy takes the lowest free
+    // number, in order (the region first, at WORKER_RING, then the grants).
     let mut count: usize = 0;
-    for grant in received {
-        let moved =
-            rustix::io::fcntl_dupfd_cloexec(&grant, WORKER_FIRST_GRANT).map_err(|_| 15u8)?;
-        drop(grant);
+    for fd in received {
+        let moved = rustix::io::fcntl_dupfd_cloexec(&fd, WORKER_RING).map_err(|_| 15u8)?;
+        drop(fd);
         let expected = RawFd::try_from(count)
             .ok()
-            .and_then(|c| WORKER_FIRST_GRANT.checked_add(c))
+            .and_then(|c| WORKER_RING.checked_add(c))
             .ok_or(15u8)?;
         if moved.as_raw_fd() != expected {
             return Err(15);
@@ -366,7 +396,8 @@ fn arrange(received: Vec<OwnedFd>, mut placeholder: OwnedFd) -> Result<usize, u8
         let _ = moved.into_raw_fd();
         count = count.saturating_add(1);
     }
-    Ok(count)
+    // The first one moved was the call region.
+    count.checked_sub(1).ok_or(15)
 }
 
 /// Receives the hand-over: one byte carrying the descriptors, close-on-exec. A truncated
@@ -406,22 +437,21 @@ fn run_pooled() -> Result<(), u8> {
     let grants = arrange(received, placeholder)?;
     // The channel stays at its number; `take_fds` takes it back with the rest.
     let _ = channel.into_raw_fd();
-    let (memfd, channel, grant_fds) = take_fds(grants)?;
+    let (channel, taken) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
     let init = read_init(&mut channel)?;
     if init.grants != grants {
         return Err(13);
     }
-    load_and_serve(channel, init, early, memfd, grant_fds)
+    load_and_serve(channel, init, early, taken)
 }
 
-fn load_and_serve(
-    mut channel: Channel,
-    init: Init,
-    early: Early,
-    memfd: OwnedFd,
-    grant_fds: Vec<OwnedFd>,
-) -> Result<(), u8> {
+fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) -> Result<(), u8> {
+    let Taken {
+        memfd,
+        ring,
+        grants: grant_fds,
+    } = taken;
     let fail = |channel: &mut Channel, failure: LoadFailure| -> u8 {
         let _ = serde_json::to_vec(&failure)
             .map(|b| write_frame(channel.get_mut(), Tag::LoadFailed, 0, &b));
@@ -431,6 +461,15 @@ fn load_and_serve(
     if let Err(detail) = early.threaded {
         return Err(fail(&mut channel, setup(detail)));
     }
+    // Mapped before the sandbox: the filter needs nothing for it.
+    let region = match ring {
+        Some(fd) => WorkerRing::open(fd, init.ring),
+        None => Err(format!("no descriptor at {WORKER_RING}")),
+    };
+    let mut ring = match region {
+        Ok(r) => r,
+        Err(detail) => return Err(fail(&mut channel, LoadFailure::Region { detail })),
+    };
     let Early {
         root,
         mut namespaces,
@@ -493,52 +532,79 @@ fn load_and_serve(
         reply_bytes: init.tool_reply_bytes,
         progress_bytes: init.progress_bytes,
     };
-    serve(channel, &symbols, init.output_bytes, caps)
+    serve(channel, &mut ring, &symbols, init.output_bytes, caps)
 }
 
-/// Serves calls until the host closes the channel. The channel is shared with the host
-/// table ([`super::child_tools`]): during a call the plugin's requests go out on it and
-/// their answers come back on it; between calls only this loop uses it.
+/// Serves calls, each through the call region (or its socket fallback), until the host ends
+/// the worker (it kills it; an idle worker sleeps on the call turn). The socket is shared
+/// with the host table ([`super::child_tools`]): during a call the plugin's tool requests
+/// and progress go out on it and their answers come back on it; between calls only this
+/// loop uses it.
 fn serve(
     channel: Channel,
+    ring: &mut WorkerRing,
     symbols: &crate::pipeline::load::PluginSymbols,
     output_bytes: usize,
     caps: WorkerCaps,
 ) -> Result<(), u8> {
+    use super::child_tools::{begin_call, end_call, with_channel};
     let input_cap = CONTROL_CAP.saturating_mul(64);
-    super::child_tools::install(channel, caps);
+    let identity = |st: rustix::fs::Stat| (st.st_dev, st.st_ino);
+    let socket = rustix::fs::fstat(channel.get_ref())
+        .map(identity)
+        .map_err(|_| 28u8)?;
+    super::child_tools::install(channel, caps, ring.nudger());
     symbols.call_host_init(&super::child_tools::WORKER_TABLE);
     loop {
-        let frame = match super::child_tools::with_channel(|c| read_frame(c, input_cap)) {
-            Some(Ok(f)) => f,
-            Some(Err(FrameError::Closed)) => return Ok(()),
-            Some(Err(_)) | None => return Err(23),
+        let call = ring.wait_call();
+        let seq = call.seq;
+        let mut input = match call.request {
+            Request::InRegion(len) => ring.request(len).ok_or(27u8)?,
+            Request::OnSocket => {
+                let frame = match with_channel(|c| read_frame(c, input_cap)) {
+                    Some(Ok(f)) => f,
+                    Some(Err(FrameError::Closed)) => return Ok(()),
+                    Some(Err(_)) | None => return Err(23),
+                };
+                if frame.tag != Tag::Call || frame.seq != seq {
+                    return Err(24);
+                }
+                frame.payload
+            }
         };
-        if frame.tag != Tag::Call {
-            return Err(24);
-        }
-        let mut input = frame.payload;
         input.push(0);
         let Ok(input) = std::ffi::CString::from_vec_with_nul(input) else {
             return Err(25);
         };
-        let seq = frame.seq;
-        super::child_tools::begin_call(seq);
+        let fault = |fault: CallFault| serde_json::to_vec(&fault).map_err(|_| 26u8);
+        begin_call(seq);
         let outcome = symbols.call_execute(&input, output_bytes);
-        super::child_tools::end_call();
-        let sent = super::child_tools::with_channel(|channel| match outcome {
-            Ok(bytes) => write_frame(channel.get_mut(), Tag::Output, seq, &bytes),
+        end_call();
+        let (tag, bytes) = match outcome {
+            Ok(bytes) => (TAG_OUTPUT, bytes),
             Err(FaultError::OutputTooLarge { limit, .. }) => {
-                serde_json::to_vec(&CallFault::OutputTooLarge { limit })
-                    .map_err(io::Error::other)
-                    .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b))
+                (TAG_FAULT, fault(CallFault::OutputTooLarge { limit })?)
             }
-            Err(_) => serde_json::to_vec(&CallFault::NullResult)
-                .map_err(io::Error::other)
-                .and_then(|b| write_frame(channel.get_mut(), Tag::Fault, seq, &b)),
-        });
-        if !matches!(sent, Some(Ok(()))) {
-            return Err(26);
+            Err(_) => (TAG_FAULT, fault(CallFault::NullResult)?),
+        };
+        drop(input);
+        if !ring.publish(seq, tag, &bytes) {
+            // Too large for the area: announced first, then on the socket.
+            ring.publish(seq, TAG_ON_SOCKET, &[]);
+            let frame_tag = if tag == TAG_OUTPUT {
+                Tag::Output
+            } else {
+                Tag::Fault
+            };
+            match with_channel(|c| write_frame(c.get_mut(), frame_tag, seq, &bytes)) {
+                Some(Ok(())) => {}
+                _ => return Err(26),
+            }
+        }
+        // After the reply, off the host's path: a plugin that closed or replaced the
+        // channel's descriptor ends its worker, as a failed read did when calls came on it.
+        if with_channel(|c| rustix::fs::fstat(c.get_ref()).map(identity)) != Some(Ok(socket)) {
+            return Err(28);
         }
     }
 }

@@ -15,6 +15,7 @@ use std::ffi::c_char;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::ring::Nudger;
 use crate::base::host_abi::{
     HOST_TABLE_SIZE, HOST_TABLE_VERSION, HostTableV1, ToolErrorKind, error_reply, free_reply,
     prepare_progress, prepare_request, reply_to_plugin,
@@ -42,6 +43,9 @@ static IN_CALL: AtomicBool = AtomicBool::new(false);
 static SEQ: AtomicU64 = AtomicU64::new(0);
 /// The bounds from `Init`.
 static CAPS: Mutex<Option<WorkerCaps>> = Mutex::new(None);
+/// Draws the host's attention to the socket after a frame went out during a call: the host
+/// waits on the call region, not on the socket.
+static NUDGER: Mutex<Option<Nudger>> = Mutex::new(None);
 
 /// The table handed to the plugin in a worker.
 pub(super) static WORKER_TABLE: HostTableV1 = HostTableV1 {
@@ -53,7 +57,10 @@ pub(super) static WORKER_TABLE: HostTableV1 = HostTableV1 {
 };
 
 /// Puts the channel where the table reaches it, before the plugin is handed the table.
-pub(super) fn install(channel: Channel, caps: WorkerCaps) {
+pub(super) fn install(channel: Channel, caps: WorkerCaps, nudger: Nudger) {
+    *NUDGER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(nudger);
     *CHANNEL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(channel);
@@ -79,6 +86,17 @@ pub(super) fn begin_call(seq: u64) {
 /// The call ended: a request from now on is refused on the plugin's side.
 pub(super) fn end_call() {
     IN_CALL.store(false, Ordering::Release);
+}
+
+/// Tells the host a frame is waiting on the socket.
+fn nudge() {
+    if let Some(n) = NUDGER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+    {
+        n.nudge();
+    }
 }
 
 fn caps() -> Option<WorkerCaps> {
@@ -112,6 +130,7 @@ fn exchange(payload: &[u8], reply_cap: usize) -> Vec<u8> {
         if write_frame(channel.get_mut(), Tag::ToolRequest, seq, payload).is_err() {
             out_of_step(27);
         }
+        nudge();
         // The host's own error results (a few hundred bytes) fit whatever the limit.
         let cap = reply_cap.max(REPLY_FLOOR).saturating_add(FRAME_OVERHEAD);
         match read_frame(channel, cap) {
@@ -155,6 +174,7 @@ unsafe extern "C" fn worker_progress(json: *const c_char) {
             if write_frame(channel.get_mut(), Tag::Progress, seq, &payload).is_err() {
                 out_of_step(27);
             }
+            nudge();
         }
     });
 }

@@ -8,9 +8,14 @@
 //! - **Descriptors.** The worker starts with an empty environment, working directory `/`,
 //!   fd 0 on `/dev/null`, fds 1 and 2 on pipes only the host reads (a plugin that prints
 //!   writes to its log, never to the channel: see [`super::log`]), the sealed memfd at fd 3,
-//!   the channel at fd 4 and the
-//!   plan's grant descriptors from fd 5 on, and nothing else: the host places them in the
-//!   child before `exec` and the worker closes every higher descriptor in its first lines.
+//!   the channel at fd 4, the call region at fd 5 ([`super::ring`]) and the plan's grant
+//!   descriptors from fd 6 on, and nothing else: the host places them in the child before
+//!   `exec` and the worker closes every higher descriptor in its first lines.
+//! - **Calls.** A call's request and reply travel through the shared call region
+//!   ([`super::ring`], hostile ground: every field the worker writes is read once, checked
+//!   and copied out before it is parsed); the socket carries the handshake and payloads too
+//!   large for the region, and any frame the host did not ask for during a call is a
+//!   violation ([`ProcessExecutor::socket_frame_during_call`]).
 //! - **Reports.** The worker restricts itself (namespaces, rlimits, Landlock, seccomp) and
 //!   sends its enforcement report *before* `dlopen`; the host then confirms it from outside
 //!   (`/proc/<pid>/status`: `Seccomp`, `NoNewPrivs`, `Seccomp_filters`; `/proc/<pid>/ns/*`
@@ -50,7 +55,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::base::ffi::{FaultError, PluginMetadata, PluginResult, SYMBOL_EXECUTE, decode_result};
+use crate::base::ffi::{FaultError, PluginMetadata, PluginResult, decode_result};
 use crate::base::protocol::{
     FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, PayloadError, ProtocolViolation, Tag,
     read_frame,
@@ -71,6 +76,7 @@ use super::init::{
 };
 use super::log::PluginLog;
 use super::pool::{Pool, Pooled};
+use super::ring::{HostRing, Posted, Reply};
 use super::spawner::{REAP_BOUND, place_fds, reap_within};
 use super::tools::{self, CallExtras, CallState, ToolEnv};
 use std::sync::Arc;
@@ -108,6 +114,7 @@ fn init_message(
         tool_request_bytes: limits.tool_request_bytes,
         tool_reply_bytes: limits.tool_reply_bytes,
         progress_bytes: limits.progress_bytes,
+        ring: super::ring::LAYOUT_VERSION,
     }
 }
 
@@ -117,6 +124,8 @@ fn init_message(
 struct Worker {
     child: Child,
     channel: BufReader<Channel>,
+    /// The shared call region (the worker has it at fd 5).
+    ring: HostRing,
     cgroup: Option<Cgroup>,
     /// The reader of its stdout and stderr; ended after the worker is. Boxed: it is not on
     /// the call path, and the executor stays small.
@@ -136,7 +145,10 @@ pub(crate) struct ProcessExecutor {
     /// The worker; only the caller holding the turn locks it (or `Drop`).
     worker: Mutex<Option<Worker>>,
     timeout: Duration,
+    /// Largest reply frame on the socket (the output limit and the frame header).
     output_cap: usize,
+    /// The output limit, for a reply in the call region.
+    output_bytes: usize,
     poisoned: AtomicBool,
     /// What the plugin's host tool requests are judged by (`tools::answer`).
     tools: Arc<ToolEnv>,
@@ -196,11 +208,45 @@ impl Worker {
         frame
     }
 
+    /// The socket's state, without waiting: bytes already buffered or readable, hung up
+    /// (the worker died or closed it), or quiet.
+    fn socket(&self) -> Socket {
+        use rustix::event::{PollFd, PollFlags, poll};
+        if !self.channel.buffer().is_empty() {
+            return Socket::Readable;
+        }
+        let mut fds = [PollFd::new(self.channel.get_ref().stream(), PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&zero)) {
+            Ok(0) => Socket::Quiet,
+            Ok(_) => {
+                let revents = fds.first().map_or(PollFlags::HUP, PollFd::revents);
+                if revents.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                    Socket::Hung
+                } else {
+                    Socket::Readable
+                }
+            }
+            Err(rustix::io::Errno::INTR) => Socket::Quiet,
+            Err(_) => Socket::Hung,
+        }
+    }
+
     fn send(&mut self, deadline: Instant, tag: Tag, seq: u64, payload: &[u8]) -> io::Result<()> {
         let channel = self.channel.get_mut();
         channel.deadline = deadline;
         channel.send(tag, seq, payload)
     }
+}
+
+/// What the host finds on a worker's socket between two slices of waiting for a reply.
+enum Socket {
+    Quiet,
+    Readable,
+    Hung,
 }
 
 /// What ended an exchange with the worker: a fault of the call, or a reason to end it.
@@ -298,7 +344,7 @@ impl ProcessExecutor {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let deadline = Instant::now() + timeout;
         // Warm first: each worker taken is handed this plugin or ended, never returned.
-        let fits = plan.grant_fds().len().saturating_add(3) <= HANDOVER_MAX_FDS;
+        let fits = plan.grant_fds().len().saturating_add(4) <= HANDOVER_MAX_FDS;
         while let Some(pooled) = pool.filter(|_| fits).and_then(Pool::take) {
             let warm = Self::start_pooled(
                 pooled,
@@ -321,9 +367,11 @@ impl ProcessExecutor {
             })
         };
         let (host_end, worker_end) = UnixStream::pair().map_err(spawn_err)?;
+        let ring = HostRing::create().map_err(spawn_err)?;
         let mut given: Vec<OwnedFd> = Vec::new();
         given.push(library.try_clone_to_owned().map_err(spawn_err)?);
         given.push(OwnedFd::from(worker_end));
+        given.push(ring.fd().try_clone_to_owned().map_err(spawn_err)?);
         let grants = plan.grant_fds();
         let grant_count = grants.len();
         for fd in grants {
@@ -356,9 +404,11 @@ impl ProcessExecutor {
                 return Err(e);
             }
         };
+        ring.set_worker_pid(child.id());
         let worker = Worker {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(host_end)),
+            ring,
             cgroup,
             log: Some(Box::new(log)),
             seq: 0,
@@ -413,6 +463,7 @@ impl ProcessExecutor {
                     worker: Mutex::new(Some(worker)),
                     timeout,
                     output_cap: limits.output_bytes.saturating_add(FRAME_OVERHEAD),
+                    output_bytes: limits.output_bytes,
                     poisoned: AtomicBool::new(false),
                     tools: Arc::new(ToolEnv::none()),
                 };
@@ -452,18 +503,31 @@ impl ProcessExecutor {
                 return failed(e);
             }
         };
+        let ring = match HostRing::create() {
+            Ok(r) => r,
+            Err(e) => {
+                pooled.end();
+                return failed(e);
+            }
+        };
         let grants = plan.grant_fds();
         let grant_count = grants.len();
-        let mut fds: Vec<BorrowedFd<'_>> =
-            vec![pipes.stdout.as_fd(), pipes.stderr.as_fd(), library];
+        let mut fds: Vec<BorrowedFd<'_>> = vec![
+            pipes.stdout.as_fd(),
+            pipes.stderr.as_fd(),
+            library,
+            ring.fd(),
+        ];
         fds.extend(grants.iter().map(|g| g.as_fd()));
         let sent = hand_over(&pooled.channel, &fds);
         drop(fds);
         drop(pipes);
         let Pooled { child, channel } = pooled;
+        ring.set_worker_pid(child.id());
         let worker = Worker {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(channel)),
+            ring,
             cgroup: Cgroup::create(limits.threads),
             log: Some(Box::new(log)),
             seq: 0,
@@ -685,45 +749,144 @@ impl ProcessExecutor {
         if let Some(log) = &worker.log {
             log.new_window();
         }
-        if let Err(e) = worker.send(deadline, Tag::Call, seq, input) {
+        // Read before the call is posted: the reply is there once the turn moves from it.
+        let since = worker.ring.reply_turn();
+        if worker.ring.post_call(seq, input) == Posted::OnSocket
+            && let Err(e) = worker.send(deadline, Tag::Call, seq, input)
+        {
             return Err(if timed_out(&e) {
                 Ending::Fault(timeout())
             } else {
                 Ending::Closed
             });
         }
-        // Until the reply: every other frame (a host tool request, a progress message) is
-        // handed to `tools::answer`, which answers it or names the violation.
+        // Until the reply, a frame on the socket is a host tool request or a progress
+        // message: `tools::answer` answers it or names the violation. The worker draws the
+        // host's attention to it through the region, so it is read at once.
         let mut call = CallState::new(seq, deadline, extras);
-        let cap = self.output_cap.max(
+        // Whether to look at the socket before waiting again: after a nudge, and at the end
+        // of each slice (a dead worker is seen there).
+        let mut look = false;
+        loop {
+            // Read before the socket is drained: a nudge that comes during the drain then
+            // ends the wait below at once.
+            let attention = worker.ring.attention();
+            while look {
+                match worker.socket() {
+                    Socket::Quiet => look = false,
+                    Socket::Hung => return Err(Ending::Closed),
+                    // A reply announced as following on the socket may have raced the wait.
+                    Socket::Readable if worker.ring.reply_turn() != since => look = false,
+                    Socket::Readable => {
+                        self.socket_frame_during_call(worker, deadline, &mut call, false)?;
+                        if Instant::now() >= deadline {
+                            return Err(Ending::Fault(timeout()));
+                        }
+                    }
+                }
+            }
+            let slice_end = deadline.min(Instant::now() + super::ring::SLICE);
+            if worker.ring.wait_reply(since, attention, slice_end) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Ending::Fault(timeout()));
+            }
+            look = true;
+        }
+        let result = match worker.ring.read_reply(seq, self.output_bytes) {
+            Ok(Reply::Done(result)) => result,
+            Ok(Reply::OnSocket) => self.reply_on_socket(worker, seq, deadline, &mut call)?,
+            Err(v) => return Err(violation(v)),
+        };
+        // What the worker wrote on the socket during the call is there by now (it wrote it
+        // before it published the reply): the progress it sent last is delivered; a tool
+        // request now (its plugin gave up waiting for the answer) or any other frame is a
+        // violation.
+        loop {
+            match worker.socket() {
+                Socket::Quiet => break,
+                Socket::Hung => return Err(Ending::Closed),
+                Socket::Readable => {
+                    self.socket_frame_during_call(worker, deadline, &mut call, true)?;
+                }
+            }
+        }
+        call.finish(&self.tools);
+        Ok(result)
+    }
+
+    /// The read cap of a frame during a call: a reply's, or a tool request's if larger.
+    fn call_frame_cap(&self) -> usize {
+        self.output_cap.max(
             self.tools
                 .limits
                 .request_payload()
                 .saturating_add(FRAME_OVERHEAD),
-        );
+        )
+    }
+
+    /// A frame on the socket during a call that did not announce its reply there: a host
+    /// tool request or a progress message, answered by [`tools::answer`] (which names the
+    /// violation in anything else). Once the reply is in (`replied`), only progress may
+    /// still be read: a request of the call is then a violation.
+    fn socket_frame_during_call(
+        &self,
+        worker: &mut Worker,
+        deadline: Instant,
+        call: &mut CallState,
+        replied: bool,
+    ) -> Result<(), Ending> {
+        let frame = worker
+            .read(deadline, self.call_frame_cap())
+            .map_err(|e| read_failure(e, self.timeout))?;
+        if replied && frame.tag == Tag::ToolRequest {
+            return Err(violation(tools::late_request(&frame, call, &self.tools)));
+        }
+        match tools::answer(&frame, call, &self.tools) {
+            Ok(None) => Ok(()),
+            Ok(Some((tag, reply))) => worker.send(deadline, tag, call.seq, &reply).map_err(|e| {
+                if timed_out(&e) {
+                    Ending::Fault(FaultError::Timeout {
+                        timeout_ms: duration_ms(self.timeout),
+                    })
+                } else {
+                    Ending::Closed
+                }
+            }),
+            Err(v) => Err(violation(v)),
+        }
+    }
+
+    /// A reply the region announced as following on the socket (it did not fit): one
+    /// `Output` or `Fault` frame with the call's sequence number, after whatever progress
+    /// the call sent before it (delivered as during the call).
+    fn reply_on_socket(
+        &self,
+        worker: &mut Worker,
+        seq: u64,
+        deadline: Instant,
+        call: &mut CallState,
+    ) -> Result<Result<PluginResult, FaultError>, Ending> {
         let frame = loop {
             let frame = worker
-                .read(deadline, cap)
+                .read(deadline, self.call_frame_cap())
                 .map_err(|e| read_failure(e, self.timeout))?;
-            if matches!(frame.tag, Tag::Output | Tag::Fault) {
-                break frame;
-            }
-            match tools::answer(&frame, &mut call, &self.tools) {
-                Ok(None) => {}
-                Ok(Some((tag, reply))) => {
-                    if let Err(e) = worker.send(deadline, tag, seq, &reply) {
-                        return Err(if timed_out(&e) {
-                            Ending::Fault(timeout())
-                        } else {
-                            Ending::Closed
-                        });
-                    }
+            match frame.tag {
+                Tag::Output | Tag::Fault => break frame,
+                Tag::Progress => match tools::answer(&frame, call, &self.tools) {
+                    Ok(_) => {}
+                    Err(v) => return Err(violation(v)),
+                },
+                tag => {
+                    return Err(violation(ProtocolViolation::Unexpected {
+                        tag,
+                        waiting: "waiting for a call's reply",
+                    }));
                 }
-                Err(v) => return Err(violation(v)),
             }
         };
-        call.finish(&self.tools);
-        // The read above allowed a request's cap; a reply keeps its own.
+        // The read allowed a request's cap; a reply keeps its own.
         if frame.payload.len().saturating_add(FRAME_OVERHEAD - 4) > self.output_cap {
             return Err(violation(ProtocolViolation::TooLarge {
                 len: u64::try_from(frame.payload.len()).unwrap_or(u64::MAX),
@@ -739,19 +902,7 @@ impl ProcessExecutor {
         if frame.tag == Tag::Output {
             return Ok(decode_result(&frame.payload));
         }
-        match serde_json::from_slice::<CallFault>(&frame.payload) {
-            Ok(CallFault::NullResult) => Ok(Err(FaultError::NullResult {
-                function: SYMBOL_EXECUTE,
-            })),
-            Ok(CallFault::OutputTooLarge { limit }) => Ok(Err(FaultError::OutputTooLarge {
-                function: SYMBOL_EXECUTE,
-                limit,
-            })),
-            Err(e) => Err(violation(ProtocolViolation::Malformed {
-                tag: Tag::Fault,
-                reason: PayloadError::json(e),
-            })),
-        }
+        CallFault::decode(&frame.payload).map_err(violation)
     }
 
     /// Sets what the plugin's host tool requests are judged by (before any call).

@@ -22,13 +22,20 @@ use super::ExecError;
 pub(super) const WORKER_MEMFD: RawFd = 3;
 /// The worker's descriptor for its channel to the host.
 pub(super) const WORKER_CHANNEL: RawFd = 4;
+/// The worker's descriptor for the shared call region ([`super::ring`]); it stays open there
+/// for the worker's life.
+pub(crate) const WORKER_RING: RawFd = 5;
 /// The worker's first grant descriptor; the others follow it in the plan's order.
-pub(super) const WORKER_FIRST_GRANT: RawFd = 5;
+pub(super) const WORKER_FIRST_GRANT: RawFd = 6;
 // The spawner places the descriptors, and the worker takes them, as one contiguous run
-// from WORKER_MEMFD: library, channel, then the grants.
-const _: () =
-    assert!(WORKER_CHANNEL == WORKER_MEMFD + 1 && WORKER_FIRST_GRANT == WORKER_CHANNEL + 1);
-/// Most descriptors one hand-over carries: the two log pipes, the library and the grants.
+// from WORKER_MEMFD: library, channel, call region, then the grants.
+const _: () = assert!(
+    WORKER_CHANNEL == WORKER_MEMFD + 1
+        && WORKER_RING == WORKER_CHANNEL + 1
+        && WORKER_FIRST_GRANT == WORKER_RING + 1
+);
+/// Most descriptors one hand-over carries: the two log pipes, the library, the call region
+/// and the grants.
 /// A plan with more grants is started cold (the worker's `RLIMIT_NOFILE` is 64 anyway).
 pub(super) const HANDOVER_MAX_FDS: usize = 48;
 /// Largest control frame (init, reports, errors).
@@ -61,6 +68,8 @@ pub(super) struct Init {
     pub(super) tool_request_bytes: usize,
     pub(super) tool_reply_bytes: usize,
     pub(super) progress_bytes: usize,
+    /// The layout version of the call region at [`WORKER_RING`] ([`super::ring`]).
+    pub(super) ring: u32,
 }
 
 /// Why the worker could not load the plugin, as it reports it.
@@ -77,6 +86,9 @@ pub(super) enum LoadFailure {
     GrantDescriptors { expected: usize, given: usize },
     /// Before `dlopen`: a grant descriptor is not the object (or kind) the plan names.
     GrantDescriptorMismatch { index: usize, path: PathBuf },
+    /// Before `dlopen`: the call region at [`WORKER_RING`] is missing, or not the sealed
+    /// region of the layout `Init` names.
+    Region { detail: String },
     /// From `dlopen` (after the report; plugin code may have run, so only ever a refusal).
     Dlopen { detail: String },
     /// A required symbol is missing (after the report, as `Dlopen`).
@@ -89,6 +101,28 @@ pub(super) enum LoadFailure {
 pub(super) enum CallFault {
     NullResult,
     OutputTooLarge { limit: usize },
+}
+
+impl CallFault {
+    /// What a call's fault reply means: the call's own fault (the worker serves on), or a
+    /// violation if the payload is not a fault.
+    pub(super) fn decode(
+        payload: &[u8],
+    ) -> Result<Result<crate::base::ffi::PluginResult, FaultError>, ProtocolViolation> {
+        match serde_json::from_slice::<CallFault>(payload) {
+            Ok(CallFault::NullResult) => Ok(Err(FaultError::NullResult {
+                function: SYMBOL_EXECUTE,
+            })),
+            Ok(CallFault::OutputTooLarge { limit }) => Ok(Err(FaultError::OutputTooLarge {
+                function: SYMBOL_EXECUTE,
+                limit,
+            })),
+            Err(e) => Err(ProtocolViolation::Malformed {
+                tag: Tag::Fault,
+                reason: PayloadError::json(e),
+            }),
+        }
+    }
 }
 
 /// The `Loaded` frame: `[u32 LE version][u8 metadata status][metadata bytes]`.
@@ -134,6 +168,10 @@ impl LoadFailure {
             (LoadFailure::Setup { detail }, Phase::Restricting) => {
                 Ok(LoadError::Worker { detail }.into())
             }
+            (LoadFailure::Region { detail }, Phase::Restricting) => Ok(LoadError::Worker {
+                detail: format!("call region at fd {WORKER_RING}: {detail}"),
+            }
+            .into()),
             (LoadFailure::Sandbox { detail }, Phase::Restricting) => {
                 Ok(SandboxError::Worker { detail }.into())
             }

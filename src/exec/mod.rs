@@ -24,6 +24,7 @@ pub(crate) mod options;
 pub(crate) mod pool;
 pub(crate) mod probe;
 pub(crate) mod restart;
+pub(crate) mod ring;
 pub(crate) mod set;
 mod spawner;
 pub(crate) mod thread;

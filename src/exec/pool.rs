@@ -9,7 +9,8 @@
 //! (the plan may grant TCP), every rlimit and the task bound (the `pids` cgroup is made and
 //! joined at hand-over), Landlock, seccomp, the re-check of the library and the grants, and
 //! `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
-//! channel, the log pipes, the sealed memfd and the grant descriptors, then `Init`; the
+//! channel, the log pipes, the sealed memfd, the call region and the grant descriptors, then
+//! `Init`; the
 //! worker puts them at the cold worker's numbers and from there is a cold worker: the same
 //! layout check, the same count check against `Init`, the same re-check of the library's
 //! seals, size and digest and of the grants ([`super::child`]).

@@ -354,6 +354,36 @@ pub(crate) fn answer(
     Ok(Some((Tag::ToolReply, dispatch(&name, &args, call, env))))
 }
 
+/// What a tool request found on the socket after its call's reply is: the violation
+/// [`answer`] would name for it (another call's sequence number, over the cap, malformed),
+/// or, for a well-formed request of this call, `Unexpected` (its plugin no longer waits
+/// for an answer). Nothing is dispatched.
+pub(crate) fn late_request(frame: &Frame, call: &CallState, env: &ToolEnv) -> ProtocolViolation {
+    if frame.seq != call.seq {
+        return ProtocolViolation::WrongSequence {
+            expected: call.seq,
+            got: frame.seq,
+        };
+    }
+    let cap = env.limits.request_payload();
+    if frame.payload.len() > cap {
+        return ProtocolViolation::TooLarge {
+            len: u64::try_from(frame.payload.len()).unwrap_or(u64::MAX),
+            cap,
+        };
+    }
+    match parse_request(&frame.payload) {
+        Err(e) => ProtocolViolation::Malformed {
+            tag: Tag::ToolRequest,
+            reason: PayloadError::Request(e),
+        },
+        Ok(_) => ProtocolViolation::Unexpected {
+            tag: Tag::ToolRequest,
+            waiting: "nothing but progress after a call's reply",
+        },
+    }
+}
+
 fn progress(value: &serde_json::Value, call: &mut CallState, env: &ToolEnv) {
     if call.progress >= env.limits.progress_messages {
         call.progress_dropped = call.progress_dropped.saturating_add(1);

@@ -8,7 +8,8 @@
  * Constructor, chosen with -DCTOR=<n> (default 0: none):
  *   1 FORGE_ENFORCEMENT  writes a second enforcement report (tag 3) and returns
  *   2 FORGE_LOADED       writes a "loaded" relay (tag 7) with its own version (99) and
- *                        metadata, then serves calls itself from the channel, forever
+ *                        metadata, then serves calls itself, forever, from the call region
+ *                        at fd 5 (src/exec/ring: its layout is in the module docs)
  *   3 LOAD_FAILED        writes a load failure (tag 4) claiming a setup error, returns
  *   4 HALF_FRAME         writes 6 bytes of a frame header and sleeps
  *   5 FLOOD              writes output frames (tag 5) forever
@@ -36,8 +37,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef CTOR
@@ -73,19 +78,37 @@ static void put_frame(uint8_t tag, uint64_t seq, const void *payload, uint32_t l
     write_all(CHANNEL, payload, len);
 }
 
-static int read_all(int fd, void *buf, size_t len) {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n <= 0) return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static const char FORGED_RESULT[] =
     "{\"success\":true,\"output\":{\"forged\":true},\"error\":null,\"files\":[]}";
+
+/* Serves every call in the call region (fd 5) with FORGED_RESULT, as the worker would:
+ * waits for the call turn to move, then publishes the reply bytes, length, tag and last the
+ * call's sequence number, bumps the reply turn and wakes the host. */
+static void serve_forged_from_region(void) {
+    struct stat st;
+    if (fstat(5, &st) != 0) _exit(0);
+    unsigned char *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, 5, 0);
+    if (base == MAP_FAILED) _exit(0);
+    uint32_t *call_turn = (uint32_t *)(base + 148);
+    uint32_t *reply_turn = (uint32_t *)(base + 276);
+    uint32_t seen = 0;
+    /* "Always wake me": the host calls FUTEX_WAKE only for a worker that says it sleeps. */
+    __atomic_store_n((uint32_t *)(base + 152), 1, __ATOMIC_SEQ_CST);
+    for (;;) {
+        while (__atomic_load_n(call_turn, __ATOMIC_ACQUIRE) == seen) {
+            syscall(SYS_futex, call_turn, FUTEX_WAIT, seen, NULL, NULL, 0);
+        }
+        seen = __atomic_load_n(call_turn, __ATOMIC_ACQUIRE);
+        uint64_t seq = __atomic_load_n((uint64_t *)(base + 128), __ATOMIC_ACQUIRE);
+        memcpy(base + 4096 + 1114112, FORGED_RESULT, sizeof FORGED_RESULT - 1);
+        __atomic_store_n((uint64_t *)(base + 264), (uint64_t)(sizeof FORGED_RESULT - 1),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n((uint32_t *)(base + 272), 1, __ATOMIC_RELAXED);
+        __atomic_store_n((uint64_t *)(base + 256), seq, __ATOMIC_RELEASE);
+        __atomic_fetch_add(reply_turn, 1, __ATOMIC_SEQ_CST);
+        syscall(SYS_futex, reply_turn, FUTEX_WAKE, 1, NULL, NULL, 0);
+    }
+}
 
 __attribute__((constructor)) static void liar_init(void) {
     switch (CTOR) {
@@ -104,21 +127,8 @@ __attribute__((constructor)) static void liar_init(void) {
         memcpy(payload, head, sizeof head);
         memcpy(payload + sizeof head, md, sizeof md - 1);
         put_frame(7, 0, payload, (uint32_t)(sizeof head + sizeof md - 1));
-        for (;;) {
-            unsigned char h[13];
-            if (read_all(CHANNEL, h, sizeof h) != 0) _exit(0);
-            uint32_t counted;
-            uint64_t seq;
-            memcpy(&counted, h, 4);
-            memcpy(&seq, h + 5, 8);
-            char sink[4096];
-            for (uint32_t left = counted - 9; left > 0;) {
-                uint32_t n = left < sizeof sink ? left : (uint32_t)sizeof sink;
-                if (read_all(CHANNEL, sink, n) != 0) _exit(0);
-                left -= n;
-            }
-            put_frame(5, seq, FORGED_RESULT, sizeof FORGED_RESULT - 1);
-        }
+        serve_forged_from_region();
+        return;
     }
     case 3: {
         static const char failure[] = "{\"kind\":\"setup\",\"detail\":\"forged\"}";

@@ -15,8 +15,9 @@
  *   forge_seq    a tool request carrying another call's sequence number
  *   huge_len     a frame header announcing 4 GiB
  *   malformed    a tool request (sequence 1: the first call) whose arguments are not JSON
- *   after_reply  a forged reply for call 1, then a tool request for call 1, then returns:
- *                the host takes the forged reply and finds the request at the next call
+ *   after_reply  a forged reply frame for call 1 on the socket, then a tool request for
+ *                call 1, then returns: replies come through the call region, so the frame
+ *                is a violation of call 1
  *
  * The table's declaration is include/skillgate_plugin.h's, so this also checks the header.
  * Built with -DHOST_EXPORT_DATA it exports a data object of that name instead, which

@@ -467,3 +467,28 @@ fn every_filter_the_sandbox_builds_encodes() {
         }
     }
 }
+
+/// What the call region (`exec::ring`) needs of a sandboxed worker, and nothing new: the
+/// shared futex words are waited on and woken without `FUTEX_PRIVATE_FLAG` (two processes),
+/// the region is mapped read-write and shared before the filter, and the calls that wait
+/// spin with `sched_yield`. Each is allowed by the filter as it was before the region.
+#[test]
+fn the_call_region_needs_only_what_the_filter_allowed_already() {
+    let region = [
+        0,
+        2_232_320,
+        (libc::PROT_READ | libc::PROT_WRITE) as u64,
+        libc::MAP_SHARED as u64,
+        5,
+        0,
+    ];
+    assert_eq!(decide(false, libc::SYS_mmap, region), RET_ALLOW);
+    for op in [libc::FUTEX_WAIT, libc::FUTEX_WAKE] {
+        assert_eq!(
+            decide(false, libc::SYS_futex, [0x1000, op as u64, 0, 0, 0, 0]),
+            RET_ALLOW,
+            "futex op {op}"
+        );
+    }
+    assert_eq!(decide(false, libc::SYS_sched_yield, [0; 6]), RET_ALLOW);
+}
