@@ -593,3 +593,76 @@ fn a_compat_loader_keeps_one_pool_across_its_loads() {
     }
     assert!(first.execute(&ctx(json!({ "n": 2 }))).unwrap().success);
 }
+
+fn net_ns(pid: impl std::fmt::Display) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()
+}
+
+/// A pooled worker enters its network namespace while it waits (the costliest step of a
+/// load, taken off it); a plan granting TCP needs the host's network, so it is started
+/// cold, never handed to a pooled worker.
+#[test]
+fn pooled_workers_enter_their_network_namespace_ahead_and_a_tcp_plan_starts_cold() {
+    let _s = serial();
+    let host = Host::process();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lib = host.build("good", "dialer", &[]);
+    let mut manifest: Value = serde_json::from_str(&manifest_template("dialer")).unwrap();
+    manifest["capabilities"] = json!({"read": [], "read_write": [], "connect_tcp": [port]});
+    let tcp =
+        host.install_with_manifest("dialer", &lib, &serde_json::to_string(&manifest).unwrap());
+    let plain = host.plugin("good", "plain");
+    let mut sandbox = SandboxPolicy::default();
+    sandbox.connect_tcp.push(port);
+    let policy = pooled_policy(&host, 2)
+        .to_builder()
+        .sandbox(sandbox)
+        .build()
+        .unwrap();
+    let (gate, pooled) = started_gate(&host, policy);
+    // Does this kernel give workers a network namespace at all? A cold start says.
+    let cold_gate = host.gate_with(pooled_policy(&host, 0));
+    let cold_plain = cold_gate.verify_and_load(&plain).unwrap();
+    let kernel_allows = cold_plain
+        .enforcement()
+        .namespaces
+        .iter()
+        .any(|n| n == "net");
+    let ours = net_ns("self");
+    for p in &pooled {
+        assert_eq!(
+            net_ns(p) != ours,
+            kernel_allows,
+            "waiting worker {p} is not in its own network namespace"
+        );
+    }
+    // The TCP plan: a cold worker in the host's network namespace, not a pooled one.
+    let dialer = gate.verify_and_load(&tcp).unwrap();
+    let pid = dialer.worker_pid().unwrap();
+    assert!(
+        !pooled.contains(&pid),
+        "a pooled worker was handed a TCP plan"
+    );
+    assert!(!started_pooled(pid));
+    assert_eq!(net_ns(pid), ours);
+    assert!(!dialer.enforcement().namespaces.iter().any(|n| n == "net"));
+    assert_eq!(dialer.enforcement().connect_tcp, vec![port]);
+    run_good(&dialer);
+    // Control: a plan without TCP takes a pooled worker, reported and confirmed as a cold
+    // start's (the host compares the namespace with its own).
+    let warm = gate.verify_and_load(&plain).unwrap();
+    let warm_pid = warm.worker_pid().unwrap();
+    assert!(pooled.contains(&warm_pid));
+    assert_eq!(
+        warm.enforcement().namespaces,
+        cold_plain.enforcement().namespaces
+    );
+    assert_eq!(net_ns(warm_pid) != ours, kernel_allows);
+    run_good(&warm);
+    run_good(&cold_plain);
+    host.assert_still_serves(&gate);
+}

@@ -3,12 +3,14 @@
 //!
 //! A pooled worker is started with only its channel (at the usual number, with a `/dev/null`
 //! placeholder where the library goes), `/dev/null` on 0, 1 and 2, closes every other descriptor, leaves the host's session, arms
-//! its parent-death signal, enters its user namespace and then waits on its channel holding
-//! no plugin-specific right: no library, no grant, no log pipe. Everything that depends on
-//! the plugin stays in the per-plugin step, exactly as in a cold start: the network namespace
-//! (the plan may grant TCP), every rlimit and the task bound (the `pids` cgroup is made and
-//! joined at hand-over), Landlock, seccomp, the re-check of the library and the grants, and
-//! `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
+//! its parent-death signal, enters its user namespace and its network namespace (the
+//! largest single step of a load, about half a millisecond; a plan that grants TCP needs the
+//! host's network, so it is never handed to a pooled worker but started cold, and the
+//! worker refuses one) and then waits on its channel holding no plugin-specific right: no
+//! library, no grant, no log pipe. Everything that depends on the plugin stays in the
+//! per-plugin step, exactly as in a cold start: every rlimit and the task bound (the `pids`
+//! cgroup is made and joined at hand-over), Landlock, seccomp, the re-check of the library
+//! and the grants, and `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
 //! channel, the log pipes, the sealed memfd and the grant descriptors, then `Init`; the
 //! worker puts them at the cold worker's numbers and from there is a cold worker: the same
 //! layout check, the same count check against `Init`, the same re-check of the library's
