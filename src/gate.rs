@@ -536,9 +536,10 @@ impl LoadedPlugin {
                     }
                 }
                 // The first process-mode load starts the pool once its own workers were
-                // started (cold): the refill never competes with them.
+                // started (cold); later ones wake its refill once they are done: the
+                // refill never competes with a load.
                 if let Some(p) = pool {
-                    p.start();
+                    p.loaded();
                 }
                 started?;
                 let report = first_report.ok_or(FaultError::Poisoned)?;

@@ -202,7 +202,9 @@ impl Pool {
         }))
     }
 
-    /// A worker that still waits, if any (and the refill thread is told to replace it).
+    /// A worker that still waits, if any. The refill thread is not woken here: the load
+    /// that took it wakes it once it is done ([`LazyPool::loaded`]), so the replacement's
+    /// fork and exec never compete with that load for the CPU or the host's memory map.
     pub(super) fn take(&self) -> Option<Pooled> {
         let mut state = self.shared.lock();
         let taken = loop {
@@ -217,8 +219,12 @@ impl Pool {
             }
         };
         drop(state);
-        self.shared.wake.notify_all();
         taken
+    }
+
+    /// Wakes the refill thread (to replace what loads took, and workers found dead).
+    fn wake(&self) {
+        self.shared.wake.notify_all();
     }
 
     /// The process ids of the workers waiting now.
@@ -341,10 +347,16 @@ impl LazyPool {
         self.pool.get().is_some()
     }
 
-    /// Starts the pool if it has not been started (the refill thread fills it from there,
-    /// off the caller's path). A refill thread that cannot be started leaves the pool off
-    /// for this Gate, with a warning: loads start their workers cold.
-    pub(crate) fn start(&self) {
+    /// After a process-mode load (whatever its outcome): starts the pool if this was the
+    /// first, else wakes its refill thread to replace what the load took. Either way the
+    /// refill runs after the load, off the caller's path. A refill thread that cannot be
+    /// started leaves the pool off for this Gate, with a warning: loads start their
+    /// workers cold.
+    pub(crate) fn loaded(&self) {
+        if let Some(pool) = self.started() {
+            pool.wake();
+            return;
+        }
         let _ = self
             .pool
             .get_or_init(|| match Pool::start(self.size, &self.program) {
