@@ -14,6 +14,7 @@
 //! cannot be used, every load fails with the error that says so, never with a default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use crate::base::ffi::{
     PLUGIN_ABI_VERSION, PluginContext, PluginMetadata, PluginMetadataFFI, PluginResult,
@@ -25,6 +26,7 @@ pub use crate::pipeline::manifest::library_filename;
 
 use crate::base::escape::Escaped;
 use crate::error::Error;
+use crate::exec::pool::SharedPool;
 use crate::gate::{Gate, LoadedPlugin};
 use crate::policy::{Policy, PolicyEnv, PolicyError, find_policy_file};
 use crate::trust::keys::PublicKey;
@@ -88,10 +90,17 @@ pub struct Discovery {
 }
 
 /// Discovers and loads plugins from trusted directories, verifying each one.
+///
+/// Each load builds a fresh [`Gate`] from the loader's policy (the trusted directories are
+/// opened and checked again, a policy file that was unusable is read again), but the warm
+/// pool of workers (`pool.size`) is the loader's: every Gate it builds takes the same pool
+/// while the policy's pool size and worker program are unchanged, so a pooled worker waits
+/// between loads instead of being started and ended with each call. A clone shares it.
 #[derive(Debug, Clone)]
 pub struct PluginLoader {
     trusted_dirs: Vec<PathBuf>,
     setup: Setup,
+    pool: Arc<SharedPool>,
 }
 
 /// Where a loader's policy and trust store stand.
@@ -169,6 +178,7 @@ impl PluginLoader {
         PluginLoader {
             trusted_dirs: Vec::new(),
             setup,
+            pool: Arc::default(),
         }
     }
 
@@ -318,7 +328,14 @@ impl PluginLoader {
             .filter(|d| d.is_dir())
             .cloned()
             .collect();
-        Gate::with_trust_store(policy, trust)
+        Gate::with_shared_pool(policy, trust, &self.pool)
+    }
+
+    /// The process ids of the warm workers waiting in this loader's pool now (empty
+    /// before its first process-mode load, or with `pool.size` 0). For tests of the pool.
+    #[doc(hidden)]
+    pub fn pooled_worker_pids(&self) -> Vec<u32> {
+        self.pool.pids()
     }
 
     /// The library file name for a plugin name on this platform (`lib<name>.so`).

@@ -60,6 +60,13 @@ fn doctor_reports_what_this_machine_gives_and_exits_0() {
         assert_eq!(doc["worker"]["path"], worker.to_str().unwrap());
         assert!(doc["namespaces"]["user"]["ok"].is_boolean());
         assert!(doc["namespaces"]["net"]["ok"].is_boolean());
+        // The warm pool: on by default in process mode, none in thread mode.
+        let pool = if isolation == "process" {
+            skillgate::policy::DEFAULT_POOL_SIZE
+        } else {
+            0
+        };
+        assert_eq!(doc["pool"]["size"], pool, "{doc:#}");
         assert_eq!(doc["can_load"], true);
         assert_eq!(doc["unmet"], serde_json::json!([]));
     }

@@ -1,8 +1,11 @@
-//! The warm pool of workers (process isolation): loads take a worker started ahead of
-//! them, enforcement is a cold start's, a worker never serves two plugins, a pooled worker
-//! that died is replaced, dropping the Gate leaves no worker and no descriptor behind, and a
-//! loaded plugin holds nothing of a pooled worker. Process mode only: thread isolation has
-//! no workers (a thread-mode Gate has no pool, checked below).
+//! The warm pool of workers (process isolation): on by default and started lazily (a Gate
+//! that only verifies starts no worker; the first process-mode load starts the pool), loads
+//! take a worker started ahead of them, enforcement is a cold start's, a worker never serves
+//! two plugins, a pooled worker that died is replaced, an empty pool is a cold start,
+//! dropping the Gate leaves no worker and no descriptor behind, a loaded plugin holds
+//! nothing of a pooled worker, and a `compat::PluginLoader` keeps one pool across its
+//! loads. Process mode only: thread isolation has no workers (a thread-mode Gate has no
+//! pool, checked below). CI runs this suite again as uid 65534.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,8 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use skillgate::compat::PluginLoader;
+use skillgate::policy::DEFAULT_POOL_SIZE;
 use skillgate::policy::{PolicyError, SandboxPolicy, WorkspaceAccess};
-use skillgate::{Error, Gate, LoadOptions, Policy};
+use skillgate::{Error, Gate, LoadOptions, Policy, TrustStore};
 use support::{Host, ctx, is_our_child, manifest_template};
 
 /// Serializes the tests of this file: they count this process's children, descriptors
@@ -42,11 +47,38 @@ fn pooled_policy(host: &Host, size: usize) -> Policy {
         .unwrap()
 }
 
+/// A Gate over `policy` whose pool was started by a first process-mode load (of a plugin
+/// of its own, dropped again) and has filled to `size`; returns the Gate and the pooled
+/// pids. That first load is a cold start: the pool starts only once it has its worker.
+fn started_gate(host: &Host, policy: Policy) -> (Gate, Vec<u32>) {
+    let size = policy.pool_size();
+    let gate = host.gate_with(policy);
+    let dir = host.root.join("starter");
+    if !dir.exists() {
+        host.plugin("good", "starter");
+    }
+    assert!(gate.pooled_worker_pids().is_empty(), "not started yet");
+    let first = gate.verify_and_load(&dir).unwrap();
+    run_good_any(&first);
+    drop(first);
+    let pooled = wait_for_pool(&gate, size, &[]);
+    (gate, pooled)
+}
+
+fn run_good_any(plugin: &skillgate::LoadedPlugin) {
+    assert!(plugin.execute(&ctx(json!({ "n": 1 }))).unwrap().success);
+}
+
 /// Waits until `gate`'s pool holds `n` workers, none of them in `not`.
 fn wait_for_pool(gate: &Gate, n: usize, not: &[u32]) -> Vec<u32> {
+    wait_for_pids(|| gate.pooled_worker_pids(), n, not)
+}
+
+/// Waits until `pids()` names `n` workers, none of them in `not`.
+fn wait_for_pids(pids: impl Fn() -> Vec<u32>, n: usize, not: &[u32]) -> Vec<u32> {
     let until = Instant::now() + PATIENCE;
     loop {
-        let pids = gate.pooled_worker_pids();
+        let pids = pids();
         if pids.len() == n && !pids.iter().any(|p| not.contains(p)) {
             return pids;
         }
@@ -77,6 +109,17 @@ fn kill(pid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// This process's children, running or not yet reaped.
+fn our_children() -> Vec<u32> {
+    let mut children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_our_child(*pid))
+        .collect();
+    children.sort_unstable();
+    children
 }
 
 fn fd_count() -> usize {
@@ -117,8 +160,7 @@ fn loads_come_from_the_pool_and_a_worker_never_serves_two_plugins() {
     let host = Host::process();
     let first = host.plugin("good", "first");
     let second = host.plugin("good", "second");
-    let gate = host.gate_with(pooled_policy(&host, 2));
-    let pooled = wait_for_pool(&gate, 2, &[]);
+    let (gate, pooled) = started_gate(&host, pooled_policy(&host, 2));
     let a = gate.verify_and_load(&first).unwrap();
     let a_pid = a.worker_pid().unwrap();
     assert!(pooled.contains(&a_pid), "{a_pid} not in {pooled:?}");
@@ -173,8 +215,7 @@ fn a_pooled_load_enforces_exactly_what_a_cold_start_does() {
     let options = LoadOptions::new().workspace(&ws);
     let cold_gate = host.gate_with(workspace_policy(&host, 0));
     let cold = cold_gate.verify_and_load_with(&dir, &options).unwrap();
-    let warm_gate = host.gate_with(workspace_policy(&host, 1));
-    let pooled = wait_for_pool(&warm_gate, 1, &[]);
+    let (warm_gate, pooled) = started_gate(&host, workspace_policy(&host, 1));
     let warm = warm_gate.verify_and_load_with(&dir, &options).unwrap();
     assert_eq!(warm.worker_pid().map(|p| pooled.contains(&p)), Some(true));
     assert!(
@@ -234,9 +275,8 @@ fn pool_size_zero_is_a_cold_start_with_no_thread() {
     assert!(gate.pooled_worker_pids().is_empty());
     run_good(&plugin);
     assert_eq!(refill_threads(), 0, "no refill thread for size 0");
-    // Control: a pooled Gate has one.
-    let pooled = host.gate_with(pooled_policy(&host, 1));
-    wait_for_pool(&pooled, 1, &[]);
+    // Control: a pooled Gate has one, once a load started its pool.
+    let (pooled, _) = started_gate(&host, pooled_policy(&host, 1));
     assert_eq!(refill_threads(), 1);
     drop(pooled);
     assert_eq!(refill_threads(), 0, "joined on drop");
@@ -290,8 +330,7 @@ fn a_killed_pooled_worker_is_replaced_and_the_load_uses_another_or_starts_cold()
     let _s = serial();
     let host = Host::process();
     let dir = host.plugin("good", "survivor");
-    let gate = host.gate_with(pooled_policy(&host, 2));
-    let pooled = wait_for_pool(&gate, 2, &[]);
+    let (gate, pooled) = started_gate(&host, pooled_policy(&host, 2));
     kill(pooled[0]);
     wait_dead(pooled[0]);
     let plugin = gate.verify_and_load(&dir).unwrap();
@@ -330,8 +369,7 @@ fn dropping_the_gate_ends_and_reaps_every_pooled_worker() {
             .unwrap(),
     );
     let fds_before = fd_count();
-    let gate = host.gate_with(pooled_policy(&host, 3));
-    let pooled = wait_for_pool(&gate, 3, &[]);
+    let (gate, pooled) = started_gate(&host, pooled_policy(&host, 3));
     for p in &pooled {
         assert!(is_our_child(*p));
     }
@@ -361,8 +399,7 @@ fn a_loaded_plugin_holds_nothing_of_a_pooled_worker() {
     let _s = serial();
     let host = Host::process();
     let dir = host.plugin("good", "neighbour");
-    let gate = host.gate_with(pooled_policy(&host, 2));
-    let pooled = wait_for_pool(&gate, 2, &[]);
+    let (gate, pooled) = started_gate(&host, pooled_policy(&host, 2));
     let plugin = gate.verify_and_load(&dir).unwrap();
     let loaded = plugin.worker_pid().unwrap();
     assert!(pooled.contains(&loaded), "{loaded} was pooled");
@@ -381,11 +418,15 @@ fn a_loaded_plugin_holds_nothing_of_a_pooled_worker() {
             !loaded_fds.iter().any(|(_, t)| t == channel),
             "the loaded worker holds pooled worker {p}'s channel: {loaded_fds:?}"
         );
-        // And the waiting worker holds nothing but its placeholder and channel.
+        // And the waiting worker holds nothing plugin-specific: /dev/null on 0 to 3 (no
+        // log pipe, no library), its channel at 4, no grant.
         assert_eq!(
             theirs.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             vec![0, 1, 2, 3, 4]
         );
+        for (n, target) in theirs.iter().filter(|(n, _)| *n < 4) {
+            assert_eq!(target, Path::new("/dev/null"), "fd {n} of {p}: {theirs:?}");
+        }
     }
     // The loaded worker: stdio, library, its own channel, its own call region, nothing else.
     assert_eq!(
@@ -416,8 +457,7 @@ fn a_refused_load_on_a_pooled_worker_ends_it_and_the_host_still_serves() {
     manifest["version"] = json!("2.0.0");
     let dir =
         host.install_with_manifest("mismatch", &lib, &serde_json::to_string(&manifest).unwrap());
-    let gate = host.gate_with(pooled_policy(&host, 1));
-    let pooled = wait_for_pool(&gate, 1, &[]);
+    let (gate, pooled) = started_gate(&host, pooled_policy(&host, 1));
     let err = gate.verify_and_load(&dir).unwrap_err();
     assert!(
         matches!(
@@ -431,5 +471,219 @@ fn a_refused_load_on_a_pooled_worker_ends_it_and_the_host_still_serves() {
         "the refused worker was ended and reaped"
     );
     wait_for_pool(&gate, 1, &pooled);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn the_pool_is_on_by_default_and_starts_with_the_first_process_load_not_with_the_gate() {
+    let _s = serial();
+    let host = Host::process();
+    let dir = host.plugin("good", "lazy");
+    // On by default, in code and in a file that does not name it.
+    const { assert!(DEFAULT_POOL_SIZE > 0) };
+    let policy = host.process_policy();
+    assert_eq!(policy.pool_size(), DEFAULT_POOL_SIZE);
+    let file = r#"{"trusted_roots":["r"],"keys":"k","isolation":"process"}"#;
+    assert_eq!(
+        Policy::from_json(file.as_bytes(), Path::new("/"))
+            .unwrap()
+            .pool_size(),
+        DEFAULT_POOL_SIZE
+    );
+    let children = our_children();
+    let gate = host.gate_with(policy);
+    // A Gate that verifies and inspects starts no pool: no thread, no worker.
+    gate.verify(&dir).unwrap();
+    let inspected = gate.verify_and_inspect(&dir).unwrap();
+    assert!(!gate.pool_started(), "the pool started before any load");
+    assert!(gate.pooled_worker_pids().is_empty());
+    assert_eq!(refill_threads(), 0);
+    assert_eq!(our_children(), children, "a worker started before any load");
+    // The first process-mode load is a cold start, then starts the pool, which fills.
+    let first = gate.load(inspected).unwrap();
+    let first_pid = first.worker_pid().unwrap();
+    assert!(gate.pool_started());
+    let pooled = wait_for_pool(&gate, DEFAULT_POOL_SIZE, &[]);
+    assert!(!pooled.contains(&first_pid));
+    // The next load takes a pooled worker.
+    let second = gate.verify_and_load(&dir).unwrap();
+    let second_pid = second.worker_pid().unwrap();
+    assert!(
+        pooled.contains(&second_pid),
+        "{second_pid} not in {pooled:?}"
+    );
+    run_good(&first);
+    run_good(&second);
+    // A load refused before any worker is started starts no pool either.
+    let idle = host.gate_with(host.process_policy());
+    assert!(idle.verify_and_load(host.root.join("missing")).is_err());
+    assert!(!idle.pool_started());
+    host.assert_still_serves(&gate);
+}
+
+/// Whether `pid` was started as a pooled worker (its second argument says so).
+fn started_pooled(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert_eq!(args[1], b"--skillgate-worker-v1", "a worker: {args:?}");
+    args[2] == b"pooled"
+}
+
+#[test]
+fn an_empty_pool_is_a_cold_start_in_a_worker_never_thread_mode() {
+    let _s = serial();
+    let host = Host::process();
+    let dir = host.plugin("good", "emptied");
+    let (gate, pooled) = started_gate(&host, pooled_policy(&host, 1));
+    // Control: the probe tells a pooled worker from a cold one.
+    let taken = gate.verify_and_load(&dir).unwrap();
+    assert_eq!(taken.worker_pid(), Some(pooled[0]));
+    assert!(started_pooled(pooled[0]));
+    // Empty the pool: kill the replacement once it waits. The refill thread's periodic
+    // check may replace it again before the load looks (then the load is warm): try again.
+    let mut cold = None;
+    let mut seen = pooled.clone();
+    for _ in 0..5 {
+        let waiting = wait_for_pool(&gate, 1, &seen);
+        kill(waiting[0]);
+        wait_dead(waiting[0]);
+        seen.extend(waiting);
+        let plugin = gate.verify_and_load(&dir).unwrap();
+        let pid = plugin
+            .worker_pid()
+            .expect("a worker process, never thread mode");
+        assert_eq!(plugin.isolation(), skillgate::policy::Isolation::Process);
+        assert!(is_our_child(pid));
+        if !started_pooled(pid) {
+            cold = Some(plugin);
+            break;
+        }
+        seen.push(pid);
+    }
+    let cold = cold.expect("the load never found the pool empty");
+    assert!(!seen.contains(&cold.worker_pid().unwrap()));
+    run_good(&cold);
+    run_good(&taken);
+    host.assert_still_serves(&gate);
+}
+
+#[test]
+fn a_compat_loader_keeps_one_pool_across_its_loads() {
+    let _s = serial();
+    let host = Host::process();
+    let a = host.plugin("good", "compat-a");
+    let b = host.plugin("good", "compat-b");
+    let trust = TrustStore::load_dir(&host.keys_dir()).unwrap();
+    let loader = PluginLoader::with_trust(pooled_policy(&host, 2), trust);
+    assert!(loader.pooled_worker_pids().is_empty(), "not before a load");
+    let first = loader.load_plugin(&a).unwrap();
+    // The Gate of that call is gone; the loader's pool is not, and it fills.
+    let pooled = wait_for_pids(|| loader.pooled_worker_pids(), 2, &[]);
+    let second = loader.load_plugin(&b).unwrap();
+    let left = loader.pooled_worker_pids();
+    let taken: Vec<u32> = pooled
+        .iter()
+        .copied()
+        .filter(|p| !left.contains(p))
+        .collect();
+    assert_eq!(
+        taken.len(),
+        1,
+        "one pooled worker taken: {pooled:?} -> {left:?}"
+    );
+    assert!(is_our_child(taken[0]), "it serves the second plugin");
+    for plugin in [&first, &second] {
+        let result = plugin.execute(&ctx(json!({ "n": 1 }))).unwrap();
+        assert!(result.success);
+    }
+    // The worker taken ends with its plugin and never comes back to the pool.
+    drop(second);
+    assert!(!is_our_child(taken[0]));
+    let refilled = wait_for_pids(|| loader.pooled_worker_pids(), 2, &taken);
+    // Dropping the loader (its last clone) ends the pool's workers; loaded plugins stay.
+    let clone = loader.clone();
+    drop(loader);
+    assert_eq!(
+        clone.pooled_worker_pids(),
+        refilled,
+        "a clone shares the pool"
+    );
+    drop(clone);
+    for p in &refilled {
+        assert!(!is_our_child(*p), "pooled worker {p} outlived its loader");
+    }
+    assert!(first.execute(&ctx(json!({ "n": 2 }))).unwrap().success);
+}
+
+fn net_ns(pid: impl std::fmt::Display) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap()
+}
+
+/// A pooled worker enters its network namespace while it waits (the costliest step of a
+/// load, taken off it); a plan granting TCP needs the host's network, so it is started
+/// cold, never handed to a pooled worker.
+#[test]
+fn pooled_workers_enter_their_network_namespace_ahead_and_a_tcp_plan_starts_cold() {
+    let _s = serial();
+    let host = Host::process();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lib = host.build("good", "dialer", &[]);
+    let mut manifest: Value = serde_json::from_str(&manifest_template("dialer")).unwrap();
+    manifest["capabilities"] = json!({"read": [], "read_write": [], "connect_tcp": [port]});
+    let tcp =
+        host.install_with_manifest("dialer", &lib, &serde_json::to_string(&manifest).unwrap());
+    let plain = host.plugin("good", "plain");
+    let mut sandbox = SandboxPolicy::default();
+    sandbox.connect_tcp.push(port);
+    let policy = pooled_policy(&host, 2)
+        .to_builder()
+        .sandbox(sandbox)
+        .build()
+        .unwrap();
+    let (gate, pooled) = started_gate(&host, policy);
+    // Does this kernel give workers a network namespace at all? A cold start says.
+    let cold_gate = host.gate_with(pooled_policy(&host, 0));
+    let cold_plain = cold_gate.verify_and_load(&plain).unwrap();
+    let kernel_allows = cold_plain
+        .enforcement()
+        .namespaces
+        .iter()
+        .any(|n| n == "net");
+    let ours = net_ns("self");
+    for p in &pooled {
+        assert_eq!(
+            net_ns(p) != ours,
+            kernel_allows,
+            "waiting worker {p} is not in its own network namespace"
+        );
+    }
+    // The TCP plan: a cold worker in the host's network namespace, not a pooled one.
+    let dialer = gate.verify_and_load(&tcp).unwrap();
+    let pid = dialer.worker_pid().unwrap();
+    assert!(
+        !pooled.contains(&pid),
+        "a pooled worker was handed a TCP plan"
+    );
+    assert!(!started_pooled(pid));
+    assert_eq!(net_ns(pid), ours);
+    assert!(!dialer.enforcement().namespaces.iter().any(|n| n == "net"));
+    assert_eq!(dialer.enforcement().connect_tcp, vec![port]);
+    run_good(&dialer);
+    // Control: a plan without TCP takes a pooled worker, reported and confirmed as a cold
+    // start's (the host compares the namespace with its own).
+    let warm = gate.verify_and_load(&plain).unwrap();
+    let warm_pid = warm.worker_pid().unwrap();
+    assert!(pooled.contains(&warm_pid));
+    assert_eq!(
+        warm.enforcement().namespaces,
+        cold_plain.enforcement().namespaces
+    );
+    assert_eq!(net_ns(warm_pid) != ours, kernel_allows);
+    run_good(&warm);
+    run_good(&cold_plain);
     host.assert_still_serves(&gate);
 }

@@ -752,6 +752,7 @@ mod doctor_cmd {
                 Ok(p) => json!({"ok": true, "path": p.path().display().to_string(), "program": p.to_string()}),
                 Err(e) => json!({"ok": false, "path": null, "detail": chain(e).to_string()}),
             },
+            "pool": {"size": d.pool_size},
             "can_load": unmet.is_empty(),
             "unmet": unmet,
         })
@@ -797,6 +798,13 @@ mod doctor_cmd {
             Ok(p) => line("worker", p.to_string()),
             Err(e) => line("worker", format!("NOT FOUND: {}", chain(e))),
         }
+        line(
+            "worker pool",
+            match d.pool_size {
+                0 => "off (every load starts its worker cold)".to_owned(),
+                n => format!("{n} workers, started with the first process-mode load"),
+            },
+        );
         let unmet = d.unmet();
         if unmet.is_empty() {
             line(

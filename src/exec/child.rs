@@ -264,12 +264,18 @@ struct Early {
     namespaces: Vec<String>,
 }
 
-fn early_setup() -> Early {
+/// `pooled`: the network namespace too (entering one costs about half a millisecond, the
+/// largest step of a load); the host hands a pooled worker only plans that grant no TCP
+/// (a plan that does is started cold), and the worker refuses one that does.
+fn early_setup(pooled: bool) -> Early {
     let threaded = single_threaded();
     default_fault_signals();
     line_buffered_stdout();
     let root = rustix::process::getuid().is_root();
-    let namespaces = enter_user_namespace();
+    let mut namespaces = enter_user_namespace();
+    if pooled {
+        enter_net_namespace(false, &mut namespaces);
+    }
     Early {
         threaded,
         root,
@@ -310,7 +316,7 @@ fn run_worker(grants: usize) -> Result<(), u8> {
     if init.grants != grants {
         return Err(13);
     }
-    let early = early_setup();
+    let early = early_setup(false);
     load_and_serve(channel, init, early, taken)
 }
 
@@ -432,7 +438,7 @@ fn run_pooled() -> Result<(), u8> {
     use std::os::fd::IntoRawFd;
     let (placeholder, channel) = take_pooled_fds()?;
     detach()?;
-    let early = early_setup();
+    let early = early_setup(true);
     let received = receive_handover(&channel)?;
     let grants = arrange(received, placeholder)?;
     // The channel stays at its number; `take_fds` takes it back with the rest.
@@ -475,7 +481,20 @@ fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) 
         mut namespaces,
         ..
     } = early;
-    enter_net_namespace(!init.plan.connect_tcp().is_empty(), &mut namespaces);
+    let network = !init.plan.connect_tcp().is_empty();
+    if namespaces.iter().any(|n| n == "net") {
+        // Entered ahead (a pooled worker): its loopback-only namespace would silently
+        // break the plan's TCP grant, so such a plan is refused here (the host starts it
+        // cold instead).
+        if network {
+            return Err(fail(
+                &mut channel,
+                setup("a pooled worker is in its own network namespace already; a plan granting TCP needs a cold start".to_owned()),
+            ));
+        }
+    } else {
+        enter_net_namespace(network, &mut namespaces);
+    }
     let mut plan = init.plan.clone();
     let tasks = match bound_tasks(&init, &mut plan, &namespaces, root) {
         Ok(t) => t,

@@ -343,8 +343,11 @@ impl ProcessExecutor {
         let (library_sha256, library_size) = (entry.sha256, entry.size);
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let deadline = Instant::now() + timeout;
-        // Warm first: each worker taken is handed this plugin or ended, never returned.
-        let fits = plan.grant_fds().len().saturating_add(4) <= HANDOVER_MAX_FDS;
+        // Warm first: each worker taken is handed this plugin or ended, never returned. A
+        // pooled worker is in its own network namespace already: a plan granting TCP
+        // starts cold.
+        let fits = plan.grant_fds().len().saturating_add(4) <= HANDOVER_MAX_FDS
+            && plan.connect_tcp().is_empty();
         while let Some(pooled) = pool.filter(|_| fits).and_then(Pool::take) {
             let warm = Self::start_pooled(
                 pooled,

@@ -3,12 +3,14 @@
 //!
 //! A pooled worker is started with only its channel (at the usual number, with a `/dev/null`
 //! placeholder where the library goes), `/dev/null` on 0, 1 and 2, closes every other descriptor, leaves the host's session, arms
-//! its parent-death signal, enters its user namespace and then waits on its channel holding
-//! no plugin-specific right: no library, no grant, no log pipe. Everything that depends on
-//! the plugin stays in the per-plugin step, exactly as in a cold start: the network namespace
-//! (the plan may grant TCP), every rlimit and the task bound (the `pids` cgroup is made and
-//! joined at hand-over), Landlock, seccomp, the re-check of the library and the grants, and
-//! `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
+//! its parent-death signal, enters its user namespace and its network namespace (the
+//! largest single step of a load, about half a millisecond; a plan that grants TCP needs the
+//! host's network, so it is never handed to a pooled worker but started cold, and the
+//! worker refuses one) and then waits on its channel holding no plugin-specific right: no
+//! library, no grant, no log pipe. Everything that depends on the plugin stays in the
+//! per-plugin step, exactly as in a cold start: every rlimit and the task bound (the `pids`
+//! cgroup is made and joined at hand-over), Landlock, seccomp, the re-check of the library
+//! and the grants, and `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
 //! channel, the log pipes, the sealed memfd, the call region and the grant descriptors, then
 //! `Init`; the
 //! worker puts them at the cold worker's numbers and from there is a cold worker: the same
@@ -31,6 +33,10 @@
 //!   starts one cold. An empty pool is a cold start, never thread mode.
 //! - **Leaks.** Dropping the pool stops the refill thread (joined within a bound) and kills
 //!   and reaps every worker still waiting; no descriptor of theirs stays in the host.
+//! - **Processes nobody uses.** The pool starts lazily ([`LazyPool`]): with the first
+//!   process-mode load of its Gate, after that load's own worker started, never when the
+//!   Gate is built. A Gate that only verifies (`skillgate verify`, a host that inspects)
+//!   starts no worker and no thread.
 
 use std::collections::VecDeque;
 use std::io;
@@ -39,7 +45,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,10 +53,11 @@ use super::spawner::{REAP_BOUND, place_fds, reap_within};
 
 /// The largest pool a policy may ask for.
 pub(crate) const MAX_POOL_SIZE: usize = 16;
-/// The pool size when the policy does not set one: off, until the pool starts lazily (a
-/// Gate built only to verify, or one per `compat` call, would start workers it never uses)
-/// and the warm path meets its target (BENCHMARKS.md).
-pub(crate) const DEFAULT_POOL_SIZE: usize = 0;
+/// The pool size when the policy does not set one: small, since each waiting worker is a
+/// process (a few MiB) and loads come one at a time; two absorb a burst of two loads while
+/// the refill thread starts their replacements. The pool starts only with the first
+/// process-mode load ([`LazyPool`]), so a Gate that never loads pays nothing for it.
+pub(crate) const DEFAULT_POOL_SIZE: usize = 2;
 
 /// How often the refill thread looks for workers that died while waiting, when nothing
 /// wakes it sooner.
@@ -196,7 +203,9 @@ impl Pool {
         }))
     }
 
-    /// A worker that still waits, if any (and the refill thread is told to replace it).
+    /// A worker that still waits, if any. The refill thread is not woken here: the load
+    /// that took it wakes it once it is done ([`LazyPool::loaded`]), so the replacement's
+    /// fork and exec never compete with that load for the CPU or the host's memory map.
     pub(super) fn take(&self) -> Option<Pooled> {
         let mut state = self.shared.lock();
         let taken = loop {
@@ -211,8 +220,12 @@ impl Pool {
             }
         };
         drop(state);
-        self.shared.wake.notify_all();
         taken
+    }
+
+    /// Wakes the refill thread (to replace what loads took, and workers found dead).
+    fn wake(&self) {
+        self.shared.wake.notify_all();
     }
 
     /// The process ids of the workers waiting now.
@@ -292,5 +305,122 @@ impl Drop for Pool {
         for w in idle {
             w.end();
         }
+    }
+}
+
+/// A Gate's pool, started by the first process-mode load rather than when the Gate is
+/// built: a Gate that only verifies, or one that is built and dropped without loading,
+/// starts no worker and no thread.
+pub(crate) struct LazyPool {
+    size: usize,
+    program: PathBuf,
+    /// Unset until the first load; then the pool, or `None` (size 0, or its thread could
+    /// not be started: every load is then a cold start, never thread mode).
+    pool: OnceLock<Option<Pool>>,
+}
+
+impl std::fmt::Debug for LazyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyPool")
+            .field("size", &self.size)
+            .field("started", &self.pool.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LazyPool {
+    /// A pool of `size` workers of `program`, not started yet.
+    pub(crate) fn new(size: usize, program: &Path) -> LazyPool {
+        LazyPool {
+            size,
+            program: program.to_path_buf(),
+            pool: OnceLock::new(),
+        }
+    }
+
+    /// The pool, if a load already started it (this never starts it).
+    pub(crate) fn started(&self) -> Option<&Pool> {
+        self.pool.get().and_then(Option::as_ref)
+    }
+
+    /// Whether a load started it (even if its thread could not be started).
+    pub(crate) fn is_started(&self) -> bool {
+        self.pool.get().is_some()
+    }
+
+    /// After a process-mode load (whatever its outcome): starts the pool if this was the
+    /// first, else wakes its refill thread to replace what the load took. Either way the
+    /// refill runs after the load, off the caller's path. A refill thread that cannot be
+    /// started leaves the pool off for this Gate, with a warning: loads start their
+    /// workers cold.
+    pub(crate) fn loaded(&self) {
+        if let Some(pool) = self.started() {
+            pool.wake();
+            return;
+        }
+        let _ = self
+            .pool
+            .get_or_init(|| match Pool::start(self.size, &self.program) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot start the worker pool's thread; loads start their workers cold"
+                    );
+                    None
+                }
+            });
+    }
+}
+
+/// One pool shared by every Gate built from it ([`crate::compat::PluginLoader`] builds a
+/// Gate per call): a Gate built while the pool's size and worker program are unchanged
+/// takes the same pool, so its workers outlive each Gate; a Gate with another size or
+/// program replaces it (the old one ends when its last Gate does).
+#[derive(Default)]
+pub(crate) struct SharedPool {
+    slot: Mutex<Option<Arc<LazyPool>>>,
+}
+
+impl std::fmt::Debug for SharedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPool")
+            .field("pool", &*self.lock())
+            .finish()
+    }
+}
+
+impl SharedPool {
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<LazyPool>>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pool of `size` workers of `program`: the one held if it is that, else a new
+    /// one (not started) in its place.
+    pub(crate) fn get(&self, size: usize, program: &Path) -> Arc<LazyPool> {
+        let mut slot = self.lock();
+        if let Some(held) = slot.as_ref()
+            && held.size == size
+            && held.program == program
+        {
+            return Arc::clone(held);
+        }
+        let pool = Arc::new(LazyPool::new(size, program));
+        let replaced = slot.replace(Arc::clone(&pool));
+        drop(slot);
+        // Outside the lock: the last owner of a started pool joins its thread.
+        drop(replaced);
+        pool
+    }
+
+    /// The process ids of the workers waiting in the pool held now.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let held = self.lock().clone();
+        held.as_deref()
+            .and_then(LazyPool::started)
+            .map(Pool::pids)
+            .unwrap_or_default()
     }
 }

@@ -6,22 +6,21 @@ mod plugin;
 pub use plugin::LoadedPlugin;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::base::ffi::FaultError;
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
-use crate::exec::pool::Pool;
+use crate::exec::pool::{LazyPool, Pool, SharedPool};
 use crate::exec::tools::HostTools;
 use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{Inspected, inspect};
-use crate::pipeline::load::LoadError;
 use crate::pipeline::locate::{TrustedRoot, locate};
 use crate::pipeline::stage::Stage;
 use crate::pipeline::verify::{Bundle, Verified, verify_dir_at};
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::WorkspaceOffer;
 use crate::trust::store::TrustStore;
-use std::sync::Arc;
 
 /// A configured host: trusted roots opened, trust store loaded, policy validated.
 ///
@@ -69,9 +68,10 @@ pub struct Gate {
     roots: Vec<TrustedRoot>,
     trust: TrustStore,
     worker: Option<WorkerProgram>,
-    /// Workers started ahead of loads (process isolation, `pool.size` > 0). Declared last:
-    /// dropped after everything else, it ends and reaps every worker still waiting.
-    pool: Option<Pool>,
+    /// Workers started ahead of loads (process isolation, `pool.size` > 0), from the first
+    /// process-mode load on. Declared last: dropped after everything else, it ends and
+    /// reaps every worker still waiting.
+    pool: Option<Arc<LazyPool>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -109,6 +109,24 @@ impl Gate {
     /// Builds a host from a policy and an already loaded trust store (`policy.keys` is
     /// not read). An empty trust store refuses every plugin.
     pub fn with_trust_store(policy: Policy, trust: TrustStore) -> Result<Self, Error> {
+        Self::build(policy, trust, None)
+    }
+
+    /// [`Gate::with_trust_store`] taking its pool from `shared` (see [`SharedPool`]): the
+    /// Gates a `compat` loader builds per call share one pool.
+    pub(crate) fn with_shared_pool(
+        policy: Policy,
+        trust: TrustStore,
+        shared: &SharedPool,
+    ) -> Result<Self, Error> {
+        Self::build(policy, trust, Some(shared))
+    }
+
+    fn build(
+        policy: Policy,
+        trust: TrustStore,
+        shared: Option<&SharedPool>,
+    ) -> Result<Self, Error> {
         policy.validate()?;
         let worker = match policy.isolation {
             Isolation::Process => Some(find(policy.worker.as_deref())?),
@@ -119,15 +137,14 @@ impl Gate {
             .iter()
             .map(|r| TrustedRoot::open(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let pool = match &worker {
-            Some(w) => Pool::start(policy.pool_size, w.path()).map_err(|source| {
-                LoadError::WorkerStart {
-                    path: w.path().to_path_buf(),
-                    source,
-                }
-            })?,
-            None => None,
-        };
+        // Not started here: the first process-mode load starts it (see `LazyPool`).
+        let pool = worker
+            .as_ref()
+            .filter(|_| policy.pool_size > 0)
+            .map(|w| match shared {
+                Some(s) => s.get(policy.pool_size, w.path()),
+                None => Arc::new(LazyPool::new(policy.pool_size, w.path())),
+            });
         Ok(Gate {
             policy,
             host_tools: None,
@@ -355,7 +372,7 @@ impl Gate {
             inspected,
             &self.policy,
             self.worker.as_ref(),
-            self.pool.as_ref(),
+            self.pool.as_deref(),
             workspace,
             self.host_tools.clone(),
         )
@@ -371,11 +388,23 @@ impl Gate {
         })
     }
 
-    /// The process ids of the warm workers waiting now (empty under thread isolation or
-    /// `pool.size` 0). For tests of the pool; a pid here is never the worker of a plugin.
+    /// The process ids of the warm workers waiting now (empty under thread isolation,
+    /// `pool.size` 0, or before the first process-mode load started the pool). For tests
+    /// of the pool; a pid here is never the worker of a plugin.
     #[doc(hidden)]
     pub fn pooled_worker_pids(&self) -> Vec<u32> {
-        self.pool.as_ref().map(Pool::pids).unwrap_or_default()
+        self.pool
+            .as_deref()
+            .and_then(LazyPool::started)
+            .map(Pool::pids)
+            .unwrap_or_default()
+    }
+
+    /// Whether a process-mode load started this Gate's pool (never for thread isolation or
+    /// `pool.size` 0). For tests of the pool's lazy start.
+    #[doc(hidden)]
+    pub fn pool_started(&self) -> bool {
+        self.pool.as_deref().is_some_and(LazyPool::is_started)
     }
 
     /// The program this host's workers run (process isolation), chosen when the Gate was

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::error::Error;
 use crate::exec::options::CallOptions;
-use crate::exec::pool::Pool;
+use crate::exec::pool::LazyPool;
 use crate::exec::restart::{WorkerSpec, Workers};
 use crate::exec::thread::ThreadExecutor;
 use crate::exec::tools::{CallExtras, HostTools, ToolCaller, ToolEnv, enter_call};
@@ -48,7 +48,7 @@ impl LoadedPlugin {
         inspected: Inspected,
         policy: &Policy,
         worker: Option<&WorkerProgram>,
-        pool: Option<&Pool>,
+        pool: Option<&LazyPool>,
         workspace: WorkspaceOffer<'_>,
         host_tools: Option<Arc<dyn HostTools>>,
     ) -> Result<Self, Error> {
@@ -113,7 +113,14 @@ impl LoadedPlugin {
                     count: usize::try_from(policy.workers).unwrap_or(1),
                     tools: Arc::clone(&tools),
                 };
-                let (workers, report) = Workers::start(spec, &manifest, pool)?;
+                // The first process-mode load starts the pool once its own workers were
+                // started (cold); later ones wake its refill once they are done: the
+                // refill never competes with a load.
+                let started = Workers::start(spec, &manifest, pool.and_then(LazyPool::started));
+                if let Some(p) = pool {
+                    p.loaded();
+                }
+                let (workers, report) = started?;
                 (Executor::Process(Box::new(workers)), report)
             }
             None => {

@@ -41,6 +41,9 @@ pub struct Diagnosis {
     /// The worker executable, found as a [`crate::Gate`] finds it (process isolation
     /// needs it; looked for in thread mode too, for a later switch).
     pub worker: Result<WorkerProgram, LoadError>,
+    /// Workers a process-mode Gate keeps waiting (`pool.size`), started with its first
+    /// process-mode load; 0 when the pool is off or under thread isolation.
+    pub pool_size: usize,
 }
 
 impl Diagnosis {
@@ -115,5 +118,9 @@ pub fn diagnose(policy: &Policy) -> Diagnosis {
         user_namespace: child_can_enter(Namespace::User),
         net_namespace: child_can_enter(Namespace::Net),
         worker: crate::exec::worker::find(policy.worker.as_deref()),
+        pool_size: match policy.isolation {
+            Isolation::Process => policy.pool_size,
+            Isolation::Thread => 0,
+        },
     }
 }

@@ -270,7 +270,7 @@ struct PolicyWire {
     min_versions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     expiry: trust_section::ExpiryWire,
-    /// The warm worker pool (`{"size": n}`).
+    /// The warm worker pool (`{"size": n}`; default [`DEFAULT_POOL_SIZE`]).
     #[serde(default)]
     pool: PoolWire,
     /// The host tools plugins may call (`{"allow": [NAME…]}`).
@@ -435,8 +435,10 @@ impl Policy {
         &self.danger
     }
 
-    /// How many workers the Gate starts ahead of loads (`pool.size`; process isolation
-    /// only; 0: every load starts its worker cold).
+    /// How many workers the Gate keeps started ahead of loads (`pool.size`, default
+    /// [`DEFAULT_POOL_SIZE`]; process isolation only; 0: every load starts its worker
+    /// cold). The pool starts with the Gate's first process-mode load, not when the Gate
+    /// is built.
     pub fn pool_size(&self) -> usize {
         self.pool_size
     }
