@@ -163,37 +163,33 @@ impl SealedFile {
                 format!("sealed file of {} bytes is over {max}", self.len),
             ));
         }
-        let overflow = || io::Error::other("sealed file length overflowed");
         let len = usize::try_from(self.len).map_err(io::Error::other)?;
         // One byte more than the length, so a file longer than sealed is seen by the read
         // that reaches its end (a regular file's read returns every byte asked that exists).
-        let mut bytes = vec![0_u8; len.checked_add(1).ok_or_else(overflow)?];
-        let mut got = 0_usize;
-        while got < len {
-            let Some(window) = bytes.get_mut(got..) else {
-                break;
-            };
-            let offset = u64::try_from(got).map_err(io::Error::other)?;
-            match rustix::io::pread(&self.fd, window, offset) {
+        // Read into the spare capacity: nothing is zeroed first only to be overwritten.
+        let room = len
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("sealed file length overflowed"))?;
+        let mut bytes = Vec::with_capacity(room);
+        while bytes.len() < len {
+            let offset = u64::try_from(bytes.len()).map_err(io::Error::other)?;
+            match rustix::io::pread(&self.fd, rustix::buffer::spare_capacity(&mut bytes), offset) {
                 Ok(0) => break,
-                Ok(n) => got = got.checked_add(n).ok_or_else(overflow)?,
+                Ok(_) => {}
                 Err(Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        match got.cmp(&len) {
+        match bytes.len().cmp(&len) {
             std::cmp::Ordering::Less => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("sealed file gave {got} of its {len} bytes"),
+                format!("sealed file gave {} of its {len} bytes", bytes.len()),
             )),
             std::cmp::Ordering::Greater => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("sealed file holds more than its {len} bytes"),
             )),
-            std::cmp::Ordering::Equal => {
-                bytes.truncate(len);
-                Ok(bytes)
-            }
+            std::cmp::Ordering::Equal => Ok(bytes),
         }
     }
 
