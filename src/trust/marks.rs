@@ -197,7 +197,8 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
 }
 
 /// Records `version` as seen for `name` if it is higher than the mark; refuses it if it is
-/// lower. Serialized by a lock file in `state_dir`; the write is atomic and durable.
+/// lower. A raise is serialized by a lock file in `state_dir`, and its write is atomic and
+/// durable; a version equal to the mark needs neither.
 ///
 /// Crate-private: raising a mark refuses every older release for good, so only the verify
 /// stage, for a release whose signatures verified, may do it.
@@ -206,6 +207,16 @@ pub(crate) fn record_version(
     name: &str,
     version: &Version,
 ) -> Result<(), TrustError> {
+    // Verifying a release whose mark it already is (every verification after the first)
+    // raises nothing: answered from the mark as it stands, without the lock (which would
+    // serialize every verification of every plugin on this host), the listing of the state
+    // directory or a write. A mark is only ever replaced by rename, so this read sees a
+    // whole one; a raise racing it is ordered after it, as if it had waited for the lock.
+    if let Some(highest) = read_version_mark(state_dir, name)?
+        && version.cmp_precedence(&highest).is_eq()
+    {
+        return Ok(());
+    }
     let _lock = StateLock::acquire(state_dir)?;
     remove_stale_temporaries(state_dir, name);
     if let Some(highest) = read_version_mark(state_dir, name)? {
@@ -312,6 +323,48 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("unexpected character"), "{err}");
+    }
+
+    /// Re-recording the version a mark already holds takes no lock (verifying many plugins
+    /// in parallel does not queue on the state directory), while a raise still waits for it.
+    #[test]
+    fn an_unchanged_mark_is_recorded_without_the_lock_and_a_raise_waits_for_it() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_path_buf();
+        let v1 = Version::new(1, 0, 0);
+        record_version(&state, "p", &v1).unwrap();
+        // Another host (or thread) holds the state lock.
+        let held = StateLock::acquire(&state).unwrap();
+        let (done, finished) = mpsc::channel();
+        let dir_for_thread = state.clone();
+        let same = std::thread::spawn(move || {
+            let r = record_version(&dir_for_thread, "p", &Version::new(1, 0, 0));
+            let _ = done.send(());
+            r
+        });
+        // Generous: without the fast path this waits for the lock, i.e. forever here.
+        let answered = finished.recv_timeout(Duration::from_secs(30)).is_ok();
+        // The control: a raise waits for the lock, so the mark is unchanged while held.
+        let dir_for_raise = state.clone();
+        let raise =
+            std::thread::spawn(move || record_version(&dir_for_raise, "p", &Version::new(2, 0, 0)));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(read_version_mark(&state, "p").unwrap(), Some(v1));
+        drop(held);
+        assert!(answered, "recording the unchanged mark waited for the lock");
+        same.join().unwrap().unwrap();
+        raise.join().unwrap().unwrap();
+        assert_eq!(
+            read_version_mark(&state, "p").unwrap(),
+            Some(Version::new(2, 0, 0))
+        );
+        // Rollback is still refused, with or without the lock.
+        assert!(matches!(
+            record_version(&state, "p", &Version::new(1, 0, 0)),
+            Err(TrustError::Rollback { .. })
+        ));
     }
 
     /// The mark is read through the capped reader: a symlink, a FIFO and an oversize file are

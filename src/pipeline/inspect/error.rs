@@ -28,8 +28,8 @@ pub enum MalformedElf {
     /// The parser panicked on it.
     #[error("parser panicked")]
     ParserPanicked,
-    /// The sealed library could not be mapped to be read.
-    #[error("cannot map the sealed library: {}", describe_io(*kind, *os_error))]
+    /// The sealed library could not be mapped or read to be examined.
+    #[error("cannot map or read the sealed library: {}", describe_io(*kind, *os_error))]
     Map {
         /// The kind of I/O error.
         kind: std::io::ErrorKind,

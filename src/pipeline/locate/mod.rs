@@ -19,7 +19,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 mod resolve;
@@ -491,9 +491,16 @@ impl Listing<'_> {
                 });
             }
             let at = dir.fd().map_err(|e| io_error(&here, e))?;
-            let stat = rustix::fs::statat(at, raw, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| resolve_error(e, path.clone()))?;
-            match FileKind::from_mode(stat.st_mode) {
+            // The entry's type as the directory records it (`d_type`, what `lstat` would
+            // say), saving a `statat` per file; only a filesystem that does not record it
+            // (`DT_UNKNOWN`) is asked with `statat`. Either way each file is opened later
+            // with `O_NOFOLLOW` and `fstat`ed, and refused unless it is a regular file.
+            let kind = entry_kind(entry.file_type(), || {
+                rustix::fs::statat(at, raw, AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|stat| stat.st_mode)
+                    .map_err(|e| resolve_error(e, path.clone()))
+            })?;
+            match kind {
                 FileKind::Regular => {
                     if self.files.len() >= self.max_entries {
                         return Err(self.too_many());
@@ -521,6 +528,18 @@ impl Listing<'_> {
         }
         Ok(())
     }
+}
+
+/// What a directory entry is: its recorded `d_type`, or, where the filesystem recorded
+/// none (`DT_UNKNOWN`), the mode `lstat` gives.
+fn entry_kind(
+    recorded: FileType,
+    lstat: impl FnOnce() -> Result<u32, LocateError>,
+) -> Result<FileKind, LocateError> {
+    Ok(match recorded {
+        FileType::Unknown => FileKind::from_mode(lstat()?),
+        recorded => FileKind::from_mode(recorded.as_raw_mode()),
+    })
 }
 
 /// A regular file opened beneath a plugin directory, not yet read.

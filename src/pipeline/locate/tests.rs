@@ -531,3 +531,29 @@ fn swapping_the_directory_after_locate_changes_nothing() {
         fs::rename(&moved, fx.p("trusted/plugin")).unwrap();
     }
 }
+
+/// The listing trusts a recorded `d_type` and asks `lstat` only where none was recorded.
+#[test]
+fn an_entry_without_a_recorded_type_is_lstat_ed() {
+    let symlink_mode = FileType::Symlink.as_raw_mode();
+    let fifo_mode = FileType::Fifo.as_raw_mode();
+    let kind = entry_kind(FileType::Unknown, || Ok(symlink_mode)).unwrap();
+    assert_eq!(kind, FileKind::Symlink);
+    let kind = entry_kind(FileType::Unknown, || Ok(fifo_mode)).unwrap();
+    assert_eq!(kind, FileKind::Fifo);
+    let err = entry_kind(FileType::Unknown, || {
+        Err(LocateError::NotFound {
+            path: PathBuf::from("gone"),
+        })
+    })
+    .unwrap_err();
+    assert!(matches!(err, LocateError::NotFound { .. }), "{err:?}");
+    let mut asked = false;
+    let kind = entry_kind(FileType::Symlink, || {
+        asked = true;
+        Ok(FileType::RegularFile.as_raw_mode())
+    })
+    .unwrap();
+    assert_eq!(kind, FileKind::Symlink);
+    assert!(!asked, "a recorded type needs no lstat");
+}
