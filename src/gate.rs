@@ -122,6 +122,21 @@ impl Gate {
         &self.trust
     }
 
+    /// What this process keeps that cannot be freed, and the limit on it. Thread isolation
+    /// never unloads a library (see `limits.thread_mode_libraries` in the README): each
+    /// distinct library it loaded stays mapped, with its sealed memfd open, for the life of
+    /// the process; loading the same bytes again reuses it. The counts are the process's
+    /// (every `Gate` in it shares the loader); the limit is this Gate's policy's.
+    pub fn stats(&self) -> GateStats {
+        let resident = crate::exec::resident::resident();
+        GateStats {
+            thread_libraries_resident: resident.libraries,
+            thread_library_bytes: resident.bytes,
+            thread_library_reuses: resident.reuses,
+            thread_library_limit: self.policy.limits.thread_mode_libraries(),
+        }
+    }
+
     /// Locates and verifies a plugin directory: every check short of inspection and loading.
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, Error> {
         self.verify_staged(path).map_err(StageError::into_error)
@@ -414,6 +429,21 @@ impl std::fmt::Display for StageError {
 /// No `source()`, as [`Error`] has none (see [`crate::error`]).
 impl std::error::Error for StageError {}
 
+/// What a host process keeps for good, from [`Gate::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GateStats {
+    /// Distinct plugin libraries thread isolation has loaded in this process (never
+    /// unloaded; each also keeps one descriptor, its sealed memfd, open).
+    pub thread_libraries_resident: usize,
+    /// Their size in bytes (shared memory: the memfds' contents).
+    pub thread_library_bytes: u64,
+    /// Thread-mode loads that reused a resident library instead of loading a new copy.
+    pub thread_library_reuses: u64,
+    /// The policy's `limits.thread_mode_libraries`: past it, new bytes are refused.
+    pub thread_library_limit: usize,
+}
+
 /// A verified, inspected plugin loaded on its own thread.
 #[derive(Debug)]
 pub struct LoadedPlugin {
@@ -433,6 +463,26 @@ enum Executor {
     Thread(ThreadExecutor),
     /// `policy.workers` worker processes (one by default).
     Process(WorkerSet),
+}
+
+/// Audits a thread-mode load refused by `limits.thread_mode_libraries`.
+fn audit_limit(e: &crate::exec::ExecError, manifest: &Manifest, path: &Path) {
+    if let crate::exec::ExecError::Load(limit @ LoadError::ThreadLibraryLimit { .. }) = e {
+        tracing::warn!(
+            target: "skillgate::audit",
+            event = "limit",
+            plugin = manifest.name(),
+            version = %manifest.version(),
+            path = %crate::base::escape::Escaped(path.display()),
+            sha256 = %manifest
+                .library_entry()
+                .map_or_else(String::new, |f| crate::pipeline::manifest::hex_digest(&f.sha256)),
+            isolation = "thread",
+            kind = "load",
+            error = %crate::base::escape::Escaped(limit),
+            "thread-mode library limit reached"
+        );
+    }
 }
 
 impl LoadedPlugin {
@@ -499,17 +549,22 @@ impl LoadedPlugin {
                 (Executor::Process(WorkerSet::new(executors)), report)
             }
             None => {
-                let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)?;
+                let (e, report) = ThreadExecutor::start(library, &manifest, &policy.limits, plan)
+                    .inspect_err(|e| audit_limit(e, &manifest, &path))?;
                 (Executor::Thread(e), report)
             }
         };
+        let resident = crate::exec::resident::resident();
         tracing::info!(
             target: "skillgate::audit",
+            event = "loaded",
             plugin = manifest.name(),
             version = %manifest.version(),
             path = %crate::base::escape::Escaped(path.display()),
             signers = ?signers,
             isolation = %enforcement.isolation,
+            thread_libraries_resident = resident.libraries,
+            thread_library_bytes = resident.bytes,
             landlock_abi = enforcement.landlock_abi,
             landlock = ?enforcement.landlock,
             seccomp = enforcement.seccomp,

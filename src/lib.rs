@@ -110,7 +110,7 @@ pub use base::ffi::{
 };
 pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_structure};
 pub use error::Error;
-pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};
+pub use gate::{Gate, GateStats, LoadOptions, LoadedPlugin, StageError};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
 pub use pipeline::inspect::{InspectReport, Inspected};
 pub use pipeline::stage::Stage;

@@ -94,6 +94,9 @@ pub struct Limits {
     /// (the load counts as one call); past it the output is read and dropped (process
     /// isolation; in thread mode the plugin writes to the host's own descriptors).
     pub(crate) log_bytes: usize,
+    /// Most distinct plugin libraries thread isolation keeps loaded in this process (a
+    /// library is never unloaded; loading bytes already loaded reuses them and counts once).
+    pub(crate) thread_mode_libraries: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +114,7 @@ impl Default for Limits {
             cpu_seconds: 60,
             threads: 64,
             log_bytes: 64 * 1024,
+            thread_mode_libraries: 256,
         }
     }
 }
@@ -122,6 +126,7 @@ const CEILING_DEPTH: usize = 32;
 const CEILING_OUTPUT: usize = 1024 * 1024 * 1024;
 const CEILING_THREADS: u64 = 4096;
 const CEILING_LOG: usize = 64 * 1024 * 1024;
+const CEILING_THREAD_LIBRARIES: usize = 65_536;
 
 /// Ceilings of the limits with a fixed maximum of their own.
 const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
@@ -206,8 +211,15 @@ impl Limits {
         self.log_bytes
     }
 
+    /// Most distinct plugin libraries thread isolation keeps loaded in this process: a
+    /// thread-mode load of bytes not loaded yet is refused past it (bytes already loaded
+    /// are reused and always allowed). See [`crate::GateStats`].
+    pub fn thread_mode_libraries(&self) -> usize {
+        self.thread_mode_libraries
+    }
+
     /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
-    fn bounds(&self) -> [(&'static str, u64, u64); 12] {
+    fn bounds(&self) -> [(&'static str, u64, u64); 13] {
         [
             ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
             ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
@@ -225,6 +237,11 @@ impl Limits {
             ("cpu_seconds", self.cpu_seconds, CEILING_CPU_SECONDS),
             ("threads", self.threads, CEILING_THREADS),
             ("log_bytes", wide(self.log_bytes), wide(CEILING_LOG)),
+            (
+                "thread_mode_libraries",
+                wide(self.thread_mode_libraries),
+                wide(CEILING_THREAD_LIBRARIES),
+            ),
         ]
     }
 
@@ -322,6 +339,12 @@ impl LimitsBuilder {
     /// Sets [`Limits::log_bytes`]; checked by [`LimitsBuilder::build`].
     pub fn log_bytes(mut self, value: usize) -> Self {
         self.0.log_bytes = value;
+        self
+    }
+
+    /// Sets [`Limits::thread_mode_libraries`]; checked by [`LimitsBuilder::build`].
+    pub fn thread_mode_libraries(mut self, value: usize) -> Self {
+        self.0.thread_mode_libraries = value;
         self
     }
 

@@ -1,9 +1,10 @@
 //! The plugin's own thread: it loads the library and then runs every call, one at a time.
 //!
 //! ABI v1 plugins are not assumed reentrant, whatever their metadata says
-//! (`thread_safe` is recorded, never trusted): all calls are sent over a channel to the one
-//! thread that owns the plugin, so no two calls overlap and every call runs on the thread
-//! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`.
+//! (`thread_safe` is recorded, never trusted): all calls are handed, one at a time, through
+//! one slot ([`super::handoff`]: poll briefly, then sleep on a futex) to the one thread that
+//! owns the plugin, so no two calls overlap and every call runs on the thread whose
+//! restrictions ([`crate::sandbox`]) were applied before `dlopen`.
 //!
 //! A thread is not a security boundary: this mode defends against buggy plugins, not
 //! hostile ones (see the README's threat model). A call that outlives the policy's timeout
@@ -12,8 +13,7 @@
 //! leave whatever locks it holds held forever.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::base::ffi::{
@@ -28,113 +28,53 @@ use crate::pipeline::manifest::Manifest;
 use crate::sandbox::{Enforcement, SandboxPlan};
 
 use super::ExecError;
+use super::handoff::{CallError, Handoff};
+use super::resident::{self, Claim, Reservation};
 
-/// The one call in flight between the host and the plugin thread. A single slot, reused
-/// for every call (no channel is made per call): callers take turns through
-/// [`ThreadExecutor::turn`], so at most one request is ever in it.
-#[derive(Debug)]
-enum SlotState {
-    /// No call in flight.
-    Idle,
-    /// A call's input, waiting for the plugin thread.
-    Request(CString),
-    /// The plugin thread took the input and is running the call.
-    Running,
-    /// The call's result, waiting for its caller.
-    Reply(Result<PluginResult, FaultError>),
-    /// The handle was dropped: the plugin thread stops.
-    Closed,
-    /// The plugin thread ended (its exit guard ran).
-    Gone,
-}
+/// The plugin thread's call slot: the input CString in, the decoded result out.
+type Slot = Handoff<CString, Result<PluginResult, FaultError>>;
 
-/// How long a caller polls for its reply, and the plugin thread for the next call, before
-/// sleeping on the condition variable. Waking a sleeping thread costs a futex call and, on
-/// an idle (virtual) CPU, tens of microseconds before it runs; a reply or a back-to-back
-/// call that comes sooner is picked up without that. Bounded, so an idle plugin costs at
-/// most this much CPU after each call.
-const SPIN: Duration = Duration::from_micros(20);
-
-/// Polls `done` for up to [`SPIN`]; whether it became true.
-fn spin_until(done: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            if done() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        if start.elapsed() >= SPIN {
-            return done();
-        }
-        // On a busy machine the other side may be waiting for this very CPU.
-        std::thread::yield_now();
-    }
-}
-
-#[derive(Debug)]
-struct Slot {
-    state: Mutex<SlotState>,
-    /// Counts requests put in the slot (read without the lock, only to stop spinning).
-    requests: AtomicU64,
-    /// Counts replies put in the slot, and the plugin thread's end (likewise).
-    replies: AtomicU64,
-    /// Signalled when a request is put in, or the handle closes.
-    to_plugin: Condvar,
-    /// Signalled when a reply is put in, or the plugin thread ends.
-    to_caller: Condvar,
-}
-
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
-        // The state is a plain value that every writer leaves consistent; a panic while it
-        // was held does not make it unreadable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Marks the slot `Gone` when the plugin thread ends, however it ends, so a waiting caller
+/// Marks the slot gone when the plugin thread ends, however it ends, so a waiting caller
 /// hears about it at once instead of at its timeout.
 struct ExitGuard(Arc<Slot>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        *self.0.lock() = SlotState::Gone;
-        self.0.replies.fetch_add(1, Ordering::Release);
-        self.0.to_caller.notify_all();
+        self.0.gone();
     }
 }
 
-/// Handle to a plugin thread. Calls from any number of host threads are queued and run
-/// one at a time.
+/// Handle to a plugin thread. Calls from any number of host threads take turns (the
+/// slot's [`Handoff::call`]) and run one at a time.
 #[derive(Debug)]
 pub(crate) struct ThreadExecutor {
     slot: Arc<Slot>,
-    /// Held for a whole call: one call at a time, in the order the lock grants.
-    turn: Mutex<()>,
     timeout: Duration,
-    poisoned: AtomicBool,
 }
 
 impl ThreadExecutor {
-    /// Starts the plugin thread, which loads the library and checks it against the signed
-    /// manifest before accepting calls.
+    /// Starts the plugin thread, which loads the library (or takes the same bytes already
+    /// loaded, see [`super::resident`]) and checks it against the signed manifest before
+    /// accepting calls. New bytes past `limits.thread_mode_libraries` are refused
+    /// ([`LoadError::ThreadLibraryLimit`]).
     pub(crate) fn start(
         library: Loadable,
         manifest: &Manifest,
         limits: &Limits,
         plan: SandboxPlan,
     ) -> Result<(Self, Enforcement), ExecError> {
-        let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState::Idle),
-            requests: AtomicU64::new(0),
-            replies: AtomicU64::new(0),
-            to_plugin: Condvar::new(),
-            to_caller: Condvar::new(),
-        });
+        // New bytes count against the limit before anything is started; bytes loaded
+        // already are reused, and this load's sealed copy is closed unused.
+        let entry = manifest.library_entry().ok_or(LoadError::NoLibraryEntry)?;
+        let library =
+            match resident::claim(&entry.sha256, entry.size, limits.thread_mode_libraries)? {
+                Claim::Reuse(symbols) => {
+                    drop(library);
+                    Library::Resident(symbols)
+                }
+                Claim::Load(reservation) => Library::New(library, reservation),
+            };
+        let slot = Arc::new(Slot::new());
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Enforcement, ExecError>>(1);
         let expected = manifest.metadata().clone();
         let output_limit = limits.output_bytes;
@@ -147,12 +87,7 @@ impl ThreadExecutor {
             })
             .map_err(LoadError::Thread)?;
         let timeout = Duration::from_millis(limits.call_timeout_ms);
-        let executor = ThreadExecutor {
-            slot,
-            turn: Mutex::new(()),
-            timeout,
-            poisoned: AtomicBool::new(false),
-        };
+        let executor = ThreadExecutor { slot, timeout };
         match ready_rx.recv_timeout(timeout) {
             Ok(Ok(enforcement)) => Ok((executor, enforcement)),
             Ok(Err(e)) => Err(e),
@@ -164,107 +99,33 @@ impl ThreadExecutor {
         }
     }
 
-    /// Runs one call on the plugin thread and waits for its result.
+    /// Runs one call on the plugin thread and waits for its result: for the turn and the
+    /// call together no longer than the call timeout. A caller that gets no turn in time
+    /// gets `Timeout` and poisons nothing (its call never reached the plugin); a call that
+    /// reached it and outlives the deadline poisons the handle.
     pub(crate) fn call(&self, input: CString) -> Result<PluginResult, FaultError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
-        }
-        // A caller that panicked while holding its turn left nothing half-done here.
-        let _turn = self
-            .turn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Checked again: the call before ours may have timed out while we queued.
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
-        }
         let deadline = Instant::now() + self.timeout;
-        let mut state = self.slot.lock();
-        match *state {
-            SlotState::Idle => {}
-            SlotState::Gone | SlotState::Closed => return Err(FaultError::ThreadGone),
-            // Only a call that timed out leaves the slot busy, and it poisoned the handle.
-            SlotState::Request(_) | SlotState::Running | SlotState::Reply(_) => {
-                return Err(FaultError::Poisoned);
-            }
-        }
-        *state = SlotState::Request(input);
-        let replies = self.slot.replies.load(Ordering::Acquire);
-        self.slot.requests.fetch_add(1, Ordering::Release);
-        self.slot.to_plugin.notify_one();
-        drop(state);
-        spin_until(|| self.slot.replies.load(Ordering::Acquire) != replies);
-        let mut state = self.slot.lock();
-        loop {
-            match std::mem::replace(&mut *state, SlotState::Idle) {
-                SlotState::Reply(result) => return result,
-                SlotState::Gone => {
-                    *state = SlotState::Gone;
-                    return Err(FaultError::ThreadGone);
-                }
-                waiting => *state = waiting,
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                self.poisoned.store(true, Ordering::Release);
-                return Err(FaultError::Timeout {
-                    timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX),
-                });
-            }
-            state = match self.slot.to_caller.wait_timeout(state, remaining) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+        let timeout = || FaultError::Timeout {
+            timeout_ms: self.timeout.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        match self.slot.call(input, deadline) {
+            Ok(result) => result,
+            Err(CallError::Timeout | CallError::TurnTimeout) => Err(timeout()),
+            Err(CallError::Poisoned) => Err(FaultError::Poisoned),
+            Err(CallError::Gone) => Err(FaultError::ThreadGone),
         }
     }
 }
 
 impl Drop for ThreadExecutor {
     fn drop(&mut self) {
-        let mut state = self.slot.lock();
-        if !matches!(*state, SlotState::Gone) {
-            *state = SlotState::Closed;
-        }
-        self.slot.to_plugin.notify_all();
+        self.slot.close();
     }
-}
-
-/// Waits for the next call's input; `None` once the handle is dropped.
-fn next_call(slot: &Slot, seen: &mut u64) -> Option<CString> {
-    spin_until(|| slot.requests.load(Ordering::Acquire) != *seen);
-    *seen = slot.requests.load(Ordering::Acquire);
-    let mut state = slot.lock();
-    loop {
-        match std::mem::replace(&mut *state, SlotState::Running) {
-            SlotState::Request(input) => return Some(input),
-            SlotState::Closed | SlotState::Gone => {
-                *state = SlotState::Closed;
-                return None;
-            }
-            other => *state = other,
-        }
-        state = match slot.to_plugin.wait(state) {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-    }
-}
-
-/// Hands a call's result to its caller, unless the handle was dropped meanwhile.
-fn reply(slot: &Slot, result: Result<PluginResult, FaultError>) -> bool {
-    let mut state = slot.lock();
-    if matches!(*state, SlotState::Closed) {
-        return false;
-    }
-    *state = SlotState::Reply(result);
-    slot.replies.fetch_add(1, Ordering::Release);
-    slot.to_caller.notify_one();
-    true
 }
 
 /// Body of the plugin thread.
 fn run_plugin_thread(
-    library: Loadable,
+    library: Library,
     expected: PluginMetadata,
     output_limit: usize,
     plan: SandboxPlan,
@@ -290,23 +151,42 @@ fn run_plugin_thread(
     drop(ready);
     // Ends when the handle is dropped. A caller that timed out is gone; its late reply
     // stays in the slot, where nobody reads it (the handle is poisoned).
-    let mut seen = 0;
-    while let Some(input) = next_call(slot, &mut seen) {
+    while let Some(input) = slot.next() {
         let result = symbols
             .call_execute(&input, output_limit)
             .and_then(|bytes| decode_result(&bytes));
-        if !reply(slot, result) {
+        if !slot.reply(result) {
             return;
         }
     }
 }
 
-pub(crate) fn open_and_check(
-    library: Loadable,
+/// The library a plugin thread runs: new bytes to load, or bytes this process loaded
+/// already ([`super::resident`]).
+#[derive(Debug)]
+enum Library {
+    /// Loaded here; registered as soon as `dlopen` succeeds.
+    New(Loadable, Reservation),
+    /// The same verified bytes, loaded by an earlier handle: its constructors do not run
+    /// again, and its statics are shared with that handle's.
+    Resident(PluginSymbols),
+}
+
+/// Opens (or takes the resident) library and checks the plugin against its manifest.
+fn open_and_check(
+    library: Library,
     expected: &PluginMetadata,
     output_limit: usize,
 ) -> Result<PluginSymbols, ExecError> {
-    let symbols = dlopen_sealed(library)?;
+    let symbols = match library {
+        Library::New(loadable, reservation) => {
+            let symbols = dlopen_sealed(loadable)?;
+            // Loaded for good from here on, whatever the checks below say.
+            reservation.register(symbols);
+            symbols
+        }
+        Library::Resident(symbols) => symbols,
+    };
     check_abi(
         expected,
         symbols.call_version(),

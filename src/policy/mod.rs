@@ -304,6 +304,7 @@ struct LimitsWire {
     cpu_seconds: Option<u64>,
     threads: Option<u64>,
     log_bytes: Option<usize>,
+    thread_mode_libraries: Option<usize>,
 }
 
 impl LimitsWire {
@@ -323,6 +324,9 @@ impl LimitsWire {
             cpu_seconds: self.cpu_seconds.unwrap_or(d.cpu_seconds),
             threads: self.threads.unwrap_or(d.threads),
             log_bytes: self.log_bytes.unwrap_or(d.log_bytes),
+            thread_mode_libraries: self
+                .thread_mode_libraries
+                .unwrap_or(d.thread_mode_libraries),
         }
     }
 }
