@@ -172,6 +172,43 @@ fn process_mode_cycles_keep_descriptors_and_memory_flat() {
     assert_flat(before, after, PROCESS_CYCLES, "process mode");
 }
 
+/// Audit events (target `skillgate::audit`) emitted on this thread: each event's fields as
+/// text, by name.
+#[derive(Default)]
+struct Audit(Mutex<Vec<std::collections::BTreeMap<String, String>>>);
+
+struct Fields<'a>(&'a mut std::collections::BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl tracing::Subscriber for &'static Audit {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() == "skillgate::audit" {
+            let mut fields = std::collections::BTreeMap::new();
+            event.record(&mut Fields(&mut fields));
+            fields.insert("level".to_owned(), event.metadata().level().to_string());
+            self.0.lock().unwrap().push(fields);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// Builds `good.c` with its own marker: distinct bytes for the same source.
 fn distinct(host: &Host, name: &str, marker: &str) -> PathBuf {
     let quoted = format!("\"{marker}\"");
@@ -203,8 +240,20 @@ fn new_bytes_past_the_thread_library_limit_are_refused_and_resident_ones_still_l
     assert_eq!(marker(&gate, &first), "a");
     assert_eq!(marker(&gate, &second), "b");
     assert_eq!(gate.stats().thread_libraries_resident, limit);
-    // At it, new bytes are refused by exact variant, naming the count and the limit.
-    let e = gate.verify_and_load(&third).unwrap_err();
+    // At it, new bytes are refused by exact variant, naming the count and the limit, and
+    // the refusal is audited.
+    let audit: &'static Audit = Box::leak(Box::default());
+    let e = tracing::subscriber::with_default(audit, || gate.verify_and_load(&third)).unwrap_err();
+    let events = audit.0.lock().unwrap().clone();
+    let limit_event = events
+        .iter()
+        .find(|f| f.get("event").map(String::as_str) == Some("limit"))
+        .unwrap_or_else(|| panic!("no limit event in {events:?}"));
+    assert_eq!(limit_event["plugin"], "limitc");
+    assert_eq!(limit_event["kind"], "load");
+    assert_eq!(limit_event["isolation"], "thread");
+    assert_eq!(limit_event["level"], "WARN");
+    assert!(limit_event["error"].contains(&format!("the limit is {limit}")));
     assert!(
         matches!(e, Error::Load(LoadError::ThreadLibraryLimit { resident: r, limit: l })
             if r == limit && l == limit),
@@ -216,8 +265,18 @@ fn new_bytes_past_the_thread_library_limit_are_refused_and_resident_ones_still_l
         "{e}"
     );
     assert_eq!(gate.stats().thread_libraries_resident, limit);
-    // The host still loads and runs bytes already resident.
-    assert_eq!(marker(&gate, &first), "a");
+    // The host still loads and runs bytes already resident, and says what is resident.
+    let audit: &'static Audit = Box::leak(Box::default());
+    assert_eq!(
+        tracing::subscriber::with_default(audit, || marker(&gate, &first)),
+        "a"
+    );
+    let events = audit.0.lock().unwrap().clone();
+    let loaded = events
+        .iter()
+        .find(|f| f.get("event").map(String::as_str) == Some("loaded"))
+        .unwrap_or_else(|| panic!("no loaded event in {events:?}"));
+    assert_eq!(loaded["thread_libraries_resident"], limit.to_string());
     assert_eq!(marker(&gate, &second), "b");
     // The same plugin in process mode is not bound by the thread-mode limit.
     let process = host.gate_with(host.policy_with(|p| {
