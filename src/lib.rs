@@ -127,7 +127,7 @@ pub use compat::{NativePlugin, NativePluginTrait, PluginLoader, validate_plugin_
 pub use error::Error;
 pub use exec::cancel::CancelToken;
 pub use exec::options::CallOptions;
-pub use gate::{Gate, LoadOptions, LoadedPlugin, StageError};
+pub use gate::{Gate, GateStats, LoadOptions, LoadedPlugin, StageError};
 pub use keys::{KeyId, PublicKey, SecretKey, TrustStore};
 pub use live::{LivePlugin, Reloaded};
 pub use pipeline::inspect::{InspectReport, Inspected};

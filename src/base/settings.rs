@@ -107,6 +107,9 @@ pub struct Limits {
     pub(crate) progress_messages: u64,
     /// Largest progress message, in bytes; a larger one is dropped and counted.
     pub(crate) progress_bytes: usize,
+    /// Most distinct plugin libraries thread isolation keeps loaded in this process (a
+    /// library is never unloaded; loading bytes already loaded reuses them and counts once).
+    pub(crate) thread_mode_libraries: usize,
 }
 
 impl Default for Limits {
@@ -129,6 +132,7 @@ impl Default for Limits {
             tool_reply_bytes: 1024 * 1024,
             progress_messages: 1024,
             progress_bytes: 4096,
+            thread_mode_libraries: 256,
         }
     }
 }
@@ -144,6 +148,7 @@ const CEILING_TOOL_REQUESTS: u64 = 100_000;
 const CEILING_TOOL_BYTES: usize = 64 * 1024 * 1024;
 const CEILING_PROGRESS_MESSAGES: u64 = 1_000_000;
 const CEILING_PROGRESS_BYTES: usize = 1024 * 1024;
+const CEILING_THREAD_LIBRARIES: usize = 65_536;
 
 /// Ceilings of the limits with a fixed maximum of their own.
 const CEILING_MANIFEST: u64 = 16 * 1024 * 1024;
@@ -248,8 +253,15 @@ impl Limits {
     pub fn progress_bytes(&self) -> usize {
         self.progress_bytes
     }
+    /// Most distinct plugin libraries thread isolation keeps loaded in this process: a
+    /// thread-mode load of bytes not loaded yet is refused past it (bytes already loaded
+    /// are reused and always allowed). See [`crate::GateStats`].
+    pub fn thread_mode_libraries(&self) -> usize {
+        self.thread_mode_libraries
+    }
+
     /// Every limit with its ceiling: the one table [`Limits::validate`] checks.
-    fn bounds(&self) -> [(&'static str, u64, u64); 17] {
+    fn bounds(&self) -> [(&'static str, u64, u64); 18] {
         [
             ("manifest_bytes", self.manifest_bytes, CEILING_MANIFEST),
             ("signature_bytes", self.signature_bytes, CEILING_MANIFEST),
@@ -287,6 +299,11 @@ impl Limits {
                 "progress_bytes",
                 wide(self.progress_bytes),
                 wide(CEILING_PROGRESS_BYTES),
+            ),
+            (
+                "thread_mode_libraries",
+                wide(self.thread_mode_libraries),
+                wide(CEILING_THREAD_LIBRARIES),
             ),
         ]
     }
@@ -413,6 +430,12 @@ impl LimitsBuilder {
         self.0.progress_bytes = value;
         self
     }
+    /// Sets [`Limits::thread_mode_libraries`]; checked by [`LimitsBuilder::build`].
+    pub fn thread_mode_libraries(mut self, value: usize) -> Self {
+        self.0.thread_mode_libraries = value;
+        self
+    }
+
     /// Checks every limit (see [`LimitError`]) and returns them.
     pub fn build(self) -> Result<Limits, LimitError> {
         self.0.validate()?;

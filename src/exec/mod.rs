@@ -23,6 +23,7 @@ mod log;
 pub(crate) mod options;
 pub(crate) mod pool;
 pub(crate) mod probe;
+pub(crate) mod resident;
 pub(crate) mod restart;
 pub(crate) mod ring;
 pub(crate) mod set;

@@ -30,6 +30,7 @@ use crate::sandbox::{Enforcement, SandboxPlan};
 use super::ExecError;
 use super::cancel::CancelToken;
 use super::options::CallOptions;
+use super::resident::{self, Claim, Reservation};
 use super::tools::{CallExtras, CallState, ToolEnv, answer};
 use crate::base::host_abi::{
     HOST_TABLE_SIZE, HOST_TABLE_VERSION, HostTableV1, ToolErrorKind, error_reply, free_reply,
@@ -139,8 +140,10 @@ pub(crate) struct ThreadExecutor {
 }
 
 impl ThreadExecutor {
-    /// Starts the plugin thread, which loads the library and checks it against the signed
-    /// manifest before accepting calls.
+    /// Starts the plugin thread, which loads the library (or takes the same bytes already
+    /// loaded, see [`super::resident`]) and checks it against the signed manifest before
+    /// accepting calls. New bytes past `limits.thread_mode_libraries` are refused
+    /// ([`LoadError::ThreadLibraryLimit`]).
     pub(crate) fn start(
         library: Loadable,
         manifest: &Manifest,
@@ -148,6 +151,17 @@ impl ThreadExecutor {
         plan: SandboxPlan,
         tools: Arc<ToolEnv>,
     ) -> Result<(Self, Enforcement), ExecError> {
+        // New bytes count against the limit before anything is started; bytes loaded
+        // already are reused, and this load's sealed copy is closed unused.
+        let entry = manifest.library_entry().ok_or(LoadError::NoLibraryEntry)?;
+        let library =
+            match resident::claim(&entry.sha256, entry.size, limits.thread_mode_libraries)? {
+                Claim::Reuse(symbols) => {
+                    drop(library);
+                    Library::Resident(symbols)
+                }
+                Claim::Load(reservation) => Library::New(library, reservation),
+            };
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Idle),
             requests: AtomicU64::new(0),
@@ -440,7 +454,7 @@ impl Drop for ReadySender {
 
 /// Body of the plugin thread.
 fn run_plugin_thread(
-    library: Loadable,
+    library: Library,
     expected: PluginMetadata,
     output_limit: usize,
     plan: SandboxPlan,
@@ -487,12 +501,32 @@ fn run_plugin_thread(
     }
 }
 
-pub(crate) fn open_and_check(
-    library: Loadable,
+/// The library a plugin thread runs: new bytes to load, or bytes this process loaded
+/// already ([`super::resident`]).
+#[derive(Debug)]
+enum Library {
+    /// Loaded here; registered as soon as `dlopen` succeeds.
+    New(Loadable, Reservation),
+    /// The same verified bytes, loaded by an earlier handle: its constructors do not run
+    /// again, and its statics are shared with that handle's.
+    Resident(PluginSymbols),
+}
+
+/// Opens (or takes the resident) library and checks the plugin against its manifest.
+fn open_and_check(
+    library: Library,
     expected: &PluginMetadata,
     output_limit: usize,
 ) -> Result<PluginSymbols, ExecError> {
-    let symbols = dlopen_sealed(library)?;
+    let symbols = match library {
+        Library::New(loadable, reservation) => {
+            let symbols = dlopen_sealed(loadable)?;
+            // Loaded for good from here on, whatever the checks below say.
+            reservation.register(symbols);
+            symbols
+        }
+        Library::Resident(symbols) => symbols,
+    };
     check_abi(
         expected,
         symbols.call_version(),

@@ -165,6 +165,21 @@ impl Gate {
         &self.trust
     }
 
+    /// What this process keeps that cannot be freed, and the limit on it. Thread isolation
+    /// never unloads a library (see `limits.thread_mode_libraries` in the README): each
+    /// distinct library it loaded stays mapped, with its sealed memfd open, for the life of
+    /// the process; loading the same bytes again reuses it. The counts are the process's
+    /// (every `Gate` in it shares the loader); the limit is this Gate's policy's.
+    pub fn stats(&self) -> GateStats {
+        let resident = crate::exec::resident::resident();
+        GateStats {
+            thread_libraries_resident: resident.libraries,
+            thread_library_bytes: resident.bytes,
+            thread_library_reuses: resident.reuses,
+            thread_library_limit: self.policy.limits.thread_mode_libraries(),
+        }
+    }
+
     /// Locates and verifies a plugin directory: every check short of inspection and loading.
     pub fn verify(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, Error> {
         self.verify_staged(path).map_err(StageError::into_error)
@@ -469,3 +484,18 @@ impl std::fmt::Display for StageError {
 
 /// No `source()`, as [`Error`] has none (see [`crate::error`]).
 impl std::error::Error for StageError {}
+
+/// What a host process keeps for good, from [`Gate::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GateStats {
+    /// Distinct plugin libraries thread isolation has loaded in this process (never
+    /// unloaded; each also keeps one descriptor, its sealed memfd, open).
+    pub thread_libraries_resident: usize,
+    /// Their size in bytes (shared memory: the memfds' contents).
+    pub thread_library_bytes: u64,
+    /// Thread-mode loads that reused a resident library instead of loading a new copy.
+    pub thread_library_reuses: u64,
+    /// The policy's `limits.thread_mode_libraries`: past it, new bytes are refused.
+    pub thread_library_limit: usize,
+}

@@ -43,6 +43,26 @@ enum Executor {
     Process(Box<Workers>),
 }
 
+/// Audits a thread-mode load refused by `limits.thread_mode_libraries`.
+fn audit_limit(e: &crate::exec::ExecError, manifest: &Manifest, path: &Path) {
+    if let crate::exec::ExecError::Load(limit @ LoadError::ThreadLibraryLimit { .. }) = e {
+        tracing::warn!(
+            target: "skillgate::audit",
+            event = "limit",
+            plugin = manifest.name(),
+            version = %manifest.version(),
+            path = %crate::base::escape::Escaped(path.display()),
+            sha256 = %manifest
+                .library_entry()
+                .map_or_else(String::new, |f| crate::pipeline::manifest::hex_digest(&f.sha256)),
+            isolation = "thread",
+            kind = "load",
+            error = %crate::base::escape::Escaped(limit),
+            "thread-mode library limit reached"
+        );
+    }
+}
+
 impl LoadedPlugin {
     pub(super) fn start(
         inspected: Inspected,
@@ -130,17 +150,22 @@ impl LoadedPlugin {
                     &policy.limits,
                     plan,
                     Arc::clone(&tools),
-                )?;
+                )
+                .inspect_err(|e| audit_limit(e, &manifest, &path))?;
                 (Executor::Thread(e), report)
             }
         };
+        let resident = crate::exec::resident::resident();
         tracing::info!(
             target: "skillgate::audit",
+            event = "loaded",
             plugin = manifest.name(),
             version = %manifest.version(),
             path = %crate::base::escape::Escaped(path.display()),
             signers = ?signers,
             isolation = %enforcement.isolation,
+            thread_libraries_resident = resident.libraries,
+            thread_library_bytes = resident.bytes,
             landlock_abi = enforcement.landlock_abi,
             landlock = ?enforcement.landlock,
             seccomp = enforcement.seccomp,

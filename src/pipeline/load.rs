@@ -213,6 +213,20 @@ pub enum LoadError {
         /// The name in the new release's signed manifest.
         found: String,
     },
+    /// Thread isolation already keeps `limit` distinct libraries loaded in this process (a
+    /// library is never unloaded), so a new one is refused (policy
+    /// `limits.thread_mode_libraries`). Loading bytes already loaded is never refused.
+    #[error(
+        "thread isolation keeps {resident} distinct libraries loaded in this process, the \
+         limit is {limit} (limits.thread_mode_libraries): a library never unloads, so this \
+         new one is refused"
+    )]
+    ThreadLibraryLimit {
+        /// Distinct libraries loaded (and reserved by loads under way) when refused.
+        resident: usize,
+        /// The policy's `limits.thread_mode_libraries`.
+        limit: usize,
+    },
 }
 
 fn paths(paths: &[PathBuf]) -> String {

@@ -328,6 +328,7 @@ struct LimitsWire {
     tool_reply_bytes: Option<usize>,
     progress_messages: Option<u64>,
     progress_bytes: Option<usize>,
+    thread_mode_libraries: Option<usize>,
 }
 
 impl LimitsWire {
@@ -352,6 +353,9 @@ impl LimitsWire {
             tool_reply_bytes: self.tool_reply_bytes.unwrap_or(d.tool_reply_bytes),
             progress_messages: self.progress_messages.unwrap_or(d.progress_messages),
             progress_bytes: self.progress_bytes.unwrap_or(d.progress_bytes),
+            thread_mode_libraries: self
+                .thread_mode_libraries
+                .unwrap_or(d.thread_mode_libraries),
         }
     }
 }

@@ -291,7 +291,7 @@ fn builder() -> PolicyBuilder {
 
 /// Each limit's setter and ceiling, written out here so a changed ceiling fails a test.
 type Set = fn(LimitsBuilder, u64) -> LimitsBuilder;
-const LIMITS: [(&str, Set, u64); 12] = [
+const LIMITS: [(&str, Set, u64); 13] = [
     ("manifest_bytes", |l, v| l.manifest_bytes(v), 16 << 20),
     ("signature_bytes", |l, v| l.signature_bytes(v), 16 << 20),
     ("library_bytes", |l, v| l.library_bytes(v), 4 << 30),
@@ -308,6 +308,11 @@ const LIMITS: [(&str, Set, u64); 12] = [
     ("cpu_seconds", |l, v| l.cpu_seconds(v), 24 * 3600),
     ("threads", |l, v| l.threads(v), 4096),
     ("log_bytes", |l, v| l.log_bytes(v as usize), 64 << 20),
+    (
+        "thread_mode_libraries",
+        |l, v| l.thread_mode_libraries(v as usize),
+        65_536,
+    ),
 ];
 
 #[test]
