@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::audit::{self, OwnedSubject};
+use crate::base::escape::to_json_line;
 use crate::base::ffi::{FaultError, PluginContext, PluginMetadata, PluginResult, encode_context};
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
@@ -13,9 +15,9 @@ use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{InspectReport, Inspected, inspect};
 use crate::pipeline::load::{LoadError, Loadable, Unpacked};
 use crate::pipeline::locate::{TrustedRoot, locate};
-use crate::pipeline::manifest::Manifest;
+use crate::pipeline::manifest::{Manifest, hex_digest};
 use crate::pipeline::stage::Stage;
-use crate::pipeline::verify::{Bundle, Verified, verify_dir_at};
+use crate::pipeline::verify::{Bundle, Progress, Verified, verify_dir_at};
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
 use crate::trust::keys::KeyId;
@@ -205,6 +207,8 @@ impl Gate {
             .map_or(1, std::num::NonZeroUsize::get)
             .min(paths.len());
         let one = |p: &P| self.verify_and_inspect(p);
+        // Each path's audit event goes where the caller's would: its `tracing` dispatcher.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let results: Vec<Result<Inspected, Error>> = if workers <= 1 {
             paths.iter().map(one).collect()
         } else {
@@ -222,7 +226,9 @@ impl Gate {
             let mut slots: Vec<Option<Result<Inspected, Error>>> =
                 std::iter::repeat_with(|| None).take(paths.len()).collect();
             std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| scope.spawn(|| tracing::dispatcher::with_default(&dispatch, work)))
+                    .collect();
                 let mut panicked = None;
                 for handle in handles {
                     match handle.join() {
@@ -259,23 +265,66 @@ impl Gate {
     /// `Trust`, `Digests` or `VersionMark`, as the pipeline ran them (not from the error's
     /// type: a symlink met while the files are listed is a `Digests` refusal).
     pub fn verify_staged(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, StageError> {
-        let dir = locate(&self.roots, path.as_ref()).map_err(|e| StageError {
+        let mut at = Progress::new();
+        let verified = self.verify_at(path.as_ref(), &mut at);
+        self.audit_verification(path.as_ref(), &at, None, verified.as_deref());
+        verified
+    }
+
+    /// Locates and verifies, keeping in `at` how far it got; no audit event.
+    fn verify_at(&self, path: &Path, at: &mut Progress) -> Result<Verified<Bundle>, StageError> {
+        let dir = locate(&self.roots, path).map_err(|e| StageError {
             stage: Stage::Locate,
             error: e.into(),
         })?;
-        let mut at = Stage::Manifest;
         verify_dir_at(
             &dir,
             &self.trust,
             &self.policy.limits,
             &self.policy.trust,
             &self.policy.danger,
-            &mut at,
+            at,
         )
         .map_err(|e| StageError {
-            stage: at,
+            stage: at.stage,
             error: e.into(),
         })
+    }
+
+    /// The audit event of a verification of `path`: `verified`, or `refused` naming the
+    /// plugin as far as `at` knows it (`sha256`: the library's, when it verified).
+    fn audit_verification(
+        &self,
+        path: &Path,
+        at: &Progress,
+        sha256: Option<&str>,
+        outcome: Result<&Bundle, &StageError>,
+    ) {
+        match outcome {
+            Ok(bundle) => {
+                let m = bundle.manifest();
+                let (version, sha256) = (m.version().to_string(), library_sha256(m));
+                let subject = audit::Subject {
+                    plugin: m.name(),
+                    version: Some(&version),
+                    path: Some(bundle.path()),
+                    sha256: sha256.as_deref(),
+                };
+                let danger = self.policy.danger.in_force().join(", ");
+                let danger = (!danger.is_empty()).then_some(danger.as_str());
+                audit::verified(&subject, bundle.signers(), danger);
+            }
+            Err(e) => {
+                let named = audit::dir_name(path);
+                let subject = audit::Subject {
+                    plugin: at.release.as_ref().map_or(&*named, |(n, _)| n),
+                    version: at.release.as_ref().map(|(_, v)| v.as_str()),
+                    path: Some(path),
+                    sha256,
+                };
+                audit::refused(&subject, e.stage.name(), e.error.kind(), &e.error);
+            }
+        }
     }
 
     /// [`Gate::verify_and_inspect`], naming the [`Stage`] that refused (as
@@ -284,11 +333,19 @@ impl Gate {
         &self,
         path: impl AsRef<Path>,
     ) -> Result<Inspected, StageError> {
-        let verified = self.verify_staged(path)?;
-        inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| StageError {
-            stage: Stage::Inspect,
-            error: e.into(),
-        })
+        let path = path.as_ref();
+        let mut at = Progress::new();
+        let mut sha256 = None;
+        let inspected = self.verify_at(path, &mut at).and_then(|verified| {
+            sha256 = library_sha256(verified.manifest());
+            inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| StageError {
+                stage: Stage::Inspect,
+                error: e.into(),
+            })
+        });
+        let outcome = inspected.as_ref().map(Inspected::bundle);
+        self.audit_verification(path, &at, sha256.as_deref(), outcome);
+        inspected
     }
 
     /// [`Gate::load`], naming the [`Stage`] that refused: `Sandbox` for an
@@ -325,6 +382,7 @@ impl Gate {
             requested: inspected.bundle().manifest().workspace(),
             protected: &protected,
         };
+        let record = audit_subject(inspected.bundle());
         LoadedPlugin::start(
             inspected,
             &self.policy,
@@ -340,6 +398,7 @@ impl Gate {
                 }
                 _ => Stage::Load,
             };
+            audit::refused(&record.subject(), stage.name(), error.kind(), &error);
             StageError { stage, error }
         })
     }
@@ -426,6 +485,9 @@ pub struct LoadedPlugin {
     /// host's own record, not the worker's report.
     workspace_root: Option<String>,
     executor: Executor,
+    /// Declared last: dropped after the executor (its workers ended), it fires the
+    /// `unloaded` audit event; its subject names the plugin in a `fault` event.
+    audit: audit::OnUnload,
 }
 
 #[derive(Debug)]
@@ -450,19 +512,6 @@ impl LoadedPlugin {
             report,
             library,
         } = Loadable::unpack(inspected);
-        // Every weakening that let this plugin through (or will shape its sandbox) is
-        // named where loads are audited, before its code first runs in `dlopen`.
-        let danger = policy.danger.in_force();
-        if !danger.is_empty() {
-            tracing::warn!(
-                target: "skillgate::audit",
-                plugin = manifest.name(),
-                version = %manifest.version(),
-                path = %crate::base::escape::Escaped(path.display()),
-                danger = %crate::base::escape::Escaped(danger.join(", ")),
-                "plugin loaded under a policy that weakens checks"
-            );
-        }
         let plan = SandboxPlan::new(
             &policy.sandbox,
             &policy.danger,
@@ -503,28 +552,32 @@ impl LoadedPlugin {
                 (Executor::Thread(e), report)
             }
         };
-        tracing::info!(
-            target: "skillgate::audit",
-            plugin = manifest.name(),
-            version = %manifest.version(),
-            path = %crate::base::escape::Escaped(path.display()),
-            signers = ?signers,
-            isolation = %enforcement.isolation,
-            landlock_abi = enforcement.landlock_abi,
-            landlock = ?enforcement.landlock,
-            seccomp = enforcement.seccomp,
-            no_new_privs = enforcement.no_new_privs,
-            fs_rules = enforcement.fs_rules,
-            net_rules = enforcement.net_rules,
-            namespaces = ?enforcement.namespaces,
-            tasks = ?enforcement.tasks,
-            workspace = %crate::base::escape::Escaped(
-                enforcement
-                    .workspace
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), |w| format!("{} ({})", w.path.display(), w.access))
-            ),
-            "plugin loaded"
+        // Every weakening that let this plugin through (or shapes its sandbox) is named
+        // here, as it was in its `verified` event before its code first ran in `dlopen`.
+        let subject = OwnedSubject {
+            plugin: manifest.name().to_owned(),
+            version: Some(manifest.version().to_string()),
+            path: Some(path.clone()),
+            sha256: library_sha256(&manifest),
+        };
+        let unload = audit::OnUnload {
+            subject,
+            isolation: enforcement.isolation.to_string(),
+            worker_pid: match &executor {
+                Executor::Process(p) => p.worker_pid(),
+                Executor::Thread(_) => None,
+            },
+        };
+        let danger = policy.danger.in_force().join(", ");
+        audit::loaded(
+            &unload.subject.subject(),
+            &audit::Runs {
+                isolation: &unload.isolation,
+                worker_pid: unload.worker_pid,
+            },
+            &signers,
+            &to_json_line(&enforcement).unwrap_or_default(),
+            (!danger.is_empty()).then_some(danger.as_str()),
         );
         Ok(LoadedPlugin {
             path,
@@ -534,6 +587,7 @@ impl LoadedPlugin {
             enforcement,
             workspace_root,
             executor,
+            audit: unload,
         })
     }
 
@@ -555,17 +609,18 @@ impl LoadedPlugin {
             _ => ctx,
         };
         let input = encode_context(ctx).map_err(Error::Input)?;
-        let outcome = match &self.executor {
-            Executor::Thread(t) => t.call(input),
-            Executor::Process(p) => p.call(input.as_bytes()),
+        let (outcome, worker_pid) = match &self.executor {
+            Executor::Thread(t) => (t.call(input), None),
+            Executor::Process(p) => p.call_reporting(input.as_bytes()),
         };
         outcome.map_err(|e: FaultError| {
-            tracing::warn!(
-                plugin = self.manifest.name(),
-                error = %crate::error::chain(&e),
-                "plugin fault"
-            );
-            Error::Fault(e)
+            let e = Error::Fault(e);
+            let runs = audit::Runs {
+                isolation: &self.audit.isolation,
+                worker_pid,
+            };
+            audit::fault(&self.audit.subject.subject(), &runs, e.kind(), &e);
+            e
         })
     }
 
@@ -611,5 +666,21 @@ impl LoadedPlugin {
     /// What the sandbox enforces on the plugin's thread or worker.
     pub fn enforcement(&self) -> &Enforcement {
         &self.enforcement
+    }
+}
+
+/// The library's SHA-256 as the signed manifest lists it (and verification matched), hex.
+fn library_sha256(manifest: &Manifest) -> Option<String> {
+    manifest.library_entry().map(|e| hex_digest(&e.sha256))
+}
+
+/// A verified plugin as its audit events name it.
+fn audit_subject(bundle: &Bundle) -> OwnedSubject {
+    let m = bundle.manifest();
+    OwnedSubject {
+        plugin: m.name().to_owned(),
+        version: Some(m.version().to_string()),
+        path: Some(bundle.path().to_path_buf()),
+        sha256: library_sha256(m),
     }
 }

@@ -83,30 +83,40 @@ impl WorkerSet {
         }
     }
 
-    /// Runs one call on a free worker.
-    pub(crate) fn call(&self, input: &[u8]) -> Result<PluginResult, FaultError> {
+    /// Runs one call on a free worker. Returns with the outcome the process id of the
+    /// worker the call went to (`None` when it reached none), for the audit event of a
+    /// fault.
+    pub(crate) fn call_reporting(
+        &self,
+        input: &[u8],
+    ) -> (Result<PluginResult, FaultError>, Option<u32>) {
         let deadline = Instant::now() + self.timeout;
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
+            return (Err(FaultError::Poisoned), None);
         }
-        let held = self.take_free(deadline)?;
+        let held = match self.take_free(deadline) {
+            Ok(held) => held,
+            Err(fault) => return (Err(fault), None),
+        };
         let Some(slot) = self.slots.get(held.index) else {
-            return Err(FaultError::Poisoned);
+            return (Err(FaultError::Poisoned), None);
         };
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
+            return (Err(FaultError::Poisoned), None);
         }
+        // Read before the call: a fault that ends the worker forgets its pid.
+        let pid = slot.executor.worker_pid();
         let outcome = slot.executor.call_until(input, deadline);
         if outcome.is_err() && slot.executor.is_poisoned() {
             // This worker ended. The first fault ends the others and is reported; a call
             // whose worker was killed for another's fault reports the poisoning.
             if self.poisoned.swap(true, Ordering::AcqRel) {
-                return Err(FaultError::Poisoned);
+                return (Err(FaultError::Poisoned), pid);
             }
             drop(held);
             self.end_all();
         }
-        outcome
+        (outcome, pid)
     }
 
     /// Kills every worker at once, then ends and reaps each (waiting for a call in flight
