@@ -382,7 +382,8 @@ impl Gate {
             requested: inspected.bundle().manifest().workspace(),
             protected: &protected,
         };
-        let record = audit_subject(inspected.bundle());
+        let bundle = inspected.bundle();
+        let record = audit_subject(bundle.manifest(), bundle.path());
         LoadedPlugin::start(
             inspected,
             &self.policy,
@@ -554,14 +555,8 @@ impl LoadedPlugin {
         };
         // Every weakening that let this plugin through (or shapes its sandbox) is named
         // here, as it was in its `verified` event before its code first ran in `dlopen`.
-        let subject = OwnedSubject {
-            plugin: manifest.name().to_owned(),
-            version: Some(manifest.version().to_string()),
-            path: Some(path.clone()),
-            sha256: library_sha256(&manifest),
-        };
         let unload = audit::OnUnload {
-            subject,
+            subject: audit_subject(&manifest, &path),
             isolation: enforcement.isolation.to_string(),
             worker_pid: match &executor {
                 Executor::Process(p) => p.worker_pid(),
@@ -674,13 +669,12 @@ fn library_sha256(manifest: &Manifest) -> Option<String> {
     manifest.library_entry().map(|e| hex_digest(&e.sha256))
 }
 
-/// A verified plugin as its audit events name it.
-fn audit_subject(bundle: &Bundle) -> OwnedSubject {
-    let m = bundle.manifest();
+/// A verified plugin (its signed manifest, its directory) as its audit events name it.
+fn audit_subject(manifest: &Manifest, path: &Path) -> OwnedSubject {
     OwnedSubject {
-        plugin: m.name().to_owned(),
-        version: Some(m.version().to_string()),
-        path: Some(bundle.path().to_path_buf()),
-        sha256: library_sha256(m),
+        plugin: manifest.name().to_owned(),
+        version: Some(manifest.version().to_string()),
+        path: Some(path.to_path_buf()),
+        sha256: library_sha256(manifest),
     }
 }

@@ -7,7 +7,7 @@
 //! kind and the plugin named as far as it is known), of faults (in both isolation modes),
 //! of a log flood (limit), of a waived expiry and a reset mark. Command-line level: two
 //! runs append to the same file, each line a JSON object, the file mode 0600; a log that
-//! cannot be written stops the run before the plugin runs.
+//! cannot be written stops the run before the plugin runs, and says so once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
@@ -631,34 +631,49 @@ fn an_audit_log_that_cannot_be_written_stops_the_run_before_the_plugin() {
     let host = Host::new();
     let dir = host.plugin("good", "unlogged");
     let policy = policy_file(&host);
-    let log = host.tmp.path().join("audit.jsonl");
-    // `ulimit -f 0`: every write to a file fails (EFBIG; SIGXFSZ ignored).
-    let run = |limited: bool| {
-        let script = format!(
-            "{} trap '' XFSZ; exec \"$0\" run \"$1\" --policy \"$2\" --audit-log \"$3\"",
-            if limited { "ulimit -f 0;" } else { "" }
-        );
+    // A file-size limit above the library's size (verification copies it into a sealed
+    // memfd, which counts) and below the log's: every append to the log fails (EFBIG,
+    // SIGXFSZ ignored), nothing else does.
+    let library = std::fs::metadata(dir.join("libunlogged.so")).unwrap().len();
+    let limit = library + 64 * 1024;
+    let log = host.tmp.path().join("full.jsonl");
+    std::fs::write(&log, vec![b'\n'; usize::try_from(limit).unwrap()]).unwrap();
+    let run = |log: &Path, fsize: u64| {
         Command::new("/bin/sh")
-            .args(["-c", &script, env!("CARGO_BIN_EXE_skillgate")])
-            .args([s(&dir), s(&policy), s(&log)])
+            .args([
+                "-c",
+                r#"trap '' XFSZ; exec prlimit --fsize="$1":unlimited "$0" run "$2" --policy "$3" --audit-log "$4""#,
+                env!("CARGO_BIN_EXE_skillgate"),
+            ])
+            .args([&fsize.to_string(), s(&dir), s(&policy), s(log)])
             .output()
             .unwrap()
     };
-    let out = run(true);
+    let out = run(&log, limit);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot write the audit log"), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "reported once, nothing else failed: {err}"
+    );
     assert!(out.stdout.is_empty(), "the plugin was not run");
-    assert_eq!(std::fs::read(&log).unwrap(), b"", "nothing was written");
-    // Control: the same command without the limit runs and logs.
-    let out = run(false);
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        limit,
+        "nothing was written"
+    );
+    // Control: the same limit with a log that has room runs and logs.
+    let roomy = host.tmp.path().join("roomy.jsonl");
+    let out = run(&roomy, limit);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(json_lines(&log).len(), 3);
+    assert_eq!(json_lines(&roomy).len(), 3);
 }
 
 #[test]

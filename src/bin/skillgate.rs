@@ -702,7 +702,14 @@ mod logging {
     pub(super) struct AuditLog {
         path: PathBuf,
         file: Arc<File>,
-        failed: Arc<Mutex<Option<io::Error>>>,
+        failed: Arc<Mutex<Failure>>,
+    }
+
+    /// Whether a write failed, and whether that was reported yet.
+    #[derive(Default)]
+    struct Failure {
+        error: Option<io::Error>,
+        reported: bool,
     }
 
     impl AuditLog {
@@ -730,31 +737,37 @@ mod logging {
             Ok(AuditLog {
                 path: path.to_path_buf(),
                 file: Arc::new(file),
-                failed: Arc::new(Mutex::new(None)),
+                failed: Arc::default(),
             })
         }
 
-        /// `Err` with a message once an event could not be written.
+        /// `Err` with a message, the first time it is asked after an event could not be
+        /// written (so the failure is reported once, by whoever asks first).
         pub(super) fn check(&self) -> Result<(), String> {
-            let failed = self
-                .failed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &*failed {
-                None => Ok(()),
-                Some(e) => Err(format!(
-                    "cannot write the audit log {}: {e}",
-                    Escaped(self.path.display())
-                )),
+            let mut failed = self.failure();
+            match &failed.error {
+                Some(e) if !failed.reported => {
+                    let msg = format!(
+                        "cannot write the audit log {}: {e}",
+                        Escaped(self.path.display())
+                    );
+                    failed.reported = true;
+                    Err(msg)
+                }
+                _ => Ok(()),
             }
         }
 
-        fn note(&self, e: &io::Error) {
-            let mut failed = self
-                .failed
+        fn failure(&self) -> std::sync::MutexGuard<'_, Failure> {
+            self.failed
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            failed.get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        fn note(&self, e: &io::Error) {
+            self.failure()
+                .error
+                .get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
         }
     }
 
