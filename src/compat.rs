@@ -232,7 +232,7 @@ impl PluginLoader {
     /// Verifies and loads the plugin at `plugin_path` (a directory beneath a trusted
     /// directory, or a trusted directory itself).
     pub fn load_plugin(&self, plugin_path: &Path) -> Result<Box<dyn NativePluginTrait>, Error> {
-        let plugin = self.gate()?.verify_and_load(plugin_path)?;
+        let plugin = self.gate_for(plugin_path)?.verify_and_load(plugin_path)?;
         Ok(Box::new(NativePlugin::from(plugin)))
     }
 
@@ -246,7 +246,9 @@ impl PluginLoader {
         workspace: &Path,
     ) -> Result<Box<dyn NativePluginTrait>, Error> {
         let options = crate::gate::LoadOptions::new().workspace(workspace);
-        let plugin = self.gate()?.verify_and_load_with(plugin_path, &options)?;
+        let plugin = self
+            .gate_for(plugin_path)?
+            .verify_and_load_with(plugin_path, &options)?;
         Ok(Box::new(NativePlugin::from(plugin)))
     }
 
@@ -316,6 +318,21 @@ impl PluginLoader {
     }
 
     /// A gate over the trusted directories that exist (VT Code skips missing ones).
+    /// [`PluginLoader::gate`] for a load of `plugin_path`: a loader that cannot work
+    /// refuses the plugin at `setup`, and that refusal is audited like any other.
+    fn gate_for(&self, plugin_path: &Path) -> Result<Gate, Error> {
+        self.gate().inspect_err(|e| {
+            let named = crate::audit::dir_name(plugin_path);
+            let subject = crate::audit::Subject {
+                plugin: &named,
+                version: None,
+                path: Some(plugin_path),
+                sha256: None,
+            };
+            crate::audit::refused(&subject, "setup", e.kind(), e);
+        })
+    }
+
     fn gate(&self) -> Result<Gate, Error> {
         let (mut policy, trust) = self.configured()?;
         // Empty for a ready loader (its roots moved to `trusted_dirs`); a policy file read

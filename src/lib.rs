@@ -38,7 +38,7 @@
 //!
 //! | layer | folder | what it holds |
 //! |---|---|---|
-//! | 0 | `base/`, `danger.rs` | formats and primitives: the plugin ABI, worker frames, JSON errors, the capped reader, sealed memfds, escaping, settings; the weakening knobs |
+//! | 0 | `base/`, `danger.rs`, `audit.rs` | formats and primitives: the plugin ABI, worker frames, JSON errors, the capped reader, sealed memfds, escaping, settings; the weakening knobs; the audit events |
 //! | 1 | `trust/` | keys, minisign's key files, the trust store, signature files, revocation, version marks, signer rules |
 //! | 2 | `pipeline/` | the stages: locate, digest, manifest, verify, inspect, load |
 //! | 3 | `sandbox/` | the plan, grants, Landlock rulesets, the seccomp program |
@@ -51,6 +51,7 @@
 // name (unnameable_types). CI's clippy run turns both into errors.
 #![warn(unnameable_types, unreachable_pub)]
 
+mod audit;
 mod base;
 pub mod compat;
 pub mod danger;

@@ -618,13 +618,23 @@ fn a_refused_plugin_directory_name_is_logged_escaped() {
         .iter()
         .filter(|e| e.contains("plugin refused"))
         .collect();
-    assert_eq!(refused.len(), 1, "{events:?}");
-    let line = refused[0];
-    assert!(
-        !line.chars().any(skillgate::escape::needs_escape),
-        "{line:?}"
+    // Discovery's warning and the `refused` audit event.
+    assert_eq!(refused.len(), 2, "{events:?}");
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|e| e.contains(r#"event="refused""#))
+            .count(),
+        1,
+        "{events:?}"
     );
-    assert!(line.contains(r"\u{1b}[2J\u{a}skillgate: forged"), "{line}");
+    for line in refused {
+        assert!(
+            !line.chars().any(skillgate::escape::needs_escape),
+            "{line:?}"
+        );
+        assert!(line.contains(r"\u{1b}[2J\u{a}skillgate: forged"), "{line}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The danger section (issue 12, item 4): every knob that weakens a check is set there and
-//! nowhere else, and a load under any of them is a warning audit event naming each knob in
-//! force. (That each knob refuses its old place by name is in `src/policy.rs`'s tests; that
+//! nowhere else, and a load under any of them is audited with warnings (its `verified` and
+//! `loaded` events) naming each knob in force. (That each knob refuses its old place by name is in `src/policy.rs`'s tests; that
 //! each one actually lets its refused library through is in `tests/inspect.rs`,
 //! `tests/sandbox.rs` and `tests/trust.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -76,7 +76,13 @@ impl Capture {
     }
 }
 
-/// The warning audit events about danger knobs among `seen`.
+/// The `event` field of each of `seen`.
+fn events<'a>(seen: &[&'a Seen]) -> Vec<&'a str> {
+    seen.iter().map(|e| e.fields["event"].as_str()).collect()
+}
+
+/// The warning audit events about danger knobs among `seen`: a load names them in its
+/// `verified` event (before the plugin's code first runs) and in its `loaded` event.
 fn danger_warnings(seen: &[Seen]) -> Vec<&Seen> {
     seen.iter()
         .filter(|e| {
@@ -175,10 +181,15 @@ fn a_load_under_each_danger_knob_is_a_warning_naming_it() {
             assert_eq!(policy.danger().in_force(), [name], "{json}");
             let seen = load_capturing(policy, &dir);
             let warnings = danger_warnings(&seen);
-            assert_eq!(warnings.len(), 1, "{json}: {seen:?}");
-            let warning = warnings[0];
-            assert_eq!(warning.fields["danger"], name, "{json}");
-            assert_eq!(warning.fields["plugin"], "watched", "{json}");
+            assert_eq!(
+                events(&warnings),
+                ["verified", "loaded"],
+                "{json}: {seen:?}"
+            );
+            for warning in warnings {
+                assert_eq!(warning.fields["danger"], name, "{json}");
+                assert_eq!(warning.fields["plugin"], "watched", "{json}");
+            }
         }
     }
 }
@@ -203,13 +214,19 @@ fn every_knob_in_force_is_named_in_one_warning() {
     assert_eq!(policy.danger().in_force().len(), KNOBS.len());
     let seen = load_capturing(policy, &dir);
     let warnings = danger_warnings(&seen);
-    assert_eq!(warnings.len(), 1, "one event per load: {seen:?}");
+    assert_eq!(
+        events(&warnings),
+        ["verified", "loaded"],
+        "one each per load: {seen:?}"
+    );
     for (_, name) in KNOBS {
-        assert!(
-            warnings[0].fields["danger"].contains(name),
-            "{name} missing from {:?}",
-            warnings[0].fields
-        );
+        for warning in &warnings {
+            assert!(
+                warning.fields["danger"].contains(name),
+                "{name} missing from {:?}",
+                warning.fields
+            );
+        }
     }
 }
 
@@ -222,11 +239,13 @@ fn a_policy_built_in_code_warns_the_same_way() {
     let policy = host.policy_with(|p| p.danger(danger));
     let seen = load_capturing(policy, &dir);
     let warnings = danger_warnings(&seen);
-    assert_eq!(warnings.len(), 1, "{seen:?}");
-    assert_eq!(
-        warnings[0].fields["danger"],
-        r#"danger.elf.allow_ifunc, danger.elf.allow_imports=["ptrace"]"#
-    );
+    assert_eq!(events(&warnings), ["verified", "loaded"], "{seen:?}");
+    for warning in warnings {
+        assert_eq!(
+            warning.fields["danger"],
+            r#"danger.elf.allow_ifunc, danger.elf.allow_imports=["ptrace"]"#
+        );
+    }
     // And a widening written into the normal section instead cannot be built, so it
     // never reaches a gate.
     let mut elf = host.policy().elf().clone();

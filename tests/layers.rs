@@ -3,7 +3,8 @@
 //!
 //! The layers, bottom to top, as README's "Layout" section describes them:
 //!
-//! 0. `base` (formats and primitives) and `danger` (the weakening knobs, plain data);
+//! 0. `base` (formats and primitives), `danger` (the weakening knobs, plain data) and
+//!    `audit` (one function per audit event, fields taken as text);
 //! 1. `trust` (keys, the trust store, signature files, revocation, version marks);
 //! 2. `pipeline` (the stages: locate, verify, inspect, load);
 //! 3. `sandbox` (the plan, Landlock, seccomp);
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// fails the test: a new top-level module must be placed in a layer here).
 fn layer(top: &str) -> Option<u8> {
     Some(match top {
-        "base" | "danger" => 0,
+        "base" | "danger" | "audit" => 0,
         "trust" => 1,
         "pipeline" => 2,
         "sandbox" => 3,

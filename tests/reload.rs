@@ -442,7 +442,16 @@ fn two_hundred_reloads_leave_descriptors_and_memory_flat() {
 #[ignore = "run by two_hundred_reloads_leave_descriptors_and_memory_flat in its own process"]
 fn soak_in_a_fresh_process() {
     let host = Host::process();
-    let gate = gate(&host, Isolation::Process);
+    // No warm pool: its workers come and go on their own thread (each holds a channel
+    // and a pidfd in this process), which would move the count under the reloads.
+    // tests/pool.rs bounds the pool on its own.
+    let gate = host.gate_with(
+        policy(&host, Isolation::Process)
+            .to_builder()
+            .pool_size(0)
+            .build()
+            .unwrap(),
+    );
     let dir = install(&host, "soak", "1.0.0");
     let live = LivePlugin::load(&gate, &dir, LoadOptions::new()).unwrap();
     let cycle = |i: usize| {

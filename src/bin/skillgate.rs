@@ -50,6 +50,10 @@ struct HostArgs {
     /// Trust store directory; overrides the policy's `keys`.
     #[arg(long)]
     keys: Option<PathBuf>,
+    /// Append the audit events (one JSON object per line: timestamp, level and the event's
+    /// fields) to FILE, created with mode 0600 if it does not exist, never truncated.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +123,9 @@ enum Command {
         /// Host policy file (its `state_dir` holds the marks).
         #[arg(long)]
         policy: PathBuf,
+        /// Append the audit event of the reset to FILE (as `run --audit-log`).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
     },
 }
 
@@ -178,7 +185,7 @@ fn report(dir: &std::path::Path, e: &Error) -> u8 {
 }
 
 /// `skillgate verify`: every stage short of loading. Returns the exit code.
-fn verify(host: &HostArgs, json: bool) -> u8 {
+fn verify(host: &HostArgs, json: bool, audit: Option<&logging::AuditLog>) -> u8 {
     let mut trail = Trail::new("verify", &host.dir, json);
     // The built-in host tools; the policy's `host_tools.allow` and the plugin's signed
     // manifest decide which of them it may call.
@@ -192,6 +199,9 @@ fn verify(host: &HostArgs, json: bool) -> u8 {
         Err(e) => return trail.refused(&host.dir, &e),
     };
     trail.verified(&gate, &inspected);
+    if let Some(Err(msg)) = audit.map(logging::AuditLog::check) {
+        return trail.usage(&msg);
+    }
     if !json {
         let bundle = inspected.bundle();
         let m = bundle.manifest();
@@ -223,9 +233,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Inspect { path, json, policy } => inspect_cmd::run(&path, json, policy.as_deref()),
-        Command::ResetVersion { name, policy } => reset_version(&name, &policy),
+        Command::ResetVersion {
+            name,
+            policy,
+            audit_log,
+        } => {
+            let audit = match logging::install(false, audit_log.as_deref()) {
+                Ok(audit) => audit,
+                Err(msg) => return usage(&msg),
+            };
+            let code = reset_version(&name, &policy);
+            logging::settle(audit.as_ref(), code)
+        }
         Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
-        Command::Verify { host, json } => ExitCode::from(verify(&host, json)),
+        Command::Verify { host, json } => {
+            let audit = match logging::install(false, host.audit_log.as_deref()) {
+                Ok(audit) => audit,
+                Err(msg) => return usage(&msg),
+            };
+            let code = verify(&host, json, audit.as_ref());
+            logging::settle(audit.as_ref(), ExitCode::from(code))
+        }
         Command::Run {
             host,
             input,
@@ -233,15 +261,38 @@ fn main() -> ExitCode {
             workspace,
             json,
         } => {
-            let code = run(&host, &input, verbose, json, workspace.as_deref());
-            exit_now(code)
+            let audit = match logging::install(verbose, host.audit_log.as_deref()) {
+                Ok(audit) => audit,
+                Err(msg) => exit_now(usage_code(&msg)),
+            };
+            let code = run(
+                &host,
+                &input,
+                verbose,
+                json,
+                workspace.as_deref(),
+                audit.as_ref(),
+            );
+            // Every event is out by now: the plugin was dropped (its `unloaded` event
+            // written) inside `run`.
+            match audit.as_ref().map(logging::AuditLog::check) {
+                Some(Err(msg)) => exit_now(usage_code(&msg)),
+                _ => exit_now(code),
+            }
         }
     }
 }
 
 /// `skillgate run`: verify, load, execute once. Returns the exit code; every value that
 /// holds the plugin is dropped before it returns (a worker is killed and reaped then).
-fn run(host: &HostArgs, input: &str, verbose: bool, json: bool, workspace: Option<&Path>) -> u8 {
+fn run(
+    host: &HostArgs,
+    input: &str,
+    verbose: bool,
+    json: bool,
+    workspace: Option<&Path>,
+    audit: Option<&logging::AuditLog>,
+) -> u8 {
     let mut trail = Trail::new("run", &host.dir, json);
     let input = match serde_json::from_str(input) {
         Ok(v) => v,
@@ -255,9 +306,6 @@ fn run(host: &HostArgs, input: &str, verbose: bool, json: bool, workspace: Optio
     match result_out.try_clone() {
         Ok(out) => trail.out = Some(out),
         Err(e) => return trail.usage(&format!("cannot set stdout aside for the result: {e}")),
-    }
-    if verbose {
-        plugin_log::print_on_stderr();
     }
     // The directory named (or the current one); a granted workspace's canonical path
     // replaces it in the host.
@@ -286,11 +334,19 @@ fn run(host: &HostArgs, input: &str, verbose: bool, json: bool, workspace: Optio
         Err(e) => return trail.refused(&host.dir, &e),
     };
     trail.verified(&gate, &inspected);
+    // An audit log that cannot be written stops the run before the plugin's code runs
+    // (and again before its call): what was decided must be on record.
+    if let Some(Err(msg)) = audit.map(logging::AuditLog::check) {
+        return trail.usage(&msg);
+    }
     let plugin = match gate.load_staged_with(inspected, &options) {
         Ok(p) => p,
         Err(e) => return trail.refused(&host.dir, &e),
     };
     trail.loaded(&plugin);
+    if let Some(Err(msg)) = audit.map(logging::AuditLog::check) {
+        return trail.usage(&msg);
+    }
     if verbose {
         let signers: Vec<String> = plugin.signers().iter().map(ToString::to_string).collect();
         let needed = format!("{:?}", plugin.inspection().needed);
@@ -627,6 +683,166 @@ fn exit_now(code: u8) -> ! {
     unsafe { libc::_exit(i32::from(code)) }
 }
 
+/// Where the library's `tracing` events go: the plugin's log to stderr (`run --verbose`),
+/// the audit events to the `--audit-log` file as JSON lines.
+mod logging {
+    use std::fs::File;
+    use std::io;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use std::sync::{Arc, Mutex};
+
+    use skillgate::escape::Escaped;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::plugin_log;
+
+    /// The `tracing` target of the audit events.
+    const AUDIT_TARGET: &str = "skillgate::audit";
+
+    /// The audit log file and the first error writing to it.
+    #[derive(Clone)]
+    pub(super) struct AuditLog {
+        path: PathBuf,
+        file: Arc<File>,
+        failed: Arc<Mutex<Failure>>,
+    }
+
+    /// Whether a write failed, and whether that was reported yet.
+    #[derive(Default)]
+    struct Failure {
+        error: Option<io::Error>,
+        reported: bool,
+    }
+
+    impl AuditLog {
+        /// Opens `path` for appending: created with mode 0600 if new (an existing file
+        /// keeps its mode and content), `O_APPEND` so each event is written at the end
+        /// however many hosts share the file, and refused unless it is a regular file
+        /// (opened without blocking, so a FIFO cannot hang the host).
+        fn open(path: &Path) -> Result<AuditLog, String> {
+            let cannot = |e: io::Error| {
+                format!("cannot open the audit log {}: {e}", Escaped(path.display()))
+            };
+            let file = File::options()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .map_err(cannot)?;
+            if !file.metadata().map_err(cannot)?.is_file() {
+                return Err(format!(
+                    "the audit log {} is not a regular file",
+                    Escaped(path.display())
+                ));
+            }
+            Ok(AuditLog {
+                path: path.to_path_buf(),
+                file: Arc::new(file),
+                failed: Arc::default(),
+            })
+        }
+
+        /// `Err` with a message, the first time it is asked after an event could not be
+        /// written (so the failure is reported once, by whoever asks first).
+        pub(super) fn check(&self) -> Result<(), String> {
+            let mut failed = self.failure();
+            match &failed.error {
+                Some(e) if !failed.reported => {
+                    let msg = format!(
+                        "cannot write the audit log {}: {e}",
+                        Escaped(self.path.display())
+                    );
+                    failed.reported = true;
+                    Err(msg)
+                }
+                _ => Ok(()),
+            }
+        }
+
+        fn failure(&self) -> std::sync::MutexGuard<'_, Failure> {
+            self.failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        fn note(&self, e: &io::Error) {
+            self.failure()
+                .error
+                .get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
+        }
+    }
+
+    /// One event's line: tracing-subscriber formats the whole line first and hands it to
+    /// one `write_all`, so each line is one `write` to the `O_APPEND` file.
+    pub(super) struct AuditWriter<'a>(&'a AuditLog);
+
+    impl io::Write for AuditWriter<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let written = (&*self.0.file).write(buf);
+            match &written {
+                Ok(0) if !buf.is_empty() => self.0.note(&io::ErrorKind::WriteZero.into()),
+                Err(e) if e.kind() != io::ErrorKind::Interrupted => self.0.note(e),
+                _ => {}
+            }
+            written
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for AuditLog {
+        type Writer = AuditWriter<'a>;
+        fn make_writer(&'a self) -> AuditWriter<'a> {
+            AuditWriter(self)
+        }
+    }
+
+    /// Sends the plugin's log to stderr (`verbose`) and the audit events to `audit_log`,
+    /// as this process's global `tracing` subscriber; with neither, sets nothing.
+    pub(super) fn install(
+        verbose: bool,
+        audit_log: Option<&Path>,
+    ) -> Result<Option<AuditLog>, String> {
+        let audit = audit_log.map(AuditLog::open).transpose()?;
+        if !verbose && audit.is_none() {
+            return Ok(None);
+        }
+        let printer = verbose.then(|| {
+            plugin_log::Printer.with_filter(filter_fn(|m| m.target() == plugin_log::TARGET))
+        });
+        let json = audit.clone().map(|log| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_target(false)
+                .log_internal_errors(false)
+                .with_writer(log)
+                .with_filter(filter_fn(|m| m.target() == AUDIT_TARGET))
+        });
+        let subscriber = tracing_subscriber::registry().with(printer).with(json);
+        tracing::subscriber::set_global_default(subscriber)
+            .map_err(|e| format!("cannot set up logging: {e}"))?;
+        Ok(audit)
+    }
+
+    /// `code`, or a usage error (printed) if the audit log could not be written.
+    pub(super) fn settle(audit: Option<&AuditLog>, code: ExitCode) -> ExitCode {
+        match audit.map(AuditLog::check) {
+            Some(Err(msg)) => super::usage(&msg),
+            _ => code,
+        }
+    }
+}
+
 /// `run`'s output: the result alone on stdout, the plugin's log on stderr.
 mod plugin_log {
     use std::collections::BTreeMap;
@@ -636,9 +852,11 @@ mod plugin_log {
 
     use skillgate::escape::Escaped;
     use tracing::field::{Field, Visit};
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::Context;
 
     /// The `tracing` target of a plugin's log lines.
-    const TARGET: &str = "skillgate::plugin";
+    pub(super) const TARGET: &str = "skillgate::plugin";
 
     /// Copies fd 1 aside (close-on-exec, above 2) and points fd 1 at stderr; returns the
     /// copy, where the result goes. See the crate docs for why.
@@ -649,13 +867,9 @@ mod plugin_log {
         Ok(std::fs::File::from(saved))
     }
 
-    /// Prints the plugin's log events on stderr, one line each, every field escaped.
-    pub(super) fn print_on_stderr() {
-        // Fails only if a subscriber is set already, and then that one sees the events.
-        let _ = tracing::subscriber::set_global_default(Printer);
-    }
-
-    struct Printer;
+    /// Prints the plugin's log events (those of [`TARGET`]; the caller filters) on stderr,
+    /// one line each, every field escaped.
+    pub(super) struct Printer;
 
     struct Fields(BTreeMap<&'static str, String>);
 
@@ -668,21 +882,10 @@ mod plugin_log {
         }
     }
 
-    impl tracing::Subscriber for Printer {
-        fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-            metadata.target() == TARGET
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-
+    impl<S: tracing::Subscriber> Layer<S> for Printer {
         /// `skillgate: plugin NAME stdout: TEXT`, or for the "dropped" warning
         /// `skillgate: plugin NAME: MESSAGE (dropped=N limit=L)`.
-        fn event(&self, event: &tracing::Event<'_>) {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
             let mut fields = Fields(BTreeMap::new());
             event.record(&mut fields);
             let mut f = fields.0;

@@ -77,13 +77,14 @@ impl Workers {
         Arc::clone(&set)
     }
 
-    /// Runs one call on the workers serving now.
+    /// Runs one call on the workers serving now; with its outcome, the pid of the worker
+    /// it went to (see [`WorkerSet::call_with`]).
     pub(crate) fn call_with(
         &self,
         input: &[u8],
         options: &CallOptions,
         extras: CallExtras,
-    ) -> Result<PluginResult, FaultError> {
+    ) -> (Result<PluginResult, FaultError>, Option<u32>) {
         self.current().call_with(input, options, extras)
     }
 

@@ -105,29 +105,34 @@ impl WorkerSet {
     /// just after the reply), and the set is poisoned as after any fault that ends a
     /// worker. Without a pidfd (the kernel refused one) the worker cannot be killed
     /// safely: the call is then failed and the set poisoned when it returns, within its
-    /// deadline. `extras` carry the call's progress callback and tool nesting.
+    /// deadline. `extras` carry the call's progress callback and tool nesting. Returns with
+    /// the outcome the process id of the worker the call went to (`None` when it reached
+    /// none), for the audit event of a fault.
     pub(crate) fn call_with(
         &self,
         input: &[u8],
         options: &CallOptions,
         extras: CallExtras,
-    ) -> Result<PluginResult, FaultError> {
+    ) -> (Result<PluginResult, FaultError>, Option<u32>) {
         let start = Instant::now();
         let timeout = options.effective_timeout(self.timeout, start);
         let deadline = start + timeout;
         let token = options.cancel_token();
         if token.is_some_and(CancelToken::is_cancelled) {
-            return Err(FaultError::Cancelled { running: false });
+            return (Err(FaultError::Cancelled { running: false }), None);
         }
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
+            return (Err(FaultError::Poisoned), None);
         }
-        let held = self.take_free(deadline, timeout, token)?;
+        let held = match self.take_free(deadline, timeout, token) {
+            Ok(held) => held,
+            Err(fault) => return (Err(fault), None),
+        };
         let Some(slot) = self.slots.get(held.index) else {
-            return Err(FaultError::Poisoned);
+            return (Err(FaultError::Poisoned), None);
         };
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
+            return (Err(FaultError::Poisoned), None);
         }
         // Only a call given a token pays for the hook (a flag, a pidfd duplicate).
         let fired = token.map(|_| Arc::new(AtomicBool::new(false)));
@@ -141,6 +146,8 @@ impl WorkerSet {
                 }
             })
         });
+        // Read before the call: a fault that ends the worker forgets its pid.
+        let pid = slot.executor.worker_pid();
         let outcome = slot.executor.call_until(input, deadline, extras);
         // Removed before the worker is released (`held` drops below): no later cancel()
         // reaches this worker.
@@ -163,12 +170,12 @@ impl WorkerSet {
             // This worker ended. The first fault ends the others and is reported; a call
             // whose worker was killed for another's fault reports the poisoning.
             if self.poisoned.swap(true, Ordering::AcqRel) {
-                return Err(FaultError::Poisoned);
+                return (Err(FaultError::Poisoned), pid);
             }
             drop(held);
             self.end_all();
         }
-        outcome
+        (outcome, pid)
     }
 
     /// Kills every worker at once, then ends and reaps each (waiting for a call in flight

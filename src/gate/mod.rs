@@ -8,6 +8,7 @@ pub use plugin::LoadedPlugin;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::audit::{self, OwnedSubject};
 use crate::base::ffi::FaultError;
 use crate::base::protocol::ProtocolViolation;
 use crate::error::Error;
@@ -16,8 +17,9 @@ use crate::exec::tools::HostTools;
 use crate::exec::worker::{WorkerProgram, find};
 use crate::pipeline::inspect::{Inspected, inspect};
 use crate::pipeline::locate::{TrustedRoot, locate};
+use crate::pipeline::manifest::{Manifest, hex_digest};
 use crate::pipeline::stage::Stage;
-use crate::pipeline::verify::{Bundle, Verified, verify_dir_at};
+use crate::pipeline::verify::{Bundle, Progress, Verified, verify_dir_at};
 use crate::policy::{Isolation, Policy, PolicyError};
 use crate::sandbox::WorkspaceOffer;
 use crate::trust::store::TrustStore;
@@ -263,6 +265,8 @@ impl Gate {
             .map_or(1, std::num::NonZeroUsize::get)
             .min(paths.len());
         let one = |p: &P| self.verify_and_inspect(p);
+        // Each path's audit event goes where the caller's would: its `tracing` dispatcher.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let results: Vec<Result<Inspected, Error>> = if workers <= 1 {
             paths.iter().map(one).collect()
         } else {
@@ -280,7 +284,9 @@ impl Gate {
             let mut slots: Vec<Option<Result<Inspected, Error>>> =
                 std::iter::repeat_with(|| None).take(paths.len()).collect();
             std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+                let handles: Vec<_> = (0..workers)
+                    .map(|_| scope.spawn(|| tracing::dispatcher::with_default(&dispatch, work)))
+                    .collect();
                 let mut panicked = None;
                 for handle in handles {
                     match handle.join() {
@@ -317,23 +323,66 @@ impl Gate {
     /// `Trust`, `Digests` or `VersionMark`, as the pipeline ran them (not from the error's
     /// type: a symlink met while the files are listed is a `Digests` refusal).
     pub fn verify_staged(&self, path: impl AsRef<Path>) -> Result<Verified<Bundle>, StageError> {
-        let dir = locate(&self.roots, path.as_ref()).map_err(|e| StageError {
+        let mut at = Progress::new();
+        let verified = self.verify_at(path.as_ref(), &mut at);
+        self.audit_verification(path.as_ref(), &at, None, verified.as_deref());
+        verified
+    }
+
+    /// Locates and verifies, keeping in `at` how far it got; no audit event.
+    fn verify_at(&self, path: &Path, at: &mut Progress) -> Result<Verified<Bundle>, StageError> {
+        let dir = locate(&self.roots, path).map_err(|e| StageError {
             stage: Stage::Locate,
             error: e.into(),
         })?;
-        let mut at = Stage::Manifest;
         verify_dir_at(
             &dir,
             &self.trust,
             &self.policy.limits,
             &self.policy.trust,
             &self.policy.danger,
-            &mut at,
+            at,
         )
         .map_err(|e| StageError {
-            stage: at,
+            stage: at.stage,
             error: e.into(),
         })
+    }
+
+    /// The audit event of a verification of `path`: `verified`, or `refused` naming the
+    /// plugin as far as `at` knows it (`sha256`: the library's, when it verified).
+    fn audit_verification(
+        &self,
+        path: &Path,
+        at: &Progress,
+        sha256: Option<&str>,
+        outcome: Result<&Bundle, &StageError>,
+    ) {
+        match outcome {
+            Ok(bundle) => {
+                let m = bundle.manifest();
+                let (version, sha256) = (m.version().to_string(), library_sha256(m));
+                let subject = audit::Subject {
+                    plugin: m.name(),
+                    version: Some(&version),
+                    path: Some(bundle.path()),
+                    sha256: sha256.as_deref(),
+                };
+                let danger = self.policy.danger.in_force().join(", ");
+                let danger = (!danger.is_empty()).then_some(danger.as_str());
+                audit::verified(&subject, bundle.signers(), danger);
+            }
+            Err(e) => {
+                let named = audit::dir_name(path);
+                let subject = audit::Subject {
+                    plugin: at.release.as_ref().map_or(&*named, |(n, _)| n),
+                    version: at.release.as_ref().map(|(_, v)| v.as_str()),
+                    path: Some(path),
+                    sha256,
+                };
+                audit::refused(&subject, e.stage.name(), e.error.kind(), &e.error);
+            }
+        }
     }
 
     /// [`Gate::verify_and_inspect`], naming the [`Stage`] that refused (as
@@ -342,11 +391,19 @@ impl Gate {
         &self,
         path: impl AsRef<Path>,
     ) -> Result<Inspected, StageError> {
-        let verified = self.verify_staged(path)?;
-        inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| StageError {
-            stage: Stage::Inspect,
-            error: e.into(),
-        })
+        let path = path.as_ref();
+        let mut at = Progress::new();
+        let mut sha256 = None;
+        let inspected = self.verify_at(path, &mut at).and_then(|verified| {
+            sha256 = library_sha256(verified.manifest());
+            inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| StageError {
+                stage: Stage::Inspect,
+                error: e.into(),
+            })
+        });
+        let outcome = inspected.as_ref().map(Inspected::bundle);
+        self.audit_verification(path, &at, sha256.as_deref(), outcome);
+        inspected
     }
 
     /// [`Gate::load`], naming the [`Stage`] that refused: `Sandbox` for an
@@ -383,6 +440,8 @@ impl Gate {
             requested: inspected.bundle().manifest().workspace(),
             protected: &protected,
         };
+        let bundle = inspected.bundle();
+        let record = audit_subject(bundle.manifest(), bundle.path());
         LoadedPlugin::start(
             inspected,
             &self.policy,
@@ -399,6 +458,7 @@ impl Gate {
                 }
                 _ => Stage::Load,
             };
+            audit::refused(&record.subject(), stage.name(), error.kind(), &error);
             StageError { stage, error }
         })
     }
@@ -498,4 +558,19 @@ pub struct GateStats {
     pub thread_library_reuses: u64,
     /// The policy's `limits.thread_mode_libraries`: past it, new bytes are refused.
     pub thread_library_limit: usize,
+}
+
+/// The library's SHA-256 as the signed manifest lists it (and verification matched), hex.
+fn library_sha256(manifest: &Manifest) -> Option<String> {
+    manifest.library_entry().map(|e| hex_digest(&e.sha256))
+}
+
+/// A verified plugin (its signed manifest, its directory) as its audit events name it.
+pub(super) fn audit_subject(manifest: &Manifest, path: &Path) -> OwnedSubject {
+    OwnedSubject {
+        plugin: manifest.name().to_owned(),
+        version: Some(manifest.version().to_string()),
+        path: Some(path.to_path_buf()),
+        sha256: library_sha256(manifest),
+    }
 }

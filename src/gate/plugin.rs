@@ -19,6 +19,9 @@ use crate::sandbox::{Enforcement, SandboxError, SandboxPlan, WorkspaceOffer};
 use crate::trust::keys::KeyId;
 use std::sync::Arc;
 
+use crate::audit;
+use crate::base::escape::to_json_line;
+
 /// A verified, inspected plugin loaded on its own thread.
 #[derive(Debug)]
 pub struct LoadedPlugin {
@@ -33,6 +36,9 @@ pub struct LoadedPlugin {
     executor: Executor,
     /// What the plugin's host tool requests are judged by (its id keys the recursion guard).
     tools: Arc<ToolEnv>,
+    /// Fires the `unloaded` audit event when dropped: declared last, so it drops after the
+    /// executor (whose workers are then ended and reaped).
+    audit: audit::OnUnload,
 }
 
 #[derive(Debug)]
@@ -79,19 +85,6 @@ impl LoadedPlugin {
             report,
             library,
         } = Loadable::unpack(inspected);
-        // Every weakening that let this plugin through (or will shape its sandbox) is
-        // named where loads are audited, before its code first runs in `dlopen`.
-        let danger = policy.danger.in_force();
-        if !danger.is_empty() {
-            tracing::warn!(
-                target: "skillgate::audit",
-                plugin = manifest.name(),
-                version = %manifest.version(),
-                path = %crate::base::escape::Escaped(path.display()),
-                danger = %crate::base::escape::Escaped(danger.join(", ")),
-                "plugin loaded under a policy that weakens checks"
-            );
-        }
         let plan = SandboxPlan::new(
             &policy.sandbox,
             &policy.danger,
@@ -155,32 +148,28 @@ impl LoadedPlugin {
                 (Executor::Thread(e), report)
             }
         };
+        // Every weakening that let this plugin through (or shapes its sandbox) is named
+        // here, as it was in its `verified` event before its code first ran in `dlopen`.
+        let unload = audit::OnUnload {
+            subject: super::audit_subject(&manifest, &path),
+            isolation: enforcement.isolation.to_string(),
+            worker_pid: match &executor {
+                Executor::Process(p) => p.worker_pid(),
+                Executor::Thread(_) => None,
+            },
+        };
+        let danger = policy.danger.in_force().join(", ");
         let resident = crate::exec::resident::resident();
-        tracing::info!(
-            target: "skillgate::audit",
-            event = "loaded",
-            plugin = manifest.name(),
-            version = %manifest.version(),
-            path = %crate::base::escape::Escaped(path.display()),
-            signers = ?signers,
-            isolation = %enforcement.isolation,
-            thread_libraries_resident = resident.libraries,
-            thread_library_bytes = resident.bytes,
-            landlock_abi = enforcement.landlock_abi,
-            landlock = ?enforcement.landlock,
-            seccomp = enforcement.seccomp,
-            no_new_privs = enforcement.no_new_privs,
-            fs_rules = enforcement.fs_rules,
-            net_rules = enforcement.net_rules,
-            namespaces = ?enforcement.namespaces,
-            tasks = ?enforcement.tasks,
-            workspace = %crate::base::escape::Escaped(
-                enforcement
-                    .workspace
-                    .as_ref()
-                    .map_or_else(|| "none".to_owned(), |w| format!("{} ({})", w.path.display(), w.access))
-            ),
-            "plugin loaded"
+        audit::loaded(
+            &unload.subject.subject(),
+            &audit::Runs {
+                isolation: &unload.isolation,
+                worker_pid: unload.worker_pid,
+            },
+            &signers,
+            &to_json_line(&enforcement).unwrap_or_default(),
+            (!danger.is_empty()).then_some(danger.as_str()),
+            (resident.libraries, resident.bytes),
         );
         Ok(LoadedPlugin {
             path,
@@ -191,6 +180,7 @@ impl LoadedPlugin {
             workspace_root,
             executor,
             tools,
+            audit: unload,
         })
     }
 
@@ -243,8 +233,8 @@ impl LoadedPlugin {
             _ => ctx,
         };
         let input = encode_context(ctx).map_err(Error::Input)?;
-        let outcome = match &self.executor {
-            Executor::Thread(t) => t.call_with(input, options, extras),
+        let (outcome, worker_pid) = match &self.executor {
+            Executor::Thread(t) => (t.call_with(input, options, extras), None),
             Executor::Process(p) => p.call_with(input.as_bytes(), options, extras),
         };
         outcome.map_err(|e: FaultError| {
@@ -259,14 +249,15 @@ impl LoadedPlugin {
                     running,
                     "plugin call cancelled"
                 );
-            } else {
-                tracing::warn!(
-                    plugin = self.manifest.name(),
-                    error = %crate::error::chain(&e),
-                    "plugin fault"
-                );
+                return Error::Fault(e);
             }
-            Error::Fault(e)
+            let e = Error::Fault(e);
+            let runs = audit::Runs {
+                isolation: &self.audit.isolation,
+                worker_pid,
+            };
+            audit::fault(&self.audit.subject.subject(), &runs, e.kind(), &e);
+            e
         })
     }
 

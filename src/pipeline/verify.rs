@@ -213,29 +213,51 @@ pub(crate) fn verify_dir(
     policy: &TrustPolicy,
     danger: &Danger,
 ) -> Result<Verified<Bundle>, VerifyError> {
-    verify_dir_at(dir, trust, limits, policy, danger, &mut Stage::Manifest)
+    verify_dir_at(dir, trust, limits, policy, danger, &mut Progress::new())
 }
 
-/// [`verify_dir`], keeping in `at` the step it is in: after an error, the step that
-/// refused (whatever the error's type: a symlink met while listing files is `Digests`).
+/// How far verification got: the step it is in and, once the authentic manifest parsed,
+/// whose release it is (so a refusal after that can name the plugin as its manifest does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// The step verification is in; after an error, the step that refused.
+    pub(crate) stage: Stage,
+    /// The signed manifest's name and version, once it parsed.
+    pub(crate) release: Option<(String, String)>,
+}
+
+impl Progress {
+    /// Before the first step: locating the directory.
+    pub(crate) fn new() -> Self {
+        Progress {
+            stage: Stage::Locate,
+            release: None,
+        }
+    }
+}
+
+/// [`verify_dir`], keeping in `at` how far it got: after an error, the step that refused
+/// (whatever the error's type: a symlink met while listing files is `Digests`) and, past
+/// the manifest, whose release it was.
 pub(crate) fn verify_dir_at(
     dir: &PluginDir,
     trust: &TrustStore,
     limits: &Limits,
     policy: &TrustPolicy,
     danger: &Danger,
-    at: &mut Stage,
+    at: &mut Progress,
 ) -> Result<Verified<Bundle>, VerifyError> {
-    *at = Stage::Manifest;
+    at.stage = Stage::Manifest;
     let manifest_bytes = dir
         .read_small(MANIFEST_FILE_NAME, limits.manifest_bytes)?
         .ok_or(ManifestError::Missing)?;
     let signature_bytes = dir.read_small(SIGNATURE_FILE_NAME, limits.signature_bytes)?;
     let authentic = verify_manifest(manifest_bytes, signature_bytes.as_deref(), trust)?;
     let manifest = Manifest::parse(&authentic, limits.files)?;
-    *at = Stage::Trust;
+    at.release = Some((manifest.name().to_owned(), manifest.version().to_string()));
+    at.stage = Stage::Trust;
     policy.check(trust, &manifest, authentic.signers(), danger)?;
-    *at = Stage::Digests;
+    at.stage = Stage::Digests;
 
     let dir_path = dir.path().to_path_buf();
     let present = content_files(dir, limits)?;
@@ -303,7 +325,7 @@ pub(crate) fn verify_dir_at(
     // The manifest parser guarantees the library is listed, and every listed file was read.
     let library =
         library.ok_or_else(|| ManifestError::LibraryNotListed(manifest.library().to_owned()))?;
-    *at = Stage::VersionMark;
+    at.stage = Stage::VersionMark;
     policy.record(&manifest)?;
     tracing::debug!(
         plugin = manifest.name(),

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::base::escape::Escaped;
 use crate::base::json::JsonError;
 use crate::base::name::is_plugin_name;
 use crate::base::version::Version;
@@ -233,7 +232,6 @@ pub(crate) fn record_version(
     let mut bytes = format!("{mark:#}").into_bytes();
     bytes.push(b'\n');
     write_atomically(state_dir, &format!("{name}{MARK_SUFFIX}"), &bytes)?;
-    tracing::info!(target: "skillgate::audit", plugin = name, version = %version, "version mark raised");
     Ok(())
 }
 
@@ -252,7 +250,8 @@ pub fn reset_version_mark(state_dir: &Path, name: &str) -> Result<Option<Version
     std::fs::File::open(state_dir)
         .and_then(|d| d.sync_all())
         .map_err(state_io(state_dir))?;
-    tracing::warn!(target: "skillgate::audit", plugin = %Escaped(name), old = ?old.as_ref().map(ToString::to_string), "version mark reset by administrator");
+    let shown = old.as_ref().map(ToString::to_string);
+    crate::audit::mark_reset(name, shown.as_deref(), state_dir);
     Ok(old)
 }
 

@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::base::escape::Escaped;
 use crate::base::name::{MAX_NAME_LEN, is_name_byte};
 use crate::base::version::Version;
 use crate::danger::Danger;
@@ -313,7 +312,14 @@ impl TrustPolicy {
             skew_seconds: self.expiry.skew_seconds,
         };
         if danger.is_expired_plugins_warn_only() {
-            tracing::warn!(target: "skillgate::audit", error = %Escaped(&err), "expired plugin accepted (danger.expired_plugins_warn_only)");
+            let version = release.version.to_string();
+            let subject = crate::audit::Subject {
+                plugin: release.name,
+                version: Some(&version),
+                path: None,
+                sha256: None,
+            };
+            crate::audit::waived(&subject, "trust", &err, "danger.expired_plugins_warn_only");
             return Ok(());
         }
         Err(err)

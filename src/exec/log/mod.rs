@@ -527,6 +527,16 @@ impl Lines {
                 limit = self.limit,
                 "plugin output past limits.log_bytes for this call was dropped"
             );
+            crate::audit::limit(
+                &self.plugin,
+                "limits.log_bytes",
+                u64::try_from(self.limit).unwrap_or(u64::MAX),
+                self.dropped,
+                &format_args!(
+                    "{} bytes of output past the limit of {} for one call were dropped",
+                    self.dropped, self.limit
+                ),
+            );
         }
         self.used = 0;
         self.dropped = 0;
