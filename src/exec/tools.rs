@@ -416,7 +416,7 @@ fn dispatch(name: &str, args: &serde_json::Value, call: &mut CallState, env: &To
             plugin = env.caller.name.as_str(),
             version = env.caller.version.as_str(),
             isolation = %env.caller.isolation,
-            tool = name,
+            tool = %crate::base::escape::Escaped(name),
             error = %crate::base::escape::Escaped(why),
             "host tool request denied"
         );
@@ -456,7 +456,7 @@ fn dispatch(name: &str, args: &serde_json::Value, call: &mut CallState, env: &To
         plugin = env.caller.name.as_str(),
         version = env.caller.version.as_str(),
         isolation = %env.caller.isolation,
-        tool = name,
+        tool = %crate::base::escape::Escaped(name),
         "host tool request allowed"
     );
     let outcome = running_tool(&call.extras.chain, env.plugin_id, || {

@@ -175,7 +175,7 @@ impl LivePlugin {
                 path = %Escaped(source.display()),
                 stage = %stage,
                 kind = error.kind(),
-                error = %error,
+                error = %Escaped(&error),
                 isolation = %old.isolation(),
                 "plugin reload refused; the loaded release keeps serving"
             );
