@@ -228,9 +228,6 @@ pub(crate) fn mark_reset(plugin: &str, old: Option<&str>, state_dir: &Path) {
 
 /// `event = "reloaded"`: a loaded plugin was replaced by a newer release, verified in full;
 /// new calls go to it. `from_version` is the version replaced.
-///
-/// Not called on this branch yet: hot reload (issue 15, item 1) fires it; wired at merge.
-#[allow(dead_code)]
 pub(crate) fn reloaded(
     s: &Subject<'_>,
     runs: &Runs<'_>,
@@ -247,10 +244,8 @@ pub(crate) fn reloaded(
 }
 
 /// `event = "reload_refused"`: a reload was refused at `stage` (fields as [`refused`]);
-/// the release loaded before keeps serving. `s` is the release that was refused.
-///
-/// Not called on this branch yet: hot reload (issue 15, item 1) fires it; wired at merge.
-#[allow(dead_code)]
+/// the release loaded before keeps serving. `s` names the plugin by that serving release
+/// (the refused one may never have been read) and the directory the reload read.
 pub(crate) fn reload_refused(s: &Subject<'_>, stage: &str, kind: &str, error: &dyn Display) {
     emit!(tracing::Level::WARN, "reload_refused", s, {
         stage = %Escaped(stage),
@@ -259,24 +254,19 @@ pub(crate) fn reload_refused(s: &Subject<'_>, stage: &str, kind: &str, error: &d
     }, "plugin reload refused; the loaded release keeps serving");
 }
 
-/// `event = "restarted"`: a poisoned handle was restarted explicitly from the sealed copy
-/// it holds; `worker_pid` is the new worker's.
-///
-/// Not called on this branch yet: restart (issue 15, item 2) fires it; wired at merge.
-#[allow(dead_code)]
-pub(crate) fn restarted(s: &Subject<'_>, runs: &Runs<'_>) {
+/// `event = "restarted"`: a handle was restarted explicitly from the sealed copy it holds;
+/// `worker_pid` is the new worker's, `was_poisoned` whether a fault had ended the old ones.
+pub(crate) fn restarted(s: &Subject<'_>, runs: &Runs<'_>, was_poisoned: bool) {
     emit!(tracing::Level::INFO, "restarted", s, {
         isolation = %Escaped(runs.isolation),
         worker_pid = runs.worker_pid,
+        was_poisoned = was_poisoned,
     }, "plugin restarted");
 }
 
-/// `event = "cancelled"`: a call was cancelled by its caller; its worker was ended.
+/// `event = "cancelled"`: a call was cancelled through its token: before it reached the
+/// plugin, or while it ran (its worker then killed, or in thread mode the call abandoned).
 /// `kind` and `error` are those of the error the call failed with.
-///
-/// Not called on this branch yet: cancellation (issue 15, item 2) fires it; wired at
-/// merge.
-#[allow(dead_code)]
 pub(crate) fn cancelled(s: &Subject<'_>, runs: &Runs<'_>, kind: &str, error: &dyn Display) {
     emit!(tracing::Level::WARN, "cancelled", s, {
         isolation = %Escaped(runs.isolation),
@@ -289,9 +279,6 @@ pub(crate) fn cancelled(s: &Subject<'_>, runs: &Runs<'_>, kind: &str, error: &dy
 /// `event = "tool"`: the plugin asked its host for the tool named `tool`: allowed (INFO,
 /// `decision = "allowed"`) when `denied` is `None`, else denied (WARN,
 /// `decision = "denied"`, with `error` saying why).
-///
-/// Not called on this branch yet: host tools (issue 15, item 3) fire it; wired at merge.
-#[allow(dead_code)]
 pub(crate) fn tool(s: &Subject<'_>, runs: &Runs<'_>, tool: &str, denied: Option<&dyn Display>) {
     match denied {
         None => emit!(tracing::Level::INFO, "tool", s, {

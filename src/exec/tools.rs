@@ -408,18 +408,20 @@ fn dispatch(name: &str, args: &serde_json::Value, call: &mut CallState, env: &To
             ),
         );
     }
+    let version = env.caller.version.as_str();
+    let isolation = env.caller.isolation.to_string();
+    let subject = crate::audit::Subject {
+        plugin: &env.caller.name,
+        version: Some(version),
+        path: None,
+        sha256: None,
+    };
+    let runs = crate::audit::Runs {
+        isolation: &isolation,
+        worker_pid: None,
+    };
     let denied = |kind: ToolErrorKind, why: &str| {
-        tracing::warn!(
-            target: "skillgate::audit",
-            event = "tool",
-            decision = "denied",
-            plugin = env.caller.name.as_str(),
-            version = env.caller.version.as_str(),
-            isolation = %env.caller.isolation,
-            tool = %crate::base::escape::Escaped(name),
-            error = %crate::base::escape::Escaped(why),
-            "host tool request denied"
-        );
+        crate::audit::tool(&subject, &runs, name, Some(&why));
         error_reply(kind, why)
     };
     if !env.manifest.contains(name) {
@@ -449,16 +451,7 @@ fn dispatch(name: &str, args: &serde_json::Value, call: &mut CallState, env: &To
     if Instant::now() >= call.deadline {
         return denied(ToolErrorKind::Timeout, "the call's deadline passed");
     }
-    tracing::info!(
-        target: "skillgate::audit",
-        event = "tool",
-        decision = "allowed",
-        plugin = env.caller.name.as_str(),
-        version = env.caller.version.as_str(),
-        isolation = %env.caller.isolation,
-        tool = %crate::base::escape::Escaped(name),
-        "host tool request allowed"
-    );
+    crate::audit::tool(&subject, &runs, name, None);
     let outcome = running_tool(&call.extras.chain, env.plugin_id, || {
         host.call_tool(&env.caller, name, args, call.deadline)
     });

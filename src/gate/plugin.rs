@@ -238,25 +238,18 @@ impl LoadedPlugin {
             Executor::Process(p) => p.call_with(input.as_bytes(), options, extras),
         };
         outcome.map_err(|e: FaultError| {
-            if let FaultError::Cancelled { running } = e {
-                tracing::warn!(
-                    target: "skillgate::audit",
-                    event = "cancelled",
-                    plugin = self.manifest.name(),
-                    version = %self.manifest.version(),
-                    path = %crate::base::escape::Escaped(self.path.display()),
-                    isolation = %self.enforcement.isolation,
-                    running,
-                    "plugin call cancelled"
-                );
-                return Error::Fault(e);
-            }
+            let cancelled = matches!(e, FaultError::Cancelled { .. });
             let e = Error::Fault(e);
             let runs = audit::Runs {
                 isolation: &self.audit.isolation,
                 worker_pid,
             };
-            audit::fault(&self.audit.subject.subject(), &runs, e.kind(), &e);
+            let subject = self.audit.subject.subject();
+            if cancelled {
+                audit::cancelled(&subject, &runs, e.kind(), &e);
+            } else {
+                audit::fault(&subject, &runs, e.kind(), &e);
+            }
             e
         })
     }
@@ -283,17 +276,13 @@ impl LoadedPlugin {
         };
         let was_poisoned = workers.is_poisoned();
         workers.restart(&self.manifest)?;
-        tracing::info!(
-            target: "skillgate::audit",
-            event = "restarted",
-            plugin = self.manifest.name(),
-            version = %self.manifest.version(),
-            path = %crate::base::escape::Escaped(self.path.display()),
-            sha256 = %self.library_sha256(),
-            isolation = %self.enforcement.isolation,
-            worker_pid = ?self.worker_pid(),
+        audit::restarted(
+            &self.audit.subject.subject(),
+            &audit::Runs {
+                isolation: &self.audit.isolation,
+                worker_pid: self.worker_pid(),
+            },
             was_poisoned,
-            "plugin restarted"
         );
         Ok(())
     }

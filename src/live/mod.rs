@@ -20,7 +20,7 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::base::escape::Escaped;
+use crate::audit;
 use crate::base::ffi::{PluginContext, PluginResult};
 use crate::base::version::Version;
 use crate::error::Error;
@@ -166,19 +166,15 @@ impl LivePlugin {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.current();
+        let serving_version = old.manifest().version().to_string();
         let refused = |stage: Stage, error: Error| {
-            tracing::warn!(
-                target: "skillgate::audit",
-                event = "reload_refused",
-                plugin = old.manifest().name(),
-                version = %old.manifest().version(),
-                path = %Escaped(source.display()),
-                stage = %stage,
-                kind = error.kind(),
-                error = %Escaped(&error),
-                isolation = %old.isolation(),
-                "plugin reload refused; the loaded release keeps serving"
-            );
+            let subject = audit::Subject {
+                plugin: old.manifest().name(),
+                version: Some(&serving_version),
+                path: Some(source),
+                sha256: None,
+            };
+            audit::reload_refused(&subject, stage.name(), error.kind(), &error);
             StageError { stage, error }
         };
         if old.isolation() == Isolation::Thread || gate.policy().isolation == Isolation::Thread {
@@ -210,18 +206,20 @@ impl LivePlugin {
             from_version: old.manifest().version().clone(),
             version: new.manifest().version().clone(),
         };
-        tracing::info!(
-            target: "skillgate::audit",
-            event = "reloaded",
-            plugin = new.manifest().name(),
-            version = %new.manifest().version(),
-            from_version = %old.manifest().version(),
-            path = %Escaped(source.display()),
-            sha256 = %new.library_sha256(),
-            isolation = %new.isolation(),
-            worker_pid = ?new.worker_pid(),
-            signers = ?new.signers(),
-            "plugin reloaded"
+        let (version, sha256) = (new.manifest().version().to_string(), new.library_sha256());
+        audit::reloaded(
+            &audit::Subject {
+                plugin: new.manifest().name(),
+                version: Some(&version),
+                path: Some(source),
+                sha256: Some(&sha256),
+            },
+            &audit::Runs {
+                isolation: &new.isolation().to_string(),
+                worker_pid: new.worker_pid(),
+            },
+            new.signers(),
+            &old.manifest().version().to_string(),
         );
         let replaced = {
             let mut current = self
