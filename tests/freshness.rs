@@ -215,6 +215,7 @@ impl Repo {
     fn policy(&self, metadata: &str, state: &str, pin: &str) -> PathBuf {
         std::fs::create_dir_all(self.path("trust")).unwrap();
         std::fs::create_dir_all(self.path(state)).unwrap();
+        set_mode(&self.path(state), 0o700);
         let policy = serde_json::json!({
             "trusted_roots": ["plugins"],
             "keys": "trust",
@@ -854,4 +855,63 @@ fn the_documented_publishing_steps_work_end_to_end() {
             .unwrap()
             .contains("is listed with sha256")
     );
+}
+
+#[test]
+fn an_oversized_timestamp_is_cut_at_the_clients_limit() {
+    let (repo, digest, len) = listed_echo();
+    let f = repo.freshness("state");
+    let timestamp = repo.metadata().join("timestamp.json");
+    let good = std::fs::read(&timestamp).unwrap();
+    // Past tough's 1 MiB limit for a timestamp: read no further, refused.
+    std::fs::write(&timestamp, vec![b' '; 2 * 1024 * 1024]).unwrap();
+    let e = f.check("echo", &v("1.0.0"), &digest, len).unwrap_err();
+    assert!(
+        matches!(&e, FreshnessError::Invalid { detail, .. } if detail.contains("Maximum size")),
+        "{e:?}"
+    );
+    std::fs::write(&timestamp, good).unwrap();
+    f.check("echo", &v("1.0.0"), &digest, len).unwrap();
+}
+
+#[test]
+fn checks_at_once_sharing_a_state_directory_all_pass() {
+    let (repo, digest, len) = listed_echo();
+    // Two values over one state directory (as two processes would have), each used by
+    // several threads.
+    let a = Arc::new(repo.freshness("state"));
+    let b = Arc::new(repo.freshness("state"));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let f = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let digest = digest.clone();
+            std::thread::spawn(move || f.check("echo", &v("1.0.0"), &digest, len))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_refused() {
+    let (repo, digest, len) = listed_echo();
+    let f = repo.freshness("state");
+    f.check("echo", &v("1.0.0"), &digest, len).unwrap();
+    // Anyone could now delete the trusted timestamp and snapshot and so allow a rollback.
+    for mode in [0o777, 0o770] {
+        set_mode(&repo.path("state"), mode);
+        let e = f.check("echo", &v("1.0.0"), &digest, len).unwrap_err();
+        assert!(
+            matches!(&e, FreshnessError::StateWritableByOthers(w) if w.path == repo.path("state")),
+            "{mode:o}: {e:?}"
+        );
+    }
+    set_mode(&repo.path("state"), 0o700);
+    f.check("echo", &v("1.0.0"), &digest, len).unwrap();
 }

@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 
 use crate::base::capped::CappedError;
+use crate::base::perms::WritableByOthers;
 
 /// A TUF role, as the freshness errors name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,6 +167,11 @@ pub enum FreshnessError {
         /// Why.
         source: std::io::Error,
     },
+    /// Someone other than root and the host's user can write to the state directory (or a
+    /// directory above it): they could erase the versions trusted last, and so the
+    /// rollback protection.
+    #[error("TUF state directory: {0}")]
+    StateWritableByOthers(WritableByOthers),
     /// The check did not finish within its deadline.
     #[error("TUF metadata from {metadata} was not read within {seconds} s")]
     TimedOut {
@@ -191,6 +197,7 @@ impl FreshnessError {
             FreshnessError::RootUnreadable { .. }
                 | FreshnessError::Unreadable { .. }
                 | FreshnessError::State { .. }
+                | FreshnessError::StateWritableByOthers(_)
                 | FreshnessError::TimedOut { .. }
                 | FreshnessError::Runtime { .. }
                 | FreshnessError::ClockWentBack { .. }

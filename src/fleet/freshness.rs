@@ -170,6 +170,7 @@ impl Freshness {
             });
         }
         let offered = parse_digest(manifest_digest)?;
+        self.check_state_dir()?;
         // A poisoned lock only means an earlier check panicked; the datastore is guarded by
         // tough's own checks, so the next check may go on.
         let _serial = self
@@ -203,6 +204,26 @@ impl Freshness {
             });
         }
         Ok(())
+    }
+
+    /// The state directory holds what refuses a rollback; `tough` takes a file there it
+    /// cannot parse as "nothing trusted yet". So it must be writable by root and the host's
+    /// user only, as must every directory above it.
+    fn check_state_dir(&self) -> Result<(), FreshnessError> {
+        use std::os::fd::AsFd as _;
+        let state = |path: &Path, source| FreshnessError::State {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = std::fs::File::open(&self.state).map_err(|e| state(&self.state, e))?;
+        crate::base::perms::check_not_writable_by_others(dir.as_fd(), &self.state).map_err(|e| {
+            match e {
+                crate::base::perms::PermsError::WritableByOthers(w) => {
+                    FreshnessError::StateWritableByOthers(w)
+                }
+                crate::base::perms::PermsError::Io { path, source } => state(&path, source),
+            }
+        })
     }
 
     /// Runs the TUF client on a thread and runtime of its own: the listed SHA-256 and
