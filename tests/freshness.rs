@@ -659,6 +659,25 @@ fn the_freshness_section_is_parsed_strictly() {
     let e = policy(serde_json::json!({"root": "r.json", "root_sha256": pin, "metadata": "m"}))
         .unwrap_err();
     assert!(matches!(e, PolicyError::Syntax(_)), "{e:?}");
+    let p = policy(serde_json::json!({
+        "root": "r.json", "root_sha256": pin, "metadata": "m", "state": "s", "timeout_ms": 1500
+    }))
+    .unwrap();
+    assert_eq!(
+        p.freshness().unwrap().timeout(),
+        std::time::Duration::from_millis(1500)
+    );
+    assert_eq!(f.timeout(), std::time::Duration::from_secs(60));
+    for ms in [0, 600_001] {
+        let e = policy(serde_json::json!({
+            "root": "r.json", "root_sha256": pin, "metadata": "m", "state": "s", "timeout_ms": ms
+        }))
+        .unwrap_err();
+        assert!(
+            matches!(&e, PolicyError::Freshness(s) if s.field == "timeout_ms"),
+            "{ms}: {e:?}"
+        );
+    }
     for (field, value) in [
         ("root_sha256", "ab".repeat(31)),
         ("root_sha256", "zz".repeat(32)),
@@ -913,5 +932,45 @@ fn a_state_directory_others_can_write_is_refused() {
         );
     }
     set_mode(&repo.path("state"), 0o700);
+    f.check("echo", &v("1.0.0"), &digest, len).unwrap();
+}
+
+#[test]
+fn a_metadata_read_that_never_ends_is_cut_at_the_deadline() {
+    let (repo, digest, len) = listed_echo();
+    let policy = Policy::from_file(repo.policy("metadata", "state", &repo.root_sha256())).unwrap();
+    let settings = policy
+        .freshness()
+        .unwrap()
+        .clone()
+        .with_timeout_ms(1000)
+        .unwrap();
+    let f = Freshness::from_policy(&settings).unwrap();
+    // A FIFO where timestamp.json should be: opening it blocks until a writer comes.
+    let timestamp = repo.metadata().join("timestamp.json");
+    let good = std::fs::read(&timestamp).unwrap();
+    std::fs::remove_file(&timestamp).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&timestamp)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = f.check("echo", &v("1.0.0"), &digest, len).unwrap_err();
+    assert!(
+        matches!(e, FreshnessError::TimedOut { ms: 1000, .. }),
+        "{e:?}"
+    );
+    // Let the reader left blocked go (a writer opens and closes the FIFO), then restore.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&timestamp);
+    }
+    std::fs::remove_file(&timestamp).unwrap();
+    std::fs::write(&timestamp, good).unwrap();
     f.check("echo", &v("1.0.0"), &digest, len).unwrap();
 }

@@ -173,12 +173,12 @@ pub enum FreshnessError {
     #[error("TUF state directory: {0}")]
     StateWritableByOthers(WritableByOthers),
     /// The check did not finish within its deadline.
-    #[error("TUF metadata from {metadata} was not read within {seconds} s")]
+    #[error("TUF metadata from {metadata} was not read within {ms} ms")]
     TimedOut {
         /// The metadata source (directory or URL).
         metadata: String,
-        /// The deadline, in seconds.
-        seconds: u64,
+        /// The deadline, in milliseconds (`freshness.timeout_ms`).
+        ms: u64,
     },
     /// The check's own thread or runtime could not be started or failed.
     #[error("the freshness check could not run: {detail}")]

@@ -504,7 +504,15 @@ pub struct FreshnessSettings {
     /// The directory where the TUF client keeps the metadata it trusted last (the versions
     /// that refuse a rollback), across runs.
     pub(crate) state: PathBuf,
+    /// The longest one check may take, metadata fetches included.
+    pub(crate) timeout_ms: u64,
 }
+
+/// The `freshness.timeout_ms` of a section that sets none.
+pub const DEFAULT_FRESHNESS_TIMEOUT_MS: u64 = 60_000;
+
+/// The largest `freshness.timeout_ms`.
+pub const MAX_FRESHNESS_TIMEOUT_MS: u64 = 600_000;
 
 /// A `freshness` setting that is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -532,6 +540,20 @@ impl FreshnessSettings {
         state: impl Into<PathBuf>,
     ) -> Result<Self, FreshnessSettingError> {
         Self::resolved(root.into(), root_sha256, metadata, state.into(), None)
+    }
+
+    /// The same settings with another deadline for one check, in milliseconds
+    /// (1..=[`MAX_FRESHNESS_TIMEOUT_MS`]; [`DEFAULT_FRESHNESS_TIMEOUT_MS`] unless set).
+    pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Result<Self, FreshnessSettingError> {
+        if !(1..=MAX_FRESHNESS_TIMEOUT_MS).contains(&timeout_ms) {
+            return Err(FreshnessSettingError {
+                field: "timeout_ms",
+                value: timeout_ms.to_string(),
+                problem: "is out of range (1..=600000)",
+            });
+        }
+        self.timeout_ms = timeout_ms;
+        Ok(self)
     }
 
     /// [`FreshnessSettings::new`] with relative paths (`root`, `state`, a `metadata`
@@ -598,6 +620,7 @@ impl FreshnessSettings {
             root_sha256: pin,
             metadata,
             state: resolve(state),
+            timeout_ms: DEFAULT_FRESHNESS_TIMEOUT_MS,
         })
     }
 
@@ -619,6 +642,11 @@ impl FreshnessSettings {
     /// The TUF client's state directory (it must exist).
     pub fn state(&self) -> &Path {
         &self.state
+    }
+
+    /// The longest one check may take, metadata fetches included.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
     }
 }
 

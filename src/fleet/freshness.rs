@@ -35,8 +35,8 @@
 //! `tokio` runtime of its own, on a thread of its own, and waits for it. So a host that is
 //! itself inside a `tokio` runtime can call it without "cannot start a runtime from within a
 //! runtime" panics; it blocks the calling thread, so an async host calls it from
-//! `spawn_blocking`. The whole check has a deadline ([`CHECK_DEADLINE`]), and every HTTP
-//! fetch one of its own. Checks on one [`Freshness`] are serialized, and checks of several
+//! `spawn_blocking`. The whole check has a deadline (`freshness.timeout_ms`, 60 s by
+//! default), and every HTTP fetch one of its own. Checks on one [`Freshness`] are serialized, and checks of several
 //! processes sharing a state directory too (a lock file in it): `tough` writes its datastore
 //! without one.
 
@@ -48,14 +48,14 @@ use crate::base::capped::{Links, read_capped};
 pub use crate::base::freshness::{FreshnessError, TufRole};
 use crate::base::settings::{FreshnessSettings, MetadataSource};
 
-/// The longest a check may take, metadata fetches included.
-pub const CHECK_DEADLINE: Duration = Duration::from_secs(60);
-
 /// The longest one HTTP fetch of a metadata file may take (it is tried twice).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The longest an HTTP connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a finished check waits for the runtime's blocking file reads to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest root metadata file read (`tough`'s own limit for a root it fetches).
 const MAX_ROOT_BYTES: u64 = 1024 * 1024;
@@ -81,6 +81,8 @@ pub struct Freshness {
     shown: String,
     /// `tough`'s datastore.
     state: std::path::PathBuf,
+    /// The deadline of one check.
+    deadline: Duration,
     /// Serializes this value's checks.
     lock: Mutex<()>,
 }
@@ -122,6 +124,7 @@ impl Freshness {
             metadata,
             shown,
             state: settings.state().to_path_buf(),
+            deadline: settings.timeout(),
             lock: Mutex::new(()),
         })
     }
@@ -136,7 +139,8 @@ impl Freshness {
     /// [`FreshnessError::NotListed`], [`FreshnessError::DigestMismatch`],
     /// [`FreshnessError::LengthMismatch`]; and the host-side errors
     /// ([`FreshnessError::is_host_problem`]). Each check is one `freshness` audit event.
-    /// Blocks the calling thread for at most about [`CHECK_DEADLINE`].
+    /// Blocks the calling thread for at most about the section's `timeout_ms` (60 s by
+    /// default).
     pub fn check(
         &self,
         name: &str,
@@ -235,6 +239,7 @@ impl Freshness {
             shown: self.shown.clone(),
             state: self.state.clone(),
             target: target.to_owned(),
+            deadline: self.deadline,
         };
         let runtime_error = |detail: String| FreshnessError::Runtime { detail };
         let thread = std::thread::Builder::new()
@@ -244,7 +249,11 @@ impl Freshness {
                     .enable_all()
                     .build()
                     .map_err(|e| runtime_error(format!("cannot start its runtime: {e}")))?;
-                runtime.block_on(job.run())
+                let result = runtime.block_on(job.run());
+                // A file read still blocked past the deadline (a FIFO as a metadata file)
+                // must not hold this thread: dropping the runtime would wait for it.
+                runtime.shutdown_timeout(SHUTDOWN_WAIT);
+                result
             })
             .map_err(|e| runtime_error(format!("cannot start its thread: {e}")))?;
         thread
@@ -260,16 +269,17 @@ struct Job {
     shown: String,
     state: std::path::PathBuf,
     target: String,
+    deadline: Duration,
 }
 
 impl Job {
     async fn run(self) -> Result<Option<(Vec<u8>, u64)>, FreshnessError> {
         let timed_out = || FreshnessError::TimedOut {
             metadata: self.shown.clone(),
-            seconds: CHECK_DEADLINE.as_secs(),
+            ms: u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX),
         };
         let loaded = tokio::time::timeout(
-            CHECK_DEADLINE,
+            self.deadline,
             self.load(Some(&self.state), tough::ExpirationEnforcement::Safe),
         )
         .await
@@ -283,7 +293,7 @@ impl Job {
                     // verified, with expiry not enforced and a throwaway datastore (the
                     // state directory is left as the refused load left it).
                     let again = tokio::time::timeout(
-                        CHECK_DEADLINE,
+                        self.deadline,
                         self.load(None, tough::ExpirationEnforcement::Unsafe),
                     )
                     .await;
@@ -311,8 +321,8 @@ impl Job {
         expiry: tough::ExpirationEnforcement,
     ) -> Result<tough::Repository, tough::error::Error> {
         let http = tough::HttpTransportBuilder::new()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(FETCH_TIMEOUT.min(self.deadline))
+            .connect_timeout(CONNECT_TIMEOUT.min(self.deadline))
             .tries(2);
         // Targets are never fetched (their content is the OCI manifest, fetched and
         // checked by digest from the registry), so the targets base is the metadata's.

@@ -26,8 +26,8 @@ use serde::de::IgnoredAny;
 
 use crate::base::json::JsonError;
 pub use crate::base::settings::{
-    FreshnessSettingError, FreshnessSettings, Isolation, LimitError, Limits, LimitsBuilder,
-    MetadataSource, WorkspaceAccess,
+    DEFAULT_FRESHNESS_TIMEOUT_MS, FreshnessSettingError, FreshnessSettings, Isolation, LimitError,
+    Limits, LimitsBuilder, MAX_FRESHNESS_TIMEOUT_MS, MetadataSource, WorkspaceAccess,
 };
 use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::ElfPolicy;
@@ -292,7 +292,7 @@ struct PolicyWire {
     freshness: Option<FreshnessWire>,
 }
 
-/// The `freshness` section, every field required.
+/// The `freshness` section, every field but `timeout_ms` required.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FreshnessWire {
@@ -300,6 +300,8 @@ struct FreshnessWire {
     root_sha256: String,
     metadata: String,
     state: PathBuf,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
 /// The `host_tools` section.
@@ -603,13 +605,17 @@ impl Policy {
             freshness: wire
                 .freshness
                 .map(|f| {
-                    FreshnessSettings::resolved(
+                    let settings = FreshnessSettings::resolved(
                         f.root,
                         &f.root_sha256,
                         &f.metadata,
                         f.state,
                         Some(base_dir),
-                    )
+                    )?;
+                    match f.timeout_ms {
+                        Some(ms) => settings.with_timeout_ms(ms),
+                        None => Ok(settings),
+                    }
                 })
                 .transpose()
                 .map_err(PolicyError::Freshness)?,
