@@ -2,8 +2,8 @@
 # Installs what the tests need beyond the Rust toolchain, from Debian's packages:
 # a C compiler for the test plugins, a C++ compiler for the C++ example plugin, minisign for
 # the key-format interop tests, checksec (compared with `skillgate inspect`), zlib headers
-# (an extra-DT_NEEDED fixture), and python3 (present on these machines) for one control in
-# the pipeline tests.
+# (an extra-DT_NEEDED fixture), python3 (present on these machines) for one control in
+# the pipeline tests, and openssl (the TUF keys of docs/fleet-tuf.md, in tests/freshness.rs).
 set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
@@ -13,10 +13,11 @@ command -v python3 >/dev/null || need+=(python3)
 command -v mkfifo >/dev/null || need+=(coreutils)
 command -v checksec >/dev/null || need+=(checksec)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "setup: cc, g++, minisign, checksec, zlib headers and python3 are present"
+echo "setup: cc, g++, minisign, checksec, zlib headers, python3 and openssl are present"

@@ -9,7 +9,7 @@
 //! cannot be missing one: `verified`, `refused`, `loaded`, `unloaded`, `fault`, `limit`,
 //! `waived` and `mark_reset` fire in this crate; `reloaded`, `reload_refused`, `restarted`,
 //! `cancelled` and `tool` are the events of hot reload, restart, cancellation and host
-//! tools, ready for that code to call.
+//! tools, ready for that code to call; `freshness` is the TUF check of a release.
 //!
 //! Every text field is escaped ([`Escaped`]): plugin names, versions, paths and error
 //! messages may carry what a plugin directory or plugin code chose, and a log line must not
@@ -22,7 +22,7 @@
 //! text from the caller.
 //!
 //! Levels: INFO for `verified`, `loaded`, `unloaded`, `reloaded`, `restarted` and an
-//! allowed `tool`; WARN for `refused`, `reload_refused`, `cancelled`, a denied `tool`,
+//! allowed `tool` and a `fresh` release; WARN for a `stale` release, `refused`, `reload_refused`, `cancelled`, a denied `tool`,
 //! `fault`, `limit`, `waived` and `mark_reset` — and for a `verified` or `loaded` event
 //! that carries `danger` (a policy weakening checks is in force).
 
@@ -294,6 +294,42 @@ pub(crate) fn tool(s: &Subject<'_>, runs: &Runs<'_>, tool: &str, denied: Option<
             decision = "denied",
             error = %Escaped(error),
         }, "host tool denied"),
+    }
+}
+
+/// `event = "freshness"`: a release was checked against the policy's TUF repository
+/// (`skillgate::fleet::freshness`): `decision = "fresh"` (INFO) when its current targets
+/// list `plugin`/`version` with that `digest`, else `decision = "stale"` (WARN) with
+/// `error` saying why. `metadata` is the repository's metadata source (directory or URL).
+pub(crate) fn freshness(
+    plugin: &str,
+    version: &str,
+    digest: &str,
+    metadata: &str,
+    refused: Option<&dyn Display>,
+) {
+    match refused {
+        None => tracing::info!(
+            target: TARGET,
+            event = "freshness",
+            plugin = %Escaped(plugin),
+            version = %Escaped(version),
+            digest = %Escaped(digest),
+            metadata = %Escaped(metadata),
+            decision = "fresh",
+            "release listed by the TUF repository"
+        ),
+        Some(error) => tracing::warn!(
+            target: TARGET,
+            event = "freshness",
+            plugin = %Escaped(plugin),
+            version = %Escaped(version),
+            digest = %Escaped(digest),
+            metadata = %Escaped(metadata),
+            decision = "stale",
+            error = %Escaped(error),
+            "release refused by the TUF freshness check"
+        ),
     }
 }
 

@@ -35,11 +35,12 @@
 // from this one module.
 pub use crate::base::capped::{CappedError, FileKind};
 pub use crate::base::ffi::{AbiError, FaultError, InputError};
+pub use crate::base::freshness::{FreshnessError, TufRole};
 pub use crate::base::host_abi::RequestError;
 pub use crate::base::json::{JsonError, JsonErrorKind};
 pub use crate::base::perms::{Exposure, PermsError, WritableByOthers};
 pub use crate::base::protocol::{FrameError, PayloadError, ProtocolViolation, Tag};
-pub use crate::base::settings::LimitError;
+pub use crate::base::settings::{FreshnessSettingError, LimitError};
 pub use crate::base::version::VersionError;
 pub use crate::exec::ExecError;
 pub use crate::pipeline::inspect::{InspectError, MalformedElf};
@@ -90,6 +91,9 @@ pub enum Error {
     Fault(FaultError),
     /// The call's input could not be serialized.
     Input(InputError),
+    /// The policy's TUF repository does not list the release as current (or could not be
+    /// read): `skillgate::fleet::freshness`.
+    Freshness(FreshnessError),
 }
 
 /// `From` for each stage error, without making it a `source()` (see the module docs).
@@ -117,6 +121,7 @@ from_stage! {
     Abi(AbiError),
     Fault(FaultError),
     Input(InputError),
+    Freshness(FreshnessError),
 }
 
 /// The verify stage's error is the variant of the step that refused, as it was before the
@@ -215,6 +220,7 @@ impl Error {
             Error::Abi(_) => "abi",
             Error::Fault(_) => "plugin fault",
             Error::Input(_) => "input",
+            Error::Freshness(_) => "freshness",
         }
     }
 
@@ -241,6 +247,7 @@ impl Error {
             Error::Abi(e) => e,
             Error::Fault(e) => e,
             Error::Input(e) => e,
+            Error::Freshness(e) => e,
         }
     }
 
@@ -290,6 +297,7 @@ impl Error {
         match self {
             Error::Policy(_) | Error::Key(_) | Error::Input(_) => ErrorClass::Usage,
             Error::Locate(e) if e.is_io() => ErrorClass::Usage,
+            Error::Freshness(e) if e.is_host_problem() => ErrorClass::Usage,
             Error::Fault(_) => ErrorClass::Fault,
             _ => ErrorClass::Refused,
         }

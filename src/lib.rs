@@ -29,7 +29,8 @@
 //! [`CallOptions`] (a progress callback, a deadline of its own, a [`CancelToken`]) to
 //! [`LoadedPlugin::execute_with`].
 //! An author needs [`keys`] and [`sign`]. [`compat`] keeps VT Code's names; [`danger`] holds
-//! every knob that weakens a check. Everything else is private to the crate.
+//! every knob that weakens a check. [`fleet`] checks a release against a TUF repository
+//! before it is installed. Everything else is private to the crate.
 //!
 //! # Layout
 //!
@@ -44,7 +45,7 @@
 //! | 3 | `sandbox/` | the plan, grants, Landlock rulesets, the seccomp program |
 //! | 4 | `exec/` | the thread executor; the worker's host side, child side and protocol |
 //! | 5 | `policy/`, `error.rs` | the policy and the error tree, each composing what the stages own |
-//! | 6 | `gate.rs`, `call.rs`, `compat.rs`, `sign.rs` | what hosts and authors call |
+//! | 6 | `gate.rs`, `call.rs`, `compat.rs`, `sign.rs`, `fleet/` | what hosts and authors call; `fleet/`: TUF freshness |
 #![deny(unsafe_code)]
 // The public API is what lib.rs re-exports: an item `pub` in a private module is a
 // mistake (unreachable_pub), and so is a public signature naming a type a host cannot
@@ -57,6 +58,7 @@ pub mod compat;
 pub mod danger;
 pub mod error;
 mod exec;
+pub mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,11 +6,13 @@
 //! ownership and mode checks, [`sealed`] the sealed memfd that holds verified bytes, [`settings`] the isolation
 //! and limits several stages read, [`name`] and [`version`] the plugin name alphabet and
 //! semver versions several stages check, and
-//! [`escape`] the escaping every printed error and report goes through.
+//! [`escape`] the escaping every printed error and report goes through, and [`freshness`]
+//! the error of the TUF freshness check (here so that the error tree can hold it).
 
 pub mod capped;
 pub mod escape;
 pub(crate) mod ffi;
+pub(crate) mod freshness;
 pub(crate) mod host_abi;
 pub(crate) mod json;
 pub(crate) mod name;

@@ -1,9 +1,11 @@
 //! Settings several stages read: how a plugin is isolated, how much of the host's workspace
-//! it may reach, and the size, count and time limits with the ceilings no policy can raise
-//! them past.
+//! it may reach, the size, count and time limits with the ceilings no policy can raise
+//! them past, and where the TUF repository that says which releases are current lives.
 //!
 //! They sit at the bottom so that the stages can take them without importing the policy,
 //! which is built above the stages and composes their settings.
+
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -465,6 +467,187 @@ pub struct LimitError {
     pub value: u64,
     /// The ceiling.
     pub max: u64,
+}
+
+/// Where a TUF repository's metadata is read from (the `freshness.metadata` setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataSource {
+    /// A local directory holding `root.json`, `timestamp.json`, … (read as `file://`).
+    Dir(PathBuf),
+    /// An `https://` URL, or an `http://` URL on a loopback address.
+    Url(url::Url),
+}
+
+impl std::fmt::Display for MetadataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataSource::Dir(dir) => write!(f, "{}", dir.display()),
+            MetadataSource::Url(url) => f.write_str(url.as_str()),
+        }
+    }
+}
+
+/// The `freshness` section: a TUF repository whose current, unexpired targets must list a
+/// release before it is installed (`skillgate::fleet::freshness`). Every way of making one
+/// ([`FreshnessSettings::new`], a policy file's section) checks it the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FreshnessSettings {
+    /// The trusted root metadata file (`root.json`), whose bytes must hash to
+    /// `root_sha256`.
+    pub(crate) root: PathBuf,
+    /// The SHA-256 the root metadata file must have.
+    pub(crate) root_sha256: [u8; 32],
+    /// Where the repository's metadata is read from.
+    pub(crate) metadata: MetadataSource,
+    /// The directory where the TUF client keeps the metadata it trusted last (the versions
+    /// that refuse a rollback), across runs.
+    pub(crate) state: PathBuf,
+    /// The longest one check may take, metadata fetches included.
+    pub(crate) timeout_ms: u64,
+}
+
+/// The `freshness.timeout_ms` of a section that sets none.
+pub const DEFAULT_FRESHNESS_TIMEOUT_MS: u64 = 60_000;
+
+/// The largest `freshness.timeout_ms`.
+pub const MAX_FRESHNESS_TIMEOUT_MS: u64 = 600_000;
+
+/// A `freshness` setting that is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("freshness.{field} = {value:?}: {problem}")]
+#[non_exhaustive]
+pub struct FreshnessSettingError {
+    /// The setting (`root_sha256`, `metadata`, …).
+    pub field: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl FreshnessSettings {
+    /// Checks and builds the settings: `root_sha256` is 64 hex digits, `metadata` is a
+    /// directory path, an `https://` URL or an `http://` URL on a loopback address (plain
+    /// HTTP to another host would show every check to the network, so it is refused), and
+    /// no path is empty. Paths are taken as given (a policy file resolves its relative
+    /// paths against its own directory first).
+    pub fn new(
+        root: impl Into<PathBuf>,
+        root_sha256: &str,
+        metadata: &str,
+        state: impl Into<PathBuf>,
+    ) -> Result<Self, FreshnessSettingError> {
+        Self::resolved(root.into(), root_sha256, metadata, state.into(), None)
+    }
+
+    /// The same settings with another deadline for one check, in milliseconds
+    /// (1..=[`MAX_FRESHNESS_TIMEOUT_MS`]; [`DEFAULT_FRESHNESS_TIMEOUT_MS`] unless set).
+    pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Result<Self, FreshnessSettingError> {
+        if !(1..=MAX_FRESHNESS_TIMEOUT_MS).contains(&timeout_ms) {
+            return Err(FreshnessSettingError {
+                field: "timeout_ms",
+                value: timeout_ms.to_string(),
+                problem: "is out of range (1..=600000)",
+            });
+        }
+        self.timeout_ms = timeout_ms;
+        Ok(self)
+    }
+
+    /// [`FreshnessSettings::new`] with relative paths (`root`, `state`, a `metadata`
+    /// directory) resolved against `base` when given.
+    pub(crate) fn resolved(
+        root: PathBuf,
+        root_sha256: &str,
+        metadata: &str,
+        state: PathBuf,
+        base: Option<&Path>,
+    ) -> Result<Self, FreshnessSettingError> {
+        let bad = |field, value: &str, problem| FreshnessSettingError {
+            field,
+            value: value.to_owned(),
+            problem,
+        };
+        let resolve = |p: PathBuf| match base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        };
+        let mut pin = [0u8; 32];
+        hex::decode_to_slice(root_sha256, &mut pin)
+            .map_err(|_| bad("root_sha256", root_sha256, "is not 64 hex digits"))?;
+        for (field, path) in [("root", &root), ("state", &state)] {
+            if path.as_os_str().is_empty() {
+                return Err(bad(field, "", "is empty"));
+            }
+        }
+        let metadata = if metadata.contains("://") {
+            let url =
+                url::Url::parse(metadata).map_err(|_| bad("metadata", metadata, "is not a URL"))?;
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            match url.scheme() {
+                "https" if url.host().is_some() => {}
+                "http" if loopback => {}
+                "http" => {
+                    return Err(bad(
+                        "metadata",
+                        metadata,
+                        "plain http is accepted on a loopback address only (use https)",
+                    ));
+                }
+                _ => {
+                    return Err(bad(
+                        "metadata",
+                        metadata,
+                        "is neither a directory nor an http(s) URL",
+                    ));
+                }
+            }
+            MetadataSource::Url(url)
+        } else if metadata.is_empty() {
+            return Err(bad("metadata", metadata, "is empty"));
+        } else {
+            MetadataSource::Dir(resolve(PathBuf::from(metadata)))
+        };
+        Ok(FreshnessSettings {
+            root: resolve(root),
+            root_sha256: pin,
+            metadata,
+            state: resolve(state),
+            timeout_ms: DEFAULT_FRESHNESS_TIMEOUT_MS,
+        })
+    }
+
+    /// The trusted root metadata file.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SHA-256 the root metadata file must have.
+    pub fn root_sha256(&self) -> &[u8; 32] {
+        &self.root_sha256
+    }
+
+    /// Where the repository's metadata is read from.
+    pub fn metadata(&self) -> &MetadataSource {
+        &self.metadata
+    }
+
+    /// The TUF client's state directory (it must exist).
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// The longest one check may take, metadata fetches included.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
 }
 
 #[cfg(test)]

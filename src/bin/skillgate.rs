@@ -127,6 +127,63 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         audit_log: Option<PathBuf>,
     },
+    /// Ask the policy's TUF repository (its `freshness` section) whether release NAME
+    /// VERSION is current with manifest DIGEST and length LEN. Exits 0 when it is listed,
+    /// 1 when it is refused (expired, rolled back, not listed, other digest or length), 2
+    /// when the check could not run.
+    Freshness {
+        /// Plugin name.
+        name: String,
+        /// Release version (semver).
+        version: String,
+        /// The OCI manifest digest, `sha256:<64 hex>`.
+        digest: String,
+        /// The OCI manifest's length in bytes.
+        len: u64,
+        /// Host policy file (its `freshness` section names the repository).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Append the audit event of the check to FILE (as `run --audit-log`).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+    },
+}
+
+/// `skillgate freshness`: one TUF freshness check, its verdict on stdout or stderr.
+fn freshness(name: &str, version: &str, digest: &str, len: u64, policy: &Path) -> ExitCode {
+    use skillgate::fleet::freshness::Freshness;
+    let policy = match Policy::from_file(policy) {
+        Ok(p) => p,
+        Err(e) => return usage(&chain(&e).to_string()),
+    };
+    let Some(settings) = policy.freshness() else {
+        return usage("the policy has no freshness section: there is no TUF repository to ask");
+    };
+    let version = match semver::Version::parse(version) {
+        Ok(v) => v,
+        Err(e) => return usage(&format!("VERSION {version:?} is not semver: {e}")),
+    };
+    let checked = Freshness::from_policy(settings)
+        .and_then(|f| f.check(name, &version, digest, len))
+        .map_err(Error::Freshness);
+    match checked {
+        Ok(()) => {
+            println!(
+                "fresh: {}/{version} is listed with {}",
+                Escaped(name),
+                Escaped(digest)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let word = match e.class() {
+                ErrorClass::Usage => "error",
+                _ => "refused",
+            };
+            eprintln!("skillgate: {word}: {}/{version}: {e}", Escaped(name));
+            ExitCode::from(e.class().exit_code())
+        }
+    }
 }
 
 fn reset_version(name: &str, policy: &std::path::Path) -> ExitCode {
@@ -246,6 +303,21 @@ fn main() -> ExitCode {
             logging::settle(audit.as_ref(), code)
         }
         Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
+        Command::Freshness {
+            name,
+            version,
+            digest,
+            len,
+            policy,
+            audit_log,
+        } => {
+            let audit = match logging::install(false, audit_log.as_deref()) {
+                Ok(audit) => audit,
+                Err(msg) => return usage(&msg),
+            };
+            let code = freshness(&name, &version, &digest, len, &policy);
+            logging::settle(audit.as_ref(), code)
+        }
         Command::Verify { host, json } => {
             let audit = match logging::install(false, host.audit_log.as_deref()) {
                 Ok(audit) => audit,

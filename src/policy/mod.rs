@@ -25,7 +25,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::base::json::JsonError;
-pub use crate::base::settings::{Isolation, LimitError, Limits, LimitsBuilder, WorkspaceAccess};
+pub use crate::base::settings::{
+    DEFAULT_FRESHNESS_TIMEOUT_MS, FreshnessSettingError, FreshnessSettings, Isolation, LimitError,
+    Limits, LimitsBuilder, MAX_FRESHNESS_TIMEOUT_MS, MetadataSource, WorkspaceAccess,
+};
 use crate::danger::{Danger, DangerWire};
 use crate::pipeline::inspect::ElfPolicy;
 pub use crate::sandbox::{Requirement, SandboxPolicy};
@@ -98,6 +101,9 @@ pub struct Policy {
     pub(crate) pool_size: usize,
     /// The host tools a plugin may call, if its signed manifest names them too.
     pub(crate) host_tools: std::collections::BTreeSet<String>,
+    /// The TUF repository a release must be listed in before it is installed (the
+    /// `freshness` section), if any.
+    pub(crate) freshness: Option<FreshnessSettings>,
 }
 
 impl Default for Policy {
@@ -117,6 +123,7 @@ impl Default for Policy {
             danger: Danger::default(),
             pool_size: DEFAULT_POOL_SIZE,
             host_tools: std::collections::BTreeSet::new(),
+            freshness: None,
         }
     }
 }
@@ -200,6 +207,9 @@ pub enum PolicyError {
         /// The value given.
         workers: u32,
     },
+    /// A setting of the `freshness` section is not valid.
+    #[error("policy is not valid: {0}")]
+    Freshness(FreshnessSettingError),
     /// A field that weakened a check from a normal section, now refused there.
     #[error(
         "policy field {field} is no longer accepted: its strict setting is the default, and the weakening it allowed is set as {danger} in the policy's \"danger\" section"
@@ -276,6 +286,22 @@ struct PolicyWire {
     /// The host tools plugins may call (`{"allow": [NAME…]}`).
     #[serde(default)]
     host_tools: HostToolsWire,
+    /// The TUF repository releases are checked against (`{"root", "root_sha256",
+    /// "metadata", "state"}`).
+    #[serde(default)]
+    freshness: Option<FreshnessWire>,
+}
+
+/// The `freshness` section, every field but `timeout_ms` required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FreshnessWire {
+    root: PathBuf,
+    root_sha256: String,
+    metadata: String,
+    state: PathBuf,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
 /// The `host_tools` section.
@@ -453,6 +479,13 @@ impl Policy {
         &self.host_tools
     }
 
+    /// The TUF repository a pulled release must be listed in, at that version and digest,
+    /// before it is installed (the `freshness` section); `None` when the policy has none.
+    /// `skillgate::fleet::freshness::Freshness::from_policy` turns it into the check.
+    pub fn freshness(&self) -> Option<&FreshnessSettings> {
+        self.freshness.as_ref()
+    }
+
     /// The checks of a policy's values, whoever made it: a trust store is named, every
     /// limit is in 1..=its ceiling, and the `elf` lists only tighten (a widening belongs in
     /// the `danger` section). [`Policy::from_json`] and [`PolicyBuilder::build`] run it, so
@@ -569,6 +602,23 @@ impl Policy {
             danger: wire.danger.into(),
             pool_size: wire.pool.size.unwrap_or(DEFAULT_POOL_SIZE),
             host_tools: wire.host_tools.allow.into_iter().collect(),
+            freshness: wire
+                .freshness
+                .map(|f| {
+                    let settings = FreshnessSettings::resolved(
+                        f.root,
+                        &f.root_sha256,
+                        &f.metadata,
+                        f.state,
+                        Some(base_dir),
+                    )?;
+                    match f.timeout_ms {
+                        Some(ms) => settings.with_timeout_ms(ms),
+                        None => Ok(settings),
+                    }
+                })
+                .transpose()
+                .map_err(PolicyError::Freshness)?,
         };
         policy.check()?;
         Ok(policy)
@@ -668,6 +718,13 @@ impl PolicyBuilder {
     /// them too); [`PolicyBuilder::build`] refuses a name outside the tool alphabet.
     pub fn host_tools<S: Into<String>>(mut self, tools: impl IntoIterator<Item = S>) -> Self {
         self.policy.host_tools = tools.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets [`Policy::freshness`], the TUF repository releases are checked against
+    /// ([`FreshnessSettings::new`] checks its values).
+    pub fn freshness(mut self, freshness: FreshnessSettings) -> Self {
+        self.policy.freshness = Some(freshness);
         self
     }
 

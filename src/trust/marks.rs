@@ -130,19 +130,25 @@ struct StateLock {
 impl StateLock {
     fn acquire(dir: &Path) -> Result<StateLock, TrustError> {
         let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(state_io(&path))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| state_io(&path)(e.into()))?;
+        let file = lock_file(&path).map_err(state_io(&path))?;
         Ok(StateLock { _file: file })
     }
+}
+
+/// Opens the lock file `path` (created with mode 0600 if missing, never through a symlink)
+/// and takes an exclusive `flock` on it, held until the file is dropped. The TUF freshness
+/// check locks its state directory with it too.
+pub(crate) fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
 }
 
 /// Writes `contents` to `dir/name` so that a crash leaves either the old or the new file:

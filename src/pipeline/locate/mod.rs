@@ -472,10 +472,7 @@ impl Listing<'_> {
                 continue;
             }
             let name = raw.to_str().map_err(|_| LocateError::InvalidName {
-                name: here
-                    .join(raw.to_string_lossy().as_ref())
-                    .display()
-                    .to_string(),
+                name: here.join(&*raw.to_string_lossy()).display().to_string(),
                 reason: "not UTF-8",
             })?;
             let rel = if prefix.is_empty() {
