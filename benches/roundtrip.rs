@@ -7,7 +7,9 @@
 //! where both sides always sleep (every ping and pong a futex wake-up), and one where both
 //! wait as the call region does (spin up to 20 us, then sleep, woken only if asleep), the
 //! floor for the region's protocol; and how often the first one's reply came from the vCPU
-//! that posted (both processes on one vCPU make every wake a context switch).
+//! that posted (both processes on one vCPU make every wake a context switch). A diagnostic
+//! row repeats the spin-then-futex ping-pong with the peer in a session of its own, as a
+//! worker is (`setsid`): with autogroup scheduling each session is a scheduling group.
 //!
 //! The plugin is `tests/plugins/good.c` (a small JSON echo), built with the machine's `cc`,
 //! signed with a throwaway key. Every variant calls the same exported function with the same
@@ -101,9 +103,15 @@ fn peer(kind: &str) {
                 s.write_all(&buf[..reply]).unwrap();
             }
         }
-        "spin" => {
+        "spin" | "spin-session" => {
             // As the call region's worker waits: spin (yielding) for SPIN, then announce
             // the sleep and sleep; the other side wakes it only when it announced it.
+            // `spin-session`: first leaves the bench's session, as a worker does
+            // (`setsid`), which under autogroup scheduling puts it in a scheduling group of
+            // its own (a diagnostic row, not a baseline).
+            if kind == "spin-session" {
+                let _ = rustix::process::setsid();
+            }
             let shared = Shared::map(fd);
             let (ping, pong) = (shared.word(0), shared.word(64));
             let (peer_sleeping, host_sleeping) = (shared.word(128), shared.word(192));
@@ -454,6 +462,9 @@ fn main() {
         spin.spin_round_trip()
     });
     drop(spin);
+    let spin_session = FutexPeer::start("spin-session");
+    let session_pp = measure(calls, || spin_session.spin_round_trip());
+    drop(spin_session);
     let mut spaced_rows = vec![
         (
             "futex ping-pong, two processes (baseline)",
@@ -482,6 +493,11 @@ fn main() {
             "spin 20 us then futex, two processes",
             spin_pp.p50,
             spin_pp.p99,
+        ),
+        (
+            "the same, peer in its own session",
+            session_pp.p50,
+            session_pp.p99,
         ),
     ];
     for (label, isolation) in [

@@ -210,8 +210,21 @@ impl PluginLog {
         {
             let mut offsets = self.shared.offsets();
             let mut at = offsets.read;
-            for (pipe, at) in self.shared.pipes.iter().zip(at.iter_mut()) {
-                *at = at.saturating_add(rustix::io::ioctl_fionread(pipe).unwrap_or(0));
+            // One `poll` tells which pipes hold anything; only those are asked how much.
+            let [out, err] = &self.shared.pipes;
+            let mut fds = [
+                PollFd::new(out, PollFlags::IN),
+                PollFd::new(err, PollFlags::IN),
+            ];
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let polled = rustix::event::poll(&mut fds, Some(&zero)).is_ok();
+            for ((pipe, fd), at) in self.shared.pipes.iter().zip(&fds).zip(at.iter_mut()) {
+                if !polled || fd.revents().contains(PollFlags::IN) {
+                    *at = at.saturating_add(rustix::io::ioctl_fionread(pipe).unwrap_or(0));
+                }
             }
             if offsets.boundaries.is_empty() && at == offsets.window_start {
                 return;
