@@ -325,6 +325,38 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// Nanoseconds `pid`'s main thread has run, and waited on a run queue for a CPU, so far.
+fn schedstat(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (f.next().unwrap(), f.next().unwrap())
+}
+
+/// [`schedstat`] of the calling thread.
+fn host_schedstat() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (f.next().unwrap(), f.next().unwrap())
+}
+
+/// Voluntary and involuntary context switches of `pid`'s main thread so far.
+fn context_switches(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
+}
+
 fn gbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
@@ -500,16 +532,31 @@ fn main() {
             session_pp.p99,
         ),
     ];
+    let mut switch_note = String::new();
     for (label, isolation) in [
         ("thread mode", Isolation::Thread),
         ("process mode", Isolation::Process),
     ] {
         let gate = gate_for(isolation);
         let loaded = gate.verify_and_load(&plugin).unwrap();
+        let worker = loaded.worker_pid();
+        let switches_before = worker.map(context_switches);
         let s = measure(calls, || {
             loaded.execute(&ctx).unwrap();
         });
         rows.push((label, s.p50, s.p99));
+        if let (Some(pid), Some(before)) = (worker, switches_before) {
+            // How often the worker went off its CPU per call (asleep on the futex, or
+            // preempted), over the warm-up and the timed calls: each such call paid a
+            // wake-up or a wait for a CPU.
+            let (voluntary, involuntary) = context_switches(pid);
+            let per_call = |now: u64, then: u64| (now - then) as f64 / (calls + calls / 10) as f64;
+            switch_note = format!(
+                "  process-mode worker, back to back: {:.2} voluntary and {:.2} involuntary context switches per call",
+                per_call(voluntary, before.0),
+                per_call(involuntary, before.1)
+            );
+        }
         // Calls 500 us apart: the plugin's thread or worker has gone to sleep before each
         // call, so every call pays for waking it (the back-to-back loop above mostly does
         // not, since both sides poll briefly before sleeping).
@@ -527,6 +574,7 @@ fn main() {
             us(*p50) / us(direct.p50)
         );
     }
+    println!("{switch_note}");
 
     println!(
         "  futex ping-pong placement: {same_cpu} of {placement_n} untimed round trips answered on the posting vCPU"
@@ -572,11 +620,32 @@ fn main() {
         c
     };
     let (in_ctx, out_ctx) = (big_ctx("sink", 0, mib), big_ctx("fill", mib, 0));
-    let ring_in = measure(transfers, || {
-        loaded.execute(&in_ctx).unwrap();
+    let big_pid = loaded.worker_pid().unwrap();
+    // The worker's CPU time and run-queue wait per call (warm-up included), and the calling
+    // thread's run-queue wait: what of a call's time is work, and what is waiting for a CPU.
+    let worker_per_call = |f: &mut dyn FnMut() -> Stats| {
+        let (run, wait) = schedstat(big_pid);
+        let host_wait = host_schedstat().1;
+        let stats = f();
+        let (run2, wait2) = schedstat(big_pid);
+        let host_waited = host_schedstat().1 - host_wait;
+        let n = (transfers + transfers / 10) as f64;
+        (
+            stats,
+            (run2 - run) as f64 / n / 1e3,
+            (wait2 - wait) as f64 / n / 1e3,
+            host_waited as f64 / n / 1e3,
+        )
+    };
+    let (ring_in, in_run, in_wait, in_host) = worker_per_call(&mut || {
+        measure(transfers, || {
+            loaded.execute(&in_ctx).unwrap();
+        })
     });
-    let ring_out = measure(transfers, || {
-        loaded.execute(&out_ctx).unwrap();
+    let (ring_out, out_run, out_wait, out_host) = worker_per_call(&mut || {
+        measure(transfers, || {
+            loaded.execute(&out_ctx).unwrap();
+        })
     });
     let sock_in = measure(transfers, || socket.round_trip(mib, 1));
     let sock_out = measure(transfers, || socket.round_trip(0, mib));
@@ -613,6 +682,9 @@ fn main() {
             gbps(mib, floor.p50)
         );
     }
+    println!(
+        "  per call (mean): 1 MiB input: worker ran {in_run:.1} us, waited for a CPU {in_wait:.1} us, calling thread waited {in_host:.1} us; 1 MiB output: worker ran {out_run:.1} us, waited {out_wait:.1} us, calling thread waited {out_host:.1} us"
+    );
 
     // A loaded plugin that gets no calls: the worker's CPU time over an idle period.
     let pid = loaded.worker_pid().unwrap();
