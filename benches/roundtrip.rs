@@ -3,14 +3,21 @@
 //! does), and the two IPC floors between two processes of this same bench (a unix-socket
 //! ping-pong, and a futex ping-pong over a shared mapping, the peer being this bench binary
 //! re-executed: no fork of a process that may already run threads). Prints percentiles and
-//! ratios from one run; run with `cargo bench --bench roundtrip`.
+//! ratios from one run; run with `cargo bench --bench roundtrip`. Two futex ping-pongs: one
+//! where both sides always sleep (every ping and pong a futex wake-up), and one where both
+//! wait as the call region does (spin up to 20 us, then sleep, woken only if asleep), the
+//! floor for the region's protocol; and how often the first one's reply came from the vCPU
+//! that posted (both processes on one vCPU make every wake a context switch). A diagnostic
+//! row repeats the spin-then-futex ping-pong with the peer in a session of its own, as a
+//! worker is (`setsid`): with autogroup scheduling each session is a scheduling group.
 //!
 //! The plugin is `tests/plugins/good.c` (a small JSON echo), built with the machine's `cc`,
 //! signed with a throwaway key. Every variant calls the same exported function with the same
 //! input, so the ratios isolate what skillgate adds: the call region or socket hop, the JSON
 //! decoding and the bounded copy. The 1 MiB rows use `tests/plugins/ring.c` (`sink` only
 //! takes the input's length, `fill` returns `size` bytes made with `memset`), so what they
-//! time is the host's JSON work and the transport; the idle row reads the worker's CPU time
+//! time is the host's JSON work and the transport, beside a direct in-process call of the
+//! same plugin with the same context doing the same JSON work; the idle row reads the worker's CPU time
 //! from `/proc/<pid>/stat`.
 #![allow(
     clippy::unwrap_used,
@@ -96,20 +103,81 @@ fn peer(kind: &str) {
                 s.write_all(&buf[..reply]).unwrap();
             }
         }
-        _ => {
+        "spin" | "spin-session" => {
+            // As the call region's worker waits: spin (yielding) for SPIN, then announce
+            // the sleep and sleep; the other side wakes it only when it announced it.
+            // `spin-session`: first leaves the bench's session, as a worker does
+            // (`setsid`), which under autogroup scheduling puts it in a scheduling group of
+            // its own (a diagnostic row, not a baseline).
+            if kind == "spin-session" {
+                let _ = rustix::process::setsid();
+            }
             let shared = Shared::map(fd);
             let (ping, pong) = (shared.word(0), shared.word(64));
+            let (peer_sleeping, host_sleeping) = (shared.word(128), shared.word(192));
+            let mut seen = 0;
+            loop {
+                wait_turn(ping, seen, peer_sleeping);
+                seen = ping.load(Ordering::Acquire);
+                pong.fetch_add(1, Ordering::SeqCst);
+                if host_sleeping.load(Ordering::SeqCst) != 0 {
+                    futex_wake(pong);
+                }
+            }
+        }
+        _ => {
+            // `futex`, or `placement`: the same, saying which vCPU answered (a separate
+            // peer, so the timed baseline does no extra work).
+            let placement = kind == "placement";
+            let shared = Shared::map(fd);
+            let (ping, pong, cpu) = (shared.word(0), shared.word(64), shared.word(256));
             let mut seen = 0;
             loop {
                 while ping.load(Ordering::Acquire) == seen {
                     futex_wait(ping, seen);
                 }
                 seen = ping.load(Ordering::Acquire);
+                if placement {
+                    cpu.store(current_cpu(), Ordering::Relaxed);
+                }
                 pong.fetch_add(1, Ordering::Release);
                 futex_wake(pong);
             }
         }
     }
+}
+
+/// The vCPU this thread runs on now.
+#[allow(unsafe_code)]
+fn current_cpu() -> u32 {
+    // SAFETY: no arguments, no memory; -1 on failure, which reads as u32::MAX.
+    unsafe { libc::sched_getcpu() as u32 }
+}
+
+/// The call region's wait (src/exec/ring): polls `turn` for up to 20 us, yielding between
+/// rounds, then sets `sleeping`, re-checks and sleeps on the futex until `turn` moves.
+fn wait_turn(turn: &AtomicU32, seen: u32, sleeping: &AtomicU32) {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if turn.load(Ordering::Acquire) != seen {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= Duration::from_micros(20) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    while turn.load(Ordering::Acquire) == seen {
+        sleeping.store(1, Ordering::SeqCst);
+        if turn.load(Ordering::SeqCst) != seen {
+            break;
+        }
+        futex_wait(turn, seen);
+    }
+    sleeping.store(0, Ordering::Relaxed);
 }
 
 fn futex_wait(word: &AtomicU32, value: u32) {
@@ -195,11 +263,13 @@ struct FutexPeer {
 }
 
 impl FutexPeer {
-    fn start() -> FutexPeer {
+    /// `kind`: `futex` (both sides always sleep, every ping and pong is a wake) or `spin`
+    /// (both sides wait as the call region does: spin, then sleep, woken only if asleep).
+    fn start(kind: &str) -> FutexPeer {
         let fd = rustix::fs::memfd_create("bench-futex", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&fd, 4096).unwrap();
         let shared = Shared::map(fd.try_clone().unwrap());
-        let child = start_peer("futex", &fd);
+        let child = start_peer(kind, &fd);
         FutexPeer { shared, child }
     }
 
@@ -211,6 +281,32 @@ impl FutexPeer {
         while pong.load(Ordering::Acquire) == before {
             futex_wait(pong, before);
         }
+    }
+
+    /// The `spin` kind's round trip (the region's protocol on both sides).
+    fn spin_round_trip(&self) {
+        let (ping, pong) = (self.shared.word(0), self.shared.word(64));
+        let (peer_sleeping, host_sleeping) = (self.shared.word(128), self.shared.word(192));
+        let before = pong.load(Ordering::Acquire);
+        ping.fetch_add(1, Ordering::SeqCst);
+        if peer_sleeping.load(Ordering::SeqCst) != 0 {
+            futex_wake(ping);
+        }
+        wait_turn(pong, before, host_sleeping);
+    }
+
+    /// (`placement` kind) Of `n` untimed `futex` round trips, how many were answered on the vCPU this side
+    /// posted from (the two processes then take turns on one vCPU, each wake a context
+    /// switch, and the other vCPU idles).
+    fn same_cpu(&self, n: usize) -> usize {
+        let cpu = self.shared.word(256);
+        (0..n)
+            .filter(|_| {
+                let mine = current_cpu();
+                self.round_trip();
+                cpu.load(Ordering::Relaxed) == mine
+            })
+            .count()
     }
 }
 
@@ -227,6 +323,38 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = &stat[stat.rfind(')').unwrap() + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Nanoseconds `pid`'s main thread has run, and waited on a run queue for a CPU, so far.
+fn schedstat(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (f.next().unwrap(), f.next().unwrap())
+}
+
+/// [`schedstat`] of the calling thread.
+fn host_schedstat() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (f.next().unwrap(), f.next().unwrap())
+}
+
+/// Voluntary and involuntary context switches of `pid`'s main thread so far.
+fn context_switches(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
 }
 
 fn gbps(bytes: usize, d: Duration) -> f64 {
@@ -296,6 +424,33 @@ fn direct_baseline(lib: &Path, input: &CStr) -> Stats {
     stats
 }
 
+/// The plugin at `lib` called in-process with `ctx`, doing the host's JSON work: the
+/// context encoded as JSON, the returned string copied out (bounded, as the host copies it)
+/// and parsed as a `PluginResult`.
+#[allow(unsafe_code)]
+fn direct_call(lib: &Path, ctx: &PluginContext, n: usize) -> Stats {
+    // SAFETY: the bench's own plugin, built above from tests/plugins/ring.c; its `sink` and
+    // `fill` actions touch nothing but their input and output.
+    let library = unsafe { libloading::Library::new(lib) }.unwrap();
+    // SAFETY: the ABI's signatures for these exports.
+    let execute: ExecuteFn =
+        unsafe { *library.get::<ExecuteFn>(b"vtcode_plugin_execute").unwrap() };
+    // SAFETY: as above.
+    let free: FreeFn = unsafe { *library.get::<FreeFn>(b"vtcode_plugin_free_string").unwrap() };
+    let stats = measure(n, || {
+        let input = CString::new(serde_json::to_vec(ctx).unwrap()).unwrap();
+        // SAFETY: a NUL-terminated input that outlives the call.
+        let out = unsafe { execute(input.as_ptr()) };
+        // SAFETY: the plugin returns a NUL-terminated string it allocated.
+        let text = unsafe { CStr::from_ptr(out) }.to_bytes().to_vec();
+        // SAFETY: returned once to the plugin that allocated it.
+        unsafe { free(out) };
+        let _: skillgate::PluginResult = serde_json::from_slice(&text).unwrap();
+    });
+    std::mem::forget(library);
+    stats
+}
+
 fn main() {
     if let Ok(kind) = std::env::var(PEER) {
         peer(&kind);
@@ -326,16 +481,34 @@ fn main() {
     let direct = direct_baseline(&plugin.join("libbench.so"), &input);
     let mut socket = SocketPeer::start();
     let socket_pp = measure(calls, || socket.round_trip(0, 1));
-    let futex = FutexPeer::start();
+    let futex = FutexPeer::start("futex");
     let futex_pp = measure(calls, || futex.round_trip());
     let futex_spaced = measure_spaced(calls / 10, Duration::from_micros(500), || {
         futex.round_trip()
     });
-    let mut spaced_rows = vec![(
-        "futex ping-pong, two processes (baseline)",
-        futex_spaced.p50,
-        futex_spaced.p99,
-    )];
+    let placement_n = calls / 10;
+    let same_cpu = FutexPeer::start("placement").same_cpu(placement_n);
+    let spin = FutexPeer::start("spin");
+    let spin_pp = measure(calls, || spin.spin_round_trip());
+    let spin_spaced = measure_spaced(calls / 10, Duration::from_micros(500), || {
+        spin.spin_round_trip()
+    });
+    drop(spin);
+    let spin_session = FutexPeer::start("spin-session");
+    let session_pp = measure(calls, || spin_session.spin_round_trip());
+    drop(spin_session);
+    let mut spaced_rows = vec![
+        (
+            "futex ping-pong, two processes (baseline)",
+            futex_spaced.p50,
+            futex_spaced.p99,
+        ),
+        (
+            "spin 20 us then futex, two processes",
+            spin_spaced.p50,
+            spin_spaced.p99,
+        ),
+    ];
     let mut rows = vec![
         (
             "direct FFI call under a mutex (baseline)",
@@ -348,17 +521,42 @@ fn main() {
             socket_pp.p99,
         ),
         ("futex ping-pong, two processes", futex_pp.p50, futex_pp.p99),
+        (
+            "spin 20 us then futex, two processes",
+            spin_pp.p50,
+            spin_pp.p99,
+        ),
+        (
+            "the same, peer in its own session",
+            session_pp.p50,
+            session_pp.p99,
+        ),
     ];
+    let mut switch_note = String::new();
     for (label, isolation) in [
         ("thread mode", Isolation::Thread),
         ("process mode", Isolation::Process),
     ] {
         let gate = gate_for(isolation);
         let loaded = gate.verify_and_load(&plugin).unwrap();
+        let worker = loaded.worker_pid();
+        let switches_before = worker.map(context_switches);
         let s = measure(calls, || {
             loaded.execute(&ctx).unwrap();
         });
         rows.push((label, s.p50, s.p99));
+        if let (Some(pid), Some(before)) = (worker, switches_before) {
+            // How often the worker went off its CPU per call (asleep on the futex, or
+            // preempted), over the warm-up and the timed calls: each such call paid a
+            // wake-up or a wait for a CPU.
+            let (voluntary, involuntary) = context_switches(pid);
+            let per_call = |now: u64, then: u64| (now - then) as f64 / (calls + calls / 10) as f64;
+            switch_note = format!(
+                "  process-mode worker, back to back: {:.2} voluntary and {:.2} involuntary context switches per call",
+                per_call(voluntary, before.0),
+                per_call(involuntary, before.1)
+            );
+        }
         // Calls 500 us apart: the plugin's thread or worker has gone to sleep before each
         // call, so every call pays for waking it (the back-to-back loop above mostly does
         // not, since both sides poll briefly before sleeping).
@@ -376,6 +574,11 @@ fn main() {
             us(*p50) / us(direct.p50)
         );
     }
+    println!("{switch_note}");
+
+    println!(
+        "  futex ping-pong placement: {same_cpu} of {placement_n} untimed round trips answered on the posting vCPU"
+    );
 
     println!(
         "the same, calls 500 us apart, {} calls each (ratio: to the futex ping-pong's wake-up, target <= 1.2x in process mode)",
@@ -417,36 +620,71 @@ fn main() {
         c
     };
     let (in_ctx, out_ctx) = (big_ctx("sink", 0, mib), big_ctx("fill", mib, 0));
-    let ring_in = measure(transfers, || {
-        loaded.execute(&in_ctx).unwrap();
+    let big_pid = loaded.worker_pid().unwrap();
+    // The worker's CPU time and run-queue wait per call (warm-up included), and the calling
+    // thread's run-queue wait: what of a call's time is work, and what is waiting for a CPU.
+    let worker_per_call = |f: &mut dyn FnMut() -> Stats| {
+        let (run, wait) = schedstat(big_pid);
+        let host_wait = host_schedstat().1;
+        let stats = f();
+        let (run2, wait2) = schedstat(big_pid);
+        let host_waited = host_schedstat().1 - host_wait;
+        let n = (transfers + transfers / 10) as f64;
+        (
+            stats,
+            (run2 - run) as f64 / n / 1e3,
+            (wait2 - wait) as f64 / n / 1e3,
+            host_waited as f64 / n / 1e3,
+        )
+    };
+    let (ring_in, in_run, in_wait, in_host) = worker_per_call(&mut || {
+        measure(transfers, || {
+            loaded.execute(&in_ctx).unwrap();
+        })
     });
-    let ring_out = measure(transfers, || {
-        loaded.execute(&out_ctx).unwrap();
+    let (ring_out, out_run, out_wait, out_host) = worker_per_call(&mut || {
+        measure(transfers, || {
+            loaded.execute(&out_ctx).unwrap();
+        })
     });
     let sock_in = measure(transfers, || socket.round_trip(mib, 1));
     let sock_out = measure(transfers, || socket.round_trip(0, mib));
     drop(socket);
-    println!("1 MiB each way, {transfers} calls each (p50; target >= 1 GB/s each way)");
-    for (label, s, floor) in [
+    let big_lib = big.join("libbig.so");
+    let (direct_in, direct_out) = (
+        direct_call(&big_lib, &in_ctx, transfers),
+        direct_call(&big_lib, &out_ctx, transfers),
+    );
+    println!(
+        "1 MiB each way, {transfers} calls each (p50; target >= 1 GB/s each way; the direct call does the same JSON work in-process)"
+    );
+    for (label, s, floor, direct) in [
         (
             "1 MiB input, process mode (call region)",
             &ring_in,
             &sock_in,
+            &direct_in,
         ),
         (
             "1 MiB output, process mode (call region)",
             &ring_out,
             &sock_out,
+            &direct_out,
         ),
     ] {
         println!(
-            "  {label:<42} p50 {:>8.2} us  {:>6.2} GB/s   unix socket, same bytes: {:>8.2} us  {:>6.2} GB/s",
+            "  {label:<42} p50 {:>8.2} us {:>5.2} GB/s | direct FFI call, same JSON: {:>8.2} us {:>5.2} GB/s | unix socket, bytes only: {:>8.2} us {:>5.2} GB/s",
             us(s.p50),
             gbps(mib, s.p50),
+            us(direct.p50),
+            gbps(mib, direct.p50),
             us(floor.p50),
             gbps(mib, floor.p50)
         );
     }
+    println!(
+        "  per call (mean): 1 MiB input: worker ran {in_run:.1} us, waited for a CPU {in_wait:.1} us, calling thread waited {in_host:.1} us; 1 MiB output: worker ran {out_run:.1} us, waited {out_wait:.1} us, calling thread waited {out_host:.1} us"
+    );
 
     // A loaded plugin that gets no calls: the worker's CPU time over an idle period.
     let pid = loaded.worker_pid().unwrap();

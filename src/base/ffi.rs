@@ -259,6 +259,23 @@ pub(crate) unsafe fn copy_bounded(
     limit: usize,
     function: &'static str,
 ) -> Result<Vec<u8>, FaultError> {
+    // SAFETY: the caller's contract is `borrow_bounded`'s; the borrow ends with the copy.
+    unsafe { borrow_bounded(ptr, limit, function) }.map(<[u8]>::to_vec)
+}
+
+/// The bytes of a plugin-returned C string before its NUL, found reading at most
+/// `limit + 1` bytes, without copying them.
+///
+/// # Safety
+///
+/// As [`copy_bounded`]; and the memory must stay valid and unfreed for `'a` (the caller
+/// keeps the borrow short: until it hands the string back to the plugin).
+#[allow(unsafe_code)]
+pub(crate) unsafe fn borrow_bounded<'a>(
+    ptr: *const c_char,
+    limit: usize,
+    function: &'static str,
+) -> Result<&'a [u8], FaultError> {
     if ptr.is_null() {
         return Err(FaultError::NullResult { function });
     }
@@ -269,9 +286,9 @@ pub(crate) unsafe fn copy_bounded(
     if len > limit {
         return Err(FaultError::OutputTooLarge { function, limit });
     }
-    // SAFETY: strnlen found `len` readable bytes before the NUL at `ptr`.
-    let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
-    Ok(bytes.to_vec())
+    // SAFETY: strnlen found `len` readable bytes before the NUL at `ptr`, valid for `'a`
+    // by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
 }
 
 fn utf8<'a>(bytes: &'a [u8], function: &'static str) -> Result<&'a str, FaultError> {

@@ -554,6 +554,14 @@ fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) 
     serve(channel, &mut ring, &symbols, init.output_bytes, caps)
 }
 
+/// Where a call's reply is before it is published.
+enum Staged {
+    /// Copied into the reply area, this many bytes.
+    InRegion(usize),
+    /// In the worker's memory (a fault's JSON, or an output too large for the area).
+    Large(Vec<u8>),
+}
+
 /// Serves calls, each through the call region (or its socket fallback), until the host ends
 /// the worker (it kills it; an idle worker sleeps on the call turn). The socket is shared
 /// with the host table ([`super::child_tools`]): during a call the plugin's tool requests
@@ -574,11 +582,17 @@ fn serve(
         .map_err(|_| 28u8)?;
     super::child_tools::install(channel, caps, ring.nudger());
     symbols.call_host_init(&super::child_tools::WORKER_TABLE);
+    // The request is copied into this buffer, kept from call to call.
+    let mut input: Vec<u8> = Vec::new();
     loop {
         let call = ring.wait_call();
         let seq = call.seq;
-        let mut input = match call.request {
-            Request::InRegion(len) => ring.request(len).ok_or(27u8)?,
+        match call.request {
+            Request::InRegion(len) => {
+                if !ring.request_into(len, &mut input) {
+                    return Err(27);
+                }
+            }
             Request::OnSocket => {
                 let frame = match with_channel(|c| read_frame(c, input_cap)) {
                     Some(Ok(f)) => f,
@@ -588,28 +602,46 @@ fn serve(
                 if frame.tag != Tag::Call || frame.seq != seq {
                     return Err(24);
                 }
-                frame.payload
+                input = frame.payload;
             }
-        };
+        }
         input.push(0);
-        let Ok(input) = std::ffi::CString::from_vec_with_nul(input) else {
+        let Ok(c_input) = std::ffi::CStr::from_bytes_with_nul(&input) else {
             return Err(25);
         };
         let fault = |fault: CallFault| serde_json::to_vec(&fault).map_err(|_| 26u8);
         begin_call(seq);
-        let outcome = symbols.call_execute(&input, output_bytes);
+        // The plugin's string is copied once, straight into the reply area; one too large
+        // for it is copied out to go on the socket. Published once the plugin has its
+        // string back and the call has ended (as when the copy was the worker's own).
+        let outcome = symbols.call_execute_with(c_input, output_bytes, |out| match out {
+            Ok(bytes) if ring.stage(bytes) => Ok(Staged::InRegion(bytes.len())),
+            Ok(bytes) => Ok(Staged::Large(bytes.to_vec())),
+            Err(e) => Err(e),
+        });
         end_call();
-        let (tag, bytes) = match outcome {
-            Ok(bytes) => (TAG_OUTPUT, bytes),
-            Err(FaultError::OutputTooLarge { limit, .. }) => {
-                (TAG_FAULT, fault(CallFault::OutputTooLarge { limit })?)
-            }
-            Err(_) => (TAG_FAULT, fault(CallFault::NullResult)?),
+        let (tag, staged) = match outcome {
+            Ok(staged) => (TAG_OUTPUT, staged),
+            Err(FaultError::OutputTooLarge { limit, .. }) => (
+                TAG_FAULT,
+                Staged::Large(fault(CallFault::OutputTooLarge { limit })?),
+            ),
+            Err(_) => (TAG_FAULT, Staged::Large(fault(CallFault::NullResult)?)),
         };
-        drop(input);
-        if !ring.publish(seq, tag, &bytes) {
+        let bytes = match staged {
+            Staged::InRegion(len) => {
+                ring.publish(seq, tag, len);
+                None
+            }
+            Staged::Large(bytes) if ring.stage(&bytes) => {
+                ring.publish(seq, tag, bytes.len());
+                None
+            }
+            Staged::Large(bytes) => Some(bytes),
+        };
+        if let Some(bytes) = bytes {
             // Too large for the area: announced first, then on the socket.
-            ring.publish(seq, TAG_ON_SOCKET, &[]);
+            ring.publish(seq, TAG_ON_SOCKET, 0);
             let frame_tag = if tag == TAG_OUTPUT {
                 Tag::Output
             } else {

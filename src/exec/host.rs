@@ -51,7 +51,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,10 @@ pub(crate) struct ProcessExecutor {
     /// own deadline.
     busy: Mutex<bool>,
     turn_free: Condvar,
+    /// Callers waiting on `turn_free`, changed only under `busy`: the turn is handed on
+    /// with a wake-up only when someone waits (a condition variable's notify is a
+    /// `futex` call even with no waiter, and calls are mostly uncontended).
+    turn_waiting: AtomicUsize,
     /// The worker; only the caller holding the turn locks it (or `Drop`).
     worker: Mutex<Option<Worker>>,
     timeout: Duration,
@@ -463,6 +467,7 @@ impl ProcessExecutor {
                 let executor = ProcessExecutor {
                     busy: Mutex::new(false),
                     turn_free: Condvar::new(),
+                    turn_waiting: AtomicUsize::new(0),
                     worker: Mutex::new(Some(worker)),
                     timeout,
                     output_cap: limits.output_bytes.saturating_add(FRAME_OVERHEAD),
@@ -726,10 +731,12 @@ impl ProcessExecutor {
                     timeout_ms: duration_ms(self.timeout),
                 });
             }
+            self.turn_waiting.fetch_add(1, Ordering::Relaxed);
             busy = match self.turn_free.wait_timeout(busy, remaining) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            self.turn_waiting.fetch_sub(1, Ordering::Relaxed);
         }
         *busy = true;
         Ok(Turn(self))
@@ -949,7 +956,9 @@ impl Drop for Turn<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *busy = false;
-        self.0.turn_free.notify_one();
+        if self.0.turn_waiting.load(Ordering::Relaxed) > 0 {
+            self.0.turn_free.notify_one();
+        }
     }
 }
 

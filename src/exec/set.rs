@@ -16,7 +16,7 @@
 //! later one.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub(crate) struct WorkerSet {
     /// Indexes of the workers no call holds.
     free: Mutex<Vec<usize>>,
     freed: Condvar,
+    /// Callers waiting on `freed`, changed only under `free`: a released worker is
+    /// announced only when someone waits (a notify is a `futex` call even with no waiter).
+    waiting: AtomicUsize,
     timeout: Duration,
     poisoned: AtomicBool,
 }
@@ -88,6 +91,7 @@ impl WorkerSet {
             slots,
             free: Mutex::new(free),
             freed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
             timeout,
             poisoned: AtomicBool::new(false),
         }
@@ -226,10 +230,12 @@ impl WorkerSet {
             if token.is_some() {
                 remaining = remaining.min(CANCEL_POLL);
             }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
             free = match self.freed.wait_timeout(free, remaining) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -266,6 +272,8 @@ impl Drop for Held<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         free.push(self.index);
-        self.set.freed.notify_one();
+        if self.set.waiting.load(Ordering::Relaxed) > 0 {
+            self.set.freed.notify_one();
+        }
     }
 }

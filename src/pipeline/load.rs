@@ -447,6 +447,30 @@ impl PluginSymbols {
         self.take_string(self.call_execute_raw(input), limit, SYMBOL_EXECUTE)
     }
 
+    /// Calls `vtcode_plugin_execute(input)` and hands `take` the returned string's bytes
+    /// (bounded by `limit` as [`Self::call_execute`] bounds them) while they are still the
+    /// plugin's, before they go back to `vtcode_plugin_free_string`: a worker copies them
+    /// once, straight into the call region, instead of into a buffer of its own first. The
+    /// borrow cannot outlive `take`.
+    #[allow(unsafe_code)]
+    pub(crate) fn call_execute_with<R>(
+        &self,
+        input: &std::ffi::CStr,
+        limit: usize,
+        take: impl for<'a> FnOnce(Result<&'a [u8], crate::base::ffi::FaultError>) -> R,
+    ) -> R {
+        let ptr = self.call_execute_raw(input);
+        // SAFETY: the plugin ABI promises a NUL-terminated string or NULL; borrow_bounded
+        // reads at most limit + 1 bytes of it, and the borrow ends with `take`, before the
+        // string is handed back below.
+        let taken = take(unsafe { crate::base::ffi::borrow_bounded(ptr, limit, SYMBOL_EXECUTE) });
+        if let (Some(free), false) = (self.free_string, ptr.is_null()) {
+            // SAFETY: `ptr` came from this plugin and is released once, after `take`.
+            unsafe { free(ptr) };
+        }
+        taken
+    }
+
     #[allow(unsafe_code)]
     fn call_execute_raw(&self, input: &std::ffi::CStr) -> *const c_char {
         // SAFETY: the ABI takes a NUL-terminated string that lives for the call; `input`

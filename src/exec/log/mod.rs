@@ -113,6 +113,8 @@ struct Offsets {
     /// never crosses the first one, so every byte is counted in the window it was written
     /// in: a call's window starts after what the worker had written when the call was sent.
     boundaries: VecDeque<[u64; 2]>,
+    /// Per stream, where the window the reader is in began (the last boundary it passed).
+    window_start: [u64; 2],
 }
 
 impl Shared {
@@ -198,12 +200,34 @@ impl PluginLog {
     /// A call is about to be sent: the window open so far ends after what the worker has
     /// written by now (its "dropped" warning, if any, comes when the reader gets there) and
     /// the call's window begins.
+    ///
+    /// When the worker wrote nothing since the reader's window began (nothing read into it,
+    /// nothing unread, no window pending), that window is empty: it simply becomes the
+    /// call's, with no boundary and no wake-up of the reader. A call that prints nothing
+    /// then costs the reader nothing; a wake-up per call put a third thread on the call
+    /// path, which on a 2-vCPU host preempted the caller or the worker.
     pub(crate) fn new_window(&self) {
         {
             let mut offsets = self.shared.offsets();
             let mut at = offsets.read;
-            for (pipe, at) in self.shared.pipes.iter().zip(at.iter_mut()) {
-                *at = at.saturating_add(rustix::io::ioctl_fionread(pipe).unwrap_or(0));
+            // One `poll` tells which pipes hold anything; only those are asked how much.
+            let [out, err] = &self.shared.pipes;
+            let mut fds = [
+                PollFd::new(out, PollFlags::IN),
+                PollFd::new(err, PollFlags::IN),
+            ];
+            let zero = Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let polled = rustix::event::poll(&mut fds, Some(&zero)).is_ok();
+            for ((pipe, fd), at) in self.shared.pipes.iter().zip(&fds).zip(at.iter_mut()) {
+                if !polled || fd.revents().contains(PollFlags::IN) {
+                    *at = at.saturating_add(rustix::io::ioctl_fionread(pipe).unwrap_or(0));
+                }
+            }
+            if offsets.boundaries.is_empty() && at == offsets.window_start {
+                return;
             }
             if offsets.boundaries.len() >= MAX_BOUNDARIES {
                 offsets.boundaries.pop_back();
@@ -347,6 +371,7 @@ impl Reader {
                     return;
                 }
                 offsets.boundaries.pop_front();
+                offsets.window_start = front;
             }
             self.lines.close_window();
         }

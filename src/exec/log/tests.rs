@@ -193,6 +193,37 @@ fn a_window_ends_exactly_where_the_call_was_sent_however_late_the_reader_runs() 
     assert_eq!(warnings[0].get("dropped"), "7");
 }
 
+/// Calls that print nothing cost the reader nothing (no boundary, no wake-up), but a window
+/// the worker wrote in still ends where the next call was sent, however far the reader got:
+/// here it has read all of the load's output (the pauses give it time; the outcome is the
+/// same if it has not) before the calls are sent, so a `new_window` that skipped whenever
+/// the pipes were empty would merge the two windows into one warning of 8.
+#[test]
+fn calls_that_print_nothing_keep_every_window_boundary() {
+    let seen = captured(|| {
+        let (log, pipes) = PluginLog::start("p", 10).unwrap();
+        let mut out = pipes.stdout;
+        out.write_all(b"aaaaaaaaa\nbbbb\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log.new_window();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for _ in 0..3 {
+            log.new_window();
+        }
+        out.write_all(b"ccccccccc\ndd\n").unwrap();
+        drop((out, pipes.stderr));
+        drop(log);
+    });
+    let got: Vec<String> = lines_of(&seen).into_iter().map(|(_, l, _)| l).collect();
+    assert_eq!(got, ["aaaaaaaaa", "ccccccccc"]);
+    let dropped: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.level == tracing::Level::WARN)
+        .map(|s| s.get("dropped"))
+        .collect();
+    assert_eq!(dropped, ["5", "3"], "{seen:?}");
+}
+
 #[test]
 fn a_writer_that_keeps_the_pipe_open_cannot_hold_the_host() {
     let (log, pipes) = PluginLog::start("p", 1 << 20).unwrap();

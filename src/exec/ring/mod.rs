@@ -248,21 +248,28 @@ impl Mapping {
         true
     }
 
-    /// Copies `len` bytes out of the area at `area` into an owned buffer with room for
-    /// `spare` bytes more; `None` if `len` is over the area.
+    /// Replaces the contents of `out` with a copy of `len` bytes of the area at `area`,
+    /// leaving room for `spare` bytes more; false (`out` left empty) if `len` is over the
+    /// area. The caller keeps `out` from call to call, so a large payload is copied into
+    /// memory that is already allocated and faulted in rather than a fresh allocation.
     #[allow(unsafe_code)]
-    fn read_area(&self, area: usize, len: usize, spare: usize) -> Option<Vec<u8>> {
+    fn read_area_into(&self, area: usize, len: usize, spare: usize, out: &mut Vec<u8>) -> bool {
+        out.clear();
         if len > AREA_BYTES || !(area == REQUEST_AREA || area == REPLY_AREA) {
-            return None;
+            return false;
         }
-        let mut out = Vec::with_capacity(len.checked_add(spare)?);
+        let Some(room) = len.checked_add(spare) else {
+            return false;
+        };
+        out.reserve(room);
         // SAFETY: the source is inside the mapping (checked above) and the destination has
-        // capacity for `len` bytes, all of which the copy initialises before `set_len`.
+        // capacity for `len` bytes (reserved above, `out` being empty), all of which the
+        // copy initialises before `set_len`.
         unsafe {
             std::ptr::copy_nonoverlapping(self.base.as_ptr().add(area), out.as_mut_ptr(), len);
             out.set_len(len);
         }
-        Some(out)
+        true
     }
 }
 
@@ -314,6 +321,9 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
 pub(super) struct HostRing {
     map: Mapping,
     fd: OwnedFd,
+    /// Where each reply is copied out to before it is parsed, kept from call to call (at
+    /// most [`AREA_BYTES`], once a reply that large came).
+    reply: Vec<u8>,
 }
 
 /// Where a call's request went.
@@ -349,7 +359,11 @@ impl HostRing {
         map.u64_at(MAGIC_AT).store(MAGIC, Ordering::Relaxed);
         map.u32_at(VERSION_AT)
             .store(LAYOUT_VERSION, Ordering::Relaxed);
-        Ok(HostRing { map, fd })
+        Ok(HostRing {
+            map,
+            fd,
+            reply: Vec::new(),
+        })
     }
 
     /// The memfd, to hand to the worker.
@@ -435,7 +449,7 @@ impl HostRing {
     /// copied out, then parsed from the copy ([`parse_reply`]). `output_cap` is the call's
     /// output limit.
     pub(super) fn read_reply(
-        &self,
+        &mut self,
         seq: u64,
         output_cap: usize,
     ) -> Result<Reply, ProtocolViolation> {
@@ -448,14 +462,13 @@ impl HostRing {
         if tag == TAG_ON_SOCKET {
             return Ok(Reply::OnSocket);
         }
-        let bytes =
-            self.map
-                .read_area(REPLY_AREA, len, 0)
-                .ok_or(ProtocolViolation::RegionLength {
-                    len: fields.len,
-                    cap: AREA_BYTES,
-                })?;
-        parse_reply(tag, &bytes).map(Reply::Done)
+        if !self.map.read_area_into(REPLY_AREA, len, 0, &mut self.reply) {
+            return Err(ProtocolViolation::RegionLength {
+                len: fields.len,
+                cap: AREA_BYTES,
+            });
+        }
+        parse_reply(tag, &self.reply).map(Reply::Done)
     }
 }
 

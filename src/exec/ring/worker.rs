@@ -112,22 +112,31 @@ impl WorkerRing {
         Call { seq, request }
     }
 
-    /// Copies a request of `len` bytes out of the request area into a buffer with room for
-    /// the NUL after it; `None` if `len` is over the area.
-    pub(in crate::exec) fn request(&self, len: u64) -> Option<Vec<u8>> {
-        let len = usize::try_from(len).ok()?;
-        self.map.read_area(REQUEST_AREA, len, 1)
+    /// Copies a request of `len` bytes out of the request area into `into` (which the
+    /// caller keeps from call to call), with room for the NUL after it; false if `len` is
+    /// over the area.
+    pub(in crate::exec) fn request_into(&self, len: u64, into: &mut Vec<u8>) -> bool {
+        let Ok(len) = usize::try_from(len) else {
+            into.clear();
+            return false;
+        };
+        self.map.read_area_into(REQUEST_AREA, len, 1, into)
     }
 
-    /// Publishes the reply to call `seq`: `bytes` into the reply area, then the length, the
-    /// tag and last the sequence number, and bumps the reply turn (waking the host if it
-    /// sleeps). A [`TAG_ON_SOCKET`] reply carries no bytes (the frame follows on the socket).
-    /// False, with nothing published, when `bytes` do not fit the area.
-    pub(in crate::exec) fn publish(&self, seq: u64, tag: u32, bytes: &[u8]) -> bool {
-        if tag != TAG_ON_SOCKET && !self.map.write_area(REPLY_AREA, bytes) {
-            return false;
-        }
-        let len = if tag == TAG_ON_SOCKET { 0 } else { bytes.len() };
+    /// Copies a reply's bytes into the reply area, to be published by [`Self::publish`];
+    /// false, with nothing copied, when they do not fit. Split from the publication so the
+    /// worker can copy the plugin's string straight from the plugin's memory and publish
+    /// only once the plugin has been handed it back.
+    pub(in crate::exec) fn stage(&self, bytes: &[u8]) -> bool {
+        self.map.write_area(REPLY_AREA, bytes)
+    }
+
+    /// Publishes the reply to call `seq` whose `len` bytes [`Self::stage`] put in the reply
+    /// area: the length, the tag and last the sequence number, then bumps the reply turn
+    /// (waking the host if it sleeps). A [`TAG_ON_SOCKET`] reply carries no bytes (the
+    /// frame follows on the socket; `len` is ignored).
+    pub(in crate::exec) fn publish(&self, seq: u64, tag: u32, len: usize) {
+        let len = if tag == TAG_ON_SOCKET { 0 } else { len };
         self.map
             .u64_at(REPLY_LEN_AT)
             .store(u64::try_from(len).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -139,7 +148,6 @@ impl WorkerRing {
         if self.map.u32_at(HOST_SLEEPING_AT).load(Ordering::SeqCst) != 0 {
             futex_wake(self.map.u32_at(REPLY_TURN_AT));
         }
-        true
     }
 }
 
