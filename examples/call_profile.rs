@@ -1,0 +1,66 @@
+//! A driver for profiling thread-mode calls (callgrind, strace, perf): the no-op call of
+//! `benches/roundtrip.rs` (`tests/plugins/good.c`, a JSON echo), without the bench's other
+//! rows, so a profile holds nothing but the load and the calls.
+//!
+//! ```sh
+//! cargo build --release --example call_profile
+//! # instructions per call: the difference of two runs, divided by the calls between them
+//! valgrind --tool=callgrind target/release/examples/call_profile 1000
+//! valgrind --tool=callgrind target/release/examples/call_profile 11000
+//! strace -f -c target/release/examples/call_profile 20000
+//! ```
+//!
+//! Prints the calls made and the wall time they took (meaningless under valgrind).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use skillgate::policy::Isolation;
+use skillgate::sign::sign_plugin_dir;
+use skillgate::{Gate, PluginContext, Policy, SecretKey, TrustStore};
+
+fn main() {
+    let calls: usize = std::env::args()
+        .nth(1)
+        .map_or(10_000, |a| a.parse().expect("CALLS is a number"));
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("root").join("profile");
+    std::fs::create_dir_all(&plugin).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/good.c");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wl,-z,now", "-Wl,-z,relro"])
+        .args(["-Wl,-z,noexecstack", "-DPLUGIN_NAME=\"profile\"", "-o"])
+        .arg(plugin.join("libprofile.so"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cc failed");
+    std::fs::write(
+        plugin.join("plugin.json"),
+        r#"{"name":"profile","description":"profile","version":"1.0.0","abi_version":1}"#,
+    )
+    .unwrap();
+    let key = SecretKey::generate();
+    sign_plugin_dir(&plugin, &key).unwrap();
+    let policy = Policy::builder()
+        .trusted_roots([tmp.path().join("root")])
+        .keys(tmp.path().join("keys"))
+        .isolation(Isolation::Thread)
+        .build()
+        .unwrap();
+    let gate =
+        Gate::with_trust_store(policy, TrustStore::from_keys([key.public()]).unwrap()).unwrap();
+    let loaded = gate.verify_and_load(&plugin).unwrap();
+    let ctx = PluginContext::default();
+    let start = Instant::now();
+    for _ in 0..calls {
+        loaded.execute(&ctx).unwrap();
+    }
+    let took = start.elapsed();
+    println!(
+        "{calls} thread-mode calls in {:.1} ms ({:.2} us each)",
+        took.as_secs_f64() * 1e3,
+        took.as_secs_f64() * 1e6 / calls.max(1) as f64
+    );
+}
