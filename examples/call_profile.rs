@@ -1,18 +1,18 @@
-//! A driver for profiling thread-mode calls (callgrind, strace, perf): the no-op call of
+//! A driver for profiling thread-mode calls (strace, perf's software counters): the no-op call of
 //! `benches/roundtrip.rs` (`tests/plugins/good.c`, a JSON echo), without the bench's other
 //! rows, so a profile holds nothing but the load and the calls.
 //!
 //! ```sh
 //! cargo build --release --example call_profile
-//! # instructions per call: the difference of two runs, divided by the calls between them
-//! valgrind --tool=callgrind target/release/examples/call_profile 1000 best-effort
-//! valgrind --tool=callgrind target/release/examples/call_profile 11000 best-effort
+//! target/release/examples/call_profile 20000
 //! strace -f -c target/release/examples/call_profile 20000
+//! perf stat -e context-switches,cpu-migrations,task-clock target/release/examples/call_profile 5000
 //! ```
 //!
-//! `best-effort` loads with `Danger::sandbox_best_effort`: valgrind does not know the
-//! Landlock system calls, so under it the strict policy refuses every load. Prints the
-//! calls made, the wall time they took and the p50 and p99 of one call.
+//! Not under valgrind: it implements neither Landlock nor seccomp, and the plugin thread
+//! is restricted with both before `dlopen` (`best-effort` as a second argument loads with
+//! `Danger::sandbox_best_effort`, which forgives a missing Landlock, not a failed seccomp).
+//! Prints the calls made, the wall time they took and the p50 and p99 of one call.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
