@@ -599,6 +599,127 @@ fn cancelling_in_thread_mode_abandons_the_call_as_cancelled_and_the_gate_loads_o
     host.assert_still_serves(&gate);
 }
 
+/// A call in flight on its own thread: what it returns.
+type Running = std::thread::JoinHandle<Result<skillgate::PluginResult, Error>>;
+
+/// Loads `dir` (plugin `name`) and starts a stalling call on another thread; returns once
+/// the plugin spins in it, holding the plugin's one thread or worker.
+fn hold_the_turn(gate: &Gate, dir: &Path, name: &str) -> (Arc<skillgate::LoadedPlugin>, Running) {
+    let plugin = Arc::new(gate.verify_and_load(dir).unwrap());
+    let task = match plugin.worker_pid() {
+        Some(pid) => PathBuf::from(format!("/proc/{pid}")),
+        None => plugin_thread(name),
+    };
+    // Asleep, waiting for a call (its polling after the load is over).
+    wait_state(&task, |s| s == Some('S'));
+    let first = {
+        let plugin = Arc::clone(&plugin);
+        std::thread::spawn(move || plugin.execute(&stalling()))
+    };
+    wait_state(&task, |s| s == Some('R'));
+    (plugin, first)
+}
+
+#[test]
+fn a_caller_waiting_behind_a_hung_call_times_out_at_its_own_deadline_and_poisons_nothing() {
+    let _s = serial();
+    for host in Host::each_mode() {
+        let gate = gate(&host, host.isolation);
+        let dir = install_at(&host, &host.root, "queued", "1.0.0", 3_000);
+        // The first call spins in the plugin for 3 s (its deadline is the policy's 30 s)
+        // and holds the plugin's one thread or worker all that time.
+        let (plugin, first) = hold_the_turn(&gate, &dir, "queued");
+        // A quick call with a 300 ms deadline gets no turn before it: it fails with its
+        // own timeout (not after the first call, not poisoning anything: it reached no
+        // plugin code).
+        let short = CallOptions::new().timeout(Duration::from_millis(300));
+        let e = plugin.execute_with(&quick(), &short).unwrap_err();
+        assert_fault(&e, |f| matches!(f, FaultError::Timeout { timeout_ms: 300 }));
+        assert!(!plugin.is_poisoned(), "{:?}", host.isolation);
+        // The first call was not disturbed, and the plugin serves the next one.
+        assert_eq!(version_of(&first.join().unwrap().unwrap()), "1.0.0");
+        assert_eq!(
+            version_of(&plugin.execute_with(&quick(), &short).unwrap()),
+            "1.0.0"
+        );
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_caller_waiting_for_its_turn_is_cancelled_at_once_and_the_call_ahead_runs_on() {
+    let _s = serial();
+    let host = Host::new();
+    let gate = gate(&host, Isolation::Thread);
+    let dir = install_at(&host, &host.root, "tqueue", "1.0.0", 5_000);
+    let (plugin, first) = hold_the_turn(&gate, &dir, "tqueue");
+    let token = CancelToken::new();
+    let second = {
+        let (plugin, token) = (Arc::clone(&plugin), token.clone());
+        // A deadline the test never reaches: only the cancellation can end this wait.
+        std::thread::spawn(move || {
+            plugin.execute_with(&quick(), &CallOptions::new().cancel(&token))
+        })
+    };
+    // The second caller waits for its turn (the first call spins in the plugin).
+    std::thread::sleep(Duration::from_millis(100));
+    token.cancel();
+    let e = second.join().unwrap().unwrap_err();
+    assert_fault(&e, |f| {
+        matches!(f, FaultError::Cancelled { running: false })
+    });
+    // Told while the call ahead still runs (it spins for 5 s), not once it returned.
+    assert!(
+        !first.is_finished(),
+        "the cancelled caller waited for the turn"
+    );
+    assert!(!plugin.is_poisoned());
+    assert_eq!(version_of(&first.join().unwrap().unwrap()), "1.0.0");
+    // Control: the same call without a cancelled token is answered.
+    assert_eq!(version_of(&plugin.execute(&quick()).unwrap()), "1.0.0");
+    host.assert_still_serves(&gate);
+}
+
+/// utime + stime of task `path` (`/proc/self/task/<tid>`), in clock ticks.
+fn cpu_ticks(task: &Path) -> u64 {
+    let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_thread_mode_plugin_uses_no_cpu_after_its_calls() {
+    let _s = serial();
+    let host = Host::new();
+    let gate = gate(&host, Isolation::Thread);
+    let dir = install_at(&host, &host.root, "tidle", "1.0.0", 500);
+    let plugin = gate.verify_and_load(&dir).unwrap();
+    let task = plugin_thread("tidle");
+    // Control: the probe sees the plugin thread's CPU time (this call spins for 500 ms).
+    let before = cpu_ticks(&task);
+    assert_eq!(version_of(&plugin.execute(&stalling()).unwrap()), "1.0.0");
+    let busy = cpu_ticks(&task) - before;
+    assert!(busy > 0, "the probe saw no CPU time for a 500 ms spin");
+    for _ in 0..1_000 {
+        plugin.execute(&quick()).unwrap();
+    }
+    // The plugin thread polls for a bounded moment after its last call (well under
+    // these 50 ms), then sleeps until the next call.
+    std::thread::sleep(Duration::from_millis(50));
+    let before = cpu_ticks(&task);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = cpu_ticks(&task) - before;
+    // A thread that kept polling would have been charged about 30 ticks (10 ms each);
+    // one is allowed for a tick that lands on the thread's last instructions.
+    assert!(
+        idle <= 1,
+        "an idle plugin thread used {idle} ticks in 300 ms"
+    );
+    assert_eq!(version_of(&plugin.execute(&quick()).unwrap()), "1.0.0");
+}
+
 #[test]
 fn a_token_cancelled_after_its_call_returned_reaches_no_worker() {
     let _s = serial();

@@ -1,4 +1,5 @@
-//! Running a loaded plugin: on its own thread in this process ([`thread`]) or in a worker
+//! Running a loaded plugin: on its own thread in this process ([`thread`], which hands each
+//! call over through [`handoff`]) or in a worker
 //! process (`host` starts and drives it, `child` is the worker's own side, `init` the
 //! protocol between them; `set` gives one plugin several workers) started by the spawner from the program `worker` finds (this
 //! executable itself, re-executed, when it called `worker::run_if_worker`); `log` drains a
@@ -17,6 +18,7 @@ mod channel;
 pub(crate) mod child;
 mod child_tools;
 mod confirm;
+mod handoff;
 pub(crate) mod host;
 mod init;
 mod log;

@@ -1,19 +1,24 @@
 //! The plugin's own thread: it loads the library and then runs every call, one at a time.
 //!
 //! ABI v1 plugins are not assumed reentrant, whatever their metadata says
-//! (`thread_safe` is recorded, never trusted): all calls are sent over a channel to the one
-//! thread that owns the plugin, so no two calls overlap and every call runs on the thread
-//! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`.
+//! (`thread_safe` is recorded, never trusted): every call is handed to the one thread that
+//! owns the plugin through a single slot ([`super::handoff`]: one atomic word, no lock, a
+//! bounded spin then a futex), so no two calls overlap and every call runs on the thread
+//! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`. The plugin's host
+//! tool requests and progress messages travel back through the same slot to the caller's
+//! thread, which answers them outside the sandbox while the plugin thread waits.
 //!
 //! A thread is not a security boundary: this mode defends against buggy plugins, not
 //! hostile ones (see the README's threat model). A call that outlives the policy's timeout
 //! is abandoned: the caller gets [`FaultError::Timeout`], the handle refuses further calls,
 //! and the stuck thread is left to finish or hang on its own, since killing a thread would
-//! leave whatever locks it holds held forever.
+//! leave whatever locks it holds held forever. A caller waiting for its turn behind such a
+//! call gets its own `Timeout` at its own deadline (nothing poisoned by it: its call never
+//! reached the plugin), or `Poisoned` as soon as the call before it is abandoned.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::base::ffi::{
@@ -29,6 +34,7 @@ use crate::sandbox::{Enforcement, SandboxPlan};
 
 use super::ExecError;
 use super::cancel::CancelToken;
+use super::handoff::{AskError, CallError, Handoff};
 use super::options::CallOptions;
 use super::resident::{self, Claim, Reservation};
 use super::tools::{CallExtras, CallState, ToolEnv, answer};
@@ -40,87 +46,19 @@ use crate::base::protocol::{Frame, Tag};
 use std::cell::RefCell;
 use std::ffi::c_char;
 
-/// The one call in flight between the host and the plugin thread. A single slot, reused
-/// for every call (no channel is made per call): callers take turns through
-/// [`ThreadExecutor::turn`], so at most one request is ever in it.
-#[derive(Debug)]
-enum SlotState {
-    /// No call in flight.
-    Idle,
-    /// A call's input, its deadline and sequence number, waiting for the plugin thread.
-    Request(CString, Instant, u64),
-    /// The plugin thread, during a call: a host tool request or a progress message, as a
-    /// worker's frame would carry it, waiting for the caller to answer it.
-    Tool(Frame),
-    /// The caller's answer to [`SlotState::Tool`] (empty for progress).
-    ToolAnswer(Vec<u8>),
-    /// The plugin thread took the input and is running the call.
-    Running,
-    /// The call's result, waiting for its caller.
-    Reply(Result<PluginResult, FaultError>),
-    /// The handle was dropped: the plugin thread stops.
-    Closed,
-    /// The plugin thread ended (its exit guard ran).
-    Gone,
-}
+/// The one call in flight between the callers and the plugin thread: the call's input
+/// (with its deadline and sequence number), the plugin's host tool requests and progress
+/// messages as a worker's frame would carry them and the caller's answers (empty for
+/// progress), and the call's result.
+type Slot = Handoff<(CString, Instant, u64), Frame, Vec<u8>, Result<PluginResult, FaultError>>;
 
-/// How long a caller polls for its reply, and the plugin thread for the next call, before
-/// sleeping on the condition variable. Waking a sleeping thread costs a futex call and, on
-/// an idle (virtual) CPU, tens of microseconds before it runs; a reply or a back-to-back
-/// call that comes sooner is picked up without that. Bounded, so an idle plugin costs at
-/// most this much CPU after each call.
-const SPIN: Duration = Duration::from_micros(20);
-
-/// Polls `done` for up to [`SPIN`]; whether it became true.
-fn spin_until(done: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        for _ in 0..64 {
-            if done() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        if start.elapsed() >= SPIN {
-            return done();
-        }
-        // On a busy machine the other side may be waiting for this very CPU.
-        std::thread::yield_now();
-    }
-}
-
-#[derive(Debug)]
-struct Slot {
-    state: Mutex<SlotState>,
-    /// Counts requests put in the slot (read without the lock, only to stop spinning).
-    requests: AtomicU64,
-    /// Counts replies put in the slot, and the plugin thread's end (likewise).
-    replies: AtomicU64,
-    /// Signalled when a request is put in, or the handle closes.
-    to_plugin: Condvar,
-    /// Signalled when a reply is put in, or the plugin thread ends.
-    to_caller: Condvar,
-}
-
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
-        // The state is a plain value that every writer leaves consistent; a panic while it
-        // was held does not make it unreadable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Marks the slot `Gone` when the plugin thread ends, however it ends, so a waiting caller
+/// Marks the slot gone when the plugin thread ends, however it ends, so a waiting caller
 /// hears about it at once instead of at its timeout.
 struct ExitGuard(Arc<Slot>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        *self.0.lock() = SlotState::Gone;
-        self.0.replies.fetch_add(1, Ordering::Release);
-        self.0.to_caller.notify_all();
+        self.0.gone();
     }
 }
 
@@ -128,11 +66,9 @@ impl Drop for ExitGuard {
 /// one at a time.
 #[derive(Debug)]
 pub(crate) struct ThreadExecutor {
+    /// One call at a time holds its turn; a call abandoned there poisons it for good.
     slot: Arc<Slot>,
-    /// Held for a whole call: one call at a time, in the order the lock grants.
-    turn: Mutex<()>,
     timeout: Duration,
-    poisoned: AtomicBool,
     /// What the plugin's host tool requests are judged by.
     tools: Arc<ToolEnv>,
     /// Sequence number of the last call.
@@ -162,13 +98,7 @@ impl ThreadExecutor {
                 }
                 Claim::Load(reservation) => Library::New(library, reservation),
             };
-        let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState::Idle),
-            requests: AtomicU64::new(0),
-            replies: AtomicU64::new(0),
-            to_plugin: Condvar::new(),
-            to_caller: Condvar::new(),
-        });
+        let slot = Arc::new(Slot::new());
         let ready = Arc::new(Ready {
             state: Mutex::new(ReadyState::Waiting),
             changed: Condvar::new(),
@@ -199,9 +129,7 @@ impl ThreadExecutor {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let executor = ThreadExecutor {
             slot,
-            turn: Mutex::new(()),
             timeout,
-            poisoned: AtomicBool::new(false),
             tools,
             seq: AtomicU64::new(0),
         };
@@ -217,12 +145,14 @@ impl ThreadExecutor {
     }
 
     /// Runs one call on the plugin thread and waits for its result, no longer than
-    /// `options`' timeout (capped by the policy's, counted once the call has its turn).
+    /// `options`' timeout (capped by the policy's), counted from now: waiting for the turn
+    /// counts, and a caller whose deadline passes before its turn comes gets `Timeout`
+    /// without having touched the plugin (nothing is poisoned by it).
     /// A cancelled token fails the call with `Cancelled`: at once, untouched, if it was
-    /// cancelled before the call had its turn; while the call runs, the caller is woken and
-    /// the call abandoned as a timeout is (the handle refuses further calls; the thread
-    /// finishes or hangs on its own). Meanwhile this thread answers the plugin's host tool
-    /// requests and progress messages.
+    /// cancelled before the call had its turn (or while it waited for it); while the call
+    /// runs, the caller is woken and the call abandoned as a timeout is (the handle refuses
+    /// further calls; the thread finishes or hangs on its own). Meanwhile this thread
+    /// answers the plugin's host tool requests and progress messages.
     pub(crate) fn call_with(
         &self,
         input: CString,
@@ -233,100 +163,45 @@ impl ThreadExecutor {
         if token.is_some_and(CancelToken::is_cancelled) {
             return Err(FaultError::Cancelled { running: false });
         }
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.slot.is_poisoned() {
             return Err(FaultError::Poisoned);
-        }
-        // A caller that panicked while holding its turn left nothing half-done here.
-        let _turn = self
-            .turn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Checked again: the call before ours may have timed out while we queued.
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(FaultError::Poisoned);
-        }
-        if token.is_some_and(CancelToken::is_cancelled) {
-            return Err(FaultError::Cancelled { running: false });
         }
         let start = Instant::now();
         let timeout = options.effective_timeout(self.timeout, start);
         let deadline = start + timeout;
-        // Declared before any guard of the slot's state, so dropped after it: the hook
-        // takes that lock under the token's, never the other way round.
+        // Wakes this caller wherever it waits (its turn, its result) to look at the token.
         let _hook = token.map(|t| {
             let slot = Arc::clone(&self.slot);
-            t.on_cancel(move || {
-                let _state = slot.lock();
-                slot.to_caller.notify_all();
-            })
+            t.on_cancel(move || slot.interrupt())
         });
-        let mut state = self.slot.lock();
-        match *state {
-            SlotState::Idle => {}
-            SlotState::Gone | SlotState::Closed => return Err(FaultError::ThreadGone),
-            // Only a call that timed out leaves the slot busy, and it poisoned the handle.
-            SlotState::Request(..)
-            | SlotState::Running
-            | SlotState::Reply(_)
-            | SlotState::Tool(_)
-            | SlotState::ToolAnswer(_) => {
-                return Err(FaultError::Poisoned);
-            }
-        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let mut call = CallState::new(seq, deadline, extras);
-        *state = SlotState::Request(input, deadline, seq);
-        let replies = self.slot.replies.load(Ordering::Acquire);
-        self.slot.requests.fetch_add(1, Ordering::Release);
-        self.slot.to_plugin.notify_one();
-        drop(state);
-        spin_until(|| self.slot.replies.load(Ordering::Acquire) != replies);
-        let mut state = self.slot.lock();
-        loop {
-            match std::mem::replace(&mut *state, SlotState::Idle) {
-                SlotState::Reply(result) => {
-                    call.finish(&self.tools);
-                    return result;
-                }
-                SlotState::Tool(frame) => {
-                    // Answered here, on the caller's thread, outside the plugin's sandbox;
-                    // the plugin thread waits for the answer.
-                    *state = SlotState::Running;
-                    drop(state);
-                    let answer = match answer(&frame, &mut call, &self.tools) {
-                        Ok(Some((_, bytes))) => bytes,
-                        Ok(None) => Vec::new(),
-                        // The plugin side built the request; a violation here is its bug.
-                        Err(v) => error_reply(ToolErrorKind::BadRequest, &v.to_string()),
-                    };
-                    state = self.slot.lock();
-                    if matches!(*state, SlotState::Running) {
-                        *state = SlotState::ToolAnswer(answer);
-                        self.slot.to_plugin.notify_all();
-                    }
-                    continue;
-                }
-                SlotState::Gone => {
-                    *state = SlotState::Gone;
-                    return Err(FaultError::ThreadGone);
-                }
-                waiting => *state = waiting,
+        let tools = &self.tools;
+        // Answered here, on the caller's thread, outside the plugin's sandbox; the plugin
+        // thread waits for the answer.
+        let mut respond = |frame: Frame| match answer(&frame, &mut call, tools) {
+            Ok(Some((_, bytes))) => bytes,
+            Ok(None) => Vec::new(),
+            // The plugin side built the request; a violation here is its bug.
+            Err(v) => error_reply(ToolErrorKind::BadRequest, &v.to_string()),
+        };
+        let outcome = self.slot.call(
+            (input, deadline, seq),
+            deadline,
+            &|| token.is_some_and(CancelToken::is_cancelled),
+            &mut respond,
+        );
+        match outcome {
+            Ok(result) => {
+                call.finish(&self.tools);
+                result
             }
-            if token.is_some_and(CancelToken::is_cancelled) {
-                self.poisoned.store(true, Ordering::Release);
-                return Err(FaultError::Cancelled { running: true });
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                self.poisoned.store(true, Ordering::Release);
-                return Err(FaultError::Timeout {
-                    timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
-                });
-            }
-            state = match self.slot.to_caller.wait_timeout(state, remaining) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+            Err(CallError::Timeout | CallError::TurnTimeout) => Err(FaultError::Timeout {
+                timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+            }),
+            Err(CallError::Cancelled { running }) => Err(FaultError::Cancelled { running }),
+            Err(CallError::Poisoned) => Err(FaultError::Poisoned),
+            Err(CallError::Gone) => Err(FaultError::ThreadGone),
         }
     }
 }
@@ -334,51 +209,14 @@ impl ThreadExecutor {
 impl ThreadExecutor {
     /// Whether a call was abandoned (timeout, cancellation): every later call fails.
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.slot.is_poisoned()
     }
 }
 
 impl Drop for ThreadExecutor {
     fn drop(&mut self) {
-        let mut state = self.slot.lock();
-        if !matches!(*state, SlotState::Gone) {
-            *state = SlotState::Closed;
-        }
-        self.slot.to_plugin.notify_all();
+        self.slot.close();
     }
-}
-
-/// Waits for the next call's input, deadline and sequence; `None` once the handle is dropped.
-fn next_call(slot: &Slot, seen: &mut u64) -> Option<(CString, Instant, u64)> {
-    spin_until(|| slot.requests.load(Ordering::Acquire) != *seen);
-    *seen = slot.requests.load(Ordering::Acquire);
-    let mut state = slot.lock();
-    loop {
-        match std::mem::replace(&mut *state, SlotState::Running) {
-            SlotState::Request(input, deadline, seq) => return Some((input, deadline, seq)),
-            SlotState::Closed | SlotState::Gone => {
-                *state = SlotState::Closed;
-                return None;
-            }
-            other => *state = other,
-        }
-        state = match slot.to_plugin.wait(state) {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-    }
-}
-
-/// Hands a call's result to its caller, unless the handle was dropped meanwhile.
-fn reply(slot: &Slot, result: Result<PluginResult, FaultError>) -> bool {
-    let mut state = slot.lock();
-    if matches!(*state, SlotState::Closed) {
-        return false;
-    }
-    *state = SlotState::Reply(result);
-    slot.replies.fetch_add(1, Ordering::Release);
-    slot.to_caller.notify_one();
-    true
 }
 
 /// The plugin thread's one answer to [`ThreadExecutor::start`]: its enforcement, or why it
@@ -486,16 +324,15 @@ fn run_plugin_thread(
     if !ready.send(Ok(enforcement)) {
         return;
     }
-    // Ends when the handle is dropped. A caller that timed out is gone; its late reply
-    // stays in the slot, where nobody reads it (the handle is poisoned).
-    let mut seen = 0;
-    while let Some((input, deadline, seq)) = next_call(slot, &mut seen) {
+    // Ends when the handle is dropped, or once a call was abandoned (its caller timed out
+    // or was cancelled: the handle is poisoned, and the late reply is dropped).
+    while let Some((input, deadline, seq)) = slot.next() {
         set_current_call(Some((seq, deadline)));
         let result = symbols
             .call_execute(&input, output_limit)
             .and_then(|bytes| decode_result(&bytes));
         set_current_call(None);
-        if !reply(slot, result) {
+        if !slot.reply(result) {
             return;
         }
     }
@@ -636,33 +473,13 @@ fn hand_to_caller(
         })
         .ok_or_else(no_call)?;
     let payload = make(caps).ok_or_else(Vec::new)?;
-    let mut state = slot.lock();
-    if !matches!(*state, SlotState::Running) {
-        return Err(no_call());
-    }
-    *state = SlotState::Tool(Frame { tag, seq, payload });
-    slot.replies.fetch_add(1, Ordering::Release);
-    slot.to_caller.notify_all();
-    loop {
-        match std::mem::replace(&mut *state, SlotState::Running) {
-            SlotState::ToolAnswer(bytes) => return Ok(bytes),
-            waiting @ SlotState::Tool(_) => *state = waiting,
-            other => {
-                *state = other;
-                return Err(no_call());
-            }
-        }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(error_reply(
-                ToolErrorKind::Timeout,
-                "the call's deadline passed",
-            ));
-        }
-        state = match slot.to_plugin.wait_timeout(state, remaining) {
-            Ok((guard, _)) => guard,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
+    match slot.ask(Frame { tag, seq, payload }, deadline) {
+        Ok(bytes) => Ok(bytes),
+        Err(AskError::NoCall) => Err(no_call()),
+        Err(AskError::Timeout) => Err(error_reply(
+            ToolErrorKind::Timeout,
+            "the call's deadline passed",
+        )),
     }
 }
 

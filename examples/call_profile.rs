@@ -1,0 +1,80 @@
+//! A driver for profiling thread-mode calls (strace, perf's software counters): the no-op call of
+//! `benches/roundtrip.rs` (`tests/plugins/good.c`, a JSON echo), without the bench's other
+//! rows, so a profile holds nothing but the load and the calls.
+//!
+//! ```sh
+//! cargo build --release --example call_profile
+//! target/release/examples/call_profile 20000
+//! strace -f -c target/release/examples/call_profile 20000
+//! perf stat -e context-switches,cpu-migrations,task-clock target/release/examples/call_profile 5000
+//! ```
+//!
+//! Not under valgrind: it implements neither Landlock nor seccomp, and the plugin thread
+//! is restricted with both before `dlopen` (`best-effort` as a second argument loads with
+//! `Danger::sandbox_best_effort`, which forgives a missing Landlock, not a failed seccomp).
+//! Prints the calls made, the wall time they took and the p50 and p99 of one call.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use skillgate::policy::Isolation;
+use skillgate::sign::sign_plugin_dir;
+use skillgate::{Gate, PluginContext, Policy, SecretKey, TrustStore};
+
+fn main() {
+    let calls: usize = std::env::args()
+        .nth(1)
+        .map_or(10_000, |a| a.parse().expect("CALLS is a number"));
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("root").join("profile");
+    std::fs::create_dir_all(&plugin).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/good.c");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wl,-z,now", "-Wl,-z,relro"])
+        .args(["-Wl,-z,noexecstack", "-DPLUGIN_NAME=\"profile\"", "-o"])
+        .arg(plugin.join("libprofile.so"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cc failed");
+    std::fs::write(
+        plugin.join("plugin.json"),
+        r#"{"name":"profile","description":"profile","version":"1.0.0","abi_version":1}"#,
+    )
+    .unwrap();
+    let key = SecretKey::generate();
+    sign_plugin_dir(&plugin, &key).unwrap();
+    let mut danger = skillgate::danger::Danger::default();
+    if std::env::args().nth(2).as_deref() == Some("best-effort") {
+        danger.sandbox_best_effort();
+    }
+    let policy = Policy::builder()
+        .trusted_roots([tmp.path().join("root")])
+        .keys(tmp.path().join("keys"))
+        .isolation(Isolation::Thread)
+        .danger(danger)
+        .build()
+        .unwrap();
+    let gate =
+        Gate::with_trust_store(policy, TrustStore::from_keys([key.public()]).unwrap()).unwrap();
+    let loaded = gate.verify_and_load(&plugin).unwrap();
+    let ctx = PluginContext::default();
+    let start = Instant::now();
+    let mut each: Vec<f64> = (0..calls)
+        .map(|_| {
+            let t = Instant::now();
+            loaded.execute(&ctx).unwrap();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    let took = start.elapsed();
+    each.sort_by(f64::total_cmp);
+    let at = |q: usize| each.get(calls * q / 100).copied().unwrap_or(0.0);
+    println!(
+        "{calls} thread-mode calls in {:.1} ms: p50 {:.2} us, p99 {:.2} us",
+        took.as_secs_f64() * 1e3,
+        at(50),
+        at(99)
+    );
+}
