@@ -422,6 +422,7 @@ impl Gate {
         inspected: Inspected,
         options: &LoadOptions,
     ) -> Result<LoadedPlugin, StageError> {
+        crate::stamp!("load: begin");
         // What a plugin allowed to write its workspace must not reach: what decides which
         // code this host runs.
         let mut protected = self.policy.trusted_roots.clone();
@@ -442,6 +443,7 @@ impl Gate {
         };
         let bundle = inspected.bundle();
         let record = audit_subject(bundle.manifest(), bundle.path());
+        crate::stamp!("load: protected paths");
         LoadedPlugin::start(
             inspected,
             &self.policy,

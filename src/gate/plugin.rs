@@ -95,6 +95,7 @@ impl LoadedPlugin {
         // A grant refused while planning is the host's finding: report it typed, before a
         // worker (which could only send it back as text) is started.
         plan.check_grants().map_err(SandboxError::from)?;
+        crate::stamp!("load: plan");
         let workspace_root = plan
             .workspace()
             .and_then(|w| w.path.to_str().map(str::to_owned));
@@ -129,7 +130,9 @@ impl LoadedPlugin {
                 // The first process-mode load starts the pool once its own workers were
                 // started (cold); later ones wake its refill once they are done: the
                 // refill never competes with a load.
+                crate::stamp!("load: tools env");
                 let started = Workers::start(spec, &manifest, pool.and_then(LazyPool::started));
+                crate::stamp!("load: workers started");
                 if let Some(p) = pool {
                     p.loaded();
                 }
@@ -171,6 +174,7 @@ impl LoadedPlugin {
             (!danger.is_empty()).then_some(danger.as_str()),
             (resident.libraries, resident.bytes),
         );
+        crate::stamp!("load: audited");
         Ok(LoadedPlugin {
             path,
             manifest,
