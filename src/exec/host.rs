@@ -485,9 +485,10 @@ impl ProcessExecutor {
     /// Hands a pooled worker its descriptors (one `SCM_RIGHTS` message: the log pipes'
     /// write ends, the library, the grants) and then `Init`, as [`Self::finish`] does for a
     /// cold one. A worker whose channel closed before its first frame ran no plugin code:
-    /// it is reaped and the load takes another ([`Warm::DiedWaiting`]). Its cgroup (joined
-    /// while it waited) gets the plan's `pids.max` before it is handed anything, and the
-    /// call region made for it while it waited is used.
+    /// it is reaped and the load takes another ([`Warm::DiedWaiting`]). The call region
+    /// made for it while it waited is used; its cgroup (joined while it waited) gets the
+    /// plan's `pids.max`, and its log's reader starts, after the hand-over and before
+    /// `Init`: while it wakes up, and before it runs anything of the plugin's.
     fn start_pooled(
         mut pooled: Pooled,
         library: BorrowedFd<'_>,
@@ -507,21 +508,15 @@ impl ProcessExecutor {
             pooled.end();
             return Warm::Started(Box::new(Err(LoadError::NoLibraryEntry.into())));
         };
-        if let Some(c) = &pooled.cgroup
-            && c.set_max(limits.threads).is_err()
-        {
-            pooled.end();
-            return Warm::DiedWaiting;
-        }
-        crate::stamp!("host: cgroup bound set");
-        let (log, pipes) = match PluginLog::start(manifest.name(), limits.log_bytes) {
+        // The pipes now, their reader once the worker has them (below).
+        let (prepared_log, pipes) = match PluginLog::prepare(manifest.name(), limits.log_bytes) {
             Ok(l) => l,
             Err(e) => {
                 pooled.end();
                 return failed(e);
             }
         };
-        crate::stamp!("host: log pipes + reader");
+        crate::stamp!("host: log pipes");
         let ring = match pooled.ring.take().map_or_else(HostRing::create, Ok) {
             Ok(r) => r,
             Err(e) => {
@@ -551,12 +546,12 @@ impl ProcessExecutor {
         } = pooled;
         ring.set_worker_pid(child.id());
         let joined = cgroup.is_some();
-        let worker = Worker {
+        let mut worker = Worker {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(channel)),
             ring,
             cgroup,
-            log: Some(Box::new(log)),
+            log: None,
             seq: 0,
             heard: false,
         };
@@ -566,6 +561,23 @@ impl ProcessExecutor {
             let _ = worker.end();
             return if died { Warm::DiedWaiting } else { failed(e) };
         }
+        // While the worker wakes up to its descriptors (it does nothing of the plugin's
+        // before `Init`, sent after these): the plan's task bound, then the log's reader.
+        if let Some(c) = &worker.cgroup
+            && c.set_max(limits.threads).is_err()
+        {
+            let _ = worker.end();
+            return Warm::DiedWaiting;
+        }
+        crate::stamp!("host: cgroup bound set");
+        match prepared_log.start() {
+            Ok(log) => worker.log = Some(Box::new(log)),
+            Err(e) => {
+                let _ = worker.end();
+                return failed(e);
+            }
+        }
+        crate::stamp!("host: log reader started");
         let init = init_message(plan, grant_count, limits, entry.sha256, entry.size);
         let refused = match Self::finish(worker, init, manifest, limits, deadline, joined) {
             Ok(started) => return Warm::Started(Box::new(Ok(started))),
