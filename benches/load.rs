@@ -16,6 +16,8 @@
 //! the pool is full, so the timed part takes a pooled worker while the refill thread starts
 //! its replacement beside it), and the same with `pool.size` 0 (a cold start) beside them.
 //! The 1 and 16 MiB process rows above run with `pool.size` 0: they are the cold start.
+//! Where the warm load's time goes, step by step: `benches/load_steps.rs` (a build with the
+//! load path's timing stamps).
 //!
 //! Teardown (thread exit, worker kill and reap) is outside the timed part.
 //!

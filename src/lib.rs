@@ -70,6 +70,10 @@ mod sandbox;
 pub mod sign;
 mod trust;
 
+/// The load path's timing stamps (only with `--cfg skillgate_stamps`; `benches/load_steps.rs`).
+#[cfg(skillgate_stamps)]
+#[doc(hidden)]
+pub use base::stamps as load_stamps;
 pub use base::{capped, escape};
 pub use pipeline::inspect;
 

@@ -3,8 +3,9 @@
 //! take a worker started ahead of them, enforcement is a cold start's, a worker never serves
 //! two plugins, a pooled worker that died is replaced, an empty pool is a cold start,
 //! dropping the Gate leaves no worker and no descriptor behind, a loaded plugin holds
-//! nothing of a pooled worker, and a `compat::PluginLoader` keeps one pool across its
-//! loads. Process mode only: thread isolation has no workers (a thread-mode Gate has no
+//! nothing of a pooled worker, a `compat::PluginLoader` keeps one pool across its
+//! loads, and a pooled worker waits in its own cgroup bound to one task until the hand-over
+//! gives it the plan's bound (root hosts). Process mode only: thread isolation has no workers (a thread-mode Gate has no
 //! pool, checked below). CI runs this suite again as uid 65534.
 #![allow(
     clippy::unwrap_used,
@@ -685,5 +686,104 @@ fn pooled_workers_enter_their_network_namespace_ahead_and_a_tcp_plan_starts_cold
     assert_eq!(net_ns(warm_pid) != ours, kernel_allows);
     run_good(&warm);
     run_good(&cold_plain);
+    host.assert_still_serves(&gate);
+}
+
+/// The `pids` cgroup directory `pid` sits in, if it is not the host's own (a root host
+/// gives each worker one; elsewhere there is none).
+fn own_pids_cgroup(pid: u32) -> Option<PathBuf> {
+    let of = |p: String| {
+        std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "pids")
+                    .then(|| path.trim_start_matches('/').to_owned())
+            })
+    };
+    let (worker, host) = (of(pid.to_string())?, of("self".to_owned())?);
+    (worker != host).then(|| Path::new("/sys/fs/cgroup/pids").join(worker))
+}
+
+/// `threads` for the liar's thread actions: the plan's task bound, set on a worker that
+/// waited in its cgroup with `pids.max` 1.
+const POOLED_THREADS: u64 = 32;
+
+#[test]
+fn a_pooled_worker_waits_in_its_cgroup_bound_to_one_task_and_gets_the_plans_bound() {
+    let _s = serial();
+    let host = Host::process();
+    let policy = pooled_policy(&host, 1)
+        .to_builder()
+        .limits(
+            skillgate::policy::Limits::builder()
+                .threads(POOLED_THREADS)
+                .call_timeout_ms(20_000),
+        )
+        .build()
+        .unwrap();
+    let (gate, pooled) = started_gate(&host, policy);
+    let waiting = pooled[0];
+    let cgroup = own_pids_cgroup(waiting);
+    let root = rustix::process::getuid().is_root();
+    eprintln!("root: {root}, waiting worker's cgroup: {cgroup:?}");
+    if root {
+        let dir = cgroup
+            .clone()
+            .expect("a root host gives a pooled worker its cgroup");
+        let max = std::fs::read_to_string(dir.join("pids.max")).unwrap();
+        assert_eq!(max.trim(), "1", "a waiting worker holds one task");
+    }
+    let lib = host.build("liar", "pooled-bomb", &[]);
+    let dir = host.install("pooled-bomb", &lib);
+    let plugin = gate.verify_and_load(&dir).unwrap();
+    assert_eq!(
+        plugin.worker_pid(),
+        Some(waiting),
+        "the load took the pooled worker"
+    );
+    let tasks = plugin.enforcement().tasks;
+    if root {
+        assert_eq!(
+            tasks,
+            skillgate::TaskBound::Cgroup {
+                max: POOLED_THREADS
+            }
+        );
+        let dir = cgroup.unwrap();
+        let max = std::fs::read_to_string(dir.join("pids.max")).unwrap();
+        assert_eq!(max.trim(), POOLED_THREADS.to_string(), "the plan's bound");
+    }
+    let act = |action: &str| {
+        plugin
+            .execute(&ctx(json!({ "action": action })))
+            .unwrap()
+            .output
+    };
+    // Control: the plan's bound lets 8 threads start (with `pids.max` still 1, none would).
+    let expected = if tasks == skillgate::TaskBound::NoThreads {
+        0
+    } else {
+        8
+    };
+    assert_eq!(act("threads")["threads"], expected);
+    // The bomb stops at the plan's bound, not later.
+    let out = act("thread_bomb");
+    let n = out["threads"].as_u64().unwrap();
+    if tasks == skillgate::TaskBound::NoThreads {
+        assert_eq!(n, 0, "{out:?}");
+    } else {
+        assert!((24..POOLED_THREADS).contains(&n), "{out:?}");
+        assert_eq!(out["errno"], libc::EAGAIN, "{out:?}");
+    }
+    assert_eq!(
+        act("threads")["threads"],
+        expected,
+        "the worker still serves"
+    );
     host.assert_still_serves(&gate);
 }

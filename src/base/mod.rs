@@ -20,4 +20,9 @@ pub(crate) mod perms;
 pub(crate) mod protocol;
 pub(crate) mod sealed;
 pub(crate) mod settings;
+#[cfg(skillgate_stamps)]
+#[doc(hidden)]
+pub mod stamps;
+#[cfg(not(skillgate_stamps))]
+mod stamps;
 pub(crate) mod version;

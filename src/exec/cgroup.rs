@@ -82,6 +82,12 @@ impl Cgroup {
         None
     }
 
+    /// Sets `pids.max` to `max` (a pooled worker's cgroup, made with 1 while it waited, is
+    /// given its plugin's bound at the hand-over: a write, where joining is a migration).
+    pub(super) fn set_max(&self, max: u64) -> io::Result<()> {
+        std::fs::write(self.dir.join("pids.max"), max.to_string())
+    }
+
     /// Moves `pid` (a worker that has not loaded anything yet) into the cgroup.
     pub(super) fn adopt(&self, pid: u32) -> io::Result<()> {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())

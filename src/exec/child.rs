@@ -440,15 +440,18 @@ fn run_pooled() -> Result<(), u8> {
     detach()?;
     let early = early_setup(true);
     let received = receive_handover(&channel)?;
+    crate::stamp!("worker: hand-over received");
     let grants = arrange(received, placeholder)?;
     // The channel stays at its number; `take_fds` takes it back with the rest.
     let _ = channel.into_raw_fd();
     let (channel, taken) = take_fds(grants)?;
     let mut channel = BufReader::with_capacity(CHANNEL_BUFFER, std::fs::File::from(channel));
+    crate::stamp!("worker: descriptors arranged");
     let init = read_init(&mut channel)?;
     if init.grants != grants {
         return Err(13);
     }
+    crate::stamp!("worker: init read");
     load_and_serve(channel, init, early, taken)
 }
 
@@ -476,6 +479,7 @@ fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) 
         Ok(r) => r,
         Err(detail) => return Err(fail(&mut channel, LoadFailure::Region { detail })),
     };
+    crate::stamp!("worker: ring mapped");
     let Early {
         root,
         mut namespaces,
@@ -503,10 +507,12 @@ fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) 
     if let Err(e) = set_limits(&init) {
         return Err(fail(&mut channel, setup(format!("setrlimit: {e}"))));
     }
+    crate::stamp!("worker: rlimits");
     let library = match check_library(memfd, &init) {
         Ok(l) => l,
         Err(failure) => return Err(fail(&mut channel, failure)),
     };
+    crate::stamp!("worker: library re-checked");
     if let Err(e) = plan.adopt_grant_fds(grant_fds) {
         return Err(fail(&mut channel, LoadFailure::from_error(&e.into())));
     }
@@ -527,7 +533,10 @@ fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) 
             report_failed.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(LoadError::Report(e).into());
         }
-        crate::pipeline::load::dlopen_sealed(library).map_err(ExecError::from)
+        crate::stamp!("worker: report sent");
+        let opened = crate::pipeline::load::dlopen_sealed(library).map_err(ExecError::from);
+        crate::stamp!("worker: dlopen");
+        opened
     });
     let symbols = match loaded {
         Ok((symbols, _)) => symbols,
@@ -545,7 +554,12 @@ fn load_and_serve(mut channel: Channel, init: Init, early: Early, taken: Taken) 
         Err(FaultError::OutputTooLarge { .. }) => loaded.push(METADATA_TOO_LARGE),
         Err(_) => loaded.push(METADATA_NULL),
     }
+    crate::stamp!("worker: version + metadata");
     write_frame(channel.get_mut(), Tag::Loaded, 0, &loaded).map_err(|_| 22u8)?;
+    #[cfg(skillgate_stamps)]
+    for (label, at) in crate::base::stamps::take() {
+        eprintln!("stamp {at} {label}");
+    }
     let caps = WorkerCaps {
         request_bytes: init.tool_request_bytes,
         reply_bytes: init.tool_reply_bytes,

@@ -274,7 +274,8 @@ enum Refusal {
 enum Warm {
     /// The load's outcome, as a cold start's would be.
     Started(Box<Result<(ProcessExecutor, Enforcement), ExecError>>),
-    /// The worker was gone before it heard of the plugin: take another, or start cold.
+    /// The worker was gone (or its cgroup could not be given the plan's bound) before it
+    /// heard of the plugin: take another, or start cold.
     DiedWaiting,
 }
 
@@ -353,6 +354,7 @@ impl ProcessExecutor {
         let fits = plan.grant_fds().len().saturating_add(4) <= HANDOVER_MAX_FDS
             && plan.connect_tcp().is_empty();
         while let Some(pooled) = pool.filter(|_| fits).and_then(Pool::take) {
+            crate::stamp!("host: pool take");
             let warm = Self::start_pooled(
                 pooled,
                 library,
@@ -422,7 +424,7 @@ impl ProcessExecutor {
             heard: false,
         };
         let init = init_message(plan, grant_count, limits, library_sha256, library_size);
-        Self::finish(worker, init, manifest, limits, deadline).map_err(|refused| {
+        Self::finish(worker, init, manifest, limits, deadline, false).map_err(|refused| {
             let (e, w) = *refused;
             match e {
                 Refusal::Ended(Ending::Closed) => w.closed().into(),
@@ -444,24 +446,28 @@ impl ProcessExecutor {
     }
 
     /// Puts the started worker in its cgroup (before it is told anything, so before any
-    /// plugin code can run), sends `Init` and waits for the loaded plugin. On a refusal the
-    /// worker is given back, still running, with why.
+    /// plugin code can run; `joined`: a pooled worker is in it already), sends `Init` and
+    /// waits for the loaded plugin. On a refusal the worker is given back, still running,
+    /// with why.
     fn finish(
         mut worker: Worker,
         mut init: Init,
         manifest: &Manifest,
         limits: &Limits,
         deadline: Instant,
+        joined: bool,
     ) -> Result<(Self, Enforcement), Box<(Refusal, Worker)>> {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let pid = worker.child.id();
-        if let Some(c) = &worker.cgroup
+        if !joined
+            && let Some(c) = &worker.cgroup
             && c.adopt(pid).is_err()
             && let Some(c) = worker.cgroup.take()
         {
             c.remove();
         }
         init.cgroup = worker.cgroup.is_some();
+        crate::stamp!("host: cgroup joined");
         match Self::handshake(&mut worker, &init, manifest.metadata(), deadline, timeout) {
             Ok(enforcement) => {
                 let executor = ProcessExecutor {
@@ -484,9 +490,12 @@ impl ProcessExecutor {
     /// Hands a pooled worker its descriptors (one `SCM_RIGHTS` message: the log pipes'
     /// write ends, the library, the grants) and then `Init`, as [`Self::finish`] does for a
     /// cold one. A worker whose channel closed before its first frame ran no plugin code:
-    /// it is reaped and the load takes another ([`Warm::DiedWaiting`]).
+    /// it is reaped and the load takes another ([`Warm::DiedWaiting`]). The call region
+    /// made for it while it waited is used; its cgroup (joined while it waited) gets the
+    /// plan's `pids.max`, and its log's reader starts, after the hand-over and before
+    /// `Init`: while it wakes up, and before it runs anything of the plugin's.
     fn start_pooled(
-        pooled: Pooled,
+        mut pooled: Pooled,
         library: BorrowedFd<'_>,
         manifest: &Manifest,
         limits: &Limits,
@@ -504,20 +513,23 @@ impl ProcessExecutor {
             pooled.end();
             return Warm::Started(Box::new(Err(LoadError::NoLibraryEntry.into())));
         };
-        let (log, pipes) = match PluginLog::start(manifest.name(), limits.log_bytes) {
+        // The pipes now, their reader once the worker has them (below).
+        let (prepared_log, pipes) = match PluginLog::prepare(manifest.name(), limits.log_bytes) {
             Ok(l) => l,
             Err(e) => {
                 pooled.end();
                 return failed(e);
             }
         };
-        let ring = match HostRing::create() {
+        crate::stamp!("host: log pipes");
+        let ring = match pooled.ring.take().map_or_else(HostRing::create, Ok) {
             Ok(r) => r,
             Err(e) => {
                 pooled.end();
                 return failed(e);
             }
         };
+        crate::stamp!("host: ring memfd");
         let grants = plan.grant_fds();
         let grant_count = grants.len();
         let mut fds: Vec<BorrowedFd<'_>> = vec![
@@ -530,14 +542,21 @@ impl ProcessExecutor {
         let sent = hand_over(&pooled.channel, &fds);
         drop(fds);
         drop(pipes);
-        let Pooled { child, channel } = pooled;
+        crate::stamp!("host: hand-over sent");
+        let Pooled {
+            child,
+            channel,
+            cgroup,
+            ring: _,
+        } = pooled;
         ring.set_worker_pid(child.id());
-        let worker = Worker {
+        let joined = cgroup.is_some();
+        let mut worker = Worker {
             child,
             channel: BufReader::with_capacity(CHANNEL_BUFFER, Channel::new(channel)),
             ring,
-            cgroup: Cgroup::create(limits.threads),
-            log: Some(Box::new(log)),
+            cgroup,
+            log: None,
             seq: 0,
             heard: false,
         };
@@ -547,8 +566,25 @@ impl ProcessExecutor {
             let _ = worker.end();
             return if died { Warm::DiedWaiting } else { failed(e) };
         }
+        // While the worker wakes up to its descriptors (it does nothing of the plugin's
+        // before `Init`, sent after these): the plan's task bound, then the log's reader.
+        if let Some(c) = &worker.cgroup
+            && c.set_max(limits.threads).is_err()
+        {
+            let _ = worker.end();
+            return Warm::DiedWaiting;
+        }
+        crate::stamp!("host: cgroup bound set");
+        match prepared_log.start() {
+            Ok(log) => worker.log = Some(Box::new(log)),
+            Err(e) => {
+                let _ = worker.end();
+                return failed(e);
+            }
+        }
+        crate::stamp!("host: log reader started");
         let init = init_message(plan, grant_count, limits, entry.sha256, entry.size);
-        let refused = match Self::finish(worker, init, manifest, limits, deadline) {
+        let refused = match Self::finish(worker, init, manifest, limits, deadline, joined) {
             Ok(started) => return Warm::Started(Box::new(Ok(started))),
             Err(refused) => *refused,
         };
@@ -583,6 +619,7 @@ impl ProcessExecutor {
                 Ending::Closed
             }));
         }
+        crate::stamp!("host: init sent");
         let mut phase = Phase::Restricting;
         let mut enforcement = None;
         let mut unconfirmed = None;
@@ -618,6 +655,7 @@ impl ProcessExecutor {
             }
             match (frame.tag, phase) {
                 (Tag::Restricted, Phase::Restricting) => {
+                    crate::stamp!("host: report read");
                     let mut report: Enforcement =
                         serde_json::from_slice(&frame.payload).map_err(|e| {
                             fail(violation(ProtocolViolation::Malformed {
@@ -637,6 +675,7 @@ impl ProcessExecutor {
                             read_until = deadline.min(Instant::now() + EXITING_WORKER_GRACE);
                         }
                     }
+                    crate::stamp!("host: report confirmed (/proc)");
                     phase = Phase::Loading;
                 }
                 (Tag::LoadFailed, _) => {
@@ -653,6 +692,7 @@ impl ProcessExecutor {
                     });
                 }
                 (Tag::Loaded, Phase::Loading) => {
+                    crate::stamp!("host: loaded read");
                     let (version, metadata) = parse_loaded(&frame.payload, init.output_bytes)
                         .map_err(|v| fail(violation(v)))?;
                     crate::exec::thread::check_abi(expected, version, metadata)

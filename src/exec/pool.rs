@@ -7,10 +7,14 @@
 //! largest single step of a load, about half a millisecond; a plan that grants TCP needs the
 //! host's network, so it is never handed to a pooled worker but started cold, and the
 //! worker refuses one) and then waits on its channel holding no plugin-specific right: no
-//! library, no grant, no log pipe. Everything that depends on the plugin stays in the
-//! per-plugin step, exactly as in a cold start: every rlimit and the task bound (the `pids`
-//! cgroup is made and joined at hand-over), Landlock, seccomp, the re-check of the library
-//! and the grants, and `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
+//! library, no grant, no log pipe. The host makes two things for it while it waits, both
+//! plugin-independent: its call region, and on a root host its own `pids` cgroup, joined
+//! with `pids.max` 1 (joining is a migration the kernel serialises against every fork on
+//! the machine: milliseconds of a load on a busy one, measured with
+//! `benches/load_steps.rs`). Everything that depends on the plugin stays in the per-plugin
+//! step, exactly as in a cold start: every rlimit and the task bound (the hand-over first
+//! sets the cgroup's `pids.max` to the plan's), Landlock, seccomp, the re-check of the
+//! library and the grants, and `dlopen`. Loading takes one worker and hands it, in one `SCM_RIGHTS` message on its
 //! channel, the log pipes, the sealed memfd, the call region and the grant descriptors, then
 //! `Init`; the
 //! worker puts them at the cold worker's numbers and from there is a cold worker: the same
@@ -49,6 +53,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::cgroup::Cgroup;
+use super::ring::HostRing;
 use super::spawner::{REAP_BOUND, place_fds, reap_within};
 
 /// The largest pool a policy may ask for.
@@ -67,10 +73,20 @@ const JOIN_BOUND: Duration = Duration::from_secs(5);
 /// The longest pause after failed spawns (a missing worker file), so the thread never spins.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A worker started ahead of its plugin, waiting on its channel.
+/// A worker started ahead of its plugin, waiting on its channel, with what the host made
+/// for it ahead: both are plugin-independent, and both cost a load time it does not wait
+/// for here.
 pub(super) struct Pooled {
     pub(super) child: Child,
     pub(super) channel: UnixStream,
+    /// Its own `pids` cgroup, made and joined while it waited, where the host may make one
+    /// (a root host; `None` elsewhere, and the load does not try again: a cold start on
+    /// such a host finds none either). `pids.max` is 1 until the hand-over sets the plan's
+    /// bound: joining a cgroup is a migration the kernel serialises against every fork on
+    /// the machine (milliseconds on a busy one), setting `pids.max` is a write.
+    pub(super) cgroup: Option<Cgroup>,
+    /// Its call region, made while it waited (`None` if that failed: the load makes one).
+    pub(super) ring: Option<HostRing>,
 }
 
 impl Pooled {
@@ -91,9 +107,21 @@ impl Pooled {
         let held = place_fds(&mut command, vec![placeholder, OwnedFd::from(worker_end)])?;
         let child = super::spawner::spawn(command);
         drop(held);
+        let child = child?;
+        // Joined while the worker still runs trusted code only (it waits for its
+        // hand-over); one task, so `pids.max` 1 holds it until then.
+        let cgroup = Cgroup::create(1).and_then(|c| match c.adopt(child.id()) {
+            Ok(()) => Some(c),
+            Err(_) => {
+                c.remove();
+                None
+            }
+        });
         Ok(Pooled {
-            child: child?,
+            child,
             channel: host_end,
+            cgroup,
+            ring: HostRing::create().ok(),
         })
     }
 
@@ -112,7 +140,7 @@ impl Pooled {
         matches!(poll(&mut fds, Some(&zero)), Ok(0))
     }
 
-    /// Kills and reaps it within a bound.
+    /// Kills and reaps it within a bound, then removes its cgroup.
     pub(super) fn end(mut self) {
         let _ = self.child.kill();
         if reap_within(&mut self.child, REAP_BOUND).is_none() {
@@ -120,6 +148,9 @@ impl Pooled {
                 pid = self.child.id(),
                 "a pooled worker was not reapable in time"
             );
+        }
+        if let Some(c) = self.cgroup.take() {
+            c.remove();
         }
     }
 }

@@ -422,6 +422,7 @@ impl Gate {
         inspected: Inspected,
         options: &LoadOptions,
     ) -> Result<LoadedPlugin, StageError> {
+        crate::stamp!("load: begin");
         // What a plugin allowed to write its workspace must not reach: what decides which
         // code this host runs.
         let mut protected = self.policy.trusted_roots.clone();
@@ -434,7 +435,7 @@ impl Gate {
                 .filter(|w| !matches!(w, WorkerProgram::ThisExecutable))
                 .map(|w| w.path().to_path_buf()),
         );
-        protected.extend(std::env::current_exe().ok());
+        protected.extend(this_executable().cloned());
         let workspace = WorkspaceOffer {
             dir: options.workspace.as_deref(),
             requested: inspected.bundle().manifest().workspace(),
@@ -442,6 +443,7 @@ impl Gate {
         };
         let bundle = inspected.bundle();
         let record = audit_subject(bundle.manifest(), bundle.path());
+        crate::stamp!("load: protected paths");
         LoadedPlugin::start(
             inspected,
             &self.policy,
@@ -561,6 +563,14 @@ pub struct GateStats {
 }
 
 /// The library's SHA-256 as the signed manifest lists it (and verification matched), hex.
+/// This process's executable, looked up once (a `readlink` of `/proc/self/exe` per load
+/// was a measurable part of a warm-pool load; the path of a running executable does not
+/// change).
+fn this_executable() -> Option<&'static PathBuf> {
+    static EXE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().ok()).as_ref()
+}
+
 fn library_sha256(manifest: &Manifest) -> Option<String> {
     manifest.library_entry().map(|e| hex_digest(&e.sha256))
 }

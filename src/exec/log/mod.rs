@@ -152,6 +152,15 @@ impl PluginLog {
     /// bytes per call window. The caller gives the returned write ends to the worker and
     /// keeps no copy of them.
     pub(crate) fn start(plugin: &str, limit: usize) -> io::Result<(PluginLog, LogPipes)> {
+        let (prepared, pipes) = Self::prepare(plugin, limit)?;
+        Ok((prepared.start()?, pipes))
+    }
+
+    /// [`PluginLog::start`] in two steps: the pipes now (and the loading thread's
+    /// subscriber), the reader thread with [`PreparedLog::start`]. A pooled load hands the
+    /// worker its pipes first and starts the reader while the worker wakes up; whatever
+    /// the worker writes before that waits in the pipes.
+    pub(crate) fn prepare(plugin: &str, limit: usize) -> io::Result<(PreparedLog, LogPipes)> {
         let (stdout_r, stdout_w) = io::pipe()?;
         let (stderr_r, stderr_w) = io::pipe()?;
         for r in [&stdout_r, &stderr_r] {
@@ -164,7 +173,7 @@ impl PluginLog {
             eventfd,
             stop: AtomicBool::new(false),
         });
-        let mut reader = Reader {
+        let reader = Reader {
             lines: Lines::new(plugin.to_owned(), limit),
             open: [true, true],
             shared: Arc::clone(&shared),
@@ -173,6 +182,38 @@ impl PluginLog {
         // global default at each event, like any thread (one set later is seen too).
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let dispatch = (!dispatch.is::<tracing::subscriber::NoSubscriber>()).then_some(dispatch);
+        let pipes = LogPipes {
+            stdout: stdout_w,
+            stderr: stderr_w,
+        };
+        let prepared = PreparedLog {
+            plugin: plugin.to_owned(),
+            shared,
+            reader,
+            dispatch,
+        };
+        Ok((prepared, pipes))
+    }
+}
+
+/// A plugin log whose pipes are made and whose reader is not started yet
+/// ([`PluginLog::prepare`]). Dropped unstarted, its read ends close.
+pub(crate) struct PreparedLog {
+    plugin: String,
+    shared: Arc<Shared>,
+    reader: Reader,
+    dispatch: Option<tracing::Dispatch>,
+}
+
+impl PreparedLog {
+    /// Starts the reader thread.
+    pub(crate) fn start(self) -> io::Result<PluginLog> {
+        let PreparedLog {
+            plugin,
+            shared,
+            mut reader,
+            dispatch,
+        } = self;
         let (finished, done) = mpsc::sync_channel::<()>(0);
         let thread = std::thread::Builder::new()
             .name("skillgate-log".into())
@@ -184,19 +225,16 @@ impl PluginLog {
                     None => reader.run(),
                 }
             })?;
-        let log = PluginLog {
-            plugin: plugin.to_owned(),
+        Ok(PluginLog {
+            plugin,
             shared,
             done,
             thread: Some(thread),
-        };
-        let pipes = LogPipes {
-            stdout: stdout_w,
-            stderr: stderr_w,
-        };
-        Ok((log, pipes))
+        })
     }
+}
 
+impl PluginLog {
     /// A call is about to be sent: the window open so far ends after what the worker has
     /// written by now (its "dropped" warning, if any, comes when the reader gets there) and
     /// the call's window begins.
