@@ -3,7 +3,9 @@
 # a C compiler for the test plugins, a C++ compiler for the C++ example plugin, minisign for
 # the key-format interop tests, checksec (compared with `skillgate inspect`), zlib headers
 # (an extra-DT_NEEDED fixture), and python3 (present on these machines) for one control in
-# the pipeline tests.
+# the pipeline tests, and Debian's docker-registry (the CNCF distribution server) that
+# tests/fleet.rs starts on a loopback port (as /usr/bin/docker-registry; its systemd unit is
+# never started here).
 set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
@@ -13,10 +15,11 @@ command -v python3 >/dev/null || need+=(python3)
 command -v mkfifo >/dev/null || need+=(coreutils)
 command -v checksec >/dev/null || need+=(checksec)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "setup: cc, g++, minisign, checksec, zlib headers and python3 are present"
+echo "setup: cc, g++, minisign, checksec, zlib headers, python3 and docker-registry are present"

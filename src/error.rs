@@ -31,6 +31,8 @@
 //! gets the same text from a stage error without a segment twice; `tests/verdicts.rs`
 //! checks both on a table of refusals, through the command line too.
 
+mod fleet;
+
 // Every stage error and the types its variants carry, so a host can match any refusal
 // from this one module.
 pub use crate::base::capped::{CappedError, FileKind};
@@ -56,6 +58,7 @@ pub use crate::trust::error::{
     KeyError, KeyOrigin, MarkProblem, PasswordError, RevocationError, SignatureError,
     SignatureFileError, TrustError,
 };
+pub use fleet::{FleetError, ReferenceError};
 
 /// Any failure on the way from a path to a plugin result. Its `Display` is escaped (see the
 /// module documentation).
@@ -90,6 +93,8 @@ pub enum Error {
     Fault(FaultError),
     /// The call's input could not be serialized.
     Input(InputError),
+    /// A pull from (or push to) an OCI registry refused or failed (`crate::fleet`).
+    Fleet(FleetError),
 }
 
 /// `From` for each stage error, without making it a `source()` (see the module docs).
@@ -117,6 +122,7 @@ from_stage! {
     Abi(AbiError),
     Fault(FaultError),
     Input(InputError),
+    Fleet(FleetError),
 }
 
 /// The verify stage's error is the variant of the step that refused, as it was before the
@@ -215,6 +221,7 @@ impl Error {
             Error::Abi(_) => "abi",
             Error::Fault(_) => "plugin fault",
             Error::Input(_) => "input",
+            Error::Fleet(_) => "fleet",
         }
     }
 
@@ -241,6 +248,7 @@ impl Error {
             Error::Abi(e) => e,
             Error::Fault(e) => e,
             Error::Input(e) => e,
+            Error::Fleet(e) => e,
         }
     }
 
@@ -291,6 +299,8 @@ impl Error {
             Error::Policy(_) | Error::Key(_) | Error::Input(_) => ErrorClass::Usage,
             Error::Locate(e) if e.is_io() => ErrorClass::Usage,
             Error::Fault(_) => ErrorClass::Fault,
+            Error::Fleet(FleetError::Verify { error, .. }) => error.class(),
+            Error::Fleet(e) if e.is_usage() => ErrorClass::Usage,
             _ => ErrorClass::Refused,
         }
     }

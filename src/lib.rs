@@ -57,6 +57,7 @@ pub mod compat;
 pub mod danger;
 pub mod error;
 mod exec;
+pub mod fleet;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -10,7 +10,7 @@
 //! 3. `sandbox` (the plan, Landlock, seccomp);
 //! 4. `exec` (the thread executor and the worker, both sides);
 //! 5. `policy` and `error` (each composes what the stages own);
-//! 6. `gate`, `compat`, `sign`, `fuzzing`, `live` (what hosts and authors call).
+//! 6. `gate`, `compat`, `sign`, `fuzzing`, `live`, `fleet` (what hosts and authors call).
 //!
 //! An import is any `crate::a::b` path outside comments and outside a file's unit tests,
 //! and any `super::x` path. The check is textual on purpose: it needs no compiler
@@ -31,7 +31,7 @@ fn layer(top: &str) -> Option<u8> {
         "sandbox" => 3,
         "exec" => 4,
         "policy" | "error" => 5,
-        "gate" | "compat" | "sign" | "fuzzing" | "live" => 6,
+        "gate" | "compat" | "sign" | "fuzzing" | "live" | "fleet" => 6,
         _ => return None,
     })
 }

@@ -115,6 +115,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install a plugin release from an OCI registry (or an OCI layout directory) into
+    /// ROOT/<name>, after the checks of `verify` on a staged copy; prints the manifest
+    /// digest and the installed path on stdout. A refusal leaves ROOT untouched.
+    Pull {
+        /// `oci://REGISTRY/REPO:TAG`, `oci://REGISTRY/REPO@sha256:…`, `oci-layout:DIR:TAG`
+        /// or `oci-layout:DIR@sha256:…`.
+        reference: String,
+        /// The directory to install into (usually one of the policy's trusted roots).
+        #[arg(long)]
+        root: PathBuf,
+        /// Host policy file (JSON): trust store, limits, rollback marks.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Trust store directory; overrides the policy's `keys`.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Append the audit events to FILE (as `run --audit-log`).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+    },
     /// Lower a plugin's rollback mark (an administrative act): forget the highest version
     /// seen for NAME in the policy's `state_dir`, so an older signed version may load again.
     ResetVersion {
@@ -217,6 +237,18 @@ fn verify(host: &HostArgs, json: bool, audit: Option<&logging::AuditLog>) -> u8 
     trail.finish(0)
 }
 
+/// `skillgate pull`: fetch, verify, install. Returns the exit code.
+fn pull(host: &HostArgs, reference: &str, root: &Path) -> u8 {
+    let result = gate(host).and_then(|g| skillgate::fleet::pull(&g, reference, root));
+    match result {
+        Ok(pulled) => {
+            println!("{} {}", pulled.digest, Escaped(pulled.path.display()));
+            0
+        }
+        Err(e) => report(Path::new(reference), &e),
+    }
+}
+
 /// Prints a usage or host-side error (escaped) and returns exit code 2.
 fn usage_code(msg: &str) -> u8 {
     eprintln!("skillgate: error: {}", Escaped(msg));
@@ -244,6 +276,26 @@ fn main() -> ExitCode {
             };
             let code = reset_version(&name, &policy);
             logging::settle(audit.as_ref(), code)
+        }
+        Command::Pull {
+            reference,
+            root,
+            policy,
+            keys,
+            audit_log,
+        } => {
+            let audit = match logging::install(false, audit_log.as_deref()) {
+                Ok(audit) => audit,
+                Err(msg) => return usage(&msg),
+            };
+            let host = HostArgs {
+                dir: root.clone(),
+                policy,
+                keys,
+                audit_log: None,
+            };
+            let code = pull(&host, &reference, &root);
+            logging::settle(audit.as_ref(), ExitCode::from(code))
         }
         Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
         Command::Verify { host, json } => {
