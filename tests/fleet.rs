@@ -462,3 +462,96 @@ fn manifest_over_the_size_limit_is_refused() {
         "{read} bytes came down: blobs were fetched"
     );
 }
+
+#[test]
+fn mirror_to_a_second_registry_and_to_a_layout_then_pull_from_each() {
+    let first = Registry::start();
+    let second = Registry::start();
+    let host = Host::new();
+    let name = "mirrored";
+    let dir = release(&host, name, "1.0.0", 4096);
+    let digest = push(
+        &host,
+        &dir,
+        &format!("oci://{}/plugins/{name}:1.0.0", first.host()),
+    );
+    let src = format!("oci://{}/plugins/{name}", first.host());
+    let limits = Limits::default();
+
+    // Registry to registry, by tag: the same manifest digest on the other side.
+    let dst = format!("oci://{}/mirror/{name}", second.host());
+    let done = fleet::mirror(&src, &dst, &["1.0.0".to_owned()], &limits).unwrap();
+    assert_eq!(done[0].digest, digest);
+    // Registry to a layout directory, by digest and by tag.
+    let layout = host.tmp.path().join("layout");
+    let to_layout = format!("oci-layout:{}", layout.display());
+    fleet::mirror(
+        &src,
+        &to_layout,
+        &["1.0.0".to_owned(), digest.clone()],
+        &limits,
+    )
+    .unwrap();
+    assert!(layout.join("oci-layout").is_file() && layout.join("index.json").is_file());
+    // TUF metadata rides along as files.
+    let tuf = host.tmp.path().join("tuf");
+    std::fs::create_dir_all(tuf.join("targets")).unwrap();
+    std::fs::write(tuf.join("timestamp.json"), b"{}").unwrap();
+    std::fs::write(tuf.join("targets/x"), b"y").unwrap();
+    let copied = fleet::copy_metadata(&tuf, &host.tmp.path().join("tuf-out")).unwrap();
+    assert_eq!(copied, 2);
+
+    let want = tree(&dir);
+    for (i, reference) in [
+        format!("{dst}:1.0.0"),
+        format!("{to_layout}:1.0.0"),
+        format!("{to_layout}@{digest}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let root = host.tmp.path().join(format!("site{i}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let gate = host.gate_with(host.policy_with(|p| p.trusted_roots([&root])));
+        let pulled = fleet::pull(&gate, reference, &root).unwrap();
+        assert_eq!(pulled.digest, digest, "{reference}");
+        assert_eq!(tree(&pulled.path), want, "{reference}");
+        gate.verify_and_load(&pulled.path).unwrap();
+        assert_staging_clean(&root);
+    }
+
+    // A layout is checked as a registry is: a blob altered in it is refused.
+    let library = std::fs::read(dir.join(format!("lib{name}.so"))).unwrap();
+    let blob = layout
+        .join("blobs/sha256")
+        .join(sha256(&library).strip_prefix("sha256:").unwrap());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let root = host.tmp.path().join("site-altered");
+    std::fs::create_dir_all(&root).unwrap();
+    let e = fleet::pull(&host.gate(), &format!("{to_layout}:1.0.0"), &root).unwrap_err();
+    assert!(
+        matches!(&e, Error::Fleet(FleetError::BlobDigest { file, .. }) if *file == format!("lib{name}.so")),
+        "{e:?}"
+    );
+    assert_eq!(tree(&root), BTreeMap::new());
+    assert_staging_clean(&root);
+}
+
+#[test]
+fn pull_works_from_inside_a_hosts_async_runtime() {
+    let registry = Registry::start();
+    let host = Host::new();
+    let dir = release(&host, "fromasync", "1.0.0", 0);
+    let reference = format!("oci://{}/plugins/fromasync:1.0.0", registry.host());
+    push(&host, &dir, &reference);
+    let gate = host.gate();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A blocking call inside async code: it must not panic by nesting runtimes.
+    let pulled = runtime.block_on(async { fleet::pull(&gate, &reference, &host.root) });
+    assert_eq!(tree(&pulled.unwrap().path), tree(&dir));
+}

@@ -135,6 +135,27 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         audit_log: Option<PathBuf>,
     },
+    /// Copy releases, digest for digest, from one registry (or layout directory) to another
+    /// registry or an OCI layout directory, for sites without network access; optionally
+    /// the TUF metadata directory too. Prints each release's manifest digest.
+    Mirror {
+        /// Source repository: `oci://REGISTRY/REPO` or `oci-layout:DIR`.
+        src: String,
+        /// Destination: `oci://REGISTRY/REPO` or `oci-layout:DIR` (created if missing).
+        dst: String,
+        /// Tags or `sha256:` manifest digests to copy.
+        #[arg(required = true)]
+        releases: Vec<String>,
+        /// Host policy whose limits bound what is read (default: the default limits).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// A TUF metadata directory to copy along (plain file copy; hosts check it).
+        #[arg(long, requires = "tuf_out")]
+        tuf_metadata: Option<PathBuf>,
+        /// Where to copy the TUF metadata.
+        #[arg(long, requires = "tuf_metadata")]
+        tuf_out: Option<PathBuf>,
+    },
     /// Lower a plugin's rollback mark (an administrative act): forget the highest version
     /// seen for NAME in the policy's `state_dir`, so an older signed version may load again.
     ResetVersion {
@@ -249,6 +270,34 @@ fn pull(host: &HostArgs, reference: &str, root: &Path) -> u8 {
     }
 }
 
+/// `skillgate mirror`: copy releases (and TUF metadata). Returns the exit code.
+fn mirror(
+    src: &str,
+    dst: &str,
+    releases: &[String],
+    policy: Option<&Path>,
+    tuf: Option<(&Path, &Path)>,
+) -> u8 {
+    let limits = match policy.map(Policy::from_file).transpose() {
+        Ok(p) => p.map(|p| p.limits().clone()).unwrap_or_default(),
+        Err(e) => return report(Path::new(src), &Error::from(e)),
+    };
+    match skillgate::fleet::mirror(src, dst, releases, &limits) {
+        Ok(done) => {
+            for m in done {
+                println!("{} {}", m.digest, Escaped(&m.release));
+            }
+        }
+        Err(e) => return report(Path::new(src), &e),
+    }
+    if let Some((from, to)) = tuf
+        && let Err(e) = skillgate::fleet::copy_metadata(from, to)
+    {
+        return report(from, &e);
+    }
+    0
+}
+
 /// Prints a usage or host-side error (escaped) and returns exit code 2.
 fn usage_code(msg: &str) -> u8 {
     eprintln!("skillgate: error: {}", Escaped(msg));
@@ -297,6 +346,20 @@ fn main() -> ExitCode {
             let code = pull(&host, &reference, &root);
             logging::settle(audit.as_ref(), ExitCode::from(code))
         }
+        Command::Mirror {
+            src,
+            dst,
+            releases,
+            policy,
+            tuf_metadata,
+            tuf_out,
+        } => ExitCode::from(mirror(
+            &src,
+            &dst,
+            &releases,
+            policy.as_deref(),
+            tuf_metadata.as_deref().zip(tuf_out.as_deref()),
+        )),
         Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
         Command::Verify { host, json } => {
             let audit = match logging::install(false, host.audit_log.as_deref()) {

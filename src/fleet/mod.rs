@@ -24,6 +24,7 @@
 
 pub mod artifact;
 pub mod install;
+pub mod mirror;
 pub mod oci;
 pub mod reference;
 mod source;
@@ -36,6 +37,7 @@ use crate::trust::store::TrustStore;
 
 pub use artifact::{ARTIFACT_TYPE, FILE_MEDIA_TYPE, OCI_MANIFEST, TITLE, manifest_bound};
 pub use install::{Pulled, staging_base};
+pub use mirror::{Mirrored, copy_metadata, mirror};
 pub use reference::{MAX_REFERENCE_LEN, Reference, Selector};
 
 /// Installs the release `reference` names (`oci://REGISTRY/REPO:TAG`,
