@@ -555,3 +555,100 @@ fn pull_works_from_inside_a_hosts_async_runtime() {
     let pulled = runtime.block_on(async { fleet::pull(&gate, &reference, &host.root) });
     assert_eq!(tree(&pulled.unwrap().path), tree(&dir));
 }
+
+/// Pushes `files` (title → bytes) as a skillgate artifact tagged `tag`, the way a hostile
+/// registry (or anyone who can write to it) could: no verification first.
+fn push_raw(registry: &Registry, repo: &str, tag: &str, files: &[(String, Vec<u8>)]) {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    let reference =
+        oci_client::Reference::with_tag(registry.host(), repo.to_owned(), tag.to_owned());
+    let descriptor = |media: &str, bytes: &[u8], title: Option<&str>| {
+        let mut d = serde_json::json!({
+            "mediaType": media, "digest": sha256(bytes), "size": bytes.len(),
+        });
+        if let Some(t) = title {
+            d["annotations"] = serde_json::json!({ fleet::TITLE: t });
+        }
+        d
+    };
+    let config = br#"{"name":"x","version":"1.0.0"}"#.to_vec();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": fleet::OCI_MANIFEST,
+        "artifactType": fleet::ARTIFACT_TYPE,
+        "config": descriptor(fleet::ARTIFACT_TYPE, &config, None),
+        "layers": files.iter().map(|(t, b)| descriptor(fleet::FILE_MEDIA_TYPE, b, Some(t))).collect::<Vec<_>>(),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for bytes in std::iter::once(&config).chain(files.iter().map(|(_, b)| b)) {
+            client
+                .push_blob(&reference, bytes.clone(), &sha256(bytes))
+                .await
+                .unwrap();
+        }
+        client
+            .push_manifest_raw(
+                &reference,
+                serde_json::to_vec(&manifest).unwrap(),
+                fleet::OCI_MANIFEST.parse().unwrap(),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_file_the_signed_manifest_does_not_list_is_refused_by_verification() {
+    let registry = Registry::start();
+    let host = Host::new();
+    let name = "extrafile";
+    let dir = release(&host, name, "1.0.0", 0);
+    let mut files: Vec<(String, Vec<u8>)> = tree(&dir).into_iter().collect();
+    // Control: the signed files alone, pushed raw, pull.
+    push_raw(&registry, "plugins/extrafile", "good", &files);
+    let gate = host.gate();
+    let good = format!("oci://{}/plugins/extrafile:good", registry.host());
+    fleet::pull(&gate, &good, &host.root).unwrap();
+    std::fs::remove_dir_all(host.root.join(name)).unwrap();
+
+    // The registry adds a file no signature covers.
+    files.push(("preload.so".to_owned(), b"\x7fELF not really".to_vec()));
+    push_raw(&registry, "plugins/extrafile", "extra", &files);
+    let extra = format!("oci://{}/plugins/extrafile:extra", registry.host());
+    let e = fleet::pull(&gate, &extra, &host.root).unwrap_err();
+    assert!(
+        matches!(&e, Error::Fleet(FleetError::Verify { stage: Stage::Digests, error })
+            if matches!(&**error, Error::Integrity(skillgate::error::IntegrityError::UnlistedFile { file, .. }) if file == "preload.so")),
+        "{e:?}"
+    );
+    assert_eq!(tree(&host.root), BTreeMap::new());
+    assert_staging_clean(&host.root);
+
+    // A title that climbs out of the staging directory is refused before any blob is read.
+    push_raw(
+        &registry,
+        "plugins/extrafile",
+        "climb",
+        &[
+            ("plugin.json".to_owned(), b"{}".to_vec()),
+            ("../../escape".to_owned(), b"x".to_vec()),
+        ],
+    );
+    let climb = format!("oci://{}/plugins/extrafile:climb", registry.host());
+    let e = fleet::pull(&gate, &climb, &host.root).unwrap_err();
+    assert!(
+        matches!(&e, Error::Fleet(FleetError::Layer { title, .. }) if title == "../../escape"),
+        "{e:?}"
+    );
+    assert!(!host.tmp.path().join("escape").exists());
+    assert_staging_clean(&host.root);
+    host.assert_still_serves(&gate);
+}
