@@ -14,7 +14,8 @@
 //! 4. **Verify** the staged directory with exactly the code `skillgate verify` runs
 //!    (`Gate::verify_and_inspect_beneath`): signature, manifest, trust rules, every
 //!    file's size and SHA-256, no file the signed manifest does not list, the ELF checks,
-//!    and the rollback mark (raised here, as a local verification raises it).
+//!    and the rollback mark (raised here, as a local verification raises it; an install
+//!    that then fails leaves it raised, as a verified local copy would).
 //! 5. **Freshness** (when the policy names a TUF repository).
 //! 6. **Install**: rename into `ROOT/<signed name>`. When that directory exists the two are
 //!    swapped with one `renameat2(RENAME_EXCHANGE)` and the old release, now in staging, is
