@@ -7,7 +7,7 @@
 //!
 //! One function per event, so every call site names its fields the same way and an event
 //! cannot be missing one: `verified`, `refused`, `loaded`, `unloaded`, `fault`, `limit`,
-//! `waived` and `mark_reset` fire in this crate; `reloaded`, `reload_refused`, `restarted`,
+//! `waived`, `mark_reset`, `pulled` and `pushed` fire in this crate; `reloaded`, `reload_refused`, `restarted`,
 //! `cancelled` and `tool` are the events of hot reload, restart, cancellation and host
 //! tools, ready for that code to call; `freshness` is the TUF check of a release.
 //!
@@ -21,8 +21,9 @@
 //! it needs from the layers above (a stage, an error's kind, an isolation mode) it takes as
 //! text from the caller.
 //!
-//! Levels: INFO for `verified`, `loaded`, `unloaded`, `reloaded`, `restarted` and an
-//! allowed `tool` and a `fresh` release; WARN for a `stale` release, `refused`, `reload_refused`, `cancelled`, a denied `tool`,
+//! Levels: INFO for `verified`, `pulled`, `pushed`, `loaded`, `unloaded`, `reloaded`,
+//! `restarted`, an allowed `tool` and a `fresh` release; WARN for a `stale` release,
+//! `refused`, `reload_refused`, `cancelled`, a denied `tool`,
 //! `fault`, `limit`, `waived` and `mark_reset` — and for a `verified` or `loaded` event
 //! that carries `danger` (a policy weakening checks is in force).
 
@@ -224,6 +225,25 @@ pub(crate) fn mark_reset(plugin: &str, old: Option<&str>, state_dir: &Path) {
         {},
         "rollback mark reset by an administrator"
     );
+}
+
+/// `event = "pulled"`: a release fetched from a registry (or layout directory) passed the
+/// verification `skillgate verify` runs and was installed at `path`. `reference` is what
+/// was asked for, `digest` the manifest digest installed (a tag resolved first).
+pub(crate) fn pulled(s: &Subject<'_>, reference: &str, digest: &str) {
+    emit!(tracing::Level::INFO, "pulled", s, {
+        reference = %Escaped(reference),
+        digest = %Escaped(digest),
+    }, "plugin pulled and installed");
+}
+
+/// `event = "pushed"`: a signed plugin directory (at `path`) was published to `reference`
+/// as the manifest `digest`.
+pub(crate) fn pushed(s: &Subject<'_>, reference: &str, digest: &str) {
+    emit!(tracing::Level::INFO, "pushed", s, {
+        reference = %Escaped(reference),
+        digest = %Escaped(digest),
+    }, "plugin pushed");
 }
 
 /// `event = "reloaded"`: a loaded plugin was replaced by a newer release, verified in full;

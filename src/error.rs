@@ -31,6 +31,8 @@
 //! gets the same text from a stage error without a segment twice; `tests/verdicts.rs`
 //! checks both on a table of refusals, through the command line too.
 
+mod fleet;
+
 // Every stage error and the types its variants carry, so a host can match any refusal
 // from this one module.
 pub use crate::base::capped::{CappedError, FileKind};
@@ -57,6 +59,7 @@ pub use crate::trust::error::{
     KeyError, KeyOrigin, MarkProblem, PasswordError, RevocationError, SignatureError,
     SignatureFileError, TrustError,
 };
+pub use fleet::{FleetError, ReferenceError};
 
 /// Any failure on the way from a path to a plugin result. Its `Display` is escaped (see the
 /// module documentation).
@@ -94,6 +97,8 @@ pub enum Error {
     /// The policy's TUF repository does not list the release as current (or could not be
     /// read): `skillgate::fleet::freshness`.
     Freshness(FreshnessError),
+    /// A pull from (or push to) an OCI registry refused or failed (`crate::fleet`).
+    Fleet(FleetError),
 }
 
 /// `From` for each stage error, without making it a `source()` (see the module docs).
@@ -122,6 +127,7 @@ from_stage! {
     Fault(FaultError),
     Input(InputError),
     Freshness(FreshnessError),
+    Fleet(FleetError),
 }
 
 /// The verify stage's error is the variant of the step that refused, as it was before the
@@ -221,6 +227,7 @@ impl Error {
             Error::Fault(_) => "plugin fault",
             Error::Input(_) => "input",
             Error::Freshness(_) => "freshness",
+            Error::Fleet(_) => "fleet",
         }
     }
 
@@ -248,6 +255,7 @@ impl Error {
             Error::Fault(e) => e,
             Error::Input(e) => e,
             Error::Freshness(e) => e,
+            Error::Fleet(e) => e,
         }
     }
 
@@ -299,6 +307,8 @@ impl Error {
             Error::Locate(e) if e.is_io() => ErrorClass::Usage,
             Error::Freshness(e) if e.is_host_problem() => ErrorClass::Usage,
             Error::Fault(_) => ErrorClass::Fault,
+            Error::Fleet(FleetError::Verify { error, .. }) => error.class(),
+            Error::Fleet(e) if e.is_usage() => ErrorClass::Usage,
             _ => ErrorClass::Refused,
         }
     }

@@ -48,6 +48,18 @@ pub fn signature_file(data: &[u8]) {
     }
 }
 
+/// A plugin reference (`oci://…`, `oci-layout:…`): what parses prints back to text that
+/// parses to the same reference.
+pub fn oci_reference(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(parsed) = crate::fleet::reference::parse(text) {
+        let again = crate::fleet::reference::parse(&parsed.to_string());
+        assert!(again.is_ok_and(|a| a == parsed));
+    }
+}
+
 /// A minisign-format public key file.
 pub fn public_key(data: &[u8]) {
     if let Ok(key) = PublicKey::parse_minisign(data) {

@@ -11,7 +11,7 @@ use skillgate::fuzzing;
 /// decoding its bytes the way `arbitrary` would not, so it gets a fixed set of cases below.
 type Entry = fn(&[u8]);
 
-const TARGETS: [(&str, Entry); 9] = [
+const TARGETS: [(&str, Entry); 10] = [
     ("manifest", fuzzing::manifest),
     ("signature_file", fuzzing::signature_file),
     ("public_key", fuzzing::public_key),
@@ -21,6 +21,7 @@ const TARGETS: [(&str, Entry); 9] = [
     ("ipc_frame", fuzzing::ipc_frame),
     ("ring_reply", fuzzing::ring_reply),
     ("elf", fuzzing::elf),
+    ("oci_reference", fuzzing::oci_reference),
 ];
 
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
@@ -139,4 +140,22 @@ fn the_structured_target_round_trips_and_refuses_every_flip() {
         name: "../x\u{0}".into(),
         ..base
     });
+}
+
+#[test]
+fn reference_seeds_parse_or_not_as_named() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/oci_reference");
+    for (seed, valid) in [
+        ("seed-tag", true),
+        ("seed-digest-v6", true),
+        ("seed-layout-tag", true),
+        ("seed-dotdot", false),
+    ] {
+        let text = std::fs::read_to_string(dir.join(seed)).unwrap();
+        assert_eq!(
+            skillgate::fleet::reference::parse(&text).is_ok(),
+            valid,
+            "{seed}"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! default policy, or `--policy FILE`'s `elf` and `danger.elf` sections and limits) and
 //! refuses to sign a library that host would refuse, listing each failing check with the
 //! build flags that fix it; `--no-check` signs anyway, for a host whose policy differs.
+//! `push` publishes a signed directory to an OCI registry and prints the manifest digest.
 //! Exit codes: 0 success; 1 refused (verification, or signing a library the policy would
 //! refuse); 2 usage or I/O error (a wrong password included).
 
@@ -106,6 +107,18 @@ enum Command {
         /// Plugin directory.
         dir: PathBuf,
         /// Public key file.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Publish a signed plugin directory to an OCI registry as an artifact (one blob per
+    /// file; see the README's "Distributing plugins to many machines"), after verifying it
+    /// against the public key. Prints the manifest digest (`sha256:…`) on stdout.
+    Push {
+        /// Plugin directory (signed).
+        dir: PathBuf,
+        /// Where to: `oci://REGISTRY/REPO:TAG` (plain HTTP only for a loopback registry).
+        reference: String,
+        /// Public key file the directory must verify against.
         #[arg(long)]
         public_key: PathBuf,
     },
@@ -395,6 +408,28 @@ fn main() -> ExitCode {
                     let e = skillgate::Error::from(e);
                     let class = e.class();
                     eprintln!("skill-sign: refused: {}: {e}", Escaped(dir.display()));
+                    ExitCode::from(class.exit_code())
+                }
+            }
+        }
+        Command::Push {
+            dir,
+            reference,
+            public_key,
+        } => {
+            let trust =
+                match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {
+                    Ok(t) => t,
+                    Err(e) => return error(chain(&e)),
+                };
+            match skillgate::fleet::push(&dir, &trust, &reference) {
+                Ok(pushed) => {
+                    println!("{}", pushed.digest);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let class = e.class();
+                    eprintln!("skill-sign: push refused: {}: {e}", Escaped(dir.display()));
                     ExitCode::from(class.exit_code())
                 }
             }

@@ -115,6 +115,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install a plugin release from an OCI registry (or an OCI layout directory) into
+    /// ROOT/<name>, after the checks of `verify` on a staged copy; prints the manifest
+    /// digest and the installed path on stdout. A refusal leaves ROOT untouched.
+    Pull {
+        /// `oci://REGISTRY/REPO:TAG`, `oci://REGISTRY/REPO@sha256:…`, `oci-layout:DIR:TAG`
+        /// or `oci-layout:DIR@sha256:…`.
+        reference: String,
+        /// The directory to install into (usually one of the policy's trusted roots).
+        #[arg(long)]
+        root: PathBuf,
+        /// Host policy file (JSON): trust store, limits, rollback marks.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Trust store directory; overrides the policy's `keys`.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Append the audit events to FILE (as `run --audit-log`).
+        #[arg(long, value_name = "FILE")]
+        audit_log: Option<PathBuf>,
+    },
+    /// Copy releases, digest for digest, from one registry (or layout directory) to another
+    /// registry or an OCI layout directory, for sites without network access; optionally
+    /// the TUF metadata directory too. Prints each release's manifest digest.
+    Mirror {
+        /// Source repository: `oci://REGISTRY/REPO` or `oci-layout:DIR`.
+        src: String,
+        /// Destination: `oci://REGISTRY/REPO` or `oci-layout:DIR` (created if missing).
+        dst: String,
+        /// Tags or `sha256:` manifest digests to copy.
+        #[arg(required = true)]
+        releases: Vec<String>,
+        /// Host policy whose limits bound what is read (default: the default limits).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// A TUF metadata directory to copy along (plain file copy; hosts check it).
+        #[arg(long, requires = "tuf_out")]
+        tuf_metadata: Option<PathBuf>,
+        /// Where to copy the TUF metadata.
+        #[arg(long, requires = "tuf_metadata")]
+        tuf_out: Option<PathBuf>,
+    },
     /// Lower a plugin's rollback mark (an administrative act): forget the highest version
     /// seen for NAME in the policy's `state_dir`, so an older signed version may load again.
     ResetVersion {
@@ -274,6 +315,46 @@ fn verify(host: &HostArgs, json: bool, audit: Option<&logging::AuditLog>) -> u8 
     trail.finish(0)
 }
 
+/// `skillgate pull`: fetch, verify, install. Returns the exit code.
+fn pull(host: &HostArgs, reference: &str, root: &Path) -> u8 {
+    let result = gate(host).and_then(|g| skillgate::fleet::pull(&g, reference, root));
+    match result {
+        Ok(pulled) => {
+            println!("{} {}", pulled.digest, Escaped(pulled.path.display()));
+            0
+        }
+        Err(e) => report(Path::new(reference), &e),
+    }
+}
+
+/// `skillgate mirror`: copy releases (and TUF metadata). Returns the exit code.
+fn mirror(
+    src: &str,
+    dst: &str,
+    releases: &[String],
+    policy: Option<&Path>,
+    tuf: Option<(&Path, &Path)>,
+) -> u8 {
+    let limits = match policy.map(Policy::from_file).transpose() {
+        Ok(p) => p.map(|p| p.limits().clone()).unwrap_or_default(),
+        Err(e) => return report(Path::new(src), &Error::from(e)),
+    };
+    match skillgate::fleet::mirror(src, dst, releases, &limits) {
+        Ok(done) => {
+            for m in done {
+                println!("{} {}", m.digest, Escaped(&m.release));
+            }
+        }
+        Err(e) => return report(Path::new(src), &e),
+    }
+    if let Some((from, to)) = tuf
+        && let Err(e) = skillgate::fleet::copy_metadata(from, to)
+    {
+        return report(from, &e);
+    }
+    0
+}
+
 /// Prints a usage or host-side error (escaped) and returns exit code 2.
 fn usage_code(msg: &str) -> u8 {
     eprintln!("skillgate: error: {}", Escaped(msg));
@@ -302,6 +383,40 @@ fn main() -> ExitCode {
             let code = reset_version(&name, &policy);
             logging::settle(audit.as_ref(), code)
         }
+        Command::Pull {
+            reference,
+            root,
+            policy,
+            keys,
+            audit_log,
+        } => {
+            let audit = match logging::install(false, audit_log.as_deref()) {
+                Ok(audit) => audit,
+                Err(msg) => return usage(&msg),
+            };
+            let host = HostArgs {
+                dir: root.clone(),
+                policy,
+                keys,
+                audit_log: None,
+            };
+            let code = pull(&host, &reference, &root);
+            logging::settle(audit.as_ref(), ExitCode::from(code))
+        }
+        Command::Mirror {
+            src,
+            dst,
+            releases,
+            policy,
+            tuf_metadata,
+            tuf_out,
+        } => ExitCode::from(mirror(
+            &src,
+            &dst,
+            &releases,
+            policy.as_deref(),
+            tuf_metadata.as_deref().zip(tuf_out.as_deref()),
+        )),
         Command::Doctor { policy, json } => doctor_cmd::run(policy.as_deref(), json),
         Command::Freshness {
             name,

@@ -331,7 +331,17 @@ impl Gate {
 
     /// Locates and verifies, keeping in `at` how far it got; no audit event.
     fn verify_at(&self, path: &Path, at: &mut Progress) -> Result<Verified<Bundle>, StageError> {
-        let dir = locate(&self.roots, path).map_err(|e| StageError {
+        self.verify_among(&self.roots, path, at)
+    }
+
+    /// [`Gate::verify_at`] with `roots` as the trusted roots.
+    fn verify_among(
+        &self,
+        roots: &[TrustedRoot],
+        path: &Path,
+        at: &mut Progress,
+    ) -> Result<Verified<Bundle>, StageError> {
+        let dir = locate(roots, path).map_err(|e| StageError {
             stage: Stage::Locate,
             error: e.into(),
         })?;
@@ -391,16 +401,44 @@ impl Gate {
         &self,
         path: impl AsRef<Path>,
     ) -> Result<Inspected, StageError> {
-        let path = path.as_ref();
+        self.verify_and_inspect_among(&self.roots, path.as_ref())
+    }
+
+    /// [`Gate::verify_and_inspect_staged`] for a plugin directory beneath `root`, a
+    /// directory the policy does not list: `crate::fleet` verifies a release it staged
+    /// this way, by the same code and with the same trust store, rules, limits and
+    /// rollback marks as a local directory, `root` standing in for the trusted roots
+    /// (it is opened and checked as one: no symlinks, not writable by others).
+    pub(crate) fn verify_and_inspect_beneath(
+        &self,
+        root: &Path,
+        path: &Path,
+    ) -> Result<Inspected, StageError> {
+        let staged = TrustedRoot::open(root).map_err(|e| StageError {
+            stage: Stage::Locate,
+            error: e.into(),
+        })?;
+        self.verify_and_inspect_among(std::slice::from_ref(&staged), path)
+    }
+
+    fn verify_and_inspect_among(
+        &self,
+        roots: &[TrustedRoot],
+        path: &Path,
+    ) -> Result<Inspected, StageError> {
         let mut at = Progress::new();
         let mut sha256 = None;
-        let inspected = self.verify_at(path, &mut at).and_then(|verified| {
-            sha256 = library_sha256(verified.manifest());
-            inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| StageError {
-                stage: Stage::Inspect,
-                error: e.into(),
-            })
-        });
+        let inspected = self
+            .verify_among(roots, path, &mut at)
+            .and_then(|verified| {
+                sha256 = library_sha256(verified.manifest());
+                inspect(verified, &self.policy.elf, self.policy.danger.elf()).map_err(|e| {
+                    StageError {
+                        stage: Stage::Inspect,
+                        error: e.into(),
+                    }
+                })
+            });
         let outcome = inspected.as_ref().map(Inspected::bundle);
         self.audit_verification(path, &at, sha256.as_deref(), outcome);
         inspected

@@ -9,6 +9,7 @@
 )]
 
 pub mod build;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
