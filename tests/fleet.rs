@@ -16,12 +16,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
-use skillgate::error::{FleetError, TrustError};
+use skillgate::error::{FleetError, FreshnessError, TrustError};
 use skillgate::fleet;
-use skillgate::policy::{Isolation, Limits, Policy, TrustPolicy};
+use skillgate::policy::{FreshnessSettings, Isolation, Limits, Policy, TrustPolicy};
 use skillgate::{Error, Gate, PluginContext, Stage, TrustStore};
 use support::Host;
 use support::registry::{Proxy, Registry};
+use support::tuf::{Publication, Repo, set_mode};
 
 /// Builds `good.c` as plugin `name` at `version` and lays it out, signed, in an author's
 /// directory outside every root; `data` adds a file `data/blob.bin` of that many bytes.
@@ -650,5 +651,136 @@ fn a_file_the_signed_manifest_does_not_list_is_refused_by_verification() {
     );
     assert!(!host.tmp.path().join("escape").exists());
     assert_staging_clean(&host.root);
+    host.assert_still_serves(&gate);
+}
+
+/// `state_policy` with a `freshness` section naming `repo` (its metadata directory, its
+/// root pinned, a state directory of its own per host).
+fn fresh_policy(host: &Host, repo: &Repo, isolation: Isolation) -> Policy {
+    let state = host.tmp.path().join("state");
+    let tuf_state = host.tmp.path().join("tuf-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::create_dir_all(&tuf_state).unwrap();
+    set_mode(&tuf_state, 0o700);
+    let metadata = repo.metadata();
+    let settings = FreshnessSettings::new(
+        repo.root_path(),
+        &repo.root_sha256(),
+        metadata.to_str().unwrap(),
+        tuf_state,
+    )
+    .unwrap();
+    host.policy_with(|p| {
+        p.isolation(isolation)
+            .trust(TrustPolicy::from_json(br#"{"state_dir":"state"}"#, host.tmp.path()).unwrap())
+            .freshness(settings)
+    })
+}
+
+/// The OCI manifest bytes of a pushed release, as the registry stores them (what an
+/// operator lists in the TUF repository).
+fn manifest_bytes(registry: &Registry, digest: &str) -> Vec<u8> {
+    let bytes = std::fs::read(registry.blob_file(digest)).unwrap();
+    assert_eq!(sha256(&bytes), digest);
+    bytes
+}
+
+#[test]
+fn a_pull_installs_only_what_tuf_lists_now_and_a_stale_release_raises_no_mark() {
+    let registry = Registry::start();
+    for host in Host::each_mode() {
+        let mode = host.isolation;
+        let name = format!("fresh{}", if mode == Isolation::Thread { "t" } else { "p" });
+        let stable = format!("oci://{}/plugins/{name}:stable", registry.host());
+        let (v1, v2, v3) = (
+            release(&host, &name, "1.0.0", 0),
+            release(&host, &name, "2.0.0", 0),
+            release(&host, &name, "3.0.0", 0),
+        );
+        let d1 = push(
+            &host,
+            &v1,
+            &format!("oci://{}/plugins/{name}:1", registry.host()),
+        );
+        let d2 = push(
+            &host,
+            &v2,
+            &format!("oci://{}/plugins/{name}:2", registry.host()),
+        );
+        push(
+            &host,
+            &v3,
+            &format!("oci://{}/plugins/{name}:3", registry.host()),
+        );
+
+        // The operator lists 1.0.0, then replaces it by 2.0.0; 3.0.0 is signed and pushed
+        // but never listed (withdrawn before release, say).
+        let mut repo = Repo::new();
+        repo.add_release(&name, "1.0.0", &manifest_bytes(&registry, &d1));
+        repo.publish(Publication::serial(1));
+        let gate = host.gate_with(fresh_policy(&host, &repo, mode));
+        push(&host, &v1, &stable);
+        assert_eq!(fleet::pull(&gate, &stable, &host.root).unwrap().digest, d1);
+
+        repo.releases.clear();
+        repo.add_release(&name, "2.0.0", &manifest_bytes(&registry, &d2));
+        repo.publish(Publication::serial(2));
+        push(&host, &v2, &stable);
+        assert_eq!(fleet::pull(&gate, &stable, &host.root).unwrap().digest, d2);
+        let installed = tree(&host.root);
+
+        // The tag moved to the signed, unlisted 3.0.0: refused by freshness before
+        // verification, so its version never reaches the rollback mark...
+        push(&host, &v3, &stable);
+        let e = fleet::pull(&gate, &stable, &host.root).unwrap_err();
+        assert!(
+            matches!(&e, Error::Freshness(FreshnessError::NotListed { target })
+                if *target == format!("{name}/3.0.0")),
+            "{mode:?}: {e:?}"
+        );
+        assert_eq!(tree(&host.root), installed, "{mode:?}: 2.0.0 stays");
+        assert_staging_clean(&host.root);
+        // ... so the listed 2.0.0 still installs (a mark raised to 3.0.0 would refuse it).
+        let by_digest = format!("oci://{}/plugins/{name}@{d2}", registry.host());
+        assert_eq!(
+            fleet::pull(&gate, &by_digest, &host.root).unwrap().digest,
+            d2
+        );
+
+        // The tag moved back to the older signed 1.0.0, no longer listed: refused by
+        // freshness (and the rollback mark would refuse it too).
+        push(&host, &v1, &stable);
+        let e = fleet::pull(&gate, &stable, &host.root).unwrap_err();
+        assert!(
+            matches!(&e, Error::Freshness(FreshnessError::NotListed { target })
+                if *target == format!("{name}/1.0.0")),
+            "{mode:?}: {e:?}"
+        );
+        assert_eq!(tree(&host.root), installed, "{mode:?}: 2.0.0 stays");
+
+        // The installed release runs.
+        let plugin = gate.verify_and_load(host.root.join(&name)).unwrap();
+        let result = plugin.execute(&PluginContext::default()).unwrap();
+        assert_eq!(result.output["marker"], "2.0.0", "{mode:?}");
+        drop(plugin);
+        host.assert_still_serves(&gate);
+    }
+}
+
+/// Without a `freshness` section the same unlisted release installs: the refusal above is
+/// the freshness check's, not another stage's.
+#[test]
+fn without_a_freshness_section_an_unlisted_release_installs() {
+    let registry = Registry::start();
+    let host = Host::new();
+    let name = "unlisted";
+    let v3 = release(&host, name, "3.0.0", 0);
+    let reference = format!("oci://{}/plugins/{name}:3", registry.host());
+    let d3 = push(&host, &v3, &reference);
+    let gate = host.gate_with(state_policy(&host, Isolation::Process));
+    assert_eq!(
+        fleet::pull(&gate, &reference, &host.root).unwrap().digest,
+        d3
+    );
     host.assert_still_serves(&gate);
 }

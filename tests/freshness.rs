@@ -8,240 +8,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, HashMap};
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sha2::Digest as _;
 use skillgate::error::{Error, FreshnessError, PolicyError, TufRole};
 use skillgate::fleet::freshness::{Freshness, target_name};
 use skillgate::policy::FreshnessSettings;
 use skillgate::{Isolation, Policy};
-use tough::editor::RepositoryEditor;
-use tough::editor::signed::SignedRole;
-use tough::key_source::{KeySource, LocalKeySource};
-use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Target};
+use support::tuf::{Publication, Repo, digest_of, manifest, runtime, set_mode};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn in_days(days: i64) -> jiff::Timestamp {
-    jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(24 * days))
-        .unwrap()
-}
-
-fn one() -> NonZeroU64 {
-    NonZeroU64::new(1).unwrap()
-}
-
-fn nz(n: u64) -> NonZeroU64 {
-    NonZeroU64::new(n).unwrap()
-}
-
-/// An ed25519 signing key as tough reads it: PKCS#8 (v2) DER in a file.
-fn keygen(path: &Path) {
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    std::fs::write(path, doc.as_ref()).unwrap();
-}
-
-/// The versions and timestamp expiry of one publication.
-#[derive(Clone, Copy)]
-struct Publication {
-    targets: u64,
-    snapshot: u64,
-    timestamp: u64,
-    timestamp_expires_in_days: i64,
-}
-
-impl Publication {
-    fn serial(n: u64) -> Self {
-        Publication {
-            targets: n,
-            snapshot: n,
-            timestamp: n,
-            timestamp_expires_in_days: 1,
-        }
-    }
-}
-
-/// A TUF repository as an operator keeps it: an offline root key, an online key for
-/// targets, snapshot and timestamp, `root.json`, and the metadata directory it publishes.
-struct Repo {
-    dir: tempfile::TempDir,
-    /// The key files' extension: `der` (ed25519 PKCS#8) or `pem` (RSA, from openssl).
-    ext: &'static str,
-    /// The releases listed: target name -> the manifest file.
-    releases: BTreeMap<String, PathBuf>,
-}
-
-/// A release's OCI manifest bytes: what `skill-sign push` uploads (its exact form does not
-/// matter to TUF, only its bytes).
-fn manifest(name: &str, version: &str, salt: &str) -> Vec<u8> {
-    format!(
-        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"annotations\":{{\"org.opencontainers.image.title\":\"{name}\",\"org.opencontainers.image.version\":\"{version}\",\"salt\":\"{salt}\"}}}}"
-    )
-    .into_bytes()
-}
-
-fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-impl Repo {
-    /// Ed25519 keys and a signed `root.json` (version 1, expires in a year).
-    fn new() -> Repo {
-        Repo::with_keys("der", keygen)
-    }
-
-    /// Keys made by `keygen` (files `keys/{root,online}.EXT`) and a signed `root.json`.
-    fn with_keys(ext: &'static str, keygen: fn(&Path)) -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        std::fs::create_dir_all(dir.path().join("releases")).unwrap();
-        keygen(&dir.path().join(format!("keys/root.{ext}")));
-        keygen(&dir.path().join(format!("keys/online.{ext}")));
-        let repo = Repo {
-            dir,
-            ext,
-            releases: BTreeMap::new(),
-        };
-        runtime().block_on(repo.write_root());
-        repo
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn key(&self, name: &str) -> Box<dyn KeySource> {
-        Box::new(LocalKeySource {
-            path: self.path(&format!("keys/{name}.{}", self.ext)),
-        })
-    }
-
-    fn root_path(&self) -> PathBuf {
-        self.path("root.json")
-    }
-
-    fn metadata(&self) -> PathBuf {
-        self.path("metadata")
-    }
-
-    fn root_sha256(&self) -> String {
-        hex::encode(sha2::Sha256::digest(
-            std::fs::read(self.root_path()).unwrap(),
-        ))
-    }
-
-    async fn write_root(&self) {
-        let root_key = self.key("root").as_sign().await.unwrap().tuf_key();
-        let online_key = self.key("online").as_sign().await.unwrap().tuf_key();
-        let root_id = root_key.key_id().unwrap();
-        let online_id = online_key.key_id().unwrap();
-        let role = |id: &tough::schema::decoded::Decoded<tough::schema::decoded::Hex>| RoleKeys {
-            keyids: vec![id.clone()],
-            threshold: one(),
-            _extra: HashMap::new(),
-        };
-        let root = Root {
-            spec_version: "1.0.0".to_owned(),
-            consistent_snapshot: false,
-            version: one(),
-            expires: in_days(365),
-            keys: HashMap::from([(root_id.clone(), root_key), (online_id.clone(), online_key)]),
-            roles: HashMap::from([
-                (RoleType::Root, role(&root_id)),
-                (RoleType::Targets, role(&online_id)),
-                (RoleType::Snapshot, role(&online_id)),
-                (RoleType::Timestamp, role(&online_id)),
-            ]),
-            _extra: HashMap::new(),
-        };
-        let signed = SignedRole::new(
-            root.clone(),
-            &KeyHolder::Root(root),
-            &[self.key("root")],
-            &aws_lc_rs::rand::SystemRandom::new(),
-        )
-        .await
-        .unwrap();
-        std::fs::write(self.root_path(), signed.buffer()).unwrap();
-    }
-
-    /// Adds a release (its manifest bytes) to the list the next publication signs; returns
-    /// the manifest's digest and length.
-    fn add_release(&mut self, name: &str, version: &str, bytes: &[u8]) -> (String, u64) {
-        let file = self.path(&format!("releases/{name}-{version}.json"));
-        std::fs::write(&file, bytes).unwrap();
-        self.releases.insert(format!("{name}/{version}"), file);
-        (digest_of(bytes), bytes.len() as u64)
-    }
-
-    /// Signs the current release list with the given versions and writes the metadata
-    /// directory (as an operator's publishing step does).
-    fn publish(&self, p: Publication) {
-        runtime().block_on(async {
-            let mut editor = RepositoryEditor::new(self.root_path()).await.unwrap();
-            for (name, file) in &self.releases {
-                let target = Target::from_path(file).await.unwrap();
-                editor.add_target(name.as_str(), target).unwrap();
-            }
-            editor
-                .targets_version(nz(p.targets))
-                .unwrap()
-                .targets_expires(in_days(30))
-                .unwrap()
-                .snapshot_version(nz(p.snapshot))
-                .snapshot_expires(in_days(7))
-                .timestamp_version(nz(p.timestamp))
-                .timestamp_expires(in_days(p.timestamp_expires_in_days));
-            let signed = editor.sign(&[self.key("online")]).await.unwrap();
-            signed.write(self.metadata()).await.unwrap();
-        });
-    }
-
-    /// A policy file in the repository's directory naming it by relative paths, with the
-    /// metadata source `metadata` and the state directory `state` (created).
-    fn policy(&self, metadata: &str, state: &str, pin: &str) -> PathBuf {
-        std::fs::create_dir_all(self.path("trust")).unwrap();
-        std::fs::create_dir_all(self.path(state)).unwrap();
-        set_mode(&self.path(state), 0o700);
-        let policy = serde_json::json!({
-            "trusted_roots": ["plugins"],
-            "keys": "trust",
-            "isolation": "process",
-            "freshness": {
-                "root": "root.json",
-                "root_sha256": pin,
-                "metadata": metadata,
-                "state": state,
-            }
-        });
-        let path = self.path("policy.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
-        path
-    }
-
-    /// The check of a policy with the metadata directory and state directory `state`.
-    fn freshness(&self, state: &str) -> Freshness {
-        let policy =
-            Policy::from_file(self.policy("metadata", state, &self.root_sha256())).unwrap();
-        Freshness::from_policy(policy.freshness().unwrap()).unwrap()
-    }
-}
-
-fn v(s: &str) -> semver::Version {
-    semver::Version::parse(s).unwrap()
+fn v(s: &str) -> skillgate::manifest::Version {
+    skillgate::manifest::Version::parse(s).unwrap()
 }
 
 /// A repository listing `echo` 1.0.0, published once; its digest and length.
@@ -910,11 +692,6 @@ fn checks_at_once_sharing_a_state_directory_all_pass() {
     for t in threads {
         t.join().unwrap().unwrap();
     }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]

@@ -200,7 +200,7 @@ fn freshness(name: &str, version: &str, digest: &str, len: u64, policy: &Path) -
     let Some(settings) = policy.freshness() else {
         return usage("the policy has no freshness section: there is no TUF repository to ask");
     };
-    let version = match semver::Version::parse(version) {
+    let version = match skillgate::manifest::Version::parse(version) {
         Ok(v) => v,
         Err(e) => return usage(&format!("VERSION {version:?} is not semver: {e}")),
     };

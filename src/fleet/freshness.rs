@@ -40,6 +40,7 @@
 //! processes sharing a state directory too (a lock file in it): `tough` writes its datastore
 //! without one.
 
+use crate::base::version::Version;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -64,7 +65,7 @@ const MAX_ROOT_BYTES: u64 = 1024 * 1024;
 const LOCK_FILE: &str = ".skillgate-freshness.lock";
 
 /// The TUF target name of a release: `<name>/<version>`.
-pub fn target_name(name: &str, version: &semver::Version) -> String {
+pub fn target_name(name: &str, version: &Version) -> String {
     format!("{name}/{version}")
 }
 
@@ -144,7 +145,7 @@ impl Freshness {
     pub fn check(
         &self,
         name: &str,
-        version: &semver::Version,
+        version: &Version,
         manifest_digest: &str,
         manifest_len: u64,
     ) -> Result<(), FreshnessError> {

@@ -11,12 +11,19 @@
 //!    0700, on the root's filesystem so the final rename is atomic), hashed as it comes and
 //!    cut off past its declared size; a library never sits in memory whole. The staging
 //!    directory is removed on every way out (a guard's `Drop`).
-//! 4. **Verify** the staged directory with exactly the code `skillgate verify` runs
+//! 4. **Freshness** (when the policy has a `freshness` section): the policy's TUF
+//!    repository, loaded now with every expiry and version rule of TUF, must list the
+//!    target `<name>/<version>` with exactly this manifest's SHA-256 and length
+//!    ([`crate::fleet::freshness`]). The name and version asked about are read from the
+//!    staged `plugin.json`; they only choose which target to look up, since the digest
+//!    TUF vouches for covers every staged byte, and step 5 checks that the signed manifest
+//!    names that same release. This runs *before* verification so that a release TUF does
+//!    not list never raises the rollback mark.
+//! 5. **Verify** the staged directory with exactly the code `skillgate verify` runs
 //!    (`Gate::verify_and_inspect_beneath`): signature, manifest, trust rules, every
 //!    file's size and SHA-256, no file the signed manifest does not list, the ELF checks,
 //!    and the rollback mark (raised here, as a local verification raises it; an install
 //!    that then fails leaves it raised, as a verified local copy would).
-//! 5. **Freshness** (when the policy names a TUF repository).
 //! 6. **Install**: rename into `ROOT/<signed name>`. When that directory exists the two are
 //!    swapped with one `renameat2(RENAME_EXCHANGE)` and the old release, now in staging, is
 //!    removed: a loader resolving `ROOT/<name>` at any instant opens either the old
@@ -33,12 +40,17 @@ use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
 
+use crate::base::freshness::FreshnessError;
+use crate::base::settings::FreshnessSettings;
 use crate::base::settings::Limits;
+use crate::base::version::Version;
 use crate::error::{Error, FleetError};
 use crate::fleet::artifact::{Layer, hex, layers, manifest_bound};
+use crate::fleet::freshness::{Freshness, target_name};
 use crate::fleet::reference::{Reference, Selector};
 use crate::fleet::source::Source;
 use crate::gate::Gate;
+use crate::trust::signature::MANIFEST_FILE_NAME;
 
 /// What [`crate::fleet::pull`] installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +119,19 @@ pub(crate) fn pull(gate: &Gate, reference: &str, root: &Path) -> Result<Pulled, 
     let limits = gate.policy().limits.clone();
     let staging = Staging::new(root)?;
     let plugin_dir = staging.plugin();
-    let digest = fetch(&parsed, &limits, &plugin_dir)?;
+    let Fetched {
+        digest,
+        manifest_len,
+    } = fetch(&parsed, &limits, &plugin_dir)?;
+    let vouched = match gate.policy().freshness() {
+        Some(settings) => Some(check_freshness(
+            settings,
+            &plugin_dir,
+            &digest,
+            manifest_len,
+        )?),
+        None => None,
+    };
 
     let inspected = gate
         .verify_and_inspect_beneath(&staging.dir, &plugin_dir)
@@ -117,7 +141,19 @@ pub(crate) fn pull(gate: &Gate, reference: &str, root: &Path) -> Result<Pulled, 
         })?;
     let manifest = inspected.bundle().manifest();
     let (name, version) = (manifest.name().to_owned(), manifest.version().to_string());
-    check_freshness(gate, &name, &version, &digest)?;
+    if let Some(asked) = vouched
+        && asked
+            .as_ref()
+            .is_none_or(|(n, v)| *n != name || v != manifest.version())
+    {
+        // The signed manifest names another release than the one TUF was asked about (or
+        // none was asked about, the staged file naming none): whatever the two readers of
+        // plugin.json disagree on, only a release TUF listed is installed.
+        return Err(FreshnessError::NotListed {
+            target: target_name(&name, manifest.version()),
+        }
+        .into());
+    }
     drop(inspected);
 
     let dest = root.join(&name);
@@ -141,20 +177,53 @@ pub(crate) fn pull(gate: &Gate, reference: &str, root: &Path) -> Result<Pulled, 
     Ok(pulled)
 }
 
-/// The freshness check of the policy's `freshness` section, when it has one.
+/// Step 4: asks the policy's TUF repository whether the staged release, named by its
+/// `plugin.json`, is listed now with this manifest digest and length. Returns the name and
+/// version it asked about, or `None` when the staged `plugin.json` names no release
+/// (verification then refuses it, and step 5 refuses anything else).
 fn check_freshness(
-    _gate: &Gate,
-    _name: &str,
-    _version: &str,
-    _digest: &str,
-) -> Result<(), FleetError> {
-    // merged with wt-tuf: Freshness::check
-    Ok(())
+    settings: &FreshnessSettings,
+    plugin_dir: &Path,
+    digest: &str,
+    manifest_len: u64,
+) -> Result<Option<(String, Version)>, Error> {
+    let Some((name, version)) = staged_release(plugin_dir)? else {
+        return Ok(None);
+    };
+    Freshness::from_policy(settings)?.check(&name, &version, digest, manifest_len)?;
+    Ok(Some((name, version)))
+}
+
+/// The `name` and `version` of the staged, not yet verified, `plugin.json` (its size was
+/// bounded by the policy's `manifest_bytes` when it was staged), or `None` when it does not
+/// have them.
+fn staged_release(plugin_dir: &Path) -> Result<Option<(String, Version)>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Release {
+        name: String,
+        version: String,
+    }
+    let path = plugin_dir.join(MANIFEST_FILE_NAME);
+    let bytes = std::fs::read(&path).map_err(|source| FleetError::Staging {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(serde_json::from_slice::<Release>(&bytes)
+        .ok()
+        .and_then(|r| Some((r.name, Version::parse(&r.version).ok()?))))
+}
+
+/// What steps 1 to 3 fetched.
+struct Fetched {
+    /// The manifest digest (`sha256:…`).
+    digest: String,
+    /// The manifest's length in bytes.
+    manifest_len: u64,
 }
 
 /// Steps 1 to 3: resolve, fetch and check the manifest, stream every blob into `dir`
-/// (created here). Returns the manifest digest.
-fn fetch(reference: &Reference, limits: &Limits, dir: &Path) -> Result<String, FleetError> {
+/// (created here).
+fn fetch(reference: &Reference, limits: &Limits, dir: &Path) -> Result<Fetched, FleetError> {
     let source = Source::open(reference)?;
     let bound = manifest_bound(limits);
     let version = reference.version().clone();
@@ -171,7 +240,10 @@ fn fetch(reference: &Reference, limits: &Limits, dir: &Path) -> Result<String, F
         for layer in &planned {
             stage_layer(&source, &dir, layer).await?;
         }
-        Ok(digest)
+        Ok(Fetched {
+            digest,
+            manifest_len: bytes.len() as u64,
+        })
     })
 }
 

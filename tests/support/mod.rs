@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod registry;
+pub mod tuf;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
