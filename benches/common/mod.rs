@@ -14,6 +14,8 @@
     missing_docs
 )]
 
+pub mod registry;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
