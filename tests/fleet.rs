@@ -21,7 +21,7 @@ use skillgate::fleet;
 use skillgate::policy::{FreshnessSettings, Isolation, Limits, Policy, TrustPolicy};
 use skillgate::{Error, Gate, PluginContext, Stage, TrustStore};
 use support::Host;
-use support::registry::{Proxy, Registry};
+use support::registry::{FLOOD_DIGEST, Flood, ManifestFlood, Proxy, Registry};
 use support::tuf::{Publication, Repo, set_mode};
 
 /// Builds `good.c` as plugin `name` at `version` and lays it out, signed, in an author's
@@ -457,11 +457,56 @@ fn manifest_over_the_size_limit_is_refused() {
         matches!(&e, Error::Fleet(FleetError::ManifestTooLarge { digest: d, limit: 512, .. }) if *d == digest),
         "{e:?}"
     );
-    // oci-client reads a manifest whole, so only "no blob was fetched" holds here.
+    // The registry declares the manifest's length, so nothing past its headers is read.
     assert!(
         read < 16 * 1024,
         "{read} bytes came down: blobs were fetched"
     );
+}
+
+#[test]
+fn a_manifest_past_the_bound_is_refused_before_it_is_read_whole() {
+    let host = Host::new();
+    let gate = host.gate();
+    let bound = fleet::manifest_bound(&Limits::default());
+    // A hostile registry offers 256 MiB of manifest; what it managed to write before the
+    // client hung up stays below what the kernel buffers on loopback (a few MiB).
+    let flood = 256 << 20;
+    for how in [Flood::Declared, Flood::Undeclared, Flood::NoDigestHeader] {
+        let server = ManifestFlood::start(flood, how);
+        let reference = format!("oci://{}/plugins/huge:1.0.0", server.host());
+        let e = fleet::pull(&gate, &reference, &host.root).unwrap_err();
+        let named = if how == Flood::NoDigestHeader {
+            "plugins/huge:1.0.0"
+        } else {
+            FLOOD_DIGEST
+        };
+        assert!(
+            matches!(&e, Error::Fleet(FleetError::ManifestTooLarge { digest, size, limit })
+                if digest == named && *limit == bound && *size > bound),
+            "{how:?}: {e:?}"
+        );
+        let sent = server.settled_bytes_sent();
+        assert!(
+            sent < 32 << 20,
+            "{how:?}: {sent} bytes of manifest were read before the refusal"
+        );
+        assert_eq!(tree(&host.root), BTreeMap::new());
+        assert_staging_clean(&host.root);
+    }
+
+    // Control: a manifest under the bound is read whole (the count sees all of it) and is
+    // then refused for what it is: bytes that do not hash to the digest the HEAD named.
+    let server = ManifestFlood::start(bound / 2, Flood::Declared);
+    let reference = format!("oci://{}/plugins/huge:1.0.0", server.host());
+    let e = fleet::pull(&gate, &reference, &host.root).unwrap_err();
+    assert!(
+        matches!(&e, Error::Fleet(FleetError::ManifestDigest { expected, .. }) if expected == FLOOD_DIGEST),
+        "{e:?}"
+    );
+    assert_eq!(server.settled_bytes_sent(), bound / 2);
+    assert_eq!(tree(&host.root), BTreeMap::new());
+    host.assert_still_serves(&gate);
 }
 
 #[test]

@@ -232,7 +232,7 @@ fn fetch(reference: &Reference, limits: &Limits, dir: &Path) -> Result<Fetched, 
     super::oci::on_own_runtime(move || async move {
         let digest = match &version {
             Selector::Digest(d) => d.clone(),
-            Selector::Tag(_) => source.resolve(&version).await?,
+            Selector::Tag(_) => source.resolve(&version, bound).await?,
         };
         let bytes = source.manifest(&digest, bound).await?;
         let planned = layers(&digest, &bytes, &limits)?;

@@ -76,7 +76,7 @@ fn copy(from: &Reference, to: &Reference, limits: &Limits) -> Result<String, Fle
             registry,
             repository,
             ..
-        } => Dest::Remote(Remote::new(registry, repository)),
+        } => Dest::Remote(Remote::new(registry, repository)?),
         Reference::Layout { dir, .. } => Dest::Layout(dir.clone()),
     };
     let selector = from.version().clone();
@@ -86,8 +86,9 @@ fn copy(from: &Reference, to: &Reference, limits: &Limits) -> Result<String, Fle
     };
     let limits = limits.clone();
     on_own_runtime(move || async move {
-        let digest = source.resolve(&selector).await?;
-        let bytes = source.manifest(&digest, manifest_bound(&limits)).await?;
+        let bound = manifest_bound(&limits);
+        let digest = source.resolve(&selector, bound).await?;
+        let bytes = source.manifest(&digest, bound).await?;
         let planned = layers(&digest, &bytes, &limits)?;
         let manifest: WireManifest =
             serde_json::from_slice(&bytes).map_err(|e| FleetError::Manifest {

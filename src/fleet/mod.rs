@@ -12,7 +12,9 @@
 //!   code `skillgate verify` runs, and only then renames it into the root (see
 //!   [`install`]'s steps; a refusal leaves the root untouched).
 //!
-//! The registry protocol is `oci-client`'s (see [`oci`]): nothing here speaks HTTP itself.
+//! The registry protocol is `oci-client`'s (see [`oci`]), except the manifest HEAD and GET,
+//! made with `reqwest` (the client `oci-client` uses) so that a manifest is bounded while it
+//! is read; nothing here writes HTTP by hand.
 //! The API is synchronous: each call runs the client on a runtime of its own on a thread of
 //! its own, so it can be called from a host's async code as well as from plain threads.
 //!
@@ -132,7 +134,7 @@ pub fn push(dir: &Path, trust: &TrustStore, reference: &str) -> Result<Pushed, E
         reason: format!("cannot serialize: {e}"),
     })?;
     let digest = artifact::sha256_digest(&packed.manifest);
-    let remote = oci::Remote::new(registry, repository);
+    let remote = oci::Remote::new(registry, repository)?;
     let tag = tag.clone();
     oci::on_own_runtime(|| async {
         remote

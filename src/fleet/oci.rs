@@ -9,18 +9,33 @@
 //! Plain HTTP is spoken only to a loopback registry (`127.0.0.1`, `localhost`, `[::1]`,
 //! any port); every other registry is HTTPS. Every request has a deadline: connecting
 //! [`CONNECT_TIMEOUT`], and each read [`READ_TIMEOUT`], so a registry that stalls ends
-//! the pull with an error rather than hanging it. Authentication: anonymous only (a
-//! registry that wants a token for reads is refused by the registry's own 401).
+//! the pull with an error rather than hanging it. Authentication: anonymous only, with
+//! the registry's anonymous token handshake where it asks for one (done by `oci-client`).
+//!
+//! # The two manifest requests made with `reqwest` directly
+//!
+//! `oci-client` 0.18 reads a manifest response whole before it hands it over
+//! (`pull_manifest_raw`, and the GET that `fetch_manifest_digest` falls back to when a
+//! registry sends no `Docker-Content-Digest`), so a hostile registry could make a pull
+//! buffer any amount of memory before the size limit is looked at. The manifest HEAD and
+//! GET are therefore made here, with `reqwest` — the HTTP client `oci-client` itself uses,
+//! built with the same timeouts and the same HTTPS rule — and the body is read chunk by
+//! chunk and refused as soon as it passes the bound (or at once, when its declared
+//! `Content-Length` does). The token handshake for them is still `oci-client`'s
+//! ([`oci_client::Client::auth`]); blobs and every push stay with `oci-client`, which
+//! streams them. No HTTP is hand-written: these are two ordinary `reqwest` requests to
+//! the distribution API's manifest URL.
 
 use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
+use reqwest::header::ACCEPT;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::FleetError;
@@ -65,18 +80,35 @@ where
 /// One repository of one registry.
 pub(crate) struct Remote {
     client: oci_client::Client,
+    /// For the manifest HEAD and GET alone (see the module doc).
+    http: reqwest::Client,
+    scheme: &'static str,
     registry: String,
     repository: String,
 }
 
+/// The header in which a registry names the digest of the manifest it serves.
+const CONTENT_DIGEST: &str = "Docker-Content-Digest";
+
 impl Remote {
     /// A client for `registry`/`repository` (plain HTTP for a loopback registry only).
-    pub(crate) fn new(registry: &str, repository: &str) -> Self {
-        let protocol = if is_loopback_host(registry) {
+    pub(crate) fn new(registry: &str, repository: &str) -> Result<Self, FleetError> {
+        let loopback = is_loopback_host(registry);
+        let protocol = if loopback {
             ClientProtocol::HttpsExcept(vec![registry.to_owned()])
         } else {
             ClientProtocol::Https
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .https_only(!loopback)
+            .build()
+            .map_err(|e| FleetError::Registry {
+                registry: registry.to_owned(),
+                step: "start HTTP client",
+                detail: e.to_string(),
+            })?;
         let config = ClientConfig {
             protocol,
             connect_timeout: Some(CONNECT_TIMEOUT),
@@ -85,11 +117,13 @@ impl Remote {
             platform_resolver: None,
             ..ClientConfig::default()
         };
-        Remote {
+        Ok(Remote {
             client: oci_client::Client::new(config),
+            http,
+            scheme: if loopback { "http" } else { "https" },
             registry: registry.to_owned(),
             repository: repository.to_owned(),
-        }
+        })
     }
 
     /// The registry, for messages.
@@ -120,43 +154,138 @@ impl Remote {
         }
     }
 
-    /// The manifest digest a tag (or digest) names now, as the registry says.
-    pub(crate) async fn resolve(&self, version: &Selector) -> Result<String, FleetError> {
-        let digest = self
+    /// The distribution API's URL of the manifest `reference` names.
+    fn manifest_url(&self, reference: &oci_client::Reference) -> String {
+        let name = reference
+            .digest()
+            .or_else(|| reference.tag())
+            .unwrap_or("latest");
+        format!(
+            "{}://{}/v2/{}/manifests/{name}",
+            self.scheme,
+            reference.resolve_registry(),
+            reference.repository(),
+        )
+    }
+
+    /// A manifest request to `reference`, with the anonymous pull token the registry asks
+    /// for (if it asks for one), sent.
+    async fn send_manifest_request(
+        &self,
+        method: reqwest::Method,
+        reference: &oci_client::Reference,
+        step: &'static str,
+    ) -> Result<reqwest::Response, FleetError> {
+        let token = self
             .client
-            .fetch_manifest_digest(&self.reference(version), &RegistryAuth::Anonymous)
+            .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
             .await
-            .map_err(|e| self.failed("resolve tag", e))?;
+            .map_err(|e| self.failed(step, e))?;
+        let mut request = self
+            .http
+            .request(method, self.manifest_url(reference))
+            .header(ACCEPT, OCI_MANIFEST);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.failed(step, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            // The error body is not read: it is as unbounded as any other.
+            return Err(self.failed(step, format!("the registry answered {status}")));
+        }
+        Ok(response)
+    }
+
+    /// The body of the manifest `reference` names, refused as soon as it is known to be
+    /// longer than `bound`: from its `Content-Length`, or from the bytes read so far
+    /// (never more than `bound` plus one chunk). `named` names it in that error.
+    async fn bounded_manifest(
+        &self,
+        reference: &oci_client::Reference,
+        named: &str,
+        bound: u64,
+    ) -> Result<Vec<u8>, FleetError> {
+        let too_large = |size| FleetError::ManifestTooLarge {
+            digest: named.to_owned(),
+            size,
+            limit: bound,
+        };
+        let mut response = self
+            .send_manifest_request(reqwest::Method::GET, reference, "fetch manifest")
+            .await?;
+        if let Some(declared) = response.content_length().filter(|n| *n > bound) {
+            return Err(too_large(declared));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.failed("fetch manifest", e))?
+        {
+            let size = (body.len() as u64).saturating_add(chunk.len() as u64);
+            if size > bound {
+                return Err(too_large(size));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// The manifest digest a tag (or digest) names now, as the registry says: its
+    /// `Docker-Content-Digest` answer to a HEAD, or, from a registry that sends none, the
+    /// SHA-256 of the manifest it serves (read under `bound`).
+    pub(crate) async fn resolve(
+        &self,
+        version: &Selector,
+        bound: u64,
+    ) -> Result<String, FleetError> {
+        let reference = self.reference(version);
+        let response = self
+            .send_manifest_request(reqwest::Method::HEAD, &reference, "resolve tag")
+            .await?;
+        let named = response
+            .headers()
+            .get(CONTENT_DIGEST)
+            .map(|v| v.to_str().map(str::to_owned));
+        let digest = match named {
+            Some(Ok(digest)) => digest,
+            Some(Err(_)) => {
+                return Err(self.failed(
+                    "resolve tag",
+                    format!("the registry's {CONTENT_DIGEST} is not text"),
+                ));
+            }
+            None => {
+                let whole = format!("{}{version}", self.repository);
+                let bytes = self.bounded_manifest(&reference, &whole, bound).await?;
+                format!("sha256:{}", hex(&Sha256::digest(&bytes)))
+            }
+        };
         if !is_sha256_digest(&digest) {
             return Err(self.failed(
                 "resolve tag",
                 format!("the registry answered a digest that is not sha256: {digest:?}"),
             ));
         }
+        if let Selector::Digest(asked) = version
+            && *asked != digest
+        {
+            return Err(FleetError::ManifestDigest {
+                expected: asked.clone(),
+                actual: digest,
+            });
+        }
         Ok(digest)
     }
 
-    /// The manifest `digest` names: its bytes, checked to hash to `digest` and to hold at
-    /// most `bound` bytes.
-    ///
-    /// `oci-client` 0.18 reads a manifest response whole before handing it over (no
-    /// streaming manifest call), so `bound` is checked on what was read; every blob the
-    /// manifest references is bounded before it is fetched and while it streams.
+    /// The manifest `digest` names: its bytes, read under `bound` (see
+    /// [`Remote::bounded_manifest`]) and checked to hash to `digest`.
     pub(crate) async fn manifest(&self, digest: &str, bound: u64) -> Result<Vec<u8>, FleetError> {
         let reference = self.reference(&Selector::Digest(digest.to_owned()));
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &[OCI_MANIFEST])
-            .await
-            .map_err(|e| match e {
-                OciDistributionError::DigestError(DigestError::VerificationError {
-                    expected,
-                    actual,
-                }) => FleetError::ManifestDigest { expected, actual },
-                e => self.failed("fetch manifest", e),
-            })?;
+        let bytes = self.bounded_manifest(&reference, digest, bound).await?;
         check_manifest(digest, &bytes, bound)?;
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     /// Streams the blob `digest` (declared `size` bytes) into `out`, hashing as it goes and

@@ -50,7 +50,7 @@ impl Source {
                 registry,
                 repository,
                 ..
-            } => Source::Remote(Remote::new(registry, repository)),
+            } => Source::Remote(Remote::new(registry, repository)?),
             Reference::Layout { dir, .. } => Source::Layout(dir.clone()),
         })
     }
@@ -70,10 +70,14 @@ impl Source {
         }
     }
 
-    /// The manifest digest `version` names.
-    pub(crate) async fn resolve(&self, version: &Selector) -> Result<String, FleetError> {
+    /// The manifest digest `version` names (`bound`: see [`Remote::resolve`]).
+    pub(crate) async fn resolve(
+        &self,
+        version: &Selector,
+        bound: u64,
+    ) -> Result<String, FleetError> {
         match (self, version) {
-            (Source::Remote(r), v) => r.resolve(v).await,
+            (Source::Remote(r), v) => r.resolve(v, bound).await,
             (Source::Layout(_), Selector::Digest(d)) => Ok(d.clone()),
             (Source::Layout(dir), Selector::Tag(tag)) => {
                 let index = read_index(dir).map_err(|e| self.failed("read index.json", e))?;

@@ -253,3 +253,152 @@ fn pump_pair(client: TcpStream, server: TcpStream, down: &AtomicU64, cut: &Atomi
     let _ = from.shutdown(Shutdown::Both);
     let _ = up.join();
 }
+
+/// How a [`ManifestFlood`] serves its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// The GET declares the body's length in `Content-Length`.
+    Declared,
+    /// The GET declares no length: the body runs until the connection closes.
+    Undeclared,
+    /// As `Undeclared`, and the HEAD names no `Docker-Content-Digest`, so resolving a tag
+    /// means reading the manifest itself.
+    NoDigestHeader,
+}
+
+/// The digest a [`ManifestFlood`]'s HEAD names.
+pub const FLOOD_DIGEST: &str =
+    "sha256:abababababababababababababababababababababababababababababababab";
+
+/// A hostile registry on a loopback port: `/v2/` answers 200, and every manifest it is
+/// asked for is `len` bytes of whitespace, served as [`Flood`] says. It counts the body
+/// bytes it manages to hand to the kernel; a client that stops reading and closes makes
+/// its writes fail, which ends them.
+pub struct ManifestFlood {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    handlers: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ManifestFlood {
+    pub fn start(len: u64, how: Flood) -> ManifestFlood {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let handlers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, n, h) = (stop.clone(), sent.clone(), handlers.clone());
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let n = n.clone();
+                let handler = std::thread::spawn(move || flood_connection(client, len, how, &n));
+                h.lock().unwrap().push(handler);
+            }
+        });
+        ManifestFlood {
+            port,
+            stop,
+            sent,
+            handlers,
+            accept: Some(accept),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The manifest body bytes written so far, once every connection has ended (each
+    /// ends when its client closes, or after [`FLOOD_PATIENCE`] without progress).
+    pub fn settled_bytes_sent(&self) -> u64 {
+        let done: Vec<_> = std::mem::take(&mut *self.handlers.lock().unwrap());
+        for handler in done {
+            handler.join().unwrap();
+        }
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ManifestFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long a [`ManifestFlood`] connection waits on a client that neither reads nor closes.
+pub const FLOOD_PATIENCE: Duration = Duration::from_secs(20);
+
+/// Serves the requests of one keep-alive connection until the client closes it.
+fn flood_connection(mut stream: TcpStream, len: u64, how: Flood, sent: &AtomicU64) {
+    stream.set_read_timeout(Some(FLOOD_PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(FLOOD_PATIENCE)).unwrap();
+    loop {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) if head.len() < 64 * 1024 => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let mut words = head.split_whitespace();
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let manifest = path.contains("/manifests/");
+        let answer = match (method, manifest) {
+            ("GET", false) => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
+            ("HEAD", true) => {
+                let digest = if how == Flood::NoDigestHeader {
+                    String::new()
+                } else {
+                    format!("Docker-Content-Digest: {FLOOD_DIGEST}\r\n")
+                };
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                     {digest}Content-Length: {len}\r\n\r\n"
+                )
+            }
+            ("GET", true) => {
+                let length = if how == Flood::Declared {
+                    format!("Content-Length: {len}\r\n")
+                } else {
+                    "Connection: close\r\n".to_owned()
+                };
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                     {length}\r\n"
+                )
+            }
+            _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        };
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+        if method == "GET" && manifest {
+            let chunk = [b' '; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if stream.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                sent.fetch_add(n as u64, Ordering::SeqCst);
+                left -= n as u64;
+            }
+            if how != Flood::Declared {
+                return;
+            }
+        }
+    }
+}
