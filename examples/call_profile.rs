@@ -13,6 +13,11 @@
 //! is restricted with both before `dlopen` (`best-effort` as a second argument loads with
 //! `Danger::sandbox_best_effort`, which forgives a missing Landlock, not a failed seccomp).
 //! Prints the calls made, the wall time they took and the p50 and p99 of one call.
+//!
+//! `PROFILE_ISOLATION=process` profiles process mode instead (the worker binary next to
+//! this example's, as `cargo build --release --bins --examples` leaves it), and
+//! `PROFILE_INPUT=N` sends N bytes of input to `tests/plugins/ring.c`'s `sink` action (no
+//! work per byte but `strlen`) instead of the no-op echo: the 1 MiB input row of the bench.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
@@ -29,7 +34,12 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let plugin = tmp.path().join("root").join("profile");
     std::fs::create_dir_all(&plugin).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/good.c");
+    let input: Option<usize> = std::env::var("PROFILE_INPUT")
+        .ok()
+        .map(|n| n.parse().expect("PROFILE_INPUT is a number"));
+    let process = std::env::var("PROFILE_ISOLATION").as_deref() == Ok("process");
+    let source = if input.is_some() { "ring" } else { "good" };
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/plugins/{source}.c"));
     let status = std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-Wl,-z,now", "-Wl,-z,relro"])
         .args(["-Wl,-z,noexecstack", "-DPLUGIN_NAME=\"profile\"", "-o"])
@@ -52,14 +62,31 @@ fn main() {
     let policy = Policy::builder()
         .trusted_roots([tmp.path().join("root")])
         .keys(tmp.path().join("keys"))
-        .isolation(Isolation::Thread)
+        .isolation(if process {
+            Isolation::Process
+        } else {
+            Isolation::Thread
+        })
+        .worker(
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .and_then(Path::parent)
+                .unwrap()
+                .join("skillgate-worker"),
+        )
+        .limits(skillgate::policy::Limits::builder().output_bytes(2 << 20))
         .danger(danger)
         .build()
         .unwrap();
     let gate =
         Gate::with_trust_store(policy, TrustStore::from_keys([key.public()]).unwrap()).unwrap();
     let loaded = gate.verify_and_load(&plugin).unwrap();
-    let ctx = PluginContext::default();
+    let mut ctx = PluginContext::default();
+    if let Some(n) = input {
+        ctx.input.insert("action".into(), "sink".into());
+        ctx.input.insert("data".into(), "x".repeat(n).into());
+    }
     let start = Instant::now();
     let mut each: Vec<f64> = (0..calls)
         .map(|_| {
@@ -72,7 +99,12 @@ fn main() {
     each.sort_by(f64::total_cmp);
     let at = |q: usize| each.get(calls * q / 100).copied().unwrap_or(0.0);
     println!(
-        "{calls} thread-mode calls in {:.1} ms: p50 {:.2} us, p99 {:.2} us",
+        "{calls} {} calls in {:.1} ms: p50 {:.2} us, p99 {:.2} us",
+        if process {
+            "process-mode"
+        } else {
+            "thread-mode"
+        },
         took.as_secs_f64() * 1e3,
         at(50),
         at(99)

@@ -128,6 +128,46 @@ fn assert_worker_survives(plugin: &LoadedPlugin, pid: u32) {
     assert_eq!(plugin.worker_pid(), Some(pid));
 }
 
+/// `(process group, session)` of `pid`, from `/proc/<pid>/stat`.
+fn group_and_session(pid: u32) -> (u32, u32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // "pid (comm) state ppid pgrp session …": split after the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let fields: Vec<u32> = rest
+        .split_whitespace()
+        .skip(2)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    (fields[0], fields[1])
+}
+
+/// Each worker, cold or from the pool, leads a process group of its own, so a terminal's
+/// job-control signals sent to the host's group (Ctrl-C) never reach plugin code; it stays
+/// in the host's session (see `detach` in src/exec/child.rs for why).
+#[test]
+fn every_worker_leads_a_process_group_of_its_own_in_the_hosts_session() {
+    let host = Host::process();
+    let gate = host.gate();
+    let (host_group, host_session) = group_and_session(std::process::id());
+    let dir = host.plugin("good", "grouped");
+    // The first load starts cold; the next ones take workers the pool started.
+    let plugins: Vec<_> = (0..3)
+        .map(|_| gate.verify_and_load(&dir).unwrap())
+        .collect();
+    for plugin in &plugins {
+        let pid = plugin.worker_pid().unwrap();
+        let (group, session) = group_and_session(pid);
+        assert_eq!(group, pid, "worker {pid} leads its own group");
+        assert_ne!(group, host_group);
+        assert_eq!(session, host_session, "worker {pid}");
+        plugin
+            .execute(&support::ctx(serde_json::json!({})))
+            .unwrap();
+    }
+    host.assert_still_serves(&gate);
+}
+
 #[test]
 fn the_faulty_plugin_behaves_when_asked_to() {
     let host = Host::new();

@@ -190,6 +190,34 @@ fn a_thread_that_keeps_writing_after_the_reply_never_gets_another_calls_result()
     host.assert_still_serves(&gate);
 }
 
+/// The worker's `worker_cpu` word is only a hint for how the host spins: a worker that
+/// claims the host's own CPU (the host sleeps at once) still has its replies read, one
+/// that claims another CPU (the host polls without yielding) and never replies still
+/// ends at the call's deadline.
+#[test]
+fn a_worker_that_lies_about_its_cpu_changes_how_the_host_waits_not_how_long() {
+    let host = Host::process();
+    let gate = gate(&host, |l| l.call_timeout_ms(500));
+    let dir = ring_plugin(&host, "ring-cpu-lie");
+    let (plugin, pid) = load(&gate, &dir);
+    for i in 0..50u64 {
+        assert_echo(
+            call(
+                &plugin,
+                json!({"action": "cpu_lie", "claim": "together", "i": i}),
+            ),
+            i,
+        );
+    }
+    let f = fault(call(
+        &plugin,
+        json!({"action": "cpu_lie", "claim": "apart"}),
+    ));
+    assert!(matches!(f, FaultError::Timeout { .. }), "{f:?}");
+    assert_ended_and_reloadable(&gate, &plugin, pid, &dir);
+    host.assert_still_serves(&gate);
+}
+
 /// Control for every test above: the region is reachable by plugin code at fd 5, mapped
 /// and live (its header names this call and its request), in process mode.
 #[test]

@@ -31,7 +31,11 @@
 //! reply from a plugin thread running on another CPU is normally there by then), then
 //! gives its CPU away once (`sched_yield`: on a busy machine the other side is most likely
 //! waiting for this very CPU), and so on for [`SPIN`]; then it sets its "asleep" bit and
-//! sleeps on the word with a private futex. Whoever moves the word to a phase the sleeper waits for clears the
+//! sleeps on the word with a private futex. Where the other side was last seen polling
+//! changes that ([`super::cpu_hint`]): on another CPU, the waiter polls without yielding for
+//! its first `SPIN_APART`; on this very CPU, it sleeps at once (yielding would keep both on
+//! one CPU, as the scheduler does not move a task it counts as cache-hot; the wake-up that
+//! ends the sleep places the sleeper on an idle CPU if there is one). Whoever moves the word to a phase the sleeper waits for clears the
 //! bit and wakes it: one `futex` wake, paid only when the other side actually slept. So a
 //! plugin idle for longer than [`SPIN`] costs no CPU, and a call costs no system call when
 //! both threads are on a CPU. The caller's sleep is bounded by its deadline.
@@ -64,6 +68,8 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::cpu_hint::{self, NO_CPU};
 
 /// How long a waiting side polls in all before it sleeps on the futex. Also what an idle
 /// plugin thread costs after each call: at most this much CPU.
@@ -169,6 +175,9 @@ pub(crate) struct Handoff<I, Q, A, O> {
     /// Callers sleeping (or about to) on `turn`.
     turn_waiters: AtomicU32,
     poisoned: AtomicBool,
+    /// The CPU each side (callers, plugin thread) is polling on, or `NO_CPU` while it
+    /// sleeps or before it first waited: how to wait ([`super::cpu_hint`]).
+    cpus: [AtomicU32; 2],
     input: Cell<I>,
     question: Cell<Q>,
     answer: Cell<A>,
@@ -221,6 +230,7 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
     pub(crate) const fn new() -> Self {
         Handoff {
             state: AtomicU32::new(IDLE),
+            cpus: [AtomicU32::new(NO_CPU), AtomicU32::new(NO_CPU)],
             turn: AtomicU32::new(0),
             turn_waiters: AtomicU32::new(0),
             poisoned: AtomicBool::new(false),
@@ -271,6 +281,12 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
         deadline: Option<Instant>,
         stop: &dyn Fn() -> bool,
     ) -> Woke {
+        let (mine, theirs) = if bit == CALLER_ASLEEP {
+            (&self.cpus[0], &self.cpus[1])
+        } else {
+            (&self.cpus[1], &self.cpus[0])
+        };
+        let mut cpu = cpu_hint::publish(mine);
         let mut polls: u32 = 0;
         let mut started: Option<Instant> = None;
         loop {
@@ -292,8 +308,14 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
             }
             let spun = now.saturating_duration_since(*started.get_or_insert(now));
             if spun < SPIN {
-                std::thread::yield_now();
-                continue;
+                match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed), spun) {
+                    cpu_hint::Next::Poll => continue,
+                    cpu_hint::Next::Yield => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    cpu_hint::Next::Sleep => {}
+                }
             }
             if word & bit == 0
                 && self
@@ -303,8 +325,10 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
             {
                 continue;
             }
+            cpu_hint::asleep(mine);
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
             futex_wait(&self.state, word | bit, timeout);
+            cpu = cpu_hint::publish(mine);
         }
     }
 

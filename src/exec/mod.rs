@@ -18,6 +18,7 @@ mod channel;
 pub(crate) mod child;
 mod child_tools;
 mod confirm;
+mod cpu_hint;
 mod handoff;
 pub(crate) mod host;
 mod init;

@@ -27,6 +27,10 @@
  *   sink       returns {"len":<length of the whole input>} (for the bench: no work per byte
  *              but strlen)
  *   fill       returns {"data":<"size" bytes of "x">} (for the bench: memset)
+ *   cpu_lie    writes a false worker_cpu word while the host waits: with "claim":"together"
+ *              the host's own CPU (the host then sleeps at once) and returns the echo; with
+ *              "claim":"apart" another CPU (the host then polls without yielding), and
+ *              never replies (sleeps)
  */
 #include "common.h"
 
@@ -46,6 +50,8 @@
 #define REQUEST_LEN_AT 136
 #define REQUEST_ON_SOCKET_AT 144
 #define WORKER_PID_AT 12
+#define HOST_CPU_AT 160
+#define WORKER_CPU_AT 288
 #define REPLY_SEQ_AT 256
 #define REPLY_LEN_AT 264
 #define REPLY_TAG_AT 272
@@ -233,6 +239,24 @@ EXPORT const char *vtcode_plugin_execute(const char *ctx) {
                  *u32_at(base, REQUEST_ON_SOCKET_AT));
         munmap(base, size);
         return json_result(fields);
+    }
+    if (is_action(ctx, "cpu_lie")) {
+        unsigned char *base = region(PROT_READ | PROT_WRITE, &size);
+        if (base == NULL) {
+            return json_result("\"region\":false");
+        }
+        int apart = strstr(ctx, "\"claim\":\"apart\"") != NULL;
+        /* Keep the lie in place for a while: the host looks at the word between polls. */
+        for (int i = 0; i < 2000; i++) {
+            uint32_t host_cpu = __atomic_load_n(u32_at(base, HOST_CPU_AT), __ATOMIC_RELAXED);
+            __atomic_store_n(u32_at(base, WORKER_CPU_AT), apart ? host_cpu ^ 1 : host_cpu,
+                             __ATOMIC_RELAXED);
+        }
+        if (apart) {
+            sleep(60);
+        }
+        munmap(base, size);
+        return echo(ctx, ",\"marker\":\"ring\"");
     }
     int hostile = is_action(ctx, "scribble") || is_action(ctx, "flip_seq") ||
                   is_action(ctx, "huge_len") || is_action(ctx, "bad_tag") ||

@@ -12,7 +12,7 @@
 //! every read the host makes of it has to be checked, so it is written here, in one place,
 //! with its threat analysis.
 //!
-//! # Layout ([`LAYOUT_VERSION`] 1)
+//! # Layout ([`LAYOUT_VERSION`] 2)
 //!
 //! One memfd of [`REGION_BYTES`]: a header page, then the request area ([`AREA_BYTES`],
 //! written by the host) and the reply area (as large, written by the worker). Each area holds
@@ -31,19 +31,26 @@
 //! | 144 | 4 | host | request on the socket (1) or in the area (0) |
 //! | 148 | 4 | host | `call_turn` (futex word, bumped per call) |
 //! | 152 | 4 | worker | `worker_sleeping` |
+//! | 160 | 4 | host | `host_cpu`: the CPU the host polls on, `u32::MAX` while it sleeps |
 //! | 256 | 8 | worker | reply sequence number |
 //! | 264 | 8 | worker | reply length |
 //! | 272 | 4 | worker | reply tag: 1 output, 2 fault JSON, 3 reply on the socket |
 //! | 276 | 4 | worker | `reply_turn` (futex word, bumped per reply) |
 //! | 280 | 4 | host | `host_sleeping` |
+//! | 284 | 4 | worker | `attention` (bumped after a socket frame during a call) |
+//! | 288 | 4 | worker | `worker_cpu`: the same for the worker |
 //!
 //! The host's and the worker's words sit on separate cache lines (128 bytes apart, so the
 //! adjacent-line prefetcher does not pair them either).
 //!
 //! # Waiting
 //!
-//! Each side spins a bounded time ([`SPIN`], yielding the CPU between rounds, as a busy
-//! 2-vCPU machine needs the other side to run) and then sleeps in `FUTEX_WAIT` on the other
+//! Each side spins a bounded time ([`SPIN`]) and then sleeps. How it spins follows where the
+//! other side was last seen polling (the `*_cpu` words; [`super::cpu_hint`]): on another
+//! CPU, it polls without a system call for the first [`super::cpu_hint::SPIN_APART`]; on
+//! the same CPU, it sleeps at once (the other side cannot run until it does); otherwise it
+//! yields the CPU between rounds, as a busy 2-vCPU machine needs the other side to run. It
+//! sleeps in `FUTEX_WAIT` on the other
 //! side's turn word (non-private: two processes). The sleeper sets its `*_sleeping` word,
 //! re-reads the turn word and only then waits on the value it read, so a bump in between
 //! makes the wait return at once; the waker bumps the turn word and calls `FUTEX_WAKE` only
@@ -52,7 +59,9 @@
 //! slices of [`SLICE`] until the call's deadline and looks at the socket between slices (a
 //! dead worker, a frame out of turn). A worker that lies about its `worker_sleeping` word
 //! only loses its own wake-ups; one that lies about `host_sleeping` or never bumps
-//! `reply_turn` only delays the host until the end of a slice or the call's deadline.
+//! `reply_turn` only delays the host until the end of a slice or the call's deadline; one
+//! that lies about `worker_cpu` only changes how the host spins (at most
+//! [`super::cpu_hint::SPIN_APART`] without yielding, or a sleep its own reply ends).
 //!
 //! # Threat analysis
 //!
@@ -108,10 +117,11 @@ use std::time::{Duration, Instant};
 use crate::base::ffi::{FaultError, PluginResult, decode_result};
 use crate::base::protocol::ProtocolViolation;
 
+use super::cpu_hint;
 use super::init::CallFault;
 
 /// Version of the layout above; `Init` carries it and the worker refuses any other.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// The header page.
 pub(crate) const HEADER_BYTES: usize = 4096;
 /// Each of the request and reply areas: a 1 MiB payload and 64 KiB of JSON slack.
@@ -144,6 +154,11 @@ const HOST_SLEEPING_AT: usize = 280;
 /// request, a progress message), with a wake of the host if it sleeps: the host then looks
 /// at the socket at once instead of at the end of its wait slice.
 const ATTENTION_AT: usize = 284;
+/// The CPU the host polls on while it waits for a reply (`cpu_hint::NO_CPU` while it
+/// sleeps), for the worker's spin.
+const HOST_CPU_AT: usize = 160;
+/// The CPU the worker polls on while it waits for a call, for the host's spin.
+const WORKER_CPU_AT: usize = 288;
 
 /// Reply tags.
 pub(crate) const TAG_OUTPUT: u32 = 1;
@@ -174,7 +189,9 @@ const _: () = assert!(
         && REPLY_TURN_AT.is_multiple_of(4)
         && HOST_SLEEPING_AT.is_multiple_of(4)
         && ATTENTION_AT.is_multiple_of(4)
-        && ATTENTION_AT + 4 <= HEADER_BYTES
+        && HOST_CPU_AT.is_multiple_of(4)
+        && WORKER_CPU_AT.is_multiple_of(4)
+        && WORKER_CPU_AT + 4 <= HEADER_BYTES
         && REGION_BYTES.is_multiple_of(4096)
 );
 
@@ -299,8 +316,11 @@ fn futex_wake(word: &AtomicU32) {
     let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
 }
 
-/// Polls `ready` for up to [`SPIN`]; whether it became true.
-fn spin_until(ready: impl Fn() -> bool) -> bool {
+/// Polls `ready` for up to [`SPIN`], publishing this side's CPU in `mine` and spinning as
+/// `theirs` says ([`cpu_hint::next`]); whether it became true. Returns false early when
+/// both sides are on one CPU: the caller then sleeps (and publishes that it does).
+fn spin_until(ready: impl Fn() -> bool, mine: &AtomicU32, theirs: &AtomicU32) -> bool {
+    let cpu = cpu_hint::publish(mine);
     let start = Instant::now();
     loop {
         for _ in 0..64 {
@@ -309,11 +329,16 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() >= SPIN {
+        let spun = start.elapsed();
+        if spun >= SPIN {
             return ready();
         }
-        // On a busy machine the other side may be waiting for this very CPU.
-        std::thread::yield_now();
+        match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed), spun) {
+            cpu_hint::Next::Poll => {}
+            // On a busy machine the other side may be waiting for this very CPU.
+            cpu_hint::Next::Yield => std::thread::yield_now(),
+            cpu_hint::Next::Sleep => return ready(),
+        }
     }
 }
 
@@ -359,6 +384,8 @@ impl HostRing {
         map.u64_at(MAGIC_AT).store(MAGIC, Ordering::Relaxed);
         map.u32_at(VERSION_AT)
             .store(LAYOUT_VERSION, Ordering::Relaxed);
+        cpu_hint::asleep(map.u32_at(HOST_CPU_AT));
+        cpu_hint::asleep(map.u32_at(WORKER_CPU_AT));
         Ok(HostRing {
             map,
             fd,
@@ -417,9 +444,11 @@ impl HostRing {
         let attention = self.map.u32_at(ATTENTION_AT);
         let changed = || turn.load(Ordering::Acquire) != since;
         let nudged = || attention.load(Ordering::Acquire) != attention_since;
-        if spin_until(|| changed() || nudged()) {
+        let (mine, theirs) = (self.map.u32_at(HOST_CPU_AT), self.map.u32_at(WORKER_CPU_AT));
+        if spin_until(|| changed() || nudged(), mine, theirs) {
             return changed();
         }
+        cpu_hint::asleep(mine);
         let sleeping = self.map.u32_at(HOST_SLEEPING_AT);
         loop {
             let left = until.saturating_duration_since(Instant::now());

@@ -43,6 +43,7 @@ fn the_layout_is_the_documented_one() {
         ],
         [256, 264, 272, 276, 280]
     );
+    assert_eq!([HOST_CPU_AT, WORKER_CPU_AT], [160, 288]);
     assert_eq!((TAG_OUTPUT, TAG_FAULT, TAG_ON_SOCKET), (1, 2, 3));
     assert_eq!((REQUEST_AREA, REPLY_AREA), (4096, 4096 + 1_114_112));
 }

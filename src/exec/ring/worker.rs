@@ -4,11 +4,13 @@
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
+use crate::exec::cpu_hint;
+
 use super::{
-    ATTENTION_AT, CALL_SEQ_AT, CALL_TURN_AT, HOST_SLEEPING_AT, LAYOUT_VERSION, MAGIC, MAGIC_AT,
-    Mapping, REGION_BYTES, REPLY_AREA, REPLY_LEN_AT, REPLY_SEQ_AT, REPLY_TAG_AT, REPLY_TURN_AT,
-    REQUEST_AREA, REQUEST_LEN_AT, REQUEST_ON_SOCKET_AT, TAG_ON_SOCKET, VERSION_AT,
-    WORKER_SLEEPING_AT, futex_wait, futex_wake, spin_until,
+    ATTENTION_AT, CALL_SEQ_AT, CALL_TURN_AT, HOST_CPU_AT, HOST_SLEEPING_AT, LAYOUT_VERSION, MAGIC,
+    MAGIC_AT, Mapping, REGION_BYTES, REPLY_AREA, REPLY_LEN_AT, REPLY_SEQ_AT, REPLY_TAG_AT,
+    REPLY_TURN_AT, REQUEST_AREA, REQUEST_LEN_AT, REQUEST_ON_SOCKET_AT, TAG_ON_SOCKET, VERSION_AT,
+    WORKER_CPU_AT, WORKER_SLEEPING_AT, futex_wait, futex_wake, spin_until,
 };
 
 /// The worker's mapping of the region, and the call turn it has seen.
@@ -83,7 +85,9 @@ impl WorkerRing {
         let turn = self.map.u32_at(CALL_TURN_AT);
         let seen = self.seen;
         let ready = || turn.load(Ordering::Acquire) != seen;
-        if !spin_until(ready) {
+        let (mine, theirs) = (self.map.u32_at(WORKER_CPU_AT), self.map.u32_at(HOST_CPU_AT));
+        if !spin_until(ready, mine, theirs) {
+            cpu_hint::asleep(mine);
             let sleeping = self.map.u32_at(WORKER_SLEEPING_AT);
             loop {
                 sleeping.store(1, Ordering::SeqCst);
@@ -96,6 +100,7 @@ impl WorkerRing {
                 }
             }
             sleeping.store(0, Ordering::Relaxed);
+            cpu_hint::publish(mine);
         }
         self.seen = turn.load(Ordering::Acquire);
         let seq = self.map.u64_at(CALL_SEQ_AT).load(Ordering::Acquire);
