@@ -564,7 +564,25 @@ fn tuf_publish_refuses_a_key_the_root_does_not_name_for_its_roles() {
             if *path == op.path("tuf/keys/root.der")),
         "{e:?}"
     );
-    assert!(!op.metadata().join("timestamp.json").exists());
+    assert!(
+        is_empty_dir(&op.metadata()),
+        "nothing written, no staging left"
+    );
     // Control: the online key signs.
     assert_eq!(publish_with(&op, "online", 1).unwrap(), ["echo/1.0.0"]);
+    let mut files: Vec<String> = std::fs::read_dir(op.metadata())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "1.root.json",
+            "snapshot.json",
+            "targets.json",
+            "timestamp.json"
+        ],
+        "the metadata, and no staging directory left"
+    );
 }

@@ -92,6 +92,13 @@ pub enum PublishError {
         /// The role (`targets`, `snapshot`, `timestamp`).
         role: &'static str,
     },
+    /// No version was given and the clock reads the Unix epoch or earlier, so the current
+    /// Unix time cannot be the version.
+    #[error("the clock reads {seconds} s since the Unix epoch: give the version explicitly")]
+    Clock {
+        /// The clock's reading.
+        seconds: i64,
+    },
     /// `tough` refused a step (reading the root, adding a target, signing, writing).
     #[error("{step}: {detail}")]
     Tuf {

@@ -269,11 +269,13 @@ pub fn publish(
     let previous = previous_targets(metadata)?;
     let version = match options.version {
         Some(v) => v,
-        None => NonZeroU64::new(jiff::Timestamp::now().as_second().unsigned_abs()).ok_or(
-            PublishError::Runtime {
-                detail: "the clock reads the Unix epoch".to_owned(),
-            },
-        )?,
+        None => {
+            let seconds = jiff::Timestamp::now().as_second();
+            u64::try_from(seconds)
+                .ok()
+                .and_then(NonZeroU64::new)
+                .ok_or(PublishError::Clock { seconds })?
+        }
     };
     for (file, role) in ROLE_FILES {
         if let Some(current) = previous_version(metadata, file)?
