@@ -504,20 +504,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// An RSA key as docs/fleet-tuf.md makes it.
 fn openssl_keygen(path: &Path) {
-    let status = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:3072",
-            "-out",
-        ])
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl (scripts/setup.sh installs it)");
-    assert!(status.success());
+    support::tuf::openssl_rsa(path, 3072);
 }
 
 /// `sha256sum FILE`'s hex digest, as the operator reads it.

@@ -7,7 +7,9 @@
 //! default policy, or `--policy FILE`'s `elf` and `danger.elf` sections and limits) and
 //! refuses to sign a library that host would refuse, listing each failing check with the
 //! build flags that fix it; `--no-check` signs anyway, for a host whose policy differs.
-//! `push` publishes a signed directory to an OCI registry and prints the manifest digest.
+//! `push` publishes a signed directory to an OCI registry and prints the manifest digest
+//! (`--manifest-out` also keeps the manifest's bytes); `tuf init` and `tuf publish` keep the
+//! operator's TUF repository (`skillgate::fleet::publish`, docs/fleet-tuf.md).
 //! Exit codes: 0 success; 1 refused (verification, or signing a library the policy would
 //! refuse); 2 usage or I/O error (a wrong password included).
 
@@ -121,11 +123,75 @@ enum Command {
         /// Public key file the directory must verify against.
         #[arg(long)]
         public_key: PathBuf,
+        /// Also write the exact manifest bytes pushed to this file (never overwritten;
+        /// missing parent directories are created): the release file `skill-sign tuf
+        /// publish` lists, at `RELEASES/NAME/VERSION`.
+        #[arg(long)]
+        manifest_out: Option<PathBuf>,
+    },
+    /// The operator's TUF repository (docs/fleet-tuf.md): create its root, publish the
+    /// releases offered.
+    Tuf {
+        #[command(subcommand)]
+        command: TufCommand,
     },
     /// Print the key id of a public key file.
     KeyId {
         /// Public key file.
         public_key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TufCommand {
+    /// Write a new TUF root: the root key for the `root` role, the online key for
+    /// `targets`, `snapshot` and `timestamp` (threshold 1 each), signed by the root key.
+    /// Prints its SHA-256 (the pin for the policy's `freshness.root_sha256`).
+    Init {
+        /// The root key (kept offline): RSA PEM, ed25519 PKCS#8 or ECDSA P-256 PKCS#8.
+        #[arg(long)]
+        root_key: PathBuf,
+        /// The online key (signs targets, snapshot, timestamp); same formats.
+        #[arg(long)]
+        online_key: PathBuf,
+        /// Where to write the root (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days until the root expires.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u32,
+    },
+    /// List every release file `RELEASES/NAME/VERSION` (a release's OCI manifest bytes,
+    /// from `skill-sign push --manifest-out`) as TUF target `NAME/VERSION`, sign targets,
+    /// snapshot and timestamp with the online key, and write them to the metadata
+    /// directory. A release not in RELEASES is withdrawn. Run it again (same RELEASES) to
+    /// refresh the timestamp.
+    Publish {
+        /// The repository's root (`skill-sign tuf init --out`).
+        #[arg(long)]
+        root: PathBuf,
+        /// The online key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The releases offered: one file per release at `RELEASES/NAME/VERSION`.
+        #[arg(long)]
+        releases: PathBuf,
+        /// The metadata directory to write (what hosts' `freshness.metadata` reads).
+        #[arg(long)]
+        metadata: PathBuf,
+        /// The version of targets, snapshot and timestamp; default: the current Unix time
+        /// in seconds. Must be higher than the metadata directory's.
+        #[arg(long)]
+        version: Option<std::num::NonZeroU64>,
+        /// Days until targets expires.
+        #[arg(long, default_value_t = 30)]
+        targets_days: u32,
+        /// Days until snapshot expires.
+        #[arg(long, default_value_t = 7)]
+        snapshot_days: u32,
+        /// Days until timestamp expires.
+        #[arg(long, default_value_t = 1)]
+        timestamp_days: u32,
     },
 }
 
@@ -329,6 +395,126 @@ fn print_refusal(dir: &Path, library: &str, failures: &[InspectError], which: &s
     eprint!("{text}");
 }
 
+/// `skill-sign push`: with `--manifest-out`, the file is claimed before the push (an
+/// existing one is refused first) and removed again if the push fails.
+fn push(dir: &Path, reference: &str, public_key: &Path, manifest_out: Option<&Path>) -> ExitCode {
+    let trust = match PublicKey::read_file(public_key).and_then(|k| TrustStore::from_keys([k])) {
+        Ok(t) => t,
+        Err(e) => return error(chain(&e)),
+    };
+    let mut out = match manifest_out.map(claim).transpose() {
+        Ok(out) => out,
+        Err(e) => return error(e),
+    };
+    let pushed = match skillgate::fleet::push(dir, &trust, reference) {
+        Ok(pushed) => pushed,
+        Err(e) => {
+            if let Some(path) = manifest_out {
+                let _ = std::fs::remove_file(path);
+            }
+            let class = e.class();
+            eprintln!("skill-sign: push refused: {}: {e}", Escaped(dir.display()));
+            return ExitCode::from(class.exit_code());
+        }
+    };
+    if let (Some(file), Some(path)) = (out.as_mut(), manifest_out)
+        && let Err(e) = file
+            .write_all(&pushed.manifest)
+            .and_then(|()| file.sync_all())
+    {
+        return error(format!("{}: {e}", path.display()));
+    }
+    println!("{}", pushed.digest);
+    ExitCode::SUCCESS
+}
+
+/// Creates `path` (and its missing parents), refusing an existing file.
+fn claim(path: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{}: already exists; it is not overwritten", path.display())
+            }
+            _ => format!("{}: {e}", path.display()),
+        })
+}
+
+/// `skill-sign tuf`: every failure exits 2 (the operator's input or I/O).
+fn tuf(command: TufCommand) -> ExitCode {
+    use skillgate::fleet::publish;
+    match command {
+        TufCommand::Init {
+            root_key,
+            online_key,
+            out,
+            expires_days,
+        } => match publish::init_root(&root_key, &online_key, &out, expires_days) {
+            Ok(root) => {
+                println!(
+                    "wrote {} (version 1, expires {}; root key {}, online key {})",
+                    Escaped(root.path.display()),
+                    root.expires,
+                    root.root_key_id,
+                    root.online_key_id
+                );
+                println!("sha256 {}", root.sha256);
+                ExitCode::SUCCESS
+            }
+            Err(e) => error(format!("tuf init: {}", chain(&e))),
+        },
+        TufCommand::Publish {
+            root,
+            key,
+            releases,
+            metadata,
+            version,
+            targets_days,
+            snapshot_days,
+            timestamp_days,
+        } => {
+            let mut options = publish::PublishOptions::new().expiries(
+                targets_days,
+                snapshot_days,
+                timestamp_days,
+            );
+            if let Some(version) = version {
+                options = options.version(version);
+            }
+            match publish::publish(&root, &key, &releases, &metadata, options) {
+                Ok(p) => {
+                    println!(
+                        "signed version {} into {}: targets expire {}, snapshot {}, timestamp {}",
+                        p.version,
+                        Escaped(metadata.display()),
+                        p.targets_expires,
+                        p.snapshot_expires,
+                        p.timestamp_expires
+                    );
+                    for listed in &p.listed {
+                        println!(
+                            "listed {} {} {}",
+                            listed.target, listed.digest, listed.length
+                        );
+                    }
+                    for target in &p.withdrawn {
+                        println!("withdrawn {}", Escaped(target));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => error(format!("tuf publish: {}", chain(&e))),
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Keygen {
@@ -416,24 +602,9 @@ fn main() -> ExitCode {
             dir,
             reference,
             public_key,
-        } => {
-            let trust =
-                match PublicKey::read_file(&public_key).and_then(|k| TrustStore::from_keys([k])) {
-                    Ok(t) => t,
-                    Err(e) => return error(chain(&e)),
-                };
-            match skillgate::fleet::push(&dir, &trust, &reference) {
-                Ok(pushed) => {
-                    println!("{}", pushed.digest);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    let class = e.class();
-                    eprintln!("skill-sign: push refused: {}: {e}", Escaped(dir.display()));
-                    ExitCode::from(class.exit_code())
-                }
-            }
-        }
+            manifest_out,
+        } => push(&dir, &reference, &public_key, manifest_out.as_deref()),
+        Command::Tuf { command } => tuf(command),
         Command::KeyId { public_key } => match PublicKey::read_file(&public_key) {
             Ok(k) => {
                 println!("{}", k.id());

@@ -2,7 +2,8 @@
 //! one from a registry (or a mirrored OCI image-layout directory) into a trusted root.
 //!
 //! - [`freshness`] asks a TUF repository whether a release is current; [`pull`] asks it
-//!   before installing when the policy has a `freshness` section;
+//!   before installing when the policy has a `freshness` section; [`publish`] is the
+//!   operator's side (what `skill-sign tuf init` and `skill-sign tuf publish` run);
 //! - [`push`] (what `skill-sign push` runs) refuses a directory that is not a signed plugin
 //!   that verifies, then packs it as an OCI artifact (see [`artifact`]'s media types) and
 //!   returns the manifest digest;
@@ -31,6 +32,7 @@ pub mod freshness;
 pub mod install;
 pub mod mirror;
 pub mod oci;
+pub mod publish;
 pub mod reference;
 mod source;
 
@@ -83,6 +85,10 @@ pub struct Pushed {
     pub name: String,
     /// The signed manifest's version.
     pub version: String,
+    /// The OCI image manifest's exact bytes, as pushed (they hash to `digest`): the content
+    /// of the release's TUF target (`skill-sign push --manifest-out`, see
+    /// [`publish::publish`]).
+    pub manifest: Vec<u8>,
 }
 
 /// Publishes the signed plugin directory `dir` to `reference` (`oci://REGISTRY/REPO:TAG`):
@@ -161,5 +167,6 @@ pub fn push(dir: &Path, trust: &TrustStore, reference: &str) -> Result<Pushed, E
         digest,
         name,
         version,
+        manifest: packed.manifest,
     })
 }

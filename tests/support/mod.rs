@@ -231,3 +231,30 @@ pub fn is_our_child(pid: u32) -> bool {
     let ppid = rest.split_whitespace().nth(1);
     ppid == Some(std::process::id().to_string().as_str())
 }
+
+/// Builds `good.c` as plugin `name` at `version` and lays it out, signed, in an author's
+/// directory outside every root; `data` adds a file `data/blob.bin` of that many bytes.
+pub fn release(host: &Host, name: &str, version: &str, data: usize) -> PathBuf {
+    let quoted = format!("\"{version}\"");
+    let marker = format!("\"{version}\"");
+    let lib = host.build(
+        "good",
+        name,
+        &[
+            ("PLUGIN_VERSION", quoted.as_str()),
+            ("MARKER", marker.as_str()),
+        ],
+    );
+    let dir = host.tmp.path().join("author").join(version).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&lib, dir.join(format!("lib{name}.so"))).unwrap();
+    let manifest = manifest_template(name).replace("\"1.0.0\"", &format!("\"{version}\""));
+    std::fs::write(dir.join("plugin.json"), manifest).unwrap();
+    if data > 0 {
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let bytes: Vec<u8> = (0..data).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("data/blob.bin"), bytes).unwrap();
+    }
+    skillgate::sign::sign_plugin_dir(&dir, &host.key).unwrap();
+    dir
+}

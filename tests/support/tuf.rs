@@ -1,7 +1,7 @@
 //! TUF repositories as an operator keeps them, made with `tough`'s editor and ed25519 keys:
 //! shared by tests/freshness.rs (the check itself) and tests/fleet.rs (a pull that asks it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
@@ -9,9 +9,8 @@ use sha2::Digest as _;
 use skillgate::Policy;
 use skillgate::fleet::freshness::Freshness;
 use tough::editor::RepositoryEditor;
-use tough::editor::signed::SignedRole;
 use tough::key_source::{KeySource, LocalKeySource};
-use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Target};
+use tough::schema::Target;
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -102,7 +101,7 @@ impl Repo {
             ext,
             releases: BTreeMap::new(),
         };
-        runtime().block_on(repo.write_root());
+        repo.write_root();
         repo
     }
 
@@ -130,39 +129,16 @@ impl Repo {
         ))
     }
 
-    pub async fn write_root(&self) {
-        let root_key = self.key("root").as_sign().await.unwrap().tuf_key();
-        let online_key = self.key("online").as_sign().await.unwrap().tuf_key();
-        let root_id = root_key.key_id().unwrap();
-        let online_id = online_key.key_id().unwrap();
-        let role = |id: &tough::schema::decoded::Decoded<tough::schema::decoded::Hex>| RoleKeys {
-            keyids: vec![id.clone()],
-            threshold: one(),
-            _extra: HashMap::new(),
-        };
-        let root = Root {
-            spec_version: "1.0.0".to_owned(),
-            consistent_snapshot: false,
-            version: one(),
-            expires: in_days(365),
-            keys: HashMap::from([(root_id.clone(), root_key), (online_id.clone(), online_key)]),
-            roles: HashMap::from([
-                (RoleType::Root, role(&root_id)),
-                (RoleType::Targets, role(&online_id)),
-                (RoleType::Snapshot, role(&online_id)),
-                (RoleType::Timestamp, role(&online_id)),
-            ]),
-            _extra: HashMap::new(),
-        };
-        let signed = SignedRole::new(
-            root.clone(),
-            &KeyHolder::Root(root),
-            &[self.key("root")],
-            &aws_lc_rs::rand::SystemRandom::new(),
+    /// The root `skill-sign tuf init` writes: the root key for root, the online key for
+    /// the other roles, expiring in a year.
+    pub fn write_root(&self) {
+        skillgate::fleet::publish::init_root(
+            &self.path(&format!("keys/root.{}", self.ext)),
+            &self.path(&format!("keys/online.{}", self.ext)),
+            &self.root_path(),
+            365,
         )
-        .await
         .unwrap();
-        std::fs::write(self.root_path(), signed.buffer()).unwrap();
     }
 
     /// Adds a release (its manifest bytes) to the list the next publication signs; returns
@@ -230,4 +206,17 @@ impl Repo {
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// An RSA key as docs/fleet-tuf.md makes it (`openssl genpkey`), of `bits` bits.
+pub fn openssl_rsa(path: &Path, bits: u32) {
+    let status = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+        .arg(format!("rsa_keygen_bits:{bits}"))
+        .arg("-out")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (scripts/setup.sh installs it)");
+    assert!(status.success());
 }
