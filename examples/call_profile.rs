@@ -18,6 +18,7 @@
 //! this example's, as `cargo build --release --bins --examples` leaves it), and
 //! `PROFILE_INPUT=N` sends N bytes of input to `tests/plugins/ring.c`'s `sink` action (no
 //! work per byte but `strlen`) instead of the no-op echo: the 1 MiB input row of the bench.
+//! `PROFILE_GAP_US=N` sleeps N µs before each call (the bench's "calls 500 µs apart").
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
@@ -87,9 +88,15 @@ fn main() {
         ctx.input.insert("action".into(), "sink".into());
         ctx.input.insert("data".into(), "x".repeat(n).into());
     }
+    let gap = std::env::var("PROFILE_GAP_US")
+        .ok()
+        .map(|n| std::time::Duration::from_micros(n.parse().expect("PROFILE_GAP_US is a number")));
     let start = Instant::now();
     let mut each: Vec<f64> = (0..calls)
         .map(|_| {
+            if let Some(gap) = gap {
+                std::thread::sleep(gap);
+            }
             let t = Instant::now();
             loaded.execute(&ctx).unwrap();
             t.elapsed().as_secs_f64() * 1e6
