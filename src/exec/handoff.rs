@@ -32,8 +32,8 @@
 //! gives its CPU away once (`sched_yield`: on a busy machine the other side is most likely
 //! waiting for this very CPU), and so on for [`SPIN`]; then it sets its "asleep" bit and
 //! sleeps on the word with a private futex. Where the other side was last seen polling
-//! changes that ([`super::cpu_hint`]): on another CPU, the waiter polls without yielding for
-//! its first `SPIN_APART`; on this very CPU, it sleeps at once (yielding would keep both on
+//! changes that ([`super::cpu_hint`]): on another CPU, the waiter polls without yielding
+//! (for the rest of [`SPIN`]); on this very CPU, it sleeps at once (yielding would keep both on
 //! one CPU, as the scheduler does not move a task it counts as cache-hot; the wake-up that
 //! ends the sleep places the sleeper on an idle CPU if there is one). Whoever moves the word to a phase the sleeper waits for clears the
 //! bit and wakes it: one `futex` wake, paid only when the other side actually slept. So a
@@ -308,7 +308,7 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
             }
             let spun = now.saturating_duration_since(*started.get_or_insert(now));
             if spun < SPIN {
-                match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed), spun) {
+                match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed)) {
                     cpu_hint::Next::Poll => continue,
                     cpu_hint::Next::Yield => {
                         std::thread::yield_now();

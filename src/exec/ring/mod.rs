@@ -47,7 +47,7 @@
 //!
 //! Each side spins a bounded time ([`SPIN`]) and then sleeps. How it spins follows where the
 //! other side was last seen polling (the `*_cpu` words; [`super::cpu_hint`]): on another
-//! CPU, it polls without a system call for the first [`super::cpu_hint::SPIN_APART`]; on
+//! CPU, it polls without a system call (for the rest of [`SPIN`]); on
 //! the same CPU, it sleeps at once (the other side cannot run until it does); otherwise it
 //! yields the CPU between rounds, as a busy 2-vCPU machine needs the other side to run. It
 //! sleeps in `FUTEX_WAIT` on the other
@@ -60,8 +60,8 @@
 //! dead worker, a frame out of turn). A worker that lies about its `worker_sleeping` word
 //! only loses its own wake-ups; one that lies about `host_sleeping` or never bumps
 //! `reply_turn` only delays the host until the end of a slice or the call's deadline; one
-//! that lies about `worker_cpu` only changes how the host spins (at most
-//! [`super::cpu_hint::SPIN_APART`] without yielding, or a sleep its own reply ends).
+//! that lies about `worker_cpu` only changes how the host spins (polling without yielding
+//! for at most [`SPIN`], or a sleep its own reply ends).
 //!
 //! # Threat analysis
 //!
@@ -329,11 +329,10 @@ fn spin_until(ready: impl Fn() -> bool, mine: &AtomicU32, theirs: &AtomicU32) ->
             }
             std::hint::spin_loop();
         }
-        let spun = start.elapsed();
-        if spun >= SPIN {
+        if start.elapsed() >= SPIN {
             return ready();
         }
-        match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed), spun) {
+        match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed)) {
             cpu_hint::Next::Poll => {}
             // On a busy machine the other side may be waiting for this very CPU.
             cpu_hint::Next::Yield => std::thread::yield_now(),
