@@ -308,6 +308,12 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
             }
             let spun = now.saturating_duration_since(*started.get_or_insert(now));
             if spun < SPIN {
+                // This side may have been moved since it last said where it runs.
+                let here = cpu_hint::current_cpu();
+                if here != cpu {
+                    cpu = here;
+                    mine.store(cpu, Ordering::Relaxed);
+                }
                 match cpu_hint::next(cpu, theirs.load(Ordering::Relaxed)) {
                     cpu_hint::Next::Poll => continue,
                     cpu_hint::Next::Yield => {
