@@ -17,8 +17,8 @@ use skillgate::{Gate, PluginResult};
 use support::{Host, ctx};
 
 /// The example's library, built once per test run into `target/sdk-plugin` (kept between
-/// runs, so only the first build compiles serde_json). `--offline`: the workspace's own build
-/// already fetched every crate the example's committed `Cargo.lock` names.
+/// runs, so only the first build compiles serde_json), `--locked` to the committed lock file
+/// (see `support::build::build_cargo_project`).
 fn sdk_plugin_library() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {

@@ -15,8 +15,8 @@ use skillgate::Isolation;
 use support::Host;
 
 /// The host binary, built once per test run into `target/dep-hosts` (shared with the other
-/// separate projects tests build, so skillgate's dependencies compile once). `--offline`:
-/// its `Cargo.lock` names only crates the workspace's own build already fetched.
+/// separate projects tests build, so skillgate's dependencies compile once), `--locked`
+/// to its committed `Cargo.lock` (see `support::build::build_cargo_project`).
 fn vtcode_host() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

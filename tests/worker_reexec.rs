@@ -19,8 +19,8 @@ use serde_json::Value;
 use support::Host;
 
 /// `target/dep-hosts/debug`, where the worker-host project's binaries are built (once per
-/// test run; the shared target dir keeps skillgate's dependencies between runs). `--offline`:
-/// its lock file names only crates the workspace's own build fetched.
+/// test run; the shared target dir keeps skillgate's dependencies between runs), `--locked`
+/// to its committed lock file (see `support::build::build_cargo_project`).
 ///
 /// `SKILLGATE_WORKER_HOST_BINS` names a directory of binaries already built instead: for
 /// running this test binary as a user who cannot run cargo (uid 65534).

@@ -194,16 +194,18 @@ fn run(mut cmd: Command, tool: &str, src: &Path) {
 }
 
 /// Builds the separate cargo project at `project` (relative to the repository root) with
-/// `cargo build --offline --quiet` plus `args`, into `target/<target>`, and returns the
+/// `cargo build --locked --quiet` plus `args`, into `target/<target>`, and returns the
 /// profile directory holding its outputs (`debug`, or `release` when `args` asks for it).
-/// `--offline`: each project's committed `Cargo.lock` names only crates the workspace's own
-/// build already fetched.
+/// `--locked`: the project's committed `Cargo.lock` is used as it is, never rewritten. It
+/// names crates the workspace's own build does not (`anyhow`, other versions of some
+/// dependencies), so on a fresh machine cargo fetches them from the registry first; an
+/// earlier `--offline` passed only where an earlier build had fetched them.
 pub fn build_cargo_project(project: &str, args: &[&str], target: &str) -> PathBuf {
     let root = repo_root();
     let target = root.join("target").join(target);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--offline", "--quiet"])
+        .args(["build", "--locked", "--quiet"])
         .args(args)
         .arg("--manifest-path")
         .arg(root.join(project).join("Cargo.toml"))
