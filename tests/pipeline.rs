@@ -402,28 +402,45 @@ fn a_huge_result_within_a_raised_limit_is_accepted() {
 
 #[test]
 fn the_library_swapped_on_disk_after_verification_changes_nothing() {
+    // A small library is held on the heap until load, a large one sealed as it is hashed:
+    // both are checked. 2 MiB of padding takes the second path.
+    let rows: [(&str, &[(&str, &str)]); 2] =
+        [("toctou", &[]), ("toctoubig", &[("PAD_BYTES", "2097152")])];
     for host in Host::each_mode() {
-        let v1 = host.build("good", "toctou", &[("MARKER", "\"v1\"")]);
-        let v2 = host.build("good", "toctou", &[("MARKER", "\"v2\"")]);
-        let dir = host.install("toctou", &v1);
-        let gate = host.gate();
-        let inspected = gate.verify_and_inspect(&dir).unwrap();
-        // Between verification and load, the attacker swaps the file (rename is atomic).
-        let lib = dir.join("libtoctou.so");
-        std::fs::copy(&v2, dir.join("staged")).unwrap();
-        std::fs::rename(dir.join("staged"), &lib).unwrap();
-        let plugin = gate.load(inspected).unwrap();
-        let out = plugin.execute(&PluginContext::default()).unwrap();
-        assert_eq!(
-            out.output["marker"], "v1",
-            "the loaded code must be the verified code"
-        );
-        // Control: the file on disk really is the other build now.
-        let err = gate.verify_and_load(&dir).unwrap_err();
-        assert!(
-            matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
-            "{err:?}"
-        );
+        for (name, pad) in rows {
+            let build = |marker: &'static str| {
+                let mut defines = vec![("MARKER", marker)];
+                defines.extend_from_slice(pad);
+                host.build("good", name, &defines)
+            };
+            let v1 = build("\"v1\"");
+            let v2 = build("\"v2\"");
+            let size = std::fs::metadata(&v1).unwrap().len();
+            assert_eq!(
+                size > 1024 * 1024,
+                !pad.is_empty(),
+                "library of {size} bytes"
+            );
+            let dir = host.install(name, &v1);
+            let gate = host.gate();
+            let inspected = gate.verify_and_inspect(&dir).unwrap();
+            // Between verification and load, the attacker swaps the file (rename is atomic).
+            let lib = dir.join(format!("lib{name}.so"));
+            std::fs::copy(&v2, dir.join("staged")).unwrap();
+            std::fs::rename(dir.join("staged"), &lib).unwrap();
+            let plugin = gate.load(inspected).unwrap();
+            let out = plugin.execute(&PluginContext::default()).unwrap();
+            assert_eq!(
+                out.output["marker"], "v1",
+                "{name}: the loaded code must be the verified code"
+            );
+            // Control: the file on disk really is the other build now.
+            let err = gate.verify_and_load(&dir).unwrap_err();
+            assert!(
+                matches!(err, Error::Integrity(IntegrityError::HashMismatch { .. })),
+                "{err:?}"
+            );
+        }
     }
 }
 

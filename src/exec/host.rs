@@ -1033,7 +1033,7 @@ pub fn start_worker_on(
 ) -> Result<Enforcement, ExecError> {
     let crate::pipeline::load::Unpacked {
         manifest, report, ..
-    } = crate::pipeline::load::Loadable::unpack(inspected);
+    } = crate::pipeline::load::Loadable::unpack(inspected)?;
     let plan = SandboxPlan::new(
         &crate::sandbox::SandboxPolicy::default(),
         &crate::danger::Danger::default(),

@@ -244,9 +244,11 @@ impl Gate {
     ///
     /// Memory: while a plugin is verified its files are read in bounded buffers, as in
     /// `verify_and_inspect`; what stays afterwards is what each `Ok` holds — the manifest
-    /// and the sealed memfd copy of the library (its full size in shared memory and one
-    /// file descriptor) — until the caller drops or loads it. A caller verifying many
-    /// large plugins it will not load at once should pass them in batches.
+    /// and the verified copy of the library (up to 1 MiB on the heap, sealed into a memfd
+    /// only if it is loaded; a larger one in a sealed memfd already: its full size in
+    /// shared memory and one file descriptor) — until the caller drops or loads it. A
+    /// caller verifying many large plugins it will not load at once should pass them in
+    /// batches.
     ///
     /// Version marks (`trust.state_dir`): each raise is serialized by the state
     /// directory's lock file, so parallel verification never loses one; the mark ends at

@@ -107,7 +107,7 @@ impl LoadedPlugin {
             signers,
             report,
             library,
-        } = Loadable::unpack(inspected);
+        } = Loadable::unpack(inspected)?;
         let plan = SandboxPlan::new(
             &policy.sandbox,
             &policy.danger,

@@ -53,24 +53,28 @@ pub(crate) enum Recheck {
 }
 
 impl Loadable {
-    /// Takes an inspected bundle apart, its library becoming the value `dlopen` accepts.
-    pub(crate) fn unpack(inspected: Inspected) -> Unpacked {
+    /// Takes an inspected bundle apart, its library becoming the value `dlopen` accepts:
+    /// a small library's held bytes are sealed into their memfd here
+    /// ([`crate::base::sealed::VerifiedBytes`]), a larger one's memfd is taken as it is.
+    pub(crate) fn unpack(inspected: Inspected) -> Result<Unpacked, LoadError> {
         let (bundle, report) = inspected.into_parts();
         let (path, manifest, signers, library) = bundle.into_parts();
-        Unpacked {
+        let library = library
+            .into_sealed(manifest.name())
+            .map_err(LoadError::Seal)?;
+        Ok(Unpacked {
             path,
             manifest,
             signers,
             report,
             library: Loadable(library),
-        }
+        })
     }
 
     /// Accepts a library descriptor a worker was handed only if it is sealed against every
     /// change (else its bytes could change after this check) and holds exactly `size`
     /// bytes whose SHA-256 is `sha256`.
     pub(crate) fn recheck(memfd: OwnedFd, size: u64, sha256: &[u8; 32]) -> Result<Self, Recheck> {
-        use sha2::{Digest, Sha256};
         let present = rustix::fs::fcntl_get_seals(&memfd)
             .map_err(|e| Recheck::Io("cannot read the library's seals", e.into()))?;
         let required = crate::base::sealed::required_seals();
@@ -88,11 +92,9 @@ impl Loadable {
                 actual: library.len(),
             }));
         }
-        let map = library
-            .map()
-            .map_err(|e| Recheck::Io("cannot map the library", e))?;
-        let actual: [u8; 32] = Sha256::digest(map.as_ref()).into();
-        drop(map);
+        let actual = library
+            .sha256()
+            .map_err(|e| Recheck::Io("cannot read the library", e))?;
         if actual != *sha256 {
             return Err(Recheck::Refused(LibraryRefusal::Digest {
                 expected: hex_digest(sha256),
@@ -184,6 +186,10 @@ pub enum LoadError {
     /// The plugin thread could not be started.
     #[error("cannot start the plugin thread: {0}")]
     Thread(std::io::Error),
+    /// The verified bytes of a small library, held since verification, could not be
+    /// sealed into the memfd the loader is given (no memory, or no descriptor left).
+    #[error("cannot seal the verified library into a memfd: {0}")]
+    Seal(std::io::Error),
     /// The worker refused the library it was handed, before `dlopen`: what sat on its
     /// library descriptor was not the sealed copy of the verified bytes.
     #[error("the worker refused the library: {0}")]

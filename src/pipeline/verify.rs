@@ -4,14 +4,15 @@
 //! file first; only authentic bytes are parsed; then every file in the directory must be
 //! listed, and every listed file must be present with the signed size and SHA-256. The
 //! library is read exactly once, through a descriptor opened beneath the plugin
-//! directory, and its bytes are hashed while they are copied into a sealed memfd: the
-//! bytes that were verified are the bytes that will be mapped, whatever happens to the
-//! file on disk afterwards.
+//! directory, and its bytes are hashed while they are copied out of the file: into the
+//! heap for a small library (sealed into a memfd when it is loaded), straight into a sealed
+//! memfd for a larger one ([`VerifiedBytes`]). Either way the bytes that were verified are
+//! the bytes that will be mapped, whatever happens to the file on disk afterwards.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::base::sealed::{SealedBuilder, SealedFile};
+use crate::base::sealed::{HELD_MAX, SealedBuilder, VerifiedBytes};
 use crate::base::settings::Limits;
 use crate::danger::Danger;
 use crate::pipeline::digest::{FileDigest, digest_file};
@@ -48,13 +49,13 @@ impl<T> std::ops::Deref for Verified<T> {
     }
 }
 
-/// A verified plugin: its signed manifest, who signed it, and its library's bytes, sealed.
+/// A verified plugin: its signed manifest, who signed it, and its library's verified bytes.
 #[derive(Debug)]
 pub struct Bundle {
     path: PathBuf,
     manifest: Manifest,
     signers: Vec<KeyId>,
-    library: SealedFile,
+    library: VerifiedBytes,
 }
 
 impl Bundle {
@@ -70,13 +71,13 @@ impl Bundle {
     pub fn signers(&self) -> &[KeyId] {
         &self.signers
     }
-    /// The library's verified bytes, in a sealed memfd.
-    pub(crate) fn library(&self) -> &SealedFile {
+    /// The library's verified bytes, held or sealed.
+    pub(crate) fn library(&self) -> &VerifiedBytes {
         &self.library
     }
     /// Taken apart only inside the pipeline, so the library leaves it only as a
     /// [`crate::pipeline::load::Loadable`].
-    pub(in crate::pipeline) fn into_parts(self) -> (PathBuf, Manifest, Vec<KeyId>, SealedFile) {
+    pub(in crate::pipeline) fn into_parts(self) -> (PathBuf, Manifest, Vec<KeyId>, VerifiedBytes) {
         (self.path, self.manifest, self.signers, self.library)
     }
 }
@@ -295,10 +296,20 @@ pub(crate) fn verify_dir_at(
         let FileDigest {
             sha256: digest,
             len: read,
-        } = if is_library {
+        } = if is_library && (1..=HELD_MAX).contains(&entry.size) {
+            // `entry.size` is at most `HELD_MAX` here, and `digest_file` reads at most one
+            // byte past it (then refuses the file as grown): the buffer is sized once.
+            let room = usize::try_from(entry.size.saturating_add(1)).unwrap_or(0);
+            let mut held = Vec::with_capacity(room);
+            let out = digest_file(file, entry.size, Some(&mut held))?;
+            library = Some(VerifiedBytes::Held(held));
+            out
+        } else if is_library {
             let mut builder = SealedBuilder::new(manifest.name()).map_err(IntegrityError::Seal)?;
             let out = digest_file(file, entry.size, Some(&mut builder))?;
-            library = Some(builder.seal().map_err(IntegrityError::Seal)?);
+            library = Some(VerifiedBytes::Sealed(
+                builder.seal().map_err(IntegrityError::Seal)?,
+            ));
             out
         } else {
             digest_file(file, entry.size, None)?

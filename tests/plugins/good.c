@@ -1,6 +1,7 @@
 /*
  * good: a well-behaved plugin that echoes its context, plus a marker naming the build.
  *   -DMARKER=\"v2\"  (default "v1") proves which build of the library was loaded.
+ *   -DPAD_BYTES=N     adds N bytes of read-only data (a library past a size threshold).
  * Exports: vtcode_plugin_version (1), vtcode_plugin_metadata, vtcode_plugin_execute,
  * vtcode_plugin_free_string.
  * Result output: {"echo":<context>,"marker":MARKER}
@@ -9,6 +10,12 @@
 
 #ifndef MARKER
 #define MARKER "v1"
+#endif
+
+#ifdef PAD_BYTES
+/* Padding that makes the library larger than skillgate holds on the heap between
+ * verification and load (1 MiB), so a test can take the sealed-at-verification path. */
+__attribute__((used)) static const unsigned char sg_pad[PAD_BYTES] = {1};
 #endif
 
 EXPORT uint32_t vtcode_plugin_version(void) { return 1; }

@@ -59,6 +59,7 @@ mod symbols;
 
 use goblin::elf::{Elf, header};
 
+use crate::base::sealed::VerifiedBytes;
 use crate::danger::{ElfDanger, RelroFloor};
 use crate::pipeline::verify::{Bundle, Verified};
 
@@ -284,15 +285,6 @@ impl Inspected {
     }
 }
 
-/// Libraries up to this size are inspected in a heap copy read from the sealed memfd;
-/// larger ones in a copy-on-write mapping of it (only the page holding the ELF header is
-/// copied). Both hold exactly the sealed bytes. Measured on 20 KiB plugins, the mapping
-/// (`mmap`, a copy-on-write fault, `munmap`) cost more than reading the whole file, and its
-/// `mmap`/`munmap` take the process-wide memory-map lock, which serialized
-/// [`crate::Gate::verify_many`]'s workers; at 1 MiB a read is still a fraction of hashing
-/// the same bytes.
-const READ_COPY_MAX: u64 = 1024 * 1024;
-
 /// Inspects the verified library under `policy`, weakened only by `danger`.
 pub fn inspect(
     verified: Verified<Bundle>,
@@ -306,15 +298,16 @@ pub fn inspect(
             os_error: e.raw_os_error(),
         })
     };
-    let library = bundle.library();
     let rules = Rules::new(policy, danger);
-    // An empty file keeps going to `map_private`, which refuses it as before.
-    let report = if (1..=READ_COPY_MAX).contains(&library.len()) {
-        let mut copy = library.read_copy(READ_COPY_MAX).map_err(unreadable)?;
-        examine_in_place(&mut copy, &rules)?
-    } else {
-        let mut map = library.map_private().map_err(unreadable)?;
-        examine_in_place(&mut map, &rules)?
+    let report = match bundle.library() {
+        // Inspection erases three header fields in place: it gets its own copy.
+        VerifiedBytes::Held(bytes) => examine_in_place(&mut bytes.clone(), &rules)?,
+        // A library above `HELD_MAX` (or an empty one, which `map_private` refuses as
+        // before): a copy-on-write mapping, so only the page holding the header is copied.
+        VerifiedBytes::Sealed(library) => {
+            let mut map = library.map_private().map_err(unreadable)?;
+            examine_in_place(&mut map, &rules)?
+        }
     };
     if let Some(refusal) = report.refusal() {
         return Err(refusal.clone());
@@ -360,8 +353,9 @@ pub fn examine(
     examine_erased(&copy, &Rules::new(policy, danger))
 }
 
-/// [`examine`] on a private, writable view of the library (a heap copy of a small sealed
-/// memfd, or a copy-on-write mapping of a large one, see [`READ_COPY_MAX`]): the
+/// [`examine`] on a private, writable view of the library (a copy of a small library's
+/// held bytes, or a copy-on-write mapping of a large one's memfd, see
+/// [`crate::base::sealed::VerifiedBytes`]): the
 /// section-header fields are erased in place, so a large library is never copied whole,
 /// only the page holding its ELF header.
 fn examine_in_place(elf: &mut [u8], policy: &Rules<'_>) -> Result<InspectReport, InspectError> {
