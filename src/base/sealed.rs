@@ -170,7 +170,6 @@ impl SealedFile {
     }
 
     /// Maps the contents read-only. An empty file cannot be mapped (`InvalidInput`).
-    #[cfg(test)]
     #[allow(unsafe_code)]
     pub(crate) fn map(&self) -> io::Result<memmap2::Mmap> {
         let options = self.whole_file()?;
@@ -187,45 +186,6 @@ impl SealedFile {
         // SAFETY: as for `map`, pages not yet copied can never change under the mapping;
         // MAP_PRIVATE keeps this process's writes out of the file.
         unsafe { options.map_copy(&self.fd) }
-    }
-
-    /// The SHA-256 of the contents, read with `pread` in 64 KiB chunks (the descriptor's
-    /// offset is left alone). For the worker's re-check of its library: cheaper than
-    /// hashing a mapping of the file (no `mmap`, no page fault per page, no `munmap`). A
-    /// file that ends before its length is `UnexpectedEof`, one that runs past it
-    /// `InvalidData` (neither can happen to a sealed file: checked all the same).
-    pub(crate) fn sha256(&self) -> io::Result<[u8; 32]> {
-        use sha2::{Digest, Sha256};
-        const CHUNK: usize = 64 * 1024;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0_u8; CHUNK];
-        let mut done: u64 = 0;
-        loop {
-            let got = match rustix::io::pread(&self.fd, &mut buf[..], done) {
-                Ok(0) => break,
-                Ok(got) => got,
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            done = u64::try_from(got)
-                .ok()
-                .and_then(|got| done.checked_add(got))
-                .filter(|&total| total <= self.len)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("sealed file holds more than its {} bytes", self.len),
-                    )
-                })?;
-            hasher.update(buf.get(..got).unwrap_or_default());
-        }
-        if done < self.len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("sealed file gave {done} of its {} bytes", self.len),
-            ));
-        }
-        Ok(hasher.finalize().into())
     }
 
     /// A private copy of the contents on the heap, read with `pread` (the descriptor's
@@ -329,17 +289,6 @@ mod tests {
             .into_sealed("unused")
             .unwrap();
         assert_eq!(again.as_fd().as_raw_fd(), fd);
-    }
-
-    #[test]
-    fn the_digest_read_in_chunks_is_the_digest_of_the_bytes() {
-        use sha2::{Digest, Sha256};
-        // Empty, shorter than a chunk, and several chunks with a partial last one.
-        for len in [0_usize, 100, 64 * 1024 * 3 + 17] {
-            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let want: [u8; 32] = Sha256::digest(&bytes).into();
-            assert_eq!(sealed(&bytes).sha256().unwrap(), want, "{len} bytes");
-        }
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl Loadable {
     /// change (else its bytes could change after this check) and holds exactly `size`
     /// bytes whose SHA-256 is `sha256`.
     pub(crate) fn recheck(memfd: OwnedFd, size: u64, sha256: &[u8; 32]) -> Result<Self, Recheck> {
+        use sha2::{Digest, Sha256};
         let present = rustix::fs::fcntl_get_seals(&memfd)
             .map_err(|e| Recheck::Io("cannot read the library's seals", e.into()))?;
         let required = crate::base::sealed::required_seals();
@@ -92,9 +93,11 @@ impl Loadable {
                 actual: library.len(),
             }));
         }
-        let actual = library
-            .sha256()
-            .map_err(|e| Recheck::Io("cannot read the library", e))?;
+        let map = library
+            .map()
+            .map_err(|e| Recheck::Io("cannot map the library", e))?;
+        let actual: [u8; 32] = Sha256::digest(map.as_ref()).into();
+        drop(map);
         if actual != *sha256 {
             return Err(Recheck::Refused(LibraryRefusal::Digest {
                 expected: hex_digest(sha256),
