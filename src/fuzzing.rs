@@ -101,6 +101,27 @@ pub fn ffi_result(data: &[u8]) {
     }
 }
 
+/// The context encoder ([`crate::base::encode`]) against serde_json: `data` as one string
+/// (lossily UTF-8) and, if it parses, as a JSON value too, in a context's input, config and
+/// workspace root. Panics if the two texts differ by a byte.
+pub fn context_encode(data: &[u8]) {
+    let text = String::from_utf8_lossy(data).into_owned();
+    let mut ctx = crate::PluginContext::default();
+    ctx.input
+        .insert(text.clone(), serde_json::Value::String(text.clone()));
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
+        ctx.config.insert("parsed".to_owned(), value);
+    }
+    ctx.workspace_root = Some(text);
+    let mut ours = Vec::new();
+    crate::base::encode::write_context(&ctx, &mut ours);
+    let theirs = serde_json::to_vec(&ctx).unwrap_or_default();
+    assert!(
+        ours == theirs,
+        "the context encoder and serde_json disagree"
+    );
+}
+
 /// A frame from a (possibly hostile) worker: decoded and its payload parsed as the host does.
 pub fn ipc_frame(data: &[u8]) {
     crate::exec::host::fuzz_host_frame(data);

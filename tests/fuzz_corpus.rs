@@ -11,7 +11,7 @@ use skillgate::fuzzing;
 /// decoding its bytes the way `arbitrary` would not, so it gets a fixed set of cases below.
 type Entry = fn(&[u8]);
 
-const TARGETS: [(&str, Entry); 10] = [
+const TARGETS: [(&str, Entry); 11] = [
     ("manifest", fuzzing::manifest),
     ("signature_file", fuzzing::signature_file),
     ("public_key", fuzzing::public_key),
@@ -22,6 +22,7 @@ const TARGETS: [(&str, Entry); 10] = [
     ("ring_reply", fuzzing::ring_reply),
     ("elf", fuzzing::elf),
     ("oci_reference", fuzzing::oci_reference),
+    ("context_encode", fuzzing::context_encode),
 ];
 
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {

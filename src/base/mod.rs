@@ -10,6 +10,7 @@
 //! the error of the TUF freshness check (here so that the error tree can hold it).
 
 pub mod capped;
+pub(crate) mod encode;
 pub mod escape;
 pub(crate) mod ffi;
 pub(crate) mod freshness;

@@ -270,7 +270,7 @@ impl LoadedPlugin {
                 // Taken out for the call: a host tool run on this thread during it may call
                 // another plugin, which then encodes into a buffer of its own.
                 let mut buffer = ENCODED.take();
-                encode_context_into(ctx, &mut buffer).map_err(Error::Input)?;
+                encode_context_into(ctx, &mut buffer);
                 let called = p.call_with(&buffer, options, extras);
                 if buffer.capacity() <= ENCODED_KEPT {
                     ENCODED.set(buffer);
