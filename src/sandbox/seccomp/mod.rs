@@ -37,6 +37,7 @@ const BPF_JGE_K: u16 = 0x35;
 const BPF_JSET_K: u16 = 0x45;
 const BPF_AND_K: u16 = 0x54;
 const BPF_RET_K: u16 = 0x06;
+const BPF_JA: u16 = 0x05;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -242,8 +243,35 @@ impl Program {
         self.push(BPF_JEQ_K, 0, skip, sys as u32);
         self.ins.extend(inner.ins);
     }
-    fn allow_always(&mut self, sys: i64) {
-        self.when(sys, |p| p.ret(RET_ALLOW));
+    /// `if nr is one of sys { return ALLOW }`, as a binary search over the numbers: the
+    /// accumulator (the syscall number) is untouched, and control falls through past the
+    /// block when the number is none of them. See [`Search`] for why a search.
+    fn allow_any(&mut self, sys: &[i64]) {
+        let mut set: Vec<u32> = sys.iter().map(|&s| s as u32).collect();
+        set.sort_unstable();
+        set.dedup();
+        let mut search = Search::default();
+        search.tree(&set);
+        // A number in none of the leaves ends here: over the one `return ALLOW` they share.
+        search.ins.push(jump(1));
+        let allow = search.ins.len();
+        search.ins.push(insn(BPF_RET_K, 0, 0, RET_ALLOW));
+        for at in std::mem::take(&mut search.to_allow) {
+            let offset = allow.saturating_sub(at).saturating_sub(1);
+            match (u8::try_from(offset), search.ins.get_mut(at)) {
+                (Ok(offset), Some(leaf)) => leaf.jt = offset,
+                _ => {
+                    self.error.get_or_insert(BuildError::BlockTooLong {
+                        syscall: search.ins.get(at).map_or(-1, |leaf| i64::from(leaf.k)),
+                        len: offset,
+                    });
+                }
+            }
+        }
+        if let Some(e) = search.error {
+            self.error.get_or_insert(e);
+        }
+        self.ins.extend(search.ins);
     }
     /// `if (arg & bits) { return EPERM }`, then allow.
     fn allow_unless_flags(&mut self, sys: i64, arg: u32, bits: u32) {
@@ -268,6 +296,77 @@ impl Program {
     }
 }
 
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// An unconditional jump over the next `over` instructions.
+fn jump(over: usize) -> libc::sock_filter {
+    insn(BPF_JA, 0, 0, u32::try_from(over).unwrap_or(u32::MAX))
+}
+
+/// Numbers tested one by one at the leaves of a [`Search`].
+const SEARCH_LEAF: usize = 4;
+
+/// The code of `if nr in set { return ALLOW }` for a sorted set: a binary search on
+/// `nr >= pivot` down to leaves of at most [`SEARCH_LEAF`] equality tests, each jumping to
+/// one shared `return ALLOW` ([`Program::allow_any`] places it and sets the jumps).
+///
+/// Why not one equality test per number, in a row: the kernel installs a filter after
+/// running it, in its own emulator, for every syscall number, to cache the numbers it
+/// allows whatever their arguments (those then skip the filter), and then compiles it; both
+/// grow with the instructions walked and written. The row of about 60 tests (a
+/// 163-instruction program) took 139–167 µs to install, measured here on five threads,
+/// against 11–12 µs for a 4-instruction filter; every worker thread that restricts itself
+/// pays it on the load path. A search walks about 8 instructions per number instead of up
+/// to 70, and with one shared return the allowlist takes fewer instructions than the row.
+#[derive(Default)]
+struct Search {
+    ins: Vec<libc::sock_filter>,
+    /// The leaves' equality tests, whose `jt` is the jump to the shared return.
+    to_allow: Vec<usize>,
+    error: Option<BuildError>,
+}
+
+impl Search {
+    fn tree(&mut self, set: &[u32]) {
+        if set.len() <= SEARCH_LEAF {
+            for &k in set {
+                self.to_allow.push(self.ins.len());
+                self.ins.push(insn(BPF_JEQ_K, 0, 0, k));
+            }
+            // Not found: fall out of this leaf (the caller's jump, or the block's end).
+            return;
+        }
+        let (below, from) = set.split_at(set.len() / 2);
+        let Some(&pivot) = from.first() else {
+            return;
+        };
+        let test = self.ins.len();
+        self.ins.push(insn(BPF_JGE_K, 0, 0, pivot));
+        self.tree(below);
+        // Not in the lower half: over the upper half, out of this subtree.
+        let skip = self.ins.len();
+        self.ins.push(jump(0));
+        self.tree(from);
+        let upper = self.ins.len().saturating_sub(skip).saturating_sub(1);
+        if let Some(j) = self.ins.get_mut(skip) {
+            *j = jump(upper);
+        }
+        // nr >= pivot: over the lower half and the jump that ends it.
+        let over_low = skip.saturating_sub(test);
+        match (u8::try_from(over_low), self.ins.get_mut(test)) {
+            (Ok(over_low), Some(t)) => t.jt = over_low,
+            _ => {
+                self.error.get_or_insert(BuildError::BlockTooLong {
+                    syscall: i64::from(pivot),
+                    len: over_low,
+                });
+            }
+        }
+    }
+}
+
 /// Builds the filter program.
 pub(crate) fn build(options: FilterOptions) -> Result<Vec<libc::sock_filter>, BuildError> {
     let mut p = Program::default();
@@ -279,13 +378,14 @@ pub(crate) fn build(options: FilterOptions) -> Result<Vec<libc::sock_filter>, Bu
     p.push(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT);
     p.deny(libc::EPERM);
 
-    for sys in base_allowlist() {
-        p.allow_always(sys);
-    }
+    // Every number allowed whatever its arguments, in one search: none of them has a rule
+    // below, so testing them all first is what testing them in a row was.
+    let mut always = base_allowlist();
     if options.tcp {
-        for sys in tcp_allowlist() {
-            p.allow_always(sys);
-        }
+        always.extend(tcp_allowlist());
+    }
+    p.allow_any(&always);
+    if options.tcp {
         // socket(AF_INET or AF_INET6, SOCK_STREAM[|flags], 0 or IPPROTO_TCP): TCP clients
         // only. MPTCP, SCTP and the rest are other protocols Landlock's port rules do not
         // govern.

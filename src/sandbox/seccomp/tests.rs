@@ -23,6 +23,7 @@ fn run(prog: &[libc::sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
             }
             BPF_AND_K => acc &= ins.k,
             BPF_RET_K => return ins.k,
+            BPF_JA => pc += ins.k as usize,
             BPF_JEQ_K | BPF_JGE_K | BPF_JSET_K => {
                 let taken = match ins.code {
                     BPF_JEQ_K => acc == ins.k,
@@ -433,13 +434,13 @@ fn a_block_too_long_to_skip_is_an_error_not_a_truncated_jump() {
 fn a_program_over_the_kernel_limit_is_an_error() {
     let mut p = Program::default();
     for _ in 0..BPF_MAXINSNS / 2 {
-        p.allow_always(libc::SYS_read);
+        p.when(libc::SYS_read, |p| p.ret(RET_ALLOW));
     }
     assert_eq!(p.ins.len(), BPF_MAXINSNS);
     assert!(p.finish().is_ok());
     let mut p = Program::default();
     for _ in 0..=BPF_MAXINSNS / 2 {
-        p.allow_always(libc::SYS_read);
+        p.when(libc::SYS_read, |p| p.ret(RET_ALLOW));
     }
     assert_eq!(
         p.finish().unwrap_err(),
@@ -491,4 +492,69 @@ fn the_call_region_needs_only_what_the_filter_allowed_already() {
         );
     }
     assert_eq!(decide(false, libc::SYS_sched_yield, [0; 6]), RET_ALLOW);
+}
+
+/// The search block with a deny after it: what `allow_any` leaves a number that is in none.
+fn search_then_deny(set: &[i64]) -> Vec<libc::sock_filter> {
+    let mut p = Program::default();
+    p.load(OFF_NR);
+    p.allow_any(set);
+    p.deny(libc::EPERM);
+    p.finish().unwrap()
+}
+
+#[test]
+fn the_search_allows_exactly_its_numbers() {
+    // Sizes around the leaf size and the halving, numbers spread, clustered, repeated and
+    // unsorted, and the real lists.
+    let mut sets: Vec<Vec<i64>> = (0..=70)
+        .map(|n| (0..n).map(|i| (i * 37 + 11) % 500).collect())
+        .collect();
+    sets.push(vec![5, 3, 5, 3, 0, 499, 1]);
+    sets.push((100..180).collect());
+    sets.push(base_allowlist());
+    sets.push(
+        base_allowlist()
+            .into_iter()
+            .chain(tcp_allowlist())
+            .collect(),
+    );
+    for set in &sets {
+        let prog = search_then_deny(set);
+        for nr in 0..1100_i64 {
+            let expected = if set.contains(&nr) { RET_ALLOW } else { EPERM };
+            assert_eq!(
+                run(&prog, nr, AUDIT_ARCH, [u64::MAX; 6]),
+                expected,
+                "nr {nr} in a set of {}",
+                set.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_search_too_large_to_jump_over_is_an_error() {
+    let set: Vec<i64> = (0..400).collect();
+    let mut p = Program::default();
+    p.allow_any(&set);
+    assert!(
+        matches!(p.finish(), Err(BuildError::BlockTooLong { .. })),
+        "a jump offset would have been truncated"
+    );
+}
+
+#[test]
+fn every_number_allowed_whatever_its_arguments_is_allowed_with_any_arguments() {
+    for tcp in [false, true] {
+        let mut always = base_allowlist();
+        if tcp {
+            always.extend(tcp_allowlist());
+        }
+        for nr in always {
+            for args in [[0; 6], [u64::MAX; 6]] {
+                assert_eq!(decide(tcp, nr, args), RET_ALLOW, "nr {nr}, tcp {tcp}");
+            }
+        }
+    }
 }
