@@ -6,7 +6,9 @@
 //! its parent-death signal, enters its user namespace and its network namespace (the
 //! largest single step of a load, about half a millisecond; a plan that grants TCP needs the
 //! host's network, so it is never handed to a pooled worker but started cold, and the
-//! worker refuses one) and then waits on its channel holding no plugin-specific right: no
+//! worker refuses one), rehearses two steps of a load that hold nothing of any plugin's
+//! (starting and joining a thread, hashing a few bytes: `rehearse` in [`super::child`]) and
+//! then waits on its channel holding no plugin-specific right: no
 //! library, no grant, no log pipe. The host makes two things for it while it waits, both
 //! plugin-independent: its call region, and on a root host its own `pids` cgroup, joined
 //! with `pids.max` 1 (joining is a migration the kernel serialises against every fork on
