@@ -101,7 +101,7 @@ pub fn ffi_result(data: &[u8]) {
     }
 }
 
-/// The context encoder ([`crate::base::encode`]) against serde_json: `data` as one string
+/// The context encoder (`encode_context_into`, [`crate::base::encode`]) against serde_json: `data` as one string
 /// (lossily UTF-8) and, if it parses, as a JSON value too, in a context's input, config and
 /// workspace root. Panics if the two texts differ by a byte.
 pub fn context_encode(data: &[u8]) {
@@ -114,7 +114,7 @@ pub fn context_encode(data: &[u8]) {
     }
     ctx.workspace_root = Some(text);
     let mut ours = Vec::new();
-    crate::base::encode::write_context(&ctx, &mut ours);
+    crate::base::ffi::encode_context_into(&ctx, &mut ours);
     let theirs = serde_json::to_vec(&ctx).unwrap_or_default();
     assert!(
         ours == theirs,

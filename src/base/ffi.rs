@@ -346,14 +346,25 @@ impl InputError {
 /// bytes hold no NUL (the worker checks that again before it hands them over). The text
 /// is serde_json's, written faster ([`super::encode`]).
 pub(crate) fn encode_context_into(ctx: &PluginContext, out: &mut Vec<u8>) {
+    use super::encode::{write_object, write_str};
     out.clear();
-    super::encode::write_context(ctx, out);
+    // Field order and names: those of the derived `Serialize`.
+    out.extend_from_slice(b"{\"input\":");
+    write_object(out, ctx.input.iter());
+    out.extend_from_slice(b",\"workspace_root\":");
+    match &ctx.workspace_root {
+        Some(root) => write_str(out, root),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"config\":");
+    write_object(out, ctx.config.iter());
+    out.push(b'}');
 }
 
 /// Encodes a context for the plugin as a NUL-terminated string (thread mode).
 pub(crate) fn encode_context(ctx: &PluginContext) -> Result<std::ffi::CString, InputError> {
     let mut json = Vec::new();
-    super::encode::write_context(ctx, &mut json);
+    encode_context_into(ctx, &mut json);
     // NUL inside strings is escaped as \u0000, so the JSON text holds no NUL byte.
     std::ffi::CString::new(json).map_err(|e| InputError::Nul {
         offset: e.nul_position(),
@@ -472,5 +483,27 @@ mod tests {
         let c = encode_context(&ctx).unwrap();
         let back: PluginContext = serde_json::from_slice(c.to_bytes()).unwrap();
         assert_eq!(back, ctx);
+    }
+
+    /// The context's text is serde_json's, byte for byte, every field and none set.
+    #[test]
+    fn contexts_encode_as_serde_json_encodes_them() {
+        let mut ctx = PluginContext::default();
+        let check = |ctx: &PluginContext| {
+            let mut ours = Vec::new();
+            encode_context_into(ctx, &mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(ctx).unwrap()
+            );
+        };
+        check(&ctx);
+        ctx.input
+            .insert("a\"b".into(), serde_json::json!([1, "x\ny", {"k": null}]));
+        ctx.input.insert("second".into(), serde_json::json!(-0.5));
+        ctx.workspace_root = Some("/w/\"ws\"\\".into());
+        ctx.config
+            .insert("mode".into(), serde_json::json!("fast\u{1}"));
+        check(&ctx);
     }
 }
