@@ -287,3 +287,42 @@ fn log_bytes_is_read_from_the_policy_file() {
     assert_eq!(policy.limits().log_bytes(), 1000);
     assert_eq!(Limits::default().log_bytes(), 64 * 1024);
 }
+
+/// A pooled load starts the log's reader only after `Init` is sent, while the worker loads:
+/// what the plugin's constructor prints before the reader runs waits in the pipes and still
+/// reaches the log, on its stream.
+#[test]
+fn a_pooled_workers_constructor_output_reaches_the_log() {
+    let host = Host::process();
+    let gate = host.gate();
+    // The first process-mode load starts the pool; the next one is taken from it.
+    let starter = host.plugin("good", "starter");
+    drop(gate.verify_and_load(&starter).unwrap());
+    let until = Instant::now() + PROMPT;
+    let pooled = loop {
+        let pids = gate.pooled_worker_pids();
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(Instant::now() < until, "the pool never filled");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let dir = host.plugin("chatty", "chatty");
+    let (pid, seen) = during(|| {
+        let plugin = gate.verify_and_load(&dir).unwrap();
+        let pid = plugin.worker_pid().unwrap();
+        assert!(plugin.execute(&ctx(serde_json::json!({}))).unwrap().success);
+        drop(plugin);
+        pid
+    });
+    assert!(pooled.contains(&pid), "{pid} was not pooled: {pooled:?}");
+    let got = lines(&seen);
+    for (stream, text) in [
+        ("stdout", "chatty: constructor on stdout"),
+        ("stderr", "chatty: constructor on stderr"),
+        ("stderr", "chatty: execute on stderr"),
+    ] {
+        assert!(has(&got, stream, text), "{stream} {text:?} in {got:?}");
+    }
+    host.assert_still_serves(&gate);
+}
