@@ -24,6 +24,18 @@ use tracing::{Event, Level, Metadata, Subscriber};
 const PROMPT: Duration = Duration::from_secs(10);
 const TARGET: &str = "skillgate::plugin";
 
+/// Held by the flood test and the pooled test: the flood test's count of lines per call
+/// depends on the log reader reading the call's stderr line before the flood fills
+/// `log_bytes`, and the pooled test's extra workers (a pool refilling beside it) made that
+/// read late once on a loaded CI machine.
+static APART: Mutex<()> = Mutex::new(());
+
+fn apart() -> std::sync::MutexGuard<'static, ()> {
+    APART
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One event as the capturing subscriber saw it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -171,6 +183,7 @@ fn control_characters_a_plugin_prints_reach_the_log_escaped() {
 
 #[test]
 fn a_10_mib_flood_is_read_bounded_by_log_bytes_and_the_host_still_serves() {
+    let _apart = apart();
     // Process mode only: in thread mode the 10 MiB would go to the test runner's stdout.
     let host = Host::process();
     let limit = 64 * 1024;
@@ -293,6 +306,7 @@ fn log_bytes_is_read_from_the_policy_file() {
 /// reaches the log, on its stream.
 #[test]
 fn a_pooled_workers_constructor_output_reaches_the_log() {
+    let _apart = apart();
     let host = Host::process();
     let gate = host.gate();
     // The first process-mode load starts the pool; the next one is taken from it.
