@@ -358,6 +358,62 @@ fn a_killed_pooled_worker_is_replaced_and_the_load_uses_another_or_starts_cold()
     host.assert_still_serves(&gate);
 }
 
+/// A worker program that starts but exits at once when pooled (here a script that runs the
+/// real worker for a cold start and exits 3 when started as a pooled worker, as an old or
+/// misplaced worker build would) is not replaced as fast as it dies: the refill thread
+/// pauses, longer each time. Before, it forked and executed a replacement each time it
+/// found one gone, hundreds a second for as long as the Gate lived. Loads still work, each
+/// a cold start, and dropping the Gate ends the thread. Control: the count file does see
+/// the pooled starts (at least one).
+#[test]
+fn pooled_workers_that_exit_at_once_are_replaced_after_growing_pauses_and_loads_start_cold() {
+    let _s = serial();
+    let host = Host::process();
+    let count = host.tmp.path().join("pooled-starts");
+    let script = host.tmp.path().join("dying-worker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = {arg} ] && [ \"$2\" = pooled ]; then echo started >> {count}; exit 3; fi\nexec {real} \"$@\"\n",
+            arg = skillgate::worker::WORKER_ARG,
+            count = count.display(),
+            real = env!("CARGO_BIN_EXE_skillgate-worker"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let policy = host
+        .process_policy()
+        .to_builder()
+        .worker(&script)
+        .pool_size(2)
+        .build()
+        .unwrap();
+    let gate = host.gate_with(policy);
+    let dir = host.plugin("good", "dying");
+    let first = gate.verify_and_load(&dir).unwrap();
+    run_good(&first);
+    drop(first);
+    // The first load started the pool; its workers die as they start.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = std::fs::read_to_string(&count)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(started >= 1, "control: the pool started no worker");
+    assert!(
+        started <= 15,
+        "{started} pooled workers were started in 1.5 s, each dying at once"
+    );
+    let cold = gate.verify_and_load(&dir).unwrap();
+    assert!(is_our_child(cold.worker_pid().unwrap()));
+    run_good(&cold);
+    drop(cold);
+    host.assert_still_serves(&gate);
+    drop(gate);
+    assert_eq!(refill_threads(), 0, "the refill thread ended with the Gate");
+}
+
 #[test]
 fn dropping_the_gate_ends_and_reaps_every_pooled_worker() {
     let _s = serial();

@@ -34,7 +34,9 @@
 //!   plugin's handle, or at once if the hand-over failed.
 //! - **A worker that died while waiting** (killed, out of memory) is found before it is
 //!   handed anything (it is reapable, or its channel is readable or hung up, which a waiting
-//!   worker never makes it) and ended; the refill thread replaces it. One that dies between
+//!   worker never makes it) and ended, outside the pool's lock; the refill thread replaces
+//!   it after a pause, which doubles (to 5 s) while workers keep dying, so a worker program
+//!   that exits as it starts costs a fork every few seconds, not hundreds a second. One that dies between
 //!   that check and its first frame has run no plugin code, so the load takes another, or
 //!   starts one cold. An empty pool is a cold start, never thread mode.
 //! - **Leaks.** Dropping the pool stops the refill thread (joined within a bound) and kills
@@ -72,7 +74,10 @@ pub(crate) const DEFAULT_POOL_SIZE: usize = 2;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long dropping the pool waits for the refill thread (it may be in one spawn).
 const JOIN_BOUND: Duration = Duration::from_secs(5);
-/// The longest pause after failed spawns (a missing worker file), so the thread never spins.
+/// The first pause after a failed spawn, or after waiting workers were found gone.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest pause after failed spawns (a missing worker file) or workers that die as they
+/// start, so the thread never spins.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A worker started ahead of its plugin, waiting on its channel, with what the host made
@@ -178,18 +183,21 @@ impl Shared {
     }
 }
 
-/// Ends the workers that no longer wait; returns the state's guard.
-fn prune(mut state: MutexGuard<'_, State>) -> MutexGuard<'_, State> {
+/// Takes out the workers that no longer wait, for the caller to end once it has let go of
+/// the lock: ending one waits for its reaping (up to [`REAP_BOUND`] for a process the
+/// kernel cannot reap at once), which a load's [`Pool::take`] must not wait behind.
+fn prune(state: &mut State) -> Vec<Pooled> {
     let mut kept = VecDeque::with_capacity(state.idle.len());
+    let mut gone = Vec::new();
     while let Some(mut w) = state.idle.pop_front() {
         if w.waiting() {
             kept.push_back(w);
         } else {
-            w.end();
+            gone.push(w);
         }
     }
     state.idle = kept;
-    state
+    gone
 }
 
 /// The pool a `Gate` owns (process isolation, `pool.size` > 0).
@@ -241,18 +249,22 @@ impl Pool {
     /// fork and exec never compete with that load for the CPU or the host's memory map.
     pub(super) fn take(&self) -> Option<Pooled> {
         let mut state = self.shared.lock();
+        let mut gone = Vec::new();
         let taken = loop {
             match state.idle.pop_front() {
                 Some(mut w) => {
                     if w.waiting() {
                         break Some(w);
                     }
-                    w.end();
+                    gone.push(w);
                 }
                 None => break None,
             }
         };
         drop(state);
+        for w in gone {
+            w.end();
+        }
         taken
     }
 
@@ -272,19 +284,41 @@ impl Pool {
     }
 }
 
+/// The refill thread. It backs off (from [`FIRST_BACKOFF`], doubling up to
+/// [`MAX_BACKOFF`]) when a spawn fails and when waiting workers are found gone: a worker
+/// program that starts but exits at once (a worker built for another protocol, a
+/// set-user-ID file, a platform without `close_range`) would otherwise be replaced as fast
+/// as it dies, a fork and an exec after another for as long as the Gate lives. The pause
+/// returns to its first length once the pool is full of workers that still wait.
 fn refill(shared: &Shared) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     let mut state = shared.lock();
     loop {
         if state.stop {
             return;
         }
-        state = prune(state);
+        let gone = prune(&mut state);
+        if !gone.is_empty() {
+            drop(state);
+            let count = gone.len();
+            for w in gone {
+                w.end();
+            }
+            tracing::warn!(
+                program = %crate::base::escape::Escaped(shared.program.display()),
+                count,
+                pause_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                "pooled workers were gone while they waited; the pool pauses before it starts more"
+            );
+            match pause(shared, shared.lock(), &mut backoff) {
+                Some(s) => state = s,
+                None => return,
+            }
+            continue;
+        }
         if state.idle.len() >= shared.size {
-            state = match shared.wake.wait_timeout(state, CHECK_EVERY) {
-                Ok((g, _)) => g,
-                Err(p) => p.into_inner().0,
-            };
+            backoff = FIRST_BACKOFF;
+            state = wait(shared, state, CHECK_EVERY);
             continue;
         }
         // Spawned without the lock: a load meanwhile takes what is there or starts cold.
@@ -297,24 +331,48 @@ fn refill(shared: &Shared) {
                 w.end();
                 return;
             }
-            Ok(w) => {
-                state.idle.push_back(w);
-                backoff = Duration::from_millis(100);
-            }
+            Ok(w) => state.idle.push_back(w),
             Err(e) => {
                 tracing::warn!(
                     program = %crate::base::escape::Escaped(shared.program.display()),
                     error = %e,
                     "cannot start a pooled worker; loads start their workers cold"
                 );
-                state = match shared.wake.wait_timeout(state, backoff) {
-                    Ok((g, _)) => g,
-                    Err(p) => p.into_inner().0,
-                };
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                match pause(shared, state, &mut backoff) {
+                    Some(s) => state = s,
+                    None => return,
+                }
             }
         }
     }
+}
+
+/// Waits on the refill thread's condition for at most `for_at_most`.
+fn wait<'a>(
+    shared: &'a Shared,
+    state: MutexGuard<'a, State>,
+    for_at_most: Duration,
+) -> MutexGuard<'a, State> {
+    match shared.wake.wait_timeout(state, for_at_most) {
+        Ok((g, _)) => g,
+        Err(p) => p.into_inner().0,
+    }
+}
+
+/// The refill thread's pause of `backoff`, which then doubles (to [`MAX_BACKOFF`]); `None`
+/// when the pool is stopping. `stop` is looked at first: `Drop` may have set it (and
+/// notified, before this wait) while the thread spawned or ended workers without the lock.
+fn pause<'a>(
+    shared: &'a Shared,
+    state: MutexGuard<'a, State>,
+    backoff: &mut Duration,
+) -> Option<MutexGuard<'a, State>> {
+    if state.stop {
+        return None;
+    }
+    let state = wait(shared, state, *backoff);
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    Some(state)
 }
 
 impl Drop for Pool {
