@@ -11,7 +11,7 @@
 mod support;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use skillgate::error::{Error, FaultError, ProtocolViolation};
@@ -218,6 +218,47 @@ fn a_worker_that_lies_about_its_cpu_changes_how_the_host_waits_not_how_long() {
     host.assert_still_serves(&gate);
 }
 
+/// CPU time (utime + stime) of the calling thread, in clock ticks.
+fn thread_ticks() -> u64 {
+    ticks_in("/proc/thread-self/stat")
+}
+
+/// A plugin that bumps the region's attention count in a loop for 300 ms, waking the host
+/// each time, and writes nothing on the socket, does not keep the host's calling thread
+/// busy: after two nudges in a row found the socket quiet, the host's waits stop heeding
+/// the count for the rest of their slice, and a wake-up that brings nothing is followed by
+/// a pause (`HostRing::wait_reply`). Before that the host polled without sleeping for as
+/// long as the storm lasted (a CPU: about 30 ticks in 300 ms). Bumping the count is no
+/// violation: the call returns the plugin's result and the worker serves on. Control: the
+/// same measure sees this thread when it is busy for 100 ms. (Thread mode has no region:
+/// `in_thread_mode_the_probes_find_no_region_and_the_host_is_fine` runs the action there.)
+#[test]
+fn a_plugin_storming_the_attention_count_does_not_keep_the_host_busy() {
+    let host = Host::process();
+    let gate = gate(&host, |l| l);
+    let (plugin, pid) = load(&gate, &ring_plugin(&host, "ring-storm"));
+    let before = thread_ticks();
+    let spin = Instant::now();
+    while spin.elapsed() < Duration::from_millis(100) {
+        std::hint::spin_loop();
+    }
+    let busy = thread_ticks() - before;
+    assert!(busy >= 3, "control: 100 ms of spinning is {busy} ticks");
+    let before = thread_ticks();
+    let r = call(&plugin, json!({"action": "nudge_storm"})).unwrap();
+    let used = thread_ticks() - before;
+    assert_eq!(r.output["region"], true, "{r:?}");
+    let bumps = r.output["bumps"].as_u64().unwrap();
+    assert!(bumps > 1_000, "the storm bumped the count {bumps} times");
+    assert!(
+        used < 8,
+        "the calling thread used {used} ticks during a 300 ms storm of {bumps} nudges"
+    );
+    assert_echo(call(&plugin, json!({"action": "echo", "i": 6})), 6);
+    assert_eq!(plugin.worker_pid(), Some(pid));
+    host.assert_still_serves(&gate);
+}
+
 /// Control for every test above: the region is reachable by plugin code at fd 5, mapped
 /// and live (its header names this call and its request), in process mode.
 #[test]
@@ -291,7 +332,14 @@ fn in_thread_mode_the_probes_find_no_region_and_the_host_is_fine() {
         .verify_and_load(ring_plugin(&host, "ring-thread"))
         .unwrap();
     assert_eq!(plugin.isolation(), Isolation::Thread);
-    for action in ["probe", "scribble", "flip_seq", "huge_len", "bad_tag"] {
+    for action in [
+        "probe",
+        "scribble",
+        "flip_seq",
+        "huge_len",
+        "bad_tag",
+        "nudge_storm",
+    ] {
         let r = call(&plugin, json!({"action": action})).unwrap();
         assert_eq!(r.output["region"], false, "{action}: {r:?}");
     }
@@ -301,7 +349,12 @@ fn in_thread_mode_the_probes_find_no_region_and_the_host_is_fine() {
 
 /// utime + stime of `pid`, in clock ticks (every thread of the process).
 fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    ticks_in(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of `/proc`, in clock ticks.
+fn ticks_in(path: &str) -> u64 {
+    let stat = std::fs::read_to_string(path).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()

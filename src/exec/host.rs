@@ -847,30 +847,54 @@ impl ProcessExecutor {
         // Whether to look at the socket before waiting again: after a nudge, and at the end
         // of each slice (a dead worker is seen there).
         let mut look = false;
+        // Whether the last wait ended early, on a nudge.
+        let mut nudged = false;
+        // Nudges in a row that found the socket quiet. An honest worker bumps the count
+        // after each frame it writes, so one such nudge can happen (its frame was read in
+        // the drain before its bump was seen), two in a row do not: from the second on, the
+        // waits of this slice no longer heed the count (`HostRing::wait_reply`), and a
+        // plugin bumping it in a loop gets one look at the socket per slice, not a host
+        // that polls without sleeping.
+        let mut in_vain = 0u32;
         loop {
             // Read before the socket is drained: a nudge that comes during the drain then
             // ends the wait below at once.
             let attention = worker.ring.attention();
+            let mut first = true;
             while look {
                 match worker.socket() {
-                    Socket::Quiet => look = false,
+                    Socket::Quiet => {
+                        if nudged && first {
+                            in_vain = in_vain.saturating_add(1);
+                        }
+                        look = false;
+                    }
                     Socket::Hung => return Err(Ending::Closed),
                     // A reply announced as following on the socket may have raced the wait.
                     Socket::Readable if worker.ring.reply_turn() != since => look = false,
                     Socket::Readable => {
+                        in_vain = 0;
                         self.socket_frame_during_call(worker, deadline, &mut call, false)?;
                         if Instant::now() >= deadline {
                             return Err(Ending::Fault(timeout()));
                         }
                     }
                 }
+                first = false;
             }
             let slice_end = deadline.min(Instant::now() + super::ring::SLICE);
-            if worker.ring.wait_reply(since, attention, slice_end) {
+            let heed = (in_vain < 2).then_some(attention);
+            if worker.ring.wait_reply(since, heed, slice_end) {
                 break;
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Err(Ending::Fault(timeout()));
+            }
+            nudged = now < slice_end;
+            if !nudged {
+                // A whole slice went by: heed the count again.
+                in_vain = 0;
             }
             look = true;
         }

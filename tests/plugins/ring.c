@@ -31,6 +31,8 @@
  *              the host's own CPU (the host then sleeps at once) and returns the echo; with
  *              "claim":"apart" another CPU (the host then polls without yielding), and
  *              never replies (sleeps)
+ *   nudge_storm  for 300 ms, bumps the attention count and wakes the host in a loop,
+ *              writing nothing on the socket, then returns {"region":true,"bumps":N}
  */
 #include "common.h"
 
@@ -56,6 +58,7 @@
 #define REPLY_LEN_AT 264
 #define REPLY_TAG_AT 272
 #define REPLY_TURN_AT 276
+#define ATTENTION_AT 284
 #define REPLY_AREA (4096 + 1114112)
 #define REGION_BYTES (4096 + 2 * 1114112)
 #define TAG_OUTPUT 1
@@ -257,6 +260,28 @@ EXPORT const char *vtcode_plugin_execute(const char *ctx) {
         }
         munmap(base, size);
         return echo(ctx, ",\"marker\":\"ring\"");
+    }
+    if (is_action(ctx, "nudge_storm")) {
+        unsigned char *base = region(PROT_READ | PROT_WRITE, &size);
+        if (base == NULL) {
+            return json_result("\"region\":false");
+        }
+        struct timespec start;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        uint64_t bumps = 0;
+        long long elapsed_ns;
+        do {
+            __atomic_fetch_add(u32_at(base, ATTENTION_AT), 1, __ATOMIC_SEQ_CST);
+            wake_host(base);
+            bumps++;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            elapsed_ns = (now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec);
+        } while (elapsed_ns < 300000000LL);
+        munmap(base, size);
+        char fields[96];
+        snprintf(fields, sizeof fields, "\"region\":true,\"bumps\":%" PRIu64, bumps);
+        return json_result(fields);
     }
     int hostile = is_action(ctx, "scribble") || is_action(ctx, "flip_seq") ||
                   is_action(ctx, "huge_len") || is_action(ctx, "bad_tag") ||

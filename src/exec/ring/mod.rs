@@ -61,7 +61,13 @@
 //! only loses its own wake-ups; one that lies about `host_sleeping` or never bumps
 //! `reply_turn` only delays the host until the end of a slice or the call's deadline; one
 //! that lies about `worker_cpu` only changes how the host spins (polling without yielding
-//! for at most [`SPIN`], or a sleep its own reply ends).
+//! for at most [`SPIN`], or a sleep its own reply ends); one that bumps `attention` with
+//! nothing on the socket, or wakes the host for nothing, keeps it no busier than a few looks
+//! at the socket per slice and one wake-up per [`SPURIOUS_PAUSE`]: after two nudges in a
+//! row that found the socket quiet the host stops heeding the count until a slice runs out,
+//! and after a wake-up that brought nothing it pauses before it sleeps on the word again
+//! (before, a plugin bumping the count in a loop kept a host CPU polling until the call's
+//! deadline).
 //!
 //! # Threat analysis
 //!
@@ -175,6 +181,11 @@ pub(crate) const REPLY_FIELDS: usize = 20;
 pub(crate) const SPIN: Duration = Duration::from_micros(20);
 /// How long the host sleeps at most before it looks at the socket again during a call.
 pub(crate) const SLICE: Duration = Duration::from_millis(5);
+/// How long the host pauses, without listening to the region, after a wake-up on the
+/// reply turn that brought neither a reply nor a nudge it heeds. An honest worker wakes
+/// the host only after it bumped one of the two, so only a misbehaving worker (or a
+/// signal) pays it, as a reply seen up to this much later.
+pub(crate) const SPURIOUS_PAUSE: Duration = Duration::from_millis(1);
 
 // The header words are naturally aligned and inside the header page.
 const _: () = assert!(
@@ -437,12 +448,23 @@ impl HostRing {
     }
 
     /// Waits until the reply turn is no longer `since`, at most until `until`; whether it
-    /// changed. Spins for [`SPIN`] first, then sleeps on the futex word.
-    pub(super) fn wait_reply(&self, since: u32, attention_since: u32, until: Instant) -> bool {
+    /// changed. Spins for [`SPIN`] first, then sleeps on the futex word. With
+    /// `attention_since`, it also returns (false) as soon as the attention count is no
+    /// longer that: the worker wrote on the socket. Without it the count is not looked at,
+    /// which is how the host stops heeding a worker whose nudges find nothing on the
+    /// socket ([`super::host`]): bumping the count in a loop would otherwise keep the host
+    /// polling without ever sleeping, a CPU of the host's for as long as the call's
+    /// deadline.
+    pub(super) fn wait_reply(
+        &self,
+        since: u32,
+        attention_since: Option<u32>,
+        until: Instant,
+    ) -> bool {
         let turn = self.map.u32_at(REPLY_TURN_AT);
         let attention = self.map.u32_at(ATTENTION_AT);
         let changed = || turn.load(Ordering::Acquire) != since;
-        let nudged = || attention.load(Ordering::Acquire) != attention_since;
+        let nudged = || attention_since.is_some_and(|a| attention.load(Ordering::Acquire) != a);
         let (mine, theirs) = (self.map.u32_at(HOST_CPU_AT), self.map.u32_at(WORKER_CPU_AT));
         if spin_until(|| changed() || nudged(), mine, theirs) {
             return changed();
@@ -464,6 +486,10 @@ impl HostRing {
             if changed() || nudged() {
                 return changed();
             }
+            // Woken with nothing to see: the worker (or a signal) did that, and a worker
+            // doing it in a loop would keep this thread busy. Pause before sleeping on the
+            // word again, so such wake-ups cost the host at most one a pause.
+            std::thread::sleep(SPURIOUS_PAUSE.min(until.saturating_duration_since(Instant::now())));
         }
     }
 

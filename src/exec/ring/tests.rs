@@ -43,7 +43,7 @@ fn the_layout_is_the_documented_one() {
         ],
         [256, 264, 272, 276, 280]
     );
-    assert_eq!([HOST_CPU_AT, WORKER_CPU_AT], [160, 288]);
+    assert_eq!([HOST_CPU_AT, WORKER_CPU_AT, ATTENTION_AT], [160, 288, 284]);
     assert_eq!((TAG_OUTPUT, TAG_FAULT, TAG_ON_SOCKET), (1, 2, 3));
     assert_eq!((REQUEST_AREA, REPLY_AREA), (4096, 4096 + 1_114_112));
 }
@@ -165,7 +165,7 @@ fn a_call_round_trips_through_the_region() {
         }
         assert!(host.wait_reply(
             since,
-            host.attention(),
+            Some(host.attention()),
             Instant::now() + Duration::from_secs(10)
         ));
         assert!(matches!(
@@ -180,7 +180,7 @@ fn a_call_round_trips_through_the_region() {
     );
     assert!(host.wait_reply(
         since,
-        host.attention(),
+        Some(host.attention()),
         Instant::now() + Duration::from_secs(10)
     ));
     assert!(matches!(host.read_reply(4, 1 << 20), Ok(Reply::OnSocket)));
@@ -189,7 +189,7 @@ fn a_call_round_trips_through_the_region() {
     let since = host.reply_turn();
     assert!(!host.wait_reply(
         since,
-        host.attention(),
+        Some(host.attention()),
         Instant::now() + Duration::from_millis(10)
     ));
 }
@@ -211,12 +211,49 @@ fn a_nudge_ends_the_hosts_wait_without_a_reply() {
             nudger.nudge();
         });
         let started = Instant::now();
-        assert!(!host.wait_reply(since, attention, started + Duration::from_secs(60)));
+        assert!(!host.wait_reply(since, Some(attention), started + Duration::from_secs(60)));
         assert!(started.elapsed() < Duration::from_secs(30));
         assert_ne!(host.attention(), attention);
         assert_eq!(host.reply_turn(), since);
         nudging.join().unwrap();
     }
+}
+
+/// A wait told not to heed the attention count (after nudges that found nothing on the
+/// socket) runs to its bound however often the worker bumps it, asleep rather than polling:
+/// the probe is the same nudge that ends a heeding wait at once (above, the control).
+#[test]
+fn a_wait_that_does_not_heed_attention_sleeps_through_nudges() {
+    let host = HostRing::create().unwrap();
+    let worker = worker_side(&host);
+    let since = host.reply_turn();
+    let attention = host.attention();
+    let nudger = worker.nudger();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = std::sync::Arc::clone(&stop);
+    let nudging = std::thread::spawn(move || {
+        let mut nudges = 0u64;
+        while !stopping.load(Ordering::Relaxed) {
+            nudger.nudge();
+            nudges += 1;
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        nudges
+    });
+    let bound = Duration::from_millis(200);
+    let started = Instant::now();
+    assert!(!host.wait_reply(since, None, started + bound));
+    assert!(started.elapsed() >= bound);
+    stop.store(true, Ordering::Relaxed);
+    let nudges = nudging.join().unwrap();
+    assert!(nudges > 0);
+    assert_ne!(host.attention(), attention, "the nudges reached the region");
+    // Control: heeding the count, the wait ends at the first bump it sees.
+    let again = host.attention();
+    worker.nudger().nudge();
+    let heeding = Instant::now();
+    assert!(!host.wait_reply(since, Some(again), heeding + Duration::from_secs(60)));
+    assert!(heeding.elapsed() < Duration::from_secs(30));
 }
 
 /// The worker maps only the host's region: a memfd of another size, or one without the
