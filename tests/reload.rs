@@ -550,6 +550,42 @@ fn a_token_cancelled_before_the_call_fails_it_at_once_and_touches_nothing() {
     }
 }
 
+/// A call whose deadline passed before it reached the plugin (a zero timeout, a deadline
+/// already past) gets `Timeout` and touches nothing: the worker or plugin thread is the same
+/// and unpoisoned, and the next call is answered. Before, such a call was posted with no
+/// time left, timed out at once and ended a plugin that did nothing wrong. Control: the
+/// same plugin under a 300 ms deadline answers, and a call that does reach it and outlasts
+/// its deadline still ends it (`a_call_deadline_shorter_than_the_policy_...` below).
+#[test]
+fn a_call_whose_deadline_passed_before_it_reached_the_plugin_times_out_and_touches_nothing() {
+    let _s = serial();
+    for host in Host::each_mode() {
+        let gate = gate(&host, host.isolation);
+        let dir = install(&host, "expired", "1.0.0");
+        let plugin = gate.verify_and_load(&dir).unwrap();
+        let pid = plugin.worker_pid();
+        let expired = [
+            CallOptions::new().timeout(Duration::ZERO),
+            CallOptions::new().deadline(std::time::Instant::now() - Duration::from_millis(5)),
+        ];
+        for options in &expired {
+            for _ in 0..20 {
+                let e = plugin.execute_with(&quick(), options).unwrap_err();
+                assert_fault(&e, |f| matches!(f, FaultError::Timeout { timeout_ms: 0 }));
+                assert!(!plugin.is_poisoned(), "{:?}", host.isolation);
+                assert_eq!(plugin.worker_pid(), pid);
+            }
+        }
+        let short = CallOptions::new().timeout(Duration::from_millis(300));
+        assert_eq!(
+            version_of(&plugin.execute_with(&quick(), &short).unwrap()),
+            "1.0.0"
+        );
+        assert_eq!(version_of(&plugin.execute(&quick()).unwrap()), "1.0.0");
+        host.assert_still_serves(&gate);
+    }
+}
+
 #[test]
 fn a_call_deadline_shorter_than_the_policy_times_out_with_that_deadline() {
     let _s = serial();

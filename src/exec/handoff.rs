@@ -113,7 +113,8 @@ pub(crate) enum CallError {
     /// The deadline passed while the call was in the plugin's hands: the call was abandoned
     /// and the hand-off poisoned.
     Timeout,
-    /// The deadline passed while waiting for the turn: nothing was sent, nothing poisoned.
+    /// The deadline passed before the call was sent (while waiting for the turn, or before
+    /// it came): nothing was sent, nothing poisoned.
     TurnTimeout,
     /// The caller's `cancelled` said so: while waiting for the turn (`running: false`,
     /// nothing sent) or while the call ran (abandoned and poisoned, as on a timeout).
@@ -361,6 +362,12 @@ impl<I, Q, A, O> Handoff<I, Q, A, O> {
         }
         if cancelled() {
             return Err(CallError::Cancelled { running: false });
+        }
+        // A deadline that passed before the turn came (a zero timeout, one already past)
+        // sends nothing: posted, the call would be abandoned at once and poison the
+        // hand-off for a plugin that did nothing wrong.
+        if Instant::now() >= deadline {
+            return Err(CallError::TurnTimeout);
         }
         self.post(input)?;
         loop {

@@ -755,6 +755,14 @@ impl ProcessExecutor {
             return Err(FaultError::Poisoned);
         }
         let _turn = self.take_turn(deadline)?;
+        // A call whose deadline passed before it got its turn (a zero timeout, a deadline
+        // already past, a wait for the turn that ended just at it) never reaches the worker:
+        // posted, it would time out at once and end a worker that did nothing wrong.
+        if Instant::now() >= deadline {
+            return Err(FaultError::Timeout {
+                timeout_ms: duration_ms(self.timeout),
+            });
+        }
         let mut guard = self.lock_worker();
         if self.poisoned.load(Ordering::Acquire) {
             return Err(FaultError::Poisoned);
