@@ -1184,6 +1184,44 @@ fn a_plugin_that_attacks_its_channel_is_ended() {
     }
 }
 
+/// A plugin that closes its channel and lives on holds its call no longer than the call's
+/// own deadline: the host waits for the worker to exit on its own (a dying worker closes
+/// its channel just before it becomes reapable, and is reported as `Crashed`: the
+/// `dup2_null` row above) only for what is left of the deadline, at least 50 ms, and then
+/// ends it as `ChannelClosed`. Before, it waited two seconds whatever the deadline, so a
+/// call given 300 ms returned after more than 2 s. Control: the same plugin under the
+/// policy's 1 s deadline also ends with `ChannelClosed`, so the short deadline changes when,
+/// not what.
+#[test]
+fn a_plugin_that_closes_its_channel_and_lives_on_is_ended_by_the_calls_deadline() {
+    let host = Host::new();
+    let gate = liar_gate(&host);
+    let dir = liar(&host, "close_channel", &[]);
+    for timeout in [
+        Duration::from_millis(300),
+        Duration::from_millis(LIAR_TIMEOUT_MS),
+    ] {
+        let (plugin, pid) = load(&gate, &dir);
+        let started = Instant::now();
+        let result = plugin.execute_with(
+            &ctx(serde_json::json!({ "action": "close_channel" })),
+            &skillgate::CallOptions::new().timeout(timeout),
+        );
+        let took = started.elapsed();
+        let f = fault(result);
+        assert!(
+            matches!(f, FaultError::Protocol(ProtocolViolation::ChannelClosed)),
+            "{f:?}"
+        );
+        assert!(
+            took < timeout + Duration::from_millis(1_000),
+            "a call given {timeout:?} took {took:?}"
+        );
+        assert_worker_ended(&plugin, pid);
+    }
+    host.assert_still_serves(&gate);
+}
+
 /// Processes of this test's user that hold tasks while a test runs; killed (by pid) and
 /// reaped when dropped.
 struct Sleepers(Vec<std::process::Child>);

@@ -83,8 +83,12 @@ use std::sync::Arc;
 
 /// How long a worker whose channel closed may take to exit on its own before it is
 /// treated as having closed its channel deliberately (a process closes its descriptors
-/// while exiting, just before it becomes reapable).
+/// while exiting, just before it becomes reapable): at most this, and no longer than what
+/// is left of the call's (or the load's) deadline, but at least [`EXIT_GRACE_FLOOR`].
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// The shortest such wait, for a channel that closed at or after the deadline: an exiting
+/// worker is reapable within microseconds of closing it, so its status is still reported.
+const EXIT_GRACE_FLOOR: Duration = Duration::from_millis(50);
 /// How long the host still listens, after a report it could not confirm, for the load
 /// failure an exiting worker sent before it began to exit.
 const EXITING_WORKER_GRACE: Duration = Duration::from_millis(500);
@@ -194,9 +198,15 @@ impl Worker {
     }
 
     /// The channel closed: the worker died (report how), or it closed its channel and
-    /// lives on (a violation; it is ended).
-    fn closed(mut self) -> FaultError {
-        if let Some(status) = reap_within(&mut self.child, EXIT_GRACE) {
+    /// lives on (a violation; it is ended). Waits for its exit no longer than
+    /// [`EXIT_GRACE`] and what is left until `deadline` (at least [`EXIT_GRACE_FLOOR`]): a
+    /// plugin that closes its channel and lives on does not hold the call two seconds past
+    /// a shorter deadline.
+    fn closed(mut self, deadline: Instant) -> FaultError {
+        let grace = EXIT_GRACE
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(EXIT_GRACE_FLOOR);
+        if let Some(status) = reap_within(&mut self.child, grace) {
             let fault = crashed(Some(status));
             let _ = self.end();
             return fault;
@@ -435,7 +445,7 @@ impl ProcessExecutor {
         Self::finish(worker, init, manifest, limits, deadline, false, None).map_err(|refused| {
             let (e, w) = *refused;
             match e {
-                Refusal::Ended(Ending::Closed) => w.closed().into(),
+                Refusal::Ended(Ending::Closed) => w.closed(deadline).into(),
                 other => Self::refused(other, w),
             }
         })
@@ -606,10 +616,12 @@ impl ProcessExecutor {
             };
         match refused {
             (Refusal::Ended(Ending::Closed), w) if !w.heard => {
-                let _ = w.closed();
+                let _ = w.closed(deadline);
                 Warm::DiedWaiting
             }
-            (Refusal::Ended(Ending::Closed), w) => Warm::Started(Box::new(Err(w.closed().into()))),
+            (Refusal::Ended(Ending::Closed), w) => {
+                Warm::Started(Box::new(Err(w.closed(deadline).into())))
+            }
             (other, w) => Warm::Started(Box::new(Err(Self::refused(other, w)))),
         }
     }
@@ -783,7 +795,7 @@ impl ProcessExecutor {
                         let _ = worker.end();
                         Err(f)
                     }
-                    Ending::Closed => Err(worker.closed()),
+                    Ending::Closed => Err(worker.closed(deadline)),
                 }
             }
         }
