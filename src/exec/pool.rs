@@ -36,9 +36,9 @@
 //!   handed anything (it is reapable, or its channel is readable or hung up, which a waiting
 //!   worker never makes it) and ended, outside the pool's lock; the refill thread replaces
 //!   it after a pause, which doubles (to 5 s) while workers keep dying, so a worker program
-//!   that exits as it starts costs a fork every few seconds, not hundreds a second. One that dies between
-//!   that check and its first frame has run no plugin code, so the load takes another, or
-//!   starts one cold. An empty pool is a cold start, never thread mode.
+//!   that exits as it starts costs a fork every few seconds, not dozens a second. One that
+//!   dies between that check and its first frame has run no plugin code, so the load takes
+//!   another, or starts one cold. An empty pool is a cold start, never thread mode.
 //! - **Leaks.** Dropping the pool stops the refill thread (joined within a bound) and kills
 //!   and reaps every worker still waiting; no descriptor of theirs stays in the host.
 //! - **Processes nobody uses.** The pool starts lazily ([`LazyPool`]): with the first

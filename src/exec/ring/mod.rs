@@ -488,7 +488,7 @@ impl HostRing {
             }
             // Woken with nothing to see: the worker (or a signal) did that, and a worker
             // doing it in a loop would keep this thread busy. Pause before sleeping on the
-            // word again, so such wake-ups cost the host at most one a pause.
+            // word again, so such wake-ups cost the host at most one per pause.
             std::thread::sleep(SPURIOUS_PAUSE.min(until.saturating_duration_since(Instant::now())));
         }
     }
