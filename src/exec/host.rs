@@ -873,8 +873,9 @@ impl ProcessExecutor {
         // after each frame it writes, so one such nudge can happen (its frame was read in
         // the drain before its bump was seen), two in a row do not: from the second on, the
         // waits of this slice no longer heed the count (`HostRing::wait_reply`), and a
-        // plugin bumping it in a loop gets one look at the socket per slice, not a host
-        // that polls without sleeping.
+        // plugin bumping it in a loop gets at most three looks at the socket per slice
+        // (the two nudges that count, and the slice's end), not a host that polls without
+        // sleeping.
         let mut in_vain = 0u32;
         loop {
             // Read before the socket is drained: a nudge that comes during the drain then
