@@ -62,11 +62,12 @@
  * unix_connect (a path in "path"), unix_abstract, netlink, packet, raw_socket, personality,
  * prctl_dumpable, prctl_seccomp, prctl_nnp_off, prctl_set_mm, seccomp_listener,
  * userfaultfd, perf_event_open, bpf, keyctl, add_key, unshare, setns, mount, pivot_root,
- * open_tree, fsopen, proc_self_mem (open O_RDWR), memfd_reopen (the sealed library memfd
- * found through /proc/self/fd, reopened O_RDWR and written), malloc_bomb (malloc and touch
+ * open_tree, fsopen, proc_self_mem (open O_RDWR), memfd_reopen (the sealed memfd this
+ * library was loaded from, named by dladdr, reopened O_RDWR and written), malloc_bomb (malloc and touch
  * 64 MiB chunks until malloc fails or 64 GiB; value = MiB obtained; ok = the cap was reached)
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -779,29 +780,34 @@ static struct outcome p_proc_self_mem(const struct args *a) {
     return raw("open", open("/proc/self/mem", O_RDWR | O_CLOEXEC), 1);
 }
 
+/* Reopens, for writing, the memfd this library was loaded from: the loader was given
+ * `/proc/self/fd/N`, the name dladdr reports. Only this plugin's own library is tried: in
+ * thread mode the host's other memfds (other plugins' libraries, worker call regions) are in
+ * the same descriptor table, and scribbling on them would test nothing about this sandbox
+ * and break whatever else the host is running. */
 static struct outcome p_memfd_reopen(const struct args *a) {
     (void)a;
-    char link[64], target[256];
-    for (int fd = 0; fd < 1024; fd++) {
-        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(link, target, sizeof target - 1);
-        if (n <= 0) {
-            continue;
-        }
-        target[n] = '\0';
-        if (strncmp(target, "/memfd:", 7) != 0) {
-            continue;
-        }
-        int w = open(link, O_RDWR | O_CLOEXEC);
-        if (w < 0) {
-            return failure("open", errno);
-        }
-        ssize_t k = pwrite(w, "\x7f", 1, 0);
-        int err = errno;
-        close(w);
-        return k == 1 ? success("write") : failure("write", k < 0 ? err : EIO);
+    Dl_info info;
+    if (dladdr((void *)p_memfd_reopen, &info) == 0 || info.dli_fname == NULL) {
+        return failure("dladdr", ENOENT);
     }
-    return failure("find", ENOENT);
+    char target[256];
+    ssize_t n = readlink(info.dli_fname, target, sizeof target - 1);
+    if (n <= 0) {
+        return failure("find", errno);
+    }
+    target[n] = '\0';
+    if (strncmp(target, "/memfd:", 7) != 0) {
+        return failure("find", ENOENT); /* not loaded from a memfd */
+    }
+    int w = open(info.dli_fname, O_RDWR | O_CLOEXEC);
+    if (w < 0) {
+        return failure("open", errno);
+    }
+    ssize_t k = pwrite(w, "\x7f", 1, 0);
+    int err = errno;
+    close(w);
+    return k == 1 ? success("write") : failure("write", k < 0 ? err : EIO);
 }
 
 static struct outcome p_malloc_bomb(const struct args *a) {
