@@ -109,6 +109,8 @@ fn secret_dir(host: &Host, name: &str) -> (PathBuf, PathBuf) {
 /// What the hostile plugin reported for one attempt.
 #[derive(Debug)]
 struct Attempt {
+    /// The mode the plugin ran in, so a failure names it.
+    isolation: Isolation,
     action: String,
     /// The escape worked.
     ok: bool,
@@ -118,12 +120,16 @@ struct Attempt {
 }
 
 fn attempt(plugin: &LoadedPlugin, input: Value) -> Attempt {
-    let result = plugin
-        .execute(&ctx(input.clone()))
-        .unwrap_or_else(|e| panic!("the call {input} must return normally, got {e:?}"));
+    let result = plugin.execute(&ctx(input.clone())).unwrap_or_else(|e| {
+        panic!(
+            "{:?}: the call {input} must return normally, got {e:?}",
+            plugin.isolation()
+        )
+    });
     assert!(
         result.success,
-        "the hostile plugin refused its input {input}: {:?}",
+        "{:?}: the hostile plugin refused its input {input}: {:?}",
+        plugin.isolation(),
         result.error
     );
     let out = &result.output;
@@ -132,6 +138,7 @@ fn attempt(plugin: &LoadedPlugin, input: Value) -> Attempt {
             .unwrap_or_else(|| panic!("the report for {input} lacks {k:?}: {out:?}"))
     };
     Attempt {
+        isolation: plugin.isolation(),
         action: field("action").as_str().unwrap().to_owned(),
         ok: field("ok").as_bool().unwrap(),
         errno: field("errno").as_i64().unwrap(),
@@ -150,13 +157,14 @@ fn errno_name(e: i64) -> String {
 fn assert_denied(a: &Attempt, stage: &str, errno: i64, what: &str) {
     assert!(
         !a.ok,
-        "{what}: the sandbox let it through (the plugin reports success at {:?}): {a:?}",
-        a.stage
+        "{:?}: {what}: the sandbox let it through (the plugin reports success at {:?}): {a:?}",
+        a.isolation, a.stage
     );
     assert_eq!(
         (a.stage.as_str(), a.errno),
         (stage, errno),
-        "{what}: expected a refusal at {stage:?} with {}, the plugin saw {} at {:?}: {a:?}",
+        "{:?}: {what}: expected a refusal at {stage:?} with {}, the plugin saw {} at {:?}: {a:?}",
+        a.isolation,
         errno_name(errno),
         errno_name(a.errno),
         a.stage
@@ -168,7 +176,8 @@ fn assert_denied(a: &Attempt, stage: &str, errno: i64, what: &str) {
 fn assert_allowed(a: &Attempt, what: &str) {
     assert!(
         a.ok,
-        "{what}: expected success, the plugin saw {} at {:?}: {a:?}",
+        "{:?}: {what}: expected success, the plugin saw {} at {:?}: {a:?}",
+        a.isolation,
         errno_name(a.errno),
         a.stage
     );
