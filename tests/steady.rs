@@ -397,3 +397,155 @@ fn an_idle_plugin_thread_uses_no_cpu_and_a_busy_one_does() {
         assert!(calls > 0);
     }
 }
+
+/// `max_active` as the counter plugin reports it after one more call through `plugin`.
+fn max_active(plugin: &skillgate::LoadedPlugin) -> u64 {
+    let out = plugin.execute(&PluginContext::default()).unwrap();
+    out.output["max_active"].as_u64().unwrap()
+}
+
+/// Calls `execute` of the library at `path`, opened directly (no skillgate), from two
+/// threads at once, until the plugin saw both inside it together or `tries` ran out:
+/// what the counter reports when nothing serializes its calls.
+#[allow(unsafe_code)]
+fn max_active_unserialized(path: &Path, tries: usize) -> u64 {
+    type Execute = unsafe extern "C" fn(*const std::ffi::c_char) -> *const std::ffi::c_char;
+    // SAFETY: the counter plugin, built by this test; its constructors are none.
+    let lib = unsafe { libloading::Library::new(path) }.unwrap();
+    // SAFETY: the plugin ABI's signature for this name.
+    let execute: Execute = *unsafe { lib.get::<Execute>(b"vtcode_plugin_execute") }.unwrap();
+    let report = |p: *const std::ffi::c_char| -> u64 {
+        // SAFETY: the plugin returns a NUL-terminated string it allocated (leaked here).
+        let text = unsafe { std::ffi::CStr::from_ptr(p) }.to_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v["output"]["max_active"].as_u64().unwrap()
+    };
+    let mut seen = 0;
+    for _ in 0..tries {
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<u64> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        // SAFETY: a NUL-terminated input; the library stays loaded.
+                        report(unsafe { execute(c"{}".as_ptr()) })
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        seen = results.into_iter().max().unwrap_or(0);
+        if seen >= 2 {
+            break;
+        }
+    }
+    // Never unloaded, as skillgate does not unload either.
+    std::mem::forget(lib);
+    seen
+}
+
+#[test]
+fn calls_through_two_handles_on_one_library_never_overlap_inside_it() {
+    let _serial = serial();
+    for host in Host::each_mode() {
+        // 20 ms inside the plugin per call: two unserialized callers overlap at once.
+        let lib = host.build("counter", "overlap", &[("SLEEP_MS", "20")]);
+        let dir = host.install("overlap", &lib);
+        let gate = host.gate();
+        let first = gate.verify_and_load(&dir).unwrap();
+        let reuses = gate.stats().thread_library_reuses;
+        let second = gate.verify_and_load(&dir).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for plugin in [&first, &second] {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    for _ in 0..10 {
+                        assert!(plugin.execute(&PluginContext::default()).unwrap().success);
+                    }
+                });
+            }
+        });
+        // Thread mode: one library, one counter, two plugin threads; process mode: a
+        // worker (and a counter) each. Either way no call ever had another beside it.
+        assert_eq!(max_active(&first), 1, "{:?}", host.isolation);
+        assert_eq!(max_active(&second), 1, "{:?}", host.isolation);
+        if host.isolation == Isolation::Thread {
+            assert_eq!(
+                gate.stats().thread_library_reuses,
+                reuses + 1,
+                "the second handle shares the first one's library"
+            );
+        }
+        // Control: the same library called from two threads with nothing in between does
+        // show two calls inside it at once.
+        assert_eq!(max_active_unserialized(&lib, 50), 2);
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_call_stuck_in_a_shared_library_times_out_its_neighbours_unpoisoned_and_a_reload_is_fresh() {
+    let _serial = serial();
+    for host in Host::each_mode() {
+        // Answers at once, unless its input says "stall": then it spins for 3 s.
+        let lib = host.build("stall", "stuckshared", &[("STALL_MS", "3000")]);
+        let dir = host.install("stuckshared", &lib);
+        let gate =
+            host.gate_with(host.policy_with(|p| {
+                p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300))
+            }));
+        let first = gate.verify_and_load(&dir).unwrap();
+        let second = gate.verify_and_load(&dir).unwrap();
+        let quick = PluginContext::default();
+        let timed_out = |e: &Error| {
+            matches!(
+                e,
+                Error::Fault(skillgate::error::FaultError::Timeout { timeout_ms: 300 })
+            )
+        };
+        assert!(second.execute(&quick).unwrap().success);
+        // The first handle's call outlives its deadline: abandoned, that handle poisoned.
+        let e = first
+            .execute(&support::ctx(serde_json::json!({"stall": true})))
+            .unwrap_err();
+        assert!(timed_out(&e), "{e:?}");
+        let e = first.execute(&quick).unwrap_err();
+        assert!(
+            matches!(e, Error::Fault(skillgate::error::FaultError::Poisoned)),
+            "{e:?}"
+        );
+        let resident = gate.stats().thread_libraries_resident;
+        if host.isolation == Isolation::Thread {
+            // The second handle shares the library the stuck call is still in: its quick
+            // calls wait for their turn, time out, and poison nothing.
+            let e = second.execute(&quick).unwrap_err();
+            assert!(timed_out(&e), "{e:?}");
+            assert!(!second.is_poisoned());
+            // A reload of the same bytes does not wait for the stuck copy: it gets a fresh
+            // one (counted), whose calls run.
+            let third = gate.verify_and_load(&dir).unwrap();
+            assert_eq!(gate.stats().thread_libraries_resident, resident + 1);
+            assert!(third.execute(&quick).unwrap().success);
+            // Once the stuck call returns, the second handle runs again.
+            let start = Instant::now();
+            loop {
+                match second.execute(&quick) {
+                    Ok(out) => break assert!(out.success),
+                    Err(e) => assert!(timed_out(&e), "{e:?}"),
+                }
+                assert!(
+                    start.elapsed() < DID_NOT_HANG,
+                    "the stuck call never returned"
+                );
+            }
+        } else {
+            // A worker each: the second handle's calls are its own worker's, unaffected.
+            assert!(second.execute(&quick).unwrap().success);
+            assert_eq!(gate.stats().thread_libraries_resident, resident);
+        }
+        host.assert_still_serves(&gate);
+    }
+}

@@ -4,7 +4,9 @@
 //! (`thread_safe` is recorded, never trusted): every call is handed to the one thread that
 //! owns the plugin through a single slot ([`super::handoff`]: one atomic word, no lock, a
 //! bounded spin then a futex), so no two calls overlap and every call runs on the thread
-//! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`. The plugin's host
+//! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`. Handles that share
+//! one library (the same bytes loaded twice, [`super::resident`]) also take the library's
+//! turn for each call, so no two calls overlap inside one copy of a library either. The plugin's host
 //! tool requests and progress messages travel back through the same slot to the caller's
 //! thread, which answers them outside the sandbox while the plugin thread waits.
 //!
@@ -36,7 +38,7 @@ use super::ExecError;
 use super::cancel::CancelToken;
 use super::handoff::{AskError, CallError, Handoff};
 use super::options::CallOptions;
-use super::resident::{self, Claim, Reservation};
+use super::resident::{self, Claim, LibraryHold, LibraryTurn, Reservation, TurnWait};
 use super::tools::{CallExtras, CallState, ToolEnv, answer};
 use crate::base::host_abi::{
     HOST_TABLE_SIZE, HOST_TABLE_VERSION, HostTableV1, ToolErrorKind, error_reply, free_reply,
@@ -47,10 +49,11 @@ use std::cell::RefCell;
 use std::ffi::c_char;
 
 /// The one call in flight between the callers and the plugin thread: the call's input
-/// (with its deadline and sequence number), the plugin's host tool requests and progress
-/// messages as a worker's frame would carry them and the caller's answers (empty for
-/// progress), and the call's result.
-type Slot = Handoff<(CString, Instant, u64), Frame, Vec<u8>, Result<PluginResult, FaultError>>;
+/// (with its deadline, sequence number and the library's turn, which whoever owns the input
+/// gives back), the plugin's host tool requests and progress messages as a worker's frame
+/// would carry them and the caller's answers (empty for progress), and the call's result.
+type Slot =
+    Handoff<(CString, Instant, u64, LibraryHold), Frame, Vec<u8>, Result<PluginResult, FaultError>>;
 
 /// Marks the slot gone when the plugin thread ends, however it ends, so a waiting caller
 /// hears about it at once instead of at its timeout.
@@ -68,6 +71,8 @@ impl Drop for ExitGuard {
 pub(crate) struct ThreadExecutor {
     /// One call at a time holds its turn; a call abandoned there poisons it for good.
     slot: Arc<Slot>,
+    /// The turn of the library, shared with every other handle on the same copy.
+    library: Arc<LibraryTurn>,
     timeout: Duration,
     /// What the plugin's host tool requests are judged by.
     tools: Arc<ToolEnv>,
@@ -90,14 +95,20 @@ impl ThreadExecutor {
         // New bytes count against the limit before anything is started; bytes loaded
         // already are reused, and this load's sealed copy is closed unused.
         let entry = manifest.library_entry().ok_or(LoadError::NoLibraryEntry)?;
-        let library =
+        let (library, turn) =
             match resident::claim(&entry.sha256, entry.size, limits.thread_mode_libraries)? {
-                Claim::Reuse(symbols) => {
+                Claim::Reuse(resident) => {
                     drop(library);
-                    Library::Resident(symbols)
+                    let turn = Arc::clone(&resident.turn);
+                    (Library::Resident(resident.symbols), turn)
                 }
-                Claim::Load(reservation) => Library::New(library, reservation),
+                Claim::Load(reservation) => {
+                    let turn = Arc::clone(reservation.turn());
+                    (Library::New(library, reservation), turn)
+                }
             };
+        let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let load_deadline = Instant::now() + timeout;
         let slot = Arc::new(Slot::new());
         let ready = Arc::new(Ready {
             state: Mutex::new(ReadyState::Waiting),
@@ -111,12 +122,21 @@ impl ThreadExecutor {
             progress_bytes: limits.progress_bytes,
         };
         let thread_slot = Arc::clone(&slot);
+        let thread_turn = Arc::clone(&turn);
+        let timeout_ms = limits.call_timeout_ms;
         std::thread::Builder::new()
             .name(format!("plugin:{}", manifest.name()))
             .spawn(move || {
                 let guard = ExitGuard(thread_slot);
+                // The load's entries into the library (a reused one's checks, the host
+                // table) take its turn like calls do, by the load's deadline.
+                let Ok(hold) = thread_turn.hold(load_deadline, &|| false) else {
+                    ready_tx.send(Err(FaultError::Timeout { timeout_ms }.into()));
+                    return;
+                };
                 run_plugin_thread(
                     library,
+                    hold,
                     expected,
                     output_limit,
                     plan,
@@ -126,14 +146,14 @@ impl ThreadExecutor {
                 )
             })
             .map_err(LoadError::Thread)?;
-        let timeout = Duration::from_millis(limits.call_timeout_ms);
         let executor = ThreadExecutor {
             slot,
+            library: turn,
             timeout,
             tools,
             seq: AtomicU64::new(0),
         };
-        match ready.wait(Instant::now() + timeout) {
+        match ready.wait(load_deadline) {
             ReadyState::Sent(Ok(enforcement)) => Ok((executor, enforcement)),
             ReadyState::Sent(Err(e)) => Err(e),
             ReadyState::Waiting => Err(FaultError::Timeout {
@@ -169,11 +189,28 @@ impl ThreadExecutor {
         let start = Instant::now();
         let timeout = options.effective_timeout(self.timeout, start);
         let deadline = start + timeout;
-        // Wakes this caller wherever it waits (its turn, its result) to look at the token.
+        // Wakes this caller wherever it waits (the library's turn, its own, its result) to
+        // look at the token.
         let _hook = token.map(|t| {
             let slot = Arc::clone(&self.slot);
-            t.on_cancel(move || slot.interrupt())
+            let library = Arc::clone(&self.library);
+            t.on_cancel(move || {
+                slot.interrupt();
+                library.interrupt();
+            })
         });
+        let cancelled = || token.is_some_and(CancelToken::is_cancelled);
+        let timed_out = || FaultError::Timeout {
+            timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        // Another handle's call in the same library: waiting it out reaches nothing, so
+        // running out of time or being cancelled here poisons nothing.
+        let hold = match self.library.hold(deadline, &cancelled) {
+            Ok(hold) => hold,
+            Err(TurnWait::TimedOut) => return Err(timed_out()),
+            Err(TurnWait::Cancelled) => return Err(FaultError::Cancelled { running: false }),
+        };
+        let hold_id = hold.id();
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let mut call = CallState::new(seq, deadline, extras);
         let tools = &self.tools;
@@ -186,19 +223,26 @@ impl ThreadExecutor {
             Err(v) => error_reply(ToolErrorKind::BadRequest, &v.to_string()),
         };
         let outcome = self.slot.call(
-            (input, deadline, seq),
+            (input, deadline, seq, hold),
             deadline,
-            &|| token.is_some_and(CancelToken::is_cancelled),
+            &cancelled,
             &mut respond,
         );
+        if matches!(
+            outcome,
+            Err(CallError::Timeout | CallError::Cancelled { running: true })
+        ) {
+            // Abandoned: if the plugin thread took the call, the library's turn is with
+            // it until the call returns, and the next load of these bytes must not wait
+            // for that (nothing happens if the turn was given back already).
+            self.library.abandon(hold_id);
+        }
         match outcome {
             Ok(result) => {
                 call.finish(&self.tools);
                 result
             }
-            Err(CallError::Timeout | CallError::TurnTimeout) => Err(FaultError::Timeout {
-                timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
-            }),
+            Err(CallError::Timeout | CallError::TurnTimeout) => Err(timed_out()),
             Err(CallError::Cancelled { running }) => Err(FaultError::Cancelled { running }),
             Err(CallError::Poisoned) => Err(FaultError::Poisoned),
             Err(CallError::Gone) => Err(FaultError::ThreadGone),
@@ -290,9 +334,12 @@ impl Drop for ReadySender {
     }
 }
 
-/// Body of the plugin thread.
+/// Body of the plugin thread. `hold` is the library's turn, given back once the load's
+/// own entries into the library are done.
+#[allow(clippy::too_many_arguments)]
 fn run_plugin_thread(
     library: Library,
+    hold: LibraryHold,
     expected: PluginMetadata,
     output_limit: usize,
     plan: SandboxPlan,
@@ -309,6 +356,7 @@ fn run_plugin_thread(
     let (symbols, enforcement) = match loaded {
         Ok(ok) => ok,
         Err(e) => {
+            drop(hold);
             ready.send(Err(e));
             return;
         }
@@ -321,17 +369,20 @@ fn run_plugin_thread(
         });
     });
     symbols.call_host_init(&THREAD_TABLE);
+    drop(hold);
     if !ready.send(Ok(enforcement)) {
         return;
     }
     // Ends when the handle is dropped, or once a call was abandoned (its caller timed out
     // or was cancelled: the handle is poisoned, and the late reply is dropped).
-    while let Some((input, deadline, seq)) = slot.next() {
+    while let Some((input, deadline, seq, hold)) = slot.next() {
         set_current_call(Some((seq, deadline)));
-        let result = symbols
-            .call_execute(&input, output_limit)
-            .and_then(|bytes| decode_result(&bytes));
+        let output = symbols.call_execute(&input, output_limit);
+        // Out of the library (its string freed): the next call on any handle may enter,
+        // before this one's reply wakes its caller.
+        drop(hold);
         set_current_call(None);
+        let result = output.and_then(|bytes| decode_result(&bytes));
         if !slot.reply(result) {
             return;
         }
