@@ -445,14 +445,32 @@ fn max_active_unserialized(path: &Path, tries: usize) -> u64 {
     seen
 }
 
+/// `tests/plugins/<src>.c` built with `defines` and installed as `name`: its library and
+/// its directory, and a gate of `policy`.
+fn installed(
+    host: &Host,
+    src: &str,
+    name: &str,
+    defines: &[(&str, &str)],
+    policy: skillgate::Policy,
+) -> (PathBuf, PathBuf, Gate) {
+    let lib = host.build(src, name, defines);
+    let dir = host.install(name, &lib);
+    (lib, dir, host.gate_with(policy))
+}
+
 #[test]
 fn calls_through_two_handles_on_one_library_never_overlap_inside_it() {
     let _serial = serial();
     for host in Host::each_mode() {
         // 20 ms inside the plugin per call: two unserialized callers overlap at once.
-        let lib = host.build("counter", "overlap", &[("SLEEP_MS", "20")]);
-        let dir = host.install("overlap", &lib);
-        let gate = host.gate();
+        let (lib, dir, gate) = installed(
+            &host,
+            "counter",
+            "overlap",
+            &[("SLEEP_MS", "20")],
+            host.policy(),
+        );
         let first = gate.verify_and_load(&dir).unwrap();
         let reuses = gate.stats().thread_library_reuses;
         let second = gate.verify_and_load(&dir).unwrap();
@@ -491,12 +509,15 @@ fn a_call_stuck_in_a_shared_library_times_out_its_neighbours_unpoisoned_and_a_re
     let _serial = serial();
     for host in Host::each_mode() {
         // Answers at once, unless its input says "stall": then it spins for 3 s.
-        let lib = host.build("stall", "stuckshared", &[("STALL_MS", "3000")]);
-        let dir = host.install("stuckshared", &lib);
-        let gate =
-            host.gate_with(host.policy_with(|p| {
-                p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300))
-            }));
+        let policy = host
+            .policy_with(|p| p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300)));
+        let (_, dir, gate) = installed(
+            &host,
+            "stall",
+            "stuckshared",
+            &[("STALL_MS", "3000")],
+            policy,
+        );
         let first = gate.verify_and_load(&dir).unwrap();
         let second = gate.verify_and_load(&dir).unwrap();
         let quick = PluginContext::default();
@@ -544,6 +565,78 @@ fn a_call_stuck_in_a_shared_library_times_out_its_neighbours_unpoisoned_and_a_re
         } else {
             // A worker each: the second handle's calls are its own worker's, unaffected.
             assert!(second.execute(&quick).unwrap().success);
+            assert_eq!(gate.stats().thread_libraries_resident, resident);
+        }
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
+fn a_load_stuck_in_a_shared_librarys_checks_times_out_and_the_next_load_is_fresh() {
+    let _serial = serial();
+    for host in Host::each_mode() {
+        // The metadata export spins 3 s from its second call on, in each copy's statics:
+        // the first load of a copy passes its checks, a second load of the same copy hangs.
+        let policy = host
+            .policy_with(|p| p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300)));
+        let (_, dir, gate) = installed(
+            &host,
+            "stall",
+            "stuckload",
+            &[("STALL_MS", "3000"), ("STALL_METADATA_FROM", "2")],
+            policy,
+        );
+        let first = gate.verify_and_load(&dir).unwrap();
+        let resident = gate.stats().thread_libraries_resident;
+        if host.isolation == Isolation::Thread {
+            // Reuses the first copy, whose metadata now hangs: the load times out inside
+            // the library, and that copy is stuck for the 3 s it spins.
+            let e = gate.verify_and_load(&dir).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Fault(skillgate::error::FaultError::Timeout { timeout_ms: 300 })
+                ),
+                "{e:?}"
+            );
+            // The next load does not wait for the stuck copy: a fresh one, which loads
+            // (its metadata's first call) and runs.
+            let third = gate.verify_and_load(&dir).unwrap();
+            assert_eq!(gate.stats().thread_libraries_resident, resident + 1);
+            assert!(third.execute(&PluginContext::default()).unwrap().success);
+            // The first handle shares the stuck copy: its calls time out, unpoisoned, until
+            // the metadata call returns; then they run.
+            let start = Instant::now();
+            let mut timeouts = 0;
+            loop {
+                match first.execute(&PluginContext::default()) {
+                    Ok(out) => break assert!(out.success),
+                    Err(e) => {
+                        assert!(
+                            matches!(
+                                e,
+                                Error::Fault(skillgate::error::FaultError::Timeout { .. })
+                            ),
+                            "{e:?}"
+                        );
+                        timeouts += 1;
+                    }
+                }
+                assert!(
+                    start.elapsed() < DID_NOT_HANG,
+                    "the stuck load never returned"
+                );
+            }
+            assert!(
+                timeouts > 0,
+                "the first handle's call did not wait for the stuck copy"
+            );
+            assert!(!first.is_poisoned());
+        } else {
+            // A worker each, a copy each: every load's metadata call is its copy's first.
+            let second = gate.verify_and_load(&dir).unwrap();
+            assert!(second.execute(&PluginContext::default()).unwrap().success);
+            assert!(first.execute(&PluginContext::default()).unwrap().success);
             assert_eq!(gate.stats().thread_libraries_resident, resident);
         }
         host.assert_still_serves(&gate);

@@ -28,8 +28,9 @@
 //! ends up owning it once the plugin is out of the library: the plugin thread after the
 //! call returned, or the caller if the call was never taken.
 //!
-//! A call abandoned inside the library (its caller timed out or was cancelled) keeps the
-//! turn until it returns, if ever, and every handle on that copy then times out. The copy
+//! A call abandoned inside the library (its caller timed out or was cancelled), or a load
+//! that timed out there (a constructor, the metadata check), keeps the turn until it
+//! returns, if ever, and every handle on that copy then times out. The copy
 //! is then *stuck* ([`LibraryTurn::abandoned`]): the next load of the same bytes loads a
 //! fresh copy instead of reusing it, and that copy becomes the one later loads reuse, so a
 //! plugin reloaded after a hang is usable again. Each copy counts against the limit below.

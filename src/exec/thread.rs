@@ -6,9 +6,10 @@
 //! bounded spin then a futex), so no two calls overlap and every call runs on the thread
 //! whose restrictions ([`crate::sandbox`]) were applied before `dlopen`. Handles that share
 //! one library (the same bytes loaded twice, [`super::resident`]) also take the library's
-//! turn for each call, so no two calls overlap inside one copy of a library either. The plugin's host
-//! tool requests and progress messages travel back through the same slot to the caller's
-//! thread, which answers them outside the sandbox while the plugin thread waits.
+//! turn for each call, so no two calls overlap inside one copy of a library either. The
+//! plugin's host tool requests and progress messages travel back through the same slot to
+//! the caller's thread, which answers them outside the sandbox while the plugin thread
+//! waits.
 //!
 //! A thread is not a security boundary: this mode defends against buggy plugins, not
 //! hostile ones (see the README's threat model). A call that outlives the policy's timeout
@@ -109,6 +110,19 @@ impl ThreadExecutor {
             };
         let timeout = Duration::from_millis(limits.call_timeout_ms);
         let load_deadline = Instant::now() + timeout;
+        let load_timeout = || -> ExecError {
+            FaultError::Timeout {
+                timeout_ms: limits.call_timeout_ms,
+            }
+            .into()
+        };
+        // The load's entries into the library (a reused one's checks, the host table) take
+        // its turn as calls do, by the load's deadline; the plugin thread gives it back.
+        let hold = match turn.hold(load_deadline, &|| false) {
+            Ok(hold) => hold,
+            Err(TurnWait::TimedOut | TurnWait::Cancelled) => return Err(load_timeout()),
+        };
+        let hold_id = hold.id();
         let slot = Arc::new(Slot::new());
         let ready = Arc::new(Ready {
             state: Mutex::new(ReadyState::Waiting),
@@ -122,18 +136,10 @@ impl ThreadExecutor {
             progress_bytes: limits.progress_bytes,
         };
         let thread_slot = Arc::clone(&slot);
-        let thread_turn = Arc::clone(&turn);
-        let timeout_ms = limits.call_timeout_ms;
         std::thread::Builder::new()
             .name(format!("plugin:{}", manifest.name()))
             .spawn(move || {
                 let guard = ExitGuard(thread_slot);
-                // The load's entries into the library (a reused one's checks, the host
-                // table) take its turn like calls do, by the load's deadline.
-                let Ok(hold) = thread_turn.hold(load_deadline, &|| false) else {
-                    ready_tx.send(Err(FaultError::Timeout { timeout_ms }.into()));
-                    return;
-                };
                 run_plugin_thread(
                     library,
                     hold,
@@ -156,10 +162,12 @@ impl ThreadExecutor {
         match ready.wait(load_deadline) {
             ReadyState::Sent(Ok(enforcement)) => Ok((executor, enforcement)),
             ReadyState::Sent(Err(e)) => Err(e),
-            ReadyState::Waiting => Err(FaultError::Timeout {
-                timeout_ms: limits.call_timeout_ms,
+            ReadyState::Waiting => {
+                // Still in the library (a constructor, the metadata call): the copy is
+                // stuck for as long as that lasts, and the next load must not reuse it.
+                executor.library.abandon(hold_id);
+                Err(load_timeout())
             }
-            .into()),
             ReadyState::Gone => Err(FaultError::ThreadGone.into()),
         }
     }
