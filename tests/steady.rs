@@ -459,6 +459,17 @@ fn installed(
     (lib, dir, host.gate_with(policy))
 }
 
+/// The stall plugin (3 s stalls, plus `defines`) installed as `name`, and a gate whose calls
+/// and loads time out after 300 ms.
+fn stalling(host: &Host, name: &str, defines: &[(&str, &str)]) -> (PathBuf, Gate) {
+    let mut all = vec![("STALL_MS", "3000")];
+    all.extend_from_slice(defines);
+    let policy =
+        host.policy_with(|p| p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300)));
+    let (_, dir, gate) = installed(host, "stall", name, &all, policy);
+    (dir, gate)
+}
+
 #[test]
 fn calls_through_two_handles_on_one_library_never_overlap_inside_it() {
     let _serial = serial();
@@ -509,15 +520,7 @@ fn a_call_stuck_in_a_shared_library_times_out_its_neighbours_unpoisoned_and_a_re
     let _serial = serial();
     for host in Host::each_mode() {
         // Answers at once, unless its input says "stall": then it spins for 3 s.
-        let policy = host
-            .policy_with(|p| p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300)));
-        let (_, dir, gate) = installed(
-            &host,
-            "stall",
-            "stuckshared",
-            &[("STALL_MS", "3000")],
-            policy,
-        );
+        let (dir, gate) = stalling(&host, "stuckshared", &[]);
         let first = gate.verify_and_load(&dir).unwrap();
         let second = gate.verify_and_load(&dir).unwrap();
         let quick = PluginContext::default();
@@ -577,15 +580,7 @@ fn a_load_stuck_in_a_shared_librarys_checks_times_out_and_the_next_load_is_fresh
     for host in Host::each_mode() {
         // The metadata export spins 3 s from its second call on, in each copy's statics:
         // the first load of a copy passes its checks, a second load of the same copy hangs.
-        let policy = host
-            .policy_with(|p| p.limits(skillgate::policy::Limits::builder().call_timeout_ms(300)));
-        let (_, dir, gate) = installed(
-            &host,
-            "stall",
-            "stuckload",
-            &[("STALL_MS", "3000"), ("STALL_METADATA_FROM", "2")],
-            policy,
-        );
+        let (dir, gate) = stalling(&host, "stuckload", &[("STALL_METADATA_FROM", "2")]);
         let first = gate.verify_and_load(&dir).unwrap();
         let resident = gate.stats().thread_libraries_resident;
         if host.isolation == Isolation::Thread {
