@@ -24,9 +24,10 @@
 //! [`LibraryTurn`], shared by all its handles. A caller takes the turn before it hands its
 //! call over, bounded by the call's deadline: one whose deadline passes while another
 //! handle's call runs gets `Timeout` and poisons nothing, since its call never reached the
-//! plugin. The turn travels with the call ([`LibraryHold`]) and is given back by whoever
-//! ends up owning it once the plugin is out of the library: the plugin thread after the
-//! call returned, or the caller if the call was never taken.
+//! plugin. The turn travels with the call ([`LibraryHold`]) and back with its reply, and is
+//! given back by whoever ends up owning it once the plugin is out of the library: the
+//! caller once the reply is in its hands (so an uncontended turn never leaves the caller's
+//! CPU), or the plugin thread when it drops the reply of an abandoned call.
 //!
 //! A call abandoned inside the library (its caller timed out or was cancelled), or a load
 //! that timed out there (a constructor, the metadata check), keeps the turn until it

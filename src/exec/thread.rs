@@ -50,11 +50,20 @@ use std::cell::RefCell;
 use std::ffi::c_char;
 
 /// The one call in flight between the callers and the plugin thread: the call's input
-/// (with its deadline, sequence number and the library's turn, which whoever owns the input
-/// gives back), the plugin's host tool requests and progress messages as a worker's frame
-/// would carry them and the caller's answers (empty for progress), and the call's result.
-type Slot =
-    Handoff<(CString, Instant, u64, LibraryHold), Frame, Vec<u8>, Result<PluginResult, FaultError>>;
+/// (with its deadline, sequence number and the library's turn), the plugin's host tool
+/// requests and progress messages as a worker's frame would carry them and the caller's
+/// answers (empty for progress), and the call's result with the library's turn again.
+///
+/// The turn travels to the plugin thread and back, and is given back by whoever owns it
+/// last: the caller that took it once the reply is in its hands (so an uncontended turn's
+/// state never leaves the caller's CPU), or the plugin thread when the reply is dropped
+/// because its call was abandoned.
+type Slot = Handoff<
+    (CString, Instant, u64, LibraryHold),
+    Frame,
+    Vec<u8>,
+    (Result<PluginResult, FaultError>, LibraryHold),
+>;
 
 /// Marks the slot gone when the plugin thread ends, however it ends, so a waiting caller
 /// hears about it at once instead of at its timeout.
@@ -246,7 +255,8 @@ impl ThreadExecutor {
             self.library.abandon(hold_id);
         }
         match outcome {
-            Ok(result) => {
+            Ok((result, hold)) => {
+                drop(hold);
                 call.finish(&self.tools);
                 result
             }
@@ -386,12 +396,11 @@ fn run_plugin_thread(
     while let Some((input, deadline, seq, hold)) = slot.next() {
         set_current_call(Some((seq, deadline)));
         let output = symbols.call_execute(&input, output_limit);
-        // Out of the library (its string freed): the next call on any handle may enter,
-        // before this one's reply wakes its caller.
-        drop(hold);
         set_current_call(None);
         let result = output.and_then(|bytes| decode_result(&bytes));
-        if !slot.reply(result) {
+        // The turn goes back with the reply (see `Slot`); a reply dropped because its call
+        // was abandoned gives it back here.
+        if !slot.reply((result, hold)) {
             return;
         }
     }
