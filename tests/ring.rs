@@ -3,7 +3,8 @@
 //! must read each reply field once, check it and copy before parsing: a scribbled region,
 //! a flipped sequence number, a huge length or a thread that keeps writing after the reply
 //! ends the worker with the exact protocol fault, never a panic, a hang, an over-read or a
-//! result from another call. Every negative test has the plugin's benign mode as control,
+//! result from another call; a reply that follows on the socket is held to the same caps
+//! as one in the region. Every negative test has the plugin's benign mode as control,
 //! checks the worker is gone and the handle poisoned, and that the same plugin loads again.
 //! Thread mode has no region: the same probes find none and the host is fine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -82,15 +83,82 @@ fn load(gate: &Gate, dir: &PathBuf) -> (LoadedPlugin, u32) {
 /// One hostile action after a benign call (the control, the same plugin): the exact fault,
 /// the worker ended, the handle poisoned, the plugin loadable again.
 fn hostile(action: &str, expected: impl Fn(&FaultError) -> bool) {
+    hostile_input(action, json!({ "action": action }), expected);
+}
+
+/// [`hostile`] with the hostile call's whole input.
+fn hostile_input(name: &str, input: serde_json::Value, expected: impl Fn(&FaultError) -> bool) {
     let host = Host::process();
     let gate = gate(&host, |l| l);
-    let dir = ring_plugin(&host, &format!("ring-{}", action.replace('_', "-")));
+    let dir = ring_plugin(&host, &format!("ring-{}", name.replace('_', "-")));
     let (plugin, pid) = load(&gate, &dir);
     assert_echo(call(&plugin, json!({"action": "echo", "i": 1})), 1);
-    let f = fault(call(&plugin, json!({"action": action})));
-    assert!(expected(&f), "{action}: {f:?}");
+    let f = fault(call(&plugin, input));
+    assert!(expected(&f), "{name}: {f:?}");
     assert_ended_and_reloadable(&gate, &plugin, pid, &dir);
     host.assert_still_serves(&gate);
+}
+
+/// The control of a forged reply on the socket: with a payload of exactly `size` bytes
+/// (`kind` "output" or "fault") the host takes it as the call's reply, and `check` gets
+/// what the call returned. The plugin then sleeps inside its call; the handle's drop ends
+/// the worker.
+fn socket_reply_taken(kind: &str, size: usize, check: impl Fn(Result<PluginResult, Error>)) {
+    let host = Host::process();
+    let gate = gate(&host, |l| l);
+    let dir = ring_plugin(&host, &format!("ring-socket-{kind}-control"));
+    let (plugin, pid) = load(&gate, &dir);
+    assert_echo(call(&plugin, json!({"action": "echo", "i": 1})), 1);
+    check(call(
+        &plugin,
+        json!({"action": "socket_reply", "kind": kind, "size": size}),
+    ));
+    drop(plugin);
+    assert!(
+        !is_our_child(pid),
+        "worker {pid} must be ended with its handle"
+    );
+    host.assert_still_serves(&gate);
+}
+
+/// A frame's length field counts the tag and the sequence number besides the payload.
+const COUNTED_HEADER: usize = 9;
+/// The largest fault a worker may send (`src/exec/ring`'s `FAULT_CAP`).
+const FAULT_CAP: usize = 1024;
+
+/// A forged reply of `kind` on the socket: `cap` bytes are taken (`check` gets the call's
+/// result), one byte more ends the worker, naming the frame's length and the cap.
+fn socket_reply_held_to(kind: &str, cap: usize, check: impl Fn(Result<PluginResult, Error>)) {
+    socket_reply_taken(kind, cap, check);
+    hostile_input(
+        &format!("socket_{kind}_over"),
+        json!({"action": "socket_reply", "kind": kind, "size": cap + 1}),
+        |f| {
+            matches!(
+                f,
+                FaultError::Protocol(ProtocolViolation::TooLarge { len, cap: c })
+                    if *len == (cap + 1 + COUNTED_HEADER) as u64 && *c == cap + COUNTED_HEADER
+            )
+        },
+    );
+}
+
+#[test]
+fn a_reply_on_the_socket_is_held_to_the_output_limit_to_the_byte() {
+    socket_reply_held_to("output", OUTPUT_LIMIT, |r| {
+        let r = r.unwrap();
+        assert_eq!(r.output["forged"], "socket", "{r:?}");
+    });
+}
+
+#[test]
+fn a_fault_on_the_socket_is_held_to_the_fault_cap_as_in_the_region() {
+    socket_reply_held_to("fault", FAULT_CAP, |r| {
+        assert!(
+            matches!(fault(r), FaultError::NullResult { .. }),
+            "a fault of {FAULT_CAP} bytes is the call's"
+        );
+    });
 }
 
 #[test]
@@ -339,6 +407,7 @@ fn in_thread_mode_the_probes_find_no_region_and_the_host_is_fine() {
         "huge_len",
         "bad_tag",
         "nudge_storm",
+        "socket_reply",
     ] {
         let r = call(&plugin, json!({"action": action})).unwrap();
         assert_eq!(r.output["region"], false, "{action}: {r:?}");

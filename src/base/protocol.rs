@@ -16,7 +16,7 @@ pub(crate) const PROTOCOL_VERSION: u32 = 2;
 /// Bytes a frame adds around its payload: length, tag and sequence number.
 pub(crate) const FRAME_OVERHEAD: usize = 13;
 /// Bytes the length field counts besides the payload: tag and sequence number.
-const COUNTED_HEADER: usize = 9;
+pub(crate) const COUNTED_HEADER: usize = 9;
 
 /// Frame kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,8 +57,8 @@ use std::time::{Duration, Instant};
 
 use crate::base::ffi::{FaultError, PluginMetadata, PluginResult, decode_result};
 use crate::base::protocol::{
-    FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, PayloadError, ProtocolViolation, Tag,
-    read_frame,
+    COUNTED_HEADER, FRAME_OVERHEAD, Frame, FrameError, PROTOCOL_VERSION, PayloadError,
+    ProtocolViolation, Tag, read_frame,
 };
 use crate::base::sealed::SealedFile;
 use crate::base::settings::Limits;
@@ -76,7 +76,7 @@ use super::init::{
 };
 use super::log::{PluginLog, PreparedLog};
 use super::pool::{Pool, Pooled};
-use super::ring::{HostRing, Posted, Reply};
+use super::ring::{FAULT_CAP, HostRing, Posted, Reply};
 use super::spawner::{REAP_BOUND, place_fds, reap_within};
 use super::tools::{self, CallExtras, CallState, ToolEnv};
 use std::sync::Arc;
@@ -153,7 +153,8 @@ pub(crate) struct ProcessExecutor {
     /// The worker; only the caller holding the turn locks it (or `Drop`).
     worker: Mutex<Option<Worker>>,
     timeout: Duration,
-    /// Largest reply frame on the socket (the output limit and the frame header).
+    /// Largest reply frame on the socket, as a frame's length field counts it (the
+    /// output limit, the tag and the sequence number).
     output_cap: usize,
     /// The output limit, for a reply in the call region.
     output_bytes: usize,
@@ -503,7 +504,7 @@ impl ProcessExecutor {
                     turn_waiting: AtomicUsize::new(0),
                     worker: Mutex::new(Some(worker)),
                     timeout,
-                    output_cap: limits.output_bytes.saturating_add(FRAME_OVERHEAD),
+                    output_cap: limits.output_bytes.saturating_add(COUNTED_HEADER),
                     output_bytes: limits.output_bytes,
                     poisoned: AtomicBool::new(false),
                     tools: Arc::new(ToolEnv::none()),
@@ -1011,11 +1012,18 @@ impl ProcessExecutor {
                 }
             }
         };
-        // The read allowed a request's cap; a reply keeps its own.
-        if frame.payload.len().saturating_add(FRAME_OVERHEAD - 4) > self.output_cap {
+        // The read allowed a request's cap; a reply keeps its own, as in the call region:
+        // an output at most the output limit, a fault at most `FAULT_CAP`. Both in the
+        // length field's terms (tag and sequence number counted), as the read's cap is.
+        let payload_cap = match frame.tag {
+            Tag::Output => self.output_bytes,
+            _ => FAULT_CAP,
+        };
+        if frame.payload.len() > payload_cap {
             return Err(violation(ProtocolViolation::TooLarge {
-                len: u64::try_from(frame.payload.len()).unwrap_or(u64::MAX),
-                cap: self.output_cap,
+                len: u64::try_from(frame.payload.len().saturating_add(COUNTED_HEADER))
+                    .unwrap_or(u64::MAX),
+                cap: payload_cap.saturating_add(COUNTED_HEADER),
             }));
         }
         if frame.seq != seq {

@@ -33,6 +33,13 @@
  *              never replies (sleeps)
  *   nudge_storm  for 300 ms, bumps the attention count and wakes the host in a loop,
  *              writing nothing on the socket, then returns {"region":true,"bumps":N}
+ *   socket_reply  forges a reply that follows on the socket, as the worker sends one too
+ *              large for the region: writes an output frame ("kind":"output") or a fault
+ *              frame ("kind":"fault") whose payload is exactly "size" bytes (a valid
+ *              result, or {"kind":"null_result"}, padded with spaces): publishes a reply
+ *              marked "on the socket" with the call's sequence number, wakes the host,
+ *              writes the frame on the channel (fd 4), sleeps; {"region":false} without a
+ *              region
  */
 #include "common.h"
 
@@ -62,6 +69,10 @@
 #define REPLY_AREA (4096 + 1114112)
 #define REGION_BYTES (4096 + 2 * 1114112)
 #define TAG_OUTPUT 1
+#define TAG_ON_SOCKET 3
+#define CHANNEL_FD 4
+#define FRAME_OUTPUT 5
+#define FRAME_FAULT 6
 
 EXPORT uint32_t vtcode_plugin_version(void) { return 1; }
 
@@ -190,6 +201,58 @@ static const char *big(const char *ctx) {
     return out;
 }
 
+/* Writes all of `n` bytes on the channel; 0 on success. */
+static int write_all(const unsigned char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(CHANNEL_FD, p, n);
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* socket_reply: a frame of exactly "size" payload bytes on the channel, then the region's
+ * reply marked as following there. */
+static const char *socket_reply(const char *ctx) {
+    size_t mapped = 0;
+    unsigned char *base = region(PROT_READ | PROT_WRITE, &mapped);
+    if (base == NULL) {
+        return json_result("\"region\":false");
+    }
+    const char *size_at = strstr(ctx, "\"size\":");
+    size_t size = size_at != NULL ? (size_t)strtoull(size_at + 7, NULL, 10) : 0;
+    int fault = strstr(ctx, "\"kind\":\"fault\"") != NULL;
+    const char *body = fault ? "{\"kind\":\"null_result\"}"
+                             : "{\"success\":true,\"output\":{\"forged\":\"socket\"},"
+                               "\"error\":null,\"files\":[]}";
+    size_t body_len = strlen(body);
+    if (size < body_len) {
+        return json_result("\"size\":\"too small\"");
+    }
+    uint64_t seq = __atomic_load_n(u64_at(base, CALL_SEQ_AT), __ATOMIC_ACQUIRE);
+    unsigned char *frame = malloc(13 + size);
+    if (frame == NULL) {
+        return NULL;
+    }
+    uint32_t len = (uint32_t)(size + 9);
+    for (int i = 0; i < 4; i++) frame[i] = (unsigned char)(len >> (8 * i));
+    frame[4] = fault ? FRAME_FAULT : FRAME_OUTPUT;
+    for (int i = 0; i < 8; i++) frame[5 + i] = (unsigned char)(seq >> (8 * i));
+    memcpy(frame + 13, body, body_len);
+    memset(frame + 13 + body_len, ' ', size - body_len);
+    /* Announced first, as the worker does: the host then reads the frame as it comes. */
+    forge_reply(base, seq, 0, TAG_ON_SOCKET, NULL);
+    write_all(frame, 13 + size);
+    free(frame);
+    /* The host has what it reads: it returns that call and ends this worker when the
+     * handle goes, long before this returns. */
+    sleep(60);
+    return echo(ctx, "");
+}
+
 static double thread_cpu_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
@@ -221,6 +284,9 @@ EXPORT const char *vtcode_plugin_execute(const char *ctx) {
         memset(out + strlen(open), 'x', size);
         memcpy(out + strlen(open) + size, tail, strlen(tail) + 1);
         return out;
+    }
+    if (is_action(ctx, "socket_reply")) {
+        return socket_reply(ctx);
     }
     if (is_action(ctx, "burn")) {
         double start = thread_cpu_seconds();
