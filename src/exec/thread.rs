@@ -52,7 +52,13 @@ use std::ffi::c_char;
 /// The one call in flight between the callers and the plugin thread: the call's input
 /// (with its deadline, sequence number and the library's turn), the plugin's host tool
 /// requests and progress messages as a worker's frame would carry them and the caller's
-/// answers (empty for progress), and the call's result with the library's turn again.
+/// answers (empty for progress), and the bytes the plugin returned (or the call's fault)
+/// with the library's turn again.
+///
+/// The caller parses those bytes itself: the result's many small allocations are then made
+/// and freed on one thread. Parsed on the plugin thread and freed on the caller's, every
+/// call sent them through the allocator's slow paths (one thread's cache always empty, the
+/// other's always full).
 ///
 /// The turn travels to the plugin thread and back, and is given back by whoever owns it
 /// last: the caller that took it once the reply is in its hands (so an uncontended turn's
@@ -62,7 +68,7 @@ type Slot = Handoff<
     (CString, Instant, u64, LibraryHold),
     Frame,
     Vec<u8>,
-    (Result<PluginResult, FaultError>, LibraryHold),
+    (Result<Vec<u8>, FaultError>, LibraryHold),
 >;
 
 /// Marks the slot gone when the plugin thread ends, however it ends, so a waiting caller
@@ -255,10 +261,10 @@ impl ThreadExecutor {
             self.library.abandon(hold_id);
         }
         match outcome {
-            Ok((result, hold)) => {
+            Ok((output, hold)) => {
                 drop(hold);
                 call.finish(&self.tools);
-                result
+                output.and_then(|bytes| decode_result(&bytes))
             }
             Err(CallError::Timeout | CallError::TurnTimeout) => Err(timed_out()),
             Err(CallError::Cancelled { running }) => Err(FaultError::Cancelled { running }),
@@ -397,10 +403,9 @@ fn run_plugin_thread(
         set_current_call(Some((seq, deadline)));
         let output = symbols.call_execute(&input, output_limit);
         set_current_call(None);
-        let result = output.and_then(|bytes| decode_result(&bytes));
         // The turn goes back with the reply (see `Slot`); a reply dropped because its call
         // was abandoned gives it back here.
-        if !slot.reply((result, hold)) {
+        if !slot.reply((output, hold)) {
             return;
         }
     }
