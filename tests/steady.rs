@@ -575,6 +575,82 @@ fn a_call_stuck_in_a_shared_library_times_out_its_neighbours_unpoisoned_and_a_re
 }
 
 #[test]
+fn a_call_cancelled_while_it_waits_for_a_shared_librarys_turn_leaves_at_once_unpoisoned() {
+    let _serial = serial();
+    for host in Host::each_mode() {
+        // The stall plugin under a 10 s call timeout: a stalled call spins 3 s and answers;
+        // nothing is abandoned.
+        let policy = host.policy_with(|p| {
+            p.limits(skillgate::policy::Limits::builder().call_timeout_ms(10_000))
+        });
+        let (_, dir, gate) = installed(
+            &host,
+            "stall",
+            "cancelturn",
+            &[("STALL_MS", "3000")],
+            policy,
+        );
+        let first = gate.verify_and_load(&dir).unwrap();
+        let second = gate.verify_and_load(&dir).unwrap();
+        let quick = PluginContext::default();
+        let within = |ms| skillgate::CallOptions::new().timeout(Duration::from_millis(ms));
+        let timed_out = |r: Result<skillgate::PluginResult, Error>| {
+            matches!(
+                r,
+                Err(Error::Fault(skillgate::error::FaultError::Timeout { .. }))
+            )
+        };
+        std::thread::scope(|s| {
+            let stalled =
+                s.spawn(|| first.execute(&support::ctx(serde_json::json!({"stall": true}))));
+            if host.isolation == Isolation::Process {
+                // A worker each: the second handle's calls never wait for the first's.
+                assert!(second.execute(&quick).unwrap().success);
+            } else {
+                // Once the stalled call is inside the library, the second handle's short
+                // calls wait for the turn and time out.
+                let start = Instant::now();
+                while !timed_out(second.execute_with(&quick, &within(100))) {
+                    assert!(
+                        start.elapsed() < DID_NOT_HANG,
+                        "the stalled call never began"
+                    );
+                }
+                // Cancelled while it waits, its own deadline 5 s off: `Cancelled { running:
+                // false }`, nothing poisoned.
+                let token = skillgate::CancelToken::new();
+                let canceller = {
+                    let token = token.clone();
+                    s.spawn(move || {
+                        std::thread::sleep(Duration::from_millis(50));
+                        token.cancel();
+                    })
+                };
+                let e = second
+                    .execute_with(&quick, &within(5_000).cancel(&token))
+                    .unwrap_err();
+                canceller.join().unwrap();
+                assert!(
+                    matches!(
+                        e,
+                        Error::Fault(skillgate::error::FaultError::Cancelled { running: false })
+                    ),
+                    "{e:?}"
+                );
+                assert!(!second.is_poisoned());
+                // It left at once, not when the turn came free: the stalled call (3 s) still
+                // holds it.
+                assert!(timed_out(second.execute_with(&quick, &within(200))));
+            }
+            assert!(stalled.join().unwrap().unwrap().success);
+        });
+        assert!(second.execute(&quick).unwrap().success);
+        assert!(!first.is_poisoned() && !second.is_poisoned());
+        host.assert_still_serves(&gate);
+    }
+}
+
+#[test]
 fn a_load_stuck_in_a_shared_librarys_checks_times_out_and_the_next_load_is_fresh() {
     let _serial = serial();
     for host in Host::each_mode() {
